@@ -1,0 +1,409 @@
+//! Command dispatch: turns each subcommand into calls on the pipeline stages and prints the
+//! result. No SQL here and no network; output formats (`--json` shapes) live here.
+
+use crate::canon;
+use crate::cli::{Cli, Command, HashArgs, IngestArgs, ListArgs, NotifyArgs, ShowArgs};
+use crate::config::Config;
+use crate::exit::{self, Failure};
+use crate::notify;
+use crate::parse::{self, Limits};
+use crate::store::{IngestReport, Prepared, Proposal, State, Store};
+use crate::time::rfc3339;
+use anyhow::{Context, Result};
+use serde_json::{json, Value};
+use std::io::{Read, Write};
+
+/// The contract to paste into an ops bot's prompt.
+pub const AUTHORITY: &str = include_str!("../AUTHORITY.md");
+
+/// Runs one command; returns the exit code.
+pub fn run(cli: Cli) -> Result<i32> {
+    let verbosity = if cli.quiet { -1 } else { cli.verbose as i8 };
+    let config = Config::new(cli.db, verbosity)?;
+    match cli.command {
+        Command::Ingest(args) => ingest(&config, args),
+        Command::Hash(args) => hash(args),
+        Command::List(args) => list(&config, args),
+        Command::Show(args) => show(&config, args),
+        Command::Notify(args) => notify_cmd(&config, args),
+        Command::Authority => {
+            print_out(AUTHORITY)?;
+            Ok(exit::OK)
+        }
+    }
+}
+
+fn print_out(text: &str) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+        // A closed pipe (`| head`) is the reader's choice, not an error.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other.context("writing to stdout"),
+    }
+}
+
+fn warn(config: &Config, message: &str) {
+    if config.verbosity >= 0 {
+        eprintln!("opsgate: warning: {message}");
+    }
+}
+
+/// Reads stdin, refusing more than `limit` bytes without buffering all of it.
+fn read_stdin(limit: usize) -> Result<Vec<u8>> {
+    let mut input = Vec::new();
+    std::io::stdin()
+        .lock()
+        .take(limit as u64 + 1)
+        .read_to_end(&mut input)
+        .context("reading stdin")?;
+    Ok(input)
+}
+
+fn ingest(config: &Config, args: IngestArgs) -> Result<i32> {
+    let source = args.source.trim();
+    if source.is_empty() || source.len() > 128 || source.chars().any(notify::is_dangerous) {
+        return Err(Failure::new(
+            exit::USAGE,
+            "--source must be 1 to 128 printable characters",
+        )
+        .into());
+    }
+    let limits = Limits {
+        max_input_bytes: args.max_input_bytes,
+        max_proposals: args.max_proposals,
+        strict: args.strict,
+    };
+    let input = read_stdin(limits.max_input_bytes)?;
+    // Parse and canonicalize everything before the database is opened: bad input
+    // leaves it untouched.
+    let parsed = parse::parse_bytes(&input, &limits)?;
+    drop(input);
+    let prepared: Vec<Prepared<'_>> = parsed
+        .items
+        .iter()
+        .map(|item| Prepared {
+            item,
+            canon: canon::canonicalize(&item.command),
+        })
+        .collect();
+    let mut store = Store::open(&config.db)?;
+    let mut report = store.ingest(source, &prepared, config.now())?;
+    let mut warnings = parsed.warnings.clone();
+    warnings.append(&mut report.warnings);
+    if args.json {
+        let out = json!({
+            "proposals": report.proposals,
+            "new": report.new,
+            "merged": report.merged,
+            "clustered": report.clustered,
+            "invalid": parsed.invalid,
+            "warnings": warnings,
+        });
+        print_out(&format!("{out}\n"))?;
+    } else {
+        for w in &warnings {
+            warn(config, w);
+        }
+        if config.verbosity >= 0 {
+            print_out(&format!("{}\n", summary(&report, parsed.invalid)))?;
+        }
+        if config.verbosity > 0 {
+            for p in &prepared {
+                print_out(&format!(
+                    "  {}  {}\n",
+                    p.canon.cmd_hash,
+                    notify::visible(&p.item.command).0
+                ))?;
+            }
+        }
+    }
+    Ok(exit::OK)
+}
+
+/// "8 proposals: 2 new, 5 merged, 1 joined cluster kometa-run"
+pub fn summary(report: &IngestReport, invalid: usize) -> String {
+    let mut s = format!(
+        "{} proposal{}: {} new, {} merged",
+        report.proposals,
+        if report.proposals == 1 { "" } else { "s" },
+        report.new,
+        report.merged
+    );
+    if report.clustered > 0 {
+        let names: Vec<String> = report.joined.iter().map(|n| notify::visible(n).0).collect();
+        s.push_str(&format!(
+            ", {} joined cluster{} {}",
+            report.clustered,
+            if names.len() == 1 { "" } else { "s" },
+            names.join(", ")
+        ));
+    }
+    if invalid > 0 {
+        s.push_str(&format!(", {invalid} invalid"));
+    }
+    s
+}
+
+fn hash(args: HashArgs) -> Result<i32> {
+    let commands: Vec<String> = match (args.command, args.stdin) {
+        (Some(c), _) => vec![c],
+        (None, _) => {
+            let input = read_stdin(64 * 1024 * 1024)?;
+            let text = String::from_utf8(input).map_err(|e| {
+                Failure::new(
+                    exit::DATAERR,
+                    format!(
+                        "stdin is not valid UTF-8 (at byte {}); expected one command per line",
+                        e.utf8_error().valid_up_to()
+                    ),
+                )
+            })?;
+            text.lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(str::to_string)
+                .collect()
+        }
+    };
+    let mut out = String::new();
+    for command in &commands {
+        let c = canon::canonicalize(command);
+        if args.json {
+            let v = json!({
+                "cmd_hash": c.cmd_hash,
+                "canonical": c.canonical,
+                "logical_keys": c.logical_keys,
+            });
+            out.push_str(&format!("{v}\n"));
+        } else {
+            let keys = if c.logical_keys.is_empty() {
+                String::new()
+            } else {
+                format!("  [{}]", c.logical_keys.join(" "))
+            };
+            out.push_str(&format!(
+                "{}  {}{}\n",
+                c.cmd_hash,
+                notify::visible(&c.canonical).0,
+                keys
+            ));
+        }
+    }
+    print_out(&out)?;
+    Ok(exit::OK)
+}
+
+fn parse_states(names: &[String]) -> Result<Vec<State>> {
+    let mut states = Vec::new();
+    for name in names {
+        for part in name.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            if part == "in-flight" || part == "in_flight" {
+                states.extend(State::IN_FLIGHT);
+                continue;
+            }
+            let state = State::parse(part).ok_or_else(|| {
+                let all: Vec<&str> = State::ALL.iter().map(|s| s.as_str()).collect();
+                Failure::new(
+                    exit::USAGE,
+                    format!(
+                        "unknown state {part:?}; expected one of {}, in-flight",
+                        all.join(", ")
+                    ),
+                )
+            })?;
+            states.push(state);
+        }
+    }
+    Ok(states)
+}
+
+/// The `list --json` shape of one proposal.
+pub fn proposal_json(p: &Proposal) -> Value {
+    json!({
+        "id": p.id,
+        "source": p.source,
+        "cmd_hash": p.cmd_hash,
+        "command": p.command,
+        "canonical": p.canonical,
+        "state": p.state.as_str(),
+        "risk": p.risk.as_str(),
+        "reason": p.reason,
+        "seen_count": p.seen_count,
+        "first_seen_at": rfc3339(p.first_seen_at),
+        "last_seen_at": rfc3339(p.last_seen_at),
+        "display_ids": p.display_ids,
+        "logical_keys": p.logical_keys,
+        "cluster": p.cluster,
+        "cluster_id": p.cluster_id,
+        "decided_by": p.decided_by,
+        "decided_at": p.decided_at.map(rfc3339),
+    })
+}
+
+/// Opens the store for reading; a missing database is an empty one, not an error, and is
+/// not created.
+fn open_for_reading(config: &Config) -> Result<Option<Store>> {
+    if !config.db.exists() {
+        return Ok(None);
+    }
+    Store::open(&config.db).map(Some)
+}
+
+fn list(config: &Config, args: ListArgs) -> Result<i32> {
+    let states = parse_states(&args.states)?;
+    let proposals = match open_for_reading(config)? {
+        Some(store) => store.list(&states, args.source.as_deref())?,
+        None => Vec::new(),
+    };
+    if args.json {
+        let arr: Vec<Value> = proposals.iter().map(proposal_json).collect();
+        print_out(&format!("{}\n", Value::Array(arr)))?;
+        return Ok(exit::OK);
+    }
+    if proposals.is_empty() {
+        print_out("No proposals.\n")?;
+        return Ok(exit::OK);
+    }
+    let mut out = format!(
+        "{:>5}  {:<11}  {:>4}  {:<12}  {:<16}  COMMAND\n",
+        "ID", "STATE", "SEEN", "CMD_HASH", "CLUSTER"
+    );
+    for p in &proposals {
+        let cluster = p
+            .cluster
+            .as_deref()
+            .map(|c| notify::visible(c).0)
+            .unwrap_or_else(|| "-".into());
+        out.push_str(&format!(
+            "{:>5}  {:<11}  {:>4}  {:<12}  {:<16}  {}\n",
+            p.id,
+            p.state.as_str(),
+            p.seen_count,
+            p.cmd_hash,
+            ellipsize(&cluster, 16),
+            ellipsize(&notify::visible(&p.command).0.replace('\n', "⏎"), 70)
+        ));
+    }
+    print_out(&out)?;
+    Ok(exit::OK)
+}
+
+fn ellipsize(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_string();
+    }
+    let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+fn show(config: &Config, args: ShowArgs) -> Result<i32> {
+    let not_found = || {
+        Failure::new(
+            exit::NOINPUT,
+            format!(
+                "no proposal {:?}; expected a proposal id or a 12-digit cmd_hash (see `opsgate list`)",
+                args.reference
+            ),
+        )
+    };
+    let store = open_for_reading(config)?.ok_or_else(not_found)?;
+    let p = store.find(&args.reference)?.ok_or_else(not_found)?;
+    let sightings = store.sightings(p.id)?;
+    let transitions = store.transitions(p.id)?;
+    if args.json {
+        let mut v = proposal_json(&p);
+        v["sightings"] = sightings
+            .iter()
+            .map(|s| {
+                json!({
+                    "ingest_id": s.ingest_id,
+                    "display_id": s.display_id,
+                    "command": s.command,
+                    "reason": s.reason,
+                    "seen_at": rfc3339(s.seen_at),
+                })
+            })
+            .collect();
+        v["transitions"] = transitions
+            .iter()
+            .map(|t| {
+                json!({
+                    "from": t.from_state,
+                    "to": t.to_state,
+                    "action": t.action,
+                    "actor": t.actor,
+                    "at": rfc3339(t.at),
+                    "note": t.note,
+                })
+            })
+            .collect();
+        print_out(&format!("{v}\n"))?;
+        return Ok(exit::OK);
+    }
+    let vis = |s: &str| notify::visible(s).0;
+    let mut out = String::new();
+    out.push_str(&format!(
+        "proposal {}  ({}, source {})\n",
+        p.id,
+        p.state.as_str(),
+        vis(&p.source)
+    ));
+    out.push_str(&format!("command:    {}\n", vis(&p.command)));
+    out.push_str(&format!("canonical:  {}\n", vis(&p.canonical)));
+    out.push_str(&format!("cmd_hash:   {}\n", p.cmd_hash));
+    out.push_str(&format!("keys:       {}\n", vis(&p.logical_keys.join(" "))));
+    out.push_str(&format!(
+        "cluster:    {} (card {})\n",
+        p.cluster.as_deref().map(vis).unwrap_or_else(|| "-".into()),
+        p.cluster_id
+    ));
+    out.push_str(&format!("risk:       {}\n", p.risk.as_str()));
+    out.push_str(&format!(
+        "seen:       {} times, first {}, last {}\n",
+        p.seen_count,
+        rfc3339(p.first_seen_at),
+        rfc3339(p.last_seen_at)
+    ));
+    if let Some(reason) = &p.reason {
+        out.push_str(&format!("reason:     {}\n", vis(reason)));
+    }
+    out.push_str("sightings:\n");
+    for s in &sightings {
+        out.push_str(&format!(
+            "  {}  ingest {}  id {}\n",
+            rfc3339(s.seen_at),
+            s.ingest_id,
+            s.display_id
+                .as_deref()
+                .map(vis)
+                .unwrap_or_else(|| "-".into())
+        ));
+    }
+    out.push_str("transitions:\n");
+    for t in &transitions {
+        out.push_str(&format!(
+            "  {}  {} -> {}  {} by {}{}\n",
+            rfc3339(t.at),
+            t.from_state.as_deref().unwrap_or("(new)"),
+            t.to_state.as_deref().unwrap_or("-"),
+            t.action,
+            vis(&t.actor),
+            t.note
+                .as_deref()
+                .map(|n| format!(" ({})", vis(n)))
+                .unwrap_or_default()
+        ));
+    }
+    print_out(&out)?;
+    Ok(exit::OK)
+}
+
+fn notify_cmd(config: &Config, args: NotifyArgs) -> Result<i32> {
+    let clusters = match open_for_reading(config)? {
+        Some(store) => store.in_flight_clusters(args.source.as_deref())?,
+        None => Vec::new(),
+    };
+    let cards: Vec<notify::Card> = clusters.iter().map(notify::render).collect();
+    print_out(&notify::console_text(&cards))?;
+    Ok(exit::OK)
+}

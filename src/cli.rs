@@ -1,0 +1,109 @@
+//! Command-line definition (clap). Validation into a `Config` happens in `config`.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+const ENV_HELP: &str = "\
+Environment:
+  OPSGATE_DB       database path (default $XDG_STATE_HOME/opsgate/opsgate.db)
+  OPSGATE_NOW      pin the clock (RFC 3339 or unix seconds), for tests and replays
+  XDG_STATE_HOME   base of the default database path (else $HOME/.local/state)
+
+Exit codes: 0 ok, 1 internal error, 2 usage, 3 conflict (action no longer applies),
+65 bad input, 66 no such proposal, 74 database not writable, 75 temporary failure
+(retry), 78 configuration error.";
+
+/// Turns LLM ops-bot output into one deduplicated, operator-approved action per command.
+#[derive(Debug, Parser)]
+#[command(name = "opsgate", version, after_help = ENV_HELP, max_term_width = 100)]
+pub struct Cli {
+    /// SQLite database file
+    #[arg(long, global = true, env = "OPSGATE_DB", value_name = "PATH")]
+    pub db: Option<PathBuf>,
+    /// More output (repeatable)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only errors
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Read LLM output on stdin and record its proposals
+    Ingest(IngestArgs),
+    /// Print the cmd_hash, canonical form and logical keys of commands
+    Hash(HashArgs),
+    /// List proposals
+    List(ListArgs),
+    /// Show one proposal with its sightings and transitions
+    Show(ShowArgs),
+    /// Render one card per in-flight cluster (to stdout when Telegram is not configured)
+    Notify(NotifyArgs),
+    /// Print the contract to paste into the ops bot's prompt (AUTHORITY.md)
+    Authority,
+}
+
+#[derive(Debug, Args)]
+pub struct IngestArgs {
+    /// Name of the host or bot the proposals come from; dedup and clusters are per source
+    #[arg(long, default_value = "default", value_name = "NAME")]
+    pub source: String,
+    /// Refuse the whole input when any item is invalid
+    #[arg(long)]
+    pub strict: bool,
+    /// Print the summary as JSON
+    #[arg(long)]
+    pub json: bool,
+    /// Refuse inputs larger than this many bytes
+    #[arg(long, default_value_t = 8 * 1024 * 1024, value_name = "BYTES")]
+    pub max_input_bytes: usize,
+    /// Refuse inputs with more proposals than this
+    #[arg(long, default_value_t = 1000, value_name = "N")]
+    pub max_proposals: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct HashArgs {
+    /// The command to hash (quote it as one argument)
+    #[arg(required_unless_present = "stdin", conflicts_with = "stdin")]
+    pub command: Option<String>,
+    /// Read commands from stdin, one per line
+    #[arg(long)]
+    pub stdin: bool,
+    /// One JSON object per command
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Only these states (repeatable): pending approved executing interrupted completed
+    /// failed rejected cancelled expired, or `in-flight`
+    #[arg(long = "state", value_name = "STATE")]
+    pub states: Vec<String>,
+    /// Only this source
+    #[arg(long, value_name = "NAME")]
+    pub source: Option<String>,
+    /// Print a JSON array
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// Proposal id or cmd_hash
+    #[arg(value_name = "ID|CMD_HASH")]
+    pub reference: String,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct NotifyArgs {
+    /// Only this source's cards
+    #[arg(long, value_name = "NAME")]
+    pub source: Option<String>,
+}

@@ -1,0 +1,15 @@
+//! opsgate: LLM ops-bot proposals -> one deduplicated, operator-approved action each.
+//!
+//! The pipeline, one module per stage: [`parse`] (LLM text -> items), [`canon`]
+//! (command -> `cmd_hash` + logical keys), [`store`] (SQLite lifecycle), [`notify`]
+//! (cards). [`app`] wires them to the command line.
+
+pub mod app;
+pub mod canon;
+pub mod cli;
+pub mod config;
+pub mod exit;
+pub mod notify;
+pub mod parse;
+pub mod store;
+pub mod time;

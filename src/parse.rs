@@ -1,0 +1,648 @@
+//! Stage 1, parse: whatever the LLM printed -> validated proposal items.
+//!
+//! Pure: no I/O, no database. Finds the JSON (LLM CLI/API envelopes, fenced blocks,
+//! prose around it), maps field aliases and enforces limits. It never trusts anything the
+//! LLM computed: ids are display labels and a claimed `cmd_hash` is only compared.
+
+use serde_json::{Map, Value};
+use std::fmt;
+
+/// Keys under which a proposal array may sit.
+const ARRAY_KEYS: [&str; 4] = ["approval_needed", "approvals", "proposals", "actions"];
+/// Longest command accepted, in bytes; longer items are skipped (a card could not show them).
+pub const MAX_COMMAND_BYTES: usize = 64 * 1024;
+/// Longest reason kept, in characters; longer ones are cut.
+pub const MAX_REASON_CHARS: usize = 4000;
+/// Longest display id kept, in characters.
+pub const MAX_ID_CHARS: usize = 128;
+/// How many envelopes may be nested before the input is refused.
+const MAX_ENVELOPE_DEPTH: usize = 4;
+/// How many `{`/`[` positions in prose are tried before giving up.
+const MAX_PROSE_CANDIDATES: usize = 256;
+
+/// Limits on one ingest.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_input_bytes: usize,
+    pub max_proposals: usize,
+    pub strict: bool,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_input_bytes: 8 * 1024 * 1024,
+            max_proposals: 1000,
+            strict: false,
+        }
+    }
+}
+
+/// Risk as the LLM rated it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Risk {
+    Low,
+    Medium,
+    High,
+}
+
+impl Risk {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Risk::Low => "low",
+            Risk::Medium => "medium",
+            Risk::High => "high",
+        }
+    }
+
+    pub fn from_str_opt(s: &str) -> Option<Risk> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "low" => Some(Risk::Low),
+            "medium" | "med" => Some(Risk::Medium),
+            "high" => Some(Risk::High),
+            _ => None,
+        }
+    }
+}
+
+/// One proposal as the LLM stated it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Item {
+    /// Position in the proposal array, from 0.
+    pub index: usize,
+    /// The LLM's `id`: a display label, never a key.
+    pub display_id: Option<String>,
+    /// The command exactly as printed.
+    pub command: String,
+    pub reason: Option<String>,
+    pub risk: Risk,
+    /// A `cmd_hash` the LLM claimed; compared, never used.
+    pub claimed_hash: Option<String>,
+}
+
+/// The outcome of parsing one input.
+#[derive(Debug, Default, Clone)]
+pub struct Parsed {
+    pub items: Vec<Item>,
+    /// Items skipped as invalid.
+    pub invalid: usize,
+    pub warnings: Vec<String>,
+}
+
+/// Why an input was refused. Every variant maps to exit code 65.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ParseError {
+    TooLarge { limit: usize },
+    NotUtf8 { offset: usize },
+    NoJson,
+    Truncated { offset: usize },
+    NoProposalArray { found: String },
+    TooManyProposals { count: usize, limit: usize },
+    InvalidItem { index: usize, why: String },
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ParseError::TooLarge { limit } => write!(
+                f,
+                "input is larger than --max-input-bytes ({limit} bytes); raise the limit for bulk loads"
+            ),
+            ParseError::NotUtf8 { offset } => {
+                write!(f, "input is not valid UTF-8 (at byte {offset}); expected LLM text or JSON")
+            }
+            ParseError::NoJson => write!(
+                f,
+                "no JSON found in input; expected an object with an \"approval_needed\" array, an array of proposals, or JSON Lines"
+            ),
+            ParseError::Truncated { offset } => write!(
+                f,
+                "input ends inside the JSON value that starts at byte {offset} (truncated LLM output?); expected complete JSON"
+            ),
+            ParseError::NoProposalArray { found } => write!(
+                f,
+                "no proposal array in the JSON (found {found}); expected \"approval_needed\" (or \"approvals\", \"proposals\", \"actions\") holding an array"
+            ),
+            ParseError::TooManyProposals { count, limit } => write!(
+                f,
+                "{count} proposals exceed --max-proposals ({limit}); raise the limit for bulk loads"
+            ),
+            ParseError::InvalidItem { index, why } => {
+                write!(f, "proposal {index}: {why} (--strict refuses invalid items)")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ParseError {}
+
+/// Parses raw stdin bytes.
+pub fn parse_bytes(input: &[u8], limits: &Limits) -> Result<Parsed, ParseError> {
+    if input.len() > limits.max_input_bytes {
+        return Err(ParseError::TooLarge {
+            limit: limits.max_input_bytes,
+        });
+    }
+    let text = std::str::from_utf8(input).map_err(|e| ParseError::NotUtf8 {
+        offset: e.valid_up_to(),
+    })?;
+    parse_text(text, limits)
+}
+
+/// Parses LLM output text.
+pub fn parse_text(text: &str, limits: &Limits) -> Result<Parsed, ParseError> {
+    let values = find_proposals(text, 0)?;
+    build(values, limits)
+}
+
+/// What a JSON document turned out to be.
+enum Found {
+    /// The proposal values.
+    Proposals(Vec<Value>),
+    /// JSON, but no proposal array in it; names what was there.
+    Other(String),
+}
+
+/// Locates the proposal array in text: whole-text JSON, JSON Lines, fenced blocks, then
+/// the first balanced JSON value in prose.
+fn find_proposals(text: &str, depth: usize) -> Result<Vec<Value>, ParseError> {
+    let trimmed = text.trim().trim_start_matches('\u{feff}');
+    let mut first_other: Option<String> = None;
+    let mut consider = |found: Found| -> Option<Vec<Value>> {
+        match found {
+            Found::Proposals(v) => Some(v),
+            Found::Other(what) => {
+                first_other.get_or_insert(what);
+                None
+            }
+        }
+    };
+
+    match serde_json::from_str::<Value>(trimmed) {
+        Ok(value) => {
+            if let Some(v) = consider(interpret(value, depth)?) {
+                return Ok(v);
+            }
+        }
+        Err(e) if e.is_eof() && trimmed.starts_with(['{', '[']) => {
+            return Err(ParseError::Truncated { offset: 0 });
+        }
+        Err(_) => {}
+    }
+    if let Some(lines) = json_lines(trimmed) {
+        if let Some(v) = consider(interpret(Value::Array(lines), depth)?) {
+            return Ok(v);
+        }
+    }
+    for block in fenced_blocks(trimmed) {
+        if let Ok(value) = serde_json::from_str::<Value>(block.trim()) {
+            if let Some(v) = consider(interpret(value, depth)?) {
+                return Ok(v);
+            }
+        } else if let Some(lines) = json_lines(block.trim()) {
+            if let Some(v) = consider(interpret(Value::Array(lines), depth)?) {
+                return Ok(v);
+            }
+        }
+    }
+    for candidate in embedded_values(trimmed) {
+        match candidate {
+            Ok(value) => {
+                if let Some(v) = consider(interpret(value, depth)?) {
+                    return Ok(v);
+                }
+            }
+            // A value that runs off the end: what follows is inside it, not after it.
+            Err(offset) => return Err(ParseError::Truncated { offset }),
+        }
+    }
+    match first_other {
+        Some(found) => Err(ParseError::NoProposalArray { found }),
+        None => Err(ParseError::NoJson),
+    }
+}
+
+/// Every non-empty line a JSON object: JSON Lines.
+fn json_lines(text: &str) -> Option<Vec<Value>> {
+    let mut values = Vec::new();
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        match serde_json::from_str::<Value>(line) {
+            Ok(v @ Value::Object(_)) => values.push(v),
+            _ => return None,
+        }
+    }
+    (values.len() > 1).then_some(values)
+}
+
+/// Contents of markdown code fences, in order.
+fn fenced_blocks(text: &str) -> Vec<&str> {
+    let mut blocks = Vec::new();
+    let mut rest = text;
+    while let Some(open) = rest.find("```") {
+        let after = &rest[open + 3..];
+        // Skip the info string (`json`, `JSON`, ...) up to the end of the line.
+        let body_start = after.find('\n').map(|n| n + 1).unwrap_or(after.len());
+        let body = &after[body_start..];
+        match body.find("```") {
+            Some(close) => {
+                blocks.push(&body[..close]);
+                rest = &body[close + 3..];
+            }
+            None => break,
+        }
+    }
+    blocks
+}
+
+/// JSON values that start at a `{` or `[` inside prose, first first; `Err(offset)` for
+/// one that starts like JSON and runs off the end of the text.
+fn embedded_values(text: &str) -> impl Iterator<Item = Result<Value, usize>> + '_ {
+    text.char_indices()
+        .filter(|(_, c)| *c == '{' || *c == '[')
+        .take(MAX_PROSE_CANDIDATES)
+        .filter_map(move |(at, _)| {
+            let mut stream = serde_json::Deserializer::from_str(&text[at..]).into_iter::<Value>();
+            match stream.next() {
+                Some(Ok(v @ (Value::Object(_) | Value::Array(_)))) => Some(Ok(v)),
+                // Only a value that opened as an object with a string key or as an array of
+                // objects is taken for truncated JSON; a stray `{` in prose is not.
+                Some(Err(e)) if e.is_eof() && looks_like_json(&text[at..]) => Some(Err(at)),
+                _ => None,
+            }
+        })
+}
+
+fn looks_like_json(s: &str) -> bool {
+    let rest = s[1..].trim_start();
+    rest.starts_with('"') || rest.starts_with('{')
+}
+
+/// Interprets one JSON value: a proposal container, or an envelope holding LLM text.
+fn interpret(value: Value, depth: usize) -> Result<Found, ParseError> {
+    match value {
+        Value::Array(items) => {
+            if items.is_empty() || items.iter().any(is_proposal) {
+                return Ok(Found::Proposals(items));
+            }
+            // An array of events or messages (Claude Code, streamed APIs): the last one that
+            // holds proposals wins.
+            let mut last_other = None;
+            for item in items.into_iter().rev() {
+                match interpret(item, depth)? {
+                    Found::Proposals(v) => return Ok(Found::Proposals(v)),
+                    Found::Other(what) => {
+                        last_other.get_or_insert(what);
+                    }
+                }
+            }
+            Ok(Found::Other(
+                last_other.unwrap_or_else(|| "an array without proposals".into()),
+            ))
+        }
+        Value::Object(mut obj) => {
+            for key in ARRAY_KEYS {
+                match obj.remove(key) {
+                    Some(Value::Array(items)) => return Ok(Found::Proposals(items)),
+                    Some(Value::Null) => return Ok(Found::Proposals(Vec::new())),
+                    Some(other) => {
+                        return Ok(Found::Other(format!(
+                            "\"{key}\" holding {}",
+                            kind_of(&other)
+                        )))
+                    }
+                    None => {}
+                }
+            }
+            if is_proposal_map(&obj) {
+                return Ok(Found::Proposals(vec![Value::Object(obj)]));
+            }
+            match envelope_text(&obj) {
+                Some(text) if depth < MAX_ENVELOPE_DEPTH => {
+                    match find_proposals(&text, depth + 1) {
+                        Ok(items) => Ok(Found::Proposals(items)),
+                        Err(ParseError::NoJson) => Ok(Found::Other(
+                            "an LLM envelope whose text holds no JSON".into(),
+                        )),
+                        Err(ParseError::NoProposalArray { found }) => Ok(Found::Other(format!(
+                            "an LLM envelope whose text holds {found}"
+                        ))),
+                        Err(other) => Err(other),
+                    }
+                }
+                Some(_) => Ok(Found::Other("envelopes nested too deep".into())),
+                None => Ok(Found::Other(describe_object(&obj))),
+            }
+        }
+        other => Ok(Found::Other(kind_of(&other).into())),
+    }
+}
+
+fn describe_object(obj: &Map<String, Value>) -> String {
+    let keys: Vec<&str> = obj.keys().map(String::as_str).take(6).collect();
+    if keys.is_empty() {
+        "an empty object".into()
+    } else {
+        format!("an object with keys {}", keys.join(", "))
+    }
+}
+
+fn kind_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn is_proposal(v: &Value) -> bool {
+    v.as_object().is_some_and(is_proposal_map)
+}
+
+fn is_proposal_map(obj: &Map<String, Value>) -> bool {
+    obj.contains_key("command") || obj.contains_key("cmd")
+}
+
+/// The LLM text inside a known CLI/API envelope.
+fn envelope_text(obj: &Map<String, Value>) -> Option<String> {
+    // Claude Code `--output-format json`: {"type":"result","result":"..."}
+    if let Some(Value::String(s)) = obj.get("result") {
+        return Some(s.clone());
+    }
+    // OpenAI chat completions: choices[0].message.content (or a legacy `text`).
+    if let Some(Value::Array(choices)) = obj.get("choices") {
+        let choice = choices.first()?;
+        if let Some(s) = choice.pointer("/message/content").and_then(Value::as_str) {
+            return Some(s.to_string());
+        }
+        if let Some(s) = choice.get("text").and_then(Value::as_str) {
+            return Some(s.to_string());
+        }
+    }
+    // Anthropic Messages: content[] of {type:"text", text:"..."}.
+    if let Some(Value::Array(blocks)) = obj.get("content") {
+        let text: Vec<&str> = blocks
+            .iter()
+            .filter_map(|b| b.get("text").and_then(Value::as_str))
+            .collect();
+        if !text.is_empty() {
+            return Some(text.join("\n"));
+        }
+    }
+    // Ollama: `response` (generate) or `message.content` (chat).
+    if let Some(Value::String(s)) = obj.get("response") {
+        return Some(s.clone());
+    }
+    if let Some(Value::String(s)) = obj.get("message").and_then(|m| m.get("content")) {
+        return Some(s.clone());
+    }
+    // A message whose `content` is plain text.
+    if let Some(Value::String(s)) = obj.get("content") {
+        return Some(s.clone());
+    }
+    None
+}
+
+/// Validates proposal values into items.
+fn build(values: Vec<Value>, limits: &Limits) -> Result<Parsed, ParseError> {
+    if values.len() > limits.max_proposals {
+        return Err(ParseError::TooManyProposals {
+            count: values.len(),
+            limit: limits.max_proposals,
+        });
+    }
+    let mut parsed = Parsed::default();
+    for (index, value) in values.into_iter().enumerate() {
+        match item(index, value, &mut parsed.warnings) {
+            Ok(item) => parsed.items.push(item),
+            Err(why) if limits.strict => return Err(ParseError::InvalidItem { index, why }),
+            Err(why) => {
+                parsed.invalid += 1;
+                parsed
+                    .warnings
+                    .push(format!("proposal {index} skipped: {why}"));
+            }
+        }
+    }
+    Ok(parsed)
+}
+
+fn item(index: usize, value: Value, warnings: &mut Vec<String>) -> Result<Item, String> {
+    let Value::Object(mut obj) = value else {
+        return Err(format!("expected an object, found {}", kind_of(&value)));
+    };
+    let command = match obj.remove("command").or_else(|| obj.remove("cmd")) {
+        Some(Value::String(s)) => s,
+        Some(other) => {
+            return Err(format!(
+                "\"command\" is {}, expected a string",
+                kind_of(&other)
+            ))
+        }
+        None => return Err("no \"command\"".into()),
+    };
+    if command.trim().is_empty() {
+        return Err("\"command\" is empty".into());
+    }
+    if command.len() > MAX_COMMAND_BYTES {
+        return Err(format!(
+            "\"command\" is {} bytes, over the {MAX_COMMAND_BYTES}-byte limit",
+            command.len()
+        ));
+    }
+    if command.contains('\0') {
+        return Err("\"command\" contains a NUL byte".into());
+    }
+    let display_id = match obj.remove("id") {
+        Some(Value::String(s)) if !s.trim().is_empty() => Some(cut(s.trim(), MAX_ID_CHARS)),
+        Some(Value::Number(n)) => Some(n.to_string()),
+        _ => None,
+    };
+    let reason = match obj.remove("reason") {
+        Some(Value::String(s)) if !s.trim().is_empty() => {
+            if s.chars().count() > MAX_REASON_CHARS {
+                warnings.push(format!(
+                    "proposal {index}: reason cut to {MAX_REASON_CHARS} characters"
+                ));
+            }
+            Some(cut(s.trim(), MAX_REASON_CHARS))
+        }
+        _ => None,
+    };
+    let risk = match obj.remove("risk") {
+        None | Some(Value::Null) => Risk::Medium,
+        Some(Value::String(s)) => Risk::from_str_opt(&s).unwrap_or_else(|| {
+            warnings.push(format!(
+                "proposal {index}: unknown risk {:?}, kept as medium",
+                cut(&s, 32)
+            ));
+            Risk::Medium
+        }),
+        Some(other) => {
+            warnings.push(format!(
+                "proposal {index}: risk is {}, kept as medium",
+                kind_of(&other)
+            ));
+            Risk::Medium
+        }
+    };
+    let claimed_hash = match obj.remove("cmd_hash") {
+        Some(Value::String(s)) => Some(cut(s.trim(), 64)),
+        _ => None,
+    };
+    Ok(Item {
+        index,
+        display_id,
+        command,
+        reason,
+        risk,
+        claimed_hash,
+    })
+}
+
+fn cut(s: &str, max_chars: usize) -> String {
+    match s.char_indices().nth(max_chars) {
+        Some((at, _)) => s[..at].to_string(),
+        None => s.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<Parsed, ParseError> {
+        parse_text(s, &Limits::default())
+    }
+
+    fn commands(s: &str) -> Vec<String> {
+        parse(s)
+            .expect("parses")
+            .items
+            .into_iter()
+            .map(|i| i.command)
+            .collect()
+    }
+
+    #[test]
+    fn object_with_each_array_alias() {
+        for key in ARRAY_KEYS {
+            let text =
+                format!("{{\"{key}\": [{{\"id\": \"a\", \"command\": \"docker stop x\"}}]}}");
+            assert_eq!(commands(&text), ["docker stop x"], "{key}");
+        }
+    }
+
+    #[test]
+    fn bare_array_and_json_lines() {
+        assert_eq!(commands(r#"[{"cmd": "a"}, {"command": "b"}]"#), ["a", "b"]);
+        assert_eq!(
+            commands("{\"command\": \"a\"}\n\n{\"command\": \"b\"}\n"),
+            ["a", "b"]
+        );
+    }
+
+    #[test]
+    fn fenced_block_and_prose() {
+        let fenced =
+            "Here you go:\n```json\n{\"approval_needed\": [{\"command\": \"a\"}]}\n```\nBye";
+        assert_eq!(commands(fenced), ["a"]);
+        let prose = "I propose {\"approval_needed\": [{\"command\": \"b\"}]} and nothing else.";
+        assert_eq!(commands(prose), ["b"]);
+    }
+
+    #[test]
+    fn envelopes_are_unwrapped() {
+        let inner = r#"{\"approval_needed\": [{\"command\": \"docker stop x\"}]}"#;
+        let claude =
+            format!(r#"{{"type":"result","subtype":"success","result":"```json\n{inner}\n```"}}"#);
+        let openai =
+            format!(r#"{{"choices":[{{"message":{{"role":"assistant","content":"{inner}"}}}}]}}"#);
+        let anthropic = format!(r#"{{"content":[{{"type":"text","text":"{inner}"}}]}}"#);
+        let ollama_gen = format!(r#"{{"model":"m","response":"{inner}"}}"#);
+        let ollama_chat = format!(r#"{{"message":{{"role":"assistant","content":"{inner}"}}}}"#);
+        let events = format!(r#"[{{"type":"system"}},{{"type":"result","result":"{inner}"}}]"#);
+        for text in [claude, openai, anthropic, ollama_gen, ollama_chat, events] {
+            assert_eq!(commands(&text), ["docker stop x"], "{text}");
+        }
+    }
+
+    #[test]
+    fn empty_cycle_is_valid() {
+        assert!(parse(r#"{"approval_needed": []}"#)
+            .expect("ok")
+            .items
+            .is_empty());
+    }
+
+    #[test]
+    fn field_rules() {
+        let p = parse(
+            r#"[{"id": 7, "command": "a", "risk": "HIGH", "cmd_hash": "abc"},
+                {"command": "b", "risk": "catastrophic"},
+                {"id": "x"},
+                {"command": ""}]"#,
+        )
+        .expect("ok");
+        assert_eq!(p.items.len(), 2);
+        assert_eq!(p.items[0].display_id.as_deref(), Some("7"));
+        assert_eq!(p.items[0].risk, Risk::High);
+        assert_eq!(p.items[0].claimed_hash.as_deref(), Some("abc"));
+        assert_eq!(p.items[1].risk, Risk::Medium);
+        assert_eq!(p.invalid, 2);
+        assert!(p.warnings.iter().any(|w| w.contains("proposal 2 skipped")));
+        assert!(p.warnings.iter().any(|w| w.contains("unknown risk")));
+    }
+
+    #[test]
+    fn refusals() {
+        assert_eq!(parse("no json here").err(), Some(ParseError::NoJson));
+        assert_eq!(
+            parse(r#"{"approval_needed": [{"command": "a"}"#).err(),
+            Some(ParseError::Truncated { offset: 0 })
+        );
+        assert_eq!(
+            parse("Here:\n```json\n{\"approval_needed\": [{\"command\": \"a\"}").err(),
+            Some(ParseError::Truncated { offset: 14 })
+        );
+        assert!(matches!(
+            parse("a {stray brace and [1] nothing"),
+            Err(ParseError::NoProposalArray { .. })
+        ));
+        assert!(matches!(
+            parse(r#"{"summary": "all fine"}"#),
+            Err(ParseError::NoProposalArray { .. })
+        ));
+        assert!(matches!(
+            parse(r#"{"approval_needed": "docker stop x"}"#),
+            Err(ParseError::NoProposalArray { .. })
+        ));
+        let strict = Limits {
+            strict: true,
+            ..Limits::default()
+        };
+        assert!(matches!(
+            parse_text(r#"[{"command": "a"}, {"id": "b"}]"#, &strict),
+            Err(ParseError::InvalidItem { index: 1, .. })
+        ));
+        let small = Limits {
+            max_proposals: 1,
+            max_input_bytes: 100,
+            strict: false,
+        };
+        assert!(matches!(
+            parse_text(r#"[{"command": "a"}, {"command": "b"}]"#, &small),
+            Err(ParseError::TooManyProposals { count: 2, limit: 1 })
+        ));
+        assert!(matches!(
+            parse_bytes(&[b' '; 101], &small),
+            Err(ParseError::TooLarge { .. })
+        ));
+        assert!(matches!(
+            parse_bytes(b"[\xff]", &small),
+            Err(ParseError::NotUtf8 { offset: 1 })
+        ));
+    }
+}

@@ -1,0 +1,867 @@
+//! Stage 3, store: the lifecycle in SQLite. The only module that speaks SQL.
+//!
+//! Every write is one `BEGIN IMMEDIATE` transaction; state changes are compare-and-set
+//! updates with their audit row in the same transaction. The SQL stays portable (no
+//! SQLite-only constructs outside `open`/pragmas) so another backend can replace it.
+
+use crate::canon::{self, Canonical};
+use crate::exit::{self, Failure};
+use crate::parse::{Item, Risk};
+use anyhow::{Context, Result};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// `PRAGMA application_id` of an opsgate database ("opsg").
+const APPLICATION_ID: i64 = 0x6f70_7367;
+/// How long a writer waits for the lock before giving up with exit code 75.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Numbered migrations, applied in order. Never edit one that has shipped: add a new one.
+const MIGRATIONS: &[&str] = &[
+    // 1: proposals, sightings, subjects, transitions (append-only), cards, ingests, meta.
+    r#"
+    CREATE TABLE proposals (
+        id            INTEGER PRIMARY KEY,
+        source        TEXT    NOT NULL,
+        cmd_hash      TEXT    NOT NULL,
+        command       TEXT    NOT NULL,
+        canonical     TEXT    NOT NULL,
+        logical_keys  TEXT    NOT NULL,
+        cluster_id    INTEGER NOT NULL,
+        state         TEXT    NOT NULL CHECK (state IN ('pending','approved','executing',
+                          'interrupted','completed','failed','rejected','cancelled','expired')),
+        risk          TEXT    NOT NULL CHECK (risk IN ('low','medium','high')),
+        reason        TEXT,
+        first_seen_at INTEGER NOT NULL,
+        last_seen_at  INTEGER NOT NULL,
+        seen_count    INTEGER NOT NULL,
+        last_ingest_id INTEGER,
+        decided_by    TEXT,
+        decided_at    INTEGER
+    );
+    CREATE UNIQUE INDEX proposals_one_in_flight ON proposals (source, cmd_hash)
+        WHERE state IN ('pending','approved','executing','interrupted');
+    CREATE INDEX proposals_by_state ON proposals (state);
+    CREATE INDEX proposals_by_cluster ON proposals (cluster_id);
+    CREATE INDEX proposals_by_hash ON proposals (cmd_hash);
+
+    CREATE TABLE subjects (
+        proposal_id INTEGER NOT NULL REFERENCES proposals (id) ON DELETE CASCADE,
+        source      TEXT    NOT NULL,
+        subject     TEXT    NOT NULL,
+        PRIMARY KEY (proposal_id, subject)
+    );
+    CREATE INDEX subjects_by_subject ON subjects (source, subject);
+
+    CREATE TABLE ingests (
+        id     INTEGER PRIMARY KEY,
+        source TEXT    NOT NULL,
+        at     INTEGER NOT NULL,
+        items  INTEGER NOT NULL
+    );
+    CREATE INDEX ingests_by_source ON ingests (source, id);
+
+    CREATE TABLE sightings (
+        id          INTEGER PRIMARY KEY,
+        proposal_id INTEGER NOT NULL REFERENCES proposals (id) ON DELETE CASCADE,
+        ingest_id   INTEGER NOT NULL,
+        display_id  TEXT,
+        command     TEXT    NOT NULL,
+        reason      TEXT,
+        seen_at     INTEGER NOT NULL
+    );
+    CREATE INDEX sightings_by_proposal ON sightings (proposal_id);
+
+    CREATE TABLE transitions (
+        id          INTEGER PRIMARY KEY,
+        proposal_id INTEGER,
+        from_state  TEXT,
+        to_state    TEXT,
+        action      TEXT    NOT NULL,
+        actor       TEXT    NOT NULL,
+        at          INTEGER NOT NULL,
+        note        TEXT
+    );
+    CREATE INDEX transitions_by_proposal ON transitions (proposal_id);
+    CREATE TRIGGER transitions_no_update BEFORE UPDATE ON transitions
+        BEGIN SELECT RAISE(ABORT, 'transitions are append-only'); END;
+    CREATE TRIGGER transitions_no_delete BEFORE DELETE ON transitions
+        BEGIN SELECT RAISE(ABORT, 'transitions are append-only'); END;
+
+    CREATE TABLE cards (
+        cluster_id   INTEGER PRIMARY KEY,
+        source       TEXT    NOT NULL,
+        chat_id      TEXT,
+        message_id   INTEGER,
+        content_hash TEXT,
+        rev          INTEGER NOT NULL DEFAULT 1,
+        sent_rev     INTEGER NOT NULL DEFAULT 0,
+        merged_into  INTEGER,
+        sent_at      INTEGER
+    );
+    CREATE INDEX cards_owed ON cards (cluster_id) WHERE rev > sent_rev;
+
+    CREATE TABLE meta (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    "#,
+];
+
+/// Lifecycle states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum State {
+    Pending,
+    Approved,
+    Executing,
+    Interrupted,
+    Completed,
+    Failed,
+    Rejected,
+    Cancelled,
+    Expired,
+}
+
+impl State {
+    pub const ALL: [State; 9] = [
+        State::Pending,
+        State::Approved,
+        State::Executing,
+        State::Interrupted,
+        State::Completed,
+        State::Failed,
+        State::Rejected,
+        State::Cancelled,
+        State::Expired,
+    ];
+    /// States that count for dedup: a repeat of any of them is a sighting, not a proposal.
+    pub const IN_FLIGHT: [State; 4] = [
+        State::Pending,
+        State::Approved,
+        State::Executing,
+        State::Interrupted,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Pending => "pending",
+            State::Approved => "approved",
+            State::Executing => "executing",
+            State::Interrupted => "interrupted",
+            State::Completed => "completed",
+            State::Failed => "failed",
+            State::Rejected => "rejected",
+            State::Cancelled => "cancelled",
+            State::Expired => "expired",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<State> {
+        State::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    pub fn in_flight(self) -> bool {
+        State::IN_FLIGHT.contains(&self)
+    }
+}
+
+/// The SQL list of in-flight states, matching the partial unique index's predicate.
+const IN_FLIGHT_SQL: &str = "('pending','approved','executing','interrupted')";
+
+/// A proposal as stored, with what a list or a card shows of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Proposal {
+    pub id: i64,
+    pub source: String,
+    pub cmd_hash: String,
+    /// Raw text of the first sighting: what the card shows and what would run.
+    pub command: String,
+    pub canonical: String,
+    pub logical_keys: Vec<String>,
+    pub cluster_id: i64,
+    /// The cluster's name (its first subject), `None` for a proposal without keys.
+    pub cluster: Option<String>,
+    pub state: State,
+    pub risk: Risk,
+    pub reason: Option<String>,
+    pub seen_count: i64,
+    pub first_seen_at: i64,
+    pub last_seen_at: i64,
+    pub decided_by: Option<String>,
+    pub decided_at: Option<i64>,
+    /// Distinct LLM ids seen for it, oldest first.
+    pub display_ids: Vec<String>,
+}
+
+/// One appearance of a proposal in an ingest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sighting {
+    pub ingest_id: i64,
+    pub display_id: Option<String>,
+    pub command: String,
+    pub reason: Option<String>,
+    pub seen_at: i64,
+}
+
+/// One audit row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transition {
+    pub id: i64,
+    pub proposal_id: Option<i64>,
+    pub from_state: Option<String>,
+    pub to_state: Option<String>,
+    pub action: String,
+    pub actor: String,
+    pub at: i64,
+    pub note: Option<String>,
+}
+
+/// Everything a card is rendered from: one cluster and its proposals.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterView {
+    pub cluster_id: i64,
+    pub source: String,
+    pub name: Option<String>,
+    /// Every proposal that belongs to this cluster, in flight or decided, oldest first.
+    pub proposals: Vec<Proposal>,
+    /// Where this cluster's proposals went when a bridging proposal merged it.
+    pub merged_into: Option<i64>,
+}
+
+impl ClusterView {
+    pub fn in_flight(&self) -> impl Iterator<Item = &Proposal> {
+        self.proposals.iter().filter(|p| p.state.in_flight())
+    }
+}
+
+/// What one ingest did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct IngestReport {
+    pub proposals: usize,
+    /// New proposals that opened a cluster of their own.
+    pub new: usize,
+    /// Repeat sightings of an in-flight proposal.
+    pub merged: usize,
+    /// New proposals that joined an existing cluster.
+    pub clustered: usize,
+    /// Names of the clusters joined, in order, de-duplicated.
+    pub joined: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+/// A command after canonicalization, ready for the store.
+pub struct Prepared<'a> {
+    pub item: &'a Item,
+    pub canon: Canonical,
+}
+
+/// The SQLite store.
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path`, sets pragmas, applies migrations.
+    /// Refuses a file that is not an opsgate database or has a newer schema.
+    pub fn open(path: &Path) -> Result<Store> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            create_private_dir(parent)
+                .with_context(|| format!("creating database directory {}", parent.display()))?;
+        }
+        create_private_file(path)
+            .with_context(|| format!("creating database {}", path.display()))?;
+        let conn = Connection::open(path)
+            .with_context(|| format!("opening database {}", path.display()))?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        let mut store = Store {
+            conn,
+            path: path.to_path_buf(),
+        };
+        store.check_identity()?;
+        store.set_pragmas()?;
+        store.migrate()?;
+        Ok(store)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn check_identity(&mut self) -> Result<()> {
+        // One read transaction: the three reads must see the same snapshot, or a
+        // concurrent first migration looks like a foreign schema.
+        let path = self.path.clone();
+        let tx = match self.conn.transaction() {
+            Ok(tx) => tx,
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        let result = identity(&tx, &path);
+        drop(tx);
+        result
+    }
+}
+
+fn identity(conn: &Connection, path: &Path) -> Result<()> {
+    let not_ours = |why: String| {
+        Failure::new(
+            exit::CONFIG,
+            format!(
+                "{} {why}; refusing to touch it (point --db at an opsgate database)",
+                path.display()
+            ),
+        )
+    };
+    let app_id: i64 = match conn.query_row("PRAGMA application_id", [], |r| r.get(0)) {
+        Ok(v) => v,
+        Err(rusqlite::Error::SqliteFailure(e, _))
+            if e.code == rusqlite::ErrorCode::NotADatabase =>
+        {
+            return Err(not_ours("is not an SQLite database".into()).into());
+        }
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let tables: i64 = conn.query_row(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table'",
+        [],
+        |r| r.get(0),
+    )?;
+    if app_id != APPLICATION_ID && (tables > 0 || version > 0) {
+        return Err(not_ours("is an SQLite database of another program".into()).into());
+    }
+    if version > MIGRATIONS.len() as i64 {
+        return Err(not_ours(format!(
+            "has schema version {version}, newer than this opsgate knows ({}); upgrade opsgate",
+            MIGRATIONS.len()
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+impl Store {
+    fn set_pragmas(&self) -> Result<()> {
+        // Switching to WAL needs a moment of exclusive access; concurrent first opens
+        // retry instead of failing.
+        let mut tries = 0;
+        loop {
+            match self
+                .conn
+                .query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0))
+            {
+                Ok(_) => break,
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == rusqlite::ErrorCode::DatabaseBusy && tries < 200 =>
+                {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(25));
+                }
+                Err(e) => return Err(e).context("setting journal_mode = WAL"),
+            }
+        }
+        self.conn
+            .execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")
+            .context("setting pragmas")?;
+        Ok(())
+    }
+
+    fn migrate(&mut self) -> Result<()> {
+        let current: i64 = self
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if current == MIGRATIONS.len() as i64 {
+            return Ok(());
+        }
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .context("locking the database for migration")?;
+        // Another process may have migrated while we waited for the lock.
+        let current: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        for (n, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+            tx.execute_batch(sql)
+                .with_context(|| format!("applying migration {}", n + 1))?;
+        }
+        tx.execute_batch(&format!(
+            "PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = {};",
+            MIGRATIONS.len()
+        ))?;
+        tx.commit().context("committing migrations")?;
+        Ok(())
+    }
+
+    /// Schema version in `PRAGMA user_version`.
+    pub fn schema_version(&self) -> Result<i64> {
+        Ok(self
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))?)
+    }
+
+    /// Records one ingest cycle: all of it or none of it.
+    pub fn ingest(
+        &mut self,
+        source: &str,
+        items: &[Prepared<'_>],
+        now: i64,
+    ) -> Result<IngestReport> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .context("locking the database for ingest")?;
+        let mut report = IngestReport {
+            proposals: items.len(),
+            ..IngestReport::default()
+        };
+        tx.execute(
+            "INSERT INTO ingests (source, at, items) VALUES (?1, ?2, ?3)",
+            params![source, now, items.len() as i64],
+        )?;
+        let ingest_id = tx.last_insert_rowid();
+        // Ids are assigned here so that a new cluster can be named by its founding
+        // proposal's id in the same INSERT; the write lock makes this safe.
+        let mut next_id: i64 =
+            tx.query_row("SELECT COALESCE(MAX(id), 0) + 1 FROM proposals", [], |r| {
+                r.get(0)
+            })?;
+        {
+            let mut find_in_flight = tx.prepare_cached(&format!(
+                "SELECT id, risk, cluster_id FROM proposals
+                 WHERE source = ?1 AND cmd_hash = ?2 AND state IN {IN_FLIGHT_SQL}"
+            ))?;
+            let mut bump = tx.prepare_cached(
+                "UPDATE proposals SET seen_count = seen_count + 1, last_seen_at = ?2,
+                        last_ingest_id = ?3, reason = COALESCE(?4, reason), risk = ?5
+                 WHERE id = ?1",
+            )?;
+            let mut find_clusters = tx.prepare_cached(&format!(
+                "SELECT DISTINCT p.cluster_id FROM subjects s
+                 JOIN proposals p ON p.id = s.proposal_id
+                 WHERE s.source = ?1 AND s.subject = ?2 AND p.state IN {IN_FLIGHT_SQL}"
+            ))?;
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO proposals (id, source, cmd_hash, command, canonical, logical_keys,
+                     cluster_id, state, risk, reason, first_seen_at, last_seen_at, seen_count,
+                     last_ingest_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?9, ?10, ?10, 1, ?11)",
+            )?;
+            let mut insert_subject = tx.prepare_cached(
+                "INSERT INTO subjects (proposal_id, source, subject) VALUES (?1, ?2, ?3)",
+            )?;
+            let mut insert_sighting = tx.prepare_cached(
+                "INSERT INTO sightings (proposal_id, ingest_id, display_id, command, reason, seen_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            let mut insert_card =
+                tx.prepare_cached("INSERT INTO cards (cluster_id, source) VALUES (?1, ?2)")?;
+            let mut owe_card =
+                tx.prepare_cached("UPDATE cards SET rev = rev + 1 WHERE cluster_id = ?1")?;
+            let actor = format!("ingest:{source}");
+
+            for Prepared { item, canon } in items {
+                if let Some(claimed) = &item.claimed_hash {
+                    if !claimed.eq_ignore_ascii_case(&canon.cmd_hash) {
+                        report.warnings.push(format!(
+                            "proposal {}: claimed cmd_hash {claimed} ignored, computed {}",
+                            item.index, canon.cmd_hash
+                        ));
+                    }
+                }
+                if let Some(why) = canon.fallback {
+                    report.warnings.push(format!(
+                        "proposal {}: {why}; identity taken from whitespace-collapsed text",
+                        item.index
+                    ));
+                }
+                let existing: Option<(i64, String, i64)> = find_in_flight
+                    .query_row(params![source, canon.cmd_hash], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                    })
+                    .optional()?;
+                let proposal_id = match existing {
+                    Some((id, old_risk, cluster_id)) => {
+                        // Keep the highest risk any cycle gave it.
+                        let risk = Risk::from_str_opt(&old_risk)
+                            .map_or(item.risk, |old| old.max(item.risk));
+                        bump.execute(params![id, now, ingest_id, item.reason, risk.as_str()])?;
+                        owe_card.execute([cluster_id])?;
+                        report.merged += 1;
+                        id
+                    }
+                    None => {
+                        let id = next_id;
+                        next_id += 1;
+                        let subjects = canon.subjects();
+                        let mut clusters = BTreeSet::new();
+                        for subject in &subjects {
+                            let rows = find_clusters
+                                .query_map(params![source, subject], |r| r.get::<_, i64>(0))?;
+                            for c in rows {
+                                clusters.insert(c?);
+                            }
+                        }
+                        // The oldest cluster survives; the others fold into it.
+                        let cluster_id = match clusters.first() {
+                            None => {
+                                insert_card.execute(params![id, source])?;
+                                report.new += 1;
+                                id
+                            }
+                            Some(&survivor) => {
+                                for &other in clusters.iter().skip(1) {
+                                    fold_cluster(&tx, other, survivor)?;
+                                }
+                                owe_card.execute([survivor])?;
+                                report.clustered += 1;
+                                let name = cluster_name(&tx, survivor)?
+                                    .unwrap_or_else(|| survivor.to_string());
+                                if !report.joined.contains(&name) {
+                                    report.joined.push(name);
+                                }
+                                survivor
+                            }
+                        };
+                        insert.execute(params![
+                            id,
+                            source,
+                            canon.cmd_hash,
+                            item.command,
+                            canon.canonical,
+                            serde_json::to_string(&canon.logical_keys)?,
+                            cluster_id,
+                            item.risk.as_str(),
+                            item.reason,
+                            now,
+                            ingest_id,
+                        ])?;
+                        for subject in &subjects {
+                            insert_subject.execute(params![id, source, subject])?;
+                        }
+                        record(
+                            &tx,
+                            Some(id),
+                            None,
+                            Some(State::Pending),
+                            "propose",
+                            &actor,
+                            now,
+                            None,
+                        )?;
+                        id
+                    }
+                };
+                insert_sighting.execute(params![
+                    proposal_id,
+                    ingest_id,
+                    item.display_id,
+                    item.command,
+                    item.reason,
+                    now
+                ])?;
+            }
+        }
+        tx.commit().context("committing ingest")?;
+        Ok(report)
+    }
+
+    /// Proposals matching the filters, oldest first.
+    pub fn list(&self, states: &[State], source: Option<&str>) -> Result<Vec<Proposal>> {
+        let mut sql = format!("{PROPOSAL_SELECT} WHERE 1 = 1");
+        if !states.is_empty() {
+            let list: Vec<String> = states.iter().map(|s| format!("'{}'", s.as_str())).collect();
+            sql.push_str(&format!(" AND p.state IN ({})", list.join(",")));
+        }
+        if source.is_some() {
+            sql.push_str(" AND p.source = ?1");
+        }
+        sql.push_str(" ORDER BY p.id");
+        let mut stmt = self.conn.prepare(&sql)?;
+        let rows = match source {
+            Some(s) => stmt.query_map([s], proposal_from_row)?,
+            None => stmt.query_map([], proposal_from_row)?,
+        };
+        let mut out = Vec::new();
+        for row in rows {
+            let mut p = row?;
+            p.display_ids = self.display_ids(p.id)?;
+            out.push(p);
+        }
+        Ok(out)
+    }
+
+    /// One proposal by numeric id or by `cmd_hash` (the in-flight one, else the newest).
+    pub fn find(&self, reference: &str) -> Result<Option<Proposal>> {
+        let reference = reference.trim();
+        let id: Option<i64> = if reference.len() == canon::HASH_LEN
+            && reference.chars().all(|c| c.is_ascii_hexdigit())
+        {
+            let mut stmt = self.conn.prepare_cached(&format!(
+                "SELECT id, source, state IN {IN_FLIGHT_SQL} FROM proposals WHERE cmd_hash = ?1
+                 ORDER BY state IN {IN_FLIGHT_SQL} DESC, id DESC"
+            ))?;
+            let matches: Vec<(i64, String, bool)> = stmt
+                .query_map([reference.to_ascii_lowercase()], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            let in_flight: Vec<&(i64, String, bool)> = matches.iter().filter(|m| m.2).collect();
+            if in_flight.len() > 1 {
+                let ids: Vec<String> = in_flight
+                    .iter()
+                    .map(|m| format!("{} ({})", m.0, m.1))
+                    .collect();
+                return Err(Failure::new(
+                    exit::DATAERR,
+                    format!(
+                        "cmd_hash {reference} is in flight for several sources; name one by id: {}",
+                        ids.join(", ")
+                    ),
+                )
+                .into());
+            }
+            matches.first().map(|m| m.0)
+        } else {
+            reference.parse::<i64>().ok()
+        };
+        let Some(id) = id else { return Ok(None) };
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!("{PROPOSAL_SELECT} WHERE p.id = ?1"))?;
+        let found = stmt.query_row([id], proposal_from_row).optional()?;
+        match found {
+            Some(mut p) => {
+                p.display_ids = self.display_ids(p.id)?;
+                Ok(Some(p))
+            }
+            None => Ok(None),
+        }
+    }
+
+    fn display_ids(&self, proposal_id: i64) -> Result<Vec<String>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT display_id FROM sightings WHERE proposal_id = ?1 AND display_id IS NOT NULL
+             GROUP BY display_id ORDER BY MIN(id)",
+        )?;
+        let ids = stmt
+            .query_map([proposal_id], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(ids)
+    }
+
+    pub fn sightings(&self, proposal_id: i64) -> Result<Vec<Sighting>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT ingest_id, display_id, command, reason, seen_at FROM sightings
+             WHERE proposal_id = ?1 ORDER BY id",
+        )?;
+        let rows = stmt
+            .query_map([proposal_id], |r| {
+                Ok(Sighting {
+                    ingest_id: r.get(0)?,
+                    display_id: r.get(1)?,
+                    command: r.get(2)?,
+                    reason: r.get(3)?,
+                    seen_at: r.get(4)?,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+
+    pub fn transitions(&self, proposal_id: i64) -> Result<Vec<Transition>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, proposal_id, from_state, to_state, action, actor, at, note
+             FROM transitions WHERE proposal_id = ?1 ORDER BY id",
+        )?;
+        let rows = stmt
+            .query_map([proposal_id], transition_from_row)?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+
+    /// Every cluster that has a proposal in flight, oldest first.
+    pub fn in_flight_clusters(&self, source: Option<&str>) -> Result<Vec<ClusterView>> {
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT DISTINCT cluster_id FROM proposals
+             WHERE state IN {IN_FLIGHT_SQL} AND (?1 IS NULL OR source = ?1) ORDER BY cluster_id"
+        ))?;
+        let ids: Vec<i64> = stmt
+            .query_map([source], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        ids.into_iter().map(|id| self.cluster(id)).collect()
+    }
+
+    /// One cluster with all its proposals.
+    pub fn cluster(&self, cluster_id: i64) -> Result<ClusterView> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "{PROPOSAL_SELECT} WHERE p.cluster_id = ?1 ORDER BY p.id"
+        ))?;
+        let mut proposals: Vec<Proposal> = stmt
+            .query_map([cluster_id], proposal_from_row)?
+            .collect::<rusqlite::Result<_>>()?;
+        for p in &mut proposals {
+            p.display_ids = self.display_ids(p.id)?;
+        }
+        let card: Option<(String, Option<i64>)> = self
+            .conn
+            .query_row(
+                "SELECT source, merged_into FROM cards WHERE cluster_id = ?1",
+                [cluster_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let source = card
+            .as_ref()
+            .map(|c| c.0.clone())
+            .or_else(|| proposals.first().map(|p| p.source.clone()))
+            .unwrap_or_default();
+        Ok(ClusterView {
+            cluster_id,
+            name: cluster_name(&self.conn, cluster_id)?,
+            source,
+            proposals,
+            merged_into: card.and_then(|c| c.1),
+        })
+    }
+
+    /// `PRAGMA integrity_check` result ("ok" when healthy).
+    pub fn integrity_check(&self) -> Result<String> {
+        Ok(self
+            .conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))?)
+    }
+}
+
+/// Moves the in-flight proposals of `from` into `into` and marks `from`'s card as folded.
+fn fold_cluster(conn: &Connection, from: i64, into: i64) -> Result<()> {
+    conn.execute(
+        &format!(
+            "UPDATE proposals SET cluster_id = ?2 WHERE cluster_id = ?1 AND state IN {IN_FLIGHT_SQL}"
+        ),
+        params![from, into],
+    )?;
+    conn.execute(
+        "UPDATE cards SET merged_into = ?2, rev = rev + 1 WHERE cluster_id = ?1",
+        params![from, into],
+    )?;
+    Ok(())
+}
+
+/// A cluster is named by the first subject of its founding proposal.
+fn cluster_name(conn: &Connection, cluster_id: i64) -> Result<Option<String>> {
+    Ok(conn.query_row(
+        "SELECT MIN(subject) FROM subjects WHERE proposal_id = ?1",
+        [cluster_id],
+        |r| r.get(0),
+    )?)
+}
+
+/// Appends an audit row.
+#[allow(clippy::too_many_arguments)]
+fn record(
+    conn: &Connection,
+    proposal_id: Option<i64>,
+    from: Option<State>,
+    to: Option<State>,
+    action: &str,
+    actor: &str,
+    at: i64,
+    note: Option<&str>,
+) -> Result<()> {
+    let mut stmt = conn.prepare_cached(
+        "INSERT INTO transitions (proposal_id, from_state, to_state, action, actor, at, note)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?;
+    stmt.execute(params![
+        proposal_id,
+        from.map(State::as_str),
+        to.map(State::as_str),
+        action,
+        actor,
+        at,
+        note
+    ])?;
+    Ok(())
+}
+
+const PROPOSAL_SELECT: &str = "SELECT p.id, p.source, p.cmd_hash, p.command, p.canonical,
+    p.logical_keys, p.cluster_id, p.state, p.risk, p.reason, p.seen_count, p.first_seen_at,
+    p.last_seen_at, p.decided_by, p.decided_at,
+    (SELECT MIN(subject) FROM subjects WHERE proposal_id = p.cluster_id)
+    FROM proposals p";
+
+fn proposal_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Proposal> {
+    let keys: String = r.get(5)?;
+    let state: String = r.get(7)?;
+    let risk: String = r.get(8)?;
+    let bad = |col: usize, what: &str| {
+        rusqlite::Error::FromSqlConversionFailure(
+            col,
+            rusqlite::types::Type::Text,
+            format!("unknown {what}").into(),
+        )
+    };
+    Ok(Proposal {
+        id: r.get(0)?,
+        source: r.get(1)?,
+        cmd_hash: r.get(2)?,
+        command: r.get(3)?,
+        canonical: r.get(4)?,
+        logical_keys: serde_json::from_str(&keys).map_err(|_| bad(5, "logical keys"))?,
+        cluster_id: r.get(6)?,
+        state: State::parse(&state).ok_or_else(|| bad(7, "state"))?,
+        risk: Risk::from_str_opt(&risk).ok_or_else(|| bad(8, "risk"))?,
+        reason: r.get(9)?,
+        seen_count: r.get(10)?,
+        first_seen_at: r.get(11)?,
+        last_seen_at: r.get(12)?,
+        decided_by: r.get(13)?,
+        decided_at: r.get(14)?,
+        cluster: r.get(15)?,
+        display_ids: Vec::new(),
+    })
+}
+
+fn transition_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Transition> {
+    Ok(Transition {
+        id: r.get(0)?,
+        proposal_id: r.get(1)?,
+        from_state: r.get(2)?,
+        to_state: r.get(3)?,
+        action: r.get(4)?,
+        actor: r.get(5)?,
+        at: r.get(6)?,
+        note: r.get(7)?,
+    })
+}
+
+#[cfg(unix)]
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
+#[cfg(not(unix))]
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)
+}
+
+/// Creates the database file readable by its owner only; an existing file is left as is.
+fn create_private_file(path: &Path) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}

@@ -1,0 +1,96 @@
+//! Property tests for the canonicalizer: idempotent, meaning-preserving, never panics.
+#![allow(clippy::unwrap_used)]
+
+use opsgate::canon::{canonicalize, render_tokens, tokenize};
+use proptest::prelude::*;
+
+/// Shell-ish fragments, including the ones real LLM output uses.
+fn fragment() -> impl Strategy<Value = String> {
+    prop_oneof![
+        "[a-z][a-z0-9._/-]{0,8}",
+        Just("docker".to_string()),
+        Just("stop".to_string()),
+        Just("\"$(docker inspect --format '{{.LogPath}}' clickhouse)\"".to_string()),
+        Just("$LOG".to_string()),
+        Just("\"$LOG\"".to_string()),
+        Just("LOG=$(date +%s)".to_string()),
+        Just("X='a b'".to_string()),
+        Just("'{{.Names}}'".to_string()),
+        Just("*.log".to_string()),
+        Just("~/x".to_string()),
+        Just("`uname -r`".to_string()),
+        Just("2>&1".to_string()),
+        Just(">".to_string()),
+        Just(">>".to_string()),
+        Just("&&".to_string()),
+        Just("||".to_string()),
+        Just(";".to_string()),
+        Just("|".to_string()),
+        Just("\\\"".to_string()),
+        Just("it\\'s".to_string()),
+        Just("$'x\\ty'".to_string()),
+        "'[ -~]{0,6}'".prop_map(|s| s.replace('\'', "")),
+        "\"[ a-z=:%]{0,6}\"",
+        "[a-z]{1,3}\"[ a-z]{0,3}\"[a-z]{0,3}",
+    ]
+}
+
+fn command() -> impl Strategy<Value = String> {
+    (
+        prop::collection::vec(fragment(), 1..10),
+        prop::collection::vec(
+            prop_oneof![Just(" "), Just("  "), Just("\t"), Just(" \n ")],
+            10,
+        ),
+    )
+        .prop_map(|(frags, seps)| {
+            let mut s = String::new();
+            for (i, f) in frags.iter().enumerate() {
+                if i > 0 {
+                    s.push_str(seps[i % seps.len()]);
+                }
+                s.push_str(f);
+            }
+            s
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn canonicalizing_twice_changes_nothing(cmd in command()) {
+        let once = canonicalize(&cmd);
+        let twice = canonicalize(&once.canonical);
+        prop_assert_eq!(&once.canonical, &twice.canonical);
+        prop_assert_eq!(&once.cmd_hash, &twice.cmd_hash);
+        prop_assert_eq!(&once.logical_keys, &twice.logical_keys);
+    }
+
+    #[test]
+    fn the_canonical_form_tokenizes_back_to_the_same_words(cmd in command()) {
+        if let Ok(tokens) = tokenize(&cmd) {
+            let canonical = render_tokens(&tokens);
+            let again = tokenize(&canonical).unwrap();
+            prop_assert_eq!(tokens, again, "canonical: {}", canonical);
+        }
+    }
+
+    #[test]
+    fn arbitrary_text_never_panics_and_stays_idempotent(cmd in "\\PC{0,60}") {
+        let once = canonicalize(&cmd);
+        prop_assert_eq!(once.cmd_hash.len(), 12);
+        prop_assert_eq!(canonicalize(&once.canonical).canonical, once.canonical);
+    }
+
+    #[test]
+    fn extra_spaces_between_words_never_change_the_hash(words in prop::collection::vec("[a-z0-9_./:-]{1,8}", 1..8), gaps in prop::collection::vec(1usize..4, 8)) {
+        let single = words.join(" ");
+        let mut spaced = String::new();
+        for (i, w) in words.iter().enumerate() {
+            if i > 0 { spaced.push_str(&" ".repeat(gaps[i % gaps.len()])); }
+            spaced.push_str(w);
+        }
+        prop_assert_eq!(canonicalize(&single).cmd_hash, canonicalize(&spaced).cmd_hash);
+    }
+}

@@ -1,0 +1,179 @@
+//! Test harness: drives the real `opsgate` binary with a throw-away database.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+/// The real LLM output bundled from shared/samples (a byte-for-byte copy).
+pub const SAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/vps-analytics");
+
+pub fn sample(name: &str) -> String {
+    let path = Path::new(SAMPLES).join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
+/// A temporary directory with a database path in it.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub db: PathBuf,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("state").join("opsgate.db");
+        Env { dir, db }
+    }
+
+    pub fn cmd(&self, args: &[&str]) -> Run {
+        Run {
+            args: args.iter().map(|s| s.to_string()).collect(),
+            stdin: None,
+            envs: vec![("OPSGATE_DB".into(), self.db.display().to_string())],
+        }
+    }
+
+    /// `opsgate ingest --source S` with `input` on stdin; panics unless it succeeds.
+    pub fn ingest(&self, source: &str, input: &str) -> Output {
+        self.cmd(&["ingest", "--source", source]).stdin(input).ok()
+    }
+
+    pub fn list_json(&self, extra: &[&str]) -> Vec<serde_json::Value> {
+        let mut args = vec!["list", "--json"];
+        args.extend_from_slice(extra);
+        let out = self.cmd(&args).ok();
+        serde_json::from_slice::<serde_json::Value>(&out.stdout)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+
+    pub fn sql(&self) -> rusqlite::Connection {
+        rusqlite::Connection::open(&self.db).unwrap()
+    }
+
+    /// Every row of every table, as text: equal dumps mean an untouched database.
+    pub fn dump(&self) -> String {
+        if !self.db.exists() {
+            return "<no database>".into();
+        }
+        let conn = self.sql();
+        let mut out = String::new();
+        let tables: Vec<String> = conn
+            .prepare("SELECT name FROM sqlite_master WHERE type='table' ORDER BY name")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
+        for t in tables {
+            let mut stmt = conn
+                .prepare(&format!("SELECT * FROM {t} ORDER BY 1"))
+                .unwrap();
+            let n = stmt.column_count();
+            let rows: Vec<String> = stmt
+                .query_map([], |r| {
+                    Ok((0..n)
+                        .map(|i| format!("{:?}", r.get_ref(i).unwrap()))
+                        .collect::<Vec<_>>()
+                        .join("|"))
+                })
+                .unwrap()
+                .map(|r| r.unwrap())
+                .collect();
+            out.push_str(&format!("{t}: {}\n", rows.join("\n")));
+        }
+        out
+    }
+}
+
+pub struct Run {
+    args: Vec<String>,
+    stdin: Option<Vec<u8>>,
+    envs: Vec<(String, String)>,
+}
+
+impl Run {
+    pub fn stdin(mut self, input: impl AsRef<[u8]>) -> Run {
+        self.stdin = Some(input.as_ref().to_vec());
+        self
+    }
+
+    pub fn env(mut self, k: &str, v: &str) -> Run {
+        self.envs.push((k.into(), v.into()));
+        self
+    }
+
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_opsgate"));
+        cmd.args(&self.args)
+            .env_remove("OPSGATE_NOW")
+            .env_remove("OPSGATE_CONFIG")
+            .env_remove("OPSGATE_TELEGRAM_TOKEN")
+            .env_remove("OPSGATE_TELEGRAM_CHAT_ID")
+            .env_remove("OPSGATE_TELEGRAM_OPERATORS")
+            .env_remove("OPSGATE_TELEGRAM_API_URL");
+        for (k, v) in &self.envs {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    pub fn output(self) -> Output {
+        let mut cmd = self.command();
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn opsgate");
+        let input = self.stdin.unwrap_or_default();
+        let mut stdin = child.stdin.take().unwrap();
+        // The child may refuse early and close stdin: a broken pipe is fine.
+        let writer = std::thread::spawn(move || {
+            let _ = stdin.write_all(&input);
+        });
+        let out = child.wait_with_output().unwrap();
+        writer.join().unwrap();
+        out
+    }
+
+    /// Runs and asserts exit code 0.
+    pub fn ok(self) -> Output {
+        let desc = self.args.join(" ");
+        let out = self.output();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "opsgate {desc} failed:\nstdout: {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// One ops-bot cycle proposing `commands`, with ids that drift by `cycle`.
+pub fn cycle(cycle: usize, commands: &[&str]) -> String {
+    let items: Vec<serde_json::Value> = commands
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            serde_json::json!({
+                "id": format!("a3f{}c{}", 9 - (cycle % 10), i),
+                "command": c,
+                "reason": format!("cycle {cycle} says so"),
+                "risk": "low",
+            })
+        })
+        .collect();
+    serde_json::json!({"summary": "s", "approval_needed": items}).to_string()
+}
