@@ -2,16 +2,22 @@
 //! result. No SQL here and no network; output formats (`--json` shapes) live here.
 
 use crate::canon;
-use crate::cli::{Cli, Command, HashArgs, IngestArgs, ListArgs, NotifyArgs, ShowArgs};
+use crate::cli::{
+    Cli, Command, HashArgs, IngestArgs, ListArgs, NotifyArgs, PollArgs, ServeArgs, ShowArgs,
+};
 use crate::config::Config;
+use crate::decisions;
 use crate::exit::{self, Failure};
 use crate::notify;
+use crate::notify::telegram::{Incoming, Polled, Telegram, TgError};
 use crate::parse::{self, Limits};
+use crate::store::Decided;
 use crate::store::{IngestReport, Prepared, Proposal, State, Store};
 use crate::time::rfc3339;
 use anyhow::{Context, Result};
 use serde_json::{json, Value};
 use std::io::{Read, Write};
+use std::time::Duration;
 
 /// The contract to paste into an ops bot's prompt.
 pub const AUTHORITY: &str = include_str!("../AUTHORITY.md");
@@ -19,13 +25,15 @@ pub const AUTHORITY: &str = include_str!("../AUTHORITY.md");
 /// Runs one command; returns the exit code.
 pub fn run(cli: Cli) -> Result<i32> {
     let verbosity = if cli.quiet { -1 } else { cli.verbose as i8 };
-    let config = Config::new(cli.db, verbosity)?;
+    let config = Config::new(cli.db, cli.config, verbosity)?;
     match cli.command {
         Command::Ingest(args) => ingest(&config, args),
         Command::Hash(args) => hash(args),
         Command::List(args) => list(&config, args),
         Command::Show(args) => show(&config, args),
         Command::Notify(args) => notify_cmd(&config, args),
+        Command::Poll(args) => poll(&config, args),
+        Command::Serve(args) => serve(&config, args),
         Command::Authority => {
             print_out(AUTHORITY)?;
             Ok(exit::OK)
@@ -116,6 +124,16 @@ fn ingest(config: &Config, args: IngestArgs) -> Result<i32> {
                 ))?;
             }
         }
+    }
+    drop(store);
+    if args.notify {
+        return notify_cmd(
+            config,
+            NotifyArgs {
+                console: false,
+                source: None,
+            },
+        );
     }
     Ok(exit::OK)
 }
@@ -399,11 +417,217 @@ fn show(config: &Config, args: ShowArgs) -> Result<i32> {
 }
 
 fn notify_cmd(config: &Config, args: NotifyArgs) -> Result<i32> {
-    let clusters = match open_for_reading(config)? {
-        Some(store) => store.in_flight_clusters(args.source.as_deref())?,
-        None => Vec::new(),
+    let tg_cfg = match (&config.telegram, args.console) {
+        (Some(tg), false) => tg,
+        _ => {
+            let clusters = match open_for_reading(config)? {
+                Some(store) => store.in_flight_clusters(args.source.as_deref())?,
+                None => Vec::new(),
+            };
+            let cards: Vec<notify::Card> = clusters.iter().map(notify::render).collect();
+            print_out(&notify::console_text(&cards))?;
+            return Ok(exit::OK);
+        }
     };
-    let cards: Vec<notify::Card> = clusters.iter().map(notify::render).collect();
-    print_out(&notify::console_text(&cards))?;
+    let mut store = Store::open(&config.db)?;
+    let tg = Telegram::new(tg_cfg)?;
+    let report = notify::push_owed(&mut store, &tg, &|| config.now(), tg_cfg.max_wait)?;
+    finish_push(config, &report)
+}
+
+/// Prints what an outbox run did; the exit code says whether anything is still owed.
+fn finish_push(config: &Config, report: &notify::PushReport) -> Result<i32> {
+    if config.verbosity >= 0 {
+        let mut line = format!(
+            "cards: {} sent, {} edited, {} unchanged",
+            report.sent, report.edited, report.unchanged
+        );
+        if report.still_owed > 0 {
+            line.push_str(&format!(", {} still owed", report.still_owed));
+        }
+        print_out(&format!("{line}\n"))?;
+    }
+    for (cluster, e) in &report.refused {
+        eprintln!("opsgate: error: card {cluster}: {e}");
+    }
+    if let Some(e) = &report.stopped_by {
+        return Err(anyhow::Error::new(e.clone()).context(format!(
+            "{} card(s) still owed; the next notify delivers them",
+            report.still_owed
+        )));
+    }
+    if !report.refused.is_empty() {
+        return Ok(exit::FAILURE);
+    }
+    Ok(exit::OK)
+}
+
+/// The lease that keeps one poller per database.
+const POLLER_LEASE: &str = "poller";
+
+fn take_poller_lease(store: &mut Store, config: &Config, ttl: Duration) -> Result<String> {
+    let holder = std::process::id().to_string();
+    let other = store.acquire_lease(
+        POLLER_LEASE,
+        &holder,
+        config.now(),
+        ttl.as_millis() as i64,
+        process_alive,
+    )?;
+    match other {
+        None => Ok(holder),
+        Some(pid) => Err(Failure::new(
+            exit::TEMPFAIL,
+            format!(
+                "another opsgate poller (pid {pid}) is reading Telegram updates for this database; only one may run at a time"
+            ),
+        )
+        .into()),
+    }
+}
+
+/// Whether the process holding a lease still exists (Linux: /proc; elsewhere, assume so
+/// and let the lease expire).
+fn process_alive(pid: &str) -> bool {
+    if cfg!(target_os = "linux") {
+        std::path::Path::new("/proc").join(pid).exists()
+    } else {
+        true
+    }
+}
+
+/// Counts of what a batch of updates did.
+#[derive(Default)]
+struct Handled {
+    applied: usize,
+    already: usize,
+    refused: usize,
+    other: usize,
+}
+
+/// Applies updates in order. Each decision commits with its update offset; a database
+/// error stops the batch before the offset moves past the failing update, so Telegram
+/// delivers it again.
+fn handle_updates(
+    store: &mut Store,
+    tg: &Telegram,
+    config: &Config,
+    updates: Vec<Incoming>,
+) -> Result<Handled> {
+    let tg_cfg = config.telegram_for_decisions()?;
+    let mut handled = Handled::default();
+    let offset = store.update_offset()?.unwrap_or(0);
+    for update in updates {
+        if update.update_id < offset {
+            continue; // already handled: a redelivery
+        }
+        let Some(press) = update.press else {
+            store.confirm_update(update.update_id)?;
+            handled.other += 1;
+            continue;
+        };
+        let outcome =
+            decisions::apply_press(store, tg_cfg, &press, update.update_id, config.now())?;
+        match &outcome {
+            Decided::Applied(_) => handled.applied += 1,
+            Decided::Already(_) => handled.already += 1,
+            Decided::Refused(_) => handled.refused += 1,
+        }
+        if let Err(e) = tg.answer(&press.query_id, &decisions::answer_text(&outcome)) {
+            if config.verbosity > 0 {
+                eprintln!("opsgate: note: could not answer a button press: {e}");
+            }
+        }
+    }
+    Ok(handled)
+}
+
+fn poll(config: &Config, args: PollArgs) -> Result<i32> {
+    let tg_cfg = config.telegram_for_decisions()?;
+    let mut store = Store::open(&config.db)?;
+    let tg = Telegram::new(tg_cfg)?;
+    let holder = take_poller_lease(&mut store, config, Duration::from_secs(120))?;
+    let result = (|| -> Result<(Handled, notify::PushReport)> {
+        let offset = store.update_offset()?;
+        let updates = tg.updates(offset, Duration::ZERO)?;
+        let handled = handle_updates(&mut store, &tg, config, updates)?;
+        let report = notify::push_owed(&mut store, &tg, &|| config.now(), tg_cfg.max_wait)?;
+        Ok((handled, report))
+    })();
+    store.release_lease(POLLER_LEASE, &holder)?;
+    let (handled, report) = result?;
+    if args.json {
+        let v = json!({
+            "applied": handled.applied,
+            "already": handled.already,
+            "refused": handled.refused,
+            "other_updates": handled.other,
+            "cards_sent": report.sent,
+            "cards_edited": report.edited,
+            "cards_still_owed": report.still_owed,
+        });
+        print_out(&format!("{v}\n"))?;
+    } else if config.verbosity >= 0 {
+        print_out(&format!(
+            "presses: {} applied, {} already done, {} refused\n",
+            handled.applied, handled.already, handled.refused
+        ))?;
+    }
+    let quiet = Config {
+        verbosity: if args.json { -1 } else { config.verbosity },
+        ..config.clone()
+    };
+    finish_push(&quiet, &report)
+}
+
+fn serve(config: &Config, args: ServeArgs) -> Result<i32> {
+    let tg_cfg = config.telegram_for_decisions()?;
+    let mut store = Store::open(&config.db)?;
+    let tg = Telegram::new(tg_cfg)?;
+    let lease_ttl = Duration::from_secs(args.poll_timeout + tg_cfg.timeout.as_secs() + 60);
+    let holder = take_poller_lease(&mut store, config, lease_ttl)?;
+    let bot = tg.me()?;
+    if config.verbosity >= 0 {
+        eprintln!(
+            "opsgate: serving @{bot} for chat {}; stop with SIGTERM or Ctrl-C",
+            tg_cfg.chat_id
+        );
+    }
+    let wait = Duration::from_secs(args.poll_timeout);
+    let result = (|| -> Result<()> {
+        loop {
+            let report = notify::push_owed(&mut store, &tg, &|| config.now(), tg_cfg.max_wait)?;
+            if let Some(TgError::Config(m)) = &report.stopped_by {
+                return Err(TgError::Config(m.clone()).into());
+            }
+            if let Some(e) = &report.stopped_by {
+                eprintln!(
+                    "opsgate: warning: {e}; {} card(s) still owed",
+                    report.still_owed
+                );
+            }
+            let offset = store.update_offset()?;
+            match tg.updates_or_signal(offset, wait) {
+                Ok(Polled::Stop) => return Ok(()),
+                Ok(Polled::Updates(updates)) => {
+                    handle_updates(&mut store, &tg, config, updates)?;
+                }
+                Err(e @ (TgError::Conflict | TgError::Config(_))) => return Err(e.into()),
+                Err(e) => {
+                    eprintln!("opsgate: warning: {e}; retrying in 5s");
+                    if !tg.sleep_or_signal(Duration::from_secs(5)) {
+                        return Ok(());
+                    }
+                }
+            }
+            // Renew: still ours, or somebody took over an expired lease.
+            take_poller_lease(&mut store, config, lease_ttl)?;
+        }
+    })();
+    store.release_lease(POLLER_LEASE, &holder)?;
+    result?;
+    if config.verbosity >= 0 {
+        eprintln!("opsgate: stopped");
+    }
     Ok(exit::OK)
 }

@@ -5,9 +5,15 @@ use std::path::PathBuf;
 
 const ENV_HELP: &str = "\
 Environment:
-  OPSGATE_DB       database path (default $XDG_STATE_HOME/opsgate/opsgate.db)
-  OPSGATE_NOW      pin the clock (RFC 3339 or unix seconds), for tests and replays
-  XDG_STATE_HOME   base of the default database path (else $HOME/.local/state)
+  OPSGATE_DB                   database path (default $XDG_STATE_HOME/opsgate/opsgate.db)
+  OPSGATE_CONFIG               TOML config file (overrides the variables below)
+  OPSGATE_TELEGRAM_TOKEN       bot token (or OPSGATE_TELEGRAM_TOKEN_FILE, mode 0600)
+  OPSGATE_TELEGRAM_CHAT_ID     chat the cards go to
+  OPSGATE_TELEGRAM_OPERATORS   comma-separated Telegram user ids allowed to decide
+  OPSGATE_TELEGRAM_API_URL     Bot API base URL (self-hosted Bot API server)
+  OPSGATE_TELEGRAM_TIMEOUT     seconds one Telegram request may take (default 15)
+  OPSGATE_NOW                  pin the clock (RFC 3339 or unix seconds), for tests and replays
+  XDG_STATE_HOME               base of the default database path (else $HOME/.local/state)
 
 Exit codes: 0 ok, 1 internal error, 2 usage, 3 conflict (action no longer applies),
 65 bad input, 66 no such proposal, 74 database not writable, 75 temporary failure
@@ -20,6 +26,9 @@ pub struct Cli {
     /// SQLite database file
     #[arg(long, global = true, env = "OPSGATE_DB", value_name = "PATH")]
     pub db: Option<PathBuf>,
+    /// TOML config file; its values override the environment
+    #[arg(long, global = true, env = "OPSGATE_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
     /// More output (repeatable)
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -40,8 +49,12 @@ pub enum Command {
     List(ListArgs),
     /// Show one proposal with its sightings and transitions
     Show(ShowArgs),
-    /// Render one card per in-flight cluster (to stdout when Telegram is not configured)
+    /// Deliver the owed cards to Telegram (or print every card when Telegram is not configured)
     Notify(NotifyArgs),
+    /// One round of button presses from Telegram, then the card edits (cron-friendly)
+    Poll(PollArgs),
+    /// Long-running: long-poll button presses and deliver cards until SIGTERM or Ctrl-C
+    Serve(ServeArgs),
     /// Print the contract to paste into the ops bot's prompt (AUTHORITY.md)
     Authority,
 }
@@ -63,6 +76,9 @@ pub struct IngestArgs {
     /// Refuse inputs with more proposals than this
     #[arg(long, default_value_t = 1000, value_name = "N")]
     pub max_proposals: usize,
+    /// Deliver the cards right after ingesting (same as running `opsgate notify`)
+    #[arg(long)]
+    pub notify: bool,
 }
 
 #[derive(Debug, Args)]
@@ -103,7 +119,24 @@ pub struct ShowArgs {
 
 #[derive(Debug, Args)]
 pub struct NotifyArgs {
-    /// Only this source's cards
+    /// Print every in-flight card to stdout even when Telegram is configured
+    #[arg(long)]
+    pub console: bool,
+    /// With the console: only this source's cards
     #[arg(long, value_name = "NAME")]
     pub source: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PollArgs {
+    /// Print the outcome as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Seconds one long poll waits for presses
+    #[arg(long, default_value_t = 20, value_name = "SECS")]
+    pub poll_timeout: u64,
 }

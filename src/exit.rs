@@ -56,6 +56,14 @@ pub fn code_for(err: &anyhow::Error) -> i32 {
         if let Some(f) = cause.downcast_ref::<Failure>() {
             return f.code;
         }
+        if let Some(e) = cause.downcast_ref::<crate::notify::telegram::TgError>() {
+            use crate::notify::telegram::TgError as T;
+            return match e {
+                T::Config(_) => CONFIG,
+                T::Refused(_) => FAILURE,
+                _ => TEMPFAIL,
+            };
+        }
         if cause.downcast_ref::<crate::parse::ParseError>().is_some() {
             return DATAERR;
         }

@@ -8,6 +8,7 @@ pub mod app;
 pub mod canon;
 pub mod cli;
 pub mod config;
+pub mod decisions;
 pub mod exit;
 pub mod notify;
 pub mod parse;

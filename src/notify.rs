@@ -5,9 +5,14 @@
 //! A card shows each command's raw text exactly, with invisible and control characters
 //! made visible, because that text is what would run.
 
-use crate::store::{ClusterView, Proposal, State};
+pub mod telegram;
+
+use crate::store::{ClusterView, Proposal, State, Store};
 use crate::time::{hhmm, rfc3339};
+use anyhow::Result;
 use sha2::{Digest, Sha256};
+use std::time::Duration;
+use telegram::{Telegram, TgError};
 
 /// Telegram's limit on message text after entity parsing, in UTF-16 code units.
 pub const MAX_CARD_CHARS: usize = 4096;
@@ -419,6 +424,94 @@ fn shorten_to_fit(card: &mut Card) {
         }
         n -= 1;
     }
+}
+
+/// What one outbox run did.
+#[derive(Debug, Default)]
+pub struct PushReport {
+    pub sent: usize,
+    pub edited: usize,
+    /// Owed cards whose rendered content had not changed: no API call.
+    pub unchanged: usize,
+    /// Cards of clusters decided before their card went out: nothing to send.
+    pub skipped: usize,
+    /// Cards still owed when the run stopped.
+    pub still_owed: usize,
+    /// Why the run stopped early, if it did.
+    pub stopped_by: Option<TgError>,
+    /// Cards Telegram refused; they stay owed.
+    pub refused: Vec<(i64, TgError)>,
+}
+
+/// Delivers every owed card: sends new ones, edits changed ones, records each delivery in
+/// its own transaction right after Telegram's answer. Stops at the first temporary failure
+/// (nothing is lost: the cards stay owed) and waits out 429s within `max_wait` in total.
+pub fn push_owed(
+    store: &mut Store,
+    tg: &Telegram,
+    now: &dyn Fn() -> i64,
+    max_wait: Duration,
+) -> Result<PushReport> {
+    let mut report = PushReport::default();
+    let mut waited = Duration::ZERO;
+    let chat = tg.chat_id().to_string();
+    let owed = store.owed_cards()?;
+    for (n, card_row) in owed.iter().enumerate() {
+        let view = store.cluster(card_row.cluster_id)?;
+        let card = render(&view);
+        let hash = card.content_hash();
+        // A card sent to another chat (the configuration changed) is sent anew.
+        let message = card_row
+            .message_id
+            .filter(|_| card_row.chat_id.as_deref() == Some(chat.as_str()));
+        if message.is_none() && view.in_flight().next().is_none() {
+            store.mark_card_sent(card_row, &chat, None, &hash, now())?;
+            report.skipped += 1;
+            continue;
+        }
+        if message.is_some() && card_row.content_hash.as_deref() == Some(hash.as_str()) {
+            store.mark_card_sent(card_row, &chat, message, &hash, now())?;
+            report.unchanged += 1;
+            continue;
+        }
+        let mut target = message;
+        loop {
+            let result = match target {
+                None => tg.send(&card).map(Some),
+                Some(id) => tg.edit(id, &card).map(|_| Some(id)),
+            };
+            match result {
+                Ok(id) => {
+                    store.mark_card_sent(card_row, &chat, id, &hash, now())?;
+                    if target.is_none() {
+                        report.sent += 1;
+                    } else {
+                        report.edited += 1;
+                    }
+                    break;
+                }
+                Err(TgError::MessageGone) if target.is_some() => target = None,
+                Err(TgError::RetryAfter(d)) if waited + d <= max_wait => {
+                    waited += d;
+                    if !tg.sleep_or_signal(d) {
+                        report.still_owed = owed.len() - n;
+                        return Ok(report);
+                    }
+                }
+                Err(e @ TgError::Refused(_)) => {
+                    report.refused.push((card_row.cluster_id, e));
+                    break;
+                }
+                Err(e) => {
+                    report.still_owed = owed.len() - n;
+                    report.stopped_by = Some(e);
+                    return Ok(report);
+                }
+            }
+        }
+    }
+    report.still_owed = report.refused.len();
+    Ok(report)
 }
 
 /// Console notifier: the cards as the operator would read them.

@@ -865,3 +865,420 @@ fn create_private_file(path: &Path) -> std::io::Result<()> {
         Err(e) => Err(e),
     }
 }
+
+/// A card the outbox owes: never sent, or changed since it was last sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwedCard {
+    pub cluster_id: i64,
+    pub chat_id: Option<String>,
+    pub message_id: Option<i64>,
+    pub content_hash: Option<String>,
+    /// The revision being rendered; marking it sent clears the debt only if no change
+    /// arrived meanwhile.
+    pub rev: i64,
+}
+
+/// Who decides, for the audit trail and the card.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    /// Stable identity, e.g. `telegram:123456` or `local:root`.
+    pub id: String,
+    /// How the card names them, e.g. `@alice`.
+    pub display: String,
+}
+
+/// Where a decision came from: a button on a card (checked against the stored card) and
+/// the Telegram update to confirm in the same transaction.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Via {
+    pub card: Option<(i64, i64)>,
+    pub update_id: Option<i64>,
+}
+
+/// The result of a decision attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decided {
+    /// The state changed; the text says how.
+    Applied(String),
+    /// Already done (a replay or double tap): nothing written.
+    Already(String),
+    /// Refused and audited; nothing else changed.
+    Refused(String),
+}
+
+impl Store {
+    /// Cards owed to the chat, oldest cluster first.
+    pub fn owed_cards(&self) -> Result<Vec<OwedCard>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT cluster_id, chat_id, message_id, content_hash, rev FROM cards
+             WHERE rev > sent_rev ORDER BY cluster_id",
+        )?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(OwedCard {
+                    cluster_id: r.get(0)?,
+                    chat_id: r.get(1)?,
+                    message_id: r.get(2)?,
+                    content_hash: r.get(3)?,
+                    rev: r.get(4)?,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+
+    /// Records what was delivered for a card, in one transaction. `message_id` is `None`
+    /// when nothing needed sending (a cluster decided before its card went out).
+    pub fn mark_card_sent(
+        &mut self,
+        card: &OwedCard,
+        chat_id: &str,
+        message_id: Option<i64>,
+        content_hash: &str,
+        now: i64,
+    ) -> Result<()> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute(
+            "UPDATE cards SET chat_id = ?2, message_id = ?3, content_hash = ?4, sent_at = ?5,
+                    sent_rev = MAX(sent_rev, ?6)
+             WHERE cluster_id = ?1",
+            params![
+                card.cluster_id,
+                chat_id,
+                message_id,
+                content_hash,
+                now,
+                card.rev
+            ],
+        )?;
+        tx.commit().context("recording a delivered card")?;
+        Ok(())
+    }
+
+    /// The Telegram update offset (last handled update id + 1).
+    pub fn update_offset(&self) -> Result<Option<i64>> {
+        let v: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'telegram_offset'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(v.and_then(|v| v.parse().ok()))
+    }
+
+    /// Confirms a handled update that carried no decision.
+    pub fn confirm_update(&mut self, update_id: i64) -> Result<()> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        advance_offset(&tx, Some(update_id))?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Takes the named lease for `holder` until `now + ttl_ms`, unless a live holder has
+    /// it. Returns the other holder when refused.
+    pub fn acquire_lease(
+        &mut self,
+        name: &str,
+        holder: &str,
+        now: i64,
+        ttl_ms: i64,
+        alive: impl Fn(&str) -> bool,
+    ) -> Result<Option<String>> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let key = format!("lease:{name}");
+        let current: Option<String> = tx
+            .query_row("SELECT value FROM meta WHERE key = ?1", [&key], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        if let Some(value) = current {
+            if let Some((other, until)) = value.rsplit_once('@') {
+                let until: i64 = until.parse().unwrap_or(0);
+                if other != holder && until > now && alive(other) {
+                    return Ok(Some(other.to_string()));
+                }
+            }
+        }
+        tx.execute(
+            "INSERT INTO meta (key, value) VALUES (?1, ?2)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            params![key, format!("{holder}@{}", now + ttl_ms)],
+        )?;
+        tx.commit()?;
+        Ok(None)
+    }
+
+    /// Gives a lease back if `holder` still has it.
+    pub fn release_lease(&mut self, name: &str, holder: &str) -> Result<()> {
+        self.conn.execute(
+            "DELETE FROM meta WHERE key = ?1 AND value LIKE ?2",
+            params![format!("lease:{name}"), format!("{holder}@%")],
+        )?;
+        Ok(())
+    }
+
+    /// Records a refused action (unauthorized user, wrong chat, forged data) and confirms
+    /// its update, in one transaction.
+    pub fn refuse(
+        &mut self,
+        proposal_id: Option<i64>,
+        actor: &Actor,
+        why: &str,
+        via: Via,
+        now: i64,
+    ) -> Result<()> {
+        self.decide(via, actor, now, |tx| {
+            // Audit against a row that exists, or against nothing.
+            let known = match proposal_id {
+                Some(id) => proposal_state(tx, id)?.map(|_| id),
+                None => None,
+            };
+            Ok(Step::Refuse(known, why.to_string()))
+        })?;
+        Ok(())
+    }
+
+    /// Approves one pending proposal and cancels the other pending variants of its
+    /// cluster (superseded). Compare-and-set: only `pending` becomes `approved`.
+    pub fn approve(
+        &mut self,
+        proposal_id: i64,
+        actor: &Actor,
+        via: Via,
+        now: i64,
+    ) -> Result<Decided> {
+        self.decide(via, actor, now, |tx| {
+            let Some((state, cluster_id)) = proposal_state(tx, proposal_id)? else {
+                return Ok(Step::Refuse(None, format!("no proposal #{proposal_id}")));
+            };
+            if let Some(why) = card_mismatch(tx, cluster_id, via)? {
+                return Ok(Step::Refuse(Some(proposal_id), why));
+            }
+            match state {
+                State::Pending => {}
+                State::Approved | State::Executing | State::Completed => {
+                    return Ok(Step::Already(format!("#{proposal_id} is already {}", state.as_str())))
+                }
+                other => {
+                    return Ok(Step::Refuse(
+                        Some(proposal_id),
+                        format!("#{proposal_id} is {}, it can no longer be approved", other.as_str()),
+                    ))
+                }
+            }
+            transition(tx, proposal_id, State::Pending, State::Approved, "approve", actor, now, None)?;
+            let superseded: Vec<i64> = tx
+                .prepare(
+                    "SELECT id FROM proposals WHERE cluster_id = ?1 AND state = 'pending' AND id <> ?2",
+                )?
+                .query_map(params![cluster_id, proposal_id], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            for other in &superseded {
+                transition(
+                    tx,
+                    *other,
+                    State::Pending,
+                    State::Cancelled,
+                    "supersede",
+                    actor,
+                    now,
+                    Some(&format!("superseded by #{proposal_id}")),
+                )?;
+            }
+            owe_card(tx, cluster_id)?;
+            let mut text = format!("#{proposal_id} approved");
+            if !superseded.is_empty() {
+                text.push_str(&format!(", {} other variant(s) cancelled", superseded.len()));
+            }
+            Ok(Step::Applied(text))
+        })
+    }
+
+    /// Rejects every pending proposal of a cluster.
+    pub fn reject_cluster(
+        &mut self,
+        cluster_id: i64,
+        actor: &Actor,
+        reason: Option<&str>,
+        via: Via,
+        now: i64,
+    ) -> Result<Decided> {
+        self.decide(via, actor, now, |tx| {
+            let states: Vec<(i64, String)> = tx
+                .prepare("SELECT id, state FROM proposals WHERE cluster_id = ?1 ORDER BY id")?
+                .query_map([cluster_id], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<_>>()?;
+            if states.is_empty() {
+                return Ok(Step::Refuse(None, format!("no card {cluster_id}")));
+            }
+            if let Some(why) = card_mismatch(tx, cluster_id, via)? {
+                return Ok(Step::Refuse(Some(states[0].0), why));
+            }
+            let pending: Vec<i64> = states
+                .iter()
+                .filter(|(_, s)| s == "pending")
+                .map(|(id, _)| *id)
+                .collect();
+            if pending.is_empty() {
+                if states.iter().any(|(_, s)| s == "rejected") {
+                    return Ok(Step::Already("already rejected".into()));
+                }
+                return Ok(Step::Refuse(
+                    Some(states[0].0),
+                    "nothing pending on this card to reject".into(),
+                ));
+            }
+            for id in &pending {
+                transition(
+                    tx,
+                    *id,
+                    State::Pending,
+                    State::Rejected,
+                    "reject",
+                    actor,
+                    now,
+                    reason,
+                )?;
+            }
+            owe_card(tx, cluster_id)?;
+            Ok(Step::Applied(format!(
+                "{} proposal(s) rejected",
+                pending.len()
+            )))
+        })
+    }
+
+    /// Runs one decision in an IMMEDIATE transaction: the check, the change, its audit
+    /// rows and the update offset commit together or not at all.
+    fn decide(
+        &mut self,
+        via: Via,
+        actor: &Actor,
+        now: i64,
+        body: impl FnOnce(&Connection) -> Result<Step>,
+    ) -> Result<Decided> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .context("locking the database for a decision")?;
+        let outcome = match body(&tx)? {
+            Step::Applied(text) => Decided::Applied(text),
+            Step::Already(text) => Decided::Already(text),
+            Step::Refuse(proposal_id, why) => {
+                let state = match proposal_id {
+                    Some(id) => proposal_state(&tx, id)?.map(|s| s.0),
+                    None => None,
+                };
+                record(
+                    &tx,
+                    proposal_id,
+                    state,
+                    state,
+                    "refused",
+                    &actor.id,
+                    now,
+                    Some(&why),
+                )?;
+                Decided::Refused(why)
+            }
+        };
+        advance_offset(&tx, via.update_id)?;
+        tx.commit().context("committing a decision")?;
+        Ok(outcome)
+    }
+}
+
+enum Step {
+    Applied(String),
+    Already(String),
+    Refuse(Option<i64>, String),
+}
+
+fn proposal_state(conn: &Connection, id: i64) -> Result<Option<(State, i64)>> {
+    let row: Option<(String, i64)> = conn
+        .query_row(
+            "SELECT state, cluster_id FROM proposals WHERE id = ?1",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    Ok(row.and_then(|(s, c)| State::parse(&s).map(|s| (s, c))))
+}
+
+/// A press must come from the message stored for the proposal's card, in its chat.
+fn card_mismatch(conn: &Connection, cluster_id: i64, via: Via) -> Result<Option<String>> {
+    let Some((chat, message)) = via.card else {
+        return Ok(None);
+    };
+    let stored: Option<(Option<String>, Option<i64>, Option<i64>)> = conn
+        .query_row(
+            "SELECT chat_id, message_id, merged_into FROM cards WHERE cluster_id = ?1",
+            [cluster_id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?;
+    Ok(match stored {
+        Some((Some(c), Some(m), None)) if c == chat.to_string() && m == message => None,
+        Some((_, _, Some(into))) => Some(format!("this card was merged into card {into}")),
+        _ => Some("this button does not belong to this proposal's card".into()),
+    })
+}
+
+/// Compare-and-set state change with its audit row.
+#[allow(clippy::too_many_arguments)]
+fn transition(
+    conn: &Connection,
+    id: i64,
+    from: State,
+    to: State,
+    action: &str,
+    actor: &Actor,
+    now: i64,
+    note: Option<&str>,
+) -> Result<bool> {
+    let changed = conn.execute(
+        "UPDATE proposals SET state = ?3, decided_by = ?4, decided_at = ?5
+         WHERE id = ?1 AND state = ?2",
+        params![id, from.as_str(), to.as_str(), actor.display, now],
+    )?;
+    if changed == 1 {
+        record(
+            conn,
+            Some(id),
+            Some(from),
+            Some(to),
+            action,
+            &actor.id,
+            now,
+            note,
+        )?;
+    }
+    Ok(changed == 1)
+}
+
+fn owe_card(conn: &Connection, cluster_id: i64) -> Result<()> {
+    conn.execute(
+        "UPDATE cards SET rev = rev + 1 WHERE cluster_id = ?1",
+        [cluster_id],
+    )?;
+    Ok(())
+}
+
+fn advance_offset(conn: &Connection, update_id: Option<i64>) -> Result<()> {
+    if let Some(id) = update_id {
+        conn.execute(
+            "INSERT INTO meta (key, value) VALUES ('telegram_offset', ?1)
+             ON CONFLICT (key) DO UPDATE SET value = CAST(MAX(CAST(value AS INTEGER), ?1) AS TEXT)",
+            [id + 1],
+        )?;
+    }
+    Ok(())
+}

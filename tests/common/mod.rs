@@ -1,6 +1,8 @@
 //! Test harness: drives the real `opsgate` binary with a throw-away database.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod fake_telegram;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -104,6 +106,15 @@ impl Run {
     pub fn env(mut self, k: &str, v: &str) -> Run {
         self.envs.push((k.into(), v.into()));
         self
+    }
+
+    /// Points the run at a fake Bot API with these operators.
+    pub fn telegram(self, fake: &fake_telegram::Fake, operators: &str) -> Run {
+        self.env("OPSGATE_TELEGRAM_TOKEN", fake_telegram::TOKEN)
+            .env("OPSGATE_TELEGRAM_CHAT_ID", &fake_telegram::CHAT.to_string())
+            .env("OPSGATE_TELEGRAM_OPERATORS", operators)
+            .env("OPSGATE_TELEGRAM_API_URL", &fake.url)
+            .env("OPSGATE_TELEGRAM_TIMEOUT", "2")
     }
 
     pub fn command(&self) -> Command {

@@ -1,0 +1,136 @@
+//! Decisions: button presses (and, later, CLI commands) -> lifecycle changes.
+//!
+//! Authorization lives here: the pressing user must be an operator, the press must come
+//! from the card's own message in the configured chat, and the proposal must still be in a
+//! state where the action applies (checked by the store's compare-and-set). Anything else
+//! is refused, answered, and audited; it never changes state.
+
+use crate::config::TelegramConfig;
+use crate::notify::telegram::Press;
+use crate::store::{Actor, Decided, Store, Via};
+use anyhow::Result;
+
+/// What a button asks for. Callback data is a row reference, never a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// `a:<proposal id>`
+    Approve(i64),
+    /// `r:<cluster id>`
+    Reject(i64),
+}
+
+impl Action {
+    pub fn parse(data: &str) -> Option<Action> {
+        let (kind, id) = data.split_once(':')?;
+        let id: i64 = id.parse().ok().filter(|id| *id > 0)?;
+        match kind {
+            "a" => Some(Action::Approve(id)),
+            "r" => Some(Action::Reject(id)),
+            _ => None,
+        }
+    }
+
+    pub fn callback_data(self) -> String {
+        match self {
+            Action::Approve(id) => format!("a:{id}"),
+            Action::Reject(id) => format!("r:{id}"),
+        }
+    }
+}
+
+/// The actor for a Telegram user.
+pub fn telegram_actor(press: &Press) -> Actor {
+    let display = match &press.username {
+        Some(u) => format!("@{u}"),
+        None => format!("{} ({})", press.first_name, press.user_id),
+    };
+    Actor {
+        id: format!("telegram:{} {display}", press.user_id),
+        display,
+    }
+}
+
+/// Applies one press; returns the short answer for the operator's toast.
+pub fn apply_press(
+    store: &mut Store,
+    cfg: &TelegramConfig,
+    press: &Press,
+    update_id: i64,
+    now: i64,
+) -> Result<Decided> {
+    let actor = telegram_actor(press);
+    let action = press.data.as_deref().and_then(Action::parse);
+    let refuse = |store: &mut Store, proposal: Option<i64>, why: &str| -> Result<Decided> {
+        let via = Via {
+            card: None,
+            update_id: Some(update_id),
+        };
+        store.refuse(proposal, &actor, why, via, now)?;
+        Ok(Decided::Refused(why.to_string()))
+    };
+    let proposal_ref = match action {
+        Some(Action::Approve(id)) => Some(id),
+        _ => None,
+    };
+    if !cfg.operators.contains(&press.user_id) {
+        return refuse(
+            store,
+            proposal_ref,
+            "you are not an operator of this opsgate",
+        );
+    }
+    let (Some(chat), Some(message)) = (press.chat_id, press.message_id) else {
+        return refuse(store, proposal_ref, "this button is not on an opsgate card");
+    };
+    if chat != cfg.chat_id {
+        return refuse(store, proposal_ref, "this chat is not the opsgate chat");
+    }
+    let Some(action) = action else {
+        return refuse(store, None, "unknown button");
+    };
+    let via = Via {
+        card: Some((chat, message)),
+        update_id: Some(update_id),
+    };
+    match action {
+        Action::Approve(id) => store.approve(id, &actor, via, now),
+        Action::Reject(cluster) => store.reject_cluster(cluster, &actor, None, via, now),
+    }
+}
+
+/// The toast text for an outcome.
+pub fn answer_text(outcome: &Decided) -> String {
+    let text = match outcome {
+        Decided::Applied(t) => format!("Done: {t}"),
+        Decided::Already(t) => format!("Nothing to do: {t}"),
+        Decided::Refused(t) => format!("Refused: {t}"),
+    };
+    // Telegram caps callback answers at 200 characters.
+    text.chars().take(200).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn callback_data_round_trips_and_rejects_forgeries() {
+        for a in [Action::Approve(12), Action::Reject(3)] {
+            assert_eq!(Action::parse(&a.callback_data()), Some(a));
+            assert!(a.callback_data().len() <= crate::notify::MAX_CALLBACK_BYTES);
+        }
+        for bad in [
+            "",
+            "a",
+            "a:",
+            "a:x",
+            "a:-1",
+            "a:0",
+            "x:1",
+            "a:1:2",
+            "docker stop web",
+        ] {
+            assert_eq!(Action::parse(bad), None, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,344 @@
+//! Telegram adapter: delivers rendered cards and fetches button presses through teloxide.
+//!
+//! The only async code in opsgate: a current-thread tokio runtime lives inside
+//! [`Telegram`] and every public method is a blocking call around one HTTP request, so
+//! the store is never touched from a tokio task. The bot token never leaves this module
+//! in any message: errors are redacted before they are returned.
+
+use crate::config::TelegramConfig;
+use crate::notify::Card;
+use std::time::Duration;
+use teloxide::payloads::{
+    AnswerCallbackQuerySetters, EditMessageTextSetters, GetUpdatesSetters, SendMessageSetters,
+};
+use teloxide::prelude::Requester;
+use teloxide::types::{
+    AllowedUpdate, CallbackQueryId, ChatId, InlineKeyboardButton, InlineKeyboardMarkup, MessageId,
+    ParseMode, UpdateKind,
+};
+use teloxide::{ApiError, Bot, RequestError};
+
+/// Why a request failed, as the caller must react to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TgError {
+    /// 429: wait this long, then the same request may succeed.
+    RetryAfter(Duration),
+    /// The edited message no longer exists (deleted by someone): send a new one.
+    MessageGone,
+    /// Another `getUpdates` consumer is running (409).
+    Conflict,
+    /// Network error, timeout, 5xx, malformed answer: retry on a later run.
+    Temporary(String),
+    /// The token or chat is wrong: nothing will work until the configuration changes.
+    Config(String),
+    /// Telegram refused this request (400) for a reason retrying will not fix.
+    Refused(String),
+}
+
+impl std::fmt::Display for TgError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TgError::RetryAfter(d) => {
+                write!(f, "Telegram rate limit: retry after {}s", d.as_secs())
+            }
+            TgError::MessageGone => write!(f, "the card's message was deleted"),
+            TgError::Conflict => write!(
+                f,
+                "another getUpdates consumer (or a webhook) uses this bot (Telegram answered 409)"
+            ),
+            TgError::Temporary(m) => write!(f, "Telegram unavailable: {m}"),
+            TgError::Config(m) => write!(f, "Telegram refused the configuration: {m}"),
+            TgError::Refused(m) => write!(f, "Telegram refused the request: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for TgError {}
+
+/// A button press, reduced to what decisions need.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Press {
+    pub query_id: String,
+    pub user_id: u64,
+    pub username: Option<String>,
+    pub first_name: String,
+    pub chat_id: Option<i64>,
+    pub message_id: Option<i64>,
+    pub data: Option<String>,
+}
+
+/// One update: its id and, when it is a button press, the press.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Incoming {
+    pub update_id: i64,
+    pub press: Option<Press>,
+}
+
+/// What a long poll returned.
+pub enum Polled {
+    Updates(Vec<Incoming>),
+    /// SIGTERM or Ctrl-C arrived while waiting.
+    Stop,
+}
+
+/// A connected bot.
+pub struct Telegram {
+    rt: tokio::runtime::Runtime,
+    bot: Bot,
+    chat: ChatId,
+    token: String,
+    timeout: Duration,
+}
+
+impl Telegram {
+    pub fn new(cfg: &TelegramConfig) -> anyhow::Result<Telegram> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| anyhow::anyhow!("starting the Telegram runtime: {e}"))?;
+        // The HTTP timeout must outlast a long poll; each call adds its own bound.
+        let client = teloxide::net::default_reqwest_settings()
+            .timeout(cfg.timeout + Duration::from_secs(60))
+            .build()
+            .map_err(|e| anyhow::anyhow!("building the HTTP client: {e}"))?;
+        let mut bot = Bot::with_client(cfg.token.expose(), client);
+        if let Some(url) = &cfg.api_url {
+            let url = url
+                .parse()
+                .map_err(|_| anyhow::anyhow!("the Telegram API URL is not a valid URL"))?;
+            bot = bot.set_api_url(url);
+        }
+        Ok(Telegram {
+            rt,
+            bot,
+            chat: ChatId(cfg.chat_id),
+            token: cfg.token.expose().to_string(),
+            timeout: cfg.timeout,
+        })
+    }
+
+    pub fn chat_id(&self) -> i64 {
+        self.chat.0
+    }
+
+    /// Runs one request with the configured time bound.
+    fn call<T, F>(&self, bound: Duration, fut: F) -> Result<T, TgError>
+    where
+        F: std::future::Future<Output = Result<T, RequestError>>,
+    {
+        let result = self
+            .rt
+            .block_on(async { tokio::time::timeout(bound, fut).await });
+        match result {
+            Err(_) => Err(TgError::Temporary(format!(
+                "no answer within {}s",
+                bound.as_secs()
+            ))),
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(self.classify(e)),
+        }
+    }
+
+    fn classify(&self, e: RequestError) -> TgError {
+        let redact = |s: String| s.replace(&self.token, "<token>");
+        match e {
+            RequestError::RetryAfter(s) => TgError::RetryAfter(s.duration()),
+            RequestError::Api(ApiError::MessageToEditNotFound) => TgError::MessageGone,
+            RequestError::Api(ApiError::TerminatedByOtherGetUpdates) => TgError::Conflict,
+            RequestError::Api(
+                ApiError::InvalidToken | ApiError::ChatNotFound | ApiError::BotBlocked,
+            ) => TgError::Config(redact(e.to_string())),
+            RequestError::Api(ApiError::Unknown(m)) if is_server_side(&m) => {
+                TgError::Temporary(redact(m))
+            }
+            RequestError::Api(api) => TgError::Refused(redact(api.to_string())),
+            RequestError::Network(n) => TgError::Temporary(redact(n.to_string())),
+            RequestError::InvalidJson { .. } => {
+                TgError::Temporary("malformed answer from the Bot API".into())
+            }
+            other => TgError::Temporary(redact(other.to_string())),
+        }
+    }
+
+    /// Sends a new card; returns its message id.
+    pub fn send(&self, card: &Card) -> Result<i64, TgError> {
+        let mut req = self
+            .bot
+            .send_message(self.chat, card.html.clone())
+            .parse_mode(ParseMode::Html);
+        if !card.buttons.is_empty() {
+            req = req.reply_markup(markup(card));
+        }
+        let msg = self.call(self.timeout, async { req.await })?;
+        Ok(i64::from(msg.id.0))
+    }
+
+    /// Edits a card in place. "message is not modified" counts as success.
+    pub fn edit(&self, message_id: i64, card: &Card) -> Result<(), TgError> {
+        let id = i32::try_from(message_id)
+            .map_err(|_| TgError::Refused(format!("message id {message_id} out of range")))?;
+        let mut req = self
+            .bot
+            .edit_message_text(self.chat, MessageId(id), card.html.clone())
+            .parse_mode(ParseMode::Html);
+        // An empty keyboard removes the buttons.
+        req = req.reply_markup(markup(card));
+        match self.call(self.timeout, async { req.await }) {
+            Ok(_) => Ok(()),
+            Err(TgError::Refused(m)) if m.contains("not modified") => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Fetches updates from `offset`, waiting up to `wait` for the first one.
+    pub fn updates(&self, offset: Option<i64>, wait: Duration) -> Result<Vec<Incoming>, TgError> {
+        let req = self.updates_request(offset, wait);
+        let updates = self.call(self.timeout + wait, async { req.await })?;
+        Ok(convert(updates))
+    }
+
+    /// Like [`Telegram::updates`], but returns [`Polled::Stop`] when SIGTERM or Ctrl-C
+    /// arrives first.
+    pub fn updates_or_signal(
+        &self,
+        offset: Option<i64>,
+        wait: Duration,
+    ) -> Result<Polled, TgError> {
+        let req = self.updates_request(offset, wait);
+        let bound = self.timeout + wait;
+        let outcome = self.rt.block_on(async {
+            #[cfg(unix)]
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            #[cfg(unix)]
+            let term_fut = async {
+                match term.as_mut() {
+                    Some(t) => {
+                        t.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            #[cfg(not(unix))]
+            let term_fut = std::future::pending::<()>();
+            tokio::select! {
+                r = tokio::time::timeout(bound, async { req.await }) => Some(r),
+                _ = tokio::signal::ctrl_c() => None,
+                _ = term_fut => None,
+            }
+        });
+        match outcome {
+            None => Ok(Polled::Stop),
+            Some(Err(_)) => Err(TgError::Temporary(format!(
+                "no answer within {}s",
+                bound.as_secs()
+            ))),
+            Some(Ok(Ok(updates))) => Ok(Polled::Updates(convert(updates))),
+            Some(Ok(Err(e))) => Err(self.classify(e)),
+        }
+    }
+
+    /// Sleeps, waking early on SIGTERM or Ctrl-C; returns false when a signal came.
+    pub fn sleep_or_signal(&self, d: Duration) -> bool {
+        self.rt.block_on(async {
+            #[cfg(unix)]
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            #[cfg(unix)]
+            let term_fut = async {
+                match term.as_mut() {
+                    Some(t) => {
+                        t.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            #[cfg(not(unix))]
+            let term_fut = std::future::pending::<()>();
+            tokio::select! {
+                _ = tokio::time::sleep(d) => true,
+                _ = tokio::signal::ctrl_c() => false,
+                _ = term_fut => false,
+            }
+        })
+    }
+
+    fn updates_request(
+        &self,
+        offset: Option<i64>,
+        wait: Duration,
+    ) -> teloxide::requests::JsonRequest<teloxide::payloads::GetUpdates> {
+        let mut req = self
+            .bot
+            .get_updates()
+            .timeout(wait.as_secs() as u32)
+            .allowed_updates([AllowedUpdate::CallbackQuery]);
+        if let Some(offset) = offset.and_then(|o| i32::try_from(o).ok()) {
+            req = req.offset(offset);
+        }
+        req
+    }
+
+    /// Answers a button press with a short toast. Failing to answer (a query that is too
+    /// old, as cron-driven polling often finds) is not an error: the card carries the
+    /// outcome.
+    pub fn answer(&self, query_id: &str, text: &str) -> Result<(), TgError> {
+        let req = self
+            .bot
+            .answer_callback_query(CallbackQueryId(query_id.to_string()))
+            .text(text.to_string());
+        match self.call(self.timeout, async { req.await }) {
+            Ok(_) => Ok(()),
+            Err(TgError::Refused(m)) if m.contains("too old") || m.contains("query id") => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `getMe`: checks the token; returns the bot's username.
+    pub fn me(&self) -> Result<String, TgError> {
+        let req = self.bot.get_me();
+        let me = self.call(self.timeout, async { req.await })?;
+        Ok(me.user.username.clone().unwrap_or_default())
+    }
+}
+
+fn is_server_side(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    m.contains("internal server error")
+        || m.contains("bad gateway")
+        || m.contains("gateway")
+        || m.contains("service unavailable")
+        || m.starts_with("5")
+}
+
+fn markup(card: &Card) -> InlineKeyboardMarkup {
+    InlineKeyboardMarkup::new(card.buttons.iter().map(|row| {
+        row.iter()
+            .map(|b| InlineKeyboardButton::callback(b.label.clone(), b.data.clone()))
+            .collect::<Vec<_>>()
+    }))
+}
+
+fn convert(updates: Vec<teloxide::types::Update>) -> Vec<Incoming> {
+    updates
+        .into_iter()
+        .map(|u| {
+            let press = match u.kind {
+                UpdateKind::CallbackQuery(q) => Some(Press {
+                    query_id: q.id.0.clone(),
+                    user_id: q.from.id.0,
+                    username: q.from.username.clone(),
+                    first_name: q.from.first_name.clone(),
+                    chat_id: q.message.as_ref().map(|m| m.chat().id.0),
+                    message_id: q.message.as_ref().map(|m| i64::from(m.id().0)),
+                    data: q.data.clone(),
+                }),
+                _ => None,
+            };
+            Incoming {
+                update_id: i64::from(u.id.0),
+                press,
+            }
+        })
+        .collect()
+}
