@@ -365,6 +365,12 @@ impl Store {
         self.conn
             .execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")
             .context("setting pragmas")?;
+        // Cron runs are short processes. Left to itself, SQLite checkpoints and deletes the
+        // WAL when each one exits and recreates it in the next; instead the WAL stays and
+        // `Drop` truncates it once it has grown (see WAL_TRUNCATE_BYTES).
+        self.conn
+            .set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)
+            .context("setting NO_CKPT_ON_CLOSE")?;
         Ok(())
     }
 
@@ -730,6 +736,24 @@ impl Store {
         Ok(self
             .conn
             .query_row("PRAGMA integrity_check", [], |r| r.get(0))?)
+    }
+}
+
+/// WAL size past which a closing connection checkpoints it into the database and
+/// truncates it. Every process replays the WAL when it opens, so it must stay short.
+const WAL_TRUNCATE_BYTES: u64 = 256 * 1024;
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        let mut wal = self.path.clone().into_os_string();
+        wal.push("-wal");
+        let big = std::fs::metadata(&wal).is_ok_and(|m| m.len() > WAL_TRUNCATE_BYTES);
+        if big {
+            // Best effort: a busy database is checkpointed by a later process.
+            let _ = self
+                .conn
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+        }
     }
 }
 
