@@ -3,7 +3,8 @@
 
 use crate::canon;
 use crate::cli::{
-    Cli, Command, HashArgs, IngestArgs, ListArgs, NotifyArgs, PollArgs, ServeArgs, ShowArgs,
+    Cli, Command, DecideArgs, HashArgs, IngestArgs, ListArgs, NotifyArgs, PollArgs, RejectArgs,
+    RunArgs, ServeArgs, ShowArgs, SweepArgs,
 };
 use crate::config::Config;
 use crate::decisions;
@@ -11,7 +12,9 @@ use crate::exit::{self, Failure};
 use crate::notify;
 use crate::notify::telegram::{Incoming, Polled, Telegram, TgError};
 use crate::parse::{self, Limits};
+use crate::run;
 use crate::store::Decided;
+use crate::store::{Actor, Via};
 use crate::store::{IngestReport, Prepared, Proposal, State, Store};
 use crate::time::rfc3339;
 use anyhow::{Context, Result};
@@ -34,6 +37,13 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Notify(args) => notify_cmd(&config, args),
         Command::Poll(args) => poll(&config, args),
         Command::Serve(args) => serve(&config, args),
+        Command::Run(args) => run_cmd(&config, args),
+        Command::Approve(args) => decide_cmd(&config, Decision::Approve, args),
+        Command::Cancel(args) => decide_cmd(&config, Decision::Cancel, args),
+        Command::Retry(args) => decide_cmd(&config, Decision::Retry, args),
+        Command::Reject(args) => reject_cmd(&config, args),
+        Command::Sweep(args) => sweep_cmd(&config, args),
+        Command::History(args) => history(&config, args),
         Command::Authority => {
             print_out(AUTHORITY)?;
             Ok(exit::OK)
@@ -89,12 +99,16 @@ fn ingest(config: &Config, args: IngestArgs) -> Result<i32> {
     let prepared: Vec<Prepared<'_>> = parsed
         .items
         .iter()
-        .map(|item| Prepared {
-            item,
-            canon: canon::canonicalize(&item.command),
+        .map(|item| {
+            let canon = canon::canonicalize(&item.command);
+            Prepared {
+                item,
+                denied_by: config.policy.denies(&canon.canonical),
+                canon,
+            }
         })
         .collect();
-    let mut store = Store::open(&config.db)?;
+    let mut store = open_store(config)?;
     let mut report = store.ingest(source, &prepared, config.now())?;
     let mut warnings = parsed.warnings.clone();
     warnings.append(&mut report.warnings);
@@ -104,6 +118,8 @@ fn ingest(config: &Config, args: IngestArgs) -> Result<i32> {
             "new": report.new,
             "merged": report.merged,
             "clustered": report.clustered,
+            "suppressed": report.suppressed,
+            "denied": report.denied,
             "invalid": parsed.invalid,
             "warnings": warnings,
         });
@@ -155,6 +171,15 @@ pub fn summary(report: &IngestReport, invalid: usize) -> String {
             if names.len() == 1 { "" } else { "s" },
             names.join(", ")
         ));
+    }
+    if report.suppressed > 0 {
+        s.push_str(&format!(
+            ", {} suppressed (rejected recently)",
+            report.suppressed
+        ));
+    }
+    if report.denied > 0 {
+        s.push_str(&format!(", {} denied by policy", report.denied));
     }
     if invalid > 0 {
         s.push_str(&format!(", {invalid} invalid"));
@@ -263,7 +288,14 @@ fn open_for_reading(config: &Config) -> Result<Option<Store>> {
     if !config.db.exists() {
         return Ok(None);
     }
-    Store::open(&config.db).map(Some)
+    open_store(config).map(Some)
+}
+
+/// Opens the store with the configured lifecycle rules.
+fn open_store(config: &Config) -> Result<Store> {
+    let mut store = Store::open(&config.db)?;
+    store.set_rules(config.rules);
+    Ok(store)
 }
 
 fn list(config: &Config, args: ListArgs) -> Result<i32> {
@@ -429,7 +461,7 @@ fn notify_cmd(config: &Config, args: NotifyArgs) -> Result<i32> {
             return Ok(exit::OK);
         }
     };
-    let mut store = Store::open(&config.db)?;
+    let mut store = open_store(config)?;
     let tg = Telegram::new(tg_cfg)?;
     let report = notify::push_owed(&mut store, &tg, &|| config.now(), tg_cfg.max_wait)?;
     finish_push(config, &report)
@@ -532,6 +564,7 @@ fn handle_updates(
             Decided::Applied(_) => handled.applied += 1,
             Decided::Already(_) => handled.already += 1,
             Decided::Refused(_) => handled.refused += 1,
+            Decided::Confirm(_) => handled.already += 1,
         }
         if let Err(e) = tg.answer(&press.query_id, &decisions::answer_text(&outcome)) {
             if config.verbosity > 0 {
@@ -544,7 +577,7 @@ fn handle_updates(
 
 fn poll(config: &Config, args: PollArgs) -> Result<i32> {
     let tg_cfg = config.telegram_for_decisions()?;
-    let mut store = Store::open(&config.db)?;
+    let mut store = open_store(config)?;
     let tg = Telegram::new(tg_cfg)?;
     let holder = take_poller_lease(&mut store, config, Duration::from_secs(120))?;
     let result = (|| -> Result<(Handled, notify::PushReport)> {
@@ -582,7 +615,7 @@ fn poll(config: &Config, args: PollArgs) -> Result<i32> {
 
 fn serve(config: &Config, args: ServeArgs) -> Result<i32> {
     let tg_cfg = config.telegram_for_decisions()?;
-    let mut store = Store::open(&config.db)?;
+    let mut store = open_store(config)?;
     let tg = Telegram::new(tg_cfg)?;
     let lease_ttl = Duration::from_secs(args.poll_timeout + tg_cfg.timeout.as_secs() + 60);
     let holder = take_poller_lease(&mut store, config, lease_ttl)?;
@@ -594,8 +627,26 @@ fn serve(config: &Config, args: ServeArgs) -> Result<i32> {
         );
     }
     let wait = Duration::from_secs(args.poll_timeout);
+    let sweep_every = Duration::from_secs(args.sweep_every.max(1));
+    let mut last_sweep: Option<std::time::Instant> = None;
+    let mut runner: Option<std::process::Child> = None;
     let result = (|| -> Result<()> {
         loop {
+            if last_sweep.is_none_or(|t| t.elapsed() >= sweep_every) {
+                store.sweep(config.now(), &run::runner_alive)?;
+                last_sweep = Some(std::time::Instant::now());
+            }
+            if args.execute {
+                // One `opsgate run` child at a time keeps polling responsive while
+                // commands run; its own claims and lease protect each proposal.
+                let done = match runner.as_mut() {
+                    Some(child) => child.try_wait()?.is_some(),
+                    None => true,
+                };
+                if done {
+                    runner = Some(spawn_runner(config)?);
+                }
+            }
             let report = notify::push_owed(&mut store, &tg, &|| config.now(), tg_cfg.max_wait)?;
             if let Some(TgError::Config(m)) = &report.stopped_by {
                 return Err(TgError::Config(m.clone()).into());
@@ -625,9 +676,307 @@ fn serve(config: &Config, args: ServeArgs) -> Result<i32> {
         }
     })();
     store.release_lease(POLLER_LEASE, &holder)?;
+    if let Some(mut child) = runner {
+        // A command in progress finishes and is recorded by its own runner.
+        if config.verbosity >= 0 && child.try_wait()?.is_none() {
+            eprintln!("opsgate: waiting for the running command to finish");
+        }
+        child.wait()?;
+    }
     result?;
     if config.verbosity >= 0 {
         eprintln!("opsgate: stopped");
     }
     Ok(exit::OK)
+}
+
+/// The local operator: `--as NAME`, else $USER / $LOGNAME.
+fn local_actor(name: Option<&str>) -> Actor {
+    let name = name
+        .map(str::to_string)
+        .or_else(|| std::env::var("USER").ok())
+        .or_else(|| std::env::var("LOGNAME").ok())
+        .filter(|n| !n.trim().is_empty())
+        .unwrap_or_else(|| "local".into());
+    let name = notify::visible(name.trim()).0;
+    Actor {
+        id: format!("local:{name}"),
+        display: name,
+    }
+}
+
+fn find_proposal(store: &Store, reference: &str) -> Result<Proposal> {
+    store.find(reference)?.ok_or_else(|| {
+        Failure::new(
+            exit::NOINPUT,
+            format!(
+                "no proposal {reference:?}; expected a proposal id or a 12-digit cmd_hash (see `opsgate list`)"
+            ),
+        )
+        .into()
+    })
+}
+
+/// Prints a decision's outcome and maps it to an exit code; the card follows.
+fn report_decision(config: &Config, store: &mut Store, outcome: Decided) -> Result<i32> {
+    let code = match &outcome {
+        Decided::Applied(t) => {
+            print_out(&format!("{t}\n"))?;
+            exit::OK
+        }
+        Decided::Already(t) => {
+            print_out(&format!("nothing to do: {t}\n"))?;
+            exit::OK
+        }
+        Decided::Refused(t) => {
+            eprintln!("opsgate: refused: {t}");
+            exit::CONFLICT
+        }
+        Decided::Confirm(t) => {
+            eprintln!("opsgate: {t} (pass --confirm)");
+            exit::CONFLICT
+        }
+    };
+    if matches!(outcome, Decided::Applied(_)) {
+        deliver_quietly(config, store);
+    }
+    Ok(code)
+}
+
+/// Brings Telegram cards up to date after a local change; a failure only warns (the
+/// next notify delivers what is owed).
+fn deliver_quietly(config: &Config, store: &mut Store) {
+    let Some(tg_cfg) = &config.telegram else {
+        return;
+    };
+    let result = Telegram::new(tg_cfg)
+        .and_then(|tg| notify::push_owed(store, &tg, &|| config.now(), tg_cfg.max_wait));
+    match result {
+        Ok(report) => {
+            if let Some(e) = report.stopped_by {
+                warn(
+                    config,
+                    &format!("cards not updated: {e}; the next notify delivers them"),
+                );
+            }
+        }
+        Err(e) => warn(config, &format!("cards not updated: {e:#}")),
+    }
+}
+
+enum Decision {
+    Approve,
+    Cancel,
+    Retry,
+}
+
+fn decide_cmd(config: &Config, decision: Decision, args: DecideArgs) -> Result<i32> {
+    let mut store = open_store(config)?;
+    let p = find_proposal(&store, &args.reference)?;
+    let actor = local_actor(args.actor.as_deref());
+    let now = config.now();
+    let outcome = match decision {
+        Decision::Approve => store.approve(p.id, &actor, Via::default(), now, args.confirm)?,
+        Decision::Cancel => store.cancel(p.id, &actor, None, Via::default(), now)?,
+        Decision::Retry => store.retry(p.id, &actor, Via::default(), now)?,
+    };
+    report_decision(config, &mut store, outcome)
+}
+
+fn reject_cmd(config: &Config, args: RejectArgs) -> Result<i32> {
+    let reason = args
+        .reason
+        .as_deref()
+        .map(str::trim)
+        .filter(|r| !r.is_empty());
+    if config.policy.require_reason && reason.is_none() {
+        return Err(Failure::new(
+            exit::USAGE,
+            "the policy requires a reason to reject: pass --reason TEXT",
+        )
+        .into());
+    }
+    let mut store = open_store(config)?;
+    let p = find_proposal(&store, &args.reference)?;
+    let actor = local_actor(args.actor.as_deref());
+    let outcome = store.reject(p.id, &actor, reason, Via::default(), config.now())?;
+    report_decision(config, &mut store, outcome)
+}
+
+fn sweep_cmd(config: &Config, args: SweepArgs) -> Result<i32> {
+    let mut store = open_store(config)?;
+    let swept = store.sweep(config.now(), &run::runner_alive)?;
+    if args.json {
+        let v = json!({
+            "interrupted": swept.interrupted,
+            "expired": swept.expired,
+            "pruned": swept.pruned,
+        });
+        print_out(&format!("{v}\n"))?;
+    } else if config.verbosity >= 0 {
+        print_out(&format!(
+            "sweep: {} interrupted, {} expired, {} pruned\n",
+            swept.interrupted, swept.expired, swept.pruned
+        ))?;
+    }
+    if swept.interrupted + swept.expired > 0 {
+        deliver_quietly(config, &mut store);
+    }
+    Ok(exit::OK)
+}
+
+fn run_cmd(config: &Config, args: RunArgs) -> Result<i32> {
+    let timeout = match &args.timeout {
+        None => config.run_timeout,
+        Some(t) => crate::time::parse_duration(t)
+            .filter(|ms| *ms > 0)
+            .map(|ms| Duration::from_millis(ms as u64))
+            .ok_or_else(|| {
+                Failure::new(
+                    exit::USAGE,
+                    format!("--timeout {t:?} is not a duration; expected e.g. 90s, 10m, 1h"),
+                )
+            })?,
+    };
+    let mut store = open_store(config)?;
+    // A runner that died leaves its proposals executing: they become interrupted here,
+    // and are never run again without a Retry.
+    store.sweep(config.now(), &run::runner_alive)?;
+    if args.dry_run {
+        let approved = store.list(&[State::Approved], None)?;
+        let mut out = String::new();
+        for p in approved.iter().take(args.max) {
+            out.push_str(&format!(
+                "would run #{} ({}): {}\n",
+                p.id,
+                p.cmd_hash,
+                notify::visible(&p.command).0
+            ));
+        }
+        if approved.is_empty() {
+            out.push_str("nothing approved\n");
+        }
+        print_out(&out)?;
+        return Ok(exit::OK);
+    }
+    let runner = run::runner_id();
+    // The lease outlives the timeout by a margin: only a dead or hung runner loses it.
+    let lease_ms = timeout.as_millis() as i64 + 60_000;
+    let mut results = Vec::new();
+    for _ in 0..args.max {
+        // One claim at a time, so a lease starts when its command does.
+        let Some(claimed) = store.claim(&runner, 1, lease_ms, config.now())?.pop() else {
+            break;
+        };
+        deliver_quietly(config, &mut store);
+        if !args.json && config.verbosity >= 0 {
+            print_out(&format!(
+                "running #{} ({}): {}\n",
+                claimed.id,
+                claimed.cmd_hash,
+                notify::visible(&claimed.command).0
+            ))?;
+        }
+        let outcome = run::execute(&claimed.command, timeout);
+        let state = store.finish(claimed.id, &runner, &outcome, config.now())?;
+        if !args.json && config.verbosity >= 0 {
+            let how = match (&outcome.note, outcome.exit_code) {
+                (Some(n), _) => n.clone(),
+                (None, Some(c)) => format!("exit {c}"),
+                (None, None) => "no exit code".into(),
+            };
+            print_out(&format!(
+                "  -> {} ({how}, {} ms)\n",
+                state.map(State::as_str).unwrap_or("not recorded"),
+                outcome.duration_ms
+            ))?;
+        }
+        results.push(json!({
+            "id": claimed.id,
+            "cmd_hash": claimed.cmd_hash,
+            "state": state.map(State::as_str),
+            "exit_code": outcome.exit_code,
+            "timed_out": outcome.timed_out,
+            "duration_ms": outcome.duration_ms,
+        }));
+    }
+    deliver_quietly(config, &mut store);
+    if args.json {
+        print_out(&format!("{}\n", Value::Array(results)))?;
+    } else if results.is_empty() && config.verbosity >= 0 {
+        print_out("nothing approved to run\n")?;
+    }
+    Ok(exit::OK)
+}
+
+fn history(config: &Config, args: ShowArgs) -> Result<i32> {
+    let store = open_for_reading(config)?
+        .ok_or_else(|| Failure::new(exit::NOINPUT, format!("no proposal {:?}", args.reference)))?;
+    let p = find_proposal(&store, &args.reference)?;
+    let vis = |s: &str| notify::visible(s).0;
+    // (time, order, line): transitions before sightings at the same instant.
+    let mut events: Vec<(i64, u8, i64, Value, String)> = Vec::new();
+    for t in store.transitions(p.id)? {
+        let line = format!(
+            "{} -> {}  {} by {}{}",
+            t.from_state.as_deref().unwrap_or("(new)"),
+            t.to_state.as_deref().unwrap_or("-"),
+            t.action,
+            vis(&t.actor),
+            t.note
+                .as_deref()
+                .map(|n| format!(" ({})", vis(n)))
+                .unwrap_or_default()
+        );
+        let v = json!({"at": rfc3339(t.at), "kind": "transition", "from": t.from_state,
+            "to": t.to_state, "action": t.action, "actor": t.actor, "note": t.note});
+        events.push((t.at, 0, t.id, v, line));
+    }
+    for (n, s) in store.sightings(p.id)?.into_iter().enumerate() {
+        let line = format!(
+            "seen in ingest {} as {}",
+            s.ingest_id,
+            s.display_id
+                .as_deref()
+                .map(vis)
+                .unwrap_or_else(|| "(no id)".into())
+        );
+        let v = json!({"at": rfc3339(s.seen_at), "kind": "sighting", "ingest_id": s.ingest_id,
+            "display_id": s.display_id});
+        events.push((s.seen_at, 1, n as i64, v, line));
+    }
+    events.sort_by_key(|e| (e.0, e.1, e.2));
+    if args.json {
+        let arr: Vec<Value> = events.into_iter().map(|e| e.3).collect();
+        print_out(&format!("{}\n", Value::Array(arr)))?;
+        return Ok(exit::OK);
+    }
+    let mut out = format!(
+        "#{} {} [{}] {}\n",
+        p.id,
+        p.state.as_str(),
+        p.cmd_hash,
+        vis(&p.command)
+    );
+    for (at, _, _, _, line) in events {
+        out.push_str(&format!("  {}  {line}\n", rfc3339(at)));
+    }
+    print_out(&out)?;
+    Ok(exit::OK)
+}
+
+/// Starts `opsgate run` as a child with the same database and configuration.
+fn spawn_runner(config: &Config) -> Result<std::process::Child> {
+    let exe = std::env::current_exe().context("finding the opsgate executable")?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("--db").arg(&config.db);
+    if let Some(path) = &config.config_path {
+        cmd.arg("--config").arg(path);
+    }
+    cmd.arg("-q").arg("run");
+    // Runner children must not take the terminal's Ctrl-C: serve decides when to stop.
+    use std::os::unix::process::CommandExt;
+    cmd.process_group(0);
+    cmd.stdin(std::process::Stdio::null());
+    cmd.spawn().context("starting opsgate run")
 }

@@ -55,8 +55,71 @@ pub enum Command {
     Poll(PollArgs),
     /// Long-running: long-poll button presses and deliver cards until SIGTERM or Ctrl-C
     Serve(ServeArgs),
+    /// Run approved proposals: exactly the text the operator approved, with /bin/sh -c
+    Run(RunArgs),
+    /// Approve a pending proposal (the other pending variants of its card are cancelled)
+    Approve(DecideArgs),
+    /// Reject a pending proposal
+    Reject(RejectArgs),
+    /// Cancel an approved-but-not-started, interrupted or pending proposal
+    Cancel(DecideArgs),
+    /// Put an interrupted proposal back to approved for the next run
+    Retry(DecideArgs),
+    /// Interrupt dead runs, expire old proposals, delete old history (bounded batches)
+    Sweep(SweepArgs),
+    /// A proposal's transitions and sightings as one timeline
+    History(ShowArgs),
     /// Print the contract to paste into the ops bot's prompt (AUTHORITY.md)
     Authority,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Run at most this many proposals
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    pub max: usize,
+    /// Kill a command (its whole process group) after this long; default from the config (10m)
+    #[arg(long, value_name = "DURATION")]
+    pub timeout: Option<String>,
+    /// Show what would run, claim nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the results as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DecideArgs {
+    /// Proposal id or cmd_hash
+    #[arg(value_name = "ID|CMD_HASH")]
+    pub reference: String,
+    /// Name recorded as the actor (default: $USER)
+    #[arg(long = "as", value_name = "NAME")]
+    pub actor: Option<String>,
+    /// Approve even though the proposal is stale
+    #[arg(long)]
+    pub confirm: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RejectArgs {
+    /// Proposal id or cmd_hash
+    #[arg(value_name = "ID|CMD_HASH")]
+    pub reference: String,
+    /// Why (required when the policy sets require_reason)
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
+    /// Name recorded as the actor (default: $USER)
+    #[arg(long = "as", value_name = "NAME")]
+    pub actor: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SweepArgs {
+    /// Print the counts as JSON
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -139,4 +202,10 @@ pub struct ServeArgs {
     /// Seconds one long poll waits for presses
     #[arg(long, default_value_t = 20, value_name = "SECS")]
     pub poll_timeout: u64,
+    /// Also run approved proposals (one `opsgate run` child at a time)
+    #[arg(long)]
+    pub execute: bool,
+    /// Seconds between sweeps
+    #[arg(long, default_value_t = 60, value_name = "SECS")]
+    pub sweep_every: u64,
 }

@@ -6,6 +6,7 @@
 //! environment; `--db` overrides both for the database path.
 
 use crate::exit::{self, Failure};
+use crate::store::Rules;
 use anyhow::{Context, Result};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -34,11 +35,37 @@ pub const ENV_TIMEOUT: &str = "OPSGATE_TELEGRAM_TIMEOUT";
 #[derive(Debug, Clone)]
 pub struct Config {
     pub db: PathBuf,
+    /// The config file, if one was given (child processes get it too).
+    pub config_path: Option<PathBuf>,
     /// Fixed clock from [`ENV_NOW`], if set.
     pub fixed_now: Option<i64>,
     pub verbosity: i8,
     /// Telegram, when a token is configured.
     pub telegram: Option<TelegramConfig>,
+    /// Lifecycle timing.
+    pub rules: Rules,
+    /// Default bound on one executed command.
+    pub run_timeout: Duration,
+    pub policy: Policy,
+}
+
+/// The `[policy]` section.
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
+    /// Patterns matched against the canonical command: a match is rejected at ingest.
+    pub deny: Vec<regex::Regex>,
+    /// Rejecting needs a reason (a reply on Telegram, `--reason` on the command line).
+    pub require_reason: bool,
+}
+
+impl Policy {
+    /// The first deny pattern the canonical command matches.
+    pub fn denies(&self, canonical: &str) -> Option<String> {
+        self.deny
+            .iter()
+            .find(|re| re.is_match(canonical))
+            .map(|re| re.as_str().to_string())
+    }
 }
 
 /// A secret that never prints.
@@ -77,6 +104,27 @@ pub struct TelegramConfig {
 struct FileConfig {
     db: Option<PathBuf>,
     telegram: Option<FileTelegram>,
+    lifecycle: Option<FileLifecycle>,
+    policy: Option<FilePolicy>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileLifecycle {
+    ttl: Option<String>,
+    stale_after_cycles: Option<i64>,
+    reject_cooldown: Option<String>,
+    retention: Option<String>,
+    run_timeout: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FilePolicy {
+    #[serde(default)]
+    deny: Vec<String>,
+    #[serde(default)]
+    require_reason: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -109,11 +157,63 @@ impl Config {
             Some(p) => p,
             None => default_db()?,
         };
+        let lifecycle = file.lifecycle.unwrap_or_default();
+        let defaults = Rules::default();
+        let duration = |key: &str, value: &Option<String>, default: i64| -> Result<i64> {
+            match value {
+                None => Ok(default),
+                Some(v) => crate::time::parse_duration(v).ok_or_else(|| {
+                    config_error(format!(
+                        "lifecycle.{key} = {v:?} is not a duration; expected e.g. 90s, 10m, 24h, 7d"
+                    ))
+                }),
+            }
+        };
+        let rules = Rules {
+            ttl_ms: duration("ttl", &lifecycle.ttl, defaults.ttl_ms)?,
+            stale_after_cycles: lifecycle
+                .stale_after_cycles
+                .unwrap_or(defaults.stale_after_cycles)
+                .max(0),
+            reject_cooldown_ms: duration(
+                "reject_cooldown",
+                &lifecycle.reject_cooldown,
+                defaults.reject_cooldown_ms,
+            )?,
+            retention_ms: duration("retention", &lifecycle.retention, defaults.retention_ms)?,
+        };
+        let run_timeout = duration("run_timeout", &lifecycle.run_timeout, 600_000)?;
+        let file_policy = file.policy.unwrap_or_default();
+        let deny = file_policy
+            .deny
+            .iter()
+            .map(|p| {
+                regex::Regex::new(p).map_err(|e| {
+                    let first = e
+                        .to_string()
+                        .lines()
+                        .last()
+                        .unwrap_or("")
+                        .trim()
+                        .to_string();
+                    config_error(format!(
+                        "policy.deny pattern {p:?} is not a valid regex: {first}"
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
         Ok(Config {
             db,
+            config_path: config.clone(),
             fixed_now: now_override()?,
             verbosity,
             telegram: telegram(file.telegram.unwrap_or_default())?,
+            rules,
+            run_timeout: Duration::from_millis(run_timeout.max(1000) as u64),
+            policy: Policy {
+                deny,
+                require_reason: file_policy.require_reason,
+            },
         })
     }
 

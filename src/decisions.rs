@@ -17,6 +17,10 @@ pub enum Action {
     Approve(i64),
     /// `r:<cluster id>`
     Reject(i64),
+    /// `c:<proposal id>`: cancel an approved or interrupted proposal.
+    Cancel(i64),
+    /// `t:<proposal id>`: retry an interrupted proposal.
+    Retry(i64),
 }
 
 impl Action {
@@ -26,6 +30,8 @@ impl Action {
         match kind {
             "a" => Some(Action::Approve(id)),
             "r" => Some(Action::Reject(id)),
+            "c" => Some(Action::Cancel(id)),
+            "t" => Some(Action::Retry(id)),
             _ => None,
         }
     }
@@ -34,9 +40,14 @@ impl Action {
         match self {
             Action::Approve(id) => format!("a:{id}"),
             Action::Reject(id) => format!("r:{id}"),
+            Action::Cancel(id) => format!("c:{id}"),
+            Action::Retry(id) => format!("t:{id}"),
         }
     }
 }
+
+/// How long a first tap on a stale proposal's Approve waits for the second.
+pub const CONFIRM_WINDOW_MS: i64 = 120_000;
 
 /// The actor for a Telegram user.
 pub fn telegram_actor(press: &Press) -> Actor {
@@ -69,7 +80,7 @@ pub fn apply_press(
         Ok(Decided::Refused(why.to_string()))
     };
     let proposal_ref = match action {
-        Some(Action::Approve(id)) => Some(id),
+        Some(Action::Approve(id) | Action::Cancel(id) | Action::Retry(id)) => Some(id),
         _ => None,
     };
     if !cfg.operators.contains(&press.user_id) {
@@ -93,8 +104,19 @@ pub fn apply_press(
         update_id: Some(update_id),
     };
     match action {
-        Action::Approve(id) => store.approve(id, &actor, via, now),
+        Action::Approve(id) => {
+            // A stale proposal is approved by a second tap within two minutes.
+            let key = format!("{id}:{}", press.user_id);
+            let confirmed = store.take_confirmation(&key, now)?;
+            let outcome = store.approve(id, &actor, via, now, confirmed)?;
+            if matches!(outcome, Decided::Confirm(_)) {
+                store.note_confirmation(&key, now + CONFIRM_WINDOW_MS)?;
+            }
+            Ok(outcome)
+        }
         Action::Reject(cluster) => store.reject_cluster(cluster, &actor, None, via, now),
+        Action::Cancel(id) => store.cancel(id, &actor, None, via, now),
+        Action::Retry(id) => store.retry(id, &actor, via, now),
     }
 }
 
@@ -104,6 +126,7 @@ pub fn answer_text(outcome: &Decided) -> String {
         Decided::Applied(t) => format!("Done: {t}"),
         Decided::Already(t) => format!("Nothing to do: {t}"),
         Decided::Refused(t) => format!("Refused: {t}"),
+        Decided::Confirm(t) => format!("Stale: {t}"),
     };
     // Telegram caps callback answers at 200 characters.
     text.chars().take(200).collect()
@@ -115,7 +138,12 @@ mod tests {
 
     #[test]
     fn callback_data_round_trips_and_rejects_forgeries() {
-        for a in [Action::Approve(12), Action::Reject(3)] {
+        for a in [
+            Action::Approve(12),
+            Action::Reject(3),
+            Action::Cancel(4),
+            Action::Retry(5),
+        ] {
             assert_eq!(Action::parse(&a.callback_data()), Some(a));
             assert!(a.callback_data().len() <= crate::notify::MAX_CALLBACK_BYTES);
         }

@@ -12,5 +12,6 @@ pub mod decisions;
 pub mod exit;
 pub mod notify;
 pub mod parse;
+pub mod run;
 pub mod store;
 pub mod time;

@@ -142,6 +142,7 @@ struct Detail {
     ids_shown: usize,
     command_chars: usize,
     terminal_shown: usize,
+    output_chars: usize,
 }
 
 const DETAIL_LEVELS: [Detail; 5] = [
@@ -150,30 +151,35 @@ const DETAIL_LEVELS: [Detail; 5] = [
         ids_shown: 8,
         command_chars: 3000,
         terminal_shown: 8,
+        output_chars: 1500,
     },
     Detail {
         reason_chars: 200,
         ids_shown: 3,
         command_chars: 2000,
         terminal_shown: 3,
+        output_chars: 600,
     },
     Detail {
         reason_chars: 80,
         ids_shown: 1,
         command_chars: 1200,
         terminal_shown: 1,
+        output_chars: 200,
     },
     Detail {
         reason_chars: 0,
         ids_shown: 0,
         command_chars: 600,
         terminal_shown: 0,
+        output_chars: 0,
     },
     Detail {
         reason_chars: 0,
         ids_shown: 0,
         command_chars: 200,
         terminal_shown: 0,
+        output_chars: 0,
     },
 ];
 
@@ -215,7 +221,7 @@ fn render_with(view: &ClusterView, detail: Detail) -> Card {
             "Merged into card {into}: a new proposal linked these actions; decide there.\n"
         ));
     }
-    if in_flight.is_empty() {
+    if in_flight.is_empty() && view.merged_into.is_none() {
         w.raw("Resolved: nothing in flight.\n");
     } else if in_flight.len() > 1 {
         w.raw(&format!(
@@ -287,32 +293,40 @@ fn render_with(view: &ClusterView, detail: Detail) -> Card {
                 w.raw("\n");
             }
         }
-        if let (Some(by), Some(at)) = (&p.decided_by, p.decided_at) {
-            w.raw(&format!("{} by ", state_label(p.state)));
-            w.text(by);
-            w.raw(&format!(" at {}\n", rfc3339(at)));
-        }
+        lifecycle_lines(&mut w, p, detail);
     }
     if shown_terminal > 0 {
         w.raw(&format!("\n(+{shown_terminal} earlier decided variants)\n"));
     }
 
-    let mut buttons = Vec::new();
+    let mut buttons: Vec<Vec<Button>> = Vec::new();
     if view.merged_into.is_none() {
-        let approvable: Vec<&&Proposal> = in_flight
-            .iter()
-            .filter(|p| p.state == State::Pending && !truncated.contains(&p.id))
-            .collect();
-        for chunk in approvable.chunks(2) {
-            buttons.push(
-                chunk
-                    .iter()
-                    .map(|p| Button {
-                        label: format!("✅ Approve #{}", p.id),
-                        data: format!("a:{}", p.id),
-                    })
-                    .collect(),
-            );
+        let mut singles = Vec::new();
+        for p in &in_flight {
+            match p.state {
+                State::Pending if !truncated.contains(&p.id) => singles.push(Button {
+                    label: format!("✅ Approve #{}", p.id),
+                    data: format!("a:{}", p.id),
+                }),
+                State::Approved => singles.push(Button {
+                    label: format!("✋ Cancel #{}", p.id),
+                    data: format!("c:{}", p.id),
+                }),
+                State::Interrupted => buttons.push(vec![
+                    Button {
+                        label: format!("🔁 Retry #{}", p.id),
+                        data: format!("t:{}", p.id),
+                    },
+                    Button {
+                        label: format!("✋ Cancel #{}", p.id),
+                        data: format!("c:{}", p.id),
+                    },
+                ]),
+                _ => {}
+            }
+        }
+        for chunk in singles.chunks(2) {
+            buttons.push(chunk.to_vec());
         }
         if in_flight.iter().any(|p| p.state == State::Pending) {
             buttons.push(vec![Button {
@@ -343,6 +357,99 @@ pub fn state_label(state: State) -> &'static str {
         State::Rejected => "rejected",
         State::Cancelled => "cancelled",
         State::Expired => "expired",
+    }
+}
+
+/// What happened to a proposal after it was proposed: staleness, earlier rejections,
+/// who decided, the run and its output.
+fn lifecycle_lines(w: &mut Writer, p: &Proposal, detail: Detail) {
+    if let Some(prior) = &p.prior_rejections {
+        w.raw(&format!("⚠ rejected {} time(s) before", prior.count));
+        if let Some(by) = &prior.last_by {
+            w.raw(", last by ");
+            w.text(by);
+        }
+        if let Some(at) = prior.last_at {
+            w.raw(&format!(" on {}", rfc3339(at)));
+        }
+        w.raw("\n");
+    }
+    if p.stale {
+        w.raw(&format!(
+            "⏳ stale: not proposed since {}; approving asks for a second tap\n",
+            hhmm(p.last_seen_at)
+        ));
+    }
+    if let (Some(by), Some(at)) = (&p.decided_by, p.decided_at) {
+        let verb = match p.state {
+            State::Rejected => "rejected",
+            State::Cancelled => "cancelled",
+            State::Pending => "proposed",
+            _ => "approved",
+        };
+        w.raw(&format!("{verb} by "));
+        w.text(by);
+        w.raw(&format!(" at {}\n", rfc3339(at)));
+    }
+    match p.state {
+        State::Executing => {
+            if let Some(started) = p.run.started_at {
+                w.raw(&format!("▶ running since {}\n", rfc3339(started)));
+            }
+        }
+        State::Completed | State::Failed => {
+            let how = match (p.run.exit_code, p.run.duration_ms) {
+                (Some(code), Some(ms)) => format!("exit {code} after {:.1} s", ms as f64 / 1000.0),
+                (None, Some(ms)) => format!(
+                    "no exit code after {:.1} s (timed out or killed)",
+                    ms as f64 / 1000.0
+                ),
+                _ => String::new(),
+            };
+            w.raw(&format!(
+                "{} {} {how}\n",
+                if p.state == State::Completed {
+                    "✔"
+                } else {
+                    "✖"
+                },
+                state_label(p.state)
+            ));
+            for (label, tail) in [
+                ("stdout", &p.run.stdout_tail),
+                ("stderr", &p.run.stderr_tail),
+            ] {
+                if let Some(tail) = tail.as_deref().filter(|t| !t.trim().is_empty()) {
+                    if detail.output_chars == 0 {
+                        continue;
+                    }
+                    let count = tail.chars().count();
+                    let shown: String = tail
+                        .chars()
+                        .skip(count.saturating_sub(detail.output_chars))
+                        .collect();
+                    w.raw(&format!(
+                        "{label}{}:\n",
+                        if count > detail.output_chars {
+                            " (end)"
+                        } else {
+                            ""
+                        }
+                    ));
+                    w.tagged("pre", shown.trim_end());
+                    w.raw("\n");
+                }
+            }
+        }
+        State::Interrupted => {
+            w.raw("⚠ interrupted: the runner died or its lease ran out; it is never retried by itself\n");
+        }
+        State::Expired => {
+            if let Some(at) = p.ended_at {
+                w.raw(&format!("⌛ expired at {}\n", rfc3339(at)));
+            }
+        }
+        _ => {}
     }
 }
 
@@ -568,6 +675,18 @@ mod tests {
             decided_by: None,
             decided_at: None,
             display_ids: vec!["a3f9c2".into(), "a3f7c2".into()],
+            last_ingest_id: Some(1),
+            stale: false,
+            ended_at: None,
+            run: crate::store::RunInfo {
+                runner: None,
+                started_at: None,
+                exit_code: None,
+                duration_ms: None,
+                stdout_tail: None,
+                stderr_tail: None,
+            },
+            prior_rejections: None,
         }
     }
 

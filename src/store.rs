@@ -108,6 +108,22 @@ const MIGRATIONS: &[&str] = &[
         value TEXT NOT NULL
     );
     "#,
+    // 2: execution results and runner leases, end times for retention, sweep indexes.
+    r#"
+    ALTER TABLE proposals ADD COLUMN ended_at    INTEGER;
+    ALTER TABLE proposals ADD COLUMN runner      TEXT;
+    ALTER TABLE proposals ADD COLUMN lease_until INTEGER;
+    ALTER TABLE proposals ADD COLUMN started_at  INTEGER;
+    ALTER TABLE proposals ADD COLUMN exit_code   INTEGER;
+    ALTER TABLE proposals ADD COLUMN duration_ms INTEGER;
+    ALTER TABLE proposals ADD COLUMN stdout_tail TEXT;
+    ALTER TABLE proposals ADD COLUMN stderr_tail TEXT;
+    CREATE INDEX proposals_expiry ON proposals (first_seen_at)
+        WHERE state IN ('pending','approved');
+    CREATE INDEX proposals_retention ON proposals (ended_at) WHERE ended_at IS NOT NULL;
+    CREATE INDEX proposals_executing ON proposals (id) WHERE state = 'executing';
+    CREATE INDEX proposals_rejected ON proposals (source, cmd_hash) WHERE state = 'rejected';
+    "#,
 ];
 
 /// Lifecycle states.
@@ -167,6 +183,49 @@ impl State {
     }
 }
 
+/// Time and count rules of the lifecycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rules {
+    /// Pending or approved-not-started proposals expire this long after first sighting.
+    pub ttl_ms: i64,
+    /// A pending proposal its source has not re-proposed in this many ingests is stale.
+    pub stale_after_cycles: i64,
+    /// A rejected command re-proposed within this long is a sighting, not a new card.
+    pub reject_cooldown_ms: i64,
+    /// Terminal proposals are deleted this long after they ended.
+    pub retention_ms: i64,
+}
+
+impl Default for Rules {
+    fn default() -> Self {
+        Rules {
+            ttl_ms: 24 * 3_600_000,
+            stale_after_cycles: 3,
+            reject_cooldown_ms: 24 * 3_600_000,
+            retention_ms: 90 * 86_400_000,
+        }
+    }
+}
+
+/// What a runner recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunInfo {
+    pub runner: Option<String>,
+    pub started_at: Option<i64>,
+    pub exit_code: Option<i64>,
+    pub duration_ms: Option<i64>,
+    pub stdout_tail: Option<String>,
+    pub stderr_tail: Option<String>,
+}
+
+/// Earlier rejections of the same command from the same source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PriorRejections {
+    pub count: i64,
+    pub last_by: Option<String>,
+    pub last_at: Option<i64>,
+}
+
 /// The SQL list of in-flight states, matching the partial unique index's predicate.
 const IN_FLIGHT_SQL: &str = "('pending','approved','executing','interrupted')";
 
@@ -193,6 +252,15 @@ pub struct Proposal {
     pub decided_at: Option<i64>,
     /// Distinct LLM ids seen for it, oldest first.
     pub display_ids: Vec<String>,
+    /// The last ingest that proposed it.
+    pub last_ingest_id: Option<i64>,
+    /// Pending, and its source has not proposed it in the last `stale_after_cycles` ingests.
+    pub stale: bool,
+    /// When it reached a terminal state.
+    pub ended_at: Option<i64>,
+    pub run: RunInfo,
+    /// Set when the same command was rejected before.
+    pub prior_rejections: Option<PriorRejections>,
 }
 
 /// One appearance of a proposal in an ingest.
@@ -248,6 +316,10 @@ pub struct IngestReport {
     pub clustered: usize,
     /// Names of the clusters joined, in order, de-duplicated.
     pub joined: Vec<String>,
+    /// Re-proposals of a command rejected within the cooldown: sightings, no card.
+    pub suppressed: usize,
+    /// New proposals rejected by a policy deny pattern: recorded, no card.
+    pub denied: usize,
     pub warnings: Vec<String>,
 }
 
@@ -255,12 +327,15 @@ pub struct IngestReport {
 pub struct Prepared<'a> {
     pub item: &'a Item,
     pub canon: Canonical,
+    /// The policy deny pattern the canonical command matches, if any.
+    pub denied_by: Option<String>,
 }
 
 /// The SQLite store.
 pub struct Store {
     conn: Connection,
     path: PathBuf,
+    rules: Rules,
 }
 
 impl Store {
@@ -279,6 +354,7 @@ impl Store {
         let mut store = Store {
             conn,
             path: path.to_path_buf(),
+            rules: Rules::default(),
         };
         store.check_identity()?;
         store.set_pragmas()?;
@@ -288,6 +364,15 @@ impl Store {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Sets the lifecycle rules (ttl, staleness, cooldown, retention).
+    pub fn set_rules(&mut self, rules: Rules) {
+        self.rules = rules;
+    }
+
+    pub fn rules(&self) -> Rules {
+        self.rules
     }
 
     fn check_identity(&mut self) -> Result<()> {
@@ -369,7 +454,10 @@ impl Store {
         // WAL when each one exits and recreates it in the next; instead the WAL stays and
         // `Drop` truncates it once it has grown (see WAL_TRUNCATE_BYTES).
         self.conn
-            .set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)
+            .set_db_config(
+                rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+                true,
+            )
             .context("setting NO_CKPT_ON_CLOSE")?;
         Ok(())
     }
@@ -466,7 +554,23 @@ impl Store {
                 tx.prepare_cached("UPDATE cards SET rev = rev + 1 WHERE cluster_id = ?1")?;
             let actor = format!("ingest:{source}");
 
-            for Prepared { item, canon } in items {
+            let mut find_rejected = tx.prepare_cached(
+                "SELECT id, decided_at FROM proposals
+                 WHERE source = ?1 AND cmd_hash = ?2 AND state = 'rejected'
+                 ORDER BY id DESC LIMIT 1",
+            )?;
+            let mut bump_quietly = tx.prepare_cached(
+                "UPDATE proposals SET seen_count = seen_count + 1, last_seen_at = ?2,
+                        last_ingest_id = ?3
+                 WHERE id = ?1",
+            )?;
+            let cooldown = self.rules.reject_cooldown_ms;
+            for Prepared {
+                item,
+                canon,
+                denied_by,
+            } in items
+            {
                 if let Some(claimed) = &item.claimed_hash {
                     if !claimed.eq_ignore_ascii_case(&canon.cmd_hash) {
                         report.warnings.push(format!(
@@ -497,8 +601,80 @@ impl Store {
                         id
                     }
                     None => {
+                        // Rejection memory: a command rejected within the cooldown is a
+                        // sighting of that rejection, not a new card.
+                        let rejected: Option<(i64, Option<i64>)> = find_rejected
+                            .query_row(params![source, canon.cmd_hash], |r| {
+                                Ok((r.get(0)?, r.get(1)?))
+                            })
+                            .optional()?;
+                        if let Some((rid, Some(at))) = rejected {
+                            if now < at.saturating_add(cooldown) {
+                                bump_quietly.execute(params![rid, now, ingest_id])?;
+                                insert_sighting.execute(params![
+                                    rid,
+                                    ingest_id,
+                                    item.display_id,
+                                    item.command,
+                                    item.reason,
+                                    now
+                                ])?;
+                                report.suppressed += 1;
+                                continue;
+                            }
+                        }
                         let id = next_id;
                         next_id += 1;
+                        if let Some(pattern) = denied_by {
+                            // Recorded as history, never clustered, no card.
+                            insert.execute(params![
+                                id,
+                                source,
+                                canon.cmd_hash,
+                                item.command,
+                                canon.canonical,
+                                serde_json::to_string(&canon.logical_keys)?,
+                                id,
+                                item.risk.as_str(),
+                                item.reason,
+                                now,
+                                ingest_id,
+                            ])?;
+                            record(
+                                &tx,
+                                Some(id),
+                                None,
+                                Some(State::Pending),
+                                "propose",
+                                &actor,
+                                now,
+                                None,
+                            )?;
+                            let policy = Actor {
+                                id: "policy".into(),
+                                display: "policy".into(),
+                            };
+                            decide::transition(
+                                &tx,
+                                id,
+                                State::Pending,
+                                State::Rejected,
+                                "deny",
+                                &policy,
+                                now,
+                                Some(&format!("matches deny pattern {pattern}")),
+                            )?;
+                            insert_sighting.execute(params![
+                                id,
+                                ingest_id,
+                                item.display_id,
+                                item.command,
+                                item.reason,
+                                now
+                            ])?;
+                            report.denied += 1;
+                            continue;
+                        }
                         let subjects = canon.subjects();
                         let mut clusters = BTreeSet::new();
                         for subject in &subjects {
@@ -568,6 +744,17 @@ impl Store {
                 ])?;
             }
         }
+        // Pending proposals this ingest made stale (last proposed exactly
+        // `stale_after_cycles` ingests ago) need their cards redrawn.
+        if self.rules.stale_after_cycles > 0 {
+            tx.execute(
+                "UPDATE cards SET rev = rev + 1 WHERE cluster_id IN (
+                     SELECT cluster_id FROM proposals WHERE state = 'pending' AND source = ?1
+                     AND last_ingest_id = (SELECT id FROM ingests WHERE source = ?1
+                                           ORDER BY id DESC LIMIT 1 OFFSET ?2))",
+                params![source, self.rules.stale_after_cycles],
+            )?;
+        }
         tx.commit().context("committing ingest")?;
         Ok(report)
     }
@@ -591,7 +778,7 @@ impl Store {
         let mut out = Vec::new();
         for row in rows {
             let mut p = row?;
-            p.display_ids = self.display_ids(p.id)?;
+            self.complete(&mut p)?;
             out.push(p);
         }
         Ok(out)
@@ -638,11 +825,53 @@ impl Store {
         let found = stmt.query_row([id], proposal_from_row).optional()?;
         match found {
             Some(mut p) => {
-                p.display_ids = self.display_ids(p.id)?;
+                self.complete(&mut p)?;
                 Ok(Some(p))
             }
             None => Ok(None),
         }
+    }
+
+    /// Fills what is derived from other tables: display ids, staleness, earlier rejections.
+    fn complete(&self, p: &mut Proposal) -> Result<()> {
+        p.display_ids = self.display_ids(p.id)?;
+        if p.state == State::Pending {
+            if let Some(last) = p.last_ingest_id {
+                let mut stmt = self.conn.prepare_cached(
+                    "SELECT COUNT(*) FROM (SELECT 1 FROM ingests WHERE source = ?1 AND id > ?2 LIMIT ?3)",
+                )?;
+                let later: i64 = stmt.query_row(
+                    params![p.source, last, self.rules.stale_after_cycles],
+                    |r| r.get(0),
+                )?;
+                p.stale =
+                    self.rules.stale_after_cycles > 0 && later >= self.rules.stale_after_cycles;
+            }
+        }
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT COUNT(*), MAX(decided_at) FROM proposals
+             WHERE source = ?1 AND cmd_hash = ?2 AND state = 'rejected' AND id < ?3",
+        )?;
+        let (count, last_at): (i64, Option<i64>) = stmt
+            .query_row(params![p.source, p.cmd_hash, p.id], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
+        if count > 0 {
+            let last_by: Option<String> = self
+                .conn
+                .prepare_cached(
+                    "SELECT decided_by FROM proposals
+                     WHERE source = ?1 AND cmd_hash = ?2 AND state = 'rejected' AND id < ?3
+                     ORDER BY decided_at DESC, id DESC LIMIT 1",
+                )?
+                .query_row(params![p.source, p.cmd_hash, p.id], |r| r.get(0))?;
+            p.prior_rejections = Some(PriorRejections {
+                count,
+                last_by,
+                last_at,
+            });
+        }
+        Ok(())
     }
 
     fn display_ids(&self, proposal_id: i64) -> Result<Vec<String>> {
@@ -707,7 +936,7 @@ impl Store {
             .query_map([cluster_id], proposal_from_row)?
             .collect::<rusqlite::Result<_>>()?;
         for p in &mut proposals {
-            p.display_ids = self.display_ids(p.id)?;
+            self.complete(p)?;
         }
         let card: Option<(String, Option<i64>)> = self
             .conn
@@ -812,7 +1041,9 @@ fn record(
 const PROPOSAL_SELECT: &str = "SELECT p.id, p.source, p.cmd_hash, p.command, p.canonical,
     p.logical_keys, p.cluster_id, p.state, p.risk, p.reason, p.seen_count, p.first_seen_at,
     p.last_seen_at, p.decided_by, p.decided_at,
-    (SELECT MIN(subject) FROM subjects WHERE proposal_id = p.cluster_id)
+    (SELECT MIN(subject) FROM subjects WHERE proposal_id = p.cluster_id),
+    p.last_ingest_id, p.ended_at, p.runner, p.started_at, p.exit_code, p.duration_ms,
+    p.stdout_tail, p.stderr_tail
     FROM proposals p";
 
 fn proposal_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Proposal> {
@@ -844,6 +1075,18 @@ fn proposal_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Proposal> {
         decided_at: r.get(14)?,
         cluster: r.get(15)?,
         display_ids: Vec::new(),
+        last_ingest_id: r.get(16)?,
+        stale: false,
+        ended_at: r.get(17)?,
+        run: RunInfo {
+            runner: r.get(18)?,
+            started_at: r.get(19)?,
+            exit_code: r.get(20)?,
+            duration_ms: r.get(21)?,
+            stdout_tail: r.get(22)?,
+            stderr_tail: r.get(23)?,
+        },
+        prior_rejections: None,
     })
 }
 
@@ -890,6 +1133,10 @@ fn create_private_file(path: &Path) -> std::io::Result<()> {
     }
 }
 
+mod decide;
+mod outbox;
+pub use decide::*;
+
 /// A card the outbox owes: never sent, or changed since it was last sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OwedCard {
@@ -900,409 +1147,4 @@ pub struct OwedCard {
     /// The revision being rendered; marking it sent clears the debt only if no change
     /// arrived meanwhile.
     pub rev: i64,
-}
-
-/// Who decides, for the audit trail and the card.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Actor {
-    /// Stable identity, e.g. `telegram:123456` or `local:root`.
-    pub id: String,
-    /// How the card names them, e.g. `@alice`.
-    pub display: String,
-}
-
-/// Where a decision came from: a button on a card (checked against the stored card) and
-/// the Telegram update to confirm in the same transaction.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Via {
-    pub card: Option<(i64, i64)>,
-    pub update_id: Option<i64>,
-}
-
-/// The result of a decision attempt.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Decided {
-    /// The state changed; the text says how.
-    Applied(String),
-    /// Already done (a replay or double tap): nothing written.
-    Already(String),
-    /// Refused and audited; nothing else changed.
-    Refused(String),
-}
-
-impl Store {
-    /// Cards owed to the chat, oldest cluster first.
-    pub fn owed_cards(&self) -> Result<Vec<OwedCard>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT cluster_id, chat_id, message_id, content_hash, rev FROM cards
-             WHERE rev > sent_rev ORDER BY cluster_id",
-        )?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok(OwedCard {
-                    cluster_id: r.get(0)?,
-                    chat_id: r.get(1)?,
-                    message_id: r.get(2)?,
-                    content_hash: r.get(3)?,
-                    rev: r.get(4)?,
-                })
-            })?
-            .collect::<rusqlite::Result<_>>()?;
-        Ok(rows)
-    }
-
-    /// Records what was delivered for a card, in one transaction. `message_id` is `None`
-    /// when nothing needed sending (a cluster decided before its card went out).
-    pub fn mark_card_sent(
-        &mut self,
-        card: &OwedCard,
-        chat_id: &str,
-        message_id: Option<i64>,
-        content_hash: &str,
-        now: i64,
-    ) -> Result<()> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        tx.execute(
-            "UPDATE cards SET chat_id = ?2, message_id = ?3, content_hash = ?4, sent_at = ?5,
-                    sent_rev = MAX(sent_rev, ?6)
-             WHERE cluster_id = ?1",
-            params![
-                card.cluster_id,
-                chat_id,
-                message_id,
-                content_hash,
-                now,
-                card.rev
-            ],
-        )?;
-        tx.commit().context("recording a delivered card")?;
-        Ok(())
-    }
-
-    /// The Telegram update offset (last handled update id + 1).
-    pub fn update_offset(&self) -> Result<Option<i64>> {
-        let v: Option<String> = self
-            .conn
-            .query_row(
-                "SELECT value FROM meta WHERE key = 'telegram_offset'",
-                [],
-                |r| r.get(0),
-            )
-            .optional()?;
-        Ok(v.and_then(|v| v.parse().ok()))
-    }
-
-    /// Confirms a handled update that carried no decision.
-    pub fn confirm_update(&mut self, update_id: i64) -> Result<()> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        advance_offset(&tx, Some(update_id))?;
-        tx.commit()?;
-        Ok(())
-    }
-
-    /// Takes the named lease for `holder` until `now + ttl_ms`, unless a live holder has
-    /// it. Returns the other holder when refused.
-    pub fn acquire_lease(
-        &mut self,
-        name: &str,
-        holder: &str,
-        now: i64,
-        ttl_ms: i64,
-        alive: impl Fn(&str) -> bool,
-    ) -> Result<Option<String>> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let key = format!("lease:{name}");
-        let current: Option<String> = tx
-            .query_row("SELECT value FROM meta WHERE key = ?1", [&key], |r| {
-                r.get(0)
-            })
-            .optional()?;
-        if let Some(value) = current {
-            if let Some((other, until)) = value.rsplit_once('@') {
-                let until: i64 = until.parse().unwrap_or(0);
-                if other != holder && until > now && alive(other) {
-                    return Ok(Some(other.to_string()));
-                }
-            }
-        }
-        tx.execute(
-            "INSERT INTO meta (key, value) VALUES (?1, ?2)
-             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            params![key, format!("{holder}@{}", now + ttl_ms)],
-        )?;
-        tx.commit()?;
-        Ok(None)
-    }
-
-    /// Gives a lease back if `holder` still has it.
-    pub fn release_lease(&mut self, name: &str, holder: &str) -> Result<()> {
-        self.conn.execute(
-            "DELETE FROM meta WHERE key = ?1 AND value LIKE ?2",
-            params![format!("lease:{name}"), format!("{holder}@%")],
-        )?;
-        Ok(())
-    }
-
-    /// Records a refused action (unauthorized user, wrong chat, forged data) and confirms
-    /// its update, in one transaction.
-    pub fn refuse(
-        &mut self,
-        proposal_id: Option<i64>,
-        actor: &Actor,
-        why: &str,
-        via: Via,
-        now: i64,
-    ) -> Result<()> {
-        self.decide(via, actor, now, |tx| {
-            // Audit against a row that exists, or against nothing.
-            let known = match proposal_id {
-                Some(id) => proposal_state(tx, id)?.map(|_| id),
-                None => None,
-            };
-            Ok(Step::Refuse(known, why.to_string()))
-        })?;
-        Ok(())
-    }
-
-    /// Approves one pending proposal and cancels the other pending variants of its
-    /// cluster (superseded). Compare-and-set: only `pending` becomes `approved`.
-    pub fn approve(
-        &mut self,
-        proposal_id: i64,
-        actor: &Actor,
-        via: Via,
-        now: i64,
-    ) -> Result<Decided> {
-        self.decide(via, actor, now, |tx| {
-            let Some((state, cluster_id)) = proposal_state(tx, proposal_id)? else {
-                return Ok(Step::Refuse(None, format!("no proposal #{proposal_id}")));
-            };
-            if let Some(why) = card_mismatch(tx, cluster_id, via)? {
-                return Ok(Step::Refuse(Some(proposal_id), why));
-            }
-            match state {
-                State::Pending => {}
-                State::Approved | State::Executing | State::Completed => {
-                    return Ok(Step::Already(format!("#{proposal_id} is already {}", state.as_str())))
-                }
-                other => {
-                    return Ok(Step::Refuse(
-                        Some(proposal_id),
-                        format!("#{proposal_id} is {}, it can no longer be approved", other.as_str()),
-                    ))
-                }
-            }
-            transition(tx, proposal_id, State::Pending, State::Approved, "approve", actor, now, None)?;
-            let superseded: Vec<i64> = tx
-                .prepare(
-                    "SELECT id FROM proposals WHERE cluster_id = ?1 AND state = 'pending' AND id <> ?2",
-                )?
-                .query_map(params![cluster_id, proposal_id], |r| r.get(0))?
-                .collect::<rusqlite::Result<_>>()?;
-            for other in &superseded {
-                transition(
-                    tx,
-                    *other,
-                    State::Pending,
-                    State::Cancelled,
-                    "supersede",
-                    actor,
-                    now,
-                    Some(&format!("superseded by #{proposal_id}")),
-                )?;
-            }
-            owe_card(tx, cluster_id)?;
-            let mut text = format!("#{proposal_id} approved");
-            if !superseded.is_empty() {
-                text.push_str(&format!(", {} other variant(s) cancelled", superseded.len()));
-            }
-            Ok(Step::Applied(text))
-        })
-    }
-
-    /// Rejects every pending proposal of a cluster.
-    pub fn reject_cluster(
-        &mut self,
-        cluster_id: i64,
-        actor: &Actor,
-        reason: Option<&str>,
-        via: Via,
-        now: i64,
-    ) -> Result<Decided> {
-        self.decide(via, actor, now, |tx| {
-            let states: Vec<(i64, String)> = tx
-                .prepare("SELECT id, state FROM proposals WHERE cluster_id = ?1 ORDER BY id")?
-                .query_map([cluster_id], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect::<rusqlite::Result<_>>()?;
-            if states.is_empty() {
-                return Ok(Step::Refuse(None, format!("no card {cluster_id}")));
-            }
-            if let Some(why) = card_mismatch(tx, cluster_id, via)? {
-                return Ok(Step::Refuse(Some(states[0].0), why));
-            }
-            let pending: Vec<i64> = states
-                .iter()
-                .filter(|(_, s)| s == "pending")
-                .map(|(id, _)| *id)
-                .collect();
-            if pending.is_empty() {
-                if states.iter().any(|(_, s)| s == "rejected") {
-                    return Ok(Step::Already("already rejected".into()));
-                }
-                return Ok(Step::Refuse(
-                    Some(states[0].0),
-                    "nothing pending on this card to reject".into(),
-                ));
-            }
-            for id in &pending {
-                transition(
-                    tx,
-                    *id,
-                    State::Pending,
-                    State::Rejected,
-                    "reject",
-                    actor,
-                    now,
-                    reason,
-                )?;
-            }
-            owe_card(tx, cluster_id)?;
-            Ok(Step::Applied(format!(
-                "{} proposal(s) rejected",
-                pending.len()
-            )))
-        })
-    }
-
-    /// Runs one decision in an IMMEDIATE transaction: the check, the change, its audit
-    /// rows and the update offset commit together or not at all.
-    fn decide(
-        &mut self,
-        via: Via,
-        actor: &Actor,
-        now: i64,
-        body: impl FnOnce(&Connection) -> Result<Step>,
-    ) -> Result<Decided> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .context("locking the database for a decision")?;
-        let outcome = match body(&tx)? {
-            Step::Applied(text) => Decided::Applied(text),
-            Step::Already(text) => Decided::Already(text),
-            Step::Refuse(proposal_id, why) => {
-                let state = match proposal_id {
-                    Some(id) => proposal_state(&tx, id)?.map(|s| s.0),
-                    None => None,
-                };
-                record(
-                    &tx,
-                    proposal_id,
-                    state,
-                    state,
-                    "refused",
-                    &actor.id,
-                    now,
-                    Some(&why),
-                )?;
-                Decided::Refused(why)
-            }
-        };
-        advance_offset(&tx, via.update_id)?;
-        tx.commit().context("committing a decision")?;
-        Ok(outcome)
-    }
-}
-
-enum Step {
-    Applied(String),
-    Already(String),
-    Refuse(Option<i64>, String),
-}
-
-fn proposal_state(conn: &Connection, id: i64) -> Result<Option<(State, i64)>> {
-    let row: Option<(String, i64)> = conn
-        .query_row(
-            "SELECT state, cluster_id FROM proposals WHERE id = ?1",
-            [id],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()?;
-    Ok(row.and_then(|(s, c)| State::parse(&s).map(|s| (s, c))))
-}
-
-/// A press must come from the message stored for the proposal's card, in its chat.
-fn card_mismatch(conn: &Connection, cluster_id: i64, via: Via) -> Result<Option<String>> {
-    let Some((chat, message)) = via.card else {
-        return Ok(None);
-    };
-    let stored: Option<(Option<String>, Option<i64>, Option<i64>)> = conn
-        .query_row(
-            "SELECT chat_id, message_id, merged_into FROM cards WHERE cluster_id = ?1",
-            [cluster_id],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
-        .optional()?;
-    Ok(match stored {
-        Some((Some(c), Some(m), None)) if c == chat.to_string() && m == message => None,
-        Some((_, _, Some(into))) => Some(format!("this card was merged into card {into}")),
-        _ => Some("this button does not belong to this proposal's card".into()),
-    })
-}
-
-/// Compare-and-set state change with its audit row.
-#[allow(clippy::too_many_arguments)]
-fn transition(
-    conn: &Connection,
-    id: i64,
-    from: State,
-    to: State,
-    action: &str,
-    actor: &Actor,
-    now: i64,
-    note: Option<&str>,
-) -> Result<bool> {
-    let changed = conn.execute(
-        "UPDATE proposals SET state = ?3, decided_by = ?4, decided_at = ?5
-         WHERE id = ?1 AND state = ?2",
-        params![id, from.as_str(), to.as_str(), actor.display, now],
-    )?;
-    if changed == 1 {
-        record(
-            conn,
-            Some(id),
-            Some(from),
-            Some(to),
-            action,
-            &actor.id,
-            now,
-            note,
-        )?;
-    }
-    Ok(changed == 1)
-}
-
-fn owe_card(conn: &Connection, cluster_id: i64) -> Result<()> {
-    conn.execute(
-        "UPDATE cards SET rev = rev + 1 WHERE cluster_id = ?1",
-        [cluster_id],
-    )?;
-    Ok(())
-}
-
-fn advance_offset(conn: &Connection, update_id: Option<i64>) -> Result<()> {
-    if let Some(id) = update_id {
-        conn.execute(
-            "INSERT INTO meta (key, value) VALUES ('telegram_offset', ?1)
-             ON CONFLICT (key) DO UPDATE SET value = CAST(MAX(CAST(value AS INTEGER), ?1) AS TEXT)",
-            [id + 1],
-        )?;
-    }
-    Ok(())
 }

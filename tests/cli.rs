@@ -409,7 +409,7 @@ fn an_empty_cycle_is_quiet_and_valid() {
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
         v,
-        serde_json::json!({"proposals":0,"new":0,"merged":0,"clustered":0,"invalid":0,"warnings":[]})
+        serde_json::json!({"proposals":0,"new":0,"merged":0,"clustered":0,"suppressed":0,"denied":0,"invalid":0,"warnings":[]})
     );
 }
 

@@ -132,7 +132,7 @@ fn an_operator_approves_one_variant_and_the_others_are_superseded() {
     assert_eq!(tg.state_of(3), "cancelled");
     let msg = tg.fake.message(id);
     assert!(msg.text.contains("approved by @alice"), "{}", msg.text);
-    assert!(tg.fake.buttons(id).is_empty(), "no button applies any more");
+    assert_eq!(tg.fake.buttons(id), ["c:2"], "only Cancel applies before the run");
     let answers = tg.fake.state.lock().unwrap().answers.clone();
     assert!(answers[0].1.starts_with("Done: #2 approved"), "{answers:?}");
     let superseded = tg.audit("supersede");
@@ -210,10 +210,11 @@ fn reject_resolves_the_whole_card() {
     );
     assert!(tg.fake.buttons(id).is_empty());
     assert!(tg.fake.message(id).text.contains("rejected by @alice"));
-    // Re-proposing after the decision opens a new card: the old one stays as history.
-    tg.env.ingest("h", &cycle(1, &["docker stop X"]));
+    // Re-proposing within the rejection cooldown opens no new card.
+    let out = tg.env.ingest("h", &cycle(1, &["docker stop X"]));
+    assert!(stdout(&out).contains("1 suppressed"));
     tg.run(&["notify"]).ok();
-    assert_eq!(tg.fake.count("sendMessage"), 2);
+    assert_eq!(tg.fake.count("sendMessage"), 1);
 }
 
 #[test]

@@ -1,0 +1,713 @@
+//! Lifecycle changes: operator decisions, runs, sweeps. Every change is a compare-and-set
+//! update with its audit row, in one IMMEDIATE transaction.
+
+use super::outbox::advance_offset;
+use super::*;
+
+/// Who decides, for the audit trail and the card.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    /// Stable identity, e.g. `telegram:123456` or `local:root`.
+    pub id: String,
+    /// How the card names them, e.g. `@alice`.
+    pub display: String,
+}
+
+/// Where a decision came from: a button on a card (checked against the stored card) and
+/// the Telegram update to confirm in the same transaction.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Via {
+    pub card: Option<(i64, i64)>,
+    pub update_id: Option<i64>,
+}
+
+/// The result of a decision attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decided {
+    /// The state changed; the text says how.
+    Applied(String),
+    /// Already done (a replay or double tap): nothing written.
+    Already(String),
+    /// Refused and audited; nothing else changed.
+    Refused(String),
+    /// Needs a second confirmation (approving a stale proposal): nothing written.
+    Confirm(String),
+}
+
+/// A proposal a runner has claimed: the exact text the operator approved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claimed {
+    pub id: i64,
+    pub command: String,
+    pub cmd_hash: String,
+    pub cluster_id: i64,
+}
+
+/// What running a command produced.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Outcome {
+    pub exit_code: Option<i32>,
+    pub timed_out: bool,
+    pub duration_ms: i64,
+    pub stdout_tail: String,
+    pub stderr_tail: String,
+    /// Why it could not run or was stopped, if so.
+    pub note: Option<String>,
+}
+
+/// What one sweep did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Swept {
+    pub interrupted: usize,
+    pub expired: usize,
+    pub pruned: usize,
+}
+
+/// Rows one sweep statement touches at most, so a backlog never holds the lock long.
+pub const SWEEP_BATCH: i64 = 1000;
+
+impl Store {
+    /// Records a refused action (unauthorized user, wrong chat, forged data) and confirms
+    /// its update, in one transaction.
+    pub fn refuse(
+        &mut self,
+        proposal_id: Option<i64>,
+        actor: &Actor,
+        why: &str,
+        via: Via,
+        now: i64,
+    ) -> Result<()> {
+        self.decide(via, actor, now, |tx| {
+            // Audit against a row that exists, or against nothing.
+            let known = match proposal_id {
+                Some(id) => proposal_state(tx, id)?.map(|_| id),
+                None => None,
+            };
+            Ok(Step::Refuse(known, why.to_string()))
+        })?;
+        Ok(())
+    }
+
+    /// Approves one pending proposal and cancels the other pending variants of its
+    /// cluster (superseded). Compare-and-set: only `pending` becomes `approved`. A stale
+    /// proposal needs `confirmed_stale`.
+    pub fn approve(
+        &mut self,
+        proposal_id: i64,
+        actor: &Actor,
+        via: Via,
+        now: i64,
+        confirmed_stale: bool,
+    ) -> Result<Decided> {
+        let stale_after = self.rules.stale_after_cycles;
+        self.decide(via, actor, now, |tx| {
+            let Some((state, cluster_id)) = proposal_state(tx, proposal_id)? else {
+                return Ok(Step::Refuse(None, format!("no proposal #{proposal_id}")));
+            };
+            if let Some(why) = card_mismatch(tx, cluster_id, via)? {
+                return Ok(Step::Refuse(Some(proposal_id), why));
+            }
+            match state {
+                State::Pending => {
+                    if !confirmed_stale {
+                        if let Some(since) = stale_since(tx, proposal_id, stale_after)? {
+                            return Ok(Step::Confirm(format!(
+                                "#{proposal_id} has not been proposed since {}: approve again to confirm",
+                                crate::time::hhmm(since)
+                            )));
+                        }
+                    }
+                }
+                State::Approved | State::Executing | State::Completed => {
+                    return Ok(Step::Already(format!("#{proposal_id} is already {}", state.as_str())))
+                }
+                other => {
+                    return Ok(Step::Refuse(
+                        Some(proposal_id),
+                        format!("#{proposal_id} is {}, it can no longer be approved", other.as_str()),
+                    ))
+                }
+            }
+            transition(tx, proposal_id, State::Pending, State::Approved, "approve", actor, now, None)?;
+            let superseded: Vec<i64> = tx
+                .prepare(
+                    "SELECT id FROM proposals WHERE cluster_id = ?1 AND state = 'pending' AND id <> ?2",
+                )?
+                .query_map(params![cluster_id, proposal_id], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            for other in &superseded {
+                transition(
+                    tx,
+                    *other,
+                    State::Pending,
+                    State::Cancelled,
+                    "supersede",
+                    actor,
+                    now,
+                    Some(&format!("superseded by #{proposal_id}")),
+                )?;
+            }
+            owe_card(tx, cluster_id)?;
+            let mut text = format!("#{proposal_id} approved");
+            if !superseded.is_empty() {
+                text.push_str(&format!(", {} other variant(s) cancelled", superseded.len()));
+            }
+            Ok(Step::Applied(text))
+        })
+    }
+
+    /// Rejects every pending proposal of a cluster.
+    pub fn reject_cluster(
+        &mut self,
+        cluster_id: i64,
+        actor: &Actor,
+        reason: Option<&str>,
+        via: Via,
+        now: i64,
+    ) -> Result<Decided> {
+        self.decide(via, actor, now, |tx| {
+            let states: Vec<(i64, String)> = tx
+                .prepare("SELECT id, state FROM proposals WHERE cluster_id = ?1 ORDER BY id")?
+                .query_map([cluster_id], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<_>>()?;
+            if states.is_empty() {
+                return Ok(Step::Refuse(None, format!("no card {cluster_id}")));
+            }
+            if let Some(why) = card_mismatch(tx, cluster_id, via)? {
+                return Ok(Step::Refuse(Some(states[0].0), why));
+            }
+            let pending: Vec<i64> = states
+                .iter()
+                .filter(|(_, s)| s == "pending")
+                .map(|(id, _)| *id)
+                .collect();
+            if pending.is_empty() {
+                if states.iter().any(|(_, s)| s == "rejected") {
+                    return Ok(Step::Already("already rejected".into()));
+                }
+                return Ok(Step::Refuse(
+                    Some(states[0].0),
+                    "nothing pending on this card to reject".into(),
+                ));
+            }
+            for id in &pending {
+                transition(
+                    tx,
+                    *id,
+                    State::Pending,
+                    State::Rejected,
+                    "reject",
+                    actor,
+                    now,
+                    reason,
+                )?;
+            }
+            owe_card(tx, cluster_id)?;
+            Ok(Step::Applied(format!(
+                "{} proposal(s) rejected",
+                pending.len()
+            )))
+        })
+    }
+
+    /// Rejects one pending proposal.
+    pub fn reject(
+        &mut self,
+        proposal_id: i64,
+        actor: &Actor,
+        reason: Option<&str>,
+        via: Via,
+        now: i64,
+    ) -> Result<Decided> {
+        self.simple(
+            proposal_id,
+            actor,
+            via,
+            now,
+            "reject",
+            reason,
+            |state| match state {
+                State::Pending => Ok(State::Rejected),
+                State::Rejected => Err(true),
+                _ => Err(false),
+            },
+        )
+    }
+
+    /// Cancels an approved-but-not-started, interrupted or pending proposal.
+    pub fn cancel(
+        &mut self,
+        proposal_id: i64,
+        actor: &Actor,
+        note: Option<&str>,
+        via: Via,
+        now: i64,
+    ) -> Result<Decided> {
+        self.simple(
+            proposal_id,
+            actor,
+            via,
+            now,
+            "cancel",
+            note,
+            |state| match state {
+                State::Pending | State::Approved | State::Interrupted => Ok(State::Cancelled),
+                State::Cancelled => Err(true),
+                _ => Err(false),
+            },
+        )
+    }
+
+    /// Puts an interrupted proposal back to approved, for the next run. Never automatic.
+    pub fn retry(
+        &mut self,
+        proposal_id: i64,
+        actor: &Actor,
+        via: Via,
+        now: i64,
+    ) -> Result<Decided> {
+        self.simple(
+            proposal_id,
+            actor,
+            via,
+            now,
+            "retry",
+            None,
+            |state| match state {
+                State::Interrupted => Ok(State::Approved),
+                State::Approved | State::Executing => Err(true),
+                _ => Err(false),
+            },
+        )
+    }
+
+    /// One-proposal transition: `rule` maps the current state to the target, or to
+    /// `Err(true)` when the action is already done, `Err(false)` when it does not apply.
+    #[allow(clippy::too_many_arguments)]
+    fn simple(
+        &mut self,
+        proposal_id: i64,
+        actor: &Actor,
+        via: Via,
+        now: i64,
+        action: &str,
+        note: Option<&str>,
+        rule: impl Fn(State) -> std::result::Result<State, bool>,
+    ) -> Result<Decided> {
+        self.decide(via, actor, now, |tx| {
+            let Some((state, cluster_id)) = proposal_state(tx, proposal_id)? else {
+                return Ok(Step::Refuse(None, format!("no proposal #{proposal_id}")));
+            };
+            if let Some(why) = card_mismatch(tx, cluster_id, via)? {
+                return Ok(Step::Refuse(Some(proposal_id), why));
+            }
+            match rule(state) {
+                Ok(to) => {
+                    transition(tx, proposal_id, state, to, action, actor, now, note)?;
+                    if to == State::Approved {
+                        // A retried run starts from a clean slate.
+                        tx.execute(
+                            "UPDATE proposals SET runner = NULL, lease_until = NULL WHERE id = ?1",
+                            [proposal_id],
+                        )?;
+                    }
+                    owe_card(tx, cluster_id)?;
+                    Ok(Step::Applied(format!("#{proposal_id} {}", to.as_str())))
+                }
+                Err(true) => Ok(Step::Already(format!(
+                    "#{proposal_id} is already {}",
+                    state.as_str()
+                ))),
+                Err(false) => Ok(Step::Refuse(
+                    Some(proposal_id),
+                    format!("#{proposal_id} is {}: cannot {action} it", state.as_str()),
+                )),
+            }
+        })
+    }
+
+    /// Claims up to `max` approved proposals for `runner` (approved -> executing,
+    /// compare-and-set): two overlapping runs never claim the same proposal.
+    pub fn claim(
+        &mut self,
+        runner: &str,
+        max: usize,
+        lease_ms: i64,
+        now: i64,
+    ) -> Result<Vec<Claimed>> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .context("locking the database to claim approved proposals")?;
+        let candidates: Vec<Claimed> = tx
+            .prepare(
+                "SELECT id, command, cmd_hash, cluster_id FROM proposals WHERE state = 'approved'
+                 ORDER BY decided_at, id LIMIT ?1",
+            )?
+            .query_map([max as i64], |r| {
+                Ok(Claimed {
+                    id: r.get(0)?,
+                    command: r.get(1)?,
+                    cmd_hash: r.get(2)?,
+                    cluster_id: r.get(3)?,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        let actor = Actor {
+            id: format!("runner:{runner}"),
+            display: "runner".into(),
+        };
+        let mut claimed = Vec::new();
+        for c in candidates {
+            if transition(
+                &tx,
+                c.id,
+                State::Approved,
+                State::Executing,
+                "claim",
+                &actor,
+                now,
+                None,
+            )? {
+                tx.execute(
+                    "UPDATE proposals SET runner = ?2, lease_until = ?3, started_at = ?4,
+                            exit_code = NULL, duration_ms = NULL, stdout_tail = NULL, stderr_tail = NULL
+                     WHERE id = ?1",
+                    params![c.id, runner, now + lease_ms, now],
+                )?;
+                owe_card(&tx, c.cluster_id)?;
+                claimed.push(c);
+            }
+        }
+        tx.commit().context("committing claims")?;
+        Ok(claimed)
+    }
+
+    /// Records a run's outcome: executing (or interrupted by a sweep meanwhile) ->
+    /// completed on exit 0, failed otherwise. Only the claiming runner may finish it.
+    pub fn finish(
+        &mut self,
+        id: i64,
+        runner: &str,
+        outcome: &Outcome,
+        now: i64,
+    ) -> Result<Option<State>> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .context("locking the database to record a run")?;
+        let row: Option<(String, Option<String>, i64)> = tx
+            .query_row(
+                "SELECT state, runner, cluster_id FROM proposals WHERE id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        let Some((state, owner, cluster_id)) = row else {
+            return Ok(None);
+        };
+        let from = State::parse(&state).unwrap_or(State::Executing);
+        if owner.as_deref() != Some(runner)
+            || !matches!(from, State::Executing | State::Interrupted)
+        {
+            return Ok(None);
+        }
+        let to = if outcome.exit_code == Some(0) && !outcome.timed_out {
+            State::Completed
+        } else {
+            State::Failed
+        };
+        let actor = Actor {
+            id: format!("runner:{runner}"),
+            display: "runner".into(),
+        };
+        let note = match (&outcome.note, outcome.exit_code) {
+            (Some(n), _) => n.clone(),
+            (None, Some(code)) => format!("exit {code} after {} ms", outcome.duration_ms),
+            (None, None) => format!("killed by a signal after {} ms", outcome.duration_ms),
+        };
+        transition(&tx, id, from, to, "finish", &actor, now, Some(&note))?;
+        tx.execute(
+            "UPDATE proposals SET exit_code = ?2, duration_ms = ?3, stdout_tail = ?4,
+                    stderr_tail = ?5, lease_until = NULL
+             WHERE id = ?1",
+            params![
+                id,
+                outcome.exit_code,
+                outcome.duration_ms,
+                outcome.stdout_tail,
+                outcome.stderr_tail
+            ],
+        )?;
+        owe_card(&tx, cluster_id)?;
+        tx.commit().context("recording a run")?;
+        Ok(Some(to))
+    }
+
+    /// Time-based rules, one bounded batch each: executing proposals whose runner is gone
+    /// or whose lease ran out -> interrupted; pending/approved proposals past the ttl
+    /// (from first sighting) -> expired; terminal proposals past retention -> deleted
+    /// (the audit trail stays).
+    pub fn sweep(&mut self, now: i64, alive: &dyn Fn(&str) -> bool) -> Result<Swept> {
+        let mut swept = Swept::default();
+        let sweeper = Actor {
+            id: "sweep".into(),
+            display: "sweep".into(),
+        };
+        let rules = self.rules;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .context("locking the database to sweep")?;
+        let executing: Vec<(i64, Option<String>, Option<i64>, i64)> = tx
+            .prepare("SELECT id, runner, lease_until, cluster_id FROM proposals WHERE state = 'executing' LIMIT ?1")?
+            .query_map([SWEEP_BATCH], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        for (id, runner, lease, cluster_id) in executing {
+            let why = match (&runner, lease) {
+                (Some(r), _) if !alive(r) => format!("runner {r} is gone"),
+                (_, Some(until)) if until < now => "the runner's lease expired".to_string(),
+                (None, _) => "no runner recorded".to_string(),
+                _ => continue,
+            };
+            if transition(
+                &tx,
+                id,
+                State::Executing,
+                State::Interrupted,
+                "interrupt",
+                &sweeper,
+                now,
+                Some(&why),
+            )? {
+                owe_card(&tx, cluster_id)?;
+                swept.interrupted += 1;
+            }
+        }
+        let expiring: Vec<(i64, String, i64)> = tx
+            .prepare(
+                "SELECT id, state, cluster_id FROM proposals
+                 WHERE state IN ('pending','approved') AND first_seen_at < ?1
+                 ORDER BY first_seen_at LIMIT ?2",
+            )?
+            .query_map(params![now - rules.ttl_ms, SWEEP_BATCH], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        let note = format!(
+            "not decided within {} of first sighting",
+            human_duration(rules.ttl_ms)
+        );
+        for (id, state, cluster_id) in expiring {
+            let from = State::parse(&state).unwrap_or(State::Pending);
+            if transition(
+                &tx,
+                id,
+                from,
+                State::Expired,
+                "expire",
+                &sweeper,
+                now,
+                Some(&note),
+            )? {
+                owe_card(&tx, cluster_id)?;
+                swept.expired += 1;
+            }
+        }
+        tx.commit().context("committing a sweep")?;
+
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .context("locking the database to prune")?;
+        swept.pruned = tx.execute(
+            "DELETE FROM proposals WHERE id IN (
+                 SELECT id FROM proposals WHERE ended_at IS NOT NULL AND ended_at < ?1
+                 ORDER BY ended_at LIMIT ?2)",
+            params![now - rules.retention_ms, SWEEP_BATCH],
+        )?;
+        if swept.pruned > 0 {
+            tx.execute(
+                "DELETE FROM cards WHERE cluster_id IN (
+                     SELECT c.cluster_id FROM cards c WHERE c.rev <= c.sent_rev
+                     AND NOT EXISTS (SELECT 1 FROM proposals p WHERE p.cluster_id = c.cluster_id)
+                     LIMIT ?1)",
+                [SWEEP_BATCH],
+            )?;
+        }
+        tx.commit().context("committing retention")?;
+        Ok(swept)
+    }
+
+    /// Runs one decision in an IMMEDIATE transaction: the check, the change, its audit
+    /// rows and the update offset commit together or not at all.
+    fn decide(
+        &mut self,
+        via: Via,
+        actor: &Actor,
+        now: i64,
+        body: impl FnOnce(&Connection) -> Result<Step>,
+    ) -> Result<Decided> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .context("locking the database for a decision")?;
+        let outcome = match body(&tx)? {
+            Step::Applied(text) => Decided::Applied(text),
+            Step::Already(text) => Decided::Already(text),
+            Step::Confirm(text) => Decided::Confirm(text),
+            Step::Refuse(proposal_id, why) => {
+                let state = match proposal_id {
+                    Some(id) => proposal_state(&tx, id)?.map(|s| s.0),
+                    None => None,
+                };
+                record(
+                    &tx,
+                    proposal_id,
+                    state,
+                    state,
+                    "refused",
+                    &actor.id,
+                    now,
+                    Some(&why),
+                )?;
+                Decided::Refused(why)
+            }
+        };
+        advance_offset(&tx, via.update_id)?;
+        tx.commit().context("committing a decision")?;
+        Ok(outcome)
+    }
+}
+
+enum Step {
+    Applied(String),
+    Already(String),
+    Confirm(String),
+    Refuse(Option<i64>, String),
+}
+
+/// When a pending proposal is stale, the time it was last proposed.
+fn stale_since(conn: &Connection, id: i64, stale_after: i64) -> Result<Option<i64>> {
+    if stale_after <= 0 {
+        return Ok(None);
+    }
+    let row: Option<(String, Option<i64>, i64)> = conn
+        .query_row(
+            "SELECT source, last_ingest_id, last_seen_at FROM proposals WHERE id = ?1",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?;
+    let Some((source, Some(last), seen)) = row else {
+        return Ok(None);
+    };
+    let later: i64 = conn.query_row(
+        "SELECT COUNT(*) FROM (SELECT 1 FROM ingests WHERE source = ?1 AND id > ?2 LIMIT ?3)",
+        params![source, last, stale_after],
+        |r| r.get(0),
+    )?;
+    Ok((later >= stale_after).then_some(seen))
+}
+
+fn proposal_state(conn: &Connection, id: i64) -> Result<Option<(State, i64)>> {
+    let row: Option<(String, i64)> = conn
+        .query_row(
+            "SELECT state, cluster_id FROM proposals WHERE id = ?1",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    Ok(row.and_then(|(s, c)| State::parse(&s).map(|s| (s, c))))
+}
+
+/// A press must come from the message stored for the proposal's card, in its chat.
+fn card_mismatch(conn: &Connection, cluster_id: i64, via: Via) -> Result<Option<String>> {
+    let Some((chat, message)) = via.card else {
+        return Ok(None);
+    };
+    let stored: Option<(Option<String>, Option<i64>, Option<i64>)> = conn
+        .query_row(
+            "SELECT chat_id, message_id, merged_into FROM cards WHERE cluster_id = ?1",
+            [cluster_id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?;
+    Ok(match stored {
+        Some((Some(c), Some(m), None)) if c == chat.to_string() && m == message => None,
+        Some((_, _, Some(into))) => Some(format!("this card was merged into card {into}")),
+        _ => Some("this button does not belong to this proposal's card".into()),
+    })
+}
+
+/// Compare-and-set state change with its audit row.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn transition(
+    conn: &Connection,
+    id: i64,
+    from: State,
+    to: State,
+    action: &str,
+    actor: &Actor,
+    now: i64,
+    note: Option<&str>,
+) -> Result<bool> {
+    // Operator (and policy) decisions name who decided; a runner or a sweep does not
+    // overwrite that.
+    let decision = matches!(
+        action,
+        "approve" | "reject" | "deny" | "cancel" | "retry" | "supersede"
+    );
+    let terminal = !to.in_flight();
+    let changed = conn.execute(
+        "UPDATE proposals SET state = ?3,
+                decided_by = CASE WHEN ?6 THEN ?4 ELSE decided_by END,
+                decided_at = CASE WHEN ?6 THEN ?5 ELSE decided_at END,
+                ended_at = CASE WHEN ?7 THEN ?5 ELSE NULL END
+         WHERE id = ?1 AND state = ?2",
+        params![
+            id,
+            from.as_str(),
+            to.as_str(),
+            actor.display,
+            now,
+            decision,
+            terminal
+        ],
+    )?;
+    if changed == 1 {
+        record(
+            conn,
+            Some(id),
+            Some(from),
+            Some(to),
+            action,
+            &actor.id,
+            now,
+            note,
+        )?;
+    }
+    Ok(changed == 1)
+}
+
+/// `24h`, `90d`, `10m` for messages.
+pub fn human_duration(ms: i64) -> String {
+    let s = ms / 1000;
+    if s % 86_400 == 0 && s >= 86_400 {
+        format!("{}d", s / 86_400)
+    } else if s % 3600 == 0 && s >= 3600 {
+        format!("{}h", s / 3600)
+    } else if s % 60 == 0 && s >= 60 {
+        format!("{}m", s / 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
+fn owe_card(conn: &Connection, cluster_id: i64) -> Result<()> {
+    conn.execute(
+        "UPDATE cards SET rev = rev + 1 WHERE cluster_id = ?1",
+        [cluster_id],
+    )?;
+    Ok(())
+}
