@@ -553,18 +553,44 @@ fn handle_updates(
         if update.update_id < offset {
             continue; // already handled: a redelivery
         }
+        if let Some(said) = &update.said {
+            match decisions::apply_message(store, tg_cfg, said, update.update_id, config.now())? {
+                Some(Decided::Applied(_)) => handled.applied += 1,
+                Some(_) => handled.refused += 1,
+                None => handled.other += 1,
+            }
+            continue;
+        }
         let Some(press) = update.press else {
             store.confirm_update(update.update_id)?;
             handled.other += 1;
             continue;
         };
-        let outcome =
-            decisions::apply_press(store, tg_cfg, &press, update.update_id, config.now())?;
+        let outcome = decisions::apply_press(
+            store,
+            tg_cfg,
+            config.policy.require_reason,
+            &press,
+            update.update_id,
+            config.now(),
+        )?;
+        if let Decided::AskReason(cluster) = outcome {
+            let who = decisions::telegram_actor(&press).display;
+            let prompt = format!(
+                "{who}: reply with the reason for rejecting card {cluster} (within 10 minutes)."
+            );
+            if let Err(e) = tg.ask(&prompt) {
+                warn(
+                    config,
+                    &format!("could not ask for a rejection reason: {e}"),
+                );
+            }
+        }
         match &outcome {
             Decided::Applied(_) => handled.applied += 1,
             Decided::Already(_) => handled.already += 1,
             Decided::Refused(_) => handled.refused += 1,
-            Decided::Confirm(_) => handled.already += 1,
+            Decided::Confirm(_) | Decided::AskReason(_) => handled.already += 1,
         }
         if let Err(e) = tg.answer(&press.query_id, &decisions::answer_text(&outcome)) {
             if config.verbosity > 0 {
@@ -735,6 +761,10 @@ fn report_decision(config: &Config, store: &mut Store, outcome: Decided) -> Resu
         Decided::Confirm(t) => {
             eprintln!("opsgate: {t} (pass --confirm)");
             exit::CONFLICT
+        }
+        Decided::AskReason(_) => {
+            eprintln!("opsgate: a reason is required: pass --reason TEXT");
+            exit::USAGE
         }
     };
     if matches!(outcome, Decided::Applied(_)) {

@@ -6,7 +6,7 @@
 //! is refused, answered, and audited; it never changes state.
 
 use crate::config::TelegramConfig;
-use crate::notify::telegram::Press;
+use crate::notify::telegram::{Press, Said};
 use crate::store::{Actor, Decided, Store, Via};
 use anyhow::Result;
 
@@ -65,6 +65,7 @@ pub fn telegram_actor(press: &Press) -> Actor {
 pub fn apply_press(
     store: &mut Store,
     cfg: &TelegramConfig,
+    require_reason: bool,
     press: &Press,
     update_id: i64,
     now: i64,
@@ -114,10 +115,58 @@ pub fn apply_press(
             }
             Ok(outcome)
         }
+        Action::Reject(cluster) if require_reason => store.request_reason(
+            cluster,
+            &actor,
+            &press.user_id.to_string(),
+            now + REASON_WINDOW_MS,
+            via,
+            now,
+        ),
         Action::Reject(cluster) => store.reject_cluster(cluster, &actor, None, via, now),
         Action::Cancel(id) => store.cancel(id, &actor, None, via, now),
         Action::Retry(id) => store.retry(id, &actor, via, now),
     }
+}
+
+/// How long an operator has to type a rejection reason after pressing Reject.
+pub const REASON_WINDOW_MS: i64 = 10 * 60_000;
+
+/// A text message: the rejection reason an operator owes, if they owe one. Messages from
+/// anyone else, from another chat, or with no open request are ignored (and confirmed).
+pub fn apply_message(
+    store: &mut Store,
+    cfg: &TelegramConfig,
+    said: &Said,
+    update_id: i64,
+    now: i64,
+) -> Result<Option<Decided>> {
+    let via = Via {
+        card: None,
+        update_id: Some(update_id),
+    };
+    if !cfg.operators.contains(&said.user_id) || said.chat_id != cfg.chat_id {
+        store.confirm_update(update_id)?;
+        return Ok(None);
+    }
+    let Some(cluster) = store.take_reason_request(&said.user_id.to_string(), now)? else {
+        store.confirm_update(update_id)?;
+        return Ok(None);
+    };
+    let reason: String = said.text.trim().chars().take(500).collect();
+    let press_like = Press {
+        query_id: String::new(),
+        user_id: said.user_id,
+        username: said.username.clone(),
+        first_name: said.first_name.clone(),
+        chat_id: Some(said.chat_id),
+        message_id: None,
+        data: None,
+    };
+    let actor = telegram_actor(&press_like);
+    store
+        .reject_cluster(cluster, &actor, Some(&reason), via, now)
+        .map(Some)
 }
 
 /// The toast text for an outcome.
@@ -127,6 +176,7 @@ pub fn answer_text(outcome: &Decided) -> String {
         Decided::Already(t) => format!("Nothing to do: {t}"),
         Decided::Refused(t) => format!("Refused: {t}"),
         Decided::Confirm(t) => format!("Stale: {t}"),
+        Decided::AskReason(_) => "Reply in the chat with the reason for rejecting".into(),
     };
     // Telegram caps callback answers at 200 characters.
     text.chars().take(200).collect()

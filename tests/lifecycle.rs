@@ -618,3 +618,46 @@ fn history_lists_every_transition_and_sighting_in_order() {
         "{text}"
     );
 }
+
+#[test]
+fn require_reason_on_telegram_asks_for_a_reply_and_rejects_with_it() {
+    let env = Env::new();
+    let fake = Fake::start();
+    let config = env.dir.path().join("opsgate.toml");
+    std::fs::write(&config, "[policy]\nrequire_reason = true\n").unwrap();
+    let tg = |args: &[&str]| {
+        env.cmd(args)
+            .telegram(&fake, "1001")
+            .env("OPSGATE_CONFIG", config.to_str().unwrap())
+    };
+    env.ingest("h", &cycle(0, &["docker restart web"]));
+    tg(&["notify"]).ok();
+    let card = *fake.messages().keys().next().unwrap();
+    fake.press(card, 1001, "alice", "r:1");
+    tg(&["poll"]).ok();
+    assert_eq!(state(&env, 1), "pending", "not rejected without a reason");
+    assert_eq!(
+        fake.count("sendMessage"),
+        2,
+        "a prompt asking for the reason"
+    );
+    let prompt = fake.messages().values().last().unwrap().text.clone();
+    assert!(
+        prompt.contains("@alice: reply with the reason for rejecting card 1"),
+        "{prompt}"
+    );
+    fake.say(6666, "mallory", "looks fine to me");
+    fake.say(1001, "alice", "wrong host, this is staging");
+    tg(&["poll"]).ok();
+    assert_eq!(state(&env, 1), "rejected");
+    let note: String = env
+        .sql()
+        .query_row(
+            "SELECT note FROM transitions WHERE to_state = 'rejected'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(note, "wrong host, this is staging");
+    assert!(fake.message(card).text.contains("rejected by @alice"));
+}

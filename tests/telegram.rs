@@ -132,7 +132,11 @@ fn an_operator_approves_one_variant_and_the_others_are_superseded() {
     assert_eq!(tg.state_of(3), "cancelled");
     let msg = tg.fake.message(id);
     assert!(msg.text.contains("approved by @alice"), "{}", msg.text);
-    assert_eq!(tg.fake.buttons(id), ["c:2"], "only Cancel applies before the run");
+    assert_eq!(
+        tg.fake.buttons(id),
+        ["c:2"],
+        "only Cancel applies before the run"
+    );
     let answers = tg.fake.state.lock().unwrap().answers.clone();
     assert!(answers[0].1.starts_with("Done: #2 approved"), "{answers:?}");
     let superseded = tg.audit("supersede");

@@ -67,11 +67,22 @@ pub struct Press {
     pub data: Option<String>,
 }
 
-/// One update: its id and, when it is a button press, the press.
+/// A text message in a chat (an operator's reply with a rejection reason).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Said {
+    pub user_id: u64,
+    pub username: Option<String>,
+    pub first_name: String,
+    pub chat_id: i64,
+    pub text: String,
+}
+
+/// One update: its id and, when it is a button press or a text message, what it holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Incoming {
     pub update_id: i64,
     pub press: Option<Press>,
+    pub said: Option<Said>,
 }
 
 /// What a long poll returned.
@@ -272,7 +283,7 @@ impl Telegram {
             .bot
             .get_updates()
             .timeout(wait.as_secs() as u32)
-            .allowed_updates([AllowedUpdate::CallbackQuery]);
+            .allowed_updates([AllowedUpdate::CallbackQuery, AllowedUpdate::Message]);
         if let Some(offset) = offset.and_then(|o| i32::try_from(o).ok()) {
             req = req.offset(offset);
         }
@@ -292,6 +303,16 @@ impl Telegram {
             Err(TgError::Refused(m)) if m.contains("too old") || m.contains("query id") => Ok(()),
             Err(e) => Err(e),
         }
+    }
+
+    /// Sends a prompt that asks for a reply (Telegram shows the reply field).
+    pub fn ask(&self, text: &str) -> Result<i64, TgError> {
+        let req = self
+            .bot
+            .send_message(self.chat, text.to_string())
+            .reply_markup(teloxide::types::ForceReply::new().selective());
+        let msg = self.call(self.timeout, async { req.await })?;
+        Ok(i64::from(msg.id.0))
     }
 
     /// `getMe`: checks the token; returns the bot's username.
@@ -323,6 +344,19 @@ fn convert(updates: Vec<teloxide::types::Update>) -> Vec<Incoming> {
     updates
         .into_iter()
         .map(|u| {
+            let said = match &u.kind {
+                UpdateKind::Message(m) => match (m.from.as_ref(), m.text()) {
+                    (Some(from), Some(text)) => Some(Said {
+                        user_id: from.id.0,
+                        username: from.username.clone(),
+                        first_name: from.first_name.clone(),
+                        chat_id: m.chat.id.0,
+                        text: text.to_string(),
+                    }),
+                    _ => None,
+                },
+                _ => None,
+            };
             let press = match u.kind {
                 UpdateKind::CallbackQuery(q) => Some(Press {
                     query_id: q.id.0.clone(),
@@ -338,6 +372,7 @@ fn convert(updates: Vec<teloxide::types::Update>) -> Vec<Incoming> {
             Incoming {
                 update_id: i64::from(u.id.0),
                 press,
+                said,
             }
         })
         .collect()

@@ -32,6 +32,8 @@ pub enum Decided {
     Refused(String),
     /// Needs a second confirmation (approving a stale proposal): nothing written.
     Confirm(String),
+    /// Rejecting needs a reason: the request was recorded, the operator is asked.
+    AskReason(i64),
 }
 
 /// A proposal a runner has claimed: the exact text the operator approved.
@@ -208,6 +210,68 @@ impl Store {
                 pending.len()
             )))
         })
+    }
+
+    /// Checks a Reject press like `reject_cluster` would, then records that `user_key`
+    /// owes a reason for this cluster until `until`, instead of rejecting.
+    pub fn request_reason(
+        &mut self,
+        cluster_id: i64,
+        actor: &Actor,
+        user_key: &str,
+        until: i64,
+        via: Via,
+        now: i64,
+    ) -> Result<Decided> {
+        self.decide(via, actor, now, |tx| {
+            let pending: Option<i64> = tx
+                .query_row(
+                    "SELECT MIN(id) FROM proposals WHERE cluster_id = ?1 AND state = 'pending'",
+                    [cluster_id],
+                    |r| r.get(0),
+                )
+                .optional()?
+                .flatten();
+            let Some(first) = pending else {
+                return Ok(Step::Refuse(
+                    None,
+                    "nothing pending on this card to reject".into(),
+                ));
+            };
+            if let Some(why) = card_mismatch(tx, cluster_id, via)? {
+                return Ok(Step::Refuse(Some(first), why));
+            }
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                params![
+                    format!("reason:{user_key}"),
+                    format!("{cluster_id}@{until}")
+                ],
+            )?;
+            Ok(Step::AskReason(cluster_id))
+        })
+    }
+
+    /// The cluster `user_key` owes a rejection reason for, if the request is still open;
+    /// the request is consumed.
+    pub fn take_reason_request(&mut self, user_key: &str, now: i64) -> Result<Option<i64>> {
+        let key = format!("reason:{user_key}");
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let value: Option<String> = tx
+            .query_row("SELECT value FROM meta WHERE key = ?1", [&key], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        tx.execute("DELETE FROM meta WHERE key = ?1", [&key])?;
+        tx.commit()?;
+        Ok(value.and_then(|v| {
+            let (cluster, until) = v.split_once('@')?;
+            let until: i64 = until.parse().ok()?;
+            (until >= now).then(|| cluster.parse().ok()).flatten()
+        }))
     }
 
     /// Rejects one pending proposal.
@@ -556,6 +620,7 @@ impl Store {
             Step::Applied(text) => Decided::Applied(text),
             Step::Already(text) => Decided::Already(text),
             Step::Confirm(text) => Decided::Confirm(text),
+            Step::AskReason(cluster) => Decided::AskReason(cluster),
             Step::Refuse(proposal_id, why) => {
                 let state = match proposal_id {
                     Some(id) => proposal_state(&tx, id)?.map(|s| s.0),
@@ -584,6 +649,7 @@ enum Step {
     Applied(String),
     Already(String),
     Confirm(String),
+    AskReason(i64),
     Refuse(Option<i64>, String),
 }
 

@@ -189,15 +189,16 @@ impl Fake {
         self.press_in(CHAT, message_id, user, username, data)
     }
 
-    /// Queues a plain text message update (not a press).
-    pub fn chat_message(&self, text: &str) {
+    /// Queues a text message from `user` in the opsgate chat.
+    pub fn say(&self, user: u64, username: &str, text: &str) {
         let mut st = self.state.lock().unwrap();
         let update_id = st.next_update_id;
         st.next_update_id += 1;
         st.updates.push(json!({
             "update_id": update_id,
-            "message": {"message_id": 1, "date": 1795000000, "chat": chat_json(CHAT), "text": text,
-                        "from": {"id": 1, "is_bot": false, "first_name": "x"}}
+            "message": {"message_id": 9000 + update_id, "date": 1795000000, "chat": chat_json(CHAT),
+                        "text": text,
+                        "from": {"id": user, "is_bot": false, "first_name": username, "username": username}}
         }));
     }
 
