@@ -18,6 +18,7 @@ use crate::store::{Actor, Via};
 use crate::store::{IngestReport, Prepared, Proposal, State, Store};
 use crate::time::rfc3339;
 use anyhow::{Context, Result};
+use clap::CommandFactory;
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::time::Duration;
@@ -27,6 +28,24 @@ pub const AUTHORITY: &str = include_str!("../AUTHORITY.md");
 
 /// Runs one command; returns the exit code.
 pub fn run(cli: Cli) -> Result<i32> {
+    // Commands that need no configuration work even when it is broken.
+    match &cli.command {
+        Command::Completions { shell } => {
+            let mut out = Vec::new();
+            clap_complete::generate(*shell, &mut Cli::command(), "opsgate", &mut out);
+            print_out(&String::from_utf8_lossy(&out))?;
+            return Ok(exit::OK);
+        }
+        Command::Man => {
+            let mut out = Vec::new();
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut out)
+                .context("rendering the man page")?;
+            print_out(&String::from_utf8_lossy(&out))?;
+            return Ok(exit::OK);
+        }
+        _ => {}
+    }
     let verbosity = if cli.quiet { -1 } else { cli.verbose as i8 };
     let config = Config::new(cli.db, cli.config, verbosity)?;
     match cli.command {
@@ -48,6 +67,12 @@ pub fn run(cli: Cli) -> Result<i32> {
             print_out(AUTHORITY)?;
             Ok(exit::OK)
         }
+        Command::Doctor => {
+            let (report, code) = crate::doctor::check(&config);
+            print_out(&report)?;
+            Ok(code)
+        }
+        Command::Completions { .. } | Command::Man => Ok(exit::OK),
     }
 }
 
@@ -292,7 +317,7 @@ fn open_for_reading(config: &Config) -> Result<Option<Store>> {
 }
 
 /// Opens the store with the configured lifecycle rules.
-fn open_store(config: &Config) -> Result<Store> {
+pub(crate) fn open_store(config: &Config) -> Result<Store> {
     let mut store = Store::open(&config.db)?;
     store.set_rules(config.rules);
     Ok(store)

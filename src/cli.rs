@@ -19,9 +19,17 @@ Exit codes: 0 ok, 1 internal error, 2 usage, 3 conflict (action no longer applie
 65 bad input, 66 no such proposal, 74 database not writable, 75 temporary failure
 (retry), 78 configuration error.";
 
+/// `0.1.0 (rev 1a2b3c4d5e6f)`: the crate version and the git revision it was built from.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (rev ",
+    env!("OPSGATE_GIT_REV"),
+    ")"
+);
+
 /// Turns LLM ops-bot output into one deduplicated, operator-approved action per command.
 #[derive(Debug, Parser)]
-#[command(name = "opsgate", version, after_help = ENV_HELP, max_term_width = 100)]
+#[command(name = "opsgate", version = VERSION, after_help = ENV_HELP, max_term_width = 100)]
 pub struct Cli {
     /// SQLite database file
     #[arg(long, global = true, env = "OPSGATE_DB", value_name = "PATH")]
@@ -71,6 +79,15 @@ pub enum Command {
     History(ShowArgs),
     /// Print the contract to paste into the ops bot's prompt (AUTHORITY.md)
     Authority,
+    /// Check the database, the configuration and the Telegram connection; say what to fix
+    Doctor,
+    /// Print a shell completion script
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) generated from these definitions
+    Man,
 }
 
 #[derive(Debug, Args)]

@@ -9,6 +9,7 @@ pub mod canon;
 pub mod cli;
 pub mod config;
 pub mod decisions;
+pub mod doctor;
 pub mod exit;
 pub mod notify;
 pub mod parse;

@@ -960,6 +960,29 @@ impl Store {
         })
     }
 
+    /// The journal mode (`wal` once opened by opsgate).
+    pub fn journal_mode(&self) -> Result<String> {
+        Ok(self
+            .conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))?)
+    }
+
+    /// Number of proposals in each state that has any.
+    pub fn state_counts(&self) -> Result<Vec<(String, i64)>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT state, COUNT(*) FROM proposals GROUP BY state ORDER BY state")?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+
+    /// The newest schema version this build knows.
+    pub fn known_schema_version() -> i64 {
+        MIGRATIONS.len() as i64
+    }
+
     /// `PRAGMA integrity_check` result ("ok" when healthy).
     pub fn integrity_check(&self) -> Result<String> {
         Ok(self

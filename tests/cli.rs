@@ -585,3 +585,51 @@ fn help_lists_the_environment_variables() {
     let out = stdout(&Env::new().cmd(&["--help"]).ok());
     assert!(out.contains("OPSGATE_DB") && out.contains("Exit codes"));
 }
+
+#[test]
+fn version_completions_and_man_page() {
+    let env = Env::new();
+    let v = stdout(&env.cmd(&["--version"]).ok());
+    assert!(v.starts_with("opsgate 0.1.0 (rev "), "{v}");
+    for shell in ["bash", "zsh", "fish"] {
+        let out = stdout(&env.cmd(&["completions", shell]).ok());
+        assert!(out.contains("ingest") && out.contains("approve"), "{shell}");
+    }
+    let man = stdout(&env.cmd(&["man"]).ok());
+    assert!(man.contains(".TH opsgate 1") && man.contains("OPSGATE_TELEGRAM_OPERATORS"));
+    // They work even when the configuration is broken.
+    let out = env
+        .cmd(&["completions", "bash"])
+        .env("OPSGATE_NOW", "not a time")
+        .output();
+    assert!(out.status.success());
+}
+
+#[test]
+fn doctor_checks_the_database_and_says_what_to_fix() {
+    let env = Env::new();
+    let out = env.cmd(&["doctor"]).ok();
+    assert!(stdout(&out).contains("does not exist yet"));
+    env.ingest("h", &cycle(0, &["docker stop web"]));
+    let out = stdout(&env.cmd(&["doctor"]).ok());
+    assert!(
+        out.contains("integrity_check: ok")
+            && out.contains("schema version 2")
+            && out.contains("1 pending"),
+        "{out}"
+    );
+    assert!(out.contains("Telegram is not configured"));
+    std::fs::write(
+        &env.db,
+        b"garbage that is not sqlite, long enough to be read as a header.........",
+    )
+    .unwrap();
+    let _ = std::fs::remove_file(env.db.with_extension("db-wal"));
+    let out = env.cmd(&["doctor"]).output();
+    assert_eq!(out.status.code(), Some(78));
+    assert!(
+        stdout(&out).contains("FAIL") && stdout(&out).contains("fix:"),
+        "{}",
+        stdout(&out)
+    );
+}

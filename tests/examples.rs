@@ -85,8 +85,22 @@ fn every_envelope_yields_the_same_proposals() {
 fn the_example_config_loads_and_its_deny_list_blocks_what_it_says() {
     let config = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/opsgate.toml");
     let env = Env::new();
-    let input = cycle(0, &["rm -rf /", "mkfs.ext4 /dev/sdb1", "dd if=/dev/zero of=/dev/sda bs=1M", "docker system prune -af --volumes", "docker restart web", "rm -rf /tmp/cache"]);
-    let out = env.cmd(&["ingest", "--json"]).env("OPSGATE_CONFIG", config).stdin(input).ok();
+    let input = cycle(
+        0,
+        &[
+            "rm -rf /",
+            "mkfs.ext4 /dev/sdb1",
+            "dd if=/dev/zero of=/dev/sda bs=1M",
+            "docker system prune -af --volumes",
+            "docker restart web",
+            "rm -rf /tmp/cache",
+        ],
+    );
+    let out = env
+        .cmd(&["ingest", "--json"])
+        .env("OPSGATE_CONFIG", config)
+        .stdin(input)
+        .ok();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["denied"], 4, "{v}");
     assert_eq!(v["new"], 2);

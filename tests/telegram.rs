@@ -555,3 +555,18 @@ fn only_one_poller_runs_and_serve_stops_cleanly_on_sigterm() {
     std::thread::sleep(std::time::Duration::from_millis(1500));
     tg.run(&["poll"]).ok();
 }
+
+#[test]
+fn doctor_reaches_telegram_and_flags_a_missing_operator_list() {
+    let tg = Tg::new();
+    let out = tg.run(&["doctor"]).ok();
+    assert!(
+        stdout(&out).contains("Telegram getMe: @opsgate_bot"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(!stdout(&out).contains("secret_token"));
+    let out = tg.env.cmd(&["doctor"]).telegram(&tg.fake, "").output();
+    assert_eq!(out.status.code(), Some(78));
+    assert!(stdout(&out).contains("no operators"));
+}

@@ -1,0 +1,164 @@
+//! `opsgate doctor`: checks the database, the configuration and the Telegram connection,
+//! and says what to fix. Reads only; the one network call is `getMe`.
+
+use crate::config::Config;
+use crate::exit;
+use crate::notify::telegram::Telegram;
+use crate::store::Store;
+
+struct Report {
+    lines: Vec<String>,
+    failed: bool,
+}
+
+impl Report {
+    fn ok(&mut self, what: impl AsRef<str>) {
+        self.lines.push(format!("ok    {}", what.as_ref()));
+    }
+    fn warn(&mut self, what: impl AsRef<str>, fix: impl AsRef<str>) {
+        self.lines.push(format!(
+            "warn  {}\n      fix: {}",
+            what.as_ref(),
+            fix.as_ref()
+        ));
+    }
+    fn fail(&mut self, what: impl AsRef<str>, fix: impl AsRef<str>) {
+        self.failed = true;
+        self.lines.push(format!(
+            "FAIL  {}\n      fix: {}",
+            what.as_ref(),
+            fix.as_ref()
+        ));
+    }
+}
+
+/// Runs every check; returns the report and the exit code (0, or 78 when anything failed).
+pub fn check(config: &Config) -> (String, i32) {
+    let mut r = Report {
+        lines: Vec::new(),
+        failed: false,
+    };
+    r.ok(format!("opsgate {}", crate::cli::VERSION));
+    match &config.config_path {
+        Some(p) => r.ok(format!("config file {} parsed", p.display())),
+        None => r.ok("no config file (environment only)"),
+    }
+    check_database(config, &mut r);
+    check_telegram(config, &mut r);
+    let code = if r.failed { exit::CONFIG } else { exit::OK };
+    let mut text = r.lines.join("\n");
+    text.push('\n');
+    (text, code)
+}
+
+fn check_database(config: &Config, r: &mut Report) {
+    let path = &config.db;
+    if !path.exists() {
+        r.warn(
+            format!("database {} does not exist yet", path.display()),
+            "it is created by the first `opsgate ingest`",
+        );
+        return;
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(path) {
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                r.warn(
+                    format!("database {} has mode {mode:o}", path.display()),
+                    format!("chmod 600 {}", path.display()),
+                );
+            } else {
+                r.ok(format!("database file mode {mode:o}"));
+            }
+        }
+    }
+    let store = match Store::open(path) {
+        Ok(s) => s,
+        Err(e) => {
+            r.fail(
+                format!("database {}: {e:#}", path.display()),
+                "point --db / OPSGATE_DB at an opsgate database, or move this file away",
+            );
+            return;
+        }
+    };
+    match store.schema_version() {
+        Ok(v) => r.ok(format!(
+            "schema version {v} (this build knows {})",
+            Store::known_schema_version()
+        )),
+        Err(e) => r.fail(
+            format!("reading the schema version: {e:#}"),
+            "check the file",
+        ),
+    }
+    match store.integrity_check() {
+        Ok(s) if s == "ok" => r.ok("integrity_check: ok"),
+        Ok(s) => r.fail(
+            format!("integrity_check: {s}"),
+            "restore from a backup (sqlite3 opsgate.db \".recover\" may save data)",
+        ),
+        Err(e) => r.fail(format!("integrity_check: {e:#}"), "check the file"),
+    }
+    match store.journal_mode() {
+        Ok(m) if m.eq_ignore_ascii_case("wal") => r.ok("journal mode wal"),
+        Ok(m) => r.warn(
+            format!("journal mode {m}"),
+            "opsgate sets WAL on open; check the filesystem supports it",
+        ),
+        Err(e) => r.fail(format!("journal mode: {e:#}"), "check the file"),
+    }
+    match store.state_counts() {
+        Ok(counts) => {
+            let text: Vec<String> = counts.iter().map(|(s, n)| format!("{n} {s}")).collect();
+            r.ok(format!(
+                "proposals: {}",
+                if text.is_empty() {
+                    "none".into()
+                } else {
+                    text.join(", ")
+                }
+            ));
+        }
+        Err(e) => r.fail(format!("counting proposals: {e:#}"), "check the file"),
+    }
+}
+
+fn check_telegram(config: &Config, r: &mut Report) {
+    let Some(tg) = &config.telegram else {
+        r.warn(
+            "Telegram is not configured: cards print to stdout",
+            "set OPSGATE_TELEGRAM_TOKEN_FILE (or telegram.token_file) and OPSGATE_TELEGRAM_CHAT_ID",
+        );
+        return;
+    };
+    r.ok(format!(
+        "Telegram token present (not shown), chat {}",
+        tg.chat_id
+    ));
+    if tg.operators.is_empty() {
+        r.fail(
+            "no operators: poll and serve refuse to start, nobody can approve from Telegram",
+            "set OPSGATE_TELEGRAM_OPERATORS (or telegram.operators) to the user ids allowed to decide",
+        );
+    } else {
+        r.ok(format!(
+            "{} operator(s): {:?}",
+            tg.operators.len(),
+            tg.operators
+        ));
+    }
+    let me = Telegram::new(tg)
+        .map_err(|e| format!("{e:#}"))
+        .and_then(|t| t.me().map_err(|e| e.to_string()));
+    match me {
+        Ok(name) => r.ok(format!("Telegram getMe: @{name}")),
+        Err(e) => r.fail(
+            format!("Telegram getMe failed: {e}"),
+            "check the token, the network, and telegram.api_url",
+        ),
+    }
+}
