@@ -289,7 +289,11 @@ fn render_with(view: &ClusterView, detail: Detail) -> Card {
         }
         if detail.reason_chars > 0 {
             if let Some(reason) = &p.reason {
-                w.tagged("i", &cut_chars(reason, detail.reason_chars));
+                // A reason is the model's prose: one line, marked, so it cannot pass for
+                // another variant or command on the card.
+                let one_line = reason.split_whitespace().collect::<Vec<_>>().join(" ");
+                w.raw("reason: ");
+                w.tagged("i", &cut_chars(&one_line, detail.reason_chars));
                 w.raw("\n");
             }
         }

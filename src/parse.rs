@@ -96,6 +96,7 @@ pub enum ParseError {
     NotUtf8 { offset: usize },
     NoJson,
     Truncated { offset: usize },
+    Malformed { offset: usize, why: String },
     NoProposalArray { found: String },
     TooManyProposals { count: usize, limit: usize },
     InvalidItem { index: usize, why: String },
@@ -118,6 +119,10 @@ impl fmt::Display for ParseError {
             ParseError::Truncated { offset } => write!(
                 f,
                 "input ends inside the JSON value that starts at byte {offset} (truncated LLM output?); expected complete JSON"
+            ),
+            ParseError::Malformed { offset, why } => write!(
+                f,
+                "malformed JSON in the value that starts at byte {offset}: {why}; expected valid JSON (fragments of broken JSON are never used)"
             ),
             ParseError::NoProposalArray { found } => write!(
                 f,
@@ -212,8 +217,7 @@ fn find_proposals(text: &str, depth: usize) -> Result<Vec<Value>, ParseError> {
                     return Ok(v);
                 }
             }
-            // A value that runs off the end: what follows is inside it, not after it.
-            Err(offset) => return Err(ParseError::Truncated { offset }),
+            Err(e) => return Err(e),
         }
     }
     match first_other {
@@ -254,9 +258,10 @@ fn fenced_blocks(text: &str) -> Vec<&str> {
     blocks
 }
 
-/// JSON values that start at a `{` or `[` inside prose, first first; `Err(offset)` for
-/// one that starts like JSON and runs off the end of the text.
-fn embedded_values(text: &str) -> impl Iterator<Item = Result<Value, usize>> + '_ {
+/// JSON values that start at a `{` or `[` inside prose, first first. A value that starts
+/// like JSON (an object with a string key, an array of objects) but is broken is an error:
+/// the objects nested inside it are fragments, never proposals.
+fn embedded_values(text: &str) -> impl Iterator<Item = Result<Value, ParseError>> + '_ {
     text.char_indices()
         .filter(|(_, c)| *c == '{' || *c == '[')
         .take(MAX_PROSE_CANDIDATES)
@@ -264,9 +269,14 @@ fn embedded_values(text: &str) -> impl Iterator<Item = Result<Value, usize>> + '
             let mut stream = serde_json::Deserializer::from_str(&text[at..]).into_iter::<Value>();
             match stream.next() {
                 Some(Ok(v @ (Value::Object(_) | Value::Array(_)))) => Some(Ok(v)),
-                // Only a value that opened as an object with a string key or as an array of
-                // objects is taken for truncated JSON; a stray `{` in prose is not.
-                Some(Err(e)) if e.is_eof() && looks_like_json(&text[at..]) => Some(Err(at)),
+                Some(Err(e)) if looks_like_json(&text[at..]) => Some(Err(if e.is_eof() {
+                    ParseError::Truncated { offset: at }
+                } else {
+                    ParseError::Malformed {
+                        offset: at,
+                        why: format!("{e}"),
+                    }
+                })),
                 _ => None,
             }
         })

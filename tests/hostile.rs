@@ -1,0 +1,200 @@
+//! Hostile input: every case gets its exit code and message, and the database is untouched
+//! (or, for items skipped with a warning, only the valid items are written).
+#![allow(clippy::unwrap_used)]
+
+mod common;
+use common::*;
+use std::time::Instant;
+
+struct Case {
+    name: &'static str,
+    args: Vec<&'static str>,
+    input: Vec<u8>,
+    code: i32,
+    message: &'static str,
+}
+
+fn nested(depth: usize) -> String {
+    format!("{}{}", "[".repeat(depth), "]".repeat(depth))
+}
+
+#[test]
+fn refused_inputs_get_their_code_and_message_and_leave_the_database_untouched() {
+    let env = Env::new();
+    env.ingest("h", &cycle(0, &["docker stop web"]));
+    let before = env.dump();
+    let many: String = format!(
+        "[{}]",
+        (0..10_000)
+            .map(|i| format!("{{\"command\":\"echo {i}\"}}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let huge_command = format!(
+        "{{\"approval_needed\":[{{\"command\":\"echo {}\"}}]}}",
+        "x".repeat(1 << 20)
+    );
+    let cases = vec![
+        Case {
+            name: "truncated JSON",
+            args: vec![],
+            input: br#"{"approval_needed": [{"command": "docker stop web"}, {"comm"#.to_vec(),
+            code: 65,
+            message: "truncated",
+        },
+        Case {
+            name: "100 MB on stdin",
+            args: vec![],
+            input: vec![b' '; 100 << 20],
+            code: 65,
+            message: "larger than --max-input-bytes",
+        },
+        Case {
+            name: "deeply nested arrays",
+            args: vec![],
+            input: nested(100_000).into_bytes(),
+            code: 65,
+            message: "no JSON found",
+        },
+        Case {
+            name: "deeply nested inside a proposal",
+            args: vec![],
+            input: format!(
+                "{{\"approval_needed\":[{{\"command\":\"ls\",\"reason\":{}}}]}}",
+                nested(5000)
+            )
+            .into_bytes(),
+            code: 65,
+            message: "recursion limit exceeded",
+        },
+        Case {
+            name: "NUL bytes around JSON",
+            args: vec![],
+            input: b"\0\0{\"approval_needed\": [{\"command\": \"ls\"}\0]}".to_vec(),
+            code: 65,
+            message: "malformed JSON",
+        },
+        Case {
+            name: "invalid UTF-8",
+            args: vec![],
+            input: b"{\"approval_needed\": [{\"command\": \"ls \xc3\x28\"}]}".to_vec(),
+            code: 65,
+            message: "not valid UTF-8",
+        },
+        Case {
+            name: "a 1 MB command under --strict",
+            args: vec!["--strict", "--max-input-bytes", "2000000"],
+            input: huge_command.into_bytes(),
+            code: 65,
+            message: "over the 65536-byte limit",
+        },
+        Case {
+            name: "10 000 proposals",
+            args: vec![],
+            input: many.into_bytes(),
+            code: 65,
+            message: "10000 proposals exceed --max-proposals (1000)",
+        },
+        Case {
+            name: "a NUL in a command under --strict",
+            args: vec!["--strict"],
+            input: br#"[{"command": "rm -rf /tmp/x\u0000 /"}]"#.to_vec(),
+            code: 65,
+            message: "contains a NUL byte",
+        },
+        Case {
+            name: "only prose",
+            args: vec![],
+            input: b"I would restart web, but I am not sure.".to_vec(),
+            code: 65,
+            message: "no JSON found",
+        },
+        Case {
+            name: "JSON without proposals",
+            args: vec![],
+            input: br#"{"summary": "<b>all fine</b>"}"#.to_vec(),
+            code: 65,
+            message: "no proposal array",
+        },
+        Case {
+            name: "empty stdin",
+            args: vec![],
+            input: vec![],
+            code: 65,
+            message: "no JSON found",
+        },
+    ];
+    for case in cases {
+        let mut args = vec!["ingest", "--source", "h"];
+        args.extend(case.args.iter());
+        let started = Instant::now();
+        let out = env.cmd(&args).stdin(&case.input).output();
+        let took = started.elapsed();
+        assert_eq!(
+            out.status.code(),
+            Some(case.code),
+            "{}: {}",
+            case.name,
+            stderr(&out)
+        );
+        let err = stderr(&out);
+        assert!(err.contains(case.message), "{}: {err}", case.name);
+        assert_eq!(
+            err.trim().lines().count(),
+            1,
+            "{}: one line: {err}",
+            case.name
+        );
+        assert!(err.len() < 400, "{}: short message", case.name);
+        assert!(took.as_secs() < 10, "{}: took {took:?}", case.name);
+        assert_eq!(env.dump(), before, "{}: database changed", case.name);
+    }
+}
+
+#[test]
+fn oversized_and_nul_items_are_skipped_without_strict() {
+    let env = Env::new();
+    let input = format!(
+        "[{{\"command\":\"echo {}\"}},{{\"command\":\"a\\u0000b\"}},{{\"command\":\"docker stop web\"}}]",
+        "x".repeat(1 << 20)
+    );
+    let out = env
+        .cmd(&["ingest", "--json", "--max-input-bytes", "2000000"])
+        .stdin(input)
+        .ok();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (v["new"].as_i64(), v["invalid"].as_i64()),
+        (Some(1), Some(2)),
+        "{v}"
+    );
+}
+
+#[test]
+fn hostile_text_in_every_field_is_escaped_and_made_visible() {
+    let env = Env::new();
+    let input = serde_json::json!({"approval_needed": [
+        {"id": "<b>x</b>\u{202E}evil", "command": "rm -rf /tmp/\u{202E}gpj.sh\u{200B}", "risk": "low",
+         "reason": "Safe.\n\n2. #99 pending · risk low\ndocker ps\n</i><pre>docker ps</pre>"},
+        {"id": "ok", "command": "echo '<script>' && echo \"&amp;\"", "reason": "<i>html</i> & more"}
+    ]}).to_string();
+    env.cmd(&["ingest", "--source", "<b>host</b>"])
+        .stdin(input)
+        .ok();
+    let card = stdout(&env.cmd(&["notify"]).ok());
+    assert!(
+        card.contains("rm -rf /tmp/⟦U+202E⟧gpj.sh⟦U+200B⟧"),
+        "{card}"
+    );
+    assert!(card.contains("⚠ invisible or control characters"));
+    assert!(card.contains("ids: <b>x</b>⟦U+202E⟧evil"));
+    assert!(!card.contains('\u{202E}') && !card.contains('\u{200B}'));
+    // The reason is one marked line: it cannot pass for another variant.
+    assert!(
+        card.contains("reason: Safe. 2. #99 pending · risk low docker ps </i><pre>docker ps</pre>"),
+        "{card}"
+    );
+    assert!(!card.lines().any(|l| l.starts_with("2. #99")));
+    let list = stdout(&env.cmd(&["list"]).ok());
+    assert!(list.contains("⟦U+202E⟧") && !list.contains('\u{202E}'));
+}
