@@ -494,6 +494,12 @@ fn notify_cmd(config: &Config, args: NotifyArgs) -> Result<i32> {
 
 /// Prints what an outbox run did; the exit code says whether anything is still owed.
 fn finish_push(config: &Config, report: &notify::PushReport) -> Result<i32> {
+    if report.busy {
+        if config.verbosity >= 0 {
+            print_out("cards: another opsgate process is delivering them\n")?;
+        }
+        return Ok(exit::OK);
+    }
     if config.verbosity >= 0 {
         let mut line = format!(
             "cards: {} sent, {} edited, {} unchanged",
@@ -523,33 +529,24 @@ fn finish_push(config: &Config, report: &notify::PushReport) -> Result<i32> {
 const POLLER_LEASE: &str = "poller";
 
 fn take_poller_lease(store: &mut Store, config: &Config, ttl: Duration) -> Result<String> {
-    let holder = std::process::id().to_string();
+    let holder = run::runner_id();
     let other = store.acquire_lease(
         POLLER_LEASE,
         &holder,
         config.now(),
         ttl.as_millis() as i64,
-        process_alive,
+        &run::runner_alive,
     )?;
     match other {
         None => Ok(holder),
-        Some(pid) => Err(Failure::new(
+        Some(other) => Err(Failure::new(
             exit::TEMPFAIL,
             format!(
-                "another opsgate poller (pid {pid}) is reading Telegram updates for this database; only one may run at a time"
+                "another opsgate poller (pid {}) is reading Telegram updates for this database; only one may run at a time",
+                other.split(':').next().unwrap_or(&other)
             ),
         )
         .into()),
-    }
-}
-
-/// Whether the process holding a lease still exists (Linux: /proc; elsewhere, assume so
-/// and let the lease expire).
-fn process_alive(pid: &str) -> bool {
-    if cfg!(target_os = "linux") {
-        std::path::Path::new("/proc").join(pid).exists()
-    } else {
-        true
     }
 }
 

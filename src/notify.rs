@@ -552,7 +552,14 @@ pub struct PushReport {
     pub stopped_by: Option<TgError>,
     /// Cards Telegram refused; they stay owed.
     pub refused: Vec<(i64, TgError)>,
+    /// Another process was delivering cards: this run sent nothing (what is owed stays
+    /// owed for it or the next run).
+    pub busy: bool,
 }
+
+/// The lease that keeps one card deliverer per database, so two processes never send the
+/// same owed card.
+const OUTBOX_LEASE: &str = "outbox";
 
 /// Delivers every owed card: sends new ones, edits changed ones, records each delivery in
 /// its own transaction right after Telegram's answer. Stops at the first temporary failure
@@ -564,6 +571,28 @@ pub fn push_owed(
     max_wait: Duration,
 ) -> Result<PushReport> {
     let mut report = PushReport::default();
+    let holder = crate::run::runner_id();
+    // Long enough for a run that waits out 429s; a dead holder loses it at once.
+    let ttl = (max_wait + Duration::from_secs(120)).as_millis() as i64;
+    if store
+        .acquire_lease(OUTBOX_LEASE, &holder, now(), ttl, &crate::run::runner_alive)?
+        .is_some()
+    {
+        report.busy = true;
+        return Ok(report);
+    }
+    let result = deliver(store, tg, now, max_wait, report);
+    store.release_lease(OUTBOX_LEASE, &holder)?;
+    result
+}
+
+fn deliver(
+    store: &mut Store,
+    tg: &Telegram,
+    now: &dyn Fn() -> i64,
+    max_wait: Duration,
+    mut report: PushReport,
+) -> Result<PushReport> {
     let mut waited = Duration::ZERO;
     let chat = tg.chat_id().to_string();
     let owed = store.owed_cards()?;

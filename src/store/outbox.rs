@@ -85,7 +85,7 @@ impl Store {
         holder: &str,
         now: i64,
         ttl_ms: i64,
-        alive: impl Fn(&str) -> bool,
+        alive: &dyn Fn(&str) -> bool,
     ) -> Result<Option<String>> {
         let tx = self
             .conn
