@@ -4,7 +4,7 @@ BIN := target/release/opsgate
 DEMO_DB := target/demo/opsgate.db
 SAMPLES := examples/vps-analytics
 
-.PHONY: all build run test lint bench clean
+.PHONY: all build run test lint bench soak clean
 
 all: build
 
@@ -33,6 +33,10 @@ lint:
 
 bench:
 	$(CARGO) bench --locked --bench ingest
+
+# The long crash and concurrency runs behind RELIABILITY.md (the short ones run in make test).
+soak:
+	SOAK_KILLS=200 SOAK_SECONDS=60 $(CARGO) test --locked --release --test soak -- --nocapture --test-threads=1
 
 clean:
 	$(CARGO) clean

@@ -59,6 +59,8 @@ pub struct FakeState {
     pub old_queries: HashSet<String>,
     pub answers: Vec<(String, String)>,
     polling: bool,
+    /// Added to every answer, to widen the window a kill can land in.
+    pub delay: Duration,
 }
 
 pub struct Fake {
@@ -358,8 +360,12 @@ async fn handle(
         if bot != format!("bot{TOKEN}") {
             return bad(401, "Unauthorized");
         }
-        st.faults.pop_front()
+        (st.faults.pop_front(), st.delay)
     };
+    let (fault, delay) = fault;
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
     match fault {
         Some(Fault::RetryAfter(s)) => {
             return (
