@@ -261,8 +261,8 @@ fn eight_processes_mixing_ingest_notify_poll_and_run_keep_every_invariant() {
     assert_eq!(seen as u64, total_items, "seen counts exact");
     let conn = env.sql();
     let mut executed_rows = 0;
-    for i in 0..commands.len() {
-        let runs: i64 = conn.query_row("SELECT count(*) FROM proposals WHERE command = ?1 AND state IN ('completed','failed')", [&commands[i]], |r| r.get(0)).unwrap();
+    for (i, command) in commands.iter().enumerate() {
+        let runs: i64 = conn.query_row("SELECT count(*) FROM proposals WHERE command = ?1 AND state IN ('completed','failed')", [command], |r| r.get(0)).unwrap();
         let lines = std::fs::read_to_string(marks.join(format!("c{i}")))
             .map(|s| s.lines().count())
             .unwrap_or(0) as i64;
