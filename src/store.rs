@@ -357,8 +357,10 @@ impl Store {
             rules: Rules::default(),
         };
         store.check_identity()?;
-        store.set_pragmas()?;
-        store.migrate()?;
+        store
+            .set_pragmas()
+            .and_then(|_| store.migrate())
+            .with_context(|| format!("preparing database {}", path.display()))?;
         Ok(store)
     }
 

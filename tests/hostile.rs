@@ -198,3 +198,129 @@ fn hostile_text_in_every_field_is_escaped_and_made_visible() {
     let list = stdout(&env.cmd(&["list"]).ok());
     assert!(list.contains("⟦U+202E⟧") && !list.contains('\u{202E}'));
 }
+
+/// A small tmpfs mounted for one test (needs root, as on CI and developer machines here);
+/// unmounted on drop.
+struct SmallDisk {
+    dir: std::path::PathBuf,
+}
+
+impl SmallDisk {
+    fn mount(parent: &std::path::Path, size: &str) -> Option<SmallDisk> {
+        let dir = parent.join("disk");
+        std::fs::create_dir_all(&dir).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size}"),
+                "tmpfs",
+                dir.to_str().unwrap(),
+            ])
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            eprintln!("SKIPPED: cannot mount a tmpfs here (not root?)");
+            return None;
+        }
+        Some(SmallDisk { dir })
+    }
+
+    fn remount_read_only(&self) {
+        let ok = std::process::Command::new("mount")
+            .args(["-o", "remount,ro", self.dir.to_str().unwrap()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.dir)
+            .status();
+    }
+}
+
+fn big_cycle(n: usize, tag: &str) -> String {
+    let items: Vec<serde_json::Value> = (0..n)
+        .map(|i| serde_json::json!({"id": i, "command": format!("echo {tag}-{i}"), "reason": "r".repeat(2000)}))
+        .collect();
+    serde_json::json!({"approval_needed": items}).to_string()
+}
+
+#[test]
+fn a_full_disk_fails_clearly_and_writes_nothing_half() {
+    let env = Env::new();
+    let Some(disk) = SmallDisk::mount(env.dir.path(), "600k") else {
+        return;
+    };
+    let db = disk.dir.join("opsgate.db");
+    let run = |input: &str| {
+        env.cmd(&["ingest", "--source", "h", "--max-proposals", "5000"])
+            .env("OPSGATE_DB", db.to_str().unwrap())
+            .stdin(input)
+            .output()
+    };
+    assert!(run(&big_cycle(20, "small")).status.success());
+    let out = run(&big_cycle(2000, "big"));
+    assert_eq!(out.status.code(), Some(74), "{}", stderr(&out));
+    assert!(stderr(&out).contains("full"), "{}", stderr(&out));
+    assert_eq!(stderr(&out).trim().lines().count(), 1);
+    drop(out);
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let check: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(check, "ok");
+    let rows: (i64, i64) = conn
+        .query_row(
+            "SELECT count(*), count(CASE WHEN command LIKE 'echo big-%' THEN 1 END) FROM proposals",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(
+        rows,
+        (20, 0),
+        "the first batch intact, nothing of the failed one"
+    );
+}
+
+#[test]
+fn a_read_only_database_fails_clearly_and_stays_as_it_was() {
+    let env = Env::new();
+    let Some(disk) = SmallDisk::mount(env.dir.path(), "4m") else {
+        return;
+    };
+    let db = disk.dir.join("opsgate.db");
+    let ingest = |input: &str| {
+        env.cmd(&["ingest", "--source", "h"])
+            .env("OPSGATE_DB", db.to_str().unwrap())
+            .stdin(input)
+            .output()
+    };
+    assert!(ingest(&cycle(0, &["docker stop web"])).status.success());
+    disk.remount_read_only();
+    let out = ingest(&cycle(1, &["docker stop web", "docker stop db"]));
+    assert_eq!(out.status.code(), Some(74), "{}", stderr(&out));
+    assert!(
+        stderr(&out).to_lowercase().contains("read"),
+        "{}",
+        stderr(&out)
+    );
+    let list = env
+        .cmd(&["list", "--json"])
+        .env("OPSGATE_DB", db.to_str().unwrap())
+        .output();
+    let rows: serde_json::Value =
+        serde_json::from_slice(&list.stdout).unwrap_or(serde_json::Value::Null);
+    if let Some(rows) = rows.as_array() {
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0]["seen_count"], 1);
+    }
+}

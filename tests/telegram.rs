@@ -570,3 +570,31 @@ fn doctor_reaches_telegram_and_flags_a_missing_operator_list() {
     assert_eq!(out.status.code(), Some(78));
     assert!(stdout(&out).contains("no operators"));
 }
+
+#[test]
+fn a_bot_api_that_hangs_ends_the_run_within_its_bound() {
+    let tg = Tg::new();
+    tg.env.ingest("h", &cycle(0, &["docker stop a"]));
+    tg.fake
+        .fail_next([Fault::Hang(std::time::Duration::from_secs(20))]);
+    let started = std::time::Instant::now();
+    let out = tg.notify();
+    assert_eq!(out.status.code(), Some(75), "{}", stderr(&out));
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        stderr(&out).contains("no answer within 2s"),
+        "{}",
+        stderr(&out)
+    );
+    // Delivered by the next run, once.
+    tg.notify();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(25);
+    while tg.fake.messages().len() != 1 {
+        assert!(std::time::Instant::now() < deadline);
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
