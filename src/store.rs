@@ -503,262 +503,43 @@ impl Store {
         items: &[Prepared<'_>],
         now: i64,
     ) -> Result<IngestReport> {
+        let mut ingest = self.begin_ingest(source, now)?;
+        for item in items {
+            ingest.add(item)?;
+        }
+        ingest.commit()
+    }
+
+    /// Starts an ingest: one IMMEDIATE transaction that items are added to one by one, so
+    /// a bulk load streams instead of holding every item in memory. Dropping it without
+    /// [`Ingest::commit`] rolls everything back.
+    pub fn begin_ingest(&mut self, source: &str, now: i64) -> Result<Ingest<'_>> {
+        let rules = self.rules;
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .context("locking the database for ingest")?;
-        let mut report = IngestReport {
-            proposals: items.len(),
-            ..IngestReport::default()
-        };
         tx.execute(
-            "INSERT INTO ingests (source, at, items) VALUES (?1, ?2, ?3)",
-            params![source, now, items.len() as i64],
+            "INSERT INTO ingests (source, at, items) VALUES (?1, ?2, 0)",
+            params![source, now],
         )?;
         let ingest_id = tx.last_insert_rowid();
         // Ids are assigned here so that a new cluster can be named by its founding
         // proposal's id in the same INSERT; the write lock makes this safe.
-        let mut next_id: i64 =
+        let next_id: i64 =
             tx.query_row("SELECT COALESCE(MAX(id), 0) + 1 FROM proposals", [], |r| {
                 r.get(0)
             })?;
-        {
-            let mut find_in_flight = tx.prepare_cached(&format!(
-                "SELECT id, risk, cluster_id FROM proposals
-                 WHERE source = ?1 AND cmd_hash = ?2 AND state IN {IN_FLIGHT_SQL}"
-            ))?;
-            let mut bump = tx.prepare_cached(
-                "UPDATE proposals SET seen_count = seen_count + 1, last_seen_at = ?2,
-                        last_ingest_id = ?3, reason = COALESCE(?4, reason), risk = ?5
-                 WHERE id = ?1",
-            )?;
-            let mut find_clusters = tx.prepare_cached(&format!(
-                "SELECT DISTINCT p.cluster_id FROM subjects s
-                 JOIN proposals p ON p.id = s.proposal_id
-                 WHERE s.source = ?1 AND s.subject = ?2 AND p.state IN {IN_FLIGHT_SQL}"
-            ))?;
-            let mut insert = tx.prepare_cached(
-                "INSERT INTO proposals (id, source, cmd_hash, command, canonical, logical_keys,
-                     cluster_id, state, risk, reason, first_seen_at, last_seen_at, seen_count,
-                     last_ingest_id)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?9, ?10, ?10, 1, ?11)",
-            )?;
-            let mut insert_subject = tx.prepare_cached(
-                "INSERT INTO subjects (proposal_id, source, subject) VALUES (?1, ?2, ?3)",
-            )?;
-            let mut insert_sighting = tx.prepare_cached(
-                "INSERT INTO sightings (proposal_id, ingest_id, display_id, command, reason, seen_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?;
-            let mut insert_card =
-                tx.prepare_cached("INSERT INTO cards (cluster_id, source) VALUES (?1, ?2)")?;
-            let mut owe_card =
-                tx.prepare_cached("UPDATE cards SET rev = rev + 1 WHERE cluster_id = ?1")?;
-            let actor = format!("ingest:{source}");
-
-            let mut find_rejected = tx.prepare_cached(
-                "SELECT id, decided_at FROM proposals
-                 WHERE source = ?1 AND cmd_hash = ?2 AND state = 'rejected'
-                 ORDER BY id DESC LIMIT 1",
-            )?;
-            let mut bump_quietly = tx.prepare_cached(
-                "UPDATE proposals SET seen_count = seen_count + 1, last_seen_at = ?2,
-                        last_ingest_id = ?3
-                 WHERE id = ?1",
-            )?;
-            let cooldown = self.rules.reject_cooldown_ms;
-            for Prepared {
-                item,
-                canon,
-                denied_by,
-            } in items
-            {
-                if let Some(claimed) = &item.claimed_hash {
-                    if !claimed.eq_ignore_ascii_case(&canon.cmd_hash) {
-                        report.warnings.push(format!(
-                            "proposal {}: claimed cmd_hash {claimed} ignored, computed {}",
-                            item.index, canon.cmd_hash
-                        ));
-                    }
-                }
-                if let Some(why) = canon.fallback {
-                    report.warnings.push(format!(
-                        "proposal {}: {why}; identity taken from whitespace-collapsed text",
-                        item.index
-                    ));
-                }
-                let existing: Option<(i64, String, i64)> = find_in_flight
-                    .query_row(params![source, canon.cmd_hash], |r| {
-                        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-                    })
-                    .optional()?;
-                let proposal_id = match existing {
-                    Some((id, old_risk, cluster_id)) => {
-                        // Keep the highest risk any cycle gave it.
-                        let risk = Risk::from_str_opt(&old_risk)
-                            .map_or(item.risk, |old| old.max(item.risk));
-                        bump.execute(params![id, now, ingest_id, item.reason, risk.as_str()])?;
-                        owe_card.execute([cluster_id])?;
-                        report.merged += 1;
-                        id
-                    }
-                    None => {
-                        // Rejection memory: a command rejected within the cooldown is a
-                        // sighting of that rejection, not a new card.
-                        let rejected: Option<(i64, Option<i64>)> = find_rejected
-                            .query_row(params![source, canon.cmd_hash], |r| {
-                                Ok((r.get(0)?, r.get(1)?))
-                            })
-                            .optional()?;
-                        if let Some((rid, Some(at))) = rejected {
-                            if now < at.saturating_add(cooldown) {
-                                bump_quietly.execute(params![rid, now, ingest_id])?;
-                                insert_sighting.execute(params![
-                                    rid,
-                                    ingest_id,
-                                    item.display_id,
-                                    item.command,
-                                    item.reason,
-                                    now
-                                ])?;
-                                report.suppressed += 1;
-                                continue;
-                            }
-                        }
-                        let id = next_id;
-                        next_id += 1;
-                        if let Some(pattern) = denied_by {
-                            // Recorded as history, never clustered, no card.
-                            insert.execute(params![
-                                id,
-                                source,
-                                canon.cmd_hash,
-                                item.command,
-                                canon.canonical,
-                                serde_json::to_string(&canon.logical_keys)?,
-                                id,
-                                item.risk.as_str(),
-                                item.reason,
-                                now,
-                                ingest_id,
-                            ])?;
-                            record(
-                                &tx,
-                                Some(id),
-                                None,
-                                Some(State::Pending),
-                                "propose",
-                                &actor,
-                                now,
-                                None,
-                            )?;
-                            let policy = Actor {
-                                id: "policy".into(),
-                                display: "policy".into(),
-                            };
-                            decide::transition(
-                                &tx,
-                                id,
-                                State::Pending,
-                                State::Rejected,
-                                "deny",
-                                &policy,
-                                now,
-                                Some(&format!("matches deny pattern {pattern}")),
-                            )?;
-                            insert_sighting.execute(params![
-                                id,
-                                ingest_id,
-                                item.display_id,
-                                item.command,
-                                item.reason,
-                                now
-                            ])?;
-                            report.denied += 1;
-                            continue;
-                        }
-                        let subjects = canon.subjects();
-                        let mut clusters = BTreeSet::new();
-                        for subject in &subjects {
-                            let rows = find_clusters
-                                .query_map(params![source, subject], |r| r.get::<_, i64>(0))?;
-                            for c in rows {
-                                clusters.insert(c?);
-                            }
-                        }
-                        // The oldest cluster survives; the others fold into it.
-                        let cluster_id = match clusters.first() {
-                            None => {
-                                insert_card.execute(params![id, source])?;
-                                report.new += 1;
-                                id
-                            }
-                            Some(&survivor) => {
-                                for &other in clusters.iter().skip(1) {
-                                    fold_cluster(&tx, other, survivor)?;
-                                }
-                                owe_card.execute([survivor])?;
-                                report.clustered += 1;
-                                let name = cluster_name(&tx, survivor)?
-                                    .unwrap_or_else(|| survivor.to_string());
-                                if !report.joined.contains(&name) {
-                                    report.joined.push(name);
-                                }
-                                survivor
-                            }
-                        };
-                        insert.execute(params![
-                            id,
-                            source,
-                            canon.cmd_hash,
-                            item.command,
-                            canon.canonical,
-                            serde_json::to_string(&canon.logical_keys)?,
-                            cluster_id,
-                            item.risk.as_str(),
-                            item.reason,
-                            now,
-                            ingest_id,
-                        ])?;
-                        for subject in &subjects {
-                            insert_subject.execute(params![id, source, subject])?;
-                        }
-                        record(
-                            &tx,
-                            Some(id),
-                            None,
-                            Some(State::Pending),
-                            "propose",
-                            &actor,
-                            now,
-                            None,
-                        )?;
-                        id
-                    }
-                };
-                insert_sighting.execute(params![
-                    proposal_id,
-                    ingest_id,
-                    item.display_id,
-                    item.command,
-                    item.reason,
-                    now
-                ])?;
-            }
-        }
-        // Pending proposals this ingest made stale (last proposed exactly
-        // `stale_after_cycles` ingests ago) need their cards redrawn.
-        if self.rules.stale_after_cycles > 0 {
-            tx.execute(
-                "UPDATE cards SET rev = rev + 1 WHERE cluster_id IN (
-                     SELECT cluster_id FROM proposals WHERE state = 'pending' AND source = ?1
-                     AND last_ingest_id = (SELECT id FROM ingests WHERE source = ?1
-                                           ORDER BY id DESC LIMIT 1 OFFSET ?2))",
-                params![source, self.rules.stale_after_cycles],
-            )?;
-        }
-        tx.commit().context("committing ingest")?;
-        Ok(report)
+        Ok(Ingest {
+            tx,
+            source: source.to_string(),
+            actor: format!("ingest:{source}"),
+            now,
+            ingest_id,
+            next_id,
+            rules,
+            report: IngestReport::default(),
+        })
     }
 
     /// Proposals matching the filters, oldest first.
@@ -990,6 +771,258 @@ impl Store {
         Ok(self
             .conn
             .query_row("PRAGMA integrity_check", [], |r| r.get(0))?)
+    }
+}
+
+/// One ingest in progress (see [`Store::begin_ingest`]).
+pub struct Ingest<'a> {
+    tx: rusqlite::Transaction<'a>,
+    source: String,
+    actor: String,
+    now: i64,
+    ingest_id: i64,
+    next_id: i64,
+    rules: Rules,
+    report: IngestReport,
+}
+
+impl Ingest<'_> {
+    /// Records one proposal: a sighting of the in-flight proposal with the same
+    /// `cmd_hash`, a sighting of a rejection still in its cooldown, or a new proposal
+    /// (rejected at once when a policy pattern denies it, else joined to its cluster).
+    pub fn add(&mut self, prepared: &Prepared<'_>) -> Result<()> {
+        let Prepared {
+            item,
+            canon,
+            denied_by,
+        } = prepared;
+        self.report.proposals += 1;
+        if let Some(claimed) = &item.claimed_hash {
+            if !claimed.eq_ignore_ascii_case(&canon.cmd_hash) {
+                self.report.warnings.push(format!(
+                    "proposal {}: claimed cmd_hash {claimed} ignored, computed {}",
+                    item.index, canon.cmd_hash
+                ));
+            }
+        }
+        if let Some(why) = canon.fallback {
+            self.report.warnings.push(format!(
+                "proposal {}: {why}; identity taken from whitespace-collapsed text",
+                item.index
+            ));
+        }
+        let proposal_id = if let Some((id, old_risk, cluster_id)) =
+            self.in_flight(&canon.cmd_hash)?
+        {
+            // Keep the highest risk any cycle gave it.
+            let risk = Risk::from_str_opt(&old_risk).map_or(item.risk, |old| old.max(item.risk));
+            self.tx
+                .prepare_cached(
+                    "UPDATE proposals SET seen_count = seen_count + 1, last_seen_at = ?2,
+                            last_ingest_id = ?3, reason = COALESCE(?4, reason), risk = ?5
+                     WHERE id = ?1",
+                )?
+                .execute(params![
+                    id,
+                    self.now,
+                    self.ingest_id,
+                    item.reason,
+                    risk.as_str()
+                ])?;
+            self.owe_card(cluster_id)?;
+            self.report.merged += 1;
+            id
+        } else if let Some(rejected) = self.rejected_in_cooldown(&canon.cmd_hash)? {
+            // Rejection memory: a sighting of that rejection, no new card.
+            self.tx
+                .prepare_cached(
+                    "UPDATE proposals SET seen_count = seen_count + 1, last_seen_at = ?2,
+                            last_ingest_id = ?3
+                     WHERE id = ?1",
+                )?
+                .execute(params![rejected, self.now, self.ingest_id])?;
+            self.report.suppressed += 1;
+            rejected
+        } else if let Some(pattern) = denied_by {
+            // Recorded as history, never clustered, no card.
+            let id = self.insert_proposal(prepared, None)?;
+            let policy = Actor {
+                id: "policy".into(),
+                display: "policy".into(),
+            };
+            let note = format!("matches deny pattern {pattern}");
+            decide::transition(
+                &self.tx,
+                id,
+                State::Pending,
+                State::Rejected,
+                "deny",
+                &policy,
+                self.now,
+                Some(&note),
+            )?;
+            self.report.denied += 1;
+            id
+        } else {
+            let subjects = canon.subjects();
+            let mut clusters = BTreeSet::new();
+            {
+                let mut find = self.tx.prepare_cached(&format!(
+                    "SELECT DISTINCT p.cluster_id FROM subjects s
+                     JOIN proposals p ON p.id = s.proposal_id
+                     WHERE s.source = ?1 AND s.subject = ?2 AND p.state IN {IN_FLIGHT_SQL}"
+                ))?;
+                for subject in &subjects {
+                    for c in
+                        find.query_map(params![self.source, subject], |r| r.get::<_, i64>(0))?
+                    {
+                        clusters.insert(c?);
+                    }
+                }
+            }
+            // The oldest cluster survives; the others fold into it.
+            let survivor = clusters.first().copied();
+            if let Some(survivor) = survivor {
+                for &other in clusters.iter().skip(1) {
+                    fold_cluster(&self.tx, other, survivor)?;
+                }
+                self.owe_card(survivor)?;
+                self.report.clustered += 1;
+                let name =
+                    cluster_name(&self.tx, survivor)?.unwrap_or_else(|| survivor.to_string());
+                if !self.report.joined.contains(&name) {
+                    self.report.joined.push(name);
+                }
+            }
+            let id = self.insert_proposal(prepared, survivor)?;
+            if survivor.is_none() {
+                self.tx
+                    .prepare_cached("INSERT INTO cards (cluster_id, source) VALUES (?1, ?2)")?
+                    .execute(params![id, self.source])?;
+                self.report.new += 1;
+            }
+            let mut insert_subject = self.tx.prepare_cached(
+                "INSERT INTO subjects (proposal_id, source, subject) VALUES (?1, ?2, ?3)",
+            )?;
+            for subject in &subjects {
+                insert_subject.execute(params![id, self.source, subject])?;
+            }
+            id
+        };
+        self.tx
+            .prepare_cached(
+                "INSERT INTO sightings (proposal_id, ingest_id, display_id, command, reason, seen_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![
+                proposal_id,
+                self.ingest_id,
+                item.display_id,
+                item.command,
+                item.reason,
+                self.now
+            ])?;
+        Ok(())
+    }
+
+    /// Commits the whole ingest.
+    pub fn commit(self) -> Result<IngestReport> {
+        self.tx.execute(
+            "UPDATE ingests SET items = ?2 WHERE id = ?1",
+            params![self.ingest_id, self.report.proposals as i64],
+        )?;
+        // Pending proposals this ingest made stale (last proposed exactly
+        // `stale_after_cycles` ingests ago) need their cards redrawn.
+        if self.rules.stale_after_cycles > 0 {
+            self.tx.execute(
+                "UPDATE cards SET rev = rev + 1 WHERE cluster_id IN (
+                     SELECT cluster_id FROM proposals WHERE state = 'pending' AND source = ?1
+                     AND last_ingest_id = (SELECT id FROM ingests WHERE source = ?1
+                                           ORDER BY id DESC LIMIT 1 OFFSET ?2))",
+                params![self.source, self.rules.stale_after_cycles],
+            )?;
+        }
+        self.tx.commit().context("committing ingest")?;
+        Ok(self.report)
+    }
+
+    fn in_flight(&self, cmd_hash: &str) -> Result<Option<(i64, String, i64)>> {
+        Ok(self
+            .tx
+            .prepare_cached(&format!(
+                "SELECT id, risk, cluster_id FROM proposals
+                 WHERE source = ?1 AND cmd_hash = ?2 AND state IN {IN_FLIGHT_SQL}"
+            ))?
+            .query_row(params![self.source, cmd_hash], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .optional()?)
+    }
+
+    fn rejected_in_cooldown(&self, cmd_hash: &str) -> Result<Option<i64>> {
+        let last: Option<(i64, Option<i64>)> = self
+            .tx
+            .prepare_cached(
+                "SELECT id, decided_at FROM proposals
+                 WHERE source = ?1 AND cmd_hash = ?2 AND state = 'rejected'
+                 ORDER BY id DESC LIMIT 1",
+            )?
+            .query_row(params![self.source, cmd_hash], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()?;
+        Ok(match last {
+            Some((id, Some(at))) if self.now < at.saturating_add(self.rules.reject_cooldown_ms) => {
+                Some(id)
+            }
+            _ => None,
+        })
+    }
+
+    /// Inserts a new pending proposal in `cluster` (or a cluster of its own) with its
+    /// audit row; returns its id.
+    fn insert_proposal(&mut self, prepared: &Prepared<'_>, cluster: Option<i64>) -> Result<i64> {
+        let (item, canon) = (prepared.item, &prepared.canon);
+        let id = self.next_id;
+        self.next_id += 1;
+        self.tx
+            .prepare_cached(
+                "INSERT INTO proposals (id, source, cmd_hash, command, canonical, logical_keys,
+                     cluster_id, state, risk, reason, first_seen_at, last_seen_at, seen_count,
+                     last_ingest_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?9, ?10, ?10, 1, ?11)",
+            )?
+            .execute(params![
+                id,
+                self.source,
+                canon.cmd_hash,
+                item.command,
+                canon.canonical,
+                serde_json::to_string(&canon.logical_keys)?,
+                cluster.unwrap_or(id),
+                item.risk.as_str(),
+                item.reason,
+                self.now,
+                self.ingest_id,
+            ])?;
+        record(
+            &self.tx,
+            Some(id),
+            None,
+            Some(State::Pending),
+            "propose",
+            &self.actor,
+            self.now,
+            None,
+        )?;
+        Ok(id)
+    }
+
+    fn owe_card(&self, cluster_id: i64) -> Result<()> {
+        self.tx
+            .prepare_cached("UPDATE cards SET rev = rev + 1 WHERE cluster_id = ?1")?
+            .execute([cluster_id])?;
+        Ok(())
     }
 }
 
