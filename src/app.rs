@@ -116,27 +116,83 @@ fn ingest(config: &Config, args: IngestArgs) -> Result<i32> {
         max_proposals: args.max_proposals,
         strict: args.strict,
     };
-    let input = read_stdin(limits.max_input_bytes)?;
-    // Parse and canonicalize everything before the database is opened: bad input
-    // leaves it untouched.
-    let parsed = parse::parse_bytes(&input, &limits)?;
-    drop(input);
-    let prepared: Vec<Prepared<'_>> = parsed
-        .items
-        .iter()
-        .map(|item| {
-            let canon = canon::canonicalize(&item.command);
-            Prepared {
-                item,
-                denied_by: config.policy.denies(&canon.canonical),
-                canon,
+    let prepare = |item: &parse::Item| {
+        let canon = canon::canonicalize(&item.command);
+        (config.policy.denies(&canon.canonical), canon)
+    };
+    // Up to IN_MEMORY bytes are parsed whole (every shape: envelopes, fences, prose) before
+    // the database is opened, so bad input leaves it untouched. Larger inputs (bulk loads
+    // with a raised --max-input-bytes) stream into one transaction that rolls back on error.
+    const IN_MEMORY: usize = 8 * 1024 * 1024;
+    let mut stdin = std::io::stdin().lock();
+    let head_limit = limits.max_input_bytes.min(IN_MEMORY);
+    let mut head = Vec::new();
+    (&mut stdin)
+        .take(head_limit as u64 + 1)
+        .read_to_end(&mut head)
+        .context("reading stdin")?;
+    let (report, invalid, mut warnings, hashes) =
+        if head.len() <= head_limit || limits.max_input_bytes <= IN_MEMORY {
+            let parsed = parse::parse_bytes(&head, &limits)?;
+            drop(head);
+            let prepared: Vec<Prepared<'_>> = parsed
+                .items
+                .iter()
+                .map(|item| {
+                    let (denied_by, canon) = prepare(item);
+                    Prepared {
+                        item,
+                        canon,
+                        denied_by,
+                    }
+                })
+                .collect();
+            let mut store = open_store(config)?;
+            let report = store.ingest(source, &prepared, config.now())?;
+            let hashes: Vec<(String, String)> = prepared
+                .iter()
+                .map(|p| (p.canon.cmd_hash.clone(), p.item.command.clone()))
+                .collect();
+            (report, parsed.invalid, parsed.warnings, hashes)
+        } else {
+            // Only a short first line can be a JSON Lines item.
+            let probe = &head[..head.len().min(parse::MAX_JSONL_PROBE + 1)];
+            let first_line = probe.split(|b| *b == b'\n').next().unwrap_or(&[]).to_vec();
+            let mut counted = CountingReader {
+                inner: std::io::Cursor::new(head)
+                    .chain(stdin)
+                    .take(limits.max_input_bytes as u64 + 1),
+                count: 0,
+            };
+            let mut store = open_store(config)?;
+            let mut ingest = store.begin_ingest(source, config.now())?;
+            let streamed = parse::stream(
+                std::io::BufReader::with_capacity(64 * 1024, &mut counted),
+                &first_line,
+                &limits,
+                &mut |item| {
+                    let (denied_by, canon) = prepare(&item);
+                    ingest.add(&Prepared {
+                        item: &item,
+                        canon,
+                        denied_by,
+                    })
+                },
+            );
+            // Past the limit, whatever was parsed is refused: the input was cut there.
+            if counted.count > limits.max_input_bytes as u64 {
+                return Err(parse::ParseError::TooLarge {
+                    limit: limits.max_input_bytes,
+                }
+                .into());
             }
-        })
-        .collect();
-    let mut store = open_store(config)?;
-    let mut report = store.ingest(source, &prepared, config.now())?;
-    let mut warnings = parsed.warnings.clone();
+            let streamed = streamed?;
+            let report = ingest.commit()?;
+            (report, streamed.invalid, streamed.warnings, Vec::new())
+        };
+    let mut report = report;
     warnings.append(&mut report.warnings);
+    let parsed_invalid = invalid;
     if args.json {
         let out = json!({
             "proposals": report.proposals,
@@ -145,7 +201,7 @@ fn ingest(config: &Config, args: IngestArgs) -> Result<i32> {
             "clustered": report.clustered,
             "suppressed": report.suppressed,
             "denied": report.denied,
-            "invalid": parsed.invalid,
+            "invalid": parsed_invalid,
             "warnings": warnings,
         });
         print_out(&format!("{out}\n"))?;
@@ -154,19 +210,14 @@ fn ingest(config: &Config, args: IngestArgs) -> Result<i32> {
             warn(config, w);
         }
         if config.verbosity >= 0 {
-            print_out(&format!("{}\n", summary(&report, parsed.invalid)))?;
+            print_out(&format!("{}\n", summary(&report, parsed_invalid)))?;
         }
         if config.verbosity > 0 {
-            for p in &prepared {
-                print_out(&format!(
-                    "  {}  {}\n",
-                    p.canon.cmd_hash,
-                    notify::visible(&p.item.command).0
-                ))?;
+            for (hash, command) in &hashes {
+                print_out(&format!("  {hash}  {}\n", notify::visible(command).0))?;
             }
         }
     }
-    drop(store);
     if args.notify {
         return notify_cmd(
             config,
@@ -1031,4 +1082,18 @@ fn spawn_runner(config: &Config) -> Result<std::process::Child> {
     cmd.process_group(0);
     cmd.stdin(std::process::Stdio::null());
     cmd.spawn().context("starting opsgate run")
+}
+
+/// Counts the bytes read through it.
+struct CountingReader<R> {
+    inner: R,
+    count: u64,
+}
+
+impl<R: Read> Read for CountingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count += n as u64;
+        Ok(n)
+    }
 }

@@ -656,3 +656,185 @@ mod tests {
         ));
     }
 }
+
+/// Longest first line that is tried as a JSON Lines item; a longer one is not JSON Lines.
+pub const MAX_JSONL_PROBE: usize = 256 * 1024;
+
+/// What a streamed parse saw.
+#[derive(Debug, Default)]
+pub struct Streamed {
+    pub items: usize,
+    pub invalid: usize,
+    pub warnings: Vec<String>,
+}
+
+/// Streams proposals from plain JSON (an object whose proposal array sits under one of the
+/// array keys, or a bare array) or from JSON Lines, handing each valid item to `on_item`
+/// as soon as it is read, so a bulk load never holds more than one item. `first_line` is
+/// the start of the input, used to tell JSON Lines apart. Errors from `on_item` stop the
+/// stream and are returned as they are.
+pub fn stream<R: std::io::BufRead>(
+    mut reader: R,
+    first_line: &[u8],
+    limits: &Limits,
+    on_item: &mut dyn FnMut(Item) -> anyhow::Result<()>,
+) -> anyhow::Result<Streamed> {
+    let mut sink = Sink {
+        limits,
+        out: Streamed::default(),
+        index: 0,
+        on_item,
+        failure: None,
+    };
+    let line = String::from_utf8_lossy(first_line);
+    let jsonl = first_line.len() <= MAX_JSONL_PROBE
+        && matches!(serde_json::from_str::<Value>(line.trim()), Ok(Value::Object(ref o)) if is_proposal_map(o));
+    if jsonl {
+        let mut buf = String::new();
+        loop {
+            buf.clear();
+            let n = reader
+                .read_line(&mut buf)
+                .map_err(|e| ParseError::Malformed {
+                    offset: 0,
+                    why: e.to_string(),
+                })?;
+            if n == 0 {
+                break;
+            }
+            if buf.trim().is_empty() {
+                continue;
+            }
+            let v: Value = serde_json::from_str(buf.trim()).map_err(|e| ParseError::Malformed {
+                offset: 0,
+                why: format!("JSON Lines item {}: {e}", sink.index),
+            })?;
+            sink.accept(v)?;
+        }
+        return Ok(sink.out);
+    }
+    let mut de = serde_json::Deserializer::from_reader(reader);
+    let result = serde::Deserializer::deserialize_any(&mut de, TopVisitor { sink: &mut sink })
+        .and_then(|found| de.end().map(|_| found));
+    if let Some(failure) = sink.failure.take() {
+        return Err(failure);
+    }
+    match result {
+        Ok(true) => Ok(sink.out),
+        Ok(false) => Err(ParseError::NoProposalArray {
+            found: "an object without a proposal array".into(),
+        }
+        .into()),
+        Err(e) if e.is_eof() => Err(ParseError::Truncated { offset: 0 }.into()),
+        Err(e) => Err(ParseError::Malformed {
+            offset: 0,
+            why: e.to_string(),
+        }
+        .into()),
+    }
+}
+
+struct Sink<'a> {
+    limits: &'a Limits,
+    out: Streamed,
+    index: usize,
+    on_item: &'a mut dyn FnMut(Item) -> anyhow::Result<()>,
+    failure: Option<anyhow::Error>,
+}
+
+impl Sink<'_> {
+    fn accept(&mut self, value: Value) -> anyhow::Result<()> {
+        let index = self.index;
+        self.index += 1;
+        if self.index > self.limits.max_proposals {
+            return Err(ParseError::TooManyProposals {
+                count: self.index,
+                limit: self.limits.max_proposals,
+            }
+            .into());
+        }
+        match item(index, value, &mut self.out.warnings) {
+            Ok(item) => {
+                self.out.items += 1;
+                (self.on_item)(item)
+            }
+            Err(why) if self.limits.strict => Err(ParseError::InvalidItem { index, why }.into()),
+            Err(why) => {
+                self.out.invalid += 1;
+                self.out
+                    .warnings
+                    .push(format!("proposal {index} skipped: {why}"));
+                Ok(())
+            }
+        }
+    }
+
+    /// Inside serde, a failure must travel as a serde error; the real one waits here.
+    fn accept_in_serde<E: serde::de::Error>(&mut self, value: Value) -> Result<(), E> {
+        self.accept(value).map_err(|e| {
+            let text = e.to_string();
+            self.failure = Some(e);
+            E::custom(text)
+        })
+    }
+}
+
+/// The top-level value: `true` when a proposal array was found and streamed.
+struct TopVisitor<'s, 'a> {
+    sink: &'s mut Sink<'a>,
+}
+
+impl<'de> serde::de::Visitor<'de> for TopVisitor<'_, '_> {
+    type Value = bool;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object with a proposal array, or an array of proposals")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<bool, A::Error> {
+        while let Some(v) = seq.next_element::<Value>()? {
+            self.sink.accept_in_serde::<A::Error>(v)?;
+        }
+        Ok(true)
+    }
+
+    fn visit_map<M: serde::de::MapAccess<'de>>(self, mut map: M) -> Result<bool, M::Error> {
+        let mut found = false;
+        while let Some(key) = map.next_key::<String>()? {
+            if !found && ARRAY_KEYS.contains(&key.as_str()) {
+                map.next_value_seed(ArraySeed { sink: self.sink })?;
+                found = true;
+            } else {
+                map.next_value::<serde::de::IgnoredAny>()?;
+            }
+        }
+        Ok(found)
+    }
+}
+
+struct ArraySeed<'s, 'a> {
+    sink: &'s mut Sink<'a>,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for ArraySeed<'_, '_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for ArraySeed<'_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an array of proposals")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while let Some(v) = seq.next_element::<Value>()? {
+            self.sink.accept_in_serde::<A::Error>(v)?;
+        }
+        Ok(())
+    }
+}

@@ -324,3 +324,105 @@ fn a_read_only_database_fails_clearly_and_stays_as_it_was() {
         assert_eq!(rows[0]["seen_count"], 1);
     }
 }
+
+fn bulk(n: usize, reason_len: usize) -> String {
+    let items: Vec<serde_json::Value> = (0..n)
+        .map(|i| serde_json::json!({"id": format!("b{i}"), "command": format!("docker restart bulk{i}"), "reason": "r".repeat(reason_len)}))
+        .collect();
+    serde_json::json!({"summary": "bulk", "approval_needed": items}).to_string()
+}
+
+#[test]
+fn bulk_inputs_over_eight_mib_stream_into_one_all_or_nothing_transaction() {
+    let env = Env::new();
+    env.ingest("h", &cycle(0, &["docker stop web"]));
+    let before = env.dump();
+    let input = bulk(3000, 3000);
+    assert!(input.len() > 8 << 20, "{}", input.len());
+    let args = [
+        "ingest",
+        "--source",
+        "bulk",
+        "--json",
+        "--max-input-bytes",
+        "50000000",
+        "--max-proposals",
+        "10000",
+    ];
+    // Cut off: refused, rolled back.
+    let out = env
+        .cmd(&args)
+        .stdin(&input.as_bytes()[..input.len() - 100])
+        .output();
+    assert_eq!(out.status.code(), Some(65), "{}", stderr(&out));
+    assert!(stderr(&out).contains("truncated"), "{}", stderr(&out));
+    assert_eq!(env.dump(), before);
+    // Over the limit part-way: refused, rolled back.
+    let out = env
+        .cmd(&[
+            "ingest",
+            "--source",
+            "bulk",
+            "--max-input-bytes",
+            "9000000",
+            "--max-proposals",
+            "10000",
+        ])
+        .stdin(&input)
+        .output();
+    assert_eq!(out.status.code(), Some(65));
+    assert!(stderr(&out).contains("larger than --max-input-bytes"));
+    assert_eq!(env.dump(), before);
+    // Too many proposals part-way: refused, rolled back.
+    let out = env
+        .cmd(&[
+            "ingest",
+            "--source",
+            "bulk",
+            "--max-input-bytes",
+            "50000000",
+            "--max-proposals",
+            "2999",
+        ])
+        .stdin(&input)
+        .output();
+    assert_eq!(out.status.code(), Some(65));
+    assert!(
+        stderr(&out).contains("exceed --max-proposals (2999)"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(env.dump(), before);
+    // Whole: every proposal, in one transaction.
+    let out = env.cmd(&args).stdin(&input).ok();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (v["proposals"].as_i64(), v["new"].as_i64()),
+        (Some(3000), Some(3000))
+    );
+    assert_eq!(env.list_json(&["--source", "bulk"]).len(), 3000);
+    // JSON Lines streams the same way.
+    let lines: String = (0..3000)
+        .map(|i| {
+            format!(
+                "{{\"id\":\"l{i}\",\"command\":\"echo line{i}\",\"reason\":\"{}\"}}\n",
+                "r".repeat(3000)
+            )
+        })
+        .collect();
+    let out = env
+        .cmd(&[
+            "ingest",
+            "--source",
+            "lines",
+            "--json",
+            "--max-input-bytes",
+            "50000000",
+            "--max-proposals",
+            "10000",
+        ])
+        .stdin(&lines)
+        .ok();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["new"], 3000);
+}
