@@ -149,8 +149,10 @@ fn ingest(config: &Config, args: IngestArgs) -> Result<i32> {
                 .collect();
             let mut store = open_store(config)?;
             let report = store.ingest(source, &prepared, config.now())?;
+            // Kept only for -v, which lists what was hashed.
             let hashes: Vec<(String, String)> = prepared
                 .iter()
+                .filter(|_| config.verbosity > 0 && !args.json)
                 .map(|p| (p.canon.cmd_hash.clone(), p.item.command.clone()))
                 .collect();
             (report, parsed.invalid, parsed.warnings, hashes)

@@ -1,8 +1,11 @@
 //! opsgate: LLM ops-bot proposals -> one deduplicated, operator-approved action each.
 //!
 //! The pipeline, one module per stage: [`parse`] (LLM text -> items), [`canon`]
-//! (command -> `cmd_hash` + logical keys), [`store`] (SQLite lifecycle), [`notify`]
-//! (cards). [`app`] wires them to the command line.
+//! (command -> `cmd_hash` + logical keys), [`store`] (SQLite lifecycle, the only SQL),
+//! [`notify`] (cards; the Telegram adapter holds the only async code), [`decisions`]
+//! (button presses -> lifecycle changes), [`run`] (executes what was approved). [`app`]
+//! wires them to the command line, [`config`] reads every setting, [`exit`] names every
+//! exit code.
 
 pub mod app;
 pub mod canon;
