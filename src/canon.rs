@@ -76,9 +76,15 @@ impl Word {
                     // would become one.
                     let like_assignment =
                         i == 0 && s.split_once('=').is_some_and(|(name, _)| is_name(name));
+                    // After a bare `$`, a single quote would turn into `$'..'` (ANSI-C
+                    // quoting): double-quote instead.
+                    let after_dollar =
+                        i > 0 && matches!(&self.0[i - 1], Part::Raw(r) if r.ends_with('$'));
                     if !near_raw && !like_assignment && !s.is_empty() && s.chars().all(is_safe_char)
                     {
                         out.push_str(s);
+                    } else if after_dollar {
+                        double_quote(s, out);
                     } else {
                         single_quote(s, out);
                     }
@@ -96,6 +102,17 @@ impl Word {
 
 fn is_safe_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || "_@%+=:,./-".contains(c)
+}
+
+fn double_quote(s: &str, out: &mut String) {
+    out.push('"');
+    for c in s.chars() {
+        if matches!(c, '"' | '\\' | '$' | '`') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
 }
 
 fn single_quote(s: &str, out: &mut String) {
@@ -501,7 +518,13 @@ pub fn canonicalize(command: &str) -> Canonical {
             }
         }
         Err(TokenizeError(why)) => {
-            let canonical = command.split_whitespace().collect::<Vec<_>>().join(" ");
+            // Only the tokenizer's own whitespace: collapsing anything else (U+2000, form
+            // feed) could move a word start and change how the text reads back.
+            let canonical = command
+                .split([' ', '\t', '\r', '\n'])
+                .filter(|w| !w.is_empty())
+                .collect::<Vec<_>>()
+                .join(" ");
             Canonical {
                 cmd_hash: hash_text(&canonical),
                 logical_keys: Vec::new(),
@@ -770,6 +793,26 @@ mod tests {
         assert_eq!(canon("'a'*"), "'a'*");
         assert_eq!(canon("echo $'x\\'y'"), "echo $'x\\'y'");
         assert_eq!(canon("echo it\\'s"), "echo 'it'\\''s'");
+    }
+
+    #[test]
+    fn a_bare_dollar_before_quotes_never_becomes_ansi_c_quoting() {
+        // Found by cargo fuzz: `L$"OG"` rendered as `L$'OG'`, which reads back differently.
+        let c = canon("echo L$\"OG\"");
+        assert_eq!(c, "echo L$\"OG\"");
+        assert_eq!(canon(&c), c);
+        assert_eq!(
+            tokenize(&c).expect("tokenizes"),
+            tokenize("echo L$\"OG\"").expect("tokenizes")
+        );
+    }
+
+    #[test]
+    fn the_fallback_collapses_only_shell_whitespace() {
+        // Found by proptest: U+2000 collapsed to a space made `#` start a comment.
+        let c = canonicalize("\u{30000}\u{2000}#'");
+        assert!(c.fallback.is_some());
+        assert_eq!(canonicalize(&c.canonical).canonical, c.canonical);
     }
 
     #[test]

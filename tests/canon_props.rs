@@ -29,6 +29,8 @@ fn fragment() -> impl Strategy<Value = String> {
         Just("\\\"".to_string()),
         Just("it\\'s".to_string()),
         Just("$'x\\ty'".to_string()),
+        Just("L$\"OG\"".to_string()),
+        Just("$".to_string()),
         "'[ -~]{0,6}'".prop_map(|s| s.replace('\'', "")),
         "\"[ a-z=:%]{0,6}\"",
         "[a-z]{1,3}\"[ a-z]{0,3}\"[a-z]{0,3}",
