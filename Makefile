@@ -4,7 +4,7 @@ BIN := target/release/opsgate
 DEMO_DB := target/demo/opsgate.db
 SAMPLES := examples/vps-analytics
 
-.PHONY: all build run test lint bench soak clean
+.PHONY: all build run test lint bench soak fuzz clean
 
 all: build
 
@@ -37,6 +37,14 @@ bench:
 # The long crash and concurrency runs behind RELIABILITY.md (the short ones run in make test).
 soak:
 	SOAK_KILLS=200 SOAK_SECONDS=60 $(CARGO) test --locked --release --test soak -- --nocapture --test-threads=1
+
+# Coverage-guided fuzzing of the parser and the canonicalizer (needs `cargo install
+# cargo-fuzz`; RUSTC_BOOTSTRAP lets the stable toolchain take its sanitizer flags).
+FUZZ_SECONDS ?= 180
+fuzz:
+	mkdir -p fuzz/corpus/parse fuzz/corpus/canon
+	RUSTC_BOOTSTRAP=1 cargo fuzz run --release parse fuzz/corpus/parse fuzz/seeds/parse -- -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=1024 -timeout=5 -max_len=65536
+	RUSTC_BOOTSTRAP=1 cargo fuzz run --release canon fuzz/corpus/canon fuzz/seeds/canon -- -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=1024 -timeout=5 -max_len=4096
 
 clean:
 	$(CARGO) clean

@@ -518,13 +518,7 @@ pub fn canonicalize(command: &str) -> Canonical {
             }
         }
         Err(TokenizeError(why)) => {
-            // Only the tokenizer's own whitespace: collapsing anything else (U+2000, form
-            // feed) could move a word start and change how the text reads back.
-            let canonical = command
-                .split([' ', '\t', '\r', '\n'])
-                .filter(|w| !w.is_empty())
-                .collect::<Vec<_>>()
-                .join(" ");
+            let canonical = collapse_blanks(command);
             Canonical {
                 cmd_hash: hash_text(&canonical),
                 logical_keys: Vec::new(),
@@ -533,6 +527,42 @@ pub fn canonicalize(command: &str) -> Canonical {
             }
         }
     }
+}
+
+/// The fallback identity of text that does not tokenize: runs of blanks (space, tab, CR)
+/// become one space and the ends are trimmed. Newlines stay (they end comments) and a blank
+/// right after a backslash stays (it is escaped), so word starts, comments and quotes read
+/// exactly as before and the result falls back again: canonicalizing is idempotent.
+fn collapse_blanks(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text
+        .trim_matches([' ', '\t', '\r', '\n'])
+        .chars()
+        .peekable();
+    let mut backslashes = 0usize;
+    while let Some(c) = chars.next() {
+        if matches!(c, ' ' | '\t' | '\r') {
+            if !backslashes.is_multiple_of(2) {
+                out.push(c); // escaped: part of a word
+            }
+            let mut run = backslashes.is_multiple_of(2);
+            while let Some(&n) = chars.peek() {
+                if !matches!(n, ' ' | '\t' | '\r') {
+                    break;
+                }
+                run = true;
+                chars.next();
+            }
+            if run {
+                out.push(' ');
+            }
+            backslashes = 0;
+            continue;
+        }
+        backslashes = if c == '\\' { backslashes + 1 } else { 0 };
+        out.push(c);
+    }
+    out
 }
 
 const CONTAINER_VERBS: [&str; 9] = [
@@ -813,6 +843,19 @@ mod tests {
         let c = canonicalize("\u{30000}\u{2000}#'");
         assert!(c.fallback.is_some());
         assert_eq!(canonicalize(&c.canonical).canonical, c.canonical);
+    }
+
+    #[test]
+    fn the_fallback_keeps_newlines_that_end_comments() {
+        // Found by cargo fuzz: a newline collapsed into a space let a comment swallow the
+        // unbalanced quote after it.
+        let c = canonicalize("e&#do\n\"$ker x'   y");
+        assert!(c.fallback.is_some());
+        assert_eq!(c.canonical, "e&#do\n\"$ker x' y");
+        assert_eq!(canonicalize(&c.canonical).canonical, c.canonical);
+        // An escaped blank stays a word character.
+        assert_eq!(collapse_blanks("a\\   'b"), "a\\  'b");
+        assert_eq!(collapse_blanks("a\\\\   'b"), "a\\\\ 'b");
     }
 
     #[test]
