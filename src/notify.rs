@@ -243,7 +243,7 @@ fn render_with(view: &ClusterView, detail: Detail) -> Card {
         }
         w.raw("\n");
         w.html.push_str("<b>");
-        w.raw(&format!("{}. #{} {}", n + 1, p.id, state_label(p.state)));
+        w.raw(&format!("{}. #{} {}", n + 1, p.id, p.state.as_str()));
         w.html.push_str("</b>");
         w.raw(&format!(
             " · risk {} · seen {}× · first {} · last {}\n",
@@ -350,20 +350,6 @@ fn render_with(view: &ClusterView, detail: Detail) -> Card {
     }
 }
 
-pub fn state_label(state: State) -> &'static str {
-    match state {
-        State::Pending => "pending",
-        State::Approved => "approved",
-        State::Executing => "executing",
-        State::Interrupted => "interrupted",
-        State::Completed => "completed",
-        State::Failed => "failed",
-        State::Rejected => "rejected",
-        State::Cancelled => "cancelled",
-        State::Expired => "expired",
-    }
-}
-
 /// What happened to a proposal after it was proposed: staleness, earlier rejections,
 /// who decided, the run and its output.
 fn lifecycle_lines(w: &mut Writer, p: &Proposal, detail: Detail) {
@@ -417,7 +403,7 @@ fn lifecycle_lines(w: &mut Writer, p: &Proposal, detail: Detail) {
                 } else {
                     "✖"
                 },
-                state_label(p.state)
+                p.state.as_str()
             ));
             for (label, tail) in [
                 ("stdout", &p.run.stdout_tail),

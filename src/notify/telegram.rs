@@ -95,6 +95,10 @@ pub enum Polled {
 /// A connected bot.
 pub struct Telegram {
     rt: tokio::runtime::Runtime,
+    /// SIGTERM and SIGINT listeners, registered once so a signal that arrives between
+    /// calls is still seen by the next wait.
+    #[cfg(unix)]
+    stop: std::cell::RefCell<Vec<tokio::signal::unix::Signal>>,
     bot: Bot,
     chat: ChatId,
     token: String,
@@ -119,8 +123,19 @@ impl Telegram {
                 .map_err(|_| anyhow::anyhow!("the Telegram API URL is not a valid URL"))?;
             bot = bot.set_api_url(url);
         }
+        #[cfg(unix)]
+        let stop = {
+            use tokio::signal::unix::{signal, SignalKind};
+            let _guard = rt.enter();
+            [SignalKind::terminate(), SignalKind::interrupt()]
+                .into_iter()
+                .filter_map(|kind| signal(kind).ok())
+                .collect()
+        };
         Ok(Telegram {
             rt,
+            #[cfg(unix)]
+            stop: std::cell::RefCell::new(stop),
             bot,
             chat: ChatId(cfg.chat_id),
             token: cfg.token.expose().to_string(),
@@ -218,24 +233,9 @@ impl Telegram {
         let req = self.updates_request(offset, wait);
         let bound = self.timeout + wait;
         let outcome = self.rt.block_on(async {
-            #[cfg(unix)]
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-            #[cfg(unix)]
-            let term_fut = async {
-                match term.as_mut() {
-                    Some(t) => {
-                        t.recv().await;
-                    }
-                    None => std::future::pending::<()>().await,
-                }
-            };
-            #[cfg(not(unix))]
-            let term_fut = std::future::pending::<()>();
             tokio::select! {
                 r = tokio::time::timeout(bound, async { req.await }) => Some(r),
-                _ = tokio::signal::ctrl_c() => None,
-                _ = term_fut => None,
+                _ = self.stop_signal() => None,
             }
         });
         match outcome {
@@ -252,26 +252,41 @@ impl Telegram {
     /// Sleeps, waking early on SIGTERM or Ctrl-C; returns false when a signal came.
     pub fn sleep_or_signal(&self, d: Duration) -> bool {
         self.rt.block_on(async {
-            #[cfg(unix)]
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-            #[cfg(unix)]
-            let term_fut = async {
-                match term.as_mut() {
-                    Some(t) => {
-                        t.recv().await;
-                    }
-                    None => std::future::pending::<()>().await,
-                }
-            };
-            #[cfg(not(unix))]
-            let term_fut = std::future::pending::<()>();
             tokio::select! {
                 _ = tokio::time::sleep(d) => true,
-                _ = tokio::signal::ctrl_c() => false,
-                _ = term_fut => false,
+                _ = self.stop_signal() => false,
             }
         })
+    }
+
+    /// Resolves when SIGTERM or Ctrl-C arrives (or arrived since the last wait).
+    async fn stop_signal(&self) {
+        #[cfg(unix)]
+        {
+            // Borrowed out for the wait and put back even when the wait is cancelled.
+            struct Lent<'a> {
+                home: &'a std::cell::RefCell<Vec<tokio::signal::unix::Signal>>,
+                listeners: Vec<tokio::signal::unix::Signal>,
+            }
+            impl Drop for Lent<'_> {
+                fn drop(&mut self) {
+                    self.home.replace(std::mem::take(&mut self.listeners));
+                }
+            }
+            let mut lent = Lent {
+                home: &self.stop,
+                listeners: self.stop.take(),
+            };
+            if lent.listeners.is_empty() {
+                return std::future::pending().await;
+            }
+            let waits = lent.listeners.iter_mut().map(|s| Box::pin(s.recv()));
+            futures_select_any(waits).await;
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 
     fn updates_request(
@@ -321,6 +336,21 @@ impl Telegram {
         let me = self.call(self.timeout, async { req.await })?;
         Ok(me.user.username.clone().unwrap_or_default())
     }
+}
+
+/// Waits for the first of several futures (a tiny `select_all`).
+#[cfg(unix)]
+async fn futures_select_any<F: std::future::Future + Unpin>(futures: impl Iterator<Item = F>) {
+    let mut futures: Vec<F> = futures.collect();
+    std::future::poll_fn(|cx| {
+        for f in futures.iter_mut() {
+            if std::pin::Pin::new(f).poll(cx).is_ready() {
+                return std::task::Poll::Ready(());
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
 }
 
 fn is_server_side(message: &str) -> bool {
