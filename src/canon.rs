@@ -270,7 +270,9 @@ fn read_word(chars: &[char], start: usize) -> Result<(Word, usize), TokenizeErro
             }
             '\\' => {
                 match chars.get(i + 1) {
-                    Some('\n') => {}
+                    // A line continuation: nothing in the value, kept verbatim in raw text
+                    // so an expansion around it reads back the same.
+                    Some('\n') => raw.push_str("\\\n"),
                     Some(&next) => {
                         raw.push('\\');
                         raw.push(next);
@@ -856,6 +858,18 @@ mod tests {
         // An escaped blank stays a word character.
         assert_eq!(collapse_blanks("a\\   'b"), "a\\  'b");
         assert_eq!(collapse_blanks("a\\\\   'b"), "a\\\\ 'b");
+    }
+
+    #[test]
+    fn a_line_continuation_inside_an_expansion_reads_back_the_same() {
+        // Found by cargo fuzz: `$\<newline>$(do)` rendered as `$$(do)`.
+        let text = "echo G=1$\\\n$(do\\\n)x";
+        let c = canon(text);
+        assert_eq!(canon(&c), c);
+        assert_eq!(
+            tokenize(&c).expect("tokenizes"),
+            tokenize(text).expect("tokenizes")
+        );
     }
 
     #[test]
