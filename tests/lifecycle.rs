@@ -661,3 +661,41 @@ fn require_reason_on_telegram_asks_for_a_reply_and_rejects_with_it() {
     assert_eq!(note, "wrong host, this is staging");
     assert!(fake.message(card).text.contains("rejected by @alice"));
 }
+
+#[test]
+fn serve_with_execute_runs_what_an_operator_approves() {
+    let env = Env::new();
+    let fake = Fake::start();
+    let file = env.dir.path().join("served");
+    env.ingest(
+        "h",
+        &cycle(0, &[&format!("echo served > {}", file.display())]),
+    );
+    let mut serve = env
+        .cmd(&["serve", "--execute", "--poll-timeout", "1"])
+        .telegram(&fake, "1001")
+        .command();
+    serve
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let child = serve.spawn().unwrap();
+    wait_for("the card", || fake.count("sendMessage") == 1);
+    let msg = *fake.messages().keys().next().unwrap();
+    fake.press(msg, 1001, "alice", "a:1");
+    wait_for("the run", || state(&env, 1) == "completed");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "served\n");
+    wait_for("the card to show the outcome", || {
+        fake.message(msg).text.contains("✔ completed")
+    });
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
