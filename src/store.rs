@@ -13,6 +13,10 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod decide;
+mod outbox;
+pub use decide::*;
+
 /// `PRAGMA application_id` of an opsgate database ("opsg").
 const APPLICATION_ID: i64 = 0x6f70_7367;
 /// How long a writer waits for the lock before giving up with exit code 75.
@@ -1190,10 +1194,6 @@ fn create_private_file(path: &Path) -> std::io::Result<()> {
         Err(e) => Err(e),
     }
 }
-
-mod decide;
-mod outbox;
-pub use decide::*;
 
 /// A card the outbox owes: never sent, or changed since it was last sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
