@@ -982,6 +982,21 @@ fn run_cmd(config: &Config, args: RunArgs) -> Result<i32> {
                 notify::visible(&claimed.command).0
             ))?;
         }
+        // The policy as it is now, not as it was at ingest: a pattern added since the
+        // approval still stops the command.
+        let canonical = canon::canonicalize(&claimed.command).canonical;
+        if let Some(pattern) = config.policy.denies(&canonical) {
+            let why = format!("not run: matches deny pattern {pattern}");
+            store.abandon(claimed.id, &runner, &why, config.now())?;
+            if !args.json && config.verbosity >= 0 {
+                print_out(&format!("  -> cancelled ({why})\n"))?;
+            }
+            results.push(
+                json!({"id": claimed.id, "cmd_hash": claimed.cmd_hash, "state": "cancelled",
+                "exit_code": null, "timed_out": false, "duration_ms": 0}),
+            );
+            continue;
+        }
         let outcome = run::execute(&claimed.command, timeout);
         let state = store.finish(claimed.id, &runner, &outcome, config.now())?;
         if !args.json && config.verbosity >= 0 {

@@ -379,7 +379,13 @@ fn lifecycle_lines(w: &mut Writer, p: &Proposal, detail: Detail) {
         };
         w.raw(&format!("{verb} by "));
         w.text(by);
-        w.raw(&format!(" at {}\n", rfc3339(at)));
+        w.raw(&format!(" at {}", rfc3339(at)));
+        if let Some(note) = &p.decision_note {
+            let one_line = note.split_whitespace().collect::<Vec<_>>().join(" ");
+            w.raw(": ");
+            w.tagged("i", &cut_chars(&one_line, 200));
+        }
+        w.raw("\n");
     }
     match p.state {
         State::Executing => {
@@ -706,6 +712,7 @@ mod tests {
                 stderr_tail: None,
             },
             prior_rejections: None,
+            decision_note: None,
         }
     }
 

@@ -265,6 +265,8 @@ pub struct Proposal {
     pub run: RunInfo,
     /// Set when the same command was rejected before.
     pub prior_rejections: Option<PriorRejections>,
+    /// The note of the decision that ended it (a rejection reason, "superseded by #2").
+    pub decision_note: Option<String>,
 }
 
 /// One appearance of a proposal in an ingest.
@@ -657,6 +659,17 @@ impl Store {
                 last_by,
                 last_at,
             });
+        }
+        if matches!(p.state, State::Rejected | State::Cancelled) {
+            p.decision_note = self
+                .conn
+                .prepare_cached(
+                    "SELECT note FROM transitions WHERE proposal_id = ?1 AND to_state = ?2
+                     ORDER BY id DESC LIMIT 1",
+                )?
+                .query_row(params![p.id, p.state.as_str()], |r| r.get(0))
+                .optional()?
+                .flatten();
         }
         Ok(())
     }
@@ -1149,6 +1162,7 @@ fn proposal_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Proposal> {
             stderr_tail: r.get(23)?,
         },
         prior_rejections: None,
+        decision_note: None,
     })
 }
 

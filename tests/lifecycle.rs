@@ -660,6 +660,12 @@ fn require_reason_on_telegram_asks_for_a_reply_and_rejects_with_it() {
         .unwrap();
     assert_eq!(note, "wrong host, this is staging");
     assert!(fake.message(card).text.contains("rejected by @alice"));
+    assert!(
+        fake.message(card)
+            .text
+            .contains(": wrong host, this is staging"),
+        "the reason is on the card"
+    );
 }
 
 #[test]
@@ -697,5 +703,30 @@ fn serve_with_execute_runs_what_an_operator_approves() {
         Some(0),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn run_checks_the_policy_again_before_executing() {
+    let env = Env::new();
+    let file = env.dir.path().join("should-not-exist");
+    env.ingest("h", &cycle(0, &[&format!("touch {}", file.display())]));
+    env.cmd(&["approve", "1"]).ok();
+    let config = env.dir.path().join("opsgate.toml");
+    std::fs::write(&config, "[policy]\ndeny = ['^touch ']\n").unwrap();
+    let out = env
+        .cmd(&["run"])
+        .env("OPSGATE_CONFIG", config.to_str().unwrap())
+        .ok();
+    assert!(
+        stdout(&out).contains("cancelled (not run: matches deny pattern ^touch )"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(!file.exists());
+    assert_eq!(state(&env, 1), "cancelled");
+    assert_eq!(
+        transitions(&env, "1").last().unwrap(),
+        "executing>cancelled"
     );
 }

@@ -447,6 +447,42 @@ impl Store {
         Ok(claimed)
     }
 
+    /// Gives back a claimed proposal without running it (executing -> cancelled), with
+    /// the reason: a policy that denies it now.
+    pub fn abandon(&mut self, id: i64, runner: &str, why: &str, now: i64) -> Result<bool> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .context("locking the database to abandon a claim")?;
+        let cluster: Option<i64> = tx
+            .query_row(
+                "SELECT cluster_id FROM proposals WHERE id = ?1 AND state = 'executing' AND runner = ?2",
+                params![id, runner],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let Some(cluster_id) = cluster else {
+            return Ok(false);
+        };
+        let policy = Actor {
+            id: "policy".into(),
+            display: "policy".into(),
+        };
+        transition(
+            &tx,
+            id,
+            State::Executing,
+            State::Cancelled,
+            "cancel",
+            &policy,
+            now,
+            Some(why),
+        )?;
+        owe_card(&tx, cluster_id)?;
+        tx.commit().context("abandoning a claim")?;
+        Ok(true)
+    }
+
     /// Records a run's outcome: executing (or interrupted by a sweep meanwhile) ->
     /// completed on exit 0, failed otherwise. Only the claiming runner may finish it.
     pub fn finish(
