@@ -419,6 +419,7 @@ fn sample_view() -> opsgate::store::ClusterView {
             stderr_tail: None,
         },
         prior_rejections: None,
+        decision_note: None,
     }
     };
     opsgate::store::ClusterView {
