@@ -104,7 +104,7 @@ fn read_stdin(limit: usize) -> Result<Vec<u8>> {
 
 fn ingest(config: &Config, args: IngestArgs) -> Result<i32> {
     let source = args.source.trim();
-    if source.is_empty() || source.len() > 128 || source.chars().any(notify::is_dangerous) {
+    if source.is_empty() || source.len() > 128 || !source.chars().all(notify::field_char_plain) {
         return Err(Failure::new(
             exit::USAGE,
             "--source must be 1 to 128 printable characters",
@@ -118,7 +118,7 @@ fn ingest(config: &Config, args: IngestArgs) -> Result<i32> {
     };
     let prepare = |item: &parse::Item| {
         let canon = canon::canonicalize(&item.command);
-        (config.policy.denies(&canon.canonical), canon)
+        (config.policy.denies(&item.command, &canon.canonical), canon)
     };
     // Up to IN_MEMORY bytes are parsed whole (every shape: envelopes, fences, prose) before
     // the database is opened, so bad input leaves it untouched. Larger inputs (bulk loads
@@ -216,7 +216,7 @@ fn ingest(config: &Config, args: IngestArgs) -> Result<i32> {
         }
         if config.verbosity > 0 {
             for (hash, command) in &hashes {
-                print_out(&format!("  {hash}  {}\n", notify::visible(command).0))?;
+                print_out(&format!("  {hash}  {}\n", notify::show_command(command).0))?;
             }
         }
     }
@@ -242,7 +242,11 @@ pub fn summary(report: &IngestReport, invalid: usize) -> String {
         report.merged
     );
     if report.clustered > 0 {
-        let names: Vec<String> = report.joined.iter().map(|n| notify::visible(n).0).collect();
+        let names: Vec<String> = report
+            .joined
+            .iter()
+            .map(|n| notify::show_field(n, 64))
+            .collect();
         s.push_str(&format!(
             ", {} joined cluster{} {}",
             report.clustered,
@@ -304,7 +308,7 @@ fn hash(args: HashArgs) -> Result<i32> {
             out.push_str(&format!(
                 "{}  {}{}\n",
                 c.cmd_hash,
-                notify::visible(&c.canonical).0,
+                notify::show_command(&c.canonical).0,
                 keys
             ));
         }
@@ -399,7 +403,7 @@ fn list(config: &Config, args: ListArgs) -> Result<i32> {
         let cluster = p
             .cluster
             .as_deref()
-            .map(|c| notify::visible(c).0)
+            .map(|c| notify::show_field(c, 64))
             .unwrap_or_else(|| "-".into());
         out.push_str(&format!(
             "{:>5}  {:<11}  {:>4}  {:<12}  {:<16}  {}\n",
@@ -408,7 +412,7 @@ fn list(config: &Config, args: ListArgs) -> Result<i32> {
             p.seen_count,
             p.cmd_hash,
             ellipsize(&cluster, 16),
-            ellipsize(&notify::visible(&p.command).0.replace('\n', "⏎"), 70)
+            ellipsize(&notify::show_command(&p.command).0.replace('\n', "⏎"), 70)
         ));
     }
     print_out(&out)?;
@@ -468,7 +472,8 @@ fn show(config: &Config, args: ShowArgs) -> Result<i32> {
         print_out(&format!("{v}\n"))?;
         return Ok(exit::OK);
     }
-    let vis = |s: &str| notify::visible(s).0;
+    let vis = |s: &str| notify::show_field(s, 4000);
+    let cmd = |s: &str| notify::show_command(s).0;
     let mut out = String::new();
     out.push_str(&format!(
         "proposal {}  ({}, source {})\n",
@@ -476,8 +481,8 @@ fn show(config: &Config, args: ShowArgs) -> Result<i32> {
         p.state.as_str(),
         vis(&p.source)
     ));
-    out.push_str(&format!("command:    {}\n", vis(&p.command)));
-    out.push_str(&format!("canonical:  {}\n", vis(&p.canonical)));
+    out.push_str(&format!("command:    {}\n", cmd(&p.command)));
+    out.push_str(&format!("canonical:  {}\n", cmd(&p.canonical)));
     out.push_str(&format!("cmd_hash:   {}\n", p.cmd_hash));
     out.push_str(&format!("keys:       {}\n", vis(&p.logical_keys.join(" "))));
     out.push_str(&format!(
@@ -652,13 +657,14 @@ fn handle_updates(
         if let Decided::AskReason(cluster) = outcome {
             let who = decisions::telegram_actor(&press).display;
             let prompt = format!(
-                "{who}: reply with the reason for rejecting card {cluster} (within 10 minutes)."
+                "{who}: reply to this message with the reason for rejecting card {cluster} (within 10 minutes)."
             );
-            if let Err(e) = tg.ask(&prompt) {
-                warn(
+            match tg.ask(&prompt) {
+                Ok(prompt_id) => store.note_reason_prompt(&press.user_id.to_string(), prompt_id)?,
+                Err(e) => warn(
                     config,
                     &format!("could not ask for a rejection reason: {e}"),
-                );
+                ),
             }
         }
         match &outcome {
@@ -799,7 +805,7 @@ fn local_actor(name: Option<&str>) -> Actor {
         .or_else(|| std::env::var("LOGNAME").ok())
         .filter(|n| !n.trim().is_empty())
         .unwrap_or_else(|| "local".into());
-    let name = notify::visible(name.trim()).0;
+    let name = notify::show_field(name.trim(), 64);
     Actor {
         id: format!("local:{name}"),
         display: name,
@@ -955,7 +961,7 @@ fn run_cmd(config: &Config, args: RunArgs) -> Result<i32> {
                 "would run #{} ({}): {}\n",
                 p.id,
                 p.cmd_hash,
-                notify::visible(&p.command).0
+                notify::show_command(&p.command).0
             ));
         }
         if approved.is_empty() {
@@ -979,13 +985,13 @@ fn run_cmd(config: &Config, args: RunArgs) -> Result<i32> {
                 "running #{} ({}): {}\n",
                 claimed.id,
                 claimed.cmd_hash,
-                notify::visible(&claimed.command).0
+                notify::show_command(&claimed.command).0
             ))?;
         }
         // The policy as it is now, not as it was at ingest: a pattern added since the
         // approval still stops the command.
         let canonical = canon::canonicalize(&claimed.command).canonical;
-        if let Some(pattern) = config.policy.denies(&canonical) {
+        if let Some(pattern) = config.policy.denies(&claimed.command, &canonical) {
             let why = format!("not run: matches deny pattern {pattern}");
             store.abandon(claimed.id, &runner, &why, config.now())?;
             if !args.json && config.verbosity >= 0 {
@@ -1033,7 +1039,8 @@ fn history(config: &Config, args: ShowArgs) -> Result<i32> {
     let store = open_for_reading(config)?
         .ok_or_else(|| Failure::new(exit::NOINPUT, format!("no proposal {:?}", args.reference)))?;
     let p = find_proposal(&store, &args.reference)?;
-    let vis = |s: &str| notify::visible(s).0;
+    let vis = |s: &str| notify::show_field(s, 4000);
+    let cmd = |s: &str| notify::show_command(s).0;
     // (time, order, line): transitions before sightings at the same instant.
     let mut events: Vec<(i64, u8, i64, Value, String)> = Vec::new();
     for t in store.transitions(p.id)? {
@@ -1076,7 +1083,7 @@ fn history(config: &Config, args: ShowArgs) -> Result<i32> {
         p.id,
         p.state.as_str(),
         p.cmd_hash,
-        vis(&p.command)
+        cmd(&p.command)
     );
     for (at, _, _, _, line) in events {
         out.push_str(&format!("  {}  {line}\n", rfc3339(at)));

@@ -3,10 +3,16 @@
 //! Pure. The canonical form decides identity only: it is never executed, and it never
 //! replaces the raw text that the operator sees and approves.
 //!
-//! Tokenization follows POSIX shell rules closely enough to see through spelling
-//! (whitespace, quoting style, escapes) while keeping meaning: anything the shell would
-//! expand (`$VAR`, `$(...)`, backticks, globs, braces, `~`) is kept verbatim, and a
-//! double-quoted string holding an expansion stays double-quoted.
+//! Tokenization follows the shell that runs the command, POSIX `/bin/sh` (dash on Debian),
+//! closely enough to see through spelling (blanks, quoting style, escapes) while keeping
+//! meaning: anything the shell would expand (`$VAR`, `$(...)`, backticks, globs, braces,
+//! `~`) is kept verbatim, a double-quoted string holding an expansion stays double-quoted,
+//! and here-document bodies are data kept byte for byte. Blanks are space and tab only;
+//! every other character (`\r`, U+00A0, ...) is part of a word, as it is for sh. What it
+//! cannot model exactly (constructs that differ between shells, `$'..'`; here-documents
+//! inside command substitutions; anything that does not tokenize) makes the command
+//! *opaque*: its identity is its exact bytes and it has no logical keys. Why hand-written:
+//! no crate tokenizes the way dash does and keeps the expansion text verbatim.
 
 use sha2::{Digest, Sha256};
 
@@ -28,11 +34,28 @@ enum Part {
     DqRaw(String),
 }
 
-/// A shell token: a word (a list of parts) or an operator (`&&`, `|`, `2>&`, ...).
+/// A shell token: a word (a list of parts), an operator (`&&`, `|`, `2>&`, ...) or a
+/// here-document.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Token {
     Word(Word),
     Op(String),
+    HereDoc(HereDoc),
+}
+
+/// A here-document redirection (`<<EOF` or `<<-EOF`) with its body. The body is data for
+/// the command's stdin, never commands: it is kept byte for byte in the identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HereDoc {
+    /// File descriptor digits before `<<`, usually empty.
+    pub fd: String,
+    /// The delimiter after quote removal.
+    pub delimiter: String,
+    /// Some part of the delimiter was quoted: the body is not expanded by the shell.
+    pub quoted: bool,
+    /// The body lines, each ending in a newline, with `<<-`'s leading tabs already removed
+    /// (so `<<-` and `<<` with the stripped body are one identity, as they are for sh).
+    pub body: String,
 }
 
 /// A shell word as a normalized list of parts.
@@ -140,14 +163,23 @@ fn is_op_char(c: char) -> bool {
     matches!(c, ';' | '&' | '|' | '<' | '>' | '(' | ')')
 }
 
-/// Tokenizes a command with POSIX shell rules. Newlines separate commands like `;`.
+/// sh's blanks: space and tab, nothing else. `\r`, U+00A0 and every other character are
+/// part of a word.
+fn is_blank(c: char) -> bool {
+    c == ' ' || c == '\t'
+}
+
+/// Tokenizes a command with the rules of POSIX sh. Newlines separate commands like `;`;
+/// here-document bodies are read after the line that opens them.
 pub fn tokenize(input: &str) -> Result<Vec<Token>, TokenizeError> {
     let chars: Vec<char> = input.chars().collect();
     let mut tokens = Vec::new();
+    // Here-documents opened on the current line (token index, `<<-`), read at its end.
+    let mut pending: Vec<(usize, bool)> = Vec::new();
     let mut i = 0;
     while i < chars.len() {
         let c = chars[i];
-        if c == ' ' || c == '\t' || c == '\r' {
+        if is_blank(c) {
             i += 1;
             continue;
         }
@@ -158,6 +190,12 @@ pub fn tokenize(input: &str) -> Result<Vec<Token>, TokenizeError> {
         if c == '\n' {
             push_separator(&mut tokens);
             i += 1;
+            for (at, strip) in pending.drain(..) {
+                let Some(Token::HereDoc(doc)) = tokens.get_mut(at) else {
+                    return Err(TokenizeError("here-document lost"));
+                };
+                i = read_heredoc_body(&chars, i, strip, doc)?;
+            }
             continue;
         }
         if c == '#' {
@@ -169,19 +207,114 @@ pub fn tokenize(input: &str) -> Result<Vec<Token>, TokenizeError> {
         }
         if is_op_char(c) || (c.is_ascii_digit() && fd_redirect_len(&chars, i).is_some()) {
             let (op, len) = read_operator(&chars, i);
-            tokens.push(Token::Op(op));
             i += len;
+            let fd: String = op.chars().take_while(char::is_ascii_digit).collect();
+            let bare = &op[fd.len()..];
+            if bare == "<<" || bare == "<<-" {
+                let (doc, next) = read_heredoc_delimiter(&chars, i, fd)?;
+                tokens.push(Token::HereDoc(doc));
+                pending.push((tokens.len() - 1, bare == "<<-"));
+                i = next;
+                continue;
+            }
+            tokens.push(Token::Op(op));
             continue;
         }
         let (word, next) = read_word(&chars, i)?;
         tokens.push(Token::Word(word));
         i = next;
     }
+    if !pending.is_empty() {
+        return Err(TokenizeError("here-document without its body"));
+    }
     // A trailing newline or `;` adds nothing to meaning.
     while matches!(tokens.last(), Some(Token::Op(op)) if op == ";") {
         tokens.pop();
     }
     Ok(tokens)
+}
+
+/// Reads the delimiter word after `<<`/`<<-` starting at `from`.
+fn read_heredoc_delimiter(
+    chars: &[char],
+    from: usize,
+    fd: String,
+) -> Result<(HereDoc, usize), TokenizeError> {
+    let mut i = from;
+    while i < chars.len() && is_blank(chars[i]) {
+        i += 1;
+    }
+    match chars.get(i) {
+        None | Some('\n') => return Err(TokenizeError("here-document without a delimiter")),
+        Some(&c) if is_op_char(c) || c == '#' => {
+            return Err(TokenizeError("here-document without a delimiter"))
+        }
+        _ => {}
+    }
+    let (word, next) = read_word(chars, i)?;
+    let raw: String = chars[i..next].iter().collect();
+    // sh does not expand the delimiter; a `$` or backtick in it is too rare to model.
+    let delimiter = word
+        .literal()
+        .filter(|d| !d.is_empty() && !d.contains(['$', '`', '\n']))
+        .ok_or(TokenizeError("here-document delimiter with an expansion"))?;
+    let quoted = raw.contains(['\'', '"', '\\']);
+    if !quoted && !delimiter.chars().all(is_safe_char) {
+        return Err(TokenizeError("here-document delimiter that needs quoting"));
+    }
+    Ok((
+        HereDoc {
+            fd,
+            delimiter,
+            quoted,
+            body: String::new(),
+        },
+        next,
+    ))
+}
+
+/// Reads a here-document body from `from` (the start of the line after its operator) up
+/// to and including its delimiter line; returns the index after that line.
+fn read_heredoc_body(
+    chars: &[char],
+    from: usize,
+    strip: bool,
+    doc: &mut HereDoc,
+) -> Result<usize, TokenizeError> {
+    let delimiter: Vec<char> = doc.delimiter.chars().collect();
+    let mut i = from;
+    loop {
+        if i >= chars.len() {
+            // dash accepts the end of input as the end of the body; its exact rules for
+            // that case are not worth modelling.
+            return Err(TokenizeError("here-document without its delimiter line"));
+        }
+        let end = find_char(chars, i, '\n').unwrap_or(chars.len());
+        let mut line = &chars[i..end];
+        if strip {
+            while line.first() == Some(&'\t') {
+                line = &line[1..];
+            }
+        }
+        let next = (end + 1).min(chars.len());
+        if line == delimiter.as_slice() {
+            return Ok(next);
+        }
+        if !doc.quoted {
+            // In an unquoted body a backslash-newline joins lines before the delimiter is
+            // looked for: not modelled.
+            let trailing = line.iter().rev().take_while(|c| **c == '\\').count();
+            if trailing % 2 == 1 {
+                return Err(TokenizeError("line continuation in a here-document"));
+            }
+        }
+        if end == chars.len() {
+            return Err(TokenizeError("here-document without its delimiter line"));
+        }
+        doc.body.extend(line);
+        doc.body.push('\n');
+        i = next;
+    }
 }
 
 fn push_separator(tokens: &mut Vec<Token>) {
@@ -248,7 +381,7 @@ fn read_word(chars: &[char], start: usize) -> Result<(Word, usize), TokenizeErro
     };
     while i < chars.len() {
         let c = chars[i];
-        if c == ' ' || c == '\t' || c == '\r' || c == '\n' || is_op_char(c) {
+        if is_blank(c) || c == '\n' || is_op_char(c) {
             break;
         }
         match c {
@@ -302,8 +435,12 @@ fn read_word(chars: &[char], start: usize) -> Result<(Word, usize), TokenizeErro
                 i += 1;
             }
             _ => {
-                // `~` expands only at the start of a word or of an assignment's value.
-                if is_expanding(c) && (c != '~' || raw.is_empty()) {
+                // `~` expands at the start of a word, and in an assignment's value also
+                // after an unquoted `:` (`PATH=/a:~/bin`).
+                let in_assignment = matches!(word.0.first(), Some(Part::Assign(_)));
+                if is_expanding(c)
+                    && (c != '~' || raw.is_empty() || (in_assignment && raw.ends_with(':')))
+                {
                     expanding = true;
                 }
                 raw.push(c);
@@ -354,6 +491,11 @@ fn read_double_quoted(
                 }
                 i += 2;
             }
+            // Inside double quotes `$'` and `$"` are a literal `$` in every shell.
+            '$' if matches!(chars.get(i + 1), Some('\'' | '"')) => {
+                value.push('$');
+                i += 1;
+            }
             '$' => {
                 expansion = true;
                 i = skip_dollar(chars, i)?;
@@ -371,24 +513,20 @@ fn read_double_quoted(
     Err(TokenizeError("unbalanced \""))
 }
 
-/// Skips a `$` expansion starting at `start` (`$X`, `${..}`, `$(..)`, `$((..))`, `$'..'`);
-/// returns the index after it.
+/// Skips a `$` expansion starting at `start` (`$X`, `${..}`, `$(..)`, `$((..))`); returns
+/// the index after it. `$'..'` and `$".."` mean different things in dash and bash: refused.
 fn skip_dollar(chars: &[char], start: usize) -> Result<usize, TokenizeError> {
     let i = start + 1;
     match chars.get(i) {
-        Some('(') => skip_balanced(chars, i + 1, ')'),
-        Some('{') => skip_balanced(chars, i + 1, '}'),
-        Some('\'') => {
-            let mut j = i + 1;
-            while j < chars.len() {
-                match chars[j] {
-                    '\\' => j += 2,
-                    '\'' => return Ok(j + 1),
-                    _ => j += 1,
-                }
-            }
-            Err(TokenizeError("unbalanced $'"))
-        }
+        Some('(') if chars.get(i + 1) == Some(&'(') => skip_balanced(chars, i + 1, ')', false),
+        Some('(') => skip_balanced(chars, i + 1, ')', true),
+        Some('{') => skip_balanced(chars, i + 1, '}', false),
+        Some('\'') => Err(TokenizeError(
+            "$'...' quoting means different things in sh and bash",
+        )),
+        Some('"') => Err(TokenizeError(
+            "$\"...\" quoting means different things in sh and bash",
+        )),
         Some(c) if c.is_ascii_alphabetic() || *c == '_' => {
             let mut j = i;
             while j < chars.len() && (chars[j].is_ascii_alphanumeric() || chars[j] == '_') {
@@ -402,12 +540,24 @@ fn skip_dollar(chars: &[char], start: usize) -> Result<usize, TokenizeError> {
 }
 
 /// Skips to after the `close` that balances an already opened bracket, honouring quotes,
-/// escapes and nested expansions inside.
-fn skip_balanced(chars: &[char], from: usize, close: char) -> Result<usize, TokenizeError> {
+/// escapes and nested expansions inside. In a command substitution (`code`), a `#` at the
+/// start of a word starts a comment, and a here-document is refused: its body is not
+/// shell syntax, so the brackets inside it cannot be counted.
+fn skip_balanced(
+    chars: &[char],
+    from: usize,
+    close: char,
+    code: bool,
+) -> Result<usize, TokenizeError> {
     let open = if close == ')' { '(' } else { '{' };
     let mut depth = 1usize;
     let mut i = from;
     while i < chars.len() {
+        let at_word_start = i == from
+            || matches!(
+                chars[i - 1],
+                ' ' | '\t' | '\n' | ';' | '&' | '|' | '(' | ')'
+            );
         match chars[i] {
             '\\' => i += 2,
             '\'' => {
@@ -416,6 +566,14 @@ fn skip_balanced(chars: &[char], from: usize, close: char) -> Result<usize, Toke
             '"' => i = read_double_quoted(chars, i + 1)?.3 + 1,
             '`' => i = find_backtick_end(chars, i + 1)? + 1,
             '$' => i = skip_dollar(chars, i)?,
+            '#' if code && at_word_start => {
+                while i < chars.len() && chars[i] != '\n' {
+                    i += 1;
+                }
+            }
+            '<' if code && chars.get(i + 1) == Some(&'<') => {
+                return Err(TokenizeError("here-document inside a command substitution"));
+            }
             c if c == open => {
                 depth += 1;
                 i += 1;
@@ -443,23 +601,72 @@ fn find_backtick_end(chars: &[char], from: usize) -> Result<usize, TokenizeError
         match chars[i] {
             '\\' => i += 2,
             '`' => return Ok(i),
+            // A here-document's body inside backticks is not shell syntax: refused.
+            '<' if chars.get(i + 1) == Some(&'<') => {
+                return Err(TokenizeError("here-document inside backticks"))
+            }
             _ => i += 1,
         }
     }
     Err(TokenizeError("unbalanced `"))
 }
 
-/// Joins tokens into the canonical text: one space between tokens, minimal quoting.
+/// Separators after which a here-document body may start on the next line.
+fn ends_a_line(op: &str) -> bool {
+    matches!(op, ";" | "&&" | "||" | "|" | "&" | ";;" | "|&")
+}
+
+/// Joins tokens into the canonical text: one space between tokens, minimal quoting. A
+/// here-document's body follows the first separator after it (a `;` becomes the newline),
+/// which is where sh reads it: the result tokenizes back to the same tokens.
 pub fn render_tokens(tokens: &[Token]) -> String {
     let mut out = String::new();
-    for (i, token) in tokens.iter().enumerate() {
-        if i > 0 {
+    let mut bodies: Vec<&HereDoc> = Vec::new();
+    let mut space = false;
+    let flush = |out: &mut String, bodies: &mut Vec<&HereDoc>| {
+        for doc in bodies.drain(..) {
+            out.push_str(&doc.body);
+            out.push_str(&doc.delimiter);
+            out.push('\n');
+        }
+    };
+    for token in tokens {
+        match token {
+            Token::Op(op) if !bodies.is_empty() && ends_a_line(op) => {
+                if op != ";" {
+                    out.push(' ');
+                    out.push_str(op);
+                }
+                out.push('\n');
+                flush(&mut out, &mut bodies);
+                space = false;
+                continue;
+            }
+            _ => {}
+        }
+        if space {
             out.push(' ');
         }
+        space = true;
         match token {
             Token::Word(w) => w.render(&mut out),
             Token::Op(op) => out.push_str(op),
+            Token::HereDoc(doc) => {
+                out.push_str(&doc.fd);
+                out.push_str("<< ");
+                if doc.quoted {
+                    single_quote(&doc.delimiter, &mut out);
+                } else {
+                    out.push_str(&doc.delimiter);
+                }
+                bodies.push(doc);
+            }
         }
+    }
+    if !bodies.is_empty() {
+        out.push('\n');
+        flush(&mut out, &mut bodies);
+        out.pop(); // the last delimiter line needs no newline
     }
     out
 }
@@ -473,8 +680,8 @@ pub struct Canonical {
     pub cmd_hash: String,
     /// `VERB:TARGET`, sorted and de-duplicated.
     pub logical_keys: Vec<String>,
-    /// Set when the command could not be tokenized and the canonical form is the
-    /// whitespace-collapsed text.
+    /// Set when the command is opaque (it could not be tokenized exactly): the canonical
+    /// form is then the exact text.
     pub fallback: Option<&'static str>,
 }
 
@@ -519,52 +726,15 @@ pub fn canonicalize(command: &str) -> Canonical {
                 fallback: None,
             }
         }
-        Err(TokenizeError(why)) => {
-            let canonical = collapse_blanks(command);
-            Canonical {
-                cmd_hash: hash_text(&canonical),
-                logical_keys: Vec::new(),
-                canonical,
-                fallback: Some(why),
-            }
-        }
+        // Opaque: the exact bytes are the identity, never a normalized form, so two
+        // commands that sh could run differently never share a hash.
+        Err(TokenizeError(why)) => Canonical {
+            cmd_hash: hash_text(command),
+            logical_keys: Vec::new(),
+            canonical: command.to_string(),
+            fallback: Some(why),
+        },
     }
-}
-
-/// The fallback identity of text that does not tokenize: runs of blanks (space, tab, CR)
-/// become one space and the ends are trimmed. Newlines stay (they end comments) and a blank
-/// right after a backslash stays (it is escaped), so word starts, comments and quotes read
-/// exactly as before and the result falls back again: canonicalizing is idempotent.
-fn collapse_blanks(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text
-        .trim_matches([' ', '\t', '\r', '\n'])
-        .chars()
-        .peekable();
-    let mut backslashes = 0usize;
-    while let Some(c) = chars.next() {
-        if matches!(c, ' ' | '\t' | '\r') {
-            if !backslashes.is_multiple_of(2) {
-                out.push(c); // escaped: part of a word
-            }
-            let mut run = backslashes.is_multiple_of(2);
-            while let Some(&n) = chars.peek() {
-                if !matches!(n, ' ' | '\t' | '\r') {
-                    break;
-                }
-                run = true;
-                chars.next();
-            }
-            if run {
-                out.push(' ');
-            }
-            backslashes = 0;
-            continue;
-        }
-        backslashes = if c == '\\' { backslashes + 1 } else { 0 };
-        out.push(c);
-    }
-    out
 }
 
 const CONTAINER_VERBS: [&str; 9] = [
@@ -581,11 +751,12 @@ const PRUNE_OBJECTS: [&str; 7] = [
 ];
 
 /// Options (of docker/podman itself) that take a value.
-const DOCKER_GLOBAL_VALUED: [&str; 11] = [
+const DOCKER_GLOBAL_VALUED: [&str; 12] = [
     "-H",
     "--host",
     "-c",
     "--context",
+    "--connection",
     "--config",
     "-l",
     "--log-level",
@@ -636,7 +807,8 @@ const VERB_VALUED: [&str; 22] = [
     "--cpu-rt-runtime",
 ];
 
-/// Logical keys of every simple command in a token list.
+/// Logical keys of every simple command in a token list. Here-document bodies are data:
+/// they never yield keys.
 pub fn logical_keys(tokens: &[Token]) -> Vec<String> {
     let mut keys = Vec::new();
     let mut words: Vec<Option<String>> = Vec::new();
@@ -649,6 +821,7 @@ pub fn logical_keys(tokens: &[Token]) -> Vec<String> {
                 }
                 words.push(w.literal());
             }
+            Token::HereDoc(_) => {}
             Token::Op(op) if op.contains('<') || op.contains('>') => skip_next_word = true,
             Token::Op(_) => {
                 simple_command_keys(&as_strs(&words), &mut keys);
@@ -666,13 +839,84 @@ fn as_strs(words: &[Option<String>]) -> Vec<Option<&str>> {
     words.iter().map(|w| w.as_deref()).collect()
 }
 
+/// Where a container command acts, when the command says: the daemon (`-H`,
+/// `--context`, `DOCKER_HOST=`, `DOCKER_CONTEXT=`) and the compose project (`-p`,
+/// `COMPOSE_PROJECT_NAME=`, the directory of `-f FILE`). The same name on two daemons or
+/// in two projects is two subjects.
+#[derive(Debug, Default, Clone)]
+struct Place {
+    daemon: Option<String>,
+    project: Option<String>,
+}
+
+impl Place {
+    fn set_host(&mut self, host: &str) {
+        // The local socket is the default daemon: no qualifier.
+        let local = matches!(
+            host,
+            "" | "unix:///var/run/docker.sock" | "unix:///run/docker.sock"
+        );
+        self.daemon = (!local).then(|| host.to_string());
+    }
+
+    fn set_context(&mut self, context: &str) {
+        self.daemon =
+            (!context.is_empty() && context != "default").then(|| format!("context:{context}"));
+    }
+
+    fn set_project(&mut self, name: &str) {
+        // Compose's own normalization of project names.
+        let name: String = name
+            .to_ascii_lowercase()
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
+            .collect();
+        self.project = (!name.is_empty()).then_some(name);
+    }
+
+    /// A compose file's project: the name of the directory holding it, when it has one.
+    fn set_project_from_file(&mut self, file: &str) {
+        let path = std::path::Path::new(file);
+        let dir = path
+            .parent()
+            .and_then(|d| d.file_name())
+            .and_then(|d| d.to_str());
+        if let Some(dir) = dir.filter(|d| *d != "." && *d != "..") {
+            self.set_project(dir);
+        }
+    }
+
+    fn qualify(&self, name: String) -> String {
+        match &self.daemon {
+            Some(daemon) => format!("{name}@{daemon}"),
+            None => name,
+        }
+    }
+
+    /// A container target: its name, or for a compose service with a known project, the
+    /// container compose names `PROJECT-SERVICE-1`.
+    fn container(&self, name: &str, compose: bool) -> String {
+        match (&self.project, compose) {
+            (Some(project), true) => self.qualify(format!("{project}-{name}-1")),
+            _ => self.qualify(name.to_string()),
+        }
+    }
+}
+
 fn simple_command_keys(words: &[Option<&str>], keys: &mut Vec<String>) {
     let mut i = 0;
+    let mut place = Place::default();
     // Prefixes that run the rest as a command: assignments, sudo, env, nohup, ...
     loop {
         let Some(Some(w)) = words.get(i) else { return };
         let base = w.rsplit('/').next().unwrap_or(w);
-        if w.contains('=') && is_name(w.split('=').next().unwrap_or("")) {
+        if let Some((name, value)) = w.split_once('=').filter(|(n, _)| is_name(n)) {
+            match name {
+                "DOCKER_HOST" => place.set_host(value),
+                "DOCKER_CONTEXT" => place.set_context(value),
+                "COMPOSE_PROJECT_NAME" => place.set_project(value),
+                _ => {}
+            }
             i += 1;
         } else if matches!(base, "sudo" | "doas") {
             i += 1;
@@ -702,37 +946,59 @@ fn simple_command_keys(words: &[Option<&str>], keys: &mut Vec<String>) {
     i += 1;
     match base {
         "docker" | "podman" => {
-            i = skip_options(words, i, &DOCKER_GLOBAL_VALUED);
+            i = read_options(words, i, &DOCKER_GLOBAL_VALUED, |opt, value| match opt {
+                "-H" | "--host" => place.set_host(value),
+                "-c" | "--context" | "--connection" => place.set_context(value),
+                _ => {}
+            });
             match words.get(i) {
-                Some(Some("compose")) => compose_keys(words, i + 1, keys),
-                Some(Some("container")) => container_keys(words, i + 1, keys, false),
+                Some(Some("compose")) => compose_keys(words, i + 1, keys, place),
+                Some(Some("container")) => container_keys(words, i + 1, keys, false, &place),
                 Some(Some(obj)) if PRUNE_OBJECTS.contains(obj) => {
                     if words.get(i + 1) == Some(&Some("prune")) {
-                        keys.push(format!("prune:{obj}"));
+                        keys.push(place.qualify(format!("prune:{obj}")));
                     }
                 }
-                _ => container_keys(words, i, keys, false),
+                _ => container_keys(words, i, keys, false, &place),
             }
         }
-        "docker-compose" | "podman-compose" => compose_keys(words, i, keys),
+        "docker-compose" | "podman-compose" => compose_keys(words, i, keys, place),
         _ => {}
     }
 }
 
-fn compose_keys(words: &[Option<&str>], i: usize, keys: &mut Vec<String>) {
-    let i = skip_options(words, i, &COMPOSE_GLOBAL_VALUED);
-    container_keys(words, i, keys, true);
+fn compose_keys(words: &[Option<&str>], i: usize, keys: &mut Vec<String>, mut place: Place) {
+    let mut file_seen = false;
+    let i = read_options(words, i, &COMPOSE_GLOBAL_VALUED, |opt, value| match opt {
+        "-p" | "--project-name" => place.set_project(value),
+        // The first file names the project, unless -p does.
+        "-f" | "--file" if !file_seen => {
+            file_seen = true;
+            if place.project.is_none() {
+                place.set_project_from_file(value);
+            }
+        }
+        "--project-directory" => place.set_project_from_file(&format!("{value}/x")),
+        _ => {}
+    });
+    container_keys(words, i, keys, true, &place);
 }
 
 /// `VERB target...` starting at `i`.
-fn container_keys(words: &[Option<&str>], i: usize, keys: &mut Vec<String>, compose: bool) {
+fn container_keys(
+    words: &[Option<&str>],
+    i: usize,
+    keys: &mut Vec<String>,
+    compose: bool,
+    place: &Place,
+) {
     let Some(Some(verb)) = words.get(i) else {
         return;
     };
     let verb = match *verb {
         "remove" => "rm",
         "prune" if !compose => {
-            keys.push("prune:container".into());
+            keys.push(place.qualify("prune:container".into()));
             return;
         }
         "up" if compose => "up",
@@ -748,29 +1014,44 @@ fn container_keys(words: &[Option<&str>], i: usize, keys: &mut Vec<String>, comp
                 // `-t 30`: the value is not a target.
                 j += usize::from(!opt.contains('=') && VERB_VALUED.contains(&opt));
             }
-            Some(target) if !target.is_empty() => keys.push(format!("{verb}:{target}")),
+            Some(target) if !target.is_empty() => {
+                keys.push(format!("{verb}:{}", place.container(target, compose)))
+            }
             _ => {} // decided at run time: no key can name it
         }
         j += 1;
     }
 }
 
-/// Skips leading options; `valued` lists those that consume the next word.
-fn skip_options(words: &[Option<&str>], mut i: usize, valued: &[&str]) -> usize {
+/// Reads leading options from `i`; `valued` lists those that consume the next word (or
+/// carry it after `=`). `seen` gets each option with its value. Returns the index after.
+fn read_options(
+    words: &[Option<&str>],
+    mut i: usize,
+    valued: &[&str],
+    mut seen: impl FnMut(&str, &str),
+) -> usize {
     while let Some(Some(w)) = words.get(i) {
         if !w.starts_with('-') || *w == "-" {
             break;
         }
-        i += if !w.contains('=') && valued.contains(w) {
-            2
+        if let Some((opt, value)) = w.split_once('=').filter(|(o, _)| valued.contains(o)) {
+            seen(opt, value);
+            i += 1;
+        } else if valued.contains(w) {
+            if let Some(Some(value)) = words.get(i + 1) {
+                seen(w, value);
+            }
+            i += 2;
         } else {
-            1
-        };
+            i += 1;
+        }
     }
     i
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -823,41 +1104,201 @@ mod tests {
         assert_eq!(canon("ls *.log ~/x $HOME"), "ls *.log ~/x $HOME");
         assert_eq!(canon("LOG='a b' cmd"), "LOG='a b' cmd");
         assert_eq!(canon("'a'*"), "'a'*");
-        assert_eq!(canon("echo $'x\\'y'"), "echo $'x\\'y'");
         assert_eq!(canon("echo it\\'s"), "echo 'it'\\''s'");
     }
 
     #[test]
     fn a_bare_dollar_before_quotes_never_becomes_ansi_c_quoting() {
         // Found by cargo fuzz: `L$"OG"` rendered as `L$'OG'`, which reads back differently.
+        // `$"` is now opaque (bash translates it, dash does not); the renderer still never
+        // writes a quote right after a bare `$`.
         let c = canon("echo L$\"OG\"");
         assert_eq!(c, "echo L$\"OG\"");
         assert_eq!(canon(&c), c);
+        let mut out = String::new();
+        Word(vec![Part::Raw("L$".into()), Part::Lit("O G".into())]).render(&mut out);
+        assert_eq!(out, "L$\"O G\"");
+    }
+
+    #[test]
+    fn an_opaque_command_is_identified_by_its_exact_bytes() {
+        // Found by proptest: U+2000 collapsed to a space made `#` start a comment. Now an
+        // untokenizable command is never normalized at all.
+        let c = canonicalize("\u{30000}\u{2000}#'");
+        assert!(c.fallback.is_some());
+        assert_eq!(c.canonical, "\u{30000}\u{2000}#'");
+        assert_ne!(
+            canonicalize("echo 'oops   here").cmd_hash,
+            canonicalize("echo 'oops here").cmd_hash,
+            "blanks inside an unbalanced quote are meaning"
+        );
+        assert_eq!(canonicalize(&c.canonical).canonical, c.canonical);
+    }
+
+    #[test]
+    fn carriage_return_is_a_word_character_as_in_sh() {
+        // sh runs `echo INJECTED` here: `\r#` is a word, not a comment.
+        let c = canonicalize("echo ok\r# ; echo INJECTED");
+        assert!(c.canonical.contains("INJECTED"), "{:?}", c.canonical);
+        assert_ne!(c.cmd_hash, canonicalize("echo ok").cmd_hash);
+        let words = tokenize("a\rb c").unwrap();
+        assert_eq!(words.len(), 2);
+    }
+
+    #[test]
+    fn unicode_spaces_are_word_characters() {
+        let c = canonicalize("df -h /tmp\u{a0}# ; rm -rf X");
+        assert!(c.canonical.contains("rm -rf X"), "{:?}", c.canonical);
+        assert_eq!(keys("docker stop web\u{2003}db"), ["stop:web\u{2003}db"]);
+    }
+
+    #[test]
+    fn heredoc_bodies_are_data_kept_verbatim() {
+        let a = "sed 's/^#//' <<EOF | sh\n#rm -rf /srv\n  echo   hi\nEOF";
+        let b = "sed 's/^#//' <<EOF | sh\n#ls /srv\n  echo   hi\nEOF";
+        let ca = canonicalize(a);
+        assert!(ca.fallback.is_none());
+        assert_ne!(ca.cmd_hash, canonicalize(b).cmd_hash);
+        assert!(
+            ca.canonical.contains("#rm -rf /srv\n  echo   hi\n"),
+            "{:?}",
+            ca.canonical
+        );
+        // Whitespace and quotes in a body are meaning.
+        assert_ne!(
+            canonicalize("cat <<EOF\na  b\nEOF").cmd_hash,
+            canonicalize("cat <<EOF\na b\nEOF").cmd_hash
+        );
+        // A body is never a command: no keys from it.
+        assert!(keys("cat <<EOF\ndocker stop web\nEOF").is_empty());
         assert_eq!(
-            tokenize(&c).expect("tokenizes"),
-            tokenize("echo L$\"OG\"").expect("tokenizes")
+            keys("docker stop web <<EOF\ndocker stop db\nEOF"),
+            ["stop:web"]
+        );
+        // Spelling outside the body still does not matter.
+        assert_eq!(
+            canonicalize("cat   <<EOF   |  sh\nx\nEOF").cmd_hash,
+            canonicalize("cat <<EOF | sh\nx\nEOF\n").cmd_hash
         );
     }
 
     #[test]
-    fn the_fallback_collapses_only_shell_whitespace() {
-        // Found by proptest: U+2000 collapsed to a space made `#` start a comment.
-        let c = canonicalize("\u{30000}\u{2000}#'");
-        assert!(c.fallback.is_some());
-        assert_eq!(canonicalize(&c.canonical).canonical, c.canonical);
+    fn heredoc_tab_stripping_and_quoting_are_honoured() {
+        // `<<-` strips leading tabs from body and delimiter: same as `<<` without them.
+        assert_eq!(
+            canonicalize("cat <<-EOF\n\t\tx\n\tEOF").cmd_hash,
+            canonicalize("cat <<EOF\nx\nEOF").cmd_hash
+        );
+        // A quoted delimiter means an unexpanded body: a different command.
+        assert_ne!(
+            canonicalize("cat <<'EOF'\n$HOME\nEOF").cmd_hash,
+            canonicalize("cat <<EOF\n$HOME\nEOF").cmd_hash
+        );
+        assert_eq!(
+            canonicalize("cat <<\"EOF\"\n$HOME\nEOF").cmd_hash,
+            canonicalize("cat <<'EOF'\n$HOME\nEOF").cmd_hash
+        );
+        // Two here-documents on one line, then more commands.
+        let text = "cat <<A; cat <<B && echo x\na1\nA\nb1\nB\necho done";
+        let tokens = tokenize(text).unwrap();
+        let canonical = render_tokens(&tokens);
+        assert_eq!(tokenize(&canonical).unwrap(), tokens, "{canonical:?}");
     }
 
     #[test]
-    fn the_fallback_keeps_newlines_that_end_comments() {
-        // Found by cargo fuzz: a newline collapsed into a space let a comment swallow the
-        // unbalanced quote after it.
-        let c = canonicalize("e&#do\n\"$ker x'   y");
-        assert!(c.fallback.is_some());
-        assert_eq!(c.canonical, "e&#do\n\"$ker x' y");
-        assert_eq!(canonicalize(&c.canonical).canonical, c.canonical);
-        // An escaped blank stays a word character.
-        assert_eq!(collapse_blanks("a\\   'b"), "a\\  'b");
-        assert_eq!(collapse_blanks("a\\\\   'b"), "a\\\\ 'b");
+    fn unmodelled_heredocs_are_opaque() {
+        for text in [
+            "cat <<EOF\nno end",
+            "cat <<EOF",
+            "echo $(cat <<EOF\n)\nEOF\n)",
+            "echo `cat <<EOF\nx\nEOF\n`",
+            "cat <<EOF\na\\\nEOF\nEOF",
+            "cat <<$X\nx\n$X",
+        ] {
+            let c = canonicalize(text);
+            assert!(c.fallback.is_some(), "{text:?}");
+            assert_eq!(c.canonical, text);
+        }
+    }
+
+    #[test]
+    fn tilde_after_a_colon_in_an_assignment_is_an_expansion() {
+        // sh expands `~` after `:` in an assignment value: quoting it changes meaning.
+        assert_ne!(
+            canonicalize("PATH=/a:~/bin cmd").cmd_hash,
+            canonicalize("PATH=/a:'~'/bin cmd").cmd_hash
+        );
+        assert_eq!(canon("PATH=/a:~/bin cmd"), "PATH=/a:~/bin cmd");
+        // Elsewhere it is a literal character.
+        assert_eq!(
+            canonicalize("echo a:~/x").cmd_hash,
+            canonicalize("echo 'a:~/x'").cmd_hash
+        );
+    }
+
+    #[test]
+    fn dollar_quotes_are_opaque() {
+        // dash prints `$a\tb`, bash a tab: sh's meaning differs from bash's.
+        for text in ["echo $'a\\tb'", "echo $\"x\"", "echo $(printf $'x')"] {
+            let c = canonicalize(text);
+            assert!(c.fallback.is_some(), "{text}");
+            assert_eq!(c.canonical, text);
+        }
+        // Inside double quotes, `$'` is a plain `$`.
+        assert!(canonicalize("echo \"a$'b\"").fallback.is_none());
+    }
+
+    #[test]
+    fn a_comment_inside_a_command_substitution_runs_to_the_line_end() {
+        let text = "echo $(echo a # )\n)";
+        let tokens = tokenize(text).unwrap();
+        assert_eq!(tokens.len(), 2, "{tokens:?}");
+    }
+
+    #[test]
+    fn the_daemon_and_the_compose_project_are_part_of_the_subject() {
+        assert_eq!(
+            keys("docker -H ssh://prod-db restart postgres"),
+            ["restart:postgres@ssh://prod-db"]
+        );
+        assert_eq!(
+            keys("docker --host=ssh://prod-db restart postgres"),
+            ["restart:postgres@ssh://prod-db"]
+        );
+        assert_eq!(
+            keys("docker --context staging rm -f postgres"),
+            ["rm:postgres@context:staging"]
+        );
+        assert_eq!(
+            keys("DOCKER_HOST=tcp://10.0.0.5:2376 docker stop postgres"),
+            ["stop:postgres@tcp://10.0.0.5:2376"]
+        );
+        assert_eq!(
+            keys("env DOCKER_CONTEXT=staging docker stop postgres"),
+            ["stop:postgres@context:staging"]
+        );
+        assert_eq!(
+            keys("docker --context default stop postgres"),
+            ["stop:postgres"]
+        );
+        assert_eq!(keys("docker compose -p shop stop web"), ["stop:shop-web-1"]);
+        assert_eq!(keys("docker compose -p blog stop web"), ["stop:blog-web-1"]);
+        assert_eq!(
+            keys("COMPOSE_PROJECT_NAME=Shop docker compose stop web"),
+            ["stop:shop-web-1"]
+        );
+        assert_eq!(
+            keys("docker compose -f /opt/monitoring/docker-compose.yml restart loki"),
+            keys("docker restart monitoring-loki-1")
+        );
+        assert_eq!(
+            keys("docker compose -f docker-compose.yml stop web"),
+            ["stop:web"]
+        );
+        assert_eq!(
+            keys("docker -H ssh://a image prune -a"),
+            ["prune:image@ssh://a"]
+        );
     }
 
     #[test]
@@ -875,7 +1316,7 @@ mod tests {
     #[test]
     fn unbalanced_quotes_fall_back_without_panicking() {
         let c = canonicalize("echo 'oops   here");
-        assert_eq!(c.canonical, "echo 'oops here");
+        assert_eq!(c.canonical, "echo 'oops   here");
         assert!(c.fallback.is_some());
         assert!(c.logical_keys.is_empty());
     }
@@ -885,9 +1326,13 @@ mod tests {
         assert_eq!(keys("docker stop X"), ["stop:X"]);
         assert_eq!(keys("docker container stop -t 30 X"), ["stop:X"]);
         assert_eq!(keys("docker compose stop X"), ["stop:X"]);
-        assert_eq!(keys("docker-compose -f a.yml -p proj stop X"), ["stop:X"]);
+        assert_eq!(keys("docker-compose -f a.yml stop X"), ["stop:X"]);
         assert_eq!(
-            keys("sudo -u root FOO=1 docker -H unix:///x --context c stop --time=5 X"),
+            keys("docker-compose -f a.yml -p proj stop X"),
+            ["stop:proj-X-1"]
+        );
+        assert_eq!(
+            keys("sudo -u root FOO=1 docker -H unix:///var/run/docker.sock stop --time=5 X"),
             ["stop:X"]
         );
         assert_eq!(keys("/usr/bin/podman container remove -f X"), ["rm:X"]);

@@ -59,11 +59,12 @@ pub struct Policy {
 }
 
 impl Policy {
-    /// The first deny pattern the canonical command matches.
-    pub fn denies(&self, canonical: &str) -> Option<String> {
+    /// The first deny pattern that matches the raw command or its canonical form: a
+    /// match on either denies, so neither spelling nor normalization hides a command.
+    pub fn denies(&self, raw: &str, canonical: &str) -> Option<String> {
         self.deny
             .iter()
-            .find(|re| re.is_match(canonical))
+            .find(|re| re.is_match(raw) || re.is_match(canonical))
             .map(|re| re.as_str().to_string())
     }
 }

@@ -7,15 +7,16 @@
 
 use crate::config::TelegramConfig;
 use crate::notify::telegram::{Press, Said};
-use crate::store::{Actor, Decided, Store, Via};
+use crate::store::{Actor, CardRef, Decided, Store, Via};
 use anyhow::Result;
 
-/// What a button asks for. Callback data is a row reference, never a command.
+/// What a button asks for. Callback data is a row reference and the stamp of the card
+/// it was on, never a command: `a:12:1f2e3d4c`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
     /// `a:<proposal id>`
     Approve(i64),
-    /// `r:<cluster id>`
+    /// `r:<cluster id>`: reject the pending variants the card shows.
     Reject(i64),
     /// `c:<proposal id>`: cancel an approved or interrupted proposal.
     Cancel(i64),
@@ -24,25 +25,42 @@ pub enum Action {
 }
 
 impl Action {
-    pub fn parse(data: &str) -> Option<Action> {
-        let (kind, id) = data.split_once(':')?;
-        let id: i64 = id.parse().ok().filter(|id| *id > 0)?;
-        match kind {
-            "a" => Some(Action::Approve(id)),
-            "r" => Some(Action::Reject(id)),
-            "c" => Some(Action::Cancel(id)),
-            "t" => Some(Action::Retry(id)),
-            _ => None,
+    /// Parses callback data strictly: one kind letter, a row id in canonical decimal
+    /// digits (no sign, no leading zero) and a stamp of [`crate::store::STAMP_LEN`] hex
+    /// digits. Returns the action and the stamp.
+    pub fn parse(data: &str) -> Option<(Action, String)> {
+        let mut parts = data.split(':');
+        let (kind, id, stamp) = (parts.next()?, parts.next()?, parts.next()?);
+        if parts.next().is_some()
+            || id.is_empty()
+            || id.starts_with('0')
+            || !id.bytes().all(|b| b.is_ascii_digit())
+            || stamp.len() != crate::store::STAMP_LEN
+            || !stamp
+                .bytes()
+                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        {
+            return None;
         }
+        let id: i64 = id.parse().ok()?;
+        let action = match kind {
+            "a" => Action::Approve(id),
+            "r" => Action::Reject(id),
+            "c" => Action::Cancel(id),
+            "t" => Action::Retry(id),
+            _ => return None,
+        };
+        Some((action, stamp.to_string()))
     }
 
-    pub fn callback_data(self) -> String {
-        match self {
-            Action::Approve(id) => format!("a:{id}"),
-            Action::Reject(id) => format!("r:{id}"),
-            Action::Cancel(id) => format!("c:{id}"),
-            Action::Retry(id) => format!("t:{id}"),
-        }
+    pub fn callback_data(self, stamp: &str) -> String {
+        let (kind, id) = match self {
+            Action::Approve(id) => ("a", id),
+            Action::Reject(id) => ("r", id),
+            Action::Cancel(id) => ("c", id),
+            Action::Retry(id) => ("t", id),
+        };
+        format!("{kind}:{id}:{stamp}")
     }
 }
 
@@ -81,7 +99,7 @@ pub fn apply_press(
         Ok(Decided::Refused(why.to_string()))
     };
     let proposal_ref = match action {
-        Some(Action::Approve(id) | Action::Cancel(id) | Action::Retry(id)) => Some(id),
+        Some((Action::Approve(id) | Action::Cancel(id) | Action::Retry(id), _)) => Some(id),
         _ => None,
     };
     if !cfg.operators.contains(&press.user_id) {
@@ -97,11 +115,15 @@ pub fn apply_press(
     if chat != cfg.chat_id {
         return refuse(store, proposal_ref, "this chat is not the opsgate chat");
     }
-    let Some(action) = action else {
+    let Some((action, stamp)) = action else {
         return refuse(store, None, "unknown button");
     };
     let via = Via {
-        card: Some((chat, message)),
+        card: Some(CardRef {
+            chat,
+            message,
+            stamp,
+        }),
         update_id: Some(update_id),
     };
     match action {
@@ -149,7 +171,9 @@ pub fn apply_message(
         store.confirm_update(update_id)?;
         return Ok(None);
     }
-    let Some(cluster) = store.take_reason_request(&said.user_id.to_string(), now)? else {
+    // Only a reply to the prompt counts; other chatter leaves the request open.
+    let Some(request) = store.take_reason_request(&said.user_id.to_string(), said.reply_to, now)?
+    else {
         store.confirm_update(update_id)?;
         return Ok(None);
     };
@@ -164,8 +188,17 @@ pub fn apply_message(
         data: None,
     };
     let actor = telegram_actor(&press_like);
+    // The rejection applies to the card as it was when Reject was pressed.
+    let via = Via {
+        card: Some(CardRef {
+            chat: request.chat,
+            message: request.message,
+            stamp: request.stamp,
+        }),
+        ..via
+    };
     store
-        .reject_cluster(cluster, &actor, Some(&reason), via, now)
+        .reject_cluster(request.cluster_id, &actor, Some(&reason), via, now)
         .map(Some)
 }
 
@@ -188,24 +221,35 @@ mod tests {
 
     #[test]
     fn callback_data_round_trips_and_rejects_forgeries() {
+        let stamp = "0123abcd";
         for a in [
             Action::Approve(12),
             Action::Reject(3),
             Action::Cancel(4),
-            Action::Retry(5),
+            Action::Retry(i64::MAX),
         ] {
-            assert_eq!(Action::parse(&a.callback_data()), Some(a));
-            assert!(a.callback_data().len() <= crate::notify::MAX_CALLBACK_BYTES);
+            assert_eq!(
+                Action::parse(&a.callback_data(stamp)),
+                Some((a, stamp.to_string()))
+            );
+            assert!(a.callback_data(stamp).len() <= crate::notify::MAX_CALLBACK_BYTES);
         }
         for bad in [
             "",
             "a",
             "a:",
             "a:x",
-            "a:-1",
-            "a:0",
-            "x:1",
-            "a:1:2",
+            "a:1",
+            "a:-1:0123abcd",
+            "a:+1:0123abcd",
+            "a:01:0123abcd",
+            "a:0:0123abcd",
+            "a: 1:0123abcd",
+            "a:1:0123ABCD",
+            "a:1:0123abc",
+            "a:1:0123abcd:",
+            "a:99999999999999999999:0123abcd",
+            "x:1:0123abcd",
             "docker stop web",
         ] {
             assert_eq!(Action::parse(bad), None, "{bad}");

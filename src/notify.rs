@@ -7,7 +7,8 @@
 
 pub mod telegram;
 
-use crate::store::{ClusterView, Proposal, State, Store};
+use crate::decisions::Action;
+use crate::store::{ClusterView, Delivered, Proposal, State, Store};
 use crate::time::{hhmm, rfc3339};
 use anyhow::Result;
 use sha2::{Digest, Sha256};
@@ -36,8 +37,10 @@ pub struct Card {
     pub plain: String,
     /// Rows of buttons.
     pub buttons: Vec<Vec<Button>>,
-    /// Proposals whose command could not be shown in full; they get no Approve button.
-    pub truncated: Vec<i64>,
+    /// In-flight proposals whose whole command is on the card: the only ones with buttons.
+    pub shown: Vec<i64>,
+    /// The decision stamp its buttons carry (see [`ClusterView::stamp`]).
+    pub stamp: String,
 }
 
 impl Card {
@@ -63,33 +66,104 @@ impl Card {
     }
 }
 
-/// Characters that must never reach the operator's eyes unmarked: controls, zero-width,
-/// bidi overrides and isolates, and other invisible format characters.
-pub fn is_dangerous(c: char) -> bool {
-    (c.is_control() && c != '\n' && c != '\t')
-        || matches!(c,
-            '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{115F}' | '\u{1160}' | '\u{17B4}'
-            | '\u{17B5}' | '\u{180B}'..='\u{180F}' | '\u{200B}'..='\u{200F}'
-            | '\u{2028}'..='\u{202E}' | '\u{2060}'..='\u{206F}' | '\u{3164}'
-            | '\u{FE00}'..='\u{FE0F}' | '\u{FEFF}' | '\u{FFA0}' | '\u{FFF0}'..='\u{FFFB}'
-            | '\u{E0000}'..='\u{E007F}')
+/// How a character that must not be shown as itself appears: `⟦U+00A0⟧`.
+fn escape_char(c: char, out: &mut String) {
+    out.push_str(&format!("⟦U+{:04X}⟧", c as u32));
 }
 
-/// The text with every dangerous character replaced by a visible `⟦U+XXXX⟧`, and whether
-/// any was found.
-pub fn visible(text: &str) -> (String, bool) {
+/// Characters a command shows as themselves: printable ASCII, newline and tab. Everything
+/// else (a non-ASCII letter included) could look like something it is not, so it is
+/// escaped: what sh runs is exactly what the operator reads.
+fn command_char_plain(c: char) -> bool {
+    c == '\n' || c == '\t' || (' '..='~').contains(&c)
+}
+
+/// Characters other fields (ids, names, keys, reasons, output) show as themselves:
+/// printable ASCII, and the letters, digits, punctuation and symbols of any script, by
+/// their Unicode general category. Controls, every space but U+0020, line and paragraph
+/// separators, format characters (bidi controls, zero-width), marks (variation
+/// selectors, combining characters), private-use, surrogate and unassigned code points
+/// are escaped.
+pub fn field_char_plain(c: char) -> bool {
+    use icu_properties::props::{GeneralCategory as G, GeneralCategoryGroup};
+    use icu_properties::CodePointMapData;
+    if (' '..='~').contains(&c) {
+        return true;
+    }
+    if c.is_ascii() {
+        return false;
+    }
+    let category: G = CodePointMapData::<G>::new().get(c);
+    [
+        GeneralCategoryGroup::Letter,
+        GeneralCategoryGroup::Number,
+        GeneralCategoryGroup::Punctuation,
+        GeneralCategoryGroup::Symbol,
+    ]
+    .iter()
+    .any(|group| group.contains(category))
+}
+
+/// A command as every card, list and `show` prints it: printable ASCII, newlines and tabs
+/// as themselves, every other character as a visible `⟦U+XXXX⟧`. Returns the text and
+/// whether anything was escaped.
+pub fn show_command(text: &str) -> (String, bool) {
     let mut out = String::with_capacity(text.len());
-    let mut found = false;
+    let mut escaped = false;
     for c in text.chars() {
-        if is_dangerous(c) {
-            found = true;
-            out.push_str(&format!("⟦U+{:04X}⟧", c as u32));
-        } else {
+        if command_char_plain(c) {
             out.push(c);
+        } else {
+            escaped = true;
+            escape_char(c, &mut out);
         }
     }
-    (out, found)
+    (out, escaped)
 }
+
+/// One line of untrusted text (an LLM id, a subject, a key, a source, a name): a
+/// newline, a control or an invisible character is escaped, so the text can never start a
+/// line of its own on a card, and it is cut to `max` characters.
+pub fn show_field(text: &str, max: usize) -> String {
+    let mut out = String::with_capacity(text.len().min(max * 4));
+    for (n, c) in text.chars().enumerate() {
+        if n == max {
+            out.push('…');
+            break;
+        }
+        if field_char_plain(c) {
+            out.push(c);
+        } else {
+            escape_char(c, &mut out);
+        }
+    }
+    out
+}
+
+/// Untrusted text of several lines (a command's output): like [`show_field`] but newlines
+/// and tabs stay.
+pub fn show_lines(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c == '\n' || c == '\t' || field_char_plain(c) {
+            out.push(c);
+        } else {
+            escape_char(c, &mut out);
+        }
+    }
+    out
+}
+
+/// Prose (a reason, a decision note) as one line: runs of whitespace become one space,
+/// then it is shown as a field.
+pub fn show_prose(text: &str, max: usize) -> String {
+    show_field(&text.split_whitespace().collect::<Vec<_>>().join(" "), max)
+}
+
+/// Longest LLM id, subject or key shown on a card, in characters.
+const FIELD_CHARS: usize = 64;
+/// Longest source name or cluster name shown in a card's header.
+const NAME_CHARS: usize = 128;
 
 /// Escapes `&`, `<`, `>` for Telegram HTML.
 pub fn escape_html(text: &str) -> String {
@@ -106,7 +180,8 @@ pub fn escape_html(text: &str) -> String {
 }
 
 /// Builds HTML and its parsed text side by side, so the length Telegram will count is
-/// known exactly.
+/// known exactly. Every piece of untrusted text arrives already shown (escaped) by one of
+/// the `show_*` functions.
 #[derive(Default)]
 struct Writer {
     html: String,
@@ -114,24 +189,21 @@ struct Writer {
 }
 
 impl Writer {
-    /// Appends untrusted text (made visible and escaped).
+    /// Appends text that is already safe to show (escaped for HTML here).
     fn text(&mut self, s: &str) {
-        let (v, _) = visible(s);
-        self.html.push_str(&escape_html(&v));
-        self.plain.push_str(&v);
+        self.html.push_str(&escape_html(s));
+        self.plain.push_str(s);
     }
 
-    /// Appends untrusted text inside a tag.
+    /// Appends safe text inside a tag.
     fn tagged(&mut self, tag: &str, s: &str) {
         self.html.push_str(&format!("<{tag}>"));
         self.text(s);
         self.html.push_str(&format!("</{tag}>"));
     }
 
-    /// Appends trusted markup-free text of our own.
-    fn raw(&mut self, s: &str) {
-        self.html.push_str(&escape_html(s));
-        self.plain.push_str(s);
+    fn len(&self) -> usize {
+        self.plain.encode_utf16().count()
     }
 }
 
@@ -183,48 +255,64 @@ const DETAIL_LEVELS: [Detail; 5] = [
     },
 ];
 
-/// Renders a cluster's card: a pure function of the view.
-pub fn render(view: &ClusterView) -> Card {
-    let mut last = None;
-    for detail in DETAIL_LEVELS {
-        let card = render_with(view, detail);
-        if card.visible_len() <= MAX_CARD_CHARS && card.html.len() < 64 * 1024 {
-            return card;
-        }
-        last = Some(card);
-    }
-    // Still too long (hundreds of variants): keep the head, cut at a line boundary
-    // between variants so no entity is split.
-    let mut card = last.unwrap_or_else(|| render_with(view, DETAIL_LEVELS[4]));
-    shorten_to_fit(&mut card);
-    card
+fn fits(card: &Card) -> bool {
+    card.visible_len() <= MAX_CARD_CHARS && card.html.len() < 64 * 1024
 }
 
-fn render_with(view: &ClusterView, detail: Detail) -> Card {
+/// Renders a cluster's card: a pure function of the view. Detail is lowered until the
+/// card fits Telegram's limit; if it still does not, fewer in-flight variants are shown
+/// (the rest are counted, without buttons). A variant gets buttons only when its whole
+/// command is on the card.
+pub fn render(view: &ClusterView) -> Card {
+    let all = view.in_flight().count();
+    for detail in DETAIL_LEVELS {
+        let card = render_with(view, detail, all);
+        if fits(&card) {
+            return card;
+        }
+    }
+    // The most variants that fit at the lowest detail (binary search: fitting is
+    // monotonic in the number shown).
+    let lowest = DETAIL_LEVELS[DETAIL_LEVELS.len() - 1];
+    let (mut lo, mut hi) = (0, all);
+    while lo < hi {
+        let mid = (lo + hi).div_ceil(2);
+        if fits(&render_with(view, lowest, mid)) {
+            lo = mid;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    render_with(view, lowest, lo)
+}
+
+/// Renders with `detail`, showing at most `max_in_flight` in-flight variants.
+fn render_with(view: &ClusterView, detail: Detail, max_in_flight: usize) -> Card {
     let mut w = Writer::default();
     let in_flight: Vec<&Proposal> = view.in_flight().collect();
-    let mut truncated = Vec::new();
+    // In-flight variants whose whole command is on the card: only they get buttons.
+    let mut shown: Vec<i64> = Vec::new();
 
     w.html.push_str("<b>");
-    w.raw("opsgate · ");
-    w.text(&view.source);
-    w.raw(" · ");
+    w.text("opsgate · ");
+    w.text(&show_field(&view.source, NAME_CHARS));
+    w.text(" · ");
     match &view.name {
-        Some(name) => w.text(name),
-        None => w.raw(&format!("command #{}", view.cluster_id)),
+        Some(name) => w.text(&show_field(name, NAME_CHARS)),
+        None => w.text(&format!("command #{}", view.cluster_id)),
     }
     w.html.push_str("</b>");
-    w.raw(&format!("  [card {}]\n", view.cluster_id));
+    w.text(&format!("  [card {}]\n", view.cluster_id));
 
     if let Some(into) = view.merged_into {
-        w.raw(&format!(
+        w.text(&format!(
             "Merged into card {into}: a new proposal linked these actions; decide there.\n"
         ));
     }
     if in_flight.is_empty() && view.merged_into.is_none() {
-        w.raw("Resolved: nothing in flight.\n");
+        w.text("Resolved: nothing in flight.\n");
     } else if in_flight.len() > 1 {
-        w.raw(&format!(
+        w.text(&format!(
             "{} variants in flight on the same target: decide once.\n",
             in_flight.len()
         ));
@@ -235,96 +323,113 @@ fn render_with(view: &ClusterView, detail: Detail) -> Card {
         .iter()
         .filter(|p| !p.state.in_flight())
         .collect();
-    let shown_terminal = terminal.len().saturating_sub(detail.terminal_shown);
+    let hidden_terminal = terminal.len().saturating_sub(detail.terminal_shown);
+    let mut in_flight_seen = 0;
     for (n, p) in view.proposals.iter().enumerate() {
-        if !p.state.in_flight() && terminal.iter().position(|t| t.id == p.id) < Some(shown_terminal)
-        {
+        if p.state.in_flight() {
+            in_flight_seen += 1;
+            if in_flight_seen > max_in_flight {
+                continue;
+            }
+        } else if terminal.iter().position(|t| t.id == p.id) < Some(hidden_terminal) {
             continue;
         }
-        w.raw("\n");
+        w.text("\n");
         w.html.push_str("<b>");
-        w.raw(&format!("{}. #{} {}", n + 1, p.id, p.state.as_str()));
+        w.text(&format!("{}. #{} {}", n + 1, p.id, p.state.as_str()));
         w.html.push_str("</b>");
-        w.raw(&format!(
+        w.text(&format!(
             " · risk {} · seen {}× · first {} · last {}\n",
             p.risk.as_str(),
             p.seen_count,
             hhmm(p.first_seen_at),
             hhmm(p.last_seen_at)
         ));
-        let (shown, dangerous) = visible(&p.command);
-        if dangerous {
-            w.raw("⚠ invisible or control characters in this command, shown as ⟦U+XXXX⟧\n");
+        let (visible, escaped) = show_command(&p.command);
+        if escaped {
+            w.text("⚠ this command holds characters other than printable ASCII, shown as ⟦U+XXXX⟧: they are part of what runs\n");
         }
-        let cut = cut_command(&shown, detail.command_chars);
-        w.html.push_str("<pre>");
-        // Already made visible: escape only.
-        w.html.push_str(&escape_html(&cut.text));
-        w.plain.push_str(&cut.text);
-        w.html.push_str("</pre>\n");
-        w.plain.push('\n');
+        let cut = cut_command(&visible, detail.command_chars);
+        w.tagged("pre", &cut.text);
+        w.text("\n");
         if cut.elided > 0 {
-            truncated.push(p.id);
-            w.raw(&format!(
+            w.text(&format!(
                 "✂ {} characters not shown: read it in full with `opsgate show {}` and approve there.\n",
                 cut.elided, p.id
             ));
+        } else if p.state.in_flight() {
+            shown.push(p.id);
         }
         w.html.push_str("<code>");
-        w.raw(&p.cmd_hash);
+        w.text(&p.cmd_hash);
         w.html.push_str("</code>");
         if !p.logical_keys.is_empty() {
-            w.raw(" · ");
-            w.text(&p.logical_keys.join(" "));
+            let keys: Vec<String> = p
+                .logical_keys
+                .iter()
+                .map(|k| show_field(k, FIELD_CHARS))
+                .collect();
+            w.text(" · ");
+            w.text(&keys.join(" "));
         }
-        w.raw("\n");
+        w.text("\n");
         if detail.ids_shown > 0 && !p.display_ids.is_empty() {
             let skip = p.display_ids.len().saturating_sub(detail.ids_shown);
-            w.raw("ids: ");
+            w.text("ids: ");
             if skip > 0 {
-                w.raw(&format!("(+{skip} older) "));
+                w.text(&format!("(+{skip} older) "));
             }
-            w.text(&p.display_ids[skip..].join(", "));
-            w.raw("\n");
+            let ids: Vec<String> = p.display_ids[skip..]
+                .iter()
+                .map(|id| show_field(id, FIELD_CHARS))
+                .collect();
+            w.text(&ids.join(", "));
+            w.text("\n");
         }
         if detail.reason_chars > 0 {
             if let Some(reason) = &p.reason {
                 // A reason is the model's prose: one line, marked, so it cannot pass for
                 // another variant or command on the card.
-                let one_line = reason.split_whitespace().collect::<Vec<_>>().join(" ");
-                w.raw("reason: ");
-                w.tagged("i", &cut_chars(&one_line, detail.reason_chars));
-                w.raw("\n");
+                w.text("reason: ");
+                w.tagged("i", &show_prose(reason, detail.reason_chars));
+                w.text("\n");
             }
         }
         lifecycle_lines(&mut w, p, detail);
     }
-    if shown_terminal > 0 {
-        w.raw(&format!("\n(+{shown_terminal} earlier decided variants)\n"));
+    let not_shown = in_flight.len().saturating_sub(max_in_flight);
+    if not_shown > 0 {
+        w.text(&format!(
+            "\n+{not_shown} more variant(s) in flight, not shown here and without buttons: `opsgate list --state in-flight --source {}`\n",
+            show_field(&view.source, NAME_CHARS)
+        ));
+    }
+    if hidden_terminal > 0 {
+        w.text(&format!(
+            "\n(+{hidden_terminal} earlier decided variants)\n"
+        ));
     }
 
+    let stamp = view.stamp(&shown);
     let mut buttons: Vec<Vec<Button>> = Vec::new();
     if view.merged_into.is_none() {
+        let button = |label: String, action: Action| Button {
+            label,
+            data: action.callback_data(&stamp),
+        };
         let mut singles = Vec::new();
-        for p in &in_flight {
+        for p in in_flight.iter().filter(|p| shown.contains(&p.id)) {
             match p.state {
-                State::Pending if !truncated.contains(&p.id) => singles.push(Button {
-                    label: format!("✅ Approve #{}", p.id),
-                    data: format!("a:{}", p.id),
-                }),
-                State::Approved => singles.push(Button {
-                    label: format!("✋ Cancel #{}", p.id),
-                    data: format!("c:{}", p.id),
-                }),
+                State::Pending => singles.push(button(
+                    format!("✅ Approve #{}", p.id),
+                    Action::Approve(p.id),
+                )),
+                State::Approved => {
+                    singles.push(button(format!("✋ Cancel #{}", p.id), Action::Cancel(p.id)))
+                }
                 State::Interrupted => buttons.push(vec![
-                    Button {
-                        label: format!("🔁 Retry #{}", p.id),
-                        data: format!("t:{}", p.id),
-                    },
-                    Button {
-                        label: format!("✋ Cancel #{}", p.id),
-                        data: format!("c:{}", p.id),
-                    },
+                    button(format!("🔁 Retry #{}", p.id), Action::Retry(p.id)),
+                    button(format!("✋ Cancel #{}", p.id), Action::Cancel(p.id)),
                 ]),
                 _ => {}
             }
@@ -332,13 +437,17 @@ fn render_with(view: &ClusterView, detail: Detail) -> Card {
         for chunk in singles.chunks(2) {
             buttons.push(chunk.to_vec());
         }
-        if in_flight.iter().any(|p| p.state == State::Pending) {
-            buttons.push(vec![Button {
-                label: "❌ Reject".into(),
-                data: format!("r:{}", view.cluster_id),
-            }]);
+        if in_flight
+            .iter()
+            .any(|p| p.state == State::Pending && shown.contains(&p.id))
+        {
+            buttons.push(vec![button(
+                "❌ Reject".into(),
+                Action::Reject(view.cluster_id),
+            )]);
         }
     }
+    let _ = w.len();
     let plain = w.plain.trim_end().to_string();
     let html = w.html.trim_end().to_string();
     Card {
@@ -346,7 +455,8 @@ fn render_with(view: &ClusterView, detail: Detail) -> Card {
         html,
         plain,
         buttons,
-        truncated,
+        shown,
+        stamp,
     }
 }
 
@@ -354,18 +464,18 @@ fn render_with(view: &ClusterView, detail: Detail) -> Card {
 /// who decided, the run and its output.
 fn lifecycle_lines(w: &mut Writer, p: &Proposal, detail: Detail) {
     if let Some(prior) = &p.prior_rejections {
-        w.raw(&format!("⚠ rejected {} time(s) before", prior.count));
+        w.text(&format!("⚠ rejected {} time(s) before", prior.count));
         if let Some(by) = &prior.last_by {
-            w.raw(", last by ");
-            w.text(by);
+            w.text(", last by ");
+            w.text(&show_field(by, FIELD_CHARS));
         }
         if let Some(at) = prior.last_at {
-            w.raw(&format!(" on {}", rfc3339(at)));
+            w.text(&format!(" on {}", rfc3339(at)));
         }
-        w.raw("\n");
+        w.text("\n");
     }
     if p.stale {
-        w.raw(&format!(
+        w.text(&format!(
             "⏳ stale: not proposed since {}; approving asks for a second tap\n",
             hhmm(p.last_seen_at)
         ));
@@ -377,20 +487,19 @@ fn lifecycle_lines(w: &mut Writer, p: &Proposal, detail: Detail) {
             State::Pending => "proposed",
             _ => "approved",
         };
-        w.raw(&format!("{verb} by "));
-        w.text(by);
-        w.raw(&format!(" at {}", rfc3339(at)));
+        w.text(&format!("{verb} by "));
+        w.text(&show_field(by, FIELD_CHARS));
+        w.text(&format!(" at {}", rfc3339(at)));
         if let Some(note) = &p.decision_note {
-            let one_line = note.split_whitespace().collect::<Vec<_>>().join(" ");
-            w.raw(": ");
-            w.tagged("i", &cut_chars(&one_line, 200));
+            w.text(": ");
+            w.tagged("i", &show_prose(note, 200));
         }
-        w.raw("\n");
+        w.text("\n");
     }
     match p.state {
         State::Executing => {
             if let Some(started) = p.run.started_at {
-                w.raw(&format!("▶ running since {}\n", rfc3339(started)));
+                w.text(&format!("▶ running since {}\n", rfc3339(started)));
             }
         }
         State::Completed | State::Failed => {
@@ -402,7 +511,7 @@ fn lifecycle_lines(w: &mut Writer, p: &Proposal, detail: Detail) {
                 ),
                 _ => String::new(),
             };
-            w.raw(&format!(
+            w.text(&format!(
                 "{} {} {how}\n",
                 if p.state == State::Completed {
                     "✔"
@@ -424,7 +533,7 @@ fn lifecycle_lines(w: &mut Writer, p: &Proposal, detail: Detail) {
                         .chars()
                         .skip(count.saturating_sub(detail.output_chars))
                         .collect();
-                    w.raw(&format!(
+                    w.text(&format!(
                         "{label}{}:\n",
                         if count > detail.output_chars {
                             " (end)"
@@ -432,17 +541,17 @@ fn lifecycle_lines(w: &mut Writer, p: &Proposal, detail: Detail) {
                             ""
                         }
                     ));
-                    w.tagged("pre", shown.trim_end());
-                    w.raw("\n");
+                    w.tagged("pre", show_lines(&shown).trim_end());
+                    w.text("\n");
                 }
             }
         }
         State::Interrupted => {
-            w.raw("⚠ interrupted: the runner died or its lease ran out; it is never retried by itself\n");
+            w.text("⚠ interrupted: the runner died or its lease ran out; it is never retried by itself\n");
         }
         State::Expired => {
             if let Some(at) = p.ended_at {
-                w.raw(&format!("⌛ expired at {}\n", rfc3339(at)));
+                w.text(&format!("⌛ expired at {}\n", rfc3339(at)));
             }
         }
         _ => {}
@@ -494,38 +603,6 @@ fn cut_command(shown: &str, max: usize) -> Cut {
     Cut {
         text,
         elided: tail_start - head_end,
-    }
-}
-
-fn cut_chars(s: &str, max: usize) -> String {
-    match s.char_indices().nth(max) {
-        Some((at, _)) => format!("{}…", &s[..at]),
-        None => s.to_string(),
-    }
-}
-
-/// Last resort for a card that is still too long: drop whole trailing lines.
-fn shorten_to_fit(card: &mut Card) {
-    const NOTE: &str = "\n… (card shortened: see `opsgate list`)";
-    let html_lines: Vec<&str> = card.html.split('\n').collect();
-    let plain_lines: Vec<&str> = card.plain.split('\n').collect();
-    if html_lines.len() != plain_lines.len() {
-        return;
-    }
-    let mut n = html_lines.len();
-    let budget = MAX_CARD_CHARS - NOTE.encode_utf16().count();
-    while n > 1 {
-        let plain = plain_lines[..n].join("\n");
-        let html = html_lines[..n].join("\n");
-        // A line never splits an entity pair except <pre>..</pre>: keep them balanced.
-        if plain.encode_utf16().count() <= budget
-            && html.matches("<pre>").count() == html.matches("</pre>").count()
-        {
-            card.plain = format!("{plain}{NOTE}");
-            card.html = format!("{html}{}", escape_html(NOTE));
-            return;
-        }
-        n -= 1;
     }
 }
 
@@ -592,17 +669,24 @@ fn deliver(
         let view = store.cluster(card_row.cluster_id)?;
         let card = render(&view);
         let hash = card.content_hash();
+        let delivered = |message_id| Delivered {
+            chat_id: &chat,
+            message_id,
+            content_hash: &hash,
+            stamp: &card.stamp,
+            shown: &card.shown,
+        };
         // A card sent to another chat (the configuration changed) is sent anew.
         let message = card_row
             .message_id
             .filter(|_| card_row.chat_id.as_deref() == Some(chat.as_str()));
         if message.is_none() && view.in_flight().next().is_none() {
-            store.mark_card_sent(card_row, &chat, None, &hash, now())?;
+            store.mark_card_sent(card_row, &delivered(None), now())?;
             report.skipped += 1;
             continue;
         }
         if message.is_some() && card_row.content_hash.as_deref() == Some(hash.as_str()) {
-            store.mark_card_sent(card_row, &chat, message, &hash, now())?;
+            store.mark_card_sent(card_row, &delivered(message), now())?;
             report.unchanged += 1;
             continue;
         }
@@ -614,7 +698,7 @@ fn deliver(
             };
             match result {
                 Ok(id) => {
-                    store.mark_card_sent(card_row, &chat, id, &hash, now())?;
+                    store.mark_card_sent(card_row, &delivered(id), now())?;
                     if target.is_none() {
                         report.sent += 1;
                     } else {
@@ -669,14 +753,17 @@ pub fn console_text(cards: &[Card]) -> String {
 }
 
 fn console_hint(data: &str) -> String {
-    match data.split_once(':') {
-        Some(("a", id)) => format!("opsgate approve {id}"),
-        Some(("r", _)) => "opsgate reject ID".to_string(),
-        _ => data.to_string(),
+    match Action::parse(data) {
+        Some((Action::Approve(id), _)) => format!("opsgate approve {id}"),
+        Some((Action::Reject(_), _)) => "opsgate reject ID".to_string(),
+        Some((Action::Cancel(id), _)) => format!("opsgate cancel {id}"),
+        Some((Action::Retry(id), _)) => format!("opsgate retry {id}"),
+        None => data.to_string(),
     }
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::parse::Risk;
@@ -732,7 +819,7 @@ mod tests {
         assert!(card.html.contains("echo '&lt;b&gt;' &amp;amp; &gt; /tmp/x"));
         assert!(card.html.contains("because &lt;reasons&gt; &amp; more"));
         assert!(card.plain.contains("echo '<b>' &amp; > /tmp/x"));
-        assert_eq!(card.buttons[0][0].data, "a:1");
+        assert_eq!(card.buttons[0][0].data, format!("a:1:{}", card.stamp));
         assert!(card
             .buttons
             .iter()
@@ -744,7 +831,7 @@ mod tests {
     fn invisible_characters_are_shown_and_flagged() {
         let card = render(&view(vec![proposal(1, "rm -rf /tmp/\u{202E}txt.sh")]));
         assert!(card.plain.contains("⟦U+202E⟧"));
-        assert!(card.plain.contains("⚠ invisible"));
+        assert!(card.plain.contains("⚠ this command holds characters"));
         assert!(!card.plain.contains('\u{202E}'));
     }
 
@@ -758,7 +845,7 @@ mod tests {
             card.visible_len()
         );
         assert!(card.plain.contains("⟦U+200B⟧"));
-        assert_eq!(card.truncated, vec![1]);
+        assert!(card.shown.is_empty());
         assert!(card
             .buttons
             .iter()
@@ -777,5 +864,111 @@ mod tests {
             card.html.matches("<pre>").count(),
             card.html.matches("</pre>").count()
         );
+        assert!(card
+            .plain
+            .contains("more variant(s) in flight, not shown here"));
+    }
+
+    /// The command a button acts on, looked up in the view.
+    fn command_of<'a>(v: &'a ClusterView, data: &str) -> Option<&'a str> {
+        let (action, stamp) = Action::parse(data).expect("our own callback data parses");
+        assert_eq!(stamp, v.stamp(&render(v).shown));
+        match action {
+            Action::Approve(id) | Action::Cancel(id) | Action::Retry(id) => v
+                .proposals
+                .iter()
+                .find(|p| p.id == id)
+                .map(|p| p.command.as_str()),
+            Action::Reject(_) => None,
+        }
+    }
+
+    #[test]
+    fn every_button_acts_on_a_command_shown_in_full_at_every_cluster_size() {
+        // A shortened card used to keep Approve buttons for variants it no longer showed.
+        for len in [20, 700, 1500, 2500] {
+            for size in [1, 2, 3, 5, 8, 13, 21, 34, 55, 89, 144] {
+                let ps: Vec<Proposal> = (1..=size)
+                    .map(|i| {
+                        let mut p = proposal(i, &format!("echo {i}:{}", "y".repeat(len)));
+                        p.state =
+                            [State::Pending, State::Approved, State::Interrupted][i as usize % 3];
+                        p
+                    })
+                    .collect();
+                let v = view(ps);
+                let card = render(&v);
+                assert!(card.visible_len() <= MAX_CARD_CHARS, "{len} x {size}");
+                let mut pending_buttons = 0;
+                for b in card.buttons.iter().flatten() {
+                    if let Some(command) = command_of(&v, &b.data) {
+                        assert!(
+                            card.plain.contains(&format!("{command}\n")),
+                            "{len} x {size}: button {} acts on a command not shown in full",
+                            b.data
+                        );
+                        pending_buttons += 1;
+                    }
+                }
+                let reject = card
+                    .buttons
+                    .iter()
+                    .flatten()
+                    .any(|b| b.data.starts_with("r:"));
+                let shown_pending = v
+                    .proposals
+                    .iter()
+                    .any(|p| p.state == State::Pending && card.shown.contains(&p.id));
+                assert_eq!(reject, shown_pending, "{len} x {size}");
+                assert_eq!(
+                    pending_buttons > 0,
+                    !card.shown.is_empty(),
+                    "{len} x {size}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn fields_are_one_line_and_escaped() {
+        let mut p = proposal(1, "docker restart db");
+        p.display_ids = vec!["x\n\n2. #9 pending\n<pre>rm -rf /</pre>".into()];
+        p.logical_keys = vec!["stop:web\nevil".into()];
+        let mut v = view(vec![p]);
+        v.name = Some("web\u{202E}\nfake".into());
+        let card = render(&v);
+        assert!(!card.plain.contains("\n2. #9"), "{}", card.plain);
+        assert!(card.plain.contains("x⟦U+000A⟧⟦U+000A⟧2. #9 pending"));
+        assert!(card.plain.contains("stop:web⟦U+000A⟧evil"));
+        assert!(card.plain.contains("web⟦U+202E⟧⟦U+000A⟧fake"));
+        assert_eq!(card.html.matches("<pre>").count(), 1);
+    }
+
+    #[test]
+    fn commands_escape_everything_but_printable_ascii() {
+        let escape = regex::Regex::new("⟦U\\+[0-9A-F]{4,6}⟧").unwrap();
+        for c in [
+            '\u{a0}',
+            '\u{2003}',
+            '\u{3000}',
+            '\u{205f}',
+            '\u{e0100}',
+            '\u{1d173}',
+            '\r',
+            'é',
+            '\u{200b}',
+        ] {
+            let (shown, escaped) = show_command(&format!("df -h /tmp{c}# ; rm -rf X"));
+            assert!(escaped, "{c:?}");
+            assert!(shown.contains(&format!("⟦U+{:04X}⟧", c as u32)), "{shown}");
+            let without_escapes = escape.replace_all(&shown, "");
+            assert!(without_escapes.is_ascii(), "{shown}");
+        }
+        assert_eq!(show_command("a\tb\nc").0, "a\tb\nc");
+        assert!(!show_command("echo 'x' | sh").1);
+        // Fields may show letters of any script, never invisible characters.
+        assert_eq!(show_field("café Привет", 64), "café Привет");
+        assert_eq!(show_field("a\u{a0}b\u{fe0f}", 64), "a⟦U+00A0⟧b⟦U+FE0F⟧");
+        assert_eq!(show_field(&"x".repeat(10), 4), "xxxx…");
     }
 }

@@ -258,17 +258,26 @@ fn fenced_blocks(text: &str) -> Vec<&str> {
     blocks
 }
 
-/// JSON values that start at a `{` or `[` inside prose, first first. A value that starts
-/// like JSON (an object with a string key, an array of objects) but is broken is an error:
-/// the objects nested inside it are fragments, never proposals.
+/// JSON values that start at a `{` or `[` inside prose, first first. Only top-level
+/// values count: a `{` or `[` inside a value already read is part of it, never a value of
+/// its own (an object's nested `"rejected_ideas": [...]` is not a proposal array). A value
+/// that starts like JSON (an object with a string key, an array of objects) but is broken
+/// is an error: the objects nested inside it are fragments, never proposals.
 fn embedded_values(text: &str) -> impl Iterator<Item = Result<Value, ParseError>> + '_ {
+    let mut read_up_to = 0;
     text.char_indices()
         .filter(|(_, c)| *c == '{' || *c == '[')
         .take(MAX_PROSE_CANDIDATES)
         .filter_map(move |(at, _)| {
+            if at < read_up_to {
+                return None;
+            }
             let mut stream = serde_json::Deserializer::from_str(&text[at..]).into_iter::<Value>();
             match stream.next() {
-                Some(Ok(v @ (Value::Object(_) | Value::Array(_)))) => Some(Ok(v)),
+                Some(Ok(v @ (Value::Object(_) | Value::Array(_)))) => {
+                    read_up_to = at + stream.byte_offset();
+                    Some(Ok(v))
+                }
                 Some(Err(e)) if looks_like_json(&text[at..]) => Some(Err(if e.is_eof() {
                     ParseError::Truncated { offset: at }
                 } else {

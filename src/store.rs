@@ -128,6 +128,23 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX proposals_executing ON proposals (id) WHERE state = 'executing';
     CREATE INDEX proposals_rejected ON proposals (source, cmd_hash) WHERE state = 'rejected';
     "#,
+    // 3: card stamps (what a card showed when it was delivered, so a press is checked
+    // against it); a sequence for proposal ids, so an id is never reused after retention.
+    r#"
+    ALTER TABLE cards ADD COLUMN stamp TEXT;
+    ALTER TABLE cards ADD COLUMN shown TEXT;
+    CREATE TABLE sequences (
+        name TEXT PRIMARY KEY,
+        next INTEGER NOT NULL
+    );
+    INSERT INTO sequences (name, next) SELECT 'proposals', MAX(m) + 1 FROM (
+        SELECT COALESCE(MAX(id), 0) AS m FROM proposals
+        UNION ALL SELECT COALESCE(MAX(proposal_id), 0) FROM transitions
+        UNION ALL SELECT COALESCE(MAX(cluster_id), 0) FROM cards);
+    -- Buttons sent before stamps existed are refused: redraw every live card.
+    UPDATE cards SET rev = rev + 1, content_hash = NULL
+        WHERE message_id IS NOT NULL AND merged_into IS NULL;
+    "#,
 ];
 
 /// Lifecycle states.
@@ -308,6 +325,41 @@ impl ClusterView {
     pub fn in_flight(&self) -> impl Iterator<Item = &Proposal> {
         self.proposals.iter().filter(|p| p.state.in_flight())
     }
+
+    /// The stamp of this card when it shows the in-flight proposals `shown` in full.
+    pub fn stamp(&self, shown: &[i64]) -> String {
+        let states: Vec<(i64, State)> = self.in_flight().map(|p| (p.id, p.state)).collect();
+        card_stamp(&states, shown, self.merged_into)
+    }
+}
+
+/// Hex digits of a card stamp.
+pub const STAMP_LEN: usize = 8;
+
+/// What a decision on a card depends on, as [`STAMP_LEN`] hex digits: the state of every
+/// proposal in flight on it, which of them it shows in full (and so has buttons for), and
+/// whether it was merged away. Buttons carry the stamp of the card they are on; a press
+/// applies only while the card as stored still has that stamp, so an operator never
+/// decides on variants they did not see. Sightings (seen counts, ids, reasons) do not
+/// change it.
+pub fn card_stamp(in_flight: &[(i64, State)], shown: &[i64], merged_into: Option<i64>) -> String {
+    use sha2::{Digest, Sha256};
+    let mut states = in_flight.to_vec();
+    states.sort();
+    let mut shown = shown.to_vec();
+    shown.sort_unstable();
+    let mut h = Sha256::new();
+    for (id, state) in states {
+        h.update(format!("{id}={};", state.as_str()));
+    }
+    h.update(b"|");
+    for id in shown {
+        h.update(format!("{id};"));
+    }
+    h.update(format!("|{merged_into:?}"));
+    let mut stamp = hex::encode(&h.finalize()[..STAMP_LEN / 2]);
+    stamp.truncate(STAMP_LEN);
+    stamp
 }
 
 /// What one ingest did.
@@ -530,12 +582,15 @@ impl Store {
             params![source, now],
         )?;
         let ingest_id = tx.last_insert_rowid();
-        // Ids are assigned here so that a new cluster can be named by its founding
-        // proposal's id in the same INSERT; the write lock makes this safe.
-        let next_id: i64 =
-            tx.query_row("SELECT COALESCE(MAX(id), 0) + 1 FROM proposals", [], |r| {
-                r.get(0)
-            })?;
+        // Ids come from a sequence (never MAX(id) + 1: a pruned id must not come back
+        // with another proposal's history); they are assigned here so that a new cluster
+        // is named by its founding proposal's id in the same INSERT. The write lock makes
+        // this safe; `commit` stores the next value.
+        let next_id: i64 = tx.query_row(
+            "SELECT next FROM sequences WHERE name = 'proposals'",
+            [],
+            |r| r.get(0),
+        )?;
         Ok(Ingest {
             tx,
             source: source.to_string(),
@@ -824,19 +879,23 @@ impl Ingest<'_> {
         }
         if let Some(why) = canon.fallback {
             self.report.warnings.push(format!(
-                "proposal {}: {why}; identity taken from whitespace-collapsed text",
+                "proposal {}: {why}; its identity is its exact text (no logical keys)",
                 item.index
             ));
         }
         let proposal_id = if let Some((id, old_risk, cluster_id)) =
             self.in_flight(&canon.cmd_hash)?
         {
-            // Keep the highest risk any cycle gave it.
+            // Keep the highest risk any cycle gave it. Once decided, what the operator
+            // approved stays as they saw it: later sightings only count.
             let risk = Risk::from_str_opt(&old_risk).map_or(item.risk, |old| old.max(item.risk));
             self.tx
                 .prepare_cached(
                     "UPDATE proposals SET seen_count = seen_count + 1, last_seen_at = ?2,
-                            last_ingest_id = ?3, reason = COALESCE(?4, reason), risk = ?5
+                            last_ingest_id = ?3,
+                            reason = CASE WHEN state = 'pending' THEN COALESCE(?4, reason)
+                                     ELSE reason END,
+                            risk = CASE WHEN state = 'pending' THEN ?5 ELSE risk END
                      WHERE id = ?1",
                 )?
                 .execute(params![
@@ -947,6 +1006,10 @@ impl Ingest<'_> {
         self.tx.execute(
             "UPDATE ingests SET items = ?2 WHERE id = ?1",
             params![self.ingest_id, self.report.proposals as i64],
+        )?;
+        self.tx.execute(
+            "UPDATE sequences SET next = ?1 WHERE name = 'proposals'",
+            [self.next_id],
         )?;
         // Pending proposals this ingest made stale (last proposed exactly
         // `stale_after_cycles` ingests ago) need their cards redrawn.
@@ -1207,6 +1270,18 @@ fn create_private_file(path: &Path) -> std::io::Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
         Err(e) => Err(e),
     }
+}
+
+/// What was delivered for a card.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivered<'a> {
+    pub chat_id: &'a str,
+    /// `None` when nothing needed sending (a cluster decided before its card went out).
+    pub message_id: Option<i64>,
+    pub content_hash: &'a str,
+    /// The stamp its buttons carry, and the proposals it shows in full.
+    pub stamp: &'a str,
+    pub shown: &'a [i64],
 }
 
 /// A card the outbox owes: never sent, or changed since it was last sent.

@@ -186,7 +186,7 @@ fn hostile_text_in_every_field_is_escaped_and_made_visible() {
         card.contains("rm -rf /tmp/⟦U+202E⟧gpj.sh⟦U+200B⟧"),
         "{card}"
     );
-    assert!(card.contains("⚠ invisible or control characters"));
+    assert!(card.contains("⚠ this command holds characters other than printable ASCII"));
     assert!(card.contains("ids: <b>x</b>⟦U+202E⟧evil"));
     assert!(!card.contains('\u{202E}') && !card.contains('\u{200B}'));
     // The reason is one marked line: it cannot pass for another variant.

@@ -78,7 +78,7 @@ fn approve_run_complete_with_the_output_on_the_card() {
     env.ingest("h", &cycle(0, &["echo hello from opsgate; echo warn >&2"]));
     tg(&["notify"]).ok();
     let msg = *fake.messages().keys().next().unwrap();
-    fake.press(msg, 1001, "alice", "a:1");
+    fake.tap(msg, 1001, "alice", "a:1");
     tg(&["poll"]).ok();
     let out = tg(&["run", "--json"]).ok();
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -391,7 +391,10 @@ fn a_proposal_not_repeated_for_three_cycles_is_stale_and_needs_confirmation() {
         card.contains("⏳ stale: not proposed since 14:00"),
         "{card}"
     );
-    let out = env.cmd(&["approve", "1"]).output();
+    let out = env
+        .cmd(&["approve", "1"])
+        .env("OPSGATE_NOW", &at(3.5))
+        .output();
     assert_eq!(out.status.code(), Some(3));
     assert!(
         stderr(&out).contains("has not been proposed since 14:00"),
@@ -399,7 +402,9 @@ fn a_proposal_not_repeated_for_three_cycles_is_stale_and_needs_confirmation() {
         stderr(&out)
     );
     assert_eq!(state(&env, 1), "pending");
-    env.cmd(&["approve", "1", "--confirm"]).ok();
+    env.cmd(&["approve", "1", "--confirm"])
+        .env("OPSGATE_NOW", &at(3.5))
+        .ok();
     assert_eq!(state(&env, 1), "approved");
 }
 
@@ -407,7 +412,11 @@ fn a_proposal_not_repeated_for_three_cycles_is_stale_and_needs_confirmation() {
 fn a_stale_proposal_is_approved_on_telegram_by_a_second_tap() {
     let env = Env::new();
     let fake = Fake::start();
-    let tg = |args: &[&str]| env.cmd(args).telegram(&fake, "1001");
+    let tg = |args: &[&str]| {
+        env.cmd(args)
+            .telegram(&fake, "1001")
+            .env("OPSGATE_NOW", &at(3.5))
+    };
     ingest_at(&env, 0.0, &cycle(0, &["docker restart web"]));
     for h in 1..=3 {
         ingest_at(&env, h as f64, &cycle(h, &["df -h"]));
@@ -415,13 +424,13 @@ fn a_stale_proposal_is_approved_on_telegram_by_a_second_tap() {
     tg(&["notify"]).ok();
     let msg = *fake.messages().keys().next().unwrap();
     assert!(fake.message(msg).text.contains("stale"));
-    fake.press(msg, 1001, "alice", "a:1");
+    fake.tap(msg, 1001, "alice", "a:1");
     tg(&["poll"]).ok();
     assert_eq!(state(&env, 1), "pending");
     assert!(fake.state.lock().unwrap().answers[0]
         .1
         .starts_with("Stale:"));
-    fake.press(msg, 1001, "alice", "a:1");
+    fake.tap(msg, 1001, "alice", "a:1");
     tg(&["poll"]).ok();
     assert_eq!(state(&env, 1), "approved");
 }
@@ -557,7 +566,7 @@ fn cancel_before_run_and_retry_on_telegram() {
     tg(&["notify"]).ok();
     let msg = *fake.messages().keys().next().unwrap();
     assert_eq!(fake.buttons(msg), ["c:1"]);
-    fake.press(msg, 1001, "alice", "c:1");
+    fake.tap(msg, 1001, "alice", "c:1");
     tg(&["poll"]).ok();
     assert_eq!(state(&env, 1), "cancelled");
     assert!(fake.message(msg).text.contains("cancelled by @alice"));
@@ -574,7 +583,7 @@ fn cancel_before_run_and_retry_on_telegram() {
     let msg2 = *fake.messages().keys().last().unwrap();
     assert_eq!(fake.buttons(msg2), ["t:2", "c:2"]);
     assert!(fake.message(msg2).text.contains("interrupted"));
-    fake.press(msg2, 1001, "alice", "t:2");
+    fake.tap(msg2, 1001, "alice", "t:2");
     tg(&["poll"]).ok();
     assert_eq!(state(&env, 2), "approved");
 }
@@ -633,7 +642,7 @@ fn require_reason_on_telegram_asks_for_a_reply_and_rejects_with_it() {
     env.ingest("h", &cycle(0, &["docker restart web"]));
     tg(&["notify"]).ok();
     let card = *fake.messages().keys().next().unwrap();
-    fake.press(card, 1001, "alice", "r:1");
+    fake.tap(card, 1001, "alice", "r:1");
     tg(&["poll"]).ok();
     assert_eq!(state(&env, 1), "pending", "not rejected without a reason");
     assert_eq!(
@@ -641,13 +650,30 @@ fn require_reason_on_telegram_asks_for_a_reply_and_rejects_with_it() {
         2,
         "a prompt asking for the reason"
     );
-    let prompt = fake.messages().values().last().unwrap().text.clone();
+    let (&prompt_id, prompt) = fake
+        .messages()
+        .iter()
+        .last()
+        .map(|(k, v)| (k, v.text.clone()))
+        .unwrap();
     assert!(
-        prompt.contains("@alice: reply with the reason for rejecting card 1"),
+        prompt.contains("@alice: reply to this message with the reason for rejecting card 1"),
         "{prompt}"
     );
-    fake.say(6666, "mallory", "looks fine to me");
-    fake.say(1001, "alice", "wrong host, this is staging");
+    fake.say_in_reply(6666, "mallory", "looks fine to me", Some(prompt_id));
+    fake.say(1001, "alice", "chatter that is not a reply to the prompt");
+    tg(&["poll"]).ok();
+    assert_eq!(
+        state(&env, 1),
+        "pending",
+        "only a reply to the prompt is a reason"
+    );
+    fake.say_in_reply(
+        1001,
+        "alice",
+        "wrong host, this is staging",
+        Some(prompt_id),
+    );
     tg(&["poll"]).ok();
     assert_eq!(state(&env, 1), "rejected");
     let note: String = env
@@ -687,7 +713,7 @@ fn serve_with_execute_runs_what_an_operator_approves() {
     let child = serve.spawn().unwrap();
     wait_for("the card", || fake.count("sendMessage") == 1);
     let msg = *fake.messages().keys().next().unwrap();
-    fake.press(msg, 1001, "alice", "a:1");
+    fake.tap(msg, 1001, "alice", "a:1");
     wait_for("the run", || state(&env, 1) == "completed");
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "served\n");
     wait_for("the card to show the outcome", || {

@@ -124,7 +124,7 @@ fn an_operator_approves_one_variant_and_the_others_are_superseded() {
     );
     tg.run(&["notify"]).ok();
     let id = tg.only_message();
-    tg.fake.press(id, ALICE, "alice", "a:2");
+    tg.fake.tap(id, ALICE, "alice", "a:2");
     let v = tg.poll();
     assert_eq!(v["applied"], 1);
     assert_eq!(tg.state_of(2), "approved");
@@ -154,10 +154,22 @@ fn unauthorized_foreign_forged_and_replayed_presses_change_nothing_and_are_audit
     let ids: Vec<i64> = tg.fake.messages().keys().copied().collect();
     let (card_x, card_y) = (ids[0], ids[1]);
 
-    tg.fake.press(card_x, MALLORY, "mallory", "a:1"); // not an operator
-    tg.fake.press_in(-100999, card_x, ALICE, "alice", "a:1"); // another chat
-    tg.fake.press(card_y, ALICE, "alice", "a:1"); // proposal 1 is not on card Y
-    tg.fake.press(card_x, ALICE, "alice", "a:999"); // no such row
+    let approve_x = tg.fake.button(card_x, "a:1");
+    let stamp_x = approve_x.rsplit(':').next().unwrap().to_string();
+    let stamp_y = tg
+        .fake
+        .button(card_y, "a:2")
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_string();
+    tg.fake.press(card_x, MALLORY, "mallory", &approve_x); // not an operator
+    tg.fake
+        .press_in(-100999, card_x, ALICE, "alice", &approve_x); // another chat
+    tg.fake
+        .press(card_y, ALICE, "alice", &format!("a:1:{stamp_y}")); // proposal 1 is not on card Y
+    tg.fake
+        .press(card_x, ALICE, "alice", &format!("a:999:{stamp_x}")); // no such row
     tg.fake.press(card_x, ALICE, "alice", "docker stop X"); // not a callback we make
     let v = tg.poll();
     assert_eq!(v["refused"], 5, "{v}");
@@ -181,15 +193,15 @@ fn unauthorized_foreign_forged_and_replayed_presses_change_nothing_and_are_audit
     assert!(tg.audit("approve").is_empty());
 
     // A real approval, then the same press replayed twice: one transition only.
-    tg.fake.press(card_x, ALICE, "alice", "a:1");
-    tg.fake.press(card_x, ALICE, "alice", "a:1");
+    tg.fake.press(card_x, ALICE, "alice", &approve_x);
+    tg.fake.press(card_x, ALICE, "alice", &approve_x);
     let v = tg.poll();
     assert_eq!(
         (v["applied"].as_i64(), v["already"].as_i64()),
         (Some(1), Some(1)),
         "{v}"
     );
-    tg.fake.press(card_x, ALICE, "alice", "a:1");
+    tg.fake.press(card_x, ALICE, "alice", &approve_x);
     assert_eq!(tg.poll()["already"], 1);
     assert_eq!(tg.audit("approve").len(), 1);
     let answers = tg.fake.state.lock().unwrap().answers.clone();
@@ -206,7 +218,7 @@ fn reject_resolves_the_whole_card() {
         .ingest("h", &cycle(0, &["docker stop X", "docker rm -f X"]));
     tg.run(&["notify"]).ok();
     let id = tg.only_message();
-    tg.fake.press(id, ALICE, "alice", "r:1");
+    tg.fake.tap(id, ALICE, "alice", "r:1");
     assert_eq!(tg.poll()["applied"], 1);
     assert_eq!(
         (tg.state_of(1).as_str(), tg.state_of(2).as_str()),
@@ -228,7 +240,7 @@ fn a_press_whose_decision_cannot_be_committed_stays_unconfirmed_and_is_redeliver
     tg.run(&["notify"]).ok();
     let id = tg.only_message();
     tg.env.sql().execute_batch("CREATE TRIGGER broken BEFORE UPDATE ON proposals BEGIN SELECT RAISE(ABORT, 'disk on fire'); END;").unwrap();
-    tg.fake.press(id, ALICE, "alice", "a:1");
+    tg.fake.tap(id, ALICE, "alice", "a:1");
     let out = tg.run(&["poll"]).output();
     assert!(!out.status.success());
     assert!(stderr(&out).contains("disk on fire"), "{}", stderr(&out));
@@ -262,7 +274,7 @@ fn a_press_answered_too_late_is_not_an_error() {
     tg.env.ingest("h", &cycle(0, &["docker stop X"]));
     tg.run(&["notify"]).ok();
     let id = tg.only_message();
-    let q = tg.fake.press(id, ALICE, "alice", "a:1");
+    let q = tg.fake.tap(id, ALICE, "alice", "a:1");
     tg.fake.state.lock().unwrap().old_queries.insert(q);
     assert_eq!(tg.poll()["applied"], 1);
     assert!(tg.fake.message(id).text.contains("approved by @alice"));
@@ -489,6 +501,8 @@ fn a_bridged_card_says_where_its_proposals_went_and_loses_its_buttons() {
     tg.env.ingest("h", &cycle(0, &["docker stop web"]));
     tg.env.ingest("h", &cycle(0, &["docker stop db"]));
     tg.run(&["notify"]).ok();
+    let before: Vec<i64> = tg.fake.messages().keys().copied().collect();
+    let old_approve = tg.fake.button(before[1], "a:2");
     tg.env.ingest("h", &cycle(0, &["docker stop web db"]));
     tg.run(&["notify"]).ok();
     let ids: Vec<i64> = tg.fake.messages().keys().copied().collect();
@@ -505,7 +519,7 @@ fn a_bridged_card_says_where_its_proposals_went_and_loses_its_buttons() {
     );
     assert!(tg.fake.buttons(ids[1]).is_empty());
     // A press on the folded card's old button is refused.
-    tg.fake.press(ids[1], ALICE, "alice", "a:2");
+    tg.fake.press(ids[1], ALICE, "alice", &old_approve);
     assert_eq!(tg.poll()["refused"], 1);
 }
 
@@ -535,7 +549,7 @@ fn only_one_poller_runs_and_serve_stops_cleanly_on_sigterm() {
     );
     // A press reaches serve through its long poll.
     let id = tg.only_message();
-    tg.fake.press(id, ALICE, "alice", "a:1");
+    tg.fake.tap(id, ALICE, "alice", "a:1");
     while tg.state_of(1) != "approved" {
         assert!(
             std::time::Instant::now() < deadline,

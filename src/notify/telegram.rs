@@ -75,6 +75,8 @@ pub struct Said {
     pub first_name: String,
     pub chat_id: i64,
     pub text: String,
+    /// The message this one replies to.
+    pub reply_to: Option<i64>,
 }
 
 /// One update: its id and, when it is a button press or a text message, what it holds.
@@ -382,6 +384,7 @@ fn convert(updates: Vec<teloxide::types::Update>) -> Vec<Incoming> {
                         first_name: from.first_name.clone(),
                         chat_id: m.chat.id.0,
                         text: text.to_string(),
+                        reply_to: m.reply_to_message().map(|r| i64::from(r.id.0)),
                     }),
                     _ => None,
                 },

@@ -15,10 +15,32 @@ pub struct Actor {
 
 /// Where a decision came from: a button on a card (checked against the stored card) and
 /// the Telegram update to confirm in the same transaction.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Via {
-    pub card: Option<(i64, i64)>,
+    pub card: Option<CardRef>,
     pub update_id: Option<i64>,
+}
+
+/// The card a press was made on, as the operator saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CardRef {
+    pub chat: i64,
+    pub message: i64,
+    /// The stamp the pressed button carried.
+    pub stamp: String,
+}
+
+/// A rejection reason an operator owes after pressing Reject: it must come as a reply to
+/// the prompt, and applies to the card as it was when Reject was pressed.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ReasonRequest {
+    pub cluster_id: i64,
+    pub until: i64,
+    pub chat: i64,
+    pub message: i64,
+    pub stamp: String,
+    /// The prompt message the reason must reply to, once it is sent.
+    pub prompt: Option<i64>,
 }
 
 /// The result of a decision attempt.
@@ -79,7 +101,7 @@ impl Store {
         via: Via,
         now: i64,
     ) -> Result<()> {
-        self.decide(via, actor, now, |tx| {
+        self.decide(&via, actor, now, |tx| {
             // Audit against a row that exists, or against nothing.
             let known = match proposal_id {
                 Some(id) => proposal_state(tx, id)?.map(|_| id),
@@ -101,25 +123,19 @@ impl Store {
         now: i64,
         confirmed_stale: bool,
     ) -> Result<Decided> {
-        let stale_after = self.rules.stale_after_cycles;
-        self.decide(via, actor, now, |tx| {
+        let rules = self.rules;
+        let stale_after = rules.stale_after_cycles;
+        self.decide(&via, actor, now, |tx| {
             let Some((state, cluster_id)) = proposal_state(tx, proposal_id)? else {
                 return Ok(Step::Refuse(None, format!("no proposal #{proposal_id}")));
             };
-            if let Some(why) = card_mismatch(tx, cluster_id, via)? {
+            let check = check_card(tx, cluster_id, &via, Some(proposal_id))?;
+            if let CardCheck::Refused(why) = check {
                 return Ok(Step::Refuse(Some(proposal_id), why));
             }
             match state {
-                State::Pending => {
-                    if !confirmed_stale {
-                        if let Some(since) = stale_since(tx, proposal_id, stale_after)? {
-                            return Ok(Step::Confirm(format!(
-                                "#{proposal_id} has not been proposed since {}: approve again to confirm",
-                                crate::time::hhmm(since)
-                            )));
-                        }
-                    }
-                }
+                State::Pending => {}
+                // A double tap or a replay: nothing to do, whatever the card shows now.
                 State::Approved | State::Executing | State::Completed => {
                     return Ok(Step::Already(format!("#{proposal_id} is already {}", state.as_str())))
                 }
@@ -128,6 +144,33 @@ impl Store {
                         Some(proposal_id),
                         format!("#{proposal_id} is {}, it can no longer be approved", other.as_str()),
                     ))
+                }
+            }
+            if let CardCheck::Changed = check {
+                return card_changed(tx, cluster_id, Some(proposal_id));
+            }
+            // Past its ttl a proposal can no longer be approved: it expires now, rather
+            // than be approved and then expire silently.
+            let first_seen: i64 = tx.query_row(
+                "SELECT first_seen_at FROM proposals WHERE id = ?1",
+                [proposal_id],
+                |r| r.get(0),
+            )?;
+            if now >= first_seen.saturating_add(rules.ttl_ms) {
+                let why = expiry_note(rules.ttl_ms);
+                transition(tx, proposal_id, State::Pending, State::Expired, "expire", &sweeper(), now, Some(&why))?;
+                owe_card(tx, cluster_id)?;
+                return Ok(Step::Refuse(
+                    Some(proposal_id),
+                    format!("#{proposal_id} expired ({why}); nothing was approved"),
+                ));
+            }
+            if !confirmed_stale {
+                if let Some(since) = stale_since(tx, proposal_id, stale_after)? {
+                    return Ok(Step::Confirm(format!(
+                        "#{proposal_id} has not been proposed since {}: approve again to confirm",
+                        crate::time::hhmm(since)
+                    )));
                 }
             }
             transition(tx, proposal_id, State::Pending, State::Approved, "approve", actor, now, None)?;
@@ -167,7 +210,7 @@ impl Store {
         via: Via,
         now: i64,
     ) -> Result<Decided> {
-        self.decide(via, actor, now, |tx| {
+        self.decide(&via, actor, now, |tx| {
             let states: Vec<(i64, String)> = tx
                 .prepare("SELECT id, state FROM proposals WHERE cluster_id = ?1 ORDER BY id")?
                 .query_map([cluster_id], |r| Ok((r.get(0)?, r.get(1)?)))?
@@ -175,18 +218,32 @@ impl Store {
             if states.is_empty() {
                 return Ok(Step::Refuse(None, format!("no card {cluster_id}")));
             }
-            if let Some(why) = card_mismatch(tx, cluster_id, via)? {
+            let check = check_card(tx, cluster_id, &via, None)?;
+            if let CardCheck::Refused(why) = check {
                 return Ok(Step::Refuse(Some(states[0].0), why));
             }
-            let pending: Vec<i64> = states
-                .iter()
-                .filter(|(_, s)| s == "pending")
-                .map(|(id, _)| *id)
-                .collect();
-            if pending.is_empty() {
+            if !states.iter().any(|(_, s)| s == "pending") {
                 if states.iter().any(|(_, s)| s == "rejected") {
                     return Ok(Step::Already("already rejected".into()));
                 }
+                return Ok(Step::Refuse(
+                    Some(states[0].0),
+                    "nothing pending on this card to reject".into(),
+                ));
+            }
+            // From a card, only the variants it shows are rejected, and only while it
+            // shows what the operator saw.
+            let shown = match check {
+                CardCheck::Changed => return card_changed(tx, cluster_id, Some(states[0].0)),
+                CardCheck::Shown(shown) => Some(shown),
+                _ => None,
+            };
+            let pending: Vec<i64> = states
+                .iter()
+                .filter(|(id, s)| s == "pending" && shown.as_ref().is_none_or(|v| v.contains(id)))
+                .map(|(id, _)| *id)
+                .collect();
+            if pending.is_empty() {
                 return Ok(Step::Refuse(
                     Some(states[0].0),
                     "nothing pending on this card to reject".into(),
@@ -213,7 +270,7 @@ impl Store {
     }
 
     /// Checks a Reject press like `reject_cluster` would, then records that `user_key`
-    /// owes a reason for this cluster until `until`, instead of rejecting.
+    /// owes a reason for this card as it was pressed, until `until`, instead of rejecting.
     pub fn request_reason(
         &mut self,
         cluster_id: i64,
@@ -223,7 +280,7 @@ impl Store {
         via: Via,
         now: i64,
     ) -> Result<Decided> {
-        self.decide(via, actor, now, |tx| {
+        self.decide(&via, actor, now, |tx| {
             let pending: Option<i64> = tx
                 .query_row(
                     "SELECT MIN(id) FROM proposals WHERE cluster_id = ?1 AND state = 'pending'",
@@ -238,24 +295,36 @@ impl Store {
                     "nothing pending on this card to reject".into(),
                 ));
             };
-            if let Some(why) = card_mismatch(tx, cluster_id, via)? {
-                return Ok(Step::Refuse(Some(first), why));
+            match check_card(tx, cluster_id, &via, None)? {
+                CardCheck::Refused(why) => return Ok(Step::Refuse(Some(first), why)),
+                CardCheck::Changed => return card_changed(tx, cluster_id, Some(first)),
+                _ => {}
             }
-            tx.execute(
-                "INSERT INTO meta (key, value) VALUES (?1, ?2)
-                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                params![
-                    format!("reason:{user_key}"),
-                    format!("{cluster_id}@{until}")
-                ],
+            let Some(card) = &via.card else {
+                return Ok(Step::Refuse(
+                    Some(first),
+                    "a reason is asked for on a card only".into(),
+                ));
+            };
+            let request = ReasonRequest {
+                cluster_id,
+                until,
+                chat: card.chat,
+                message: card.message,
+                stamp: card.stamp.clone(),
+                prompt: None,
+            };
+            set_meta(
+                tx,
+                &format!("reason:{user_key}"),
+                &serde_json::to_string(&request)?,
             )?;
             Ok(Step::AskReason(cluster_id))
         })
     }
 
-    /// The cluster `user_key` owes a rejection reason for, if the request is still open;
-    /// the request is consumed.
-    pub fn take_reason_request(&mut self, user_key: &str, now: i64) -> Result<Option<i64>> {
+    /// Records the prompt message a reason must reply to.
+    pub fn note_reason_prompt(&mut self, user_key: &str, prompt: i64) -> Result<()> {
         let key = format!("reason:{user_key}");
         let tx = self
             .conn
@@ -265,13 +334,48 @@ impl Store {
                 r.get(0)
             })
             .optional()?;
-        tx.execute("DELETE FROM meta WHERE key = ?1", [&key])?;
+        if let Some(mut request) =
+            value.and_then(|v| serde_json::from_str::<ReasonRequest>(&v).ok())
+        {
+            request.prompt = Some(prompt);
+            set_meta(&tx, &key, &serde_json::to_string(&request)?)?;
+        }
         tx.commit()?;
-        Ok(value.and_then(|v| {
-            let (cluster, until) = v.split_once('@')?;
-            let until: i64 = until.parse().ok()?;
-            (until >= now).then(|| cluster.parse().ok()).flatten()
-        }))
+        Ok(())
+    }
+
+    /// The open reason request of `user_key` when `reply_to` answers its prompt; the
+    /// request is consumed then. Anything else (no request, not a reply to the prompt)
+    /// leaves it open and returns `None`; an expired request is dropped.
+    pub fn take_reason_request(
+        &mut self,
+        user_key: &str,
+        reply_to: Option<i64>,
+        now: i64,
+    ) -> Result<Option<ReasonRequest>> {
+        let key = format!("reason:{user_key}");
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let value: Option<String> = tx
+            .query_row("SELECT value FROM meta WHERE key = ?1", [&key], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        let request = value.and_then(|v| serde_json::from_str::<ReasonRequest>(&v).ok());
+        let taken = match request {
+            Some(r) if r.until < now => {
+                tx.execute("DELETE FROM meta WHERE key = ?1", [&key])?;
+                None
+            }
+            Some(r) if r.prompt.is_some() && r.prompt == reply_to => {
+                tx.execute("DELETE FROM meta WHERE key = ?1", [&key])?;
+                Some(r)
+            }
+            _ => None,
+        };
+        tx.commit()?;
+        Ok(taken)
     }
 
     /// Rejects one pending proposal.
@@ -358,14 +462,18 @@ impl Store {
         note: Option<&str>,
         rule: impl Fn(State) -> std::result::Result<State, bool>,
     ) -> Result<Decided> {
-        self.decide(via, actor, now, |tx| {
+        self.decide(&via, actor, now, |tx| {
             let Some((state, cluster_id)) = proposal_state(tx, proposal_id)? else {
                 return Ok(Step::Refuse(None, format!("no proposal #{proposal_id}")));
             };
-            if let Some(why) = card_mismatch(tx, cluster_id, via)? {
+            let check = check_card(tx, cluster_id, &via, Some(proposal_id))?;
+            if let CardCheck::Refused(why) = check {
                 return Ok(Step::Refuse(Some(proposal_id), why));
             }
             match rule(state) {
+                Ok(_) if matches!(check, CardCheck::Changed) => {
+                    card_changed(tx, cluster_id, Some(proposal_id))
+                }
                 Ok(to) => {
                     transition(tx, proposal_id, state, to, action, actor, now, note)?;
                     if to == State::Approved {
@@ -550,10 +658,7 @@ impl Store {
     /// (the audit trail stays).
     pub fn sweep(&mut self, now: i64, alive: &dyn Fn(&str) -> bool) -> Result<Swept> {
         let mut swept = Swept::default();
-        let sweeper = Actor {
-            id: "sweep".into(),
-            display: "sweep".into(),
-        };
+        let sweeper = sweeper();
         let rules = self.rules;
         let tx = self
             .conn
@@ -590,14 +695,12 @@ impl Store {
                  WHERE state IN ('pending','approved') AND first_seen_at < ?1
                  ORDER BY first_seen_at LIMIT ?2",
             )?
-            .query_map(params![now - rules.ttl_ms, SWEEP_BATCH], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-            })?
+            .query_map(
+                params![now.saturating_sub(rules.ttl_ms), SWEEP_BATCH],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )?
             .collect::<rusqlite::Result<_>>()?;
-        let note = format!(
-            "not decided within {} of first sighting",
-            human_duration(rules.ttl_ms)
-        );
+        let note = expiry_note(rules.ttl_ms);
         for (id, state, cluster_id) in expiring {
             let from = State::parse(&state).unwrap_or(State::Pending);
             if transition(
@@ -620,20 +723,33 @@ impl Store {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .context("locking the database to prune")?;
-        swept.pruned = tx.execute(
-            "DELETE FROM proposals WHERE id IN (
-                 SELECT id FROM proposals WHERE ended_at IS NOT NULL AND ended_at < ?1
-                 ORDER BY ended_at LIMIT ?2)",
-            params![now - rules.retention_ms, SWEEP_BATCH],
-        )?;
-        if swept.pruned > 0 {
-            tx.execute(
-                "DELETE FROM cards WHERE cluster_id IN (
-                     SELECT c.cluster_id FROM cards c WHERE c.rev <= c.sent_rev
-                     AND NOT EXISTS (SELECT 1 FROM proposals p WHERE p.cluster_id = c.cluster_id)
-                     LIMIT ?1)",
-                [SWEEP_BATCH],
+        // A pruned proposal takes its sightings and subjects with it (ON DELETE CASCADE)
+        // and its cluster's card once no proposal of the cluster is left; the audit
+        // trail stays, and ids are never reused (a sequence), so no later proposal
+        // inherits it.
+        let doomed: Vec<(i64, i64)> = tx
+            .prepare_cached(
+                "SELECT id, cluster_id FROM proposals WHERE ended_at IS NOT NULL AND ended_at < ?1
+                 ORDER BY ended_at LIMIT ?2",
+            )?
+            .query_map(
+                params![now.saturating_sub(rules.retention_ms), SWEEP_BATCH],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?
+            .collect::<rusqlite::Result<_>>()?;
+        {
+            let mut delete = tx.prepare_cached("DELETE FROM proposals WHERE id = ?1")?;
+            for (id, _) in &doomed {
+                swept.pruned += delete.execute([id])?;
+            }
+            let mut orphan_card = tx.prepare_cached(
+                "DELETE FROM cards WHERE cluster_id = ?1
+                 AND NOT EXISTS (SELECT 1 FROM proposals WHERE cluster_id = ?1)",
             )?;
+            let clusters: BTreeSet<i64> = doomed.iter().map(|(_, c)| *c).collect();
+            for cluster in clusters {
+                orphan_card.execute([cluster])?;
+            }
         }
         tx.commit().context("committing retention")?;
         Ok(swept)
@@ -643,7 +759,7 @@ impl Store {
     /// rows and the update offset commit together or not at all.
     fn decide(
         &mut self,
-        via: Via,
+        via: &Via,
         actor: &Actor,
         now: i64,
         body: impl FnOnce(&Connection) -> Result<Step>,
@@ -723,23 +839,139 @@ fn proposal_state(conn: &Connection, id: i64) -> Result<Option<(State, i64)>> {
     Ok(row.and_then(|(s, c)| State::parse(&s).map(|s| (s, c))))
 }
 
-/// A press must come from the message stored for the proposal's card, in its chat.
-fn card_mismatch(conn: &Connection, cluster_id: i64, via: Via) -> Result<Option<String>> {
-    let Some((chat, message)) = via.card else {
-        return Ok(None);
+/// What checking a press against its card found.
+#[derive(Debug)]
+enum CardCheck {
+    /// The decision did not come from a card (the command line).
+    NotFromCard,
+    /// The press matches the card as delivered and as stored now; these are the
+    /// proposals it shows (and has buttons for).
+    Shown(Vec<i64>),
+    /// Refused: the press does not belong to this card.
+    Refused(String),
+    /// Refused: the card changed since the operator saw it; it must be redrawn.
+    Changed,
+}
+
+/// Refuses a press made on an older version of its card. The card is owed again (and
+/// re-sent even if its text is the same), so the operator sees what a decision would now
+/// apply to.
+fn card_changed(tx: &Connection, cluster_id: i64, proposal: Option<i64>) -> Result<Step> {
+    tx.execute(
+        "UPDATE cards SET rev = rev + 1, content_hash = NULL WHERE cluster_id = ?1",
+        [cluster_id],
+    )?;
+    Ok(Step::Refuse(
+        proposal,
+        "the card changed since you saw it: look again (it is being redrawn)".into(),
+    ))
+}
+
+/// A press must come from the message stored for the proposal's card, in its chat, carry
+/// the stamp that card was delivered with, and that stamp must still describe the card
+/// (no variant joined, left or changed state since). A per-proposal action must name a
+/// proposal the card shows.
+fn check_card(
+    conn: &Connection,
+    cluster_id: i64,
+    via: &Via,
+    target: Option<i64>,
+) -> Result<CardCheck> {
+    let Some(card) = &via.card else {
+        return Ok(CardCheck::NotFromCard);
     };
-    let stored: Option<(Option<String>, Option<i64>, Option<i64>)> = conn
+    struct Stored {
+        chat: Option<String>,
+        message: Option<i64>,
+        merged_into: Option<i64>,
+        stamp: Option<String>,
+        shown: Option<String>,
+    }
+    let stored = conn
         .query_row(
-            "SELECT chat_id, message_id, merged_into FROM cards WHERE cluster_id = ?1",
+            "SELECT chat_id, message_id, merged_into, stamp, shown FROM cards WHERE cluster_id = ?1",
             [cluster_id],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            |r| {
+                Ok(Stored {
+                    chat: r.get(0)?,
+                    message: r.get(1)?,
+                    merged_into: r.get(2)?,
+                    stamp: r.get(3)?,
+                    shown: r.get(4)?,
+                })
+            },
         )
         .optional()?;
-    Ok(match stored {
-        Some((Some(c), Some(m), None)) if c == chat.to_string() && m == message => None,
-        Some((_, _, Some(into))) => Some(format!("this card was merged into card {into}")),
-        _ => Some("this button does not belong to this proposal's card".into()),
-    })
+    let not_ours = || {
+        Ok(CardCheck::Refused(
+            "this button does not belong to this proposal's card".into(),
+        ))
+    };
+    let Some(Stored {
+        chat,
+        message,
+        merged_into,
+        stamp,
+        shown,
+    }) = stored
+    else {
+        return not_ours();
+    };
+    if let Some(into) = merged_into {
+        return Ok(CardCheck::Refused(format!(
+            "this card was merged into card {into}"
+        )));
+    }
+    if chat != Some(card.chat.to_string()) || message != Some(card.message) {
+        return not_ours();
+    }
+    if stamp.as_deref() != Some(card.stamp.as_str()) {
+        return Ok(CardCheck::Changed);
+    }
+    let shown: Vec<i64> = shown
+        .and_then(|s| serde_json::from_str(&s).ok())
+        .unwrap_or_default();
+    let in_flight: Vec<(i64, State)> = conn
+        .prepare_cached(&format!(
+            "SELECT id, state FROM proposals WHERE cluster_id = ?1 AND state IN {IN_FLIGHT_SQL}"
+        ))?
+        .query_map([cluster_id], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+        })?
+        .map(|row| row.map(|(id, s)| (id, State::parse(&s).unwrap_or(State::Pending))))
+        .collect::<rusqlite::Result<_>>()?;
+    if card_stamp(&in_flight, &shown, None) != card.stamp {
+        return Ok(CardCheck::Changed);
+    }
+    if target.is_some_and(|id| !shown.contains(&id)) {
+        return Ok(CardCheck::Refused(
+            "this variant is not shown on the card".into(),
+        ));
+    }
+    Ok(CardCheck::Shown(shown))
+}
+
+fn set_meta(conn: &Connection, key: &str, value: &str) -> Result<()> {
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES (?1, ?2)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        params![key, value],
+    )?;
+    Ok(())
+}
+
+fn sweeper() -> Actor {
+    Actor {
+        id: "sweep".into(),
+        display: "sweep".into(),
+    }
+}
+
+fn expiry_note(ttl_ms: i64) -> String {
+    format!(
+        "not decided within {} of first sighting",
+        human_duration(ttl_ms)
+    )
 }
 
 /// Compare-and-set state change with its audit row.

@@ -24,14 +24,11 @@ impl Store {
         Ok(rows)
     }
 
-    /// Records what was delivered for a card, in one transaction. `message_id` is `None`
-    /// when nothing needed sending (a cluster decided before its card went out).
+    /// Records what was delivered for a card, in one transaction.
     pub fn mark_card_sent(
         &mut self,
         card: &OwedCard,
-        chat_id: &str,
-        message_id: Option<i64>,
-        content_hash: &str,
+        delivered: &Delivered<'_>,
         now: i64,
     ) -> Result<()> {
         let tx = self
@@ -39,15 +36,17 @@ impl Store {
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         tx.execute(
             "UPDATE cards SET chat_id = ?2, message_id = ?3, content_hash = ?4, sent_at = ?5,
-                    sent_rev = MAX(sent_rev, ?6)
+                    sent_rev = MAX(sent_rev, ?6), stamp = ?7, shown = ?8
              WHERE cluster_id = ?1",
             params![
                 card.cluster_id,
-                chat_id,
-                message_id,
-                content_hash,
+                delivered.chat_id,
+                delivered.message_id,
+                delivered.content_hash,
                 now,
-                card.rev
+                card.rev,
+                delivered.stamp,
+                serde_json::to_string(delivered.shown)?,
             ],
         )?;
         tx.commit().context("recording a delivered card")?;

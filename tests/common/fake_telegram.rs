@@ -137,7 +137,8 @@ impl Fake {
     }
 
     /// The button callback data on a message, row by row flattened.
-    pub fn buttons(&self, id: i64) -> Vec<String> {
+    /// The callback data of every button on a message, in order.
+    pub fn raw_buttons(&self, id: i64) -> Vec<String> {
         let m = self.message(id);
         m.markup["inline_keyboard"]
             .as_array()
@@ -148,6 +149,33 @@ impl Fake {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// The buttons of a message as `a:12`: the card stamp each carries is left out.
+    pub fn buttons(&self, id: i64) -> Vec<String> {
+        self.raw_buttons(id)
+            .into_iter()
+            .map(|d| match d.rsplit_once(':') {
+                Some((head, _)) if head.contains(':') => head.to_string(),
+                _ => d,
+            })
+            .collect()
+    }
+
+    /// The full callback data of the button `which` (`a:12`) on a message, as the
+    /// operator's client would send it when tapped.
+    pub fn button(&self, id: i64, which: &str) -> String {
+        let prefix = format!("{which}:");
+        self.raw_buttons(id)
+            .into_iter()
+            .find(|d| d.starts_with(&prefix))
+            .unwrap_or_else(|| panic!("no button {which} on message {id}: {:?}", self.buttons(id)))
+    }
+
+    /// Taps the button `which` (`a:12`) on a message.
+    pub fn tap(&self, message_id: i64, user: u64, username: &str, which: &str) -> String {
+        let data = self.button(message_id, which);
+        self.press(message_id, user, username, &data)
     }
 
     /// Queues a button press on `message_id` (as it appears in `chat`) by `user`.
@@ -193,15 +221,29 @@ impl Fake {
 
     /// Queues a text message from `user` in the opsgate chat.
     pub fn say(&self, user: u64, username: &str, text: &str) {
+        self.say_in_reply(user, username, text, None);
+    }
+
+    /// Queues a text message from `user` in the opsgate chat, replying to a message.
+    pub fn say_in_reply(&self, user: u64, username: &str, text: &str, reply_to: Option<i64>) {
         let mut st = self.state.lock().unwrap();
         let update_id = st.next_update_id;
         st.next_update_id += 1;
-        st.updates.push(json!({
-            "update_id": update_id,
-            "message": {"message_id": 9000 + update_id, "date": 1795000000, "chat": chat_json(CHAT),
-                        "text": text,
-                        "from": {"id": user, "is_bot": false, "first_name": username, "username": username}}
-        }));
+        let mut message = json!({"message_id": 9000 + update_id, "date": 1795000000, "chat": chat_json(CHAT),
+                    "text": text,
+                    "from": {"id": user, "is_bot": false, "first_name": username, "username": username}});
+        if let Some(id) = reply_to {
+            let original = st
+                .messages
+                .get(&id)
+                .map(|m| m.text.clone())
+                .unwrap_or_default();
+            message["reply_to_message"] = json!({"message_id": id, "date": 1795000000,
+                "chat": chat_json(CHAT), "text": original,
+                "from": {"id": 4242, "is_bot": true, "first_name": "opsgate", "username": "opsgate_bot"}});
+        }
+        st.updates
+            .push(json!({"update_id": update_id, "message": message}));
     }
 
     pub fn pending_updates(&self) -> usize {
