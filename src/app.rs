@@ -112,8 +112,8 @@ fn ingest(config: &Config, args: IngestArgs) -> Result<i32> {
         .into());
     }
     let limits = Limits {
-        max_input_bytes: args.max_input_bytes,
-        max_proposals: args.max_proposals,
+        max_input_bytes: usize::try_from(args.max_input_bytes).unwrap_or(usize::MAX),
+        max_proposals: usize::try_from(args.max_proposals).unwrap_or(usize::MAX),
         strict: args.strict,
     };
     let prepare = |item: &parse::Item| {
@@ -936,16 +936,24 @@ fn sweep_cmd(config: &Config, args: SweepArgs) -> Result<i32> {
     Ok(exit::OK)
 }
 
+/// How long a claim holds without renewal; a running command renews it every
+/// [`RUN_RENEW`], so only a dead or hung runner loses it.
+const RUN_LEASE_MS: i64 = 120_000;
+const RUN_RENEW: Duration = Duration::from_secs(20);
+
 fn run_cmd(config: &Config, args: RunArgs) -> Result<i32> {
     let timeout = match &args.timeout {
         None => config.run_timeout,
         Some(t) => crate::time::parse_duration(t)
             .filter(|ms| *ms > 0)
             .map(|ms| Duration::from_millis(ms as u64))
+            .filter(|d| *d <= run::MAX_TIMEOUT)
             .ok_or_else(|| {
                 Failure::new(
                     exit::USAGE,
-                    format!("--timeout {t:?} is not a duration; expected e.g. 90s, 10m, 1h"),
+                    format!(
+                        "--timeout {t:?} is not a duration from 1s to 7d; expected e.g. 90s, 10m, 1h"
+                    ),
                 )
             })?,
     };
@@ -956,7 +964,7 @@ fn run_cmd(config: &Config, args: RunArgs) -> Result<i32> {
     if args.dry_run {
         let approved = store.list(&[State::Approved], None)?;
         let mut out = String::new();
-        for p in approved.iter().take(args.max) {
+        for p in approved.iter().take(args.max as usize) {
             out.push_str(&format!(
                 "would run #{} ({}): {}\n",
                 p.id,
@@ -971,15 +979,36 @@ fn run_cmd(config: &Config, args: RunArgs) -> Result<i32> {
         return Ok(exit::OK);
     }
     let runner = run::runner_id();
-    // The lease outlives the timeout by a margin: only a dead or hung runner loses it.
-    let lease_ms = timeout.as_millis() as i64 + 60_000;
     let mut results = Vec::new();
     for _ in 0..args.max {
-        // One claim at a time, so a lease starts when its command does.
-        let Some(claimed) = store.claim(&runner, 1, lease_ms, config.now())?.pop() else {
+        // One claim at a time, so a lease starts when its command does. Between the claim
+        // and the exec nothing touches the network: the cards are updated afterwards.
+        let Some(claimed) = store.claim(&runner, 1, RUN_LEASE_MS, config.now())?.pop() else {
             break;
         };
-        deliver_quietly(config, &mut store);
+        // The policy as it is now, not as it was at ingest: a pattern added since the
+        // approval still stops the command.
+        let canonical = canon::canonicalize(&claimed.command).canonical;
+        if let Some(pattern) = config.policy.denies(&claimed.command, &canonical) {
+            let why = format!("not run: matches deny pattern {pattern}");
+            store.abandon(claimed.id, &runner, &why, config.now())?;
+            if !args.json && config.verbosity >= 0 {
+                print_out(&format!("#{} cancelled ({why})\n", claimed.id))?;
+            }
+            results.push(
+                json!({"id": claimed.id, "cmd_hash": claimed.cmd_hash, "state": "cancelled",
+                "exit_code": null, "timed_out": false, "duration_ms": 0}),
+            );
+            continue;
+        }
+        // Still ours, still executing, right before the exec (and the lease renewed).
+        if !store.renew_claim(claimed.id, &runner, RUN_LEASE_MS, config.now())? {
+            warn(
+                config,
+                &format!("#{} not run: its claim was taken away", claimed.id),
+            );
+            continue;
+        }
         if !args.json && config.verbosity >= 0 {
             print_out(&format!(
                 "running #{} ({}): {}\n",
@@ -988,22 +1017,19 @@ fn run_cmd(config: &Config, args: RunArgs) -> Result<i32> {
                 notify::show_command(&claimed.command).0
             ))?;
         }
-        // The policy as it is now, not as it was at ingest: a pattern added since the
-        // approval still stops the command.
-        let canonical = canon::canonicalize(&claimed.command).canonical;
-        if let Some(pattern) = config.policy.denies(&claimed.command, &canonical) {
-            let why = format!("not run: matches deny pattern {pattern}");
-            store.abandon(claimed.id, &runner, &why, config.now())?;
-            if !args.json && config.verbosity >= 0 {
-                print_out(&format!("  -> cancelled ({why})\n"))?;
+        let id = claimed.id;
+        let mut renewed = std::time::Instant::now();
+        let outcome = run::execute(&claimed.command, timeout, &mut || {
+            // A read every second notices a lost claim at once; the lease is written
+            // only every RUN_RENEW. A database busy for a moment is not a lost claim.
+            if renewed.elapsed() >= RUN_RENEW {
+                renewed = std::time::Instant::now();
+                return store
+                    .renew_claim(id, &runner, RUN_LEASE_MS, config.now())
+                    .unwrap_or(true);
             }
-            results.push(
-                json!({"id": claimed.id, "cmd_hash": claimed.cmd_hash, "state": "cancelled",
-                "exit_code": null, "timed_out": false, "duration_ms": 0}),
-            );
-            continue;
-        }
-        let outcome = run::execute(&claimed.command, timeout);
+            store.holds_claim(id, &runner).unwrap_or(true)
+        });
         let state = store.finish(claimed.id, &runner, &outcome, config.now())?;
         if !args.json && config.verbosity >= 0 {
             let how = match (&outcome.note, outcome.exit_code) {
@@ -1025,6 +1051,7 @@ fn run_cmd(config: &Config, args: RunArgs) -> Result<i32> {
             "timed_out": outcome.timed_out,
             "duration_ms": outcome.duration_ms,
         }));
+        deliver_quietly(config, &mut store);
     }
     deliver_quietly(config, &mut store);
     if args.json {

@@ -15,7 +15,7 @@ Environment:
   OPSGATE_NOW                  pin the clock (RFC 3339 or unix seconds), for tests and replays
   XDG_STATE_HOME               base of the default database path (else $HOME/.local/state)
 
-Exit codes: 0 ok, 1 internal error, 2 usage, 3 conflict (action no longer applies),
+Exit codes: 0 ok, 1 internal error, 3 conflict (action no longer applies), 64 usage,
 65 bad input, 66 no such proposal, 74 database not writable, 75 temporary failure
 (retry), 78 configuration error.";
 
@@ -93,8 +93,9 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// Run at most this many proposals
-    #[arg(long, default_value_t = 10, value_name = "N")]
-    pub max: usize,
+    #[arg(long, default_value_t = 10, value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub max: u64,
     /// Kill a command (its whole process group) after this long; default from the config (10m)
     #[arg(long, value_name = "DURATION")]
     pub timeout: Option<String>,
@@ -151,11 +152,13 @@ pub struct IngestArgs {
     #[arg(long)]
     pub json: bool,
     /// Refuse inputs larger than this many bytes
-    #[arg(long, default_value_t = 8 * 1024 * 1024, value_name = "BYTES")]
-    pub max_input_bytes: usize,
+    #[arg(long, default_value_t = 8 * 1024 * 1024, value_name = "BYTES",
+          value_parser = clap::value_parser!(u64).range(1..=1 << 40))]
+    pub max_input_bytes: u64,
     /// Refuse inputs with more proposals than this
-    #[arg(long, default_value_t = 1000, value_name = "N")]
-    pub max_proposals: usize,
+    #[arg(long, default_value_t = 1000, value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    pub max_proposals: u64,
     /// Deliver the cards right after ingesting (same as running `opsgate notify`)
     #[arg(long)]
     pub notify: bool,
@@ -216,13 +219,15 @@ pub struct PollArgs {
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Seconds one long poll waits for presses
-    #[arg(long, default_value_t = 20, value_name = "SECS")]
+    /// Seconds one long poll waits for presses (0 to 300)
+    #[arg(long, default_value_t = 20, value_name = "SECS",
+          value_parser = clap::value_parser!(u64).range(0..=300))]
     pub poll_timeout: u64,
     /// Also run approved proposals (one `opsgate run` child at a time)
     #[arg(long)]
     pub execute: bool,
-    /// Seconds between sweeps
-    #[arg(long, default_value_t = 60, value_name = "SECS")]
+    /// Seconds between sweeps (1 to 86400)
+    #[arg(long, default_value_t = 60, value_name = "SECS",
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub sweep_every: u64,
 }

@@ -184,6 +184,12 @@ impl Config {
             retention_ms: duration("retention", &lifecycle.retention, defaults.retention_ms)?,
         };
         let run_timeout = duration("run_timeout", &lifecycle.run_timeout, 600_000)?;
+        if run_timeout > crate::run::MAX_TIMEOUT.as_millis() as i64 {
+            return Err(config_error(format!(
+                "lifecycle.run_timeout = {:?} is longer than 7d",
+                lifecycle.run_timeout.unwrap_or_default()
+            )));
+        }
         let file_policy = file.policy.unwrap_or_default();
         let deny = file_policy
             .deny

@@ -6,8 +6,9 @@ use std::fmt;
 pub const OK: i32 = 0;
 /// An unexpected internal failure (a bug, or an error with no better code).
 pub const FAILURE: i32 = 1;
-/// Command-line usage error (clap's own code).
-pub const USAGE: i32 = 2;
+/// Command-line usage error: an unknown option, a value out of its range, a missing
+/// argument (sysexits EX_USAGE; clap's own errors are mapped to it too).
+pub const USAGE: i32 = 64;
 /// The operator's action does not apply in the proposal's current state (already
 /// decided, finished, or superseded). Nothing changed.
 pub const CONFLICT: i32 = 3;

@@ -259,31 +259,51 @@ fn fits(card: &Card) -> bool {
     card.visible_len() <= MAX_CARD_CHARS && card.html.len() < 64 * 1024
 }
 
-/// Renders a cluster's card: a pure function of the view. Detail is lowered until the
-/// card fits Telegram's limit; if it still does not, fewer in-flight variants are shown
-/// (the rest are counted, without buttons). A variant gets buttons only when its whole
-/// command is on the card.
+/// Renders a cluster's card: a pure function of the view. The card must fit Telegram's
+/// limit; among the ways to make it fit (less detail, fewer variants listed), it takes
+/// the one that shows the most commands in full, since only those get buttons, then the
+/// one that lists the most variants, then the most detail. Variants left off are
+/// counted, without buttons.
 pub fn render(view: &ClusterView) -> Card {
     let all = view.in_flight().count();
+    let mut best: Option<((usize, usize), Card)> = None;
     for detail in DETAIL_LEVELS {
         let card = render_with(view, detail, all);
-        if fits(&card) {
-            return card;
-        }
-    }
-    // The most variants that fit at the lowest detail (binary search: fitting is
-    // monotonic in the number shown).
-    let lowest = DETAIL_LEVELS[DETAIL_LEVELS.len() - 1];
-    let (mut lo, mut hi) = (0, all);
-    while lo < hi {
-        let mid = (lo + hi).div_ceil(2);
-        if fits(&render_with(view, lowest, mid)) {
-            lo = mid;
+        let listed = if fits(&card) {
+            all
         } else {
-            hi = mid - 1;
+            // The most variants that fit (fitting is monotonic in the number listed).
+            let (mut lo, mut hi) = (0, all);
+            while lo < hi {
+                let mid = (lo + hi).div_ceil(2);
+                if fits(&render_with(view, detail, mid)) {
+                    lo = mid;
+                } else {
+                    hi = mid - 1;
+                }
+            }
+            lo
+        };
+        let card = if listed == all {
+            card
+        } else {
+            render_with(view, detail, listed)
+        };
+        if !fits(&card) {
+            continue;
+        }
+        let score = (card.shown.len(), listed);
+        if listed == all && card.shown.len() == all {
+            return card; // nothing better is possible
+        }
+        if best.as_ref().is_none_or(|(s, _)| score > *s) {
+            best = Some((score, card));
         }
     }
-    render_with(view, lowest, lo)
+    match best {
+        Some((_, card)) => card,
+        None => render_with(view, DETAIL_LEVELS[DETAIL_LEVELS.len() - 1], 0),
+    }
 }
 
 /// Renders with `detail`, showing at most `max_in_flight` in-flight variants.
@@ -870,9 +890,9 @@ mod tests {
     }
 
     /// The command a button acts on, looked up in the view.
-    fn command_of<'a>(v: &'a ClusterView, data: &str) -> Option<&'a str> {
+    fn command_of<'a>(v: &'a ClusterView, card: &Card, data: &str) -> Option<&'a str> {
         let (action, stamp) = Action::parse(data).expect("our own callback data parses");
-        assert_eq!(stamp, v.stamp(&render(v).shown));
+        assert_eq!(stamp, v.stamp(&card.shown));
         match action {
             Action::Approve(id) | Action::Cancel(id) | Action::Retry(id) => v
                 .proposals
@@ -901,7 +921,7 @@ mod tests {
                 assert!(card.visible_len() <= MAX_CARD_CHARS, "{len} x {size}");
                 let mut pending_buttons = 0;
                 for b in card.buttons.iter().flatten() {
-                    if let Some(command) = command_of(&v, &b.data) {
+                    if let Some(command) = command_of(&v, &card, &b.data) {
                         assert!(
                             card.plain.contains(&format!("{command}\n")),
                             "{len} x {size}: button {} acts on a command not shown in full",

@@ -31,10 +31,67 @@ fn fragment() -> impl Strategy<Value = String> {
         Just("$'x\\ty'".to_string()),
         Just("L$\"OG\"".to_string()),
         Just("$".to_string()),
+        // What sh treats as word characters and a tokenizer might not.
+        Just("\r".to_string()),
+        Just("\r#".to_string()),
+        Just("a\u{a0}#".to_string()),
+        Just("\u{2003}".to_string()),
+        Just("\u{3000}x".to_string()),
+        Just("#".to_string()),
+        Just("PATH=/a:~/b".to_string()),
+        Just("<<EOF".to_string()),
+        Just("<<-'E'".to_string()),
         "'[ -~]{0,6}'".prop_map(|s| s.replace('\'', "")),
         "\"[ a-z=:%]{0,6}\"",
         "[a-z]{1,3}\"[ a-z]{0,3}\"[a-z]{0,3}",
     ]
+}
+
+/// A here-document with a body of shell-looking lines, inside a command line.
+fn heredoc() -> impl Strategy<Value = String> {
+    (
+        prop_oneof![
+            Just("cat"),
+            Just("sed 's/^#//'"),
+            Just("sh"),
+            Just("docker exec -i db psql")
+        ],
+        prop_oneof![Just("<<"), Just("<<-"), Just("2<<")],
+        prop_oneof![Just("EOF"), Just("'EOF'"), Just("\"END\""), Just("\\EOF")],
+        prop::collection::vec(
+            prop_oneof![
+                "[ \t]{0,2}[a-z#$'\"() |;&<>-]{0,12}",
+                Just("\tindented".to_string()),
+                Just("EOFX".to_string()),
+                Just(" EOF".to_string()),
+                Just("docker stop web".to_string()),
+                Just("rm -rf /srv".to_string()),
+            ],
+            0..5,
+        ),
+        prop_oneof![
+            Just(""),
+            Just(" | sh"),
+            Just(" && echo done"),
+            Just("; echo x"),
+            Just(" > out")
+        ],
+        prop_oneof![Just(""), Just("\necho after"), Just("\n")],
+    )
+        .prop_map(|(cmd, op, delim, lines, tail, after)| {
+            let end = delim.trim_matches(['\'', '"', '\\']);
+            let mut s = format!("{cmd} {op}{delim}{tail}\n");
+            for l in lines {
+                s.push_str(&l);
+                s.push('\n');
+            }
+            if op.ends_with('-') {
+                s.push('\t');
+            }
+            s.push_str(end);
+            s.push_str(after);
+            s
+        })
 }
 
 fn command() -> impl Strategy<Value = String> {
@@ -75,6 +132,19 @@ proptest! {
             let canonical = render_tokens(&tokens);
             let again = tokenize(&canonical).unwrap();
             prop_assert_eq!(tokens, again, "canonical: {}", canonical);
+        }
+    }
+
+    #[test]
+    fn heredoc_bodies_tokenize_back_word_for_word(cmd in heredoc()) {
+        let once = canonicalize(&cmd);
+        prop_assert_eq!(&canonicalize(&once.canonical).canonical, &once.canonical);
+        if let Ok(tokens) = tokenize(&cmd) {
+            let canonical = render_tokens(&tokens);
+            let again = tokenize(&canonical);
+            prop_assert_eq!(Ok(tokens), again, "canonical: {:?}", canonical);
+            // A body never yields keys: only the command line does.
+            prop_assert!(once.logical_keys.iter().all(|k| !k.contains("web") || cmd.lines().next().unwrap_or("").contains("web")));
         }
     }
 

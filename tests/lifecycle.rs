@@ -497,7 +497,7 @@ fn require_reason_makes_reject_ask_for_one() {
         .cmd(&["reject", "1"])
         .env("OPSGATE_CONFIG", config.to_str().unwrap())
         .output();
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(64));
     assert!(stderr(&out).contains("--reason"));
     env.cmd(&["reject", "1", "--reason", "wrong host"])
         .env("OPSGATE_CONFIG", config.to_str().unwrap())

@@ -440,7 +440,7 @@ fn the_token_never_appears_in_output_or_in_the_database() {
             .output()
             .status
             .code(),
-        Some(2)
+        Some(64)
     );
 }
 

@@ -1,4 +1,6 @@
-//! Any command: canonicalization never panics, is idempotent, and keeps the words.
+//! Any command: canonicalization never panics, is idempotent, keeps the words (here-document
+//! bodies included), and the card shows it losslessly with everything but printable
+//! ASCII, newline and tab escaped.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -11,7 +13,28 @@ fuzz_target!(|data: &[u8]| {
     let twice = canonicalize(&once.canonical);
     assert_eq!(once.canonical, twice.canonical);
     assert_eq!(once.logical_keys, twice.logical_keys);
+    if once.fallback.is_some() {
+        // Opaque: identified by its exact bytes.
+        assert_eq!(once.canonical, text);
+    }
     if let Ok(tokens) = tokenize(text) {
         assert_eq!(tokenize(&render_tokens(&tokens)).ok(), Some(tokens));
     }
+    let (shown, escaped) = opsgate::notify::show_command(text);
+    let mut decoded = String::new();
+    let mut rest = shown.as_str();
+    while let Some(c) = rest.chars().next() {
+        if let Some(after) = rest.strip_prefix("⟦U+") {
+            let end = after.find('⟧').expect("a closed escape");
+            let code = u32::from_str_radix(&after[..end], 16).expect("hex");
+            decoded.push(char::from_u32(code).expect("a char"));
+            rest = &after[end + '⟧'.len_utf8()..];
+        } else {
+            assert!(c == '\n' || c == '\t' || (' '..='~').contains(&c), "{c:?} shown as itself");
+            decoded.push(c);
+            rest = &rest[c.len_utf8()..];
+        }
+    }
+    assert_eq!(decoded, text);
+    assert_eq!(escaped, text.chars().any(|c| !(c == '\n' || c == '\t' || (' '..='~').contains(&c))));
 });

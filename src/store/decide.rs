@@ -545,7 +545,7 @@ impl Store {
                     "UPDATE proposals SET runner = ?2, lease_until = ?3, started_at = ?4,
                             exit_code = NULL, duration_ms = NULL, stdout_tail = NULL, stderr_tail = NULL
                      WHERE id = ?1",
-                    params![c.id, runner, now + lease_ms, now],
+                    params![c.id, runner, now.saturating_add(lease_ms), now],
                 )?;
                 owe_card(&tx, c.cluster_id)?;
                 claimed.push(c);
@@ -553,6 +553,32 @@ impl Store {
         }
         tx.commit().context("committing claims")?;
         Ok(claimed)
+    }
+
+    /// Renews a claim right before and while its command runs: true when the proposal
+    /// is still executing under `runner` (its lease now ends `lease_ms` from now), false
+    /// when the claim is gone (interrupted by a sweep, finished or cancelled).
+    pub fn renew_claim(&mut self, id: i64, runner: &str, lease_ms: i64, now: i64) -> Result<bool> {
+        let changed = self
+            .conn
+            .prepare_cached(
+                "UPDATE proposals SET lease_until = ?3
+                 WHERE id = ?1 AND state = 'executing' AND runner = ?2",
+            )?
+            .execute(params![id, runner, now.saturating_add(lease_ms)])?;
+        Ok(changed == 1)
+    }
+
+    /// Whether `runner` still holds the claim on `id` (a read; no write).
+    pub fn holds_claim(&self, id: i64, runner: &str) -> Result<bool> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT 1 FROM proposals WHERE id = ?1 AND state = 'executing' AND runner = ?2",
+            )?
+            .query_row(params![id, runner], |_| Ok(()))
+            .optional()?
+            .is_some())
     }
 
     /// Gives back a claimed proposal without running it (executing -> cancelled), with

@@ -46,6 +46,8 @@ pub struct Call {
     pub method: String,
     pub body: Value,
     pub path: String,
+    /// When it arrived, in nanoseconds since the unix epoch.
+    pub at: u128,
 }
 
 #[derive(Default)]
@@ -398,6 +400,10 @@ async fn handle(
             method: method_lc.clone(),
             body: body.clone(),
             path: format!("/{bot}/{method}"),
+            at: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos(),
         });
         if bot != format!("bot{TOKEN}") {
             return bad(401, "Unauthorized");
