@@ -611,14 +611,15 @@ fn find_backtick_end(chars: &[char], from: usize) -> Result<usize, TokenizeError
     Err(TokenizeError("unbalanced `"))
 }
 
-/// Separators after which a here-document body may start on the next line.
+/// Separators after which a here-document body may start on the next line: those after
+/// which a newline adds no separator of its own (see `push_separator`).
 fn ends_a_line(op: &str) -> bool {
-    matches!(op, ";" | "&&" | "||" | "|" | "&" | ";;" | "|&")
+    matches!(op, ";" | "&&" | "||" | "|" | "&")
 }
 
 /// Joins tokens into the canonical text: one space between tokens, minimal quoting. A
-/// here-document's body follows the first separator after it (a `;` becomes the newline),
-/// which is where sh reads it: the result tokenizes back to the same tokens.
+/// here-document's body follows the first separator after it and a newline, which is
+/// where sh reads it: the result tokenizes back to the same tokens.
 pub fn render_tokens(tokens: &[Token]) -> String {
     let mut out = String::new();
     let mut bodies: Vec<&HereDoc> = Vec::new();
@@ -633,10 +634,10 @@ pub fn render_tokens(tokens: &[Token]) -> String {
     for token in tokens {
         match token {
             Token::Op(op) if !bodies.is_empty() && ends_a_line(op) => {
-                if op != ";" {
-                    out.push(' ');
-                    out.push_str(op);
-                }
+                // The operator stays explicit (a bare newline is no `;` after `(`), and
+                // a newline right after it adds nothing.
+                out.push(' ');
+                out.push_str(op);
                 out.push('\n');
                 flush(&mut out, &mut bodies);
                 space = false;
@@ -1203,6 +1204,22 @@ mod tests {
         let tokens = tokenize(text).unwrap();
         let canonical = render_tokens(&tokens);
         assert_eq!(tokenize(&canonical).unwrap(), tokens, "{canonical:?}");
+    }
+
+    #[test]
+    fn a_heredoc_body_is_never_written_after_a_double_semicolon() {
+        // Found by cargo fuzz: the body rendered after `;;` added a `;` when read back,
+        // and a `;` rendered as a bare newline after `(` was lost.
+        for text in [
+            "cat <<'B' ;;;;;;&ho x\na $HOME\nA\nb\nB",
+            "cat <<A\na $HOME\nA\nc? < <<A ( ; cat - < B && echo x\na $HOME\nA\nb\nB",
+        ] {
+            let once = canonicalize(text);
+            assert_eq!(canonicalize(&once.canonical).canonical, once.canonical);
+            if let Ok(tokens) = tokenize(text) {
+                assert_eq!(tokenize(&render_tokens(&tokens)).unwrap(), tokens);
+            }
+        }
     }
 
     #[test]
