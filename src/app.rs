@@ -8,7 +8,7 @@ use crate::cli::{
 };
 use crate::config::Config;
 use crate::decisions;
-use crate::exit::{self, Failure};
+use crate::error::{self, Error, Kind};
 use crate::notify;
 use crate::notify::telegram::{Incoming, Polled, Telegram, TgError};
 use crate::parse::{self, Limits};
@@ -23,18 +23,25 @@ use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::time::Duration;
 
+/// What each adapter knows about its own errors, for the exit code.
+pub const CLASSIFIERS: &[error::Classifier] = &[
+    crate::store::classify,
+    crate::notify::telegram::classify,
+    crate::parse::classify,
+];
+
 /// The contract to paste into an ops bot's prompt.
 pub const AUTHORITY: &str = include_str!("../AUTHORITY.md");
 
 /// Runs one command; returns the exit code.
-pub fn run(cli: Cli) -> Result<i32> {
+pub fn run(cli: Cli) -> Result<u8> {
     // Commands that need no configuration work even when it is broken.
     match &cli.command {
         Command::Completions { shell } => {
             let mut out = Vec::new();
             clap_complete::generate(*shell, &mut Cli::command(), "opsgate", &mut out);
             print_out(&String::from_utf8_lossy(&out))?;
-            return Ok(exit::OK);
+            return Ok(error::OK);
         }
         Command::Man => {
             let mut out = Vec::new();
@@ -42,7 +49,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 .render(&mut out)
                 .context("rendering the man page")?;
             print_out(&String::from_utf8_lossy(&out))?;
-            return Ok(exit::OK);
+            return Ok(error::OK);
         }
         _ => {}
     }
@@ -65,14 +72,14 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::History(args) => history(&config, args),
         Command::Authority => {
             print_out(AUTHORITY)?;
-            Ok(exit::OK)
+            Ok(error::OK)
         }
         Command::Doctor => {
             let (report, code) = crate::doctor::check(&config);
             print_out(&report)?;
             Ok(code)
         }
-        Command::Completions { .. } | Command::Man => Ok(exit::OK),
+        Command::Completions { .. } | Command::Man => Ok(error::OK),
     }
 }
 
@@ -102,11 +109,11 @@ fn read_stdin(limit: usize) -> Result<Vec<u8>> {
     Ok(input)
 }
 
-fn ingest(config: &Config, args: IngestArgs) -> Result<i32> {
+fn ingest(config: &Config, args: IngestArgs) -> Result<u8> {
     let source = args.source.trim();
     if source.is_empty() || source.len() > 128 || !source.chars().all(notify::field_char_plain) {
-        return Err(Failure::new(
-            exit::USAGE,
+        return Err(Error::new(
+            Kind::Usage,
             "--source must be 1 to 128 printable characters",
         )
         .into());
@@ -229,7 +236,7 @@ fn ingest(config: &Config, args: IngestArgs) -> Result<i32> {
             },
         );
     }
-    Ok(exit::OK)
+    Ok(error::OK)
 }
 
 /// "8 proposals: 2 new, 5 merged, 1 joined cluster kometa-run"
@@ -269,14 +276,14 @@ pub fn summary(report: &IngestReport, invalid: usize) -> String {
     s
 }
 
-fn hash(args: HashArgs) -> Result<i32> {
+fn hash(args: HashArgs) -> Result<u8> {
     let commands: Vec<String> = match (args.command, args.stdin) {
         (Some(c), _) => vec![c],
         (None, _) => {
             let input = read_stdin(64 * 1024 * 1024)?;
             let text = String::from_utf8(input).map_err(|e| {
-                Failure::new(
-                    exit::DATAERR,
+                Error::new(
+                    Kind::BadInput,
                     format!(
                         "stdin is not valid UTF-8 (at byte {}); expected one command per line",
                         e.utf8_error().valid_up_to()
@@ -314,7 +321,7 @@ fn hash(args: HashArgs) -> Result<i32> {
         }
     }
     print_out(&out)?;
-    Ok(exit::OK)
+    Ok(error::OK)
 }
 
 fn parse_states(names: &[String]) -> Result<Vec<State>> {
@@ -327,8 +334,8 @@ fn parse_states(names: &[String]) -> Result<Vec<State>> {
             }
             let state = State::parse(part).ok_or_else(|| {
                 let all: Vec<&str> = State::ALL.iter().map(|s| s.as_str()).collect();
-                Failure::new(
-                    exit::USAGE,
+                Error::new(
+                    Kind::Usage,
                     format!(
                         "unknown state {part:?}; expected one of {}, in-flight",
                         all.join(", ")
@@ -380,7 +387,7 @@ pub(crate) fn open_store(config: &Config) -> Result<Store> {
     Ok(store)
 }
 
-fn list(config: &Config, args: ListArgs) -> Result<i32> {
+fn list(config: &Config, args: ListArgs) -> Result<u8> {
     let states = parse_states(&args.states)?;
     let proposals = match open_for_reading(config)? {
         Some(store) => store.list(&states, args.source.as_deref())?,
@@ -389,11 +396,11 @@ fn list(config: &Config, args: ListArgs) -> Result<i32> {
     if args.json {
         let arr: Vec<Value> = proposals.iter().map(proposal_json).collect();
         print_out(&format!("{}\n", Value::Array(arr)))?;
-        return Ok(exit::OK);
+        return Ok(error::OK);
     }
     if proposals.is_empty() {
         print_out("No proposals.\n")?;
-        return Ok(exit::OK);
+        return Ok(error::OK);
     }
     let mut out = format!(
         "{:>5}  {:<11}  {:>4}  {:<12}  {:<16}  COMMAND\n",
@@ -416,7 +423,7 @@ fn list(config: &Config, args: ListArgs) -> Result<i32> {
         ));
     }
     print_out(&out)?;
-    Ok(exit::OK)
+    Ok(error::OK)
 }
 
 fn ellipsize(s: &str, max: usize) -> String {
@@ -428,10 +435,9 @@ fn ellipsize(s: &str, max: usize) -> String {
     out
 }
 
-fn show(config: &Config, args: ShowArgs) -> Result<i32> {
+fn show(config: &Config, args: ShowArgs) -> Result<u8> {
     let not_found = || {
-        Failure::new(
-            exit::NOINPUT,
+        Error::new(Kind::NotFound,
             format!(
                 "no proposal {:?}; expected a proposal id or a 12-digit cmd_hash (see `opsgate list`)",
                 args.reference
@@ -470,7 +476,7 @@ fn show(config: &Config, args: ShowArgs) -> Result<i32> {
             })
             .collect();
         print_out(&format!("{v}\n"))?;
-        return Ok(exit::OK);
+        return Ok(error::OK);
     }
     let vis = |s: &str| notify::show_field(s, 4000);
     let cmd = |s: &str| notify::show_command(s).0;
@@ -528,10 +534,10 @@ fn show(config: &Config, args: ShowArgs) -> Result<i32> {
         ));
     }
     print_out(&out)?;
-    Ok(exit::OK)
+    Ok(error::OK)
 }
 
-fn notify_cmd(config: &Config, args: NotifyArgs) -> Result<i32> {
+fn notify_cmd(config: &Config, args: NotifyArgs) -> Result<u8> {
     let tg_cfg = match (&config.telegram, args.console) {
         (Some(tg), false) => tg,
         _ => {
@@ -541,7 +547,7 @@ fn notify_cmd(config: &Config, args: NotifyArgs) -> Result<i32> {
             };
             let cards: Vec<notify::Card> = clusters.iter().map(notify::render).collect();
             print_out(&notify::console_text(&cards))?;
-            return Ok(exit::OK);
+            return Ok(error::OK);
         }
     };
     let mut store = open_store(config)?;
@@ -551,12 +557,12 @@ fn notify_cmd(config: &Config, args: NotifyArgs) -> Result<i32> {
 }
 
 /// Prints what an outbox run did; the exit code says whether anything is still owed.
-fn finish_push(config: &Config, report: &notify::PushReport) -> Result<i32> {
+fn finish_push(config: &Config, report: &notify::PushReport) -> Result<u8> {
     if report.busy {
         if config.verbosity >= 0 {
             print_out("cards: another opsgate process is delivering them\n")?;
         }
-        return Ok(exit::OK);
+        return Ok(error::OK);
     }
     if config.verbosity >= 0 {
         let mut line = format!(
@@ -578,9 +584,9 @@ fn finish_push(config: &Config, report: &notify::PushReport) -> Result<i32> {
         )));
     }
     if !report.refused.is_empty() {
-        return Ok(exit::FAILURE);
+        return Ok(Kind::Internal.code());
     }
-    Ok(exit::OK)
+    Ok(error::OK)
 }
 
 /// The lease that keeps one poller per database.
@@ -597,8 +603,7 @@ fn take_poller_lease(store: &mut Store, config: &Config, ttl: Duration) -> Resul
     )?;
     match other {
         None => Ok(holder),
-        Some(other) => Err(Failure::new(
-            exit::TEMPFAIL,
+        Some(other) => Err(Error::new(Kind::Temporary,
             format!(
                 "another opsgate poller (pid {}) is reading Telegram updates for this database; only one may run at a time",
                 other.split(':').next().unwrap_or(&other)
@@ -682,7 +687,7 @@ fn handle_updates(
     Ok(handled)
 }
 
-fn poll(config: &Config, args: PollArgs) -> Result<i32> {
+fn poll(config: &Config, args: PollArgs) -> Result<u8> {
     let tg_cfg = config.telegram_for_decisions()?;
     let mut store = open_store(config)?;
     let tg = Telegram::new(tg_cfg)?;
@@ -720,7 +725,7 @@ fn poll(config: &Config, args: PollArgs) -> Result<i32> {
     finish_push(&quiet, &report)
 }
 
-fn serve(config: &Config, args: ServeArgs) -> Result<i32> {
+fn serve(config: &Config, args: ServeArgs) -> Result<u8> {
     let tg_cfg = config.telegram_for_decisions()?;
     let mut store = open_store(config)?;
     let tg = Telegram::new(tg_cfg)?;
@@ -794,7 +799,7 @@ fn serve(config: &Config, args: ServeArgs) -> Result<i32> {
     if config.verbosity >= 0 {
         eprintln!("opsgate: stopped");
     }
-    Ok(exit::OK)
+    Ok(error::OK)
 }
 
 /// The local operator: `--as NAME`, else $USER / $LOGNAME.
@@ -814,8 +819,7 @@ fn local_actor(name: Option<&str>) -> Actor {
 
 fn find_proposal(store: &Store, reference: &str) -> Result<Proposal> {
     store.find(reference)?.ok_or_else(|| {
-        Failure::new(
-            exit::NOINPUT,
+        Error::new(Kind::NotFound,
             format!(
                 "no proposal {reference:?}; expected a proposal id or a 12-digit cmd_hash (see `opsgate list`)"
             ),
@@ -825,27 +829,27 @@ fn find_proposal(store: &Store, reference: &str) -> Result<Proposal> {
 }
 
 /// Prints a decision's outcome and maps it to an exit code; the card follows.
-fn report_decision(config: &Config, store: &mut Store, outcome: Decided) -> Result<i32> {
+fn report_decision(config: &Config, store: &mut Store, outcome: Decided) -> Result<u8> {
     let code = match &outcome {
         Decided::Applied(t) => {
             print_out(&format!("{t}\n"))?;
-            exit::OK
+            error::OK
         }
         Decided::Already(t) => {
             print_out(&format!("nothing to do: {t}\n"))?;
-            exit::OK
+            error::OK
         }
         Decided::Refused(t) => {
             eprintln!("opsgate: refused: {t}");
-            exit::CONFLICT
+            Kind::Conflict.code()
         }
         Decided::Confirm(t) => {
             eprintln!("opsgate: {t} (pass --confirm)");
-            exit::CONFLICT
+            Kind::Conflict.code()
         }
         Decided::AskReason(_) => {
             eprintln!("opsgate: a reason is required: pass --reason TEXT");
-            exit::USAGE
+            Kind::Usage.code()
         }
     };
     if matches!(outcome, Decided::Applied(_)) {
@@ -881,7 +885,7 @@ enum Decision {
     Retry,
 }
 
-fn decide_cmd(config: &Config, decision: Decision, args: DecideArgs) -> Result<i32> {
+fn decide_cmd(config: &Config, decision: Decision, args: DecideArgs) -> Result<u8> {
     let mut store = open_store(config)?;
     let p = find_proposal(&store, &args.reference)?;
     let actor = local_actor(args.actor.as_deref());
@@ -894,15 +898,15 @@ fn decide_cmd(config: &Config, decision: Decision, args: DecideArgs) -> Result<i
     report_decision(config, &mut store, outcome)
 }
 
-fn reject_cmd(config: &Config, args: RejectArgs) -> Result<i32> {
+fn reject_cmd(config: &Config, args: RejectArgs) -> Result<u8> {
     let reason = args
         .reason
         .as_deref()
         .map(str::trim)
         .filter(|r| !r.is_empty());
     if config.policy.require_reason && reason.is_none() {
-        return Err(Failure::new(
-            exit::USAGE,
+        return Err(Error::new(
+            Kind::Usage,
             "the policy requires a reason to reject: pass --reason TEXT",
         )
         .into());
@@ -914,7 +918,7 @@ fn reject_cmd(config: &Config, args: RejectArgs) -> Result<i32> {
     report_decision(config, &mut store, outcome)
 }
 
-fn sweep_cmd(config: &Config, args: SweepArgs) -> Result<i32> {
+fn sweep_cmd(config: &Config, args: SweepArgs) -> Result<u8> {
     let mut store = open_store(config)?;
     let swept = store.sweep(config.now(), &run::runner_alive)?;
     if args.json {
@@ -933,7 +937,7 @@ fn sweep_cmd(config: &Config, args: SweepArgs) -> Result<i32> {
     if swept.interrupted + swept.expired > 0 {
         deliver_quietly(config, &mut store);
     }
-    Ok(exit::OK)
+    Ok(error::OK)
 }
 
 /// How long a claim holds without renewal; a running command renews it every
@@ -941,7 +945,7 @@ fn sweep_cmd(config: &Config, args: SweepArgs) -> Result<i32> {
 const RUN_LEASE_MS: i64 = 120_000;
 const RUN_RENEW: Duration = Duration::from_secs(20);
 
-fn run_cmd(config: &Config, args: RunArgs) -> Result<i32> {
+fn run_cmd(config: &Config, args: RunArgs) -> Result<u8> {
     let timeout = match &args.timeout {
         None => config.run_timeout,
         Some(t) => crate::time::parse_duration(t)
@@ -949,8 +953,7 @@ fn run_cmd(config: &Config, args: RunArgs) -> Result<i32> {
             .map(|ms| Duration::from_millis(ms as u64))
             .filter(|d| *d <= run::MAX_TIMEOUT)
             .ok_or_else(|| {
-                Failure::new(
-                    exit::USAGE,
+                Error::new(Kind::Usage,
                     format!(
                         "--timeout {t:?} is not a duration from 1s to 7d; expected e.g. 90s, 10m, 1h"
                     ),
@@ -976,7 +979,7 @@ fn run_cmd(config: &Config, args: RunArgs) -> Result<i32> {
             out.push_str("nothing approved\n");
         }
         print_out(&out)?;
-        return Ok(exit::OK);
+        return Ok(error::OK);
     }
     let runner = run::runner_id();
     let mut results = Vec::new();
@@ -1059,12 +1062,12 @@ fn run_cmd(config: &Config, args: RunArgs) -> Result<i32> {
     } else if results.is_empty() && config.verbosity >= 0 {
         print_out("nothing approved to run\n")?;
     }
-    Ok(exit::OK)
+    Ok(error::OK)
 }
 
-fn history(config: &Config, args: ShowArgs) -> Result<i32> {
+fn history(config: &Config, args: ShowArgs) -> Result<u8> {
     let store = open_for_reading(config)?
-        .ok_or_else(|| Failure::new(exit::NOINPUT, format!("no proposal {:?}", args.reference)))?;
+        .ok_or_else(|| Error::new(Kind::NotFound, format!("no proposal {:?}", args.reference)))?;
     let p = find_proposal(&store, &args.reference)?;
     let vis = |s: &str| notify::show_field(s, 4000);
     let cmd = |s: &str| notify::show_command(s).0;
@@ -1103,7 +1106,7 @@ fn history(config: &Config, args: ShowArgs) -> Result<i32> {
     if args.json {
         let arr: Vec<Value> = events.into_iter().map(|e| e.3).collect();
         print_out(&format!("{}\n", Value::Array(arr)))?;
-        return Ok(exit::OK);
+        return Ok(error::OK);
     }
     let mut out = format!(
         "#{} {} [{}] {}\n",
@@ -1116,7 +1119,7 @@ fn history(config: &Config, args: ShowArgs) -> Result<i32> {
         out.push_str(&format!("  {}  {line}\n", rfc3339(at)));
     }
     print_out(&out)?;
-    Ok(exit::OK)
+    Ok(error::OK)
 }
 
 /// Starts `opsgate run` as a child with the same database and configuration.

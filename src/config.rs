@@ -5,7 +5,7 @@
 //! Precedence: an explicit config file (`--config` / `OPSGATE_CONFIG`) overrides the
 //! environment; `--db` overrides both for the database path.
 
-use crate::exit::{self, Failure};
+use crate::error::{Error, Kind};
 use crate::store::Rules;
 use anyhow::{Context, Result};
 use serde::Deserialize;
@@ -140,7 +140,7 @@ struct FileTelegram {
 }
 
 fn config_error(message: String) -> anyhow::Error {
-    Failure::new(exit::CONFIG, message).into()
+    Error::new(Kind::Config, message).into()
 }
 
 impl Config {

@@ -2,7 +2,7 @@
 //! and says what to fix. Reads only; the one network call is `getMe`.
 
 use crate::config::Config;
-use crate::exit;
+use crate::error::{self, Kind};
 use crate::notify::telegram::Telegram;
 use crate::store::Store;
 
@@ -33,7 +33,7 @@ impl Report {
 }
 
 /// Runs every check; returns the report and the exit code (0, or 78 when anything failed).
-pub fn check(config: &Config) -> (String, i32) {
+pub fn check(config: &Config) -> (String, u8) {
     let mut r = Report {
         lines: Vec::new(),
         failed: false,
@@ -45,7 +45,11 @@ pub fn check(config: &Config) -> (String, i32) {
     }
     check_database(config, &mut r);
     check_telegram(config, &mut r);
-    let code = if r.failed { exit::CONFIG } else { exit::OK };
+    let code = if r.failed {
+        Kind::Config.code()
+    } else {
+        error::OK
+    };
     let mut text = r.lines.join("\n");
     text.push('\n');
     (text, code)

@@ -4,8 +4,8 @@
 //! (command -> `cmd_hash` + logical keys), [`store`] (SQLite lifecycle, the only SQL),
 //! [`notify`] (cards; the Telegram adapter holds the only async code), [`decisions`]
 //! (button presses -> lifecycle changes), [`run`] (executes what was approved). [`app`]
-//! wires them to the command line, [`config`] reads every setting, [`exit`] names every
-//! exit code.
+//! wires them to the command line, [`config`] reads every setting, [`error`] names every
+//! error kind and its exit code.
 
 pub mod app;
 pub mod canon;
@@ -13,7 +13,7 @@ pub mod cli;
 pub mod config;
 pub mod decisions;
 pub mod doctor;
-pub mod exit;
+pub mod error;
 pub mod notify;
 pub mod parse;
 pub mod run;

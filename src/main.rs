@@ -1,26 +1,28 @@
 //! opsgate: thin entry point. Parses arguments, runs, maps errors to exit codes.
 
 use clap::Parser;
+use opsgate::error::{self, Kind};
+use std::process::ExitCode;
 
-fn main() {
+fn main() -> ExitCode {
     let cli = match opsgate::cli::Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
             // --help and --version are not errors; everything else is a usage error.
             let code = if e.use_stderr() {
-                opsgate::exit::USAGE
+                Kind::Usage.code()
             } else {
-                opsgate::exit::OK
+                error::OK
             };
             let _ = e.print();
-            std::process::exit(code);
+            return ExitCode::from(code);
         }
     };
     match opsgate::app::run(cli) {
-        Ok(code) => std::process::exit(code),
+        Ok(code) => ExitCode::from(code),
         Err(err) => {
             eprintln!("opsgate: error: {err:#}");
-            std::process::exit(opsgate::exit::code_for(&err));
+            ExitCode::from(error::kind_of(&err, opsgate::app::CLASSIFIERS).code())
         }
     }
 }

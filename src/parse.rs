@@ -4,6 +4,7 @@
 //! prose around it), maps field aliases and enforces limits. It never trusts anything the
 //! LLM computed: ids are display labels and a claimed `cmd_hash` is only compared.
 
+use crate::error::Kind;
 use serde_json::{Map, Value};
 use std::fmt;
 
@@ -140,6 +141,11 @@ impl fmt::Display for ParseError {
 }
 
 impl std::error::Error for ParseError {}
+
+/// Every parse error is bad input.
+pub fn classify(cause: &(dyn std::error::Error + 'static)) -> Option<Kind> {
+    cause.downcast_ref::<ParseError>().map(|_| Kind::BadInput)
+}
 
 /// Parses raw stdin bytes.
 pub fn parse_bytes(input: &[u8], limits: &Limits) -> Result<Parsed, ParseError> {

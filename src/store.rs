@@ -5,7 +5,7 @@
 //! SQLite-only constructs outside `open`/pragmas) so another backend can replace it.
 
 use crate::canon::{self, Canonical};
-use crate::exit::{self, Failure};
+use crate::error::{Error, Kind};
 use crate::parse::{Item, Risk};
 use anyhow::{Context, Result};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
@@ -16,6 +16,22 @@ use std::time::Duration;
 mod decide;
 mod outbox;
 pub use decide::*;
+
+/// The kind of a SQLite error, for the exit code: busy or locked is temporary, a
+/// read-only or full disk is I/O, a file that is not a database is configuration.
+pub fn classify(cause: &(dyn std::error::Error + 'static)) -> Option<Kind> {
+    let Some(rusqlite::Error::SqliteFailure(e, _)) = cause.downcast_ref::<rusqlite::Error>() else {
+        return None;
+    };
+    use rusqlite::ErrorCode as C;
+    Some(match e.code {
+        C::DatabaseBusy | C::DatabaseLocked => Kind::Temporary,
+        C::ReadOnly | C::DiskFull | C::SystemIoFailure | C::CannotOpen => Kind::Io,
+        C::PermissionDenied => Kind::Permission,
+        C::NotADatabase => Kind::Config,
+        _ => Kind::Internal,
+    })
+}
 
 /// `PRAGMA application_id` of an opsgate database ("opsg").
 const APPLICATION_ID: i64 = 0x6f70_7367;
@@ -451,8 +467,8 @@ impl Store {
 
 fn identity(conn: &Connection, path: &Path) -> Result<()> {
     let not_ours = |why: String| {
-        Failure::new(
-            exit::CONFIG,
+        Error::new(
+            Kind::Config,
             format!(
                 "{} {why}; refusing to touch it (point --db at an opsgate database)",
                 path.display()
@@ -649,8 +665,8 @@ impl Store {
                     .iter()
                     .map(|m| format!("{} ({})", m.0, m.1))
                     .collect();
-                return Err(Failure::new(
-                    exit::DATAERR,
+                return Err(Error::new(
+                    Kind::BadInput,
                     format!(
                         "cmd_hash {reference} is in flight for several sources; name one by id: {}",
                         ids.join(", ")

@@ -6,6 +6,7 @@
 //! in any message: errors are redacted before they are returned.
 
 use crate::config::TelegramConfig;
+use crate::error::Kind;
 use crate::notify::Card;
 use std::time::Duration;
 use teloxide::payloads::{
@@ -54,6 +55,16 @@ impl std::fmt::Display for TgError {
 }
 
 impl std::error::Error for TgError {}
+
+/// The kind of a Telegram error, for the exit code: a wrong token or chat is
+/// configuration, a refused request is internal, everything else is temporary.
+pub fn classify(cause: &(dyn std::error::Error + 'static)) -> Option<Kind> {
+    Some(match cause.downcast_ref::<TgError>()? {
+        TgError::Config(_) => Kind::Config,
+        TgError::Refused(_) => Kind::Internal,
+        _ => Kind::Temporary,
+    })
+}
 
 /// A button press, reduced to what decisions need.
 #[derive(Debug, Clone, PartialEq, Eq)]
