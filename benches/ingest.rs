@@ -148,7 +148,7 @@ fn populate(db: &Path, n: usize) -> (Duration, f64) {
 /// card) inserted by a plain prepared-statement loop in one transaction, values computed
 /// before the clock starts.
 fn plain_insert_loop(db: &Path, n: usize) -> Duration {
-    drop(opsgate::store::Store::open(db).unwrap());
+    drop(opsgate::store::Store::open(db, Default::default()).unwrap());
     let rows: Vec<(String, opsgate::canon::Canonical)> = (0..n)
         .map(|i| {
             let c = command_for(i);
@@ -387,9 +387,9 @@ fn main() {
     );
 }
 
-fn sample_view() -> opsgate::store::ClusterView {
+fn sample_view() -> opsgate::model::ClusterView {
     let proposal = |id: i64, command: &str| {
-        opsgate::store::Proposal {
+        opsgate::model::Proposal {
         id,
         source: "vps-1".into(),
         cmd_hash: opsgate::canon::canonicalize(command).cmd_hash,
@@ -398,7 +398,7 @@ fn sample_view() -> opsgate::store::ClusterView {
         logical_keys: opsgate::canon::canonicalize(command).logical_keys,
         cluster_id: 1,
         cluster: Some("clickhouse".into()),
-        state: opsgate::store::State::Pending,
+        state: opsgate::model::State::Pending,
         risk: opsgate::parse::Risk::Low,
         reason: Some("Ends the crash-restart loop so the log stops growing & files don't change <during> the fix.".into()),
         seen_count: 3,
@@ -407,22 +407,14 @@ fn sample_view() -> opsgate::store::ClusterView {
         decided_by: None,
         decided_at: None,
         display_ids: vec!["stop-clickhouse-loop".into(), "ch-stop".into(), "stop-clickhouse".into()],
-        last_ingest_id: Some(3),
         stale: false,
         ended_at: None,
-        run: opsgate::store::RunInfo {
-            runner: None,
-            started_at: None,
-            exit_code: None,
-            duration_ms: None,
-            stdout_tail: None,
-            stderr_tail: None,
-        },
+        run: Default::default(),
         prior_rejections: None,
         decision_note: None,
     }
     };
-    opsgate::store::ClusterView {
+    opsgate::model::ClusterView {
         cluster_id: 1,
         source: "vps-1".into(),
         name: Some("clickhouse".into()),

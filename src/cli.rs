@@ -1,23 +1,24 @@
 //! Command-line definition (clap). Validation into a `Config` happens in `config`.
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::path::PathBuf;
 
-const ENV_HELP: &str = "\
-Environment:
-  OPSGATE_DB                   database path (default $XDG_STATE_HOME/opsgate/opsgate.db)
-  OPSGATE_CONFIG               TOML config file (overrides the variables below)
-  OPSGATE_TELEGRAM_TOKEN       bot token (or OPSGATE_TELEGRAM_TOKEN_FILE, mode 0600)
-  OPSGATE_TELEGRAM_CHAT_ID     chat the cards go to
-  OPSGATE_TELEGRAM_OPERATORS   comma-separated Telegram user ids allowed to decide
-  OPSGATE_TELEGRAM_API_URL     Bot API base URL (self-hosted Bot API server)
-  OPSGATE_TELEGRAM_TIMEOUT     seconds one Telegram request may take (default 15)
-  OPSGATE_NOW                  pin the clock (RFC 3339 or unix seconds), for tests and replays
-  XDG_STATE_HOME               base of the default database path (else $HOME/.local/state)
+/// The command-line definition with the help's closing sections: every environment
+/// variable (from the settings table) and every exit code (from the error table).
+pub fn command() -> clap::Command {
+    let mut after = crate::config::env_help();
+    after.push_str("\nExit codes:\n  0   ok\n");
+    for (_, code, meaning) in crate::error::TABLE {
+        after.push_str(&format!("  {code:<3} {meaning}\n"));
+    }
+    Cli::command().after_help(after)
+}
 
-Exit codes: 0 ok, 1 internal error, 3 conflict (action no longer applies), 64 usage,
-65 bad input, 66 no such proposal, 74 database not writable, 75 temporary failure
-(retry), 78 configuration error.";
+/// Parses the process arguments.
+pub fn parse() -> Result<Cli, clap::Error> {
+    let matches = command().try_get_matches()?;
+    Cli::from_arg_matches(&matches)
+}
 
 /// `0.1.0 (rev 1a2b3c4d5e6f)`: the crate version and the git revision it was built from.
 pub const VERSION: &str = concat!(
@@ -29,7 +30,7 @@ pub const VERSION: &str = concat!(
 
 /// Turns LLM ops-bot output into one deduplicated, operator-approved action per command.
 #[derive(Debug, Parser)]
-#[command(name = "opsgate", version = VERSION, after_help = ENV_HELP, max_term_width = 100)]
+#[command(name = "opsgate", version = VERSION, max_term_width = 100)]
 pub struct Cli {
     /// SQLite database file
     #[arg(long, global = true, env = "OPSGATE_DB", value_name = "PATH")]

@@ -1,35 +1,237 @@
-//! Configuration: every environment variable is read here, by one function each, and every
-//! error names its variable or key. The command line, the environment and the optional
-//! TOML file become one validated [`Config`] before any work starts.
+//! Configuration: one table of settings ([`SETTINGS`]: name, environment variable, TOML
+//! key, default, help) that `--help`, `doctor` and the README's table are made from;
+//! every environment variable is read here, and every error names its variable or key.
+//! The command line, the environment and the optional TOML file become one validated
+//! [`Config`] before any work starts.
 //!
 //! Precedence: an explicit config file (`--config` / `OPSGATE_CONFIG`) overrides the
 //! environment; `--db` overrides both for the database path.
 
 use crate::error::{Error, Kind};
-use crate::store::Rules;
+use crate::policy::Policy;
 use anyhow::{Context, Result};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// Database path (`--db` overrides it).
-pub const ENV_DB: &str = "OPSGATE_DB";
-/// Pins the clock, as RFC 3339 or unix seconds: for tests and replaying old output.
-pub const ENV_NOW: &str = "OPSGATE_NOW";
-/// Optional TOML config file.
-pub const ENV_CONFIG: &str = "OPSGATE_CONFIG";
-/// Telegram bot token (never accepted on the command line).
-pub const ENV_TOKEN: &str = "OPSGATE_TELEGRAM_TOKEN";
-/// File holding the bot token; must not be readable by group or others.
-pub const ENV_TOKEN_FILE: &str = "OPSGATE_TELEGRAM_TOKEN_FILE";
-/// Chat the cards go to.
-pub const ENV_CHAT_ID: &str = "OPSGATE_TELEGRAM_CHAT_ID";
-/// Comma-separated Telegram user ids allowed to decide.
-pub const ENV_OPERATORS: &str = "OPSGATE_TELEGRAM_OPERATORS";
-/// Bot API base URL (self-hosted Bot API servers, tests).
-pub const ENV_API_URL: &str = "OPSGATE_TELEGRAM_API_URL";
-/// Seconds one Telegram request may take before it counts as a temporary failure.
-pub const ENV_TIMEOUT: &str = "OPSGATE_TELEGRAM_TIMEOUT";
+/// One setting: where it comes from and what it means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Setting {
+    /// The environment variable, if it can be set there.
+    pub env: Option<&'static str>,
+    /// The TOML key, if it can be set in the config file.
+    pub key: Option<&'static str>,
+    pub default: &'static str,
+    pub help: &'static str,
+}
+
+const fn setting(
+    env: Option<&'static str>,
+    key: Option<&'static str>,
+    default: &'static str,
+    help: &'static str,
+) -> Setting {
+    Setting {
+        env,
+        key,
+        default,
+        help,
+    }
+}
+
+pub const DB: Setting = setting(
+    Some("OPSGATE_DB"),
+    Some("db"),
+    "$XDG_STATE_HOME/opsgate/opsgate.db",
+    "database path (`--db`); directories created 0700, the file 0600",
+);
+pub const CONFIG_FILE: Setting = setting(
+    Some("OPSGATE_CONFIG"),
+    None,
+    "",
+    "TOML config file (`--config`); its values override the environment",
+);
+pub const TOKEN: Setting = setting(
+    Some("OPSGATE_TELEGRAM_TOKEN"),
+    None,
+    "",
+    "bot token (never a command-line argument, never printed)",
+);
+pub const TOKEN_FILE: Setting = setting(
+    Some("OPSGATE_TELEGRAM_TOKEN_FILE"),
+    Some("telegram.token_file"),
+    "",
+    "file holding the token; refused if readable by group or others",
+);
+pub const CHAT_ID: Setting = setting(
+    Some("OPSGATE_TELEGRAM_CHAT_ID"),
+    Some("telegram.chat_id"),
+    "",
+    "chat the cards go to",
+);
+pub const OPERATORS: Setting = setting(
+    Some("OPSGATE_TELEGRAM_OPERATORS"),
+    Some("telegram.operators"),
+    "",
+    "Telegram user ids allowed to decide (comma-separated); none: poll and serve refuse to start",
+);
+pub const API_URL: Setting = setting(
+    Some("OPSGATE_TELEGRAM_API_URL"),
+    Some("telegram.api_url"),
+    "https://api.telegram.org",
+    "Bot API base URL (a self-hosted Bot API server, tests)",
+);
+pub const TIMEOUT: Setting = setting(
+    Some("OPSGATE_TELEGRAM_TIMEOUT"),
+    Some("telegram.timeout_secs"),
+    "15",
+    "seconds one Telegram request may take",
+);
+pub const MAX_WAIT: Setting = setting(
+    None,
+    Some("telegram.max_wait_secs"),
+    "60",
+    "total seconds of 429 waiting in one run",
+);
+pub const TTL: Setting = setting(
+    None,
+    Some("lifecycle.ttl"),
+    "24h",
+    "a proposal not decided this long after its first sighting expires",
+);
+pub const STALE_AFTER: Setting = setting(
+    None,
+    Some("lifecycle.stale_after_cycles"),
+    "3",
+    "a pending proposal not re-proposed in this many ingests is stale (0: never)",
+);
+pub const REJECT_COOLDOWN: Setting = setting(
+    None,
+    Some("lifecycle.reject_cooldown"),
+    "24h",
+    "a rejected command re-proposed within this is a sighting, not a new card",
+);
+pub const RETENTION: Setting = setting(
+    None,
+    Some("lifecycle.retention"),
+    "90d",
+    "terminal proposals are deleted this long after they ended (the audit stays)",
+);
+pub const RUN_TIMEOUT: Setting = setting(
+    None,
+    Some("lifecycle.run_timeout"),
+    "10m",
+    "an executed command is killed after this (at most 7d)",
+);
+pub const DENY: Setting = setting(
+    None,
+    Some("policy.deny"),
+    "[]",
+    "regexes matched against the raw and the canonical command: a match is rejected",
+);
+pub const REQUIRE_REASON: Setting = setting(
+    None,
+    Some("policy.require_reason"),
+    "false",
+    "rejecting needs a reason",
+);
+pub const NOW: Setting = setting(
+    Some("OPSGATE_NOW"),
+    None,
+    "",
+    "pin the clock (RFC 3339 or unix seconds): tests and replays",
+);
+pub const STATE_HOME: Setting = setting(
+    Some("XDG_STATE_HOME"),
+    None,
+    "$HOME/.local/state",
+    "base of the default database path",
+);
+
+/// Every setting, in the order `--help`, `doctor` and the README list them.
+pub const SETTINGS: &[Setting] = &[
+    DB,
+    CONFIG_FILE,
+    TOKEN,
+    TOKEN_FILE,
+    CHAT_ID,
+    OPERATORS,
+    API_URL,
+    TIMEOUT,
+    MAX_WAIT,
+    TTL,
+    STALE_AFTER,
+    REJECT_COOLDOWN,
+    RETENTION,
+    RUN_TIMEOUT,
+    DENY,
+    REQUIRE_REASON,
+    NOW,
+    STATE_HOME,
+];
+
+/// The environment section of `--help`.
+pub fn env_help() -> String {
+    let mut out = String::from("Environment:\n");
+    for s in SETTINGS {
+        if let Some(env) = s.env {
+            let default = if s.default.is_empty() {
+                String::new()
+            } else {
+                format!(" (default {})", s.default)
+            };
+            out.push_str(&format!("  {env:<28} {}{default}\n", s.help));
+        }
+    }
+    out
+}
+
+/// The README's settings table, in Markdown.
+pub fn markdown_table() -> String {
+    let mut out = String::from("| variable | file key | default | meaning |\n|---|---|---|---|\n");
+    let code = |s: Option<&str>| s.map(|s| format!("`{s}`")).unwrap_or_default();
+    for s in SETTINGS {
+        let default = if s.default.is_empty() {
+            String::new()
+        } else {
+            format!("`{}`", s.default)
+        };
+        out.push_str(&format!(
+            "| {} | {} | {default} | {} |\n",
+            code(s.env),
+            code(s.key),
+            s.help.replace('|', "\\|")
+        ));
+    }
+    out
+}
+
+/// Time and count rules of the lifecycle (applied by [`crate::lifecycle`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rules {
+    /// Pending or approved-not-started proposals expire this long after first sighting.
+    pub ttl_ms: i64,
+    /// A pending proposal its source has not re-proposed in this many ingests is stale.
+    pub stale_after_cycles: i64,
+    /// A rejected command re-proposed within this long is a sighting, not a new card.
+    pub reject_cooldown_ms: i64,
+    /// Terminal proposals are deleted this long after they ended.
+    pub retention_ms: i64,
+}
+
+impl Default for Rules {
+    fn default() -> Self {
+        Rules {
+            ttl_ms: 24 * 3_600_000,
+            stale_after_cycles: 3,
+            reject_cooldown_ms: 24 * 3_600_000,
+            retention_ms: 90 * 86_400_000,
+        }
+    }
+}
+
+/// The longest command timeout accepted.
+pub const MAX_RUN_TIMEOUT: Duration = Duration::from_secs(7 * 86_400);
 
 /// Settings every command needs.
 #[derive(Debug, Clone)]
@@ -37,7 +239,7 @@ pub struct Config {
     pub db: PathBuf,
     /// The config file, if one was given (child processes get it too).
     pub config_path: Option<PathBuf>,
-    /// Fixed clock from [`ENV_NOW`], if set.
+    /// Fixed clock from [`NOW`], if set.
     pub fixed_now: Option<i64>,
     pub verbosity: i8,
     /// Telegram, when a token is configured.
@@ -47,26 +249,6 @@ pub struct Config {
     /// Default bound on one executed command.
     pub run_timeout: Duration,
     pub policy: Policy,
-}
-
-/// The `[policy]` section.
-#[derive(Debug, Clone, Default)]
-pub struct Policy {
-    /// Patterns matched against the canonical command: a match is rejected at ingest.
-    pub deny: Vec<regex::Regex>,
-    /// Rejecting needs a reason (a reply on Telegram, `--reason` on the command line).
-    pub require_reason: bool,
-}
-
-impl Policy {
-    /// The first deny pattern that matches the raw command or its canonical form: a
-    /// match on either denies, so neither spelling nor normalization hides a command.
-    pub fn denies(&self, raw: &str, canonical: &str) -> Option<String> {
-        self.deny
-            .iter()
-            .find(|re| re.is_match(raw) || re.is_match(canonical))
-            .map(|re| re.as_str().to_string())
-    }
 }
 
 /// A secret that never prints.
@@ -143,6 +325,10 @@ fn config_error(message: String) -> anyhow::Error {
     Error::new(Kind::Config, message).into()
 }
 
+fn env_name(s: Setting) -> &'static str {
+    s.env.unwrap_or("")
+}
+
 impl Config {
     /// Builds the configuration from the command line (`--db`, `--config`, both already
     /// merged with their environment variables by clap) and the environment.
@@ -153,7 +339,7 @@ impl Config {
         };
         let db = match db.or(file.db) {
             Some(p) if p.as_os_str().is_empty() => {
-                return Err(config_error(format!("--db / {ENV_DB} is empty")))
+                return Err(config_error(format!("--db / {} is empty", env_name(DB))))
             }
             Some(p) => p,
             None => default_db()?,
@@ -184,31 +370,15 @@ impl Config {
             retention_ms: duration("retention", &lifecycle.retention, defaults.retention_ms)?,
         };
         let run_timeout = duration("run_timeout", &lifecycle.run_timeout, 600_000)?;
-        if run_timeout > crate::run::MAX_TIMEOUT.as_millis() as i64 {
+        if run_timeout > MAX_RUN_TIMEOUT.as_millis() as i64 {
             return Err(config_error(format!(
                 "lifecycle.run_timeout = {:?} is longer than 7d",
                 lifecycle.run_timeout.unwrap_or_default()
             )));
         }
         let file_policy = file.policy.unwrap_or_default();
-        let deny = file_policy
-            .deny
-            .iter()
-            .map(|p| {
-                regex::Regex::new(p).map_err(|e| {
-                    let first = e
-                        .to_string()
-                        .lines()
-                        .last()
-                        .unwrap_or("")
-                        .trim()
-                        .to_string();
-                    config_error(format!(
-                        "policy.deny pattern {p:?} is not a valid regex: {first}"
-                    ))
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let policy =
+            Policy::compile(&file_policy.deny, file_policy.require_reason).map_err(config_error)?;
         Ok(Config {
             db,
             config_path: config.clone(),
@@ -217,10 +387,7 @@ impl Config {
             telegram: telegram(file.telegram.unwrap_or_default())?,
             rules,
             run_timeout: Duration::from_millis(run_timeout.max(1000) as u64),
-            policy: Policy {
-                deny,
-                require_reason: file_policy.require_reason,
-            },
+            policy,
         })
     }
 
@@ -233,12 +400,16 @@ impl Config {
     pub fn telegram_for_decisions(&self) -> Result<&TelegramConfig> {
         let tg = self.telegram.as_ref().ok_or_else(|| {
             config_error(format!(
-                "Telegram is not configured: set {ENV_TOKEN} (or {ENV_TOKEN_FILE}, or telegram.token_file) and {ENV_CHAT_ID}"
+                "Telegram is not configured: set {} (or {}, or telegram.token_file) and {}",
+                env_name(TOKEN),
+                env_name(TOKEN_FILE),
+                env_name(CHAT_ID)
             ))
         })?;
         if tg.operators.is_empty() {
             return Err(config_error(format!(
-                "no operators configured: set {ENV_OPERATORS} (or telegram.operators) to the Telegram user ids allowed to decide; refusing to accept button presses from anyone"
+                "no operators configured: set {} (or telegram.operators) to the Telegram user ids allowed to decide; refusing to accept button presses from anyone",
+                env_name(OPERATORS)
             )));
         }
         Ok(tg)
@@ -248,8 +419,9 @@ impl Config {
 fn read_file_config(path: &Path) -> Result<FileConfig> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         config_error(format!(
-            "cannot read config file {} ({ENV_CONFIG} / --config): {e}",
-            path.display()
+            "cannot read config file {} ({} / --config): {e}",
+            path.display(),
+            env_name(CONFIG_FILE)
         ))
     })?;
     toml::from_str(&text).map_err(|e| {
@@ -260,25 +432,28 @@ fn read_file_config(path: &Path) -> Result<FileConfig> {
 
 /// `$XDG_STATE_HOME/opsgate/opsgate.db`, else `$HOME/.local/state/opsgate/opsgate.db`.
 fn default_db() -> Result<PathBuf> {
-    if let Some(dir) = non_empty_env("XDG_STATE_HOME") {
+    if let Some(dir) = non_empty_env(STATE_HOME) {
         return Ok(PathBuf::from(dir).join("opsgate").join("opsgate.db"));
     }
-    match non_empty_env("HOME") {
+    match std::env::var("HOME").ok().filter(|v| !v.trim().is_empty()) {
         Some(home) => Ok(PathBuf::from(home)
             .join(".local/state/opsgate")
             .join("opsgate.db")),
         None => Err(config_error(format!(
-            "no database path: set --db, {ENV_DB}, XDG_STATE_HOME or HOME"
+            "no database path: set --db, {}, {} or HOME",
+            env_name(DB),
+            env_name(STATE_HOME)
         ))),
     }
 }
 
 fn now_override() -> Result<Option<i64>> {
-    match non_empty_env(ENV_NOW) {
+    match non_empty_env(NOW) {
         None => Ok(None),
         Some(v) => crate::time::parse_instant(&v).map(Some).ok_or_else(|| {
             config_error(format!(
-                "{ENV_NOW}={v:?} is not a time; expected RFC 3339 (2026-11-22T14:00:00Z) or unix seconds"
+                "{}={v:?} is not a time; expected RFC 3339 (2026-11-22T14:00:00Z) or unix seconds",
+                env_name(NOW)
             ))
         }),
     }
@@ -287,33 +462,38 @@ fn now_override() -> Result<Option<i64>> {
 fn telegram(file: FileTelegram) -> Result<Option<TelegramConfig>> {
     let token = match file
         .token_file
-        .or_else(|| non_empty_env(ENV_TOKEN_FILE).map(PathBuf::from))
+        .or_else(|| non_empty_env(TOKEN_FILE).map(PathBuf::from))
     {
         Some(path) => Some(read_token_file(&path)?),
-        None => non_empty_env(ENV_TOKEN).map(|t| t.trim().to_string()),
+        None => non_empty_env(TOKEN).map(|t| t.trim().to_string()),
     };
     let Some(token) = token else { return Ok(None) };
     if !valid_token(&token) {
         return Err(config_error(format!(
-            "the Telegram token ({ENV_TOKEN} or token file) is malformed; expected <bot id>:<secret> as BotFather prints it"
+            "the Telegram token ({} or token file) is malformed; expected <bot id>:<secret> as BotFather prints it",
+            env_name(TOKEN)
         )));
     }
     let chat_id = match file.chat_id {
         Some(id) => id,
         None => {
-            let raw = non_empty_env(ENV_CHAT_ID).ok_or_else(|| {
+            let raw = non_empty_env(CHAT_ID).ok_or_else(|| {
                 config_error(format!(
-                    "a Telegram token is set but no chat: set {ENV_CHAT_ID} (or telegram.chat_id)"
+                    "a Telegram token is set but no chat: set {} (or telegram.chat_id)",
+                    env_name(CHAT_ID)
                 ))
             })?;
             raw.trim().parse().map_err(|_| {
-                config_error(format!("{ENV_CHAT_ID}={raw:?} is not a numeric chat id"))
+                config_error(format!(
+                    "{}={raw:?} is not a numeric chat id",
+                    env_name(CHAT_ID)
+                ))
             })?
         }
     };
     let operators = match file.operators {
         Some(ops) => ops,
-        None => match non_empty_env(ENV_OPERATORS) {
+        None => match non_empty_env(OPERATORS) {
             None => Vec::new(),
             Some(raw) => raw
                 .split(',')
@@ -322,27 +502,32 @@ fn telegram(file: FileTelegram) -> Result<Option<TelegramConfig>> {
                 .map(|s| {
                     s.parse::<u64>().map_err(|_| {
                         config_error(format!(
-                            "{ENV_OPERATORS}: {s:?} is not a Telegram user id; expected comma-separated numbers"
+                            "{}: {s:?} is not a Telegram user id; expected comma-separated numbers",
+                            env_name(OPERATORS)
                         ))
                     })
                 })
                 .collect::<Result<_>>()?,
         },
     };
-    let api_url = file.api_url.or_else(|| non_empty_env(ENV_API_URL));
+    let api_url = file.api_url.or_else(|| non_empty_env(API_URL));
     if let Some(url) = &api_url {
         if !(url.starts_with("http://") || url.starts_with("https://")) {
             return Err(config_error(format!(
-                "{ENV_API_URL} / telegram.api_url = {url:?}: expected an http(s) URL"
+                "{} / telegram.api_url = {url:?}: expected an http(s) URL",
+                env_name(API_URL)
             )));
         }
     }
     let timeout = match file.timeout_secs {
         Some(s) => s,
-        None => match non_empty_env(ENV_TIMEOUT) {
+        None => match non_empty_env(TIMEOUT) {
             None => 15,
             Some(raw) => raw.trim().parse().map_err(|_| {
-                config_error(format!("{ENV_TIMEOUT}={raw:?} is not a number of seconds"))
+                config_error(format!(
+                    "{}={raw:?} is not a number of seconds",
+                    env_name(TIMEOUT)
+                ))
             })?,
         },
     };
@@ -373,24 +558,22 @@ fn valid_token(token: &str) -> bool {
 fn read_token_file(path: &Path) -> Result<String> {
     let meta = std::fs::metadata(path)
         .map_err(|e| config_error(format!("cannot read token file {}: {e}", path.display())))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            return Err(config_error(format!(
-                "token file {} is readable by group or others (mode {mode:o}); run chmod 600 on it",
-                path.display()
-            )));
-        }
+    use std::os::unix::fs::PermissionsExt;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(config_error(format!(
+            "token file {} is readable by group or others (mode {mode:o}); run chmod 600 on it",
+            path.display()
+        )));
     }
-    #[cfg(not(unix))]
-    let _ = meta;
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading token file {}", path.display()))?;
     Ok(text.trim().to_string())
 }
 
-fn non_empty_env(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+/// A setting's environment variable, when set and not blank.
+fn non_empty_env(setting: Setting) -> Option<String> {
+    std::env::var(setting.env?)
+        .ok()
+        .filter(|v| !v.trim().is_empty())
 }

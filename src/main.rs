@@ -1,11 +1,10 @@
 //! opsgate: thin entry point. Parses arguments, runs, maps errors to exit codes.
 
-use clap::Parser;
 use opsgate::error::{self, Kind};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let cli = match opsgate::cli::Cli::try_parse() {
+    let cli = match opsgate::cli::parse() {
         Ok(cli) => cli,
         Err(e) => {
             // --help and --version are not errors; everything else is a usage error.
@@ -18,11 +17,11 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    match opsgate::app::run(cli) {
+    match opsgate::cmd::run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
             eprintln!("opsgate: error: {err:#}");
-            ExitCode::from(error::kind_of(&err, opsgate::app::CLASSIFIERS).code())
+            ExitCode::from(error::kind_of(&err, opsgate::cmd::CLASSIFIERS).code())
         }
     }
 }

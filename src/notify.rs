@@ -1,36 +1,40 @@
 //! Stage 4, notify: one card per cluster, rendered from store state.
 //!
 //! Rendering is pure (a [`ClusterView`] in, a [`Card`] out) and never touches the network
-//! or the database; adapters deliver cards: the console here, Telegram in [`telegram`].
-//! A card shows each command's raw text exactly, with invisible and control characters
-//! made visible, because that text is what would run.
+//! or the database; [`outbox`] delivers what the store says is owed through a channel
+//! adapter (Telegram in [`telegram`], the only async code), [`console`] prints cards, and
+//! [`words`] says what a decision did. A card shows each command's raw text exactly, with
+//! every character that is not printable ASCII made visible, because that text is what
+//! would run.
 
+mod console;
+mod outbox;
 pub mod telegram;
+mod words;
 
-use crate::decisions::Action;
-use crate::store::{ClusterView, Delivered, Proposal, State, Store};
+pub use console::console_text;
+pub use outbox::{deliver_quietly, push_owed, PushReport};
+pub use words::describe;
+
+use crate::model::{Action, ClusterView, Proposal, State};
+use crate::text::{escape_html, show_command, show_field, show_lines, show_prose};
 use crate::time::{hhmm, rfc3339};
-use anyhow::Result;
 use sha2::{Digest, Sha256};
-use std::time::Duration;
-use telegram::{Telegram, TgError};
 
 /// Telegram's limit on message text after entity parsing, in UTF-16 code units.
 pub const MAX_CARD_CHARS: usize = 4096;
-/// Telegram's limit on callback data, in bytes.
-pub const MAX_CALLBACK_BYTES: usize = 64;
 
-/// An inline button: its label and its callback data (a row reference, never a command).
+/// A button: its label and what it asks for (a row reference, never a command). Its
+/// callback data is `action.callback_data(&card.stamp)`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Button {
     pub label: String,
-    pub data: String,
+    pub action: Action,
 }
 
 /// A rendered card.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Card {
-    pub cluster_id: i64,
     /// Telegram HTML (parse mode HTML): every dynamic string escaped.
     pub html: String,
     /// The same text as the operator reads it (what HTML parsing leaves), for the console.
@@ -53,11 +57,16 @@ impl Card {
                 h.update([0]);
                 h.update(b.label.as_bytes());
                 h.update([1]);
-                h.update(b.data.as_bytes());
+                h.update(self.callback_data(b).as_bytes());
             }
             h.update([2]);
         }
         hex::encode(&h.finalize()[..16])
+    }
+
+    /// What a button sends when pressed: its action and this card's stamp.
+    pub fn callback_data(&self, button: &Button) -> String {
+        button.action.callback_data(&self.stamp)
     }
 
     /// Length as Telegram counts it: UTF-16 code units of the parsed text.
@@ -66,118 +75,10 @@ impl Card {
     }
 }
 
-/// How a character that must not be shown as itself appears: `⟦U+00A0⟧`.
-fn escape_char(c: char, out: &mut String) {
-    out.push_str(&format!("⟦U+{:04X}⟧", c as u32));
-}
-
-/// Characters a command shows as themselves: printable ASCII, newline and tab. Everything
-/// else (a non-ASCII letter included) could look like something it is not, so it is
-/// escaped: what sh runs is exactly what the operator reads.
-fn command_char_plain(c: char) -> bool {
-    c == '\n' || c == '\t' || (' '..='~').contains(&c)
-}
-
-/// Characters other fields (ids, names, keys, reasons, output) show as themselves:
-/// printable ASCII, and the letters, digits, punctuation and symbols of any script, by
-/// their Unicode general category. Controls, every space but U+0020, line and paragraph
-/// separators, format characters (bidi controls, zero-width), marks (variation
-/// selectors, combining characters), private-use, surrogate and unassigned code points
-/// are escaped.
-pub fn field_char_plain(c: char) -> bool {
-    use icu_properties::props::{GeneralCategory as G, GeneralCategoryGroup};
-    use icu_properties::CodePointMapData;
-    if (' '..='~').contains(&c) {
-        return true;
-    }
-    if c.is_ascii() {
-        return false;
-    }
-    let category: G = CodePointMapData::<G>::new().get(c);
-    [
-        GeneralCategoryGroup::Letter,
-        GeneralCategoryGroup::Number,
-        GeneralCategoryGroup::Punctuation,
-        GeneralCategoryGroup::Symbol,
-    ]
-    .iter()
-    .any(|group| group.contains(category))
-}
-
-/// A command as every card, list and `show` prints it: printable ASCII, newlines and tabs
-/// as themselves, every other character as a visible `⟦U+XXXX⟧`. Returns the text and
-/// whether anything was escaped.
-pub fn show_command(text: &str) -> (String, bool) {
-    let mut out = String::with_capacity(text.len());
-    let mut escaped = false;
-    for c in text.chars() {
-        if command_char_plain(c) {
-            out.push(c);
-        } else {
-            escaped = true;
-            escape_char(c, &mut out);
-        }
-    }
-    (out, escaped)
-}
-
-/// One line of untrusted text (an LLM id, a subject, a key, a source, a name): a
-/// newline, a control or an invisible character is escaped, so the text can never start a
-/// line of its own on a card, and it is cut to `max` characters.
-pub fn show_field(text: &str, max: usize) -> String {
-    let mut out = String::with_capacity(text.len().min(max * 4));
-    for (n, c) in text.chars().enumerate() {
-        if n == max {
-            out.push('…');
-            break;
-        }
-        if field_char_plain(c) {
-            out.push(c);
-        } else {
-            escape_char(c, &mut out);
-        }
-    }
-    out
-}
-
-/// Untrusted text of several lines (a command's output): like [`show_field`] but newlines
-/// and tabs stay.
-pub fn show_lines(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if c == '\n' || c == '\t' || field_char_plain(c) {
-            out.push(c);
-        } else {
-            escape_char(c, &mut out);
-        }
-    }
-    out
-}
-
-/// Prose (a reason, a decision note) as one line: runs of whitespace become one space,
-/// then it is shown as a field.
-pub fn show_prose(text: &str, max: usize) -> String {
-    show_field(&text.split_whitespace().collect::<Vec<_>>().join(" "), max)
-}
-
 /// Longest LLM id, subject or key shown on a card, in characters.
 const FIELD_CHARS: usize = 64;
 /// Longest source name or cluster name shown in a card's header.
 const NAME_CHARS: usize = 128;
-
-/// Escapes `&`, `<`, `>` for Telegram HTML.
-pub fn escape_html(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            _ => out.push(c),
-        }
-    }
-    out
-}
 
 /// Builds HTML and its parsed text side by side, so the length Telegram will count is
 /// known exactly. Every piece of untrusted text arrives already shown (escaped) by one of
@@ -433,10 +334,7 @@ fn render_with(view: &ClusterView, detail: Detail, max_in_flight: usize) -> Card
     let stamp = view.stamp(&shown);
     let mut buttons: Vec<Vec<Button>> = Vec::new();
     if view.merged_into.is_none() {
-        let button = |label: String, action: Action| Button {
-            label,
-            data: action.callback_data(&stamp),
-        };
+        let button = |label: String, action: Action| Button { label, action };
         let mut singles = Vec::new();
         for p in in_flight.iter().filter(|p| shown.contains(&p.id)) {
             match p.state {
@@ -471,7 +369,6 @@ fn render_with(view: &ClusterView, detail: Detail, max_in_flight: usize) -> Card
     let plain = w.plain.trim_end().to_string();
     let html = w.html.trim_end().to_string();
     Card {
-        cluster_id: view.cluster_id,
         html,
         plain,
         buttons,
@@ -626,167 +523,11 @@ fn cut_command(shown: &str, max: usize) -> Cut {
     }
 }
 
-/// What one outbox run did.
-#[derive(Debug, Default)]
-pub struct PushReport {
-    pub sent: usize,
-    pub edited: usize,
-    /// Owed cards whose rendered content had not changed: no API call.
-    pub unchanged: usize,
-    /// Cards of clusters decided before their card went out: nothing to send.
-    pub skipped: usize,
-    /// Cards still owed when the run stopped.
-    pub still_owed: usize,
-    /// Why the run stopped early, if it did.
-    pub stopped_by: Option<TgError>,
-    /// Cards Telegram refused; they stay owed.
-    pub refused: Vec<(i64, TgError)>,
-    /// Another process was delivering cards: this run sent nothing (what is owed stays
-    /// owed for it or the next run).
-    pub busy: bool,
-}
-
-/// The lease that keeps one card deliverer per database, so two processes never send the
-/// same owed card.
-const OUTBOX_LEASE: &str = "outbox";
-
-/// Delivers every owed card: sends new ones, edits changed ones, records each delivery in
-/// its own transaction right after Telegram's answer. Stops at the first temporary failure
-/// (nothing is lost: the cards stay owed) and waits out 429s within `max_wait` in total.
-pub fn push_owed(
-    store: &mut Store,
-    tg: &Telegram,
-    now: &dyn Fn() -> i64,
-    max_wait: Duration,
-) -> Result<PushReport> {
-    let mut report = PushReport::default();
-    let holder = crate::run::runner_id();
-    // Long enough for a run that waits out 429s; a dead holder loses it at once.
-    let ttl = (max_wait + Duration::from_secs(120)).as_millis() as i64;
-    if store
-        .acquire_lease(OUTBOX_LEASE, &holder, now(), ttl, &crate::run::runner_alive)?
-        .is_some()
-    {
-        report.busy = true;
-        return Ok(report);
-    }
-    let result = deliver(store, tg, now, max_wait, report);
-    store.release_lease(OUTBOX_LEASE, &holder)?;
-    result
-}
-
-fn deliver(
-    store: &mut Store,
-    tg: &Telegram,
-    now: &dyn Fn() -> i64,
-    max_wait: Duration,
-    mut report: PushReport,
-) -> Result<PushReport> {
-    let mut waited = Duration::ZERO;
-    let chat = tg.chat_id().to_string();
-    let owed = store.owed_cards()?;
-    for (n, card_row) in owed.iter().enumerate() {
-        let view = store.cluster(card_row.cluster_id)?;
-        let card = render(&view);
-        let hash = card.content_hash();
-        let delivered = |message_id| Delivered {
-            chat_id: &chat,
-            message_id,
-            content_hash: &hash,
-            stamp: &card.stamp,
-            shown: &card.shown,
-        };
-        // A card sent to another chat (the configuration changed) is sent anew.
-        let message = card_row
-            .message_id
-            .filter(|_| card_row.chat_id.as_deref() == Some(chat.as_str()));
-        if message.is_none() && view.in_flight().next().is_none() {
-            store.mark_card_sent(card_row, &delivered(None), now())?;
-            report.skipped += 1;
-            continue;
-        }
-        if message.is_some() && card_row.content_hash.as_deref() == Some(hash.as_str()) {
-            store.mark_card_sent(card_row, &delivered(message), now())?;
-            report.unchanged += 1;
-            continue;
-        }
-        let mut target = message;
-        loop {
-            let result = match target {
-                None => tg.send(&card).map(Some),
-                Some(id) => tg.edit(id, &card).map(|_| Some(id)),
-            };
-            match result {
-                Ok(id) => {
-                    store.mark_card_sent(card_row, &delivered(id), now())?;
-                    if target.is_none() {
-                        report.sent += 1;
-                    } else {
-                        report.edited += 1;
-                    }
-                    break;
-                }
-                Err(TgError::MessageGone) if target.is_some() => target = None,
-                Err(TgError::RetryAfter(d)) if waited + d <= max_wait => {
-                    waited += d;
-                    if !tg.sleep_or_signal(d) {
-                        report.still_owed = owed.len() - n;
-                        return Ok(report);
-                    }
-                }
-                Err(e @ TgError::Refused(_)) => {
-                    report.refused.push((card_row.cluster_id, e));
-                    break;
-                }
-                Err(e) => {
-                    report.still_owed = owed.len() - n;
-                    report.stopped_by = Some(e);
-                    return Ok(report);
-                }
-            }
-        }
-    }
-    report.still_owed = report.refused.len();
-    Ok(report)
-}
-
-/// Console notifier: the cards as the operator would read them.
-pub fn console_text(cards: &[Card]) -> String {
-    if cards.is_empty() {
-        return "No proposals in flight.\n".into();
-    }
-    let mut out = String::new();
-    for card in cards {
-        out.push_str("────────────────────────────────────────\n");
-        out.push_str(&card.plain);
-        out.push('\n');
-        for row in &card.buttons {
-            let labels: Vec<String> = row
-                .iter()
-                .map(|b| format!("[{}: {}]", b.label, console_hint(&b.data)))
-                .collect();
-            out.push_str(&labels.join(" "));
-            out.push('\n');
-        }
-    }
-    out
-}
-
-fn console_hint(data: &str) -> String {
-    match Action::parse(data) {
-        Some((Action::Approve(id), _)) => format!("opsgate approve {id}"),
-        Some((Action::Reject(_), _)) => "opsgate reject ID".to_string(),
-        Some((Action::Cancel(id), _)) => format!("opsgate cancel {id}"),
-        Some((Action::Retry(id), _)) => format!("opsgate retry {id}"),
-        None => data.to_string(),
-    }
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::parse::Risk;
+    use crate::model::{Risk, RunInfo};
 
     pub(crate) fn proposal(id: i64, command: &str) -> Proposal {
         Proposal {
@@ -807,17 +548,9 @@ mod tests {
             decided_by: None,
             decided_at: None,
             display_ids: vec!["a3f9c2".into(), "a3f7c2".into()],
-            last_ingest_id: Some(1),
             stale: false,
             ended_at: None,
-            run: crate::store::RunInfo {
-                runner: None,
-                started_at: None,
-                exit_code: None,
-                duration_ms: None,
-                stdout_tail: None,
-                stderr_tail: None,
-            },
+            run: RunInfo::default(),
             prior_rejections: None,
             decision_note: None,
         }
@@ -839,12 +572,15 @@ mod tests {
         assert!(card.html.contains("echo '&lt;b&gt;' &amp;amp; &gt; /tmp/x"));
         assert!(card.html.contains("because &lt;reasons&gt; &amp; more"));
         assert!(card.plain.contains("echo '<b>' &amp; > /tmp/x"));
-        assert_eq!(card.buttons[0][0].data, format!("a:1:{}", card.stamp));
+        assert_eq!(
+            card.callback_data(&card.buttons[0][0]),
+            format!("a:1:{}", card.stamp)
+        );
         assert!(card
             .buttons
             .iter()
             .flatten()
-            .all(|b| b.data.len() <= MAX_CALLBACK_BYTES));
+            .all(|b| card.callback_data(b).len() <= 64));
     }
 
     #[test]
@@ -870,7 +606,7 @@ mod tests {
             .buttons
             .iter()
             .flatten()
-            .all(|b| !b.data.starts_with("a:")));
+            .all(|b| !matches!(b.action, Action::Approve(_))));
     }
 
     #[test]
@@ -921,11 +657,11 @@ mod tests {
                 assert!(card.visible_len() <= MAX_CARD_CHARS, "{len} x {size}");
                 let mut pending_buttons = 0;
                 for b in card.buttons.iter().flatten() {
-                    if let Some(command) = command_of(&v, &card, &b.data) {
+                    if let Some(command) = command_of(&v, &card, &card.callback_data(b)) {
                         assert!(
                             card.plain.contains(&format!("{command}\n")),
                             "{len} x {size}: button {} acts on a command not shown in full",
-                            b.data
+                            card.callback_data(b)
                         );
                         pending_buttons += 1;
                     }
@@ -934,7 +670,7 @@ mod tests {
                     .buttons
                     .iter()
                     .flatten()
-                    .any(|b| b.data.starts_with("r:"));
+                    .any(|b| matches!(b.action, Action::Reject(_)));
                 let shown_pending = v
                     .proposals
                     .iter()
@@ -962,33 +698,5 @@ mod tests {
         assert!(card.plain.contains("stop:web⟦U+000A⟧evil"));
         assert!(card.plain.contains("web⟦U+202E⟧⟦U+000A⟧fake"));
         assert_eq!(card.html.matches("<pre>").count(), 1);
-    }
-
-    #[test]
-    fn commands_escape_everything_but_printable_ascii() {
-        let escape = regex::Regex::new("⟦U\\+[0-9A-F]{4,6}⟧").unwrap();
-        for c in [
-            '\u{a0}',
-            '\u{2003}',
-            '\u{3000}',
-            '\u{205f}',
-            '\u{e0100}',
-            '\u{1d173}',
-            '\r',
-            'é',
-            '\u{200b}',
-        ] {
-            let (shown, escaped) = show_command(&format!("df -h /tmp{c}# ; rm -rf X"));
-            assert!(escaped, "{c:?}");
-            assert!(shown.contains(&format!("⟦U+{:04X}⟧", c as u32)), "{shown}");
-            let without_escapes = escape.replace_all(&shown, "");
-            assert!(without_escapes.is_ascii(), "{shown}");
-        }
-        assert_eq!(show_command("a\tb\nc").0, "a\tb\nc");
-        assert!(!show_command("echo 'x' | sh").1);
-        // Fields may show letters of any script, never invisible characters.
-        assert_eq!(show_field("café Привет", 64), "café Привет");
-        assert_eq!(show_field("a\u{a0}b\u{fe0f}", 64), "a⟦U+00A0⟧b⟦U+FE0F⟧");
-        assert_eq!(show_field(&"x".repeat(10), 4), "xxxx…");
     }
 }

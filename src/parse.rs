@@ -5,8 +5,10 @@
 //! LLM computed: ids are display labels and a claimed `cmd_hash` is only compared.
 
 use crate::error::Kind;
+pub use crate::model::Risk;
 use serde_json::{Map, Value};
 use std::fmt;
+use std::io::Read;
 
 /// Keys under which a proposal array may sit.
 const ARRAY_KEYS: [&str; 4] = ["approval_needed", "approvals", "proposals", "actions"];
@@ -35,33 +37,6 @@ impl Default for Limits {
             max_input_bytes: 8 * 1024 * 1024,
             max_proposals: 1000,
             strict: false,
-        }
-    }
-}
-
-/// Risk as the LLM rated it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Risk {
-    Low,
-    Medium,
-    High,
-}
-
-impl Risk {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Risk::Low => "low",
-            Risk::Medium => "medium",
-            Risk::High => "high",
-        }
-    }
-
-    pub fn from_str_opt(s: &str) -> Option<Risk> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "low" => Some(Risk::Low),
-            "medium" | "med" => Some(Risk::Medium),
-            "high" => Some(Risk::High),
-            _ => None,
         }
     }
 }
@@ -674,6 +649,88 @@ mod tests {
 
 /// Longest first line that is tried as a JSON Lines item; a longer one is not JSON Lines.
 pub const MAX_JSONL_PROBE: usize = 256 * 1024;
+
+/// Inputs up to this size are parsed whole (every shape: envelopes, fences, prose) before
+/// the database is opened, so bad input leaves it untouched. Larger inputs (bulk loads
+/// with a raised `--max-input-bytes`) stream into one transaction that rolls back on
+/// error.
+pub const IN_MEMORY: usize = 8 * 1024 * 1024;
+
+/// What stdin turned out to be: small enough to parse whole, or a bulk load to stream.
+pub enum Input<R> {
+    Whole(Parsed),
+    Stream(Streaming<R>),
+}
+
+/// A bulk input, ready to stream item by item.
+pub struct Streaming<R> {
+    reader: CountingReader<std::io::Chain<std::io::Cursor<Vec<u8>>, std::io::Take<R>>>,
+    first_line: Vec<u8>,
+    limits: Limits,
+}
+
+/// Reads the head of `reader` and decides how to parse it: whole when it fits
+/// [`IN_MEMORY`] (or the limit is no larger), else as a stream.
+pub fn read_input<R: Read>(mut reader: R, limits: &Limits) -> anyhow::Result<Input<R>> {
+    let head_limit = limits.max_input_bytes.min(IN_MEMORY);
+    let mut head = Vec::new();
+    (&mut reader)
+        .take(head_limit as u64 + 1)
+        .read_to_end(&mut head)
+        .map_err(|e| anyhow::anyhow!("reading stdin: {e}"))?;
+    if head.len() <= head_limit || limits.max_input_bytes <= IN_MEMORY {
+        return Ok(Input::Whole(parse_bytes(&head, limits)?));
+    }
+    // Only a short first line can be a JSON Lines item.
+    let probe = &head[..head.len().min(MAX_JSONL_PROBE + 1)];
+    let first_line = probe.split(|b| *b == b'\n').next().unwrap_or(&[]).to_vec();
+    let reader = CountingReader {
+        inner: std::io::Cursor::new(head).chain(reader.take(limits.max_input_bytes as u64 + 1)),
+        count: 0,
+    };
+    Ok(Input::Stream(Streaming {
+        reader,
+        first_line,
+        limits: *limits,
+    }))
+}
+
+impl<R: Read> Streaming<R> {
+    /// Streams every item to `on_item`. Past the byte limit, whatever was parsed is
+    /// refused: the input was cut there.
+    pub fn run(
+        mut self,
+        on_item: &mut dyn FnMut(Item) -> anyhow::Result<()>,
+    ) -> anyhow::Result<Streamed> {
+        let streamed = stream(
+            std::io::BufReader::with_capacity(64 * 1024, &mut self.reader),
+            &self.first_line,
+            &self.limits,
+            on_item,
+        );
+        if self.reader.count > self.limits.max_input_bytes as u64 {
+            return Err(ParseError::TooLarge {
+                limit: self.limits.max_input_bytes,
+            }
+            .into());
+        }
+        streamed
+    }
+}
+
+/// Counts the bytes read through it.
+struct CountingReader<R> {
+    inner: R,
+    count: u64,
+}
+
+impl<R: Read> Read for CountingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count += n as u64;
+        Ok(n)
+    }
+}
 
 /// What a streamed parse saw.
 #[derive(Debug, Default)]

@@ -5,10 +5,15 @@
 //! everything it started. The runner is a child subreaper: a descendant that leaves the
 //! group (`setsid`, a double fork) is re-parented to it and found by a walk of the process
 //! tree, so it is killed too. Never re-reads anything from the LLM; never runs the
-//! canonical form. No SQL here: the store claims and records, through the `keep` callback
-//! while the command runs.
+//! canonical form. No SQL here: the store claims and records. [`run_approved`] is the
+//! runner's loop: claim, check the policy, re-check the claim, execute, record, and only
+//! then update the cards.
 
-use crate::store::Outcome;
+use crate::config::Config;
+use crate::model::{Claimed, Outcome, State};
+use crate::process::{self, descendants, process_table};
+use crate::store::Store;
+use anyhow::Result;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use std::io::Read;
@@ -23,74 +28,10 @@ pub const TAIL_BYTES: usize = 4096;
 const TERM_GRACE: Duration = Duration::from_secs(3);
 /// How often a running command's claim is checked (see [`execute`]'s `keep`).
 pub const KEEP_EVERY: Duration = Duration::from_secs(1);
-/// The longest `--timeout` / `run_timeout` accepted.
-pub const MAX_TIMEOUT: Duration = Duration::from_secs(7 * 86_400);
-
-/// This process as a runner: `pid:start-time`, so a reused pid is not mistaken for us.
-pub fn runner_id() -> String {
-    let pid = std::process::id();
-    format!("{pid}:{}", start_time(pid).unwrap_or_default())
-}
-
-/// Whether the runner named by [`runner_id`] still exists. Off Linux, a runner is
-/// assumed alive and its lease decides.
-pub fn runner_alive(runner: &str) -> bool {
-    if !cfg!(target_os = "linux") {
-        return true;
-    }
-    let Some((pid, start)) = runner.split_once(':') else {
-        return false;
-    };
-    match pid.parse::<u32>() {
-        Ok(pid) => start_time(pid).is_some_and(|t| t == start),
-        Err(_) => false,
-    }
-}
-
-/// The fields of /proc/PID/stat after the command name (which may hold spaces and
-/// parentheses: counted from the last ')'); field 3 (state) is the first.
-fn stat_fields(pid: u32) -> Option<Vec<String>> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = &stat[stat.rfind(')')? + 1..];
-    Some(after.split_whitespace().map(str::to_string).collect())
-}
-
-/// Field 22 of /proc/PID/stat: the process start time in clock ticks since boot.
-fn start_time(pid: u32) -> Option<String> {
-    stat_fields(pid)?.into_iter().nth(19)
-}
-
-/// Every process as (pid, parent pid, exited-but-not-reaped), from /proc.
-fn process_table() -> Vec<(u32, u32, bool)> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter_map(|pid| {
-            let fields = stat_fields(pid)?;
-            Some((pid, fields.get(1)?.parse().ok()?, fields.first()? == "Z"))
-        })
-        .collect()
-}
-
-/// Every live descendant of `root`.
-fn descendants(root: u32) -> Vec<u32> {
-    let table = process_table();
-    let mut found = vec![root];
-    let mut i = 0;
-    while i < found.len() {
-        let parent = found[i];
-        found.extend(
-            table
-                .iter()
-                .filter(|(_, pp, zombie)| *pp == parent && !zombie)
-                .map(|(pid, _, _)| *pid),
-        );
-        i += 1;
-    }
-    found.remove(0);
-    found
-}
+/// How long a claim holds without renewal; a running command renews it every
+/// [`RENEW_EVERY`], so only a dead or hung runner loses it.
+pub const LEASE_MS: i64 = 120_000;
+const RENEW_EVERY: Duration = Duration::from_secs(20);
 
 /// Signals the command's process group and every descendant of this runner (those that
 /// left the group included), then reaps what has exited.
@@ -217,7 +158,7 @@ pub fn execute(command: &str, timeout: Duration, keep: &mut dyn FnMut() -> bool)
         if now >= deadline {
             stopped = Some(format!(
                 "timed out after {}; the command and everything it started were killed",
-                crate::store::human_duration(timeout.as_millis() as i64)
+                crate::time::human_duration(timeout.as_millis() as i64)
             ));
             signal_everything(group, Signal::SIGTERM, ours);
             let grace_end = Instant::now() + TERM_GRACE;
@@ -252,6 +193,71 @@ pub fn execute(command: &str, timeout: Duration, keep: &mut dyn FnMut() -> bool)
         stderr_tail: lossy_tail(&stderr),
         note,
     }
+}
+
+/// What happened to one claimed proposal.
+#[derive(Debug)]
+pub enum Ran {
+    /// The policy denies it now: given back, cancelled, not run.
+    Denied { pattern: String },
+    /// The claim was taken away before the exec: not run.
+    Lost,
+    /// It ran; `state` is what was recorded (`None` when the claim was lost meanwhile).
+    Finished {
+        outcome: Outcome,
+        state: Option<State>,
+    },
+}
+
+/// Runs up to `max` approved proposals, one claim at a time. `started` is told about each
+/// command right before it starts, `done` about each result.
+pub fn run_approved(
+    store: &mut Store,
+    config: &Config,
+    timeout: Duration,
+    max: u64,
+    started: &mut dyn FnMut(&Claimed),
+    done: &mut dyn FnMut(&Claimed, &Ran),
+) -> Result<()> {
+    let runner = process::runner_id();
+    for _ in 0..max {
+        // Between the claim and the exec nothing touches the network: the cards are
+        // updated afterwards.
+        let Some(claimed) = store.claim(&runner, LEASE_MS, config.now())? else {
+            break;
+        };
+        // The policy as it is now, not as it was at ingest: a pattern added since the
+        // approval still stops the command.
+        let canonical = crate::canon::canonicalize(&claimed.command).canonical;
+        if let Some(pattern) = config.policy.denies(&claimed.command, &canonical) {
+            let why = format!("not run: {}", crate::lifecycle::deny_note(&pattern));
+            store.abandon(claimed.id, &runner, &why, config.now())?;
+            done(&claimed, &Ran::Denied { pattern });
+            continue;
+        }
+        // Still ours, still executing, right before the exec (and the lease renewed).
+        if !store.renew_claim(claimed.id, &runner, LEASE_MS, config.now())? {
+            done(&claimed, &Ran::Lost);
+            continue;
+        }
+        started(&claimed);
+        let mut renewed = Instant::now();
+        let outcome = execute(&claimed.command, timeout, &mut || {
+            // A read every second notices a lost claim at once; the lease is written
+            // only every RENEW_EVERY. A database busy for a moment is not a lost claim.
+            if renewed.elapsed() >= RENEW_EVERY {
+                renewed = Instant::now();
+                return store
+                    .renew_claim(claimed.id, &runner, LEASE_MS, config.now())
+                    .unwrap_or(true);
+            }
+            store.holds_claim(claimed.id, &runner).unwrap_or(true)
+        });
+        let state = store.finish(claimed.id, &runner, &outcome, config.now())?;
+        done(&claimed, &Ran::Finished { outcome, state });
+        crate::notify::deliver_quietly(config, store);
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -290,16 +296,5 @@ mod tests {
         assert_eq!(o.exit_code, None);
         assert!(o.duration_ms < 10_000, "{}", o.duration_ms);
         assert!(o.note.as_deref().is_some_and(|n| n.contains("timed out")));
-    }
-
-    #[test]
-    fn this_process_is_an_alive_runner_and_a_made_up_one_is_not() {
-        assert!(runner_alive(&runner_id()));
-        assert!(!runner_alive("999999999:1"));
-        let me = std::process::id();
-        assert!(
-            !runner_alive(&format!("{me}:0")),
-            "same pid, other start time"
-        );
     }
 }

@@ -1,4 +1,5 @@
-//! Wall-clock helpers: unix milliseconds in the store, RFC 3339 (UTC) on screen.
+//! Wall-clock helpers: unix milliseconds in the store, RFC 3339 (UTC) on screen, and
+//! durations. Imports nothing from the crate.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -118,6 +119,20 @@ pub fn parse_duration(s: &str) -> Option<i64> {
         total = total.checked_add(num.parse::<i64>().ok()?.checked_mul(1000)?)?;
     }
     Some(total)
+}
+
+/// `24h`, `90d`, `10m`, `45s` for messages.
+pub fn human_duration(ms: i64) -> String {
+    let s = ms / 1000;
+    if s % 86_400 == 0 && s >= 86_400 {
+        format!("{}d", s / 86_400)
+    } else if s % 3600 == 0 && s >= 3600 {
+        format!("{}h", s / 3600)
+    } else if s % 60 == 0 && s >= 60 {
+        format!("{}m", s / 60)
+    } else {
+        format!("{s}s")
+    }
 }
 
 #[cfg(test)]

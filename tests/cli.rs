@@ -183,15 +183,7 @@ fn a_bridging_proposal_folds_the_newer_card_into_the_older() {
     assert!(list
         .iter()
         .all(|p| p["cluster_id"] == list[0]["cluster_id"] && p["cluster"] == "web"));
-    let merged: i64 = env
-        .sql()
-        .query_row(
-            "SELECT merged_into FROM cards WHERE cluster_id = 2",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    assert_eq!(merged, 1);
+    assert_eq!(env.store().cluster(2).unwrap().merged_into, Some(1));
     // Separate sources never share clusters.
     env.ingest("other", &cycle(0, &["docker stop web"]));
     assert_ne!(
@@ -583,7 +575,35 @@ fn authority_prints_the_contract() {
 #[test]
 fn help_lists_the_environment_variables() {
     let out = stdout(&Env::new().cmd(&["--help"]).ok());
-    assert!(out.contains("OPSGATE_DB") && out.contains("Exit codes"));
+    assert!(out.contains("Exit codes"));
+    for setting in opsgate::config::SETTINGS {
+        if let Some(env) = setting.env {
+            assert!(out.contains(env), "--help misses {env}");
+        }
+    }
+    for (_, code, _) in opsgate::error::TABLE {
+        assert!(
+            out.contains(&format!("  {code:<3} ")),
+            "--help misses exit code {code}"
+        );
+    }
+}
+
+#[test]
+fn the_readme_lists_every_setting_and_exit_code_from_the_one_table() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    assert!(
+        readme.contains(&opsgate::config::markdown_table()),
+        "README's settings table differs from config::SETTINGS; paste:\n{}",
+        opsgate::config::markdown_table()
+    );
+    for (_, code, meaning) in opsgate::error::TABLE {
+        assert!(
+            readme.contains(&format!("| {code} | {meaning} |")),
+            "README misses exit code {code}"
+        );
+    }
 }
 
 #[test]
@@ -614,7 +634,7 @@ fn doctor_checks_the_database_and_says_what_to_fix() {
     let out = stdout(&env.cmd(&["doctor"]).ok());
     assert!(
         out.contains("integrity_check: ok")
-            && out.contains("schema version 3")
+            && out.contains("schema version 4")
             && out.contains("1 pending"),
         "{out}"
     );

@@ -245,15 +245,7 @@ fn a_press_whose_decision_cannot_be_committed_stays_unconfirmed_and_is_redeliver
     assert!(!out.status.success());
     assert!(stderr(&out).contains("disk on fire"), "{}", stderr(&out));
     assert_eq!(tg.state_of(1), "pending");
-    let offset: Option<String> = tg
-        .env
-        .sql()
-        .query_row(
-            "SELECT value FROM meta WHERE key = 'telegram_offset'",
-            [],
-            |r| r.get(0),
-        )
-        .ok();
+    let offset = tg.env.store().cursor("telegram").unwrap();
     assert_eq!(
         offset, None,
         "offset must not move past an uncommitted decision"
@@ -327,14 +319,7 @@ fn rate_limits_and_server_errors_lose_nothing_and_duplicate_nothing() {
         5,
         "every card once, none duplicated"
     );
-    let owed: i64 = tg
-        .env
-        .sql()
-        .query_row("SELECT count(*) FROM cards WHERE rev > sent_rev", [], |r| {
-            r.get(0)
-        })
-        .unwrap();
-    assert_eq!(owed, 0);
+    assert!(tg.env.store().owed_cards("telegram").unwrap().is_empty());
     for (id, _) in tg.fake.messages() {
         assert!(
             tg.fake.message(id).text.contains("seen 2×")

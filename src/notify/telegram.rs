@@ -2,12 +2,14 @@
 //!
 //! The only async code in opsgate: a current-thread tokio runtime lives inside
 //! [`Telegram`] and every public method is a blocking call around one HTTP request, so
-//! the store is never touched from a tokio task. The bot token never leaves this module
-//! in any message: errors are redacted before they are returned.
+//! the store is never touched from a tokio task. Message references leave this module as
+//! strings (the store is channel-neutral). The bot token never leaves this module in any
+//! message: errors are redacted before they are returned.
 
 use crate::config::TelegramConfig;
 use crate::error::Kind;
 use crate::notify::Card;
+use crate::process::Stop;
 use std::time::Duration;
 use teloxide::payloads::{
     AnswerCallbackQuerySetters, EditMessageTextSetters, GetUpdatesSetters, SendMessageSetters,
@@ -18,6 +20,9 @@ use teloxide::types::{
     ParseMode, UpdateKind,
 };
 use teloxide::{ApiError, Bot, RequestError};
+
+/// The channel name deliveries and cursors are stored under.
+pub const CHANNEL: &str = "telegram";
 
 /// Why a request failed, as the caller must react to it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,10 +113,8 @@ pub enum Polled {
 /// A connected bot.
 pub struct Telegram {
     rt: tokio::runtime::Runtime,
-    /// SIGTERM and SIGINT listeners, registered once so a signal that arrives between
-    /// calls is still seen by the next wait.
-    #[cfg(unix)]
-    stop: std::cell::RefCell<Vec<tokio::signal::unix::Signal>>,
+    /// Raised by SIGTERM/SIGINT in long-running commands: waits end early.
+    stop: Stop,
     bot: Bot,
     chat: ChatId,
     token: String,
@@ -136,19 +139,9 @@ impl Telegram {
                 .map_err(|_| anyhow::anyhow!("the Telegram API URL is not a valid URL"))?;
             bot = bot.set_api_url(url);
         }
-        #[cfg(unix)]
-        let stop = {
-            use tokio::signal::unix::{signal, SignalKind};
-            let _guard = rt.enter();
-            [SignalKind::terminate(), SignalKind::interrupt()]
-                .into_iter()
-                .filter_map(|kind| signal(kind).ok())
-                .collect()
-        };
         Ok(Telegram {
             rt,
-            #[cfg(unix)]
-            stop: std::cell::RefCell::new(stop),
+            stop: Stop::default(),
             bot,
             chat: ChatId(cfg.chat_id),
             token: cfg.token.expose().to_string(),
@@ -156,8 +149,15 @@ impl Telegram {
         })
     }
 
-    pub fn chat_id(&self) -> i64 {
-        self.chat.0
+    /// Ends waits (long polls, 429 sleeps) early when `stop` is raised.
+    pub fn with_stop(mut self, stop: Stop) -> Telegram {
+        self.stop = stop;
+        self
+    }
+
+    /// The configured chat, as deliveries record it.
+    pub fn chat_ref(&self) -> String {
+        self.chat.0.to_string()
     }
 
     /// Runs one request with the configured time bound.
@@ -200,7 +200,7 @@ impl Telegram {
     }
 
     /// Sends a new card; returns its message id.
-    pub fn send(&self, card: &Card) -> Result<i64, TgError> {
+    pub fn send(&self, card: &Card) -> Result<String, TgError> {
         let mut req = self
             .bot
             .send_message(self.chat, card.html.clone())
@@ -209,13 +209,14 @@ impl Telegram {
             req = req.reply_markup(markup(card));
         }
         let msg = self.call(self.timeout, async { req.await })?;
-        Ok(i64::from(msg.id.0))
+        Ok(msg.id.0.to_string())
     }
 
     /// Edits a card in place. "message is not modified" counts as success.
-    pub fn edit(&self, message_id: i64, card: &Card) -> Result<(), TgError> {
-        let id = i32::try_from(message_id)
-            .map_err(|_| TgError::Refused(format!("message id {message_id} out of range")))?;
+    pub fn edit(&self, message: &str, card: &Card) -> Result<(), TgError> {
+        let id: i32 = message
+            .parse()
+            .map_err(|_| TgError::Refused(format!("message id {message:?} out of range")))?;
         let mut req = self
             .bot
             .edit_message_text(self.chat, MessageId(id), card.html.clone())
@@ -236,19 +237,15 @@ impl Telegram {
         Ok(convert(updates))
     }
 
-    /// Like [`Telegram::updates`], but returns [`Polled::Stop`] when SIGTERM or Ctrl-C
-    /// arrives first.
-    pub fn updates_or_signal(
-        &self,
-        offset: Option<i64>,
-        wait: Duration,
-    ) -> Result<Polled, TgError> {
+    /// Like [`Telegram::updates`], but returns [`Polled::Stop`] when the stop flag is
+    /// raised first.
+    pub fn updates_or_stop(&self, offset: Option<i64>, wait: Duration) -> Result<Polled, TgError> {
         let req = self.updates_request(offset, wait);
         let bound = self.timeout + wait;
         let outcome = self.rt.block_on(async {
             tokio::select! {
                 r = tokio::time::timeout(bound, async { req.await }) => Some(r),
-                _ = self.stop_signal() => None,
+                _ = stopped(&self.stop) => None,
             }
         });
         match outcome {
@@ -262,44 +259,14 @@ impl Telegram {
         }
     }
 
-    /// Sleeps, waking early on SIGTERM or Ctrl-C; returns false when a signal came.
-    pub fn sleep_or_signal(&self, d: Duration) -> bool {
+    /// Sleeps, waking early when the stop flag is raised; returns false then.
+    pub fn sleep_or_stop(&self, d: Duration) -> bool {
         self.rt.block_on(async {
             tokio::select! {
                 _ = tokio::time::sleep(d) => true,
-                _ = self.stop_signal() => false,
+                _ = stopped(&self.stop) => false,
             }
         })
-    }
-
-    /// Resolves when SIGTERM or Ctrl-C arrives (or arrived since the last wait).
-    async fn stop_signal(&self) {
-        #[cfg(unix)]
-        {
-            // Borrowed out for the wait and put back even when the wait is cancelled.
-            struct Lent<'a> {
-                home: &'a std::cell::RefCell<Vec<tokio::signal::unix::Signal>>,
-                listeners: Vec<tokio::signal::unix::Signal>,
-            }
-            impl Drop for Lent<'_> {
-                fn drop(&mut self) {
-                    self.home.replace(std::mem::take(&mut self.listeners));
-                }
-            }
-            let mut lent = Lent {
-                home: &self.stop,
-                listeners: self.stop.take(),
-            };
-            if lent.listeners.is_empty() {
-                return std::future::pending().await;
-            }
-            let waits = lent.listeners.iter_mut().map(|s| Box::pin(s.recv()));
-            futures_select_any(waits).await;
-        }
-        #[cfg(not(unix))]
-        {
-            let _ = tokio::signal::ctrl_c().await;
-        }
     }
 
     fn updates_request(
@@ -333,14 +300,15 @@ impl Telegram {
         }
     }
 
-    /// Sends a prompt that asks for a reply (Telegram shows the reply field).
-    pub fn ask(&self, text: &str) -> Result<i64, TgError> {
+    /// Sends a prompt that asks for a reply (Telegram shows the reply field); returns its
+    /// message id.
+    pub fn ask(&self, text: &str) -> Result<String, TgError> {
         let req = self
             .bot
             .send_message(self.chat, text.to_string())
             .reply_markup(teloxide::types::ForceReply::new().selective());
         let msg = self.call(self.timeout, async { req.await })?;
-        Ok(i64::from(msg.id.0))
+        Ok(msg.id.0.to_string())
     }
 
     /// `getMe`: checks the token; returns the bot's username.
@@ -351,19 +319,11 @@ impl Telegram {
     }
 }
 
-/// Waits for the first of several futures (a tiny `select_all`).
-#[cfg(unix)]
-async fn futures_select_any<F: std::future::Future + Unpin>(futures: impl Iterator<Item = F>) {
-    let mut futures: Vec<F> = futures.collect();
-    std::future::poll_fn(|cx| {
-        for f in futures.iter_mut() {
-            if std::pin::Pin::new(f).poll(cx).is_ready() {
-                return std::task::Poll::Ready(());
-            }
-        }
-        std::task::Poll::Pending
-    })
-    .await
+/// Resolves once the stop flag is raised (checked every 100 ms).
+async fn stopped(stop: &Stop) {
+    while !stop.requested() {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 fn is_server_side(message: &str) -> bool {
@@ -378,7 +338,7 @@ fn is_server_side(message: &str) -> bool {
 fn markup(card: &Card) -> InlineKeyboardMarkup {
     InlineKeyboardMarkup::new(card.buttons.iter().map(|row| {
         row.iter()
-            .map(|b| InlineKeyboardButton::callback(b.label.clone(), b.data.clone()))
+            .map(|b| InlineKeyboardButton::callback(b.label.clone(), card.callback_data(b)))
             .collect::<Vec<_>>()
     }))
 }

@@ -1,240 +1,193 @@
 //! Lifecycle changes: operator decisions, runs, sweeps. Every change is a compare-and-set
-//! update with its audit row, in one IMMEDIATE transaction.
+//! update with its audit row, in one IMMEDIATE transaction, following the table in
+//! [`crate::lifecycle`].
 
-use super::outbox::advance_offset;
+use super::outbox::{advance, set_meta};
 use super::*;
+use crate::model::{
+    card_stamp, CardRef, Change, Claimed, Decided, Outcome, ReasonRequest, Refusal, Swept, Via,
+};
+use std::collections::BTreeSet;
 
-/// Who decides, for the audit trail and the card.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Actor {
-    /// Stable identity, e.g. `telegram:123456` or `local:root`.
-    pub id: String,
-    /// How the card names them, e.g. `@alice`.
-    pub display: String,
-}
-
-/// Where a decision came from: a button on a card (checked against the stored card) and
-/// the Telegram update to confirm in the same transaction.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Via {
-    pub card: Option<CardRef>,
-    pub update_id: Option<i64>,
-}
-
-/// The card a press was made on, as the operator saw it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CardRef {
-    pub chat: i64,
-    pub message: i64,
-    /// The stamp the pressed button carried.
-    pub stamp: String,
-}
-
-/// A rejection reason an operator owes after pressing Reject: it must come as a reply to
-/// the prompt, and applies to the card as it was when Reject was pressed.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct ReasonRequest {
-    pub cluster_id: i64,
-    pub until: i64,
-    pub chat: i64,
-    pub message: i64,
-    pub stamp: String,
-    /// The prompt message the reason must reply to, once it is sent.
-    pub prompt: Option<i64>,
-}
-
-/// The result of a decision attempt.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Decided {
-    /// The state changed; the text says how.
-    Applied(String),
-    /// Already done (a replay or double tap): nothing written.
-    Already(String),
-    /// Refused and audited; nothing else changed.
-    Refused(String),
-    /// Needs a second confirmation (approving a stale proposal): nothing written.
-    Confirm(String),
-    /// Rejecting needs a reason: the request was recorded, the operator is asked.
+/// One step of a decision: what the transaction found or did.
+enum Step {
+    Applied(Change),
+    Already(Option<i64>, State),
+    Confirm(i64, i64),
     AskReason(i64),
+    Refuse(Option<i64>, Refusal),
 }
-
-/// A proposal a runner has claimed: the exact text the operator approved.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Claimed {
-    pub id: i64,
-    pub command: String,
-    pub cmd_hash: String,
-    pub cluster_id: i64,
-}
-
-/// What running a command produced.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Outcome {
-    pub exit_code: Option<i32>,
-    pub timed_out: bool,
-    pub duration_ms: i64,
-    pub stdout_tail: String,
-    pub stderr_tail: String,
-    /// Why it could not run or was stopped, if so.
-    pub note: Option<String>,
-}
-
-/// What one sweep did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Swept {
-    pub interrupted: usize,
-    pub expired: usize,
-    pub pruned: usize,
-}
-
-/// Rows one sweep statement touches at most, so a backlog never holds the lock long.
-pub const SWEEP_BATCH: i64 = 1000;
 
 impl Store {
-    /// Records a refused action (unauthorized user, wrong chat, forged data) and confirms
-    /// its update, in one transaction.
+    /// Records a refused action (unauthorized user, wrong chat, forged data) and advances
+    /// the cursor past it, in one transaction.
     pub fn refuse(
         &mut self,
         proposal_id: Option<i64>,
         actor: &Actor,
-        why: &str,
-        via: Via,
+        why: Refusal,
+        via: &Via,
         now: i64,
-    ) -> Result<()> {
-        self.decide(&via, actor, now, |tx| {
+    ) -> Result<Decided> {
+        self.decide(via, actor, now, |tx| {
             // Audit against a row that exists, or against nothing.
             let known = match proposal_id {
                 Some(id) => proposal_state(tx, id)?.map(|_| id),
                 None => None,
             };
-            Ok(Step::Refuse(known, why.to_string()))
-        })?;
-        Ok(())
+            Ok(Step::Refuse(known, why))
+        })
     }
 
     /// Approves one pending proposal and cancels the other pending variants of its
-    /// cluster (superseded). Compare-and-set: only `pending` becomes `approved`. A stale
-    /// proposal needs `confirmed_stale`.
+    /// cluster (superseded). A stale proposal needs `confirmed_stale`; one past its ttl
+    /// expires instead.
     pub fn approve(
         &mut self,
         proposal_id: i64,
         actor: &Actor,
-        via: Via,
+        via: &Via,
         now: i64,
         confirmed_stale: bool,
     ) -> Result<Decided> {
         let rules = self.rules;
-        let stale_after = rules.stale_after_cycles;
-        self.decide(&via, actor, now, |tx| {
+        self.decide(via, actor, now, |tx| {
             let Some((state, cluster_id)) = proposal_state(tx, proposal_id)? else {
-                return Ok(Step::Refuse(None, format!("no proposal #{proposal_id}")));
+                return Ok(Step::Refuse(None, Refusal::NoProposal(proposal_id)));
             };
-            let check = check_card(tx, cluster_id, &via, Some(proposal_id))?;
+            let check = check_card(tx, cluster_id, via, Some(proposal_id))?;
             if let CardCheck::Refused(why) = check {
                 return Ok(Step::Refuse(Some(proposal_id), why));
             }
-            match state {
-                State::Pending => {}
+            match lifecycle::next(state, Verb::Approve) {
+                Next::To(_) => {}
                 // A double tap or a replay: nothing to do, whatever the card shows now.
-                State::Approved | State::Executing | State::Completed => {
-                    return Ok(Step::Already(format!("#{proposal_id} is already {}", state.as_str())))
-                }
-                other => {
+                Next::Already => return Ok(Step::Already(Some(proposal_id), state)),
+                Next::NotApplicable => {
                     return Ok(Step::Refuse(
                         Some(proposal_id),
-                        format!("#{proposal_id} is {}, it can no longer be approved", other.as_str()),
+                        Refusal::WrongState {
+                            id: proposal_id,
+                            state,
+                            verb: "approve",
+                        },
                     ))
                 }
             }
             if let CardCheck::Changed = check {
-                return card_changed(tx, cluster_id, Some(proposal_id));
+                return card_changed(tx, cluster_id, via, Some(proposal_id));
             }
+            let (first_seen, last_ingest, last_seen, source): (i64, Option<i64>, i64, String) =
+                tx.prepare_cached(
+                    "SELECT first_seen_at, last_ingest_id, last_seen_at, source
+                     FROM proposals WHERE id = ?1",
+                )?
+                .query_row([proposal_id], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                })?;
             // Past its ttl a proposal can no longer be approved: it expires now, rather
             // than be approved and then expire silently.
-            let first_seen: i64 = tx.query_row(
-                "SELECT first_seen_at FROM proposals WHERE id = ?1",
-                [proposal_id],
-                |r| r.get(0),
-            )?;
-            if now >= first_seen.saturating_add(rules.ttl_ms) {
-                let why = expiry_note(rules.ttl_ms);
-                transition(tx, proposal_id, State::Pending, State::Expired, "expire", &sweeper(), now, Some(&why))?;
+            if lifecycle::expired(first_seen, now, &rules) {
+                let note = lifecycle::expiry_note(&rules);
+                transition(
+                    tx,
+                    proposal_id,
+                    State::Pending,
+                    Verb::Expire,
+                    &sweeper(),
+                    now,
+                    Some(&note),
+                )?;
                 owe_card(tx, cluster_id)?;
                 return Ok(Step::Refuse(
                     Some(proposal_id),
-                    format!("#{proposal_id} expired ({why}); nothing was approved"),
+                    Refusal::Expired {
+                        id: proposal_id,
+                        note,
+                    },
                 ));
             }
             if !confirmed_stale {
-                if let Some(since) = stale_since(tx, proposal_id, stale_after)? {
-                    return Ok(Step::Confirm(format!(
-                        "#{proposal_id} has not been proposed since {}: approve again to confirm",
-                        crate::time::hhmm(since)
-                    )));
+                if let Some(last) = last_ingest {
+                    let later = later_ingests(tx, &source, last, rules.stale_after_cycles)?;
+                    if lifecycle::stale(later, &rules) {
+                        return Ok(Step::Confirm(proposal_id, last_seen));
+                    }
                 }
             }
-            transition(tx, proposal_id, State::Pending, State::Approved, "approve", actor, now, None)?;
-            let superseded: Vec<i64> = tx
-                .prepare(
+            transition(
+                tx,
+                proposal_id,
+                State::Pending,
+                Verb::Approve,
+                actor,
+                now,
+                None,
+            )?;
+            let siblings: Vec<i64> = tx
+                .prepare_cached(
                     "SELECT id FROM proposals WHERE cluster_id = ?1 AND state = 'pending' AND id <> ?2",
                 )?
                 .query_map(params![cluster_id, proposal_id], |r| r.get(0))?
                 .collect::<rusqlite::Result<_>>()?;
-            for other in &superseded {
-                transition(
+            let note = lifecycle::supersede_note(proposal_id);
+            let mut superseded = Vec::new();
+            for other in siblings {
+                if transition(
                     tx,
-                    *other,
+                    other,
                     State::Pending,
-                    State::Cancelled,
-                    "supersede",
+                    Verb::Supersede,
                     actor,
                     now,
-                    Some(&format!("superseded by #{proposal_id}")),
-                )?;
+                    Some(&note),
+                )?
+                .is_some()
+                {
+                    superseded.push(other);
+                }
             }
             owe_card(tx, cluster_id)?;
-            let mut text = format!("#{proposal_id} approved");
-            if !superseded.is_empty() {
-                text.push_str(&format!(", {} other variant(s) cancelled", superseded.len()));
-            }
-            Ok(Step::Applied(text))
+            Ok(Step::Applied(Change::Approved {
+                id: proposal_id,
+                superseded,
+            }))
         })
     }
 
-    /// Rejects every pending proposal of a cluster.
+    /// Rejects the pending proposals of a cluster: from a card, those it shows.
     pub fn reject_cluster(
         &mut self,
         cluster_id: i64,
         actor: &Actor,
         reason: Option<&str>,
-        via: Via,
+        via: &Via,
         now: i64,
     ) -> Result<Decided> {
-        self.decide(&via, actor, now, |tx| {
+        self.decide(via, actor, now, |tx| {
             let states: Vec<(i64, String)> = tx
-                .prepare("SELECT id, state FROM proposals WHERE cluster_id = ?1 ORDER BY id")?
+                .prepare_cached(
+                    "SELECT id, state FROM proposals WHERE cluster_id = ?1 ORDER BY id",
+                )?
                 .query_map([cluster_id], |r| Ok((r.get(0)?, r.get(1)?)))?
                 .collect::<rusqlite::Result<_>>()?;
-            if states.is_empty() {
-                return Ok(Step::Refuse(None, format!("no card {cluster_id}")));
-            }
-            let check = check_card(tx, cluster_id, &via, None)?;
+            let Some(&(first, _)) = states.first() else {
+                return Ok(Step::Refuse(None, Refusal::NoCard(cluster_id)));
+            };
+            let check = check_card(tx, cluster_id, via, None)?;
             if let CardCheck::Refused(why) = check {
-                return Ok(Step::Refuse(Some(states[0].0), why));
+                return Ok(Step::Refuse(Some(first), why));
             }
             if !states.iter().any(|(_, s)| s == "pending") {
                 if states.iter().any(|(_, s)| s == "rejected") {
-                    return Ok(Step::Already("already rejected".into()));
+                    return Ok(Step::Already(None, State::Rejected));
                 }
-                return Ok(Step::Refuse(
-                    Some(states[0].0),
-                    "nothing pending on this card to reject".into(),
-                ));
+                return Ok(Step::Refuse(Some(first), Refusal::NothingPending));
             }
             // From a card, only the variants it shows are rejected, and only while it
             // shows what the operator saw.
             let shown = match check {
-                CardCheck::Changed => return card_changed(tx, cluster_id, Some(states[0].0)),
+                CardCheck::Changed => return card_changed(tx, cluster_id, via, Some(first)),
                 CardCheck::Shown(shown) => Some(shown),
                 _ => None,
             };
@@ -244,28 +197,16 @@ impl Store {
                 .map(|(id, _)| *id)
                 .collect();
             if pending.is_empty() {
-                return Ok(Step::Refuse(
-                    Some(states[0].0),
-                    "nothing pending on this card to reject".into(),
-                ));
+                return Ok(Step::Refuse(Some(first), Refusal::NothingPending));
             }
-            for id in &pending {
-                transition(
-                    tx,
-                    *id,
-                    State::Pending,
-                    State::Rejected,
-                    "reject",
-                    actor,
-                    now,
-                    reason,
-                )?;
+            let mut rejected = Vec::new();
+            for id in pending {
+                if transition(tx, id, State::Pending, Verb::Reject, actor, now, reason)?.is_some() {
+                    rejected.push(id);
+                }
             }
             owe_card(tx, cluster_id)?;
-            Ok(Step::Applied(format!(
-                "{} proposal(s) rejected",
-                pending.len()
-            )))
+            Ok(Step::Applied(Change::Rejected { ids: rejected }))
         })
     }
 
@@ -277,10 +218,10 @@ impl Store {
         actor: &Actor,
         user_key: &str,
         until: i64,
-        via: Via,
+        via: &Via,
         now: i64,
     ) -> Result<Decided> {
-        self.decide(&via, actor, now, |tx| {
+        self.decide(via, actor, now, |tx| {
             let pending: Option<i64> = tx
                 .query_row(
                     "SELECT MIN(id) FROM proposals WHERE cluster_id = ?1 AND state = 'pending'",
@@ -290,28 +231,20 @@ impl Store {
                 .optional()?
                 .flatten();
             let Some(first) = pending else {
-                return Ok(Step::Refuse(
-                    None,
-                    "nothing pending on this card to reject".into(),
-                ));
+                return Ok(Step::Refuse(None, Refusal::NothingPending));
             };
-            match check_card(tx, cluster_id, &via, None)? {
+            match check_card(tx, cluster_id, via, None)? {
                 CardCheck::Refused(why) => return Ok(Step::Refuse(Some(first), why)),
-                CardCheck::Changed => return card_changed(tx, cluster_id, Some(first)),
+                CardCheck::Changed => return card_changed(tx, cluster_id, via, Some(first)),
                 _ => {}
             }
             let Some(card) = &via.card else {
-                return Ok(Step::Refuse(
-                    Some(first),
-                    "a reason is asked for on a card only".into(),
-                ));
+                return Ok(Step::Refuse(Some(first), Refusal::ReasonOnCardsOnly));
             };
             let request = ReasonRequest {
                 cluster_id,
                 until,
-                chat: card.chat,
-                message: card.message,
-                stamp: card.stamp.clone(),
+                card: card.into(),
                 prompt: None,
             };
             set_meta(
@@ -324,11 +257,9 @@ impl Store {
     }
 
     /// Records the prompt message a reason must reply to.
-    pub fn note_reason_prompt(&mut self, user_key: &str, prompt: i64) -> Result<()> {
+    pub fn note_reason_prompt(&mut self, user_key: &str, prompt: &str) -> Result<()> {
         let key = format!("reason:{user_key}");
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.write("to record a prompt")?;
         let value: Option<String> = tx
             .query_row("SELECT value FROM meta WHERE key = ?1", [&key], |r| {
                 r.get(0)
@@ -337,7 +268,7 @@ impl Store {
         if let Some(mut request) =
             value.and_then(|v| serde_json::from_str::<ReasonRequest>(&v).ok())
         {
-            request.prompt = Some(prompt);
+            request.prompt = Some(prompt.to_string());
             set_meta(&tx, &key, &serde_json::to_string(&request)?)?;
         }
         tx.commit()?;
@@ -350,13 +281,11 @@ impl Store {
     pub fn take_reason_request(
         &mut self,
         user_key: &str,
-        reply_to: Option<i64>,
+        reply_to: Option<&str>,
         now: i64,
     ) -> Result<Option<ReasonRequest>> {
         let key = format!("reason:{user_key}");
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.write("to take a reason request")?;
         let value: Option<String> = tx
             .query_row("SELECT value FROM meta WHERE key = ?1", [&key], |r| {
                 r.get(0)
@@ -368,7 +297,7 @@ impl Store {
                 tx.execute("DELETE FROM meta WHERE key = ?1", [&key])?;
                 None
             }
-            Some(r) if r.prompt.is_some() && r.prompt == reply_to => {
+            Some(r) if r.prompt.is_some() && r.prompt.as_deref() == reply_to => {
                 tx.execute("DELETE FROM meta WHERE key = ?1", [&key])?;
                 Some(r)
             }
@@ -384,22 +313,10 @@ impl Store {
         proposal_id: i64,
         actor: &Actor,
         reason: Option<&str>,
-        via: Via,
+        via: &Via,
         now: i64,
     ) -> Result<Decided> {
-        self.simple(
-            proposal_id,
-            actor,
-            via,
-            now,
-            "reject",
-            reason,
-            |state| match state {
-                State::Pending => Ok(State::Rejected),
-                State::Rejected => Err(true),
-                _ => Err(false),
-            },
-        )
+        self.one(proposal_id, Verb::Reject, actor, via, now, reason)
     }
 
     /// Cancels an approved-but-not-started, interrupted or pending proposal.
@@ -407,23 +324,10 @@ impl Store {
         &mut self,
         proposal_id: i64,
         actor: &Actor,
-        note: Option<&str>,
-        via: Via,
+        via: &Via,
         now: i64,
     ) -> Result<Decided> {
-        self.simple(
-            proposal_id,
-            actor,
-            via,
-            now,
-            "cancel",
-            note,
-            |state| match state {
-                State::Pending | State::Approved | State::Interrupted => Ok(State::Cancelled),
-                State::Cancelled => Err(true),
-                _ => Err(false),
-            },
-        )
+        self.one(proposal_id, Verb::Cancel, actor, via, now, None)
     }
 
     /// Puts an interrupted proposal back to approved, for the next run. Never automatic.
@@ -431,51 +335,36 @@ impl Store {
         &mut self,
         proposal_id: i64,
         actor: &Actor,
-        via: Via,
+        via: &Via,
         now: i64,
     ) -> Result<Decided> {
-        self.simple(
-            proposal_id,
-            actor,
-            via,
-            now,
-            "retry",
-            None,
-            |state| match state {
-                State::Interrupted => Ok(State::Approved),
-                State::Approved | State::Executing => Err(true),
-                _ => Err(false),
-            },
-        )
+        self.one(proposal_id, Verb::Retry, actor, via, now, None)
     }
 
-    /// One-proposal transition: `rule` maps the current state to the target, or to
-    /// `Err(true)` when the action is already done, `Err(false)` when it does not apply.
-    #[allow(clippy::too_many_arguments)]
-    fn simple(
+    /// A one-proposal decision by the lifecycle table.
+    fn one(
         &mut self,
         proposal_id: i64,
+        verb: Verb,
         actor: &Actor,
-        via: Via,
+        via: &Via,
         now: i64,
-        action: &str,
         note: Option<&str>,
-        rule: impl Fn(State) -> std::result::Result<State, bool>,
     ) -> Result<Decided> {
-        self.decide(&via, actor, now, |tx| {
+        self.decide(via, actor, now, |tx| {
             let Some((state, cluster_id)) = proposal_state(tx, proposal_id)? else {
-                return Ok(Step::Refuse(None, format!("no proposal #{proposal_id}")));
+                return Ok(Step::Refuse(None, Refusal::NoProposal(proposal_id)));
             };
-            let check = check_card(tx, cluster_id, &via, Some(proposal_id))?;
+            let check = check_card(tx, cluster_id, via, Some(proposal_id))?;
             if let CardCheck::Refused(why) = check {
                 return Ok(Step::Refuse(Some(proposal_id), why));
             }
-            match rule(state) {
-                Ok(_) if matches!(check, CardCheck::Changed) => {
-                    card_changed(tx, cluster_id, Some(proposal_id))
+            match lifecycle::next(state, verb) {
+                Next::To(_) if matches!(check, CardCheck::Changed) => {
+                    card_changed(tx, cluster_id, via, Some(proposal_id))
                 }
-                Ok(to) => {
-                    transition(tx, proposal_id, state, to, action, actor, now, note)?;
+                Next::To(to) => {
+                    transition(tx, proposal_id, state, verb, actor, now, note)?;
                     if to == State::Approved {
                         // A retried run starts from a clean slate.
                         tx.execute(
@@ -484,75 +373,75 @@ impl Store {
                         )?;
                     }
                     owe_card(tx, cluster_id)?;
-                    Ok(Step::Applied(format!("#{proposal_id} {}", to.as_str())))
+                    Ok(Step::Applied(Change::Moved {
+                        id: proposal_id,
+                        to,
+                    }))
                 }
-                Err(true) => Ok(Step::Already(format!(
-                    "#{proposal_id} is already {}",
-                    state.as_str()
-                ))),
-                Err(false) => Ok(Step::Refuse(
+                Next::Already => Ok(Step::Already(Some(proposal_id), state)),
+                Next::NotApplicable => Ok(Step::Refuse(
                     Some(proposal_id),
-                    format!("#{proposal_id} is {}: cannot {action} it", state.as_str()),
+                    Refusal::WrongState {
+                        id: proposal_id,
+                        state,
+                        verb: verb.audit_name(),
+                    },
                 )),
             }
         })
     }
 
-    /// Claims up to `max` approved proposals for `runner` (approved -> executing,
+    /// Claims the oldest approved proposal for `runner` (approved -> executing,
     /// compare-and-set): two overlapping runs never claim the same proposal.
-    pub fn claim(
-        &mut self,
-        runner: &str,
-        max: usize,
-        lease_ms: i64,
-        now: i64,
-    ) -> Result<Vec<Claimed>> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .context("locking the database to claim approved proposals")?;
-        let candidates: Vec<Claimed> = tx
-            .prepare(
+    pub fn claim(&mut self, runner: &str, lease_ms: i64, now: i64) -> Result<Option<Claimed>> {
+        let tx = self.write("to claim an approved proposal")?;
+        let candidate: Option<(Claimed, i64)> = tx
+            .prepare_cached(
                 "SELECT id, command, cmd_hash, cluster_id FROM proposals WHERE state = 'approved'
-                 ORDER BY decided_at, id LIMIT ?1",
+                 ORDER BY decided_at, id LIMIT 1",
             )?
-            .query_map([max as i64], |r| {
-                Ok(Claimed {
-                    id: r.get(0)?,
-                    command: r.get(1)?,
-                    cmd_hash: r.get(2)?,
-                    cluster_id: r.get(3)?,
-                })
-            })?
-            .collect::<rusqlite::Result<_>>()?;
-        let actor = Actor {
-            id: format!("runner:{runner}"),
-            display: "runner".into(),
+            .query_row([], |r| {
+                Ok((
+                    Claimed {
+                        id: r.get(0)?,
+                        command: r.get(1)?,
+                        cmd_hash: r.get(2)?,
+                    },
+                    r.get(3)?,
+                ))
+            })
+            .optional()?;
+        let Some((claimed, cluster_id)) = candidate else {
+            return Ok(None);
         };
-        let mut claimed = Vec::new();
-        for c in candidates {
-            if transition(
-                &tx,
-                c.id,
-                State::Approved,
-                State::Executing,
-                "claim",
-                &actor,
-                now,
-                None,
-            )? {
-                tx.execute(
-                    "UPDATE proposals SET runner = ?2, lease_until = ?3, started_at = ?4,
-                            exit_code = NULL, duration_ms = NULL, stdout_tail = NULL, stderr_tail = NULL
-                     WHERE id = ?1",
-                    params![c.id, runner, now.saturating_add(lease_ms), now],
-                )?;
-                owe_card(&tx, c.cluster_id)?;
-                claimed.push(c);
-            }
+        let actor = Actor::system(format!("runner:{runner}"), "runner");
+        if transition(
+            &tx,
+            claimed.id,
+            State::Approved,
+            Verb::Claim,
+            &actor,
+            now,
+            None,
+        )?
+        .is_none()
+        {
+            return Ok(None);
         }
-        tx.commit().context("committing claims")?;
-        Ok(claimed)
+        tx.prepare_cached(
+            "UPDATE proposals SET runner = ?2, lease_until = ?3, started_at = ?4,
+                    exit_code = NULL, duration_ms = NULL, stdout_tail = NULL, stderr_tail = NULL
+             WHERE id = ?1",
+        )?
+        .execute(params![
+            claimed.id,
+            runner,
+            now.saturating_add(lease_ms),
+            now
+        ])?;
+        owe_card(&tx, cluster_id)?;
+        tx.commit().context("committing a claim")?;
+        Ok(Some(claimed))
     }
 
     /// Renews a claim right before and while its command runs: true when the proposal
@@ -584,10 +473,7 @@ impl Store {
     /// Gives back a claimed proposal without running it (executing -> cancelled), with
     /// the reason: a policy that denies it now.
     pub fn abandon(&mut self, id: i64, runner: &str, why: &str, now: i64) -> Result<bool> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .context("locking the database to abandon a claim")?;
+        let tx = self.write("to abandon a claim")?;
         let cluster: Option<i64> = tx
             .query_row(
                 "SELECT cluster_id FROM proposals WHERE id = ?1 AND state = 'executing' AND runner = ?2",
@@ -598,16 +484,12 @@ impl Store {
         let Some(cluster_id) = cluster else {
             return Ok(false);
         };
-        let policy = Actor {
-            id: "policy".into(),
-            display: "policy".into(),
-        };
+        let policy = Actor::system("policy", "policy");
         transition(
             &tx,
             id,
             State::Executing,
-            State::Cancelled,
-            "cancel",
+            Verb::Abandon,
             &policy,
             now,
             Some(why),
@@ -626,10 +508,7 @@ impl Store {
         outcome: &Outcome,
         now: i64,
     ) -> Result<Option<State>> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .context("locking the database to record a run")?;
+        let tx = self.write("to record a run")?;
         let row: Option<(String, Option<String>, i64)> = tx
             .query_row(
                 "SELECT state, runner, cluster_id FROM proposals WHERE id = ?1",
@@ -640,27 +519,18 @@ impl Store {
         let Some((state, owner, cluster_id)) = row else {
             return Ok(None);
         };
-        let from = State::parse(&state).unwrap_or(State::Executing);
-        if owner.as_deref() != Some(runner)
-            || !matches!(from, State::Executing | State::Interrupted)
-        {
+        let Some(from) = State::parse(&state) else {
+            return Ok(None);
+        };
+        if owner.as_deref() != Some(runner) {
             return Ok(None);
         }
-        let to = if outcome.exit_code == Some(0) && !outcome.timed_out {
-            State::Completed
-        } else {
-            State::Failed
+        let actor = Actor::system(format!("runner:{runner}"), "runner");
+        let note = lifecycle::finish_note(outcome);
+        let verb = lifecycle::finish_verb(outcome);
+        let Some(to) = transition(&tx, id, from, verb, &actor, now, Some(&note))? else {
+            return Ok(None);
         };
-        let actor = Actor {
-            id: format!("runner:{runner}"),
-            display: "runner".into(),
-        };
-        let note = match (&outcome.note, outcome.exit_code) {
-            (Some(n), _) => n.clone(),
-            (None, Some(code)) => format!("exit {code} after {} ms", outcome.duration_ms),
-            (None, None) => format!("killed by a signal after {} ms", outcome.duration_ms),
-        };
-        transition(&tx, id, from, to, "finish", &actor, now, Some(&note))?;
         tx.execute(
             "UPDATE proposals SET exit_code = ?2, duration_ms = ?3, stdout_tail = ?4,
                     stderr_tail = ?5, lease_until = NULL
@@ -686,12 +556,9 @@ impl Store {
         let mut swept = Swept::default();
         let sweeper = sweeper();
         let rules = self.rules;
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .context("locking the database to sweep")?;
+        let tx = self.write("to sweep")?;
         let executing: Vec<(i64, Option<String>, Option<i64>, i64)> = tx
-            .prepare("SELECT id, runner, lease_until, cluster_id FROM proposals WHERE state = 'executing' LIMIT ?1")?
+            .prepare_cached("SELECT id, runner, lease_until, cluster_id FROM proposals WHERE state = 'executing' LIMIT ?1")?
             .query_map([SWEEP_BATCH], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
             .collect::<rusqlite::Result<_>>()?;
         for (id, runner, lease, cluster_id) in executing {
@@ -701,54 +568,44 @@ impl Store {
                 (None, _) => "no runner recorded".to_string(),
                 _ => continue,
             };
-            if transition(
+            let moved = transition(
                 &tx,
                 id,
                 State::Executing,
-                State::Interrupted,
-                "interrupt",
+                Verb::Interrupt,
                 &sweeper,
                 now,
                 Some(&why),
-            )? {
+            )?;
+            if moved.is_some() {
                 owe_card(&tx, cluster_id)?;
                 swept.interrupted += 1;
             }
         }
         let expiring: Vec<(i64, String, i64)> = tx
-            .prepare(
+            .prepare_cached(
                 "SELECT id, state, cluster_id FROM proposals
                  WHERE state IN ('pending','approved') AND first_seen_at < ?1
                  ORDER BY first_seen_at LIMIT ?2",
             )?
             .query_map(
-                params![now.saturating_sub(rules.ttl_ms), SWEEP_BATCH],
+                params![lifecycle::expiry_cutoff(now, &rules), SWEEP_BATCH],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )?
             .collect::<rusqlite::Result<_>>()?;
-        let note = expiry_note(rules.ttl_ms);
+        let note = lifecycle::expiry_note(&rules);
         for (id, state, cluster_id) in expiring {
-            let from = State::parse(&state).unwrap_or(State::Pending);
-            if transition(
-                &tx,
-                id,
-                from,
-                State::Expired,
-                "expire",
-                &sweeper,
-                now,
-                Some(&note),
-            )? {
+            let Some(from) = State::parse(&state) else {
+                continue;
+            };
+            if transition(&tx, id, from, Verb::Expire, &sweeper, now, Some(&note))?.is_some() {
                 owe_card(&tx, cluster_id)?;
                 swept.expired += 1;
             }
         }
         tx.commit().context("committing a sweep")?;
 
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .context("locking the database to prune")?;
+        let tx = self.write("to prune")?;
         // A pruned proposal takes its sightings and subjects with it (ON DELETE CASCADE)
         // and its cluster's card once no proposal of the cluster is left; the audit
         // trail stays, and ids are never reused (a sequence), so no later proposal
@@ -759,7 +616,7 @@ impl Store {
                  ORDER BY ended_at LIMIT ?2",
             )?
             .query_map(
-                params![now.saturating_sub(rules.retention_ms), SWEEP_BATCH],
+                params![lifecycle::retention_cutoff(now, &rules), SWEEP_BATCH],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )?
             .collect::<rusqlite::Result<_>>()?;
@@ -782,7 +639,7 @@ impl Store {
     }
 
     /// Runs one decision in an IMMEDIATE transaction: the check, the change, its audit
-    /// rows and the update offset commit together or not at all.
+    /// rows and the cursor commit together or not at all.
     fn decide(
         &mut self,
         via: &Via,
@@ -790,15 +647,12 @@ impl Store {
         now: i64,
         body: impl FnOnce(&Connection) -> Result<Step>,
     ) -> Result<Decided> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .context("locking the database for a decision")?;
+        let tx = self.write("for a decision")?;
         let outcome = match body(&tx)? {
-            Step::Applied(text) => Decided::Applied(text),
-            Step::Already(text) => Decided::Already(text),
-            Step::Confirm(text) => Decided::Confirm(text),
-            Step::AskReason(cluster) => Decided::AskReason(cluster),
+            Step::Applied(change) => Decided::Applied(change),
+            Step::Already(id, state) => Decided::Already { id, state },
+            Step::Confirm(id, since) => Decided::Confirm { id, since },
+            Step::AskReason(cluster_id) => Decided::AskReason { cluster_id },
             Step::Refuse(proposal_id, why) => {
                 let state = match proposal_id {
                     Some(id) => proposal_state(&tx, id)?.map(|s| s.0),
@@ -812,55 +666,21 @@ impl Store {
                     "refused",
                     &actor.id,
                     now,
-                    Some(&why),
+                    Some(&why.to_string()),
                 )?;
                 Decided::Refused(why)
             }
         };
-        advance_offset(&tx, via.update_id)?;
+        advance(&tx, via.cursor.as_ref())?;
         tx.commit().context("committing a decision")?;
         Ok(outcome)
     }
 }
 
-enum Step {
-    Applied(String),
-    Already(String),
-    Confirm(String),
-    AskReason(i64),
-    Refuse(Option<i64>, String),
-}
-
-/// When a pending proposal is stale, the time it was last proposed.
-fn stale_since(conn: &Connection, id: i64, stale_after: i64) -> Result<Option<i64>> {
-    if stale_after <= 0 {
-        return Ok(None);
-    }
-    let row: Option<(String, Option<i64>, i64)> = conn
-        .query_row(
-            "SELECT source, last_ingest_id, last_seen_at FROM proposals WHERE id = ?1",
-            [id],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
-        .optional()?;
-    let Some((source, Some(last), seen)) = row else {
-        return Ok(None);
-    };
-    let later: i64 = conn.query_row(
-        "SELECT COUNT(*) FROM (SELECT 1 FROM ingests WHERE source = ?1 AND id > ?2 LIMIT ?3)",
-        params![source, last, stale_after],
-        |r| r.get(0),
-    )?;
-    Ok((later >= stale_after).then_some(seen))
-}
-
 fn proposal_state(conn: &Connection, id: i64) -> Result<Option<(State, i64)>> {
     let row: Option<(String, i64)> = conn
-        .query_row(
-            "SELECT state, cluster_id FROM proposals WHERE id = ?1",
-            [id],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
+        .prepare_cached("SELECT state, cluster_id FROM proposals WHERE id = ?1")?
+        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
     Ok(row.and_then(|(s, c)| State::parse(&s).map(|s| (s, c))))
 }
@@ -874,84 +694,80 @@ enum CardCheck {
     /// proposals it shows (and has buttons for).
     Shown(Vec<i64>),
     /// Refused: the press does not belong to this card.
-    Refused(String),
+    Refused(Refusal),
     /// Refused: the card changed since the operator saw it; it must be redrawn.
     Changed,
 }
 
-/// Refuses a press made on an older version of its card. The card is owed again (and
-/// re-sent even if its text is the same), so the operator sees what a decision would now
-/// apply to.
-fn card_changed(tx: &Connection, cluster_id: i64, proposal: Option<i64>) -> Result<Step> {
-    tx.execute(
-        "UPDATE cards SET rev = rev + 1, content_hash = NULL WHERE cluster_id = ?1",
-        [cluster_id],
-    )?;
-    Ok(Step::Refuse(
-        proposal,
-        "the card changed since you saw it: look again (it is being redrawn)".into(),
-    ))
+/// Refuses a press made on an older version of its card. The card is owed again on that
+/// channel (and re-sent even if its text is the same), so the operator sees what a
+/// decision would now apply to.
+fn card_changed(
+    tx: &Connection,
+    cluster_id: i64,
+    via: &Via,
+    proposal: Option<i64>,
+) -> Result<Step> {
+    if let Some(card) = &via.card {
+        tx.prepare_cached(
+            "UPDATE deliveries SET rev = rev + 1, content_hash = NULL
+             WHERE cluster_id = ?1 AND channel = ?2",
+        )?
+        .execute(params![cluster_id, card.channel])?;
+    }
+    Ok(Step::Refuse(proposal, Refusal::CardChanged))
 }
 
-/// A press must come from the message stored for the proposal's card, in its chat, carry
-/// the stamp that card was delivered with, and that stamp must still describe the card
-/// (no variant joined, left or changed state since). A per-proposal action must name a
-/// proposal the card shows.
+/// A press must come from the message stored for the proposal's card on its channel, in
+/// its chat, carry the stamp that card was delivered with, and that stamp must still
+/// describe the card (no variant joined, left or changed state since). A per-proposal
+/// action must name a proposal the card shows.
 fn check_card(
     conn: &Connection,
     cluster_id: i64,
     via: &Via,
     target: Option<i64>,
 ) -> Result<CardCheck> {
-    let Some(card) = &via.card else {
-        return Ok(CardCheck::NotFromCard);
-    };
-    struct Stored {
-        chat: Option<String>,
-        message: Option<i64>,
-        merged_into: Option<i64>,
-        stamp: Option<String>,
-        shown: Option<String>,
-    }
-    let stored = conn
-        .query_row(
-            "SELECT chat_id, message_id, merged_into, stamp, shown FROM cards WHERE cluster_id = ?1",
-            [cluster_id],
-            |r| {
-                Ok(Stored {
-                    chat: r.get(0)?,
-                    message: r.get(1)?,
-                    merged_into: r.get(2)?,
-                    stamp: r.get(3)?,
-                    shown: r.get(4)?,
-                })
-            },
-        )
-        .optional()?;
-    let not_ours = || {
-        Ok(CardCheck::Refused(
-            "this button does not belong to this proposal's card".into(),
-        ))
-    };
-    let Some(Stored {
+    let Some(CardRef {
+        channel,
         chat,
         message,
-        merged_into,
         stamp,
-        shown,
-    }) = stored
+    }) = &via.card
     else {
-        return not_ours();
+        return Ok(CardCheck::NotFromCard);
     };
-    if let Some(into) = merged_into {
-        return Ok(CardCheck::Refused(format!(
-            "this card was merged into card {into}"
-        )));
+    let merged_into: Option<Option<i64>> = conn
+        .prepare_cached("SELECT merged_into FROM cards WHERE cluster_id = ?1")?
+        .query_row([cluster_id], |r| r.get(0))
+        .optional()?;
+    match merged_into {
+        None => return Ok(CardCheck::Refused(Refusal::NotThisCard)),
+        Some(Some(into)) => return Ok(CardCheck::Refused(Refusal::MergedInto(into))),
+        Some(None) => {}
     }
-    if chat != Some(card.chat.to_string()) || message != Some(card.message) {
-        return not_ours();
+    type Sent = (
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+    );
+    let sent: Option<Sent> = conn
+        .prepare_cached(
+            "SELECT chat, message, stamp, shown FROM deliveries
+             WHERE cluster_id = ?1 AND channel = ?2",
+        )?
+        .query_row(params![cluster_id, channel], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })
+        .optional()?;
+    let Some((sent_chat, sent_message, sent_stamp, shown)) = sent else {
+        return Ok(CardCheck::Refused(Refusal::NotThisCard));
+    };
+    if sent_chat.as_ref() != Some(chat) || sent_message.as_ref() != Some(message) {
+        return Ok(CardCheck::Refused(Refusal::NotThisCard));
     }
-    if stamp.as_deref() != Some(card.stamp.as_str()) {
+    if sent_stamp.as_ref() != Some(stamp) {
         return Ok(CardCheck::Changed);
     }
     let shown: Vec<i64> = shown
@@ -964,110 +780,20 @@ fn check_card(
         .query_map([cluster_id], |r| {
             Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
         })?
-        .map(|row| row.map(|(id, s)| (id, State::parse(&s).unwrap_or(State::Pending))))
+        .filter_map(|row| match row {
+            Ok((id, s)) => State::parse(&s).map(|s| Ok((id, s))),
+            Err(e) => Some(Err(e)),
+        })
         .collect::<rusqlite::Result<_>>()?;
-    if card_stamp(&in_flight, &shown, None) != card.stamp {
+    if card_stamp(&in_flight, &shown, None) != *stamp {
         return Ok(CardCheck::Changed);
     }
     if target.is_some_and(|id| !shown.contains(&id)) {
-        return Ok(CardCheck::Refused(
-            "this variant is not shown on the card".into(),
-        ));
+        return Ok(CardCheck::Refused(Refusal::NotShown));
     }
     Ok(CardCheck::Shown(shown))
 }
 
-fn set_meta(conn: &Connection, key: &str, value: &str) -> Result<()> {
-    conn.execute(
-        "INSERT INTO meta (key, value) VALUES (?1, ?2)
-         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-        params![key, value],
-    )?;
-    Ok(())
-}
-
 fn sweeper() -> Actor {
-    Actor {
-        id: "sweep".into(),
-        display: "sweep".into(),
-    }
-}
-
-fn expiry_note(ttl_ms: i64) -> String {
-    format!(
-        "not decided within {} of first sighting",
-        human_duration(ttl_ms)
-    )
-}
-
-/// Compare-and-set state change with its audit row.
-#[allow(clippy::too_many_arguments)]
-pub(super) fn transition(
-    conn: &Connection,
-    id: i64,
-    from: State,
-    to: State,
-    action: &str,
-    actor: &Actor,
-    now: i64,
-    note: Option<&str>,
-) -> Result<bool> {
-    // Operator (and policy) decisions name who decided; a runner or a sweep does not
-    // overwrite that.
-    let decision = matches!(
-        action,
-        "approve" | "reject" | "deny" | "cancel" | "retry" | "supersede"
-    );
-    let terminal = !to.in_flight();
-    let changed = conn.execute(
-        "UPDATE proposals SET state = ?3,
-                decided_by = CASE WHEN ?6 THEN ?4 ELSE decided_by END,
-                decided_at = CASE WHEN ?6 THEN ?5 ELSE decided_at END,
-                ended_at = CASE WHEN ?7 THEN ?5 ELSE NULL END
-         WHERE id = ?1 AND state = ?2",
-        params![
-            id,
-            from.as_str(),
-            to.as_str(),
-            actor.display,
-            now,
-            decision,
-            terminal
-        ],
-    )?;
-    if changed == 1 {
-        record(
-            conn,
-            Some(id),
-            Some(from),
-            Some(to),
-            action,
-            &actor.id,
-            now,
-            note,
-        )?;
-    }
-    Ok(changed == 1)
-}
-
-/// `24h`, `90d`, `10m` for messages.
-pub fn human_duration(ms: i64) -> String {
-    let s = ms / 1000;
-    if s % 86_400 == 0 && s >= 86_400 {
-        format!("{}d", s / 86_400)
-    } else if s % 3600 == 0 && s >= 3600 {
-        format!("{}h", s / 3600)
-    } else if s % 60 == 0 && s >= 60 {
-        format!("{}m", s / 60)
-    } else {
-        format!("{s}s")
-    }
-}
-
-fn owe_card(conn: &Connection, cluster_id: i64) -> Result<()> {
-    conn.execute(
-        "UPDATE cards SET rev = rev + 1 WHERE cluster_id = ?1",
-        [cluster_id],
-    )?;
-    Ok(())
+    Actor::system("sweep", "sweep")
 }

@@ -52,6 +52,11 @@ impl Env {
             .clone()
     }
 
+    /// The store, through its own API (default rules).
+    pub fn store(&self) -> opsgate::store::Store {
+        opsgate::store::Store::open(&self.db, opsgate::config::Rules::default()).unwrap()
+    }
+
     pub fn sql(&self) -> rusqlite::Connection {
         rusqlite::Connection::open(&self.db).unwrap()
     }

@@ -1,10 +1,12 @@
 //! `opsgate doctor`: checks the database, the configuration and the Telegram connection,
 //! and says what to fix. Reads only; the one network call is `getMe`.
 
+use super::print_out;
 use crate::config::Config;
 use crate::error::{self, Kind};
 use crate::notify::telegram::Telegram;
 use crate::store::Store;
+use anyhow::Result;
 
 struct Report {
     lines: Vec<String>,
@@ -32,8 +34,14 @@ impl Report {
     }
 }
 
-/// Runs every check; returns the report and the exit code (0, or 78 when anything failed).
-pub fn check(config: &Config) -> (String, u8) {
+/// Runs every check and prints the report; the exit code is 0, or 78 when anything failed.
+pub fn doctor(config: &Config) -> Result<u8> {
+    let (report, code) = check(config);
+    print_out(&report)?;
+    Ok(code)
+}
+
+fn check(config: &Config) -> (String, u8) {
     let mut r = Report {
         lines: Vec::new(),
         failed: false,
@@ -43,6 +51,20 @@ pub fn check(config: &Config) -> (String, u8) {
         Some(p) => r.ok(format!("config file {} parsed", p.display())),
         None => r.ok("no config file (environment only)"),
     }
+    // Which settings the environment sets (values are not shown: some are secrets).
+    let set: Vec<&str> = crate::config::SETTINGS
+        .iter()
+        .filter_map(|s| s.env)
+        .filter(|env| std::env::var(env).is_ok_and(|v| !v.trim().is_empty()))
+        .collect();
+    r.ok(format!(
+        "environment sets: {}",
+        if set.is_empty() {
+            "nothing".to_string()
+        } else {
+            set.join(", ")
+        }
+    ));
     check_database(config, &mut r);
     check_telegram(config, &mut r);
     let code = if r.failed {
@@ -79,7 +101,7 @@ fn check_database(config: &Config, r: &mut Report) {
             }
         }
     }
-    let store = match Store::open(path) {
+    let store = match Store::open(path, config.rules) {
         Ok(s) => s,
         Err(e) => {
             r.fail(
@@ -114,6 +136,18 @@ fn check_database(config: &Config, r: &mut Report) {
             "opsgate sets WAL on open; check the filesystem supports it",
         ),
         Err(e) => r.fail(format!("journal mode: {e:#}"), "check the file"),
+    }
+    match store.last_ingests() {
+        Ok(ingests) => {
+            for (source, at, items) in ingests {
+                r.ok(format!(
+                    "last ingest from {}: {} ({items} proposals)",
+                    crate::text::show_field(&source, 64),
+                    crate::time::rfc3339(at)
+                ));
+            }
+        }
+        Err(e) => r.fail(format!("reading ingests: {e:#}"), "check the file"),
     }
     match store.state_counts() {
         Ok(counts) => {

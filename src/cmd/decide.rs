@@ -1,0 +1,88 @@
+//! `approve`, `reject`, `cancel`, `retry`: the buttons' rules from the shell (the same
+//! compare-and-set and audit; the actor is `$USER` or `--as`).
+
+use super::{find_proposal, local_actor, open_store, print_out};
+use crate::cli::{DecideArgs, RejectArgs};
+use crate::config::Config;
+use crate::error::{self, Error, Kind};
+use crate::model::{Actor, Decided, Via};
+use crate::notify::{deliver_quietly, describe};
+use crate::store::Store;
+use anyhow::Result;
+
+pub fn approve(config: &Config, args: DecideArgs) -> Result<u8> {
+    decide(config, &args, |store, id, actor, via, now| {
+        store.approve(id, actor, via, now, args.confirm)
+    })
+}
+
+pub fn cancel(config: &Config, args: DecideArgs) -> Result<u8> {
+    decide(config, &args, |store, id, actor, via, now| {
+        store.cancel(id, actor, via, now)
+    })
+}
+
+pub fn retry(config: &Config, args: DecideArgs) -> Result<u8> {
+    decide(config, &args, |store, id, actor, via, now| {
+        store.retry(id, actor, via, now)
+    })
+}
+
+pub fn reject(config: &Config, args: RejectArgs) -> Result<u8> {
+    let reason = args
+        .reason
+        .as_deref()
+        .map(str::trim)
+        .filter(|r| !r.is_empty());
+    if config.policy.require_reason && reason.is_none() {
+        return Err(Error::new(
+            Kind::Usage,
+            "the policy requires a reason to reject: pass --reason TEXT",
+        )
+        .into());
+    }
+    let mut store = open_store(config)?;
+    let p = find_proposal(&store, &args.reference)?;
+    let actor = local_actor(args.actor.as_deref());
+    let outcome = store.reject(p.id, &actor, reason, &Via::default(), config.now())?;
+    report(config, &mut store, outcome)
+}
+
+fn decide(
+    config: &Config,
+    args: &DecideArgs,
+    apply: impl Fn(&mut Store, i64, &Actor, &Via, i64) -> Result<Decided>,
+) -> Result<u8> {
+    let mut store = open_store(config)?;
+    let p = find_proposal(&store, &args.reference)?;
+    let actor = local_actor(args.actor.as_deref());
+    let outcome = apply(&mut store, p.id, &actor, &Via::default(), config.now())?;
+    report(config, &mut store, outcome)
+}
+
+/// Prints a decision's outcome and maps it to an exit code; the card follows.
+fn report(config: &Config, store: &mut Store, outcome: Decided) -> Result<u8> {
+    let said = describe(&outcome);
+    let code = match &outcome {
+        Decided::Applied(_) => {
+            print_out(&format!("{said}\n"))?;
+            deliver_quietly(config, store);
+            error::OK
+        }
+        Decided::Already { .. } => {
+            print_out(&format!("nothing to do: {said}\n"))?;
+            error::OK
+        }
+        Decided::Refused(_) => {
+            eprintln!("opsgate: refused: {said}");
+            Kind::Conflict.code()
+        }
+        // The command line never asks for a reason (it takes --reason); a stale
+        // proposal needs --confirm.
+        Decided::Confirm { .. } | Decided::AskReason { .. } => {
+            eprintln!("opsgate: {said} (pass --confirm)");
+            Kind::Conflict.code()
+        }
+    };
+    Ok(code)
+}

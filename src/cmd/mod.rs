@@ -1,0 +1,133 @@
+//! The subcommands, one file each (or one per small group): each turns its arguments into
+//! calls on the pipeline and owns its output (text and `--json`). No SQL here and no
+//! network of its own; the dispatcher stays a match.
+
+mod decide;
+mod doctor;
+mod hash;
+mod info;
+mod ingest;
+mod list;
+mod notify;
+mod poll;
+mod run;
+mod sweep;
+
+use crate::cli::{Cli, Command};
+use crate::config::Config;
+use crate::error::{self, Error, Kind};
+use crate::model::{Actor, Proposal};
+use crate::store::{Lookup, Store};
+use anyhow::{Context, Result};
+use std::io::Write;
+
+/// What each adapter knows about its own errors, for the exit code.
+pub const CLASSIFIERS: &[error::Classifier] = &[
+    crate::store::classify,
+    crate::notify::telegram::classify,
+    crate::parse::classify,
+];
+
+/// Runs one command; returns the exit code.
+pub fn run(cli: Cli) -> Result<u8> {
+    // Commands that need no configuration work even when it is broken.
+    match &cli.command {
+        Command::Completions { shell } => return info::completions(*shell),
+        Command::Man => return info::man(),
+        _ => {}
+    }
+    let verbosity = if cli.quiet { -1 } else { cli.verbose as i8 };
+    let config = Config::new(cli.db, cli.config, verbosity)?;
+    match cli.command {
+        Command::Ingest(args) => ingest::ingest(&config, args),
+        Command::Hash(args) => hash::hash(args),
+        Command::List(args) => list::list(&config, args),
+        Command::Show(args) => list::show(&config, args),
+        Command::History(args) => list::history(&config, args),
+        Command::Notify(args) => notify::notify(&config, args),
+        Command::Poll(args) => poll::poll(&config, args),
+        Command::Serve(args) => poll::serve(&config, args),
+        Command::Run(args) => run::run(&config, args),
+        Command::Approve(args) => decide::approve(&config, args),
+        Command::Cancel(args) => decide::cancel(&config, args),
+        Command::Retry(args) => decide::retry(&config, args),
+        Command::Reject(args) => decide::reject(&config, args),
+        Command::Sweep(args) => sweep::sweep(&config, args),
+        Command::Authority => info::authority(),
+        Command::Doctor => doctor::doctor(&config),
+        Command::Completions { .. } | Command::Man => Ok(error::OK),
+    }
+}
+
+/// Writes to stdout; a closed pipe (`| head`) is the reader's choice, not an error.
+fn print_out(text: &str) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other.context("writing to stdout"),
+    }
+}
+
+fn warn(config: &Config, message: &str) {
+    if config.verbosity >= 0 {
+        eprintln!("opsgate: warning: {message}");
+    }
+}
+
+/// Opens the store with the configured lifecycle rules.
+fn open_store(config: &Config) -> Result<Store> {
+    Store::open(&config.db, config.rules)
+}
+
+/// Opens the store for reading; a missing database is an empty one, not an error, and is
+/// not created.
+fn open_for_reading(config: &Config) -> Result<Option<Store>> {
+    if !config.db.exists() {
+        return Ok(None);
+    }
+    open_store(config).map(Some)
+}
+
+fn no_proposal(reference: &str) -> anyhow::Error {
+    Error::new(
+        Kind::NotFound,
+        format!(
+            "no proposal {reference:?}; expected a proposal id or a 12-digit cmd_hash (see `opsgate list`)"
+        ),
+    )
+    .into()
+}
+
+/// The proposal a command-line reference (an id or a cmd_hash) names.
+fn find_proposal(store: &Store, reference: &str) -> Result<Proposal> {
+    match store.find(reference)? {
+        Lookup::One(p) => Ok(*p),
+        Lookup::None => Err(no_proposal(reference)),
+        Lookup::Ambiguous(found) => {
+            let ids: Vec<String> = found.iter().map(|(id, s)| format!("{id} ({s})")).collect();
+            Err(Error::new(
+                Kind::BadInput,
+                format!(
+                    "cmd_hash {reference} is in flight for several sources; name one by id: {}",
+                    ids.join(", ")
+                ),
+            )
+            .into())
+        }
+    }
+}
+
+/// The local operator: `--as NAME`, else $USER / $LOGNAME.
+fn local_actor(name: Option<&str>) -> Actor {
+    let name = name
+        .map(str::to_string)
+        .or_else(|| std::env::var("USER").ok())
+        .or_else(|| std::env::var("LOGNAME").ok())
+        .filter(|n| !n.trim().is_empty())
+        .unwrap_or_else(|| "local".into());
+    let name = crate::text::show_field(name.trim(), 64);
+    Actor {
+        id: format!("local:{name}"),
+        display: name,
+    }
+}

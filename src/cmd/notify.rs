@@ -1,0 +1,60 @@
+//! `notify`: deliver the owed cards to Telegram, or print every in-flight card.
+
+use super::{open_for_reading, open_store, print_out};
+use crate::cli::NotifyArgs;
+use crate::config::Config;
+use crate::error::{self, Kind};
+use crate::notify::{self, telegram::Telegram, Card, PushReport};
+use anyhow::Result;
+
+pub fn notify(config: &Config, args: NotifyArgs) -> Result<u8> {
+    let tg_cfg = match (&config.telegram, args.console) {
+        (Some(tg), false) => tg,
+        _ => {
+            let clusters = match open_for_reading(config)? {
+                Some(store) => store.in_flight_clusters(args.source.as_deref())?,
+                None => Vec::new(),
+            };
+            let cards: Vec<Card> = clusters.iter().map(notify::render).collect();
+            print_out(&notify::console_text(&cards))?;
+            return Ok(error::OK);
+        }
+    };
+    let mut store = open_store(config)?;
+    let tg = Telegram::new(tg_cfg)?;
+    let report = notify::push_owed(&mut store, &tg, &|| config.now(), tg_cfg.max_wait)?;
+    finish_push(config, &report)
+}
+
+/// Prints what an outbox run did; the exit code says whether anything is still owed.
+pub fn finish_push(config: &Config, report: &PushReport) -> Result<u8> {
+    if report.busy {
+        if config.verbosity >= 0 {
+            print_out("cards: another opsgate process is delivering them\n")?;
+        }
+        return Ok(error::OK);
+    }
+    if config.verbosity >= 0 {
+        let mut line = format!(
+            "cards: {} sent, {} edited, {} unchanged",
+            report.sent, report.edited, report.unchanged
+        );
+        if report.still_owed > 0 {
+            line.push_str(&format!(", {} still owed", report.still_owed));
+        }
+        print_out(&format!("{line}\n"))?;
+    }
+    for (cluster, e) in &report.refused {
+        eprintln!("opsgate: error: card {cluster}: {e}");
+    }
+    if let Some(e) = &report.stopped_by {
+        return Err(anyhow::Error::new(e.clone()).context(format!(
+            "{} card(s) still owed; the next notify delivers them",
+            report.still_owed
+        )));
+    }
+    if !report.refused.is_empty() {
+        return Ok(Kind::Internal.code());
+    }
+    Ok(error::OK)
+}

@@ -1,0 +1,193 @@
+//! `poll` (one round of presses, cron-friendly) and `serve` (long polling, cards, sweeps
+//! and, with `--execute`, runs) for Telegram. One poller per database, by a lease.
+
+use super::notify::finish_push;
+use super::{open_store, print_out};
+use crate::cli::{PollArgs, ServeArgs};
+use crate::config::Config;
+use crate::decisions::{self, Handled};
+use crate::error::{self, Error, Kind};
+use crate::notify::telegram::{Polled, Telegram, TgError, CHANNEL};
+use crate::notify::{self, PushReport};
+use crate::process::{self, Stop};
+use crate::store::Store;
+use anyhow::{Context, Result};
+use serde_json::json;
+use std::time::Duration;
+
+/// The lease that keeps one poller per database.
+const POLLER_LEASE: &str = "poller";
+
+fn take_poller_lease(store: &mut Store, config: &Config, ttl: Duration) -> Result<String> {
+    let holder = process::runner_id();
+    let other = store.acquire_lease(
+        POLLER_LEASE,
+        &holder,
+        config.now(),
+        ttl.as_millis() as i64,
+        &process::runner_alive,
+    )?;
+    match other {
+        None => Ok(holder),
+        Some(other) => Err(Error::new(
+            Kind::Temporary,
+            format!(
+                "another opsgate poller (pid {}) is reading Telegram updates for this database; only one may run at a time",
+                other.split(':').next().unwrap_or(&other)
+            ),
+        )
+        .into()),
+    }
+}
+
+/// Applies a batch of updates with this configuration.
+fn handle(
+    store: &mut Store,
+    tg: &Telegram,
+    config: &Config,
+    updates: Vec<crate::notify::telegram::Incoming>,
+) -> Result<Handled> {
+    let tg_cfg = config.telegram_for_decisions()?;
+    decisions::handle_updates(
+        store,
+        tg,
+        tg_cfg,
+        config.policy.require_reason,
+        updates,
+        config.now(),
+        &|message| super::warn(config, &message),
+    )
+}
+
+pub fn poll(config: &Config, args: PollArgs) -> Result<u8> {
+    let tg_cfg = config.telegram_for_decisions()?;
+    let mut store = open_store(config)?;
+    let tg = Telegram::new(tg_cfg)?;
+    let holder = take_poller_lease(&mut store, config, Duration::from_secs(120))?;
+    let result = (|| -> Result<(Handled, PushReport)> {
+        let offset = store.cursor(CHANNEL)?;
+        let updates = tg.updates(offset, Duration::ZERO)?;
+        let handled = handle(&mut store, &tg, config, updates)?;
+        let report = notify::push_owed(&mut store, &tg, &|| config.now(), tg_cfg.max_wait)?;
+        Ok((handled, report))
+    })();
+    store.release_lease(POLLER_LEASE, &holder)?;
+    let (handled, report) = result?;
+    if args.json {
+        let v = json!({
+            "applied": handled.applied,
+            "already": handled.already,
+            "refused": handled.refused,
+            "other_updates": handled.other,
+            "cards_sent": report.sent,
+            "cards_edited": report.edited,
+            "cards_still_owed": report.still_owed,
+        });
+        print_out(&format!("{v}\n"))?;
+    } else if config.verbosity >= 0 {
+        print_out(&format!(
+            "presses: {} applied, {} already done, {} refused\n",
+            handled.applied, handled.already, handled.refused
+        ))?;
+    }
+    let quiet = Config {
+        verbosity: if args.json { -1 } else { config.verbosity },
+        ..config.clone()
+    };
+    finish_push(&quiet, &report)
+}
+
+pub fn serve(config: &Config, args: ServeArgs) -> Result<u8> {
+    let tg_cfg = config.telegram_for_decisions()?;
+    let stop = Stop::on_signals().context("listening for SIGTERM and SIGINT")?;
+    let mut store = open_store(config)?;
+    let tg = Telegram::new(tg_cfg)?.with_stop(stop.clone());
+    let lease_ttl = Duration::from_secs(args.poll_timeout + tg_cfg.timeout.as_secs() + 60);
+    let holder = take_poller_lease(&mut store, config, lease_ttl)?;
+    let bot = tg.me()?;
+    if config.verbosity >= 0 {
+        eprintln!(
+            "opsgate: serving @{bot} for chat {}; stop with SIGTERM or Ctrl-C",
+            tg_cfg.chat_id
+        );
+    }
+    let wait = Duration::from_secs(args.poll_timeout);
+    let sweep_every = Duration::from_secs(args.sweep_every.max(1));
+    let mut last_sweep: Option<std::time::Instant> = None;
+    let mut runner: Option<std::process::Child> = None;
+    let result = (|| -> Result<()> {
+        while !stop.requested() {
+            if last_sweep.is_none_or(|t| t.elapsed() >= sweep_every) {
+                store.sweep(config.now(), &process::runner_alive)?;
+                last_sweep = Some(std::time::Instant::now());
+            }
+            if args.execute {
+                // One `opsgate run` child at a time keeps polling responsive while
+                // commands run; its own claims and lease protect each proposal.
+                let done = match runner.as_mut() {
+                    Some(child) => child.try_wait()?.is_some(),
+                    None => true,
+                };
+                if done {
+                    runner = Some(spawn_runner(config)?);
+                }
+            }
+            let report = notify::push_owed(&mut store, &tg, &|| config.now(), tg_cfg.max_wait)?;
+            if let Some(TgError::Config(m)) = &report.stopped_by {
+                return Err(TgError::Config(m.clone()).into());
+            }
+            if let Some(e) = &report.stopped_by {
+                eprintln!(
+                    "opsgate: warning: {e}; {} card(s) still owed",
+                    report.still_owed
+                );
+            }
+            let offset = store.cursor(CHANNEL)?;
+            match tg.updates_or_stop(offset, wait) {
+                Ok(Polled::Stop) => return Ok(()),
+                Ok(Polled::Updates(updates)) => {
+                    handle(&mut store, &tg, config, updates)?;
+                }
+                Err(e @ (TgError::Conflict | TgError::Config(_))) => return Err(e.into()),
+                Err(e) => {
+                    eprintln!("opsgate: warning: {e}; retrying in 5s");
+                    if !tg.sleep_or_stop(Duration::from_secs(5)) {
+                        return Ok(());
+                    }
+                }
+            }
+            // Renew: still ours, or somebody took over an expired lease.
+            take_poller_lease(&mut store, config, lease_ttl)?;
+        }
+        Ok(())
+    })();
+    store.release_lease(POLLER_LEASE, &holder)?;
+    if let Some(mut child) = runner {
+        // A command in progress finishes and is recorded by its own runner.
+        if config.verbosity >= 0 && child.try_wait()?.is_none() {
+            eprintln!("opsgate: waiting for the running command to finish");
+        }
+        child.wait()?;
+    }
+    result?;
+    if config.verbosity >= 0 {
+        eprintln!("opsgate: stopped");
+    }
+    Ok(error::OK)
+}
+
+/// Starts `opsgate run` as a child with the same database and configuration.
+fn spawn_runner(config: &Config) -> Result<std::process::Child> {
+    let exe = std::env::current_exe().context("finding the opsgate executable")?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("--db").arg(&config.db);
+    if let Some(path) = &config.config_path {
+        cmd.arg("--config").arg(path);
+    }
+    cmd.arg("-q").arg("run");
+    // Runner children must not take the terminal's Ctrl-C: serve decides when to stop.
+    use std::os::unix::process::CommandExt;
+    cmd.process_group(0);
+    cmd.stdin(std::process::Stdio::null());
+    cmd.spawn().context("starting opsgate run")
+}

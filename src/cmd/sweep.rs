@@ -1,0 +1,32 @@
+//! `sweep`: interrupt dead runs, expire old proposals, prune old history (bounded).
+
+use super::{open_store, print_out};
+use crate::cli::SweepArgs;
+use crate::config::Config;
+use crate::error;
+use crate::notify::deliver_quietly;
+use crate::process;
+use anyhow::Result;
+use serde_json::json;
+
+pub fn sweep(config: &Config, args: SweepArgs) -> Result<u8> {
+    let mut store = open_store(config)?;
+    let swept = store.sweep(config.now(), &process::runner_alive)?;
+    if args.json {
+        let v = json!({
+            "interrupted": swept.interrupted,
+            "expired": swept.expired,
+            "pruned": swept.pruned,
+        });
+        print_out(&format!("{v}\n"))?;
+    } else if config.verbosity >= 0 {
+        print_out(&format!(
+            "sweep: {} interrupted, {} expired, {} pruned\n",
+            swept.interrupted, swept.expired, swept.pruned
+        ))?;
+    }
+    if swept.interrupted + swept.expired > 0 {
+        deliver_quietly(config, &mut store);
+    }
+    Ok(error::OK)
+}

@@ -1,0 +1,233 @@
+//! The lifecycle's rules, pure: which verb moves a proposal from which state to which, and
+//! the time rules (expiry, staleness, rejection cooldown, retention). The store applies
+//! them with compare-and-set updates; nothing here does I/O.
+//!
+//! ```text
+//!             +--------------------- expired (ttl from first sighting) ----------------+
+//!             |                                                                        |
+//! ingest -> pending --approve--> approved --run claims--> executing --exit 0--> completed
+//!             |                     |                        |       --exit!=0/timeout--> failed
+//!             +--reject--> rejected |                        +--runner died--> interrupted --retry--> approved
+//!             +--superseded/withdrawn--> cancelled                                   +--cancel--> cancelled
+//! ```
+
+use crate::config::Rules;
+use crate::model::{Outcome, State};
+
+/// Something that moves a proposal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verb {
+    /// An operator approves a pending proposal.
+    Approve,
+    /// An operator rejects it.
+    Reject,
+    /// An operator cancels it before it runs, or after its runner died.
+    Cancel,
+    /// An operator puts an interrupted proposal back to approved.
+    Retry,
+    /// Approving a sibling that does the same action cancels this one.
+    Supersede,
+    /// A policy deny pattern rejects a new proposal.
+    Deny,
+    /// A runner claims an approved proposal.
+    Claim,
+    /// A runner gives a claim back without running it (the policy denies it now).
+    Abandon,
+    /// The command exited 0.
+    Succeed,
+    /// The command failed, timed out or was killed.
+    Fail,
+    /// A sweep finds its runner gone or its lease expired.
+    Interrupt,
+    /// A sweep (or a late approval) finds it past its ttl.
+    Expire,
+}
+
+/// Where a verb leads from a state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    To(State),
+    /// Already done (a replay, a double tap): nothing to write.
+    Already,
+    /// Does not apply in this state.
+    NotApplicable,
+}
+
+use State::*;
+use Verb::*;
+
+/// The transition table. Anything not listed does not apply.
+const TABLE: &[(State, Verb, Next)] = &[
+    (Pending, Approve, Next::To(Approved)),
+    (Approved, Approve, Next::Already),
+    (Executing, Approve, Next::Already),
+    (Completed, Approve, Next::Already),
+    (Pending, Reject, Next::To(Rejected)),
+    (Rejected, Reject, Next::Already),
+    (Pending, Cancel, Next::To(Cancelled)),
+    (Approved, Cancel, Next::To(Cancelled)),
+    (Interrupted, Cancel, Next::To(Cancelled)),
+    (Cancelled, Cancel, Next::Already),
+    (Interrupted, Retry, Next::To(Approved)),
+    (Approved, Retry, Next::Already),
+    (Executing, Retry, Next::Already),
+    (Pending, Supersede, Next::To(Cancelled)),
+    (Pending, Deny, Next::To(Rejected)),
+    (Approved, Claim, Next::To(Executing)),
+    (Executing, Abandon, Next::To(Cancelled)),
+    // A sweep may have interrupted a runner that was only slow: its result still counts.
+    (Executing, Succeed, Next::To(Completed)),
+    (Interrupted, Succeed, Next::To(Completed)),
+    (Executing, Fail, Next::To(Failed)),
+    (Interrupted, Fail, Next::To(Failed)),
+    (Executing, Interrupt, Next::To(Interrupted)),
+    (Pending, Expire, Next::To(Expired)),
+    (Approved, Expire, Next::To(Expired)),
+];
+
+/// Where `verb` leads from `state`.
+pub fn next(state: State, verb: Verb) -> Next {
+    TABLE
+        .iter()
+        .find(|(s, v, _)| *s == state && *v == verb)
+        .map_or(Next::NotApplicable, |(_, _, n)| *n)
+}
+
+impl Verb {
+    /// The action name in the audit trail.
+    pub fn audit_name(self) -> &'static str {
+        match self {
+            Approve => "approve",
+            Reject => "reject",
+            Cancel => "cancel",
+            Retry => "retry",
+            Supersede => "supersede",
+            Deny => "deny",
+            Claim => "claim",
+            Abandon => "cancel",
+            Succeed | Fail => "finish",
+            Interrupt => "interrupt",
+            Expire => "expire",
+        }
+    }
+
+    /// Operator (and policy) decisions name who decided; a runner or a sweep does not
+    /// overwrite that.
+    pub fn is_decision(self) -> bool {
+        matches!(self, Approve | Reject | Deny | Cancel | Retry | Supersede)
+    }
+}
+
+/// The verb that ends a run with this outcome.
+pub fn finish_verb(outcome: &Outcome) -> Verb {
+    if outcome.exit_code == Some(0) && !outcome.timed_out {
+        Succeed
+    } else {
+        Fail
+    }
+}
+
+/// A pending or approved-not-started proposal first seen at `first_seen_at` has expired.
+pub fn expired(first_seen_at: i64, now: i64, rules: &Rules) -> bool {
+    now >= first_seen_at.saturating_add(rules.ttl_ms)
+}
+
+/// Proposals first seen before this have expired.
+pub fn expiry_cutoff(now: i64, rules: &Rules) -> i64 {
+    now.saturating_sub(rules.ttl_ms)
+}
+
+/// When a proposal first seen at `first_seen_at` expires.
+pub fn expires_at(first_seen_at: i64, rules: &Rules) -> i64 {
+    first_seen_at.saturating_add(rules.ttl_ms)
+}
+
+/// A pending proposal its source has not re-proposed in `later_ingests` ingests is stale.
+pub fn stale(later_ingests: i64, rules: &Rules) -> bool {
+    rules.stale_after_cycles > 0 && later_ingests >= rules.stale_after_cycles
+}
+
+/// A command rejected at `rejected_at` is still in its cooldown: a re-proposal is a
+/// sighting of the rejection, not a new card.
+pub fn in_cooldown(rejected_at: i64, now: i64, rules: &Rules) -> bool {
+    now < rejected_at.saturating_add(rules.reject_cooldown_ms)
+}
+
+/// Terminal proposals that ended before this are pruned.
+pub fn retention_cutoff(now: i64, rules: &Rules) -> i64 {
+    now.saturating_sub(rules.retention_ms)
+}
+
+/// The audit note of an expiry.
+pub fn expiry_note(rules: &Rules) -> String {
+    format!(
+        "not decided within {} of first sighting",
+        crate::time::human_duration(rules.ttl_ms)
+    )
+}
+
+/// The audit note of a supersede.
+pub fn supersede_note(by: i64) -> String {
+    format!("superseded by #{by}")
+}
+
+/// The audit note of a policy rejection.
+pub fn deny_note(pattern: &str) -> String {
+    format!("matches deny pattern {pattern}")
+}
+
+/// The audit note of a finished run.
+pub fn finish_note(outcome: &Outcome) -> String {
+    match (&outcome.note, outcome.exit_code) {
+        (Some(n), _) => n.clone(),
+        (None, Some(code)) => format!("exit {code} after {} ms", outcome.duration_ms),
+        (None, None) => format!("killed by a signal after {} ms", outcome.duration_ms),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_in_flight_state_can_end_and_no_terminal_state_moves() {
+        let verbs = [
+            Approve, Reject, Cancel, Retry, Supersede, Deny, Claim, Abandon, Succeed, Fail,
+            Interrupt, Expire,
+        ];
+        for state in State::ALL {
+            let moves: Vec<State> = verbs
+                .iter()
+                .filter_map(|v| match next(state, *v) {
+                    Next::To(to) => Some(to),
+                    _ => None,
+                })
+                .collect();
+            if state.in_flight() {
+                assert!(
+                    moves.iter().any(|to| !to.in_flight()),
+                    "{state:?} has no way out"
+                );
+            } else {
+                assert!(moves.is_empty(), "{state:?} is terminal but moves");
+            }
+        }
+        assert_eq!(next(Pending, Approve), Next::To(Approved));
+        assert_eq!(next(Approved, Approve), Next::Already);
+        assert_eq!(next(Rejected, Approve), Next::NotApplicable);
+    }
+
+    #[test]
+    fn time_rules_saturate() {
+        let rules = Rules {
+            ttl_ms: i64::MAX,
+            stale_after_cycles: 3,
+            reject_cooldown_ms: i64::MAX,
+            retention_ms: i64::MAX,
+        };
+        assert!(!expired(1, i64::MAX - 1, &rules));
+        assert!(in_cooldown(i64::MAX, i64::MAX - 1, &rules));
+        assert_eq!(retention_cutoff(i64::MIN + 1, &rules), i64::MIN);
+        assert!(stale(3, &rules) && !stale(2, &rules));
+    }
+}

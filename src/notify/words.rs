@@ -1,0 +1,37 @@
+//! What a decision did, in the words the operator reads (a toast on Telegram, a line on
+//! the terminal). The store returns facts; this is where they become text.
+
+use crate::model::{Change, Decided};
+
+/// The outcome of a decision as one sentence.
+pub fn describe(decided: &Decided) -> String {
+    match decided {
+        Decided::Applied(Change::Approved { id, superseded }) => {
+            let mut text = format!("#{id} approved");
+            if !superseded.is_empty() {
+                text.push_str(&format!(
+                    ", {} other variant(s) cancelled",
+                    superseded.len()
+                ));
+            }
+            text
+        }
+        Decided::Applied(Change::Rejected { ids }) => {
+            format!("{} proposal(s) rejected", ids.len())
+        }
+        Decided::Applied(Change::Moved { id, to }) => format!("#{id} {}", to.as_str()),
+        Decided::Already {
+            id: Some(id),
+            state,
+        } => {
+            format!("#{id} is already {}", state.as_str())
+        }
+        Decided::Already { id: None, state } => format!("already {}", state.as_str()),
+        Decided::Refused(why) => why.to_string(),
+        Decided::Confirm { id, since } => format!(
+            "#{id} has not been proposed since {}: approve again to confirm",
+            crate::time::hhmm(*since)
+        ),
+        Decided::AskReason { .. } => "reply in the chat with the reason for rejecting".into(),
+    }
+}

@@ -1,0 +1,109 @@
+//! This process and its relatives: a runner's identity (pid and start time, so a reused
+//! pid is never mistaken for it), whether a runner is alive, the process tree below us,
+//! and the stop flag that SIGTERM and SIGINT raise for long-running commands. Imports
+//! nothing from the crate; reads /proc, sends signals, never touches the database.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// This process as a runner: `pid:start-time`.
+pub fn runner_id() -> String {
+    let pid = std::process::id();
+    format!("{pid}:{}", start_time(pid).unwrap_or_default())
+}
+
+/// Whether the runner named by [`runner_id`] still exists. Off Linux, a runner is
+/// assumed alive and its lease decides.
+pub fn runner_alive(runner: &str) -> bool {
+    if !cfg!(target_os = "linux") {
+        return true;
+    }
+    let Some((pid, start)) = runner.split_once(':') else {
+        return false;
+    };
+    match pid.parse::<u32>() {
+        Ok(pid) => start_time(pid).is_some_and(|t| t == start),
+        Err(_) => false,
+    }
+}
+
+/// The fields of /proc/PID/stat after the command name (which may hold spaces and
+/// parentheses: counted from the last ')'); field 3 (state) is the first.
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 1..];
+    Some(after.split_whitespace().map(str::to_string).collect())
+}
+
+/// Field 22 of /proc/PID/stat: the process start time in clock ticks since boot.
+fn start_time(pid: u32) -> Option<String> {
+    stat_fields(pid)?.into_iter().nth(19)
+}
+
+/// Every process as (pid, parent pid, exited-but-not-reaped), from /proc.
+pub fn process_table() -> Vec<(u32, u32, bool)> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| {
+            let fields = stat_fields(pid)?;
+            Some((pid, fields.get(1)?.parse().ok()?, fields.first()? == "Z"))
+        })
+        .collect()
+}
+
+/// Every live descendant of `root`.
+pub fn descendants(root: u32) -> Vec<u32> {
+    let table = process_table();
+    let mut found = vec![root];
+    let mut i = 0;
+    while i < found.len() {
+        let parent = found[i];
+        found.extend(
+            table
+                .iter()
+                .filter(|(_, pp, zombie)| *pp == parent && !zombie)
+                .map(|(pid, _, _)| *pid),
+        );
+        i += 1;
+    }
+    found.remove(0);
+    found
+}
+
+/// Raised by SIGTERM or SIGINT once [`Stop::on_signals`] is armed: long-running commands
+/// (serve) finish what they do and exit cleanly.
+#[derive(Clone, Default)]
+pub struct Stop(Arc<AtomicBool>);
+
+impl Stop {
+    /// A flag that SIGTERM and SIGINT raise (instead of ending the process).
+    pub fn on_signals() -> std::io::Result<Stop> {
+        let stop = Stop::default();
+        for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+            signal_hook::flag::register(signal, stop.0.clone())?;
+        }
+        Ok(stop)
+    }
+
+    pub fn requested(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_process_is_an_alive_runner_and_a_made_up_one_is_not() {
+        assert!(runner_alive(&runner_id()));
+        assert!(!runner_alive("999999999:1"));
+        let me = std::process::id();
+        assert!(
+            !runner_alive(&format!("{me}:0")),
+            "same pid, other start time"
+        );
+    }
+}

@@ -1,0 +1,155 @@
+//! How untrusted text is shown: commands, fields, output, prose. Pure; imports nothing
+//! from the crate. Every card, list, `show` and log line shows untrusted text through
+//! these functions, so a character that could hide something is always made visible.
+
+/// How a character that must not be shown as itself appears: `⟦U+00A0⟧`.
+fn escape_char(c: char, out: &mut String) {
+    out.push_str(&format!("⟦U+{:04X}⟧", c as u32));
+}
+
+/// Characters a command shows as themselves: printable ASCII, newline and tab. Everything
+/// else (a non-ASCII letter included) could look like something it is not, so it is
+/// escaped: what sh runs is exactly what the operator reads.
+fn command_char_plain(c: char) -> bool {
+    c == '\n' || c == '\t' || (' '..='~').contains(&c)
+}
+
+/// Characters other fields (ids, names, keys, reasons, output) show as themselves:
+/// printable ASCII, and the letters, digits, punctuation and symbols of any script, by
+/// their Unicode general category. Controls, every space but U+0020, line and paragraph
+/// separators, format characters (bidi controls, zero-width), marks (variation
+/// selectors, combining characters), private-use, surrogate and unassigned code points
+/// are escaped.
+pub fn field_char_plain(c: char) -> bool {
+    use icu_properties::props::{GeneralCategory as G, GeneralCategoryGroup};
+    use icu_properties::CodePointMapData;
+    if (' '..='~').contains(&c) {
+        return true;
+    }
+    if c.is_ascii() {
+        return false;
+    }
+    let category: G = CodePointMapData::<G>::new().get(c);
+    [
+        GeneralCategoryGroup::Letter,
+        GeneralCategoryGroup::Number,
+        GeneralCategoryGroup::Punctuation,
+        GeneralCategoryGroup::Symbol,
+    ]
+    .iter()
+    .any(|group| group.contains(category))
+}
+
+/// A command as every card, list and `show` prints it: printable ASCII, newlines and tabs
+/// as themselves, every other character as a visible `⟦U+XXXX⟧`. Returns the text and
+/// whether anything was escaped.
+pub fn show_command(text: &str) -> (String, bool) {
+    let mut out = String::with_capacity(text.len());
+    let mut escaped = false;
+    for c in text.chars() {
+        if command_char_plain(c) {
+            out.push(c);
+        } else {
+            escaped = true;
+            escape_char(c, &mut out);
+        }
+    }
+    (out, escaped)
+}
+
+/// One line of untrusted text (an LLM id, a subject, a key, a source, a name): a
+/// newline, a control or an invisible character is escaped, so the text can never start a
+/// line of its own, and it is cut to `max` characters.
+pub fn show_field(text: &str, max: usize) -> String {
+    let mut out = String::with_capacity(text.len().min(max * 4));
+    for (n, c) in text.chars().enumerate() {
+        if n == max {
+            out.push('…');
+            break;
+        }
+        if field_char_plain(c) {
+            out.push(c);
+        } else {
+            escape_char(c, &mut out);
+        }
+    }
+    out
+}
+
+/// Untrusted text of several lines (a command's output): like [`show_field`] but newlines
+/// and tabs stay.
+pub fn show_lines(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c == '\n' || c == '\t' || field_char_plain(c) {
+            out.push(c);
+        } else {
+            escape_char(c, &mut out);
+        }
+    }
+    out
+}
+
+/// Prose (a reason, a decision note) as one line: runs of whitespace become one space,
+/// then it is shown as a field.
+pub fn show_prose(text: &str, max: usize) -> String {
+    show_field(&text.split_whitespace().collect::<Vec<_>>().join(" "), max)
+}
+
+/// Escapes `&`, `<`, `>` for Telegram HTML.
+pub fn escape_html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// At most `max` characters, the last one `…` when cut.
+pub fn ellipsize(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_string();
+    }
+    let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_escape_everything_but_printable_ascii() {
+        let escape = regex::Regex::new("⟦U\\+[0-9A-F]{4,6}⟧").unwrap();
+        for c in [
+            '\u{a0}',
+            '\u{2003}',
+            '\u{3000}',
+            '\u{205f}',
+            '\u{e0100}',
+            '\u{1d173}',
+            '\r',
+            'é',
+            '\u{200b}',
+        ] {
+            let (shown, escaped) = show_command(&format!("df -h /tmp{c}# ; rm -rf X"));
+            assert!(escaped, "{c:?}");
+            assert!(shown.contains(&format!("⟦U+{:04X}⟧", c as u32)), "{shown}");
+            let without_escapes = escape.replace_all(&shown, "");
+            assert!(without_escapes.is_ascii(), "{shown}");
+        }
+        assert_eq!(show_command("a\tb\nc").0, "a\tb\nc");
+        assert!(!show_command("echo 'x' | sh").1);
+        // Fields may show letters of any script, never invisible characters.
+        assert_eq!(show_field("café Привет", 64), "café Привет");
+        assert_eq!(show_field("a\u{a0}b\u{fe0f}", 64), "a⟦U+00A0⟧b⟦U+FE0F⟧");
+        assert_eq!(show_field(&"x".repeat(10), 4), "xxxx…");
+    }
+}
