@@ -219,7 +219,7 @@ fn render_with(view: &ClusterView, detail: Detail, max_in_flight: usize) -> Card
     w.text(&show_field(&view.source, NAME_CHARS));
     w.text(" · ");
     match &view.name {
-        Some(name) => w.text(&show_field(name, NAME_CHARS)),
+        Some(name) => w.text(&show_field(&crate::canon::subject_label(name), NAME_CHARS)),
         None => w.text(&format!("command #{}", view.cluster_id)),
     }
     w.html.push_str("</b>");

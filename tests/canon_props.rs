@@ -40,6 +40,13 @@ fn fragment() -> impl Strategy<Value = String> {
         Just("#".to_string()),
         Just("PATH=/a:~/b".to_string()),
         Just("<<EOF".to_string()),
+        Just("sh -c 'docker stop web'".to_string()),
+        Just("bash -lc \"systemctl restart x\"".to_string()),
+        Just("sh -c".to_string()),
+        Just("sudo sh -c 'kubectl -n a delete pod b".to_string()),
+        Just("kubectl".to_string()),
+        Just("systemctl".to_string()),
+        Just("-n".to_string()),
         Just("<<-'E'".to_string()),
         "'[ -~]{0,6}'".prop_map(|s| s.replace('\'', "")),
         "\"[ a-z=:%]{0,6}\"",
@@ -114,6 +121,23 @@ fn command() -> impl Strategy<Value = String> {
         })
 }
 
+/// A command line from known families and words, to wrap in nested shells.
+fn family_line() -> impl Strategy<Value = String> {
+    (
+        prop_oneof![
+            Just("docker stop"),
+            Just("systemctl restart"),
+            Just("kubectl -n shop delete pod"),
+            Just("kubectl rollout undo deploy/"),
+            Just("service x"),
+            Just("crictl rm"),
+            Just("journalctl --vacuum-size=1G"),
+        ],
+        "[a-z]{1,6}",
+    )
+        .prop_map(|(head, target)| format!("{head} {target}"))
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
 
@@ -145,6 +169,29 @@ proptest! {
             prop_assert_eq!(Ok(tokens), again, "canonical: {:?}", canonical);
             // A body never yields keys: only the command line does.
             prop_assert!(once.logical_keys.iter().all(|k| !k.contains("web") || cmd.lines().next().unwrap_or("").contains("web")));
+        }
+    }
+
+    #[test]
+    fn nested_shells_yield_their_inner_keys_to_a_bounded_depth(line in family_line(), depth in 1usize..5, shell in prop_oneof![Just("sh -c"), Just("bash -lc"), Just("sudo sh -c")]) {
+        // Wrap `line` in `depth` nested shells, quoting each level for the next.
+        let mut wrapped = line.clone();
+        for _ in 0..depth {
+            wrapped = format!("{shell} '{}'", wrapped.replace('\'', "'\\''"));
+        }
+        let inner = canonicalize(&line);
+        let outer = canonicalize(&wrapped);
+        prop_assert_eq!(&canonicalize(&outer.canonical).canonical, &outer.canonical);
+        if depth <= 2 {
+            prop_assert_eq!(&outer.logical_keys, &inner.logical_keys, "{}", wrapped);
+        } else {
+            prop_assert!(outer.logical_keys.is_empty(), "{}", wrapped);
+        }
+        // Cut anywhere, it never panics.
+        for cut in [wrapped.len() / 3, wrapped.len() / 2, wrapped.len() - 1] {
+            if wrapped.is_char_boundary(cut) {
+                let _ = canonicalize(&wrapped[..cut]);
+            }
         }
     }
 

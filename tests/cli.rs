@@ -165,7 +165,11 @@ fn a_cluster_gathers_every_verb_on_one_target() {
     let clusters: Vec<&Value> = list.iter().map(|p| &p["cluster_id"]).collect();
     assert!(clusters.iter().all(|c| *c == clusters[0]));
     let notify = stdout(&env.cmd(&["notify"]).ok());
-    assert_eq!(notify.matches("opsgate · h · X").count(), 1, "{notify}");
+    assert_eq!(
+        notify.matches("opsgate · h · container X").count(),
+        1,
+        "{notify}"
+    );
     assert!(notify.contains("4 variants in flight"));
 }
 

@@ -48,6 +48,7 @@ pub fn hash(args: HashArgs) -> Result<u8> {
                 "cmd_hash": c.cmd_hash,
                 "canonical": c.canonical,
                 "logical_keys": c.logical_keys,
+                "subjects": c.subjects(),
             });
             out.push_str(&format!("{v}\n"));
         } else {

@@ -13,6 +13,7 @@ mod poll;
 mod run;
 mod sweep;
 
+use crate::canon;
 use crate::cli::{Cli, Command};
 use crate::config::Config;
 use crate::error::{self, Error, Kind};
@@ -74,9 +75,18 @@ fn warn(config: &Config, message: &str) {
     }
 }
 
-/// Opens the store with the configured lifecycle rules.
+/// Opens the store with the configured lifecycle rules; in-flight proposals keyed by an
+/// older identity grammar are re-keyed once.
 fn open_store(config: &Config) -> Result<Store> {
-    Store::open(&config.db, config.rules)
+    let mut store = Store::open(&config.db, config.rules)?;
+    if store.grammar_version()? < canon::GRAMMAR_VERSION {
+        store.rekey_in_flight(canon::GRAMMAR_VERSION, &|command| {
+            let c = canon::canonicalize(command);
+            let subjects = c.subjects();
+            (c.logical_keys, subjects)
+        })?;
+    }
+    Ok(store)
 }
 
 /// Opens the store for reading; a missing database is an empty one, not an error, and is

@@ -48,6 +48,83 @@ impl Store {
     }
 }
 
+/// Derives a command's logical keys and subjects.
+pub type Rekey<'a> = dyn Fn(&str) -> (Vec<String>, Vec<String>) + 'a;
+
+impl Store {
+    /// The version of the identity grammar the stored keys were derived with (1 before
+    /// it was recorded: docker only).
+    pub fn grammar_version(&self) -> Result<i64> {
+        let v: Option<String> = self
+            .conn
+            .prepare_cached("SELECT value FROM meta WHERE key = 'grammar_version'")?
+            .query_row([], |r| r.get(0))
+            .optional()?;
+        Ok(v.and_then(|v| v.parse().ok()).unwrap_or(1))
+    }
+
+    /// Recomputes the logical keys and subjects of every in-flight proposal with
+    /// `derive` (command -> keys, subjects), once per grammar `version`, in one
+    /// transaction; the cards of changed proposals are owed again. Clusters stay as they
+    /// are: later proposals cluster by the new subjects. Returns how many changed.
+    pub fn rekey_in_flight(
+        &mut self,
+        version: i64,
+        derive: &Rekey<'_>,
+    ) -> Result<usize> {
+        let source_version = self.grammar_version()?;
+        let tx = self.write("to recompute logical keys")?;
+        // Another process may have done it while we waited for the lock.
+        let current: Option<String> = tx
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'grammar_version'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if current
+            .and_then(|v| v.parse::<i64>().ok())
+            .unwrap_or(source_version)
+            >= version
+        {
+            return Ok(0);
+        }
+        let rows: Vec<(i64, String, String, i64, String)> = tx
+            .prepare(&format!(
+                "SELECT id, command, logical_keys, cluster_id, source FROM proposals
+                 WHERE state IN {IN_FLIGHT_SQL}"
+            ))?
+            .query_map([], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        let mut changed = 0;
+        for (id, command, old_keys, cluster_id, source) in rows {
+            let (keys, subjects) = derive(&command);
+            let keys = serde_json::to_string(&keys)?;
+            if keys == old_keys {
+                continue;
+            }
+            tx.execute(
+                "UPDATE proposals SET logical_keys = ?2 WHERE id = ?1",
+                params![id, keys],
+            )?;
+            tx.execute("DELETE FROM subjects WHERE proposal_id = ?1", [id])?;
+            for subject in subjects {
+                tx.execute(
+                    "INSERT INTO subjects (proposal_id, source, subject) VALUES (?1, ?2, ?3)",
+                    params![id, source, subject],
+                )?;
+            }
+            owe_card(&tx, cluster_id)?;
+            changed += 1;
+        }
+        outbox::set_meta(&tx, "grammar_version", &version.to_string())?;
+        tx.commit().context("committing recomputed keys")?;
+        Ok(changed)
+    }
+}
+
 /// One ingest in progress (see [`Store::begin_ingest`]).
 pub struct Ingest<'a> {
     tx: rusqlite::Transaction<'a>,
