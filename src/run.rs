@@ -214,6 +214,7 @@ pub enum Ran {
 pub fn run_approved(
     store: &mut Store,
     config: &Config,
+    sources: &[String],
     timeout: Duration,
     max: u64,
     started: &mut dyn FnMut(&Claimed),
@@ -223,7 +224,7 @@ pub fn run_approved(
     for _ in 0..max {
         // Between the claim and the exec nothing touches the network: the cards are
         // updated afterwards.
-        let Some(claimed) = store.claim(&runner, LEASE_MS, config.now())? else {
+        let Some(claimed) = store.claim(&runner, sources, LEASE_MS, config.now())? else {
             break;
         };
         // The policy as it is now, not as it was at ingest: a pattern added since the

@@ -1,257 +1,136 @@
-//! Stage 3, store: the lifecycle in SQLite. The only module that speaks SQL.
+//! Stage 3, store: the lifecycle in a database. The only module that speaks SQL.
 //!
-//! Every write is one `BEGIN IMMEDIATE` transaction; state changes are compare-and-set
-//! updates, following the table in [`crate::lifecycle`], with their audit row in the same
-//! transaction. The store returns facts (what changed, who, when); it never words them
-//! for an operator and never picks an exit code.
+//! One implementation of the rules over a storage trait ([`db::Database`]) with two
+//! backends: SQLite (embedded, the default) and PostgreSQL (one queue for many hosts).
+//! Every write is one transaction; state changes are compare-and-set updates, following
+//! the table in [`crate::lifecycle`], with their audit row in the same transaction. The
+//! store returns facts (what changed, who, when); it never words them for an operator and
+//! never picks an exit code.
 
 use crate::config::Rules;
-use crate::error::{Error, Kind};
+use crate::error::Kind;
 use crate::lifecycle::{self, Next, Verb};
 use crate::model::{Actor, PriorRejections, Proposal, Risk, RunInfo, State, Transition};
-use anyhow::{Context, Result};
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
-use std::path::{Path, PathBuf};
+use anyhow::Result;
+use std::path::Path;
 use std::time::Duration;
 
+pub mod db;
 mod decide;
 mod ingest;
 mod outbox;
 mod query;
-pub use ingest::Ingest;
+mod sqlite;
+
+pub use db::Backend;
+use db::{Conn, ConnExt, Database, Row};
+pub use ingest::{Ingest, Rekey};
 pub use outbox::{Delivered, OwedCard};
 pub use query::Lookup;
 
-/// The kind of a SQLite error, for the exit code: busy or locked is temporary, a
-/// read-only or full disk is I/O, a file that is not a database is configuration.
+/// The kind of a database error, for the exit code (each backend knows its own).
 pub fn classify(cause: &(dyn std::error::Error + 'static)) -> Option<Kind> {
-    let Some(rusqlite::Error::SqliteFailure(e, _)) = cause.downcast_ref::<rusqlite::Error>() else {
-        return None;
-    };
-    use rusqlite::ErrorCode as C;
-    Some(match e.code {
-        C::DatabaseBusy | C::DatabaseLocked => Kind::Temporary,
-        C::ReadOnly | C::DiskFull | C::SystemIoFailure | C::CannotOpen => Kind::Io,
-        C::PermissionDenied => Kind::Permission,
-        C::NotADatabase => Kind::Config,
-        _ => Kind::Internal,
-    })
+    sqlite::classify(cause)
 }
 
-/// `PRAGMA application_id` of an opsgate database ("opsg").
-const APPLICATION_ID: i64 = 0x6f70_7367;
-/// How long a writer waits for the lock before giving up with exit code 75.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(15);
-
-/// Numbered migrations, applied in order. Never edit one that has shipped: add a new one.
-const MIGRATIONS: &[&str] = &[
-    include_str!("store/migrations/sqlite/001_init.sql"),
-    include_str!("store/migrations/sqlite/002_runs.sql"),
-    include_str!("store/migrations/sqlite/003_stamps_and_ids.sql"),
-    include_str!("store/migrations/sqlite/004_deliveries.sql"),
-];
-
-/// The in-flight states as an SQL list; the partial unique index in migration 1 spells
-/// the same set (a test checks both against [`State::IN_FLIGHT`]).
+/// The in-flight states as an SQL list; the partial unique index of each backend's first
+/// migration spells the same set (a test checks both against [`State::IN_FLIGHT`]).
 const IN_FLIGHT_SQL: &str = "('pending','approved','executing','interrupted')";
 
 /// Rows one sweep statement touches at most, so a backlog never holds the lock long.
 pub const SWEEP_BATCH: i64 = 1000;
 
-/// The SQLite store.
+/// How many times a transaction that lost a serialization conflict or a deadlock runs
+/// again before the error is reported (as temporary).
+const MAX_ATTEMPTS: u32 = 8;
+
+/// The store: the lifecycle's rules over one database.
 pub struct Store {
-    conn: Connection,
-    path: PathBuf,
+    db: Box<dyn Database>,
     rules: Rules,
 }
 
 impl Store {
-    /// Opens (creating if needed) the database at `path`, sets pragmas, applies migrations.
-    /// Refuses a file that is not an opsgate database or has a newer schema.
+    /// Opens (creating if needed) the SQLite database at `path`.
     pub fn open(path: &Path, rules: Rules) -> Result<Store> {
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            create_private_dir(parent)
-                .with_context(|| format!("creating database directory {}", parent.display()))?;
-        }
-        create_private_file(path)
-            .with_context(|| format!("creating database {}", path.display()))?;
-        let conn = Connection::open(path)
-            .with_context(|| format!("opening database {}", path.display()))?;
-        conn.busy_timeout(BUSY_TIMEOUT)?;
-        let mut store = Store {
-            conn,
-            path: path.to_path_buf(),
+        Ok(Store {
+            db: Box::new(sqlite::SqliteDb::open(path)?),
             rules,
-        };
-        store.check_identity()?;
-        store
-            .set_pragmas()
-            .and_then(|_| store.migrate())
-            .with_context(|| format!("preparing database {}", path.display()))?;
-        Ok(store)
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
+        })
     }
 
     pub fn rules(&self) -> Rules {
         self.rules
     }
 
-    fn check_identity(&mut self) -> Result<()> {
-        // One read transaction: the three reads must see the same snapshot, or a
-        // concurrent first migration looks like a foreign schema.
-        let path = self.path.clone();
-        let tx = match self.conn.transaction() {
-            Ok(tx) => tx,
-            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
-        };
-        let result = identity(&tx, &path);
-        drop(tx);
-        result
+    pub fn backend(&self) -> Backend {
+        self.db.backend()
     }
 
-    fn set_pragmas(&self) -> Result<()> {
-        // Switching to WAL needs a moment of exclusive access; concurrent first opens
-        // retry instead of failing.
-        let mut tries = 0;
+    /// Where the database is (a URL's password masked).
+    pub fn describe(&self) -> String {
+        self.db.describe()
+    }
+
+    /// Schema version.
+    pub fn schema_version(&mut self) -> Result<i64> {
+        self.db.schema_version()
+    }
+
+    /// The newest schema version this build knows for this backend.
+    pub fn known_schema_version(&self) -> i64 {
+        self.db.known_schema_version()
+    }
+
+    /// Backend health for `doctor`: (ok, what) lines.
+    pub fn health(&mut self) -> Vec<(bool, String)> {
+        self.db.health()
+    }
+
+    fn conn(&mut self) -> &mut dyn Conn {
+        self.db.conn()
+    }
+
+    /// Runs `body` in one write transaction and commits it. On PostgreSQL a serialization
+    /// failure or a deadlock runs it again (a bounded number of times, with a short
+    /// jittered pause): the body must only touch the database.
+    fn transact<T>(
+        &mut self,
+        what: &str,
+        mut body: impl FnMut(&mut dyn Conn) -> Result<T>,
+    ) -> Result<T> {
+        let mut attempt = 0;
         loop {
-            match self
-                .conn
-                .query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0))
-            {
-                Ok(_) => break,
-                Err(rusqlite::Error::SqliteFailure(e, _))
-                    if e.code == rusqlite::ErrorCode::DatabaseBusy && tries < 200 =>
-                {
-                    tries += 1;
-                    std::thread::sleep(Duration::from_millis(25));
+            self.db.begin(what)?;
+            let result = body(self.db.conn()).and_then(|value| {
+                self.db.commit()?;
+                Ok(value)
+            });
+            if result.is_err() {
+                self.db.rollback();
+            }
+            match result {
+                Err(e) if attempt + 1 < MAX_ATTEMPTS && self.db.retryable(&e) => {
+                    attempt += 1;
+                    std::thread::sleep(backoff(attempt));
                 }
-                Err(e) => return Err(e).context("setting journal_mode = WAL"),
+                other => return other,
             }
         }
-        self.conn
-            .execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")
-            .context("setting pragmas")?;
-        // Cron runs are short processes. Left to itself, SQLite checkpoints and deletes the
-        // WAL when each one exits and recreates it in the next; instead the WAL stays and
-        // `Drop` truncates it once it has grown (see WAL_TRUNCATE_BYTES).
-        self.conn
-            .set_db_config(
-                rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
-                true,
-            )
-            .context("setting NO_CKPT_ON_CLOSE")?;
-        Ok(())
-    }
-
-    fn migrate(&mut self) -> Result<()> {
-        let current: i64 = self
-            .conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))?;
-        if current == MIGRATIONS.len() as i64 {
-            return Ok(());
-        }
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .context("locking the database for migration")?;
-        // Another process may have migrated while we waited for the lock.
-        let current: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-        for (n, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
-            tx.execute_batch(sql)
-                .with_context(|| format!("applying migration {}", n + 1))?;
-        }
-        tx.execute_batch(&format!(
-            "PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = {};",
-            MIGRATIONS.len()
-        ))?;
-        tx.commit().context("committing migrations")?;
-        Ok(())
-    }
-
-    /// Schema version in `PRAGMA user_version`.
-    pub fn schema_version(&self) -> Result<i64> {
-        Ok(self
-            .conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))?)
-    }
-
-    /// The newest schema version this build knows.
-    pub fn known_schema_version() -> i64 {
-        MIGRATIONS.len() as i64
-    }
-
-    /// Starts an IMMEDIATE (write) transaction.
-    fn write(&mut self, what: &str) -> Result<rusqlite::Transaction<'_>> {
-        self.conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .with_context(|| format!("locking the database {what}"))
     }
 }
 
-fn identity(conn: &Connection, path: &Path) -> Result<()> {
-    let not_ours = |why: String| {
-        Error::new(
-            Kind::Config,
-            format!(
-                "{} {why}; refusing to touch it (point --db at an opsgate database)",
-                path.display()
-            ),
-        )
-    };
-    let app_id: i64 = match conn.query_row("PRAGMA application_id", [], |r| r.get(0)) {
-        Ok(v) => v,
-        Err(rusqlite::Error::SqliteFailure(e, _))
-            if e.code == rusqlite::ErrorCode::NotADatabase =>
-        {
-            return Err(not_ours("is not an SQLite database".into()).into());
-        }
-        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
-    };
-    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    let tables: i64 = conn.query_row(
-        "SELECT count(*) FROM sqlite_master WHERE type = 'table'",
-        [],
-        |r| r.get(0),
-    )?;
-    if app_id != APPLICATION_ID && (tables > 0 || version > 0) {
-        return Err(not_ours("is an SQLite database of another program".into()).into());
-    }
-    if version > MIGRATIONS.len() as i64 {
-        return Err(not_ours(format!(
-            "has schema version {version}, newer than this opsgate knows ({}); upgrade opsgate",
-            MIGRATIONS.len()
-        ))
-        .into());
-    }
-    Ok(())
-}
-
-/// WAL size past which a closing connection checkpoints it into the database and
-/// truncates it. Every process replays the WAL when it opens, so it must stay short.
-const WAL_TRUNCATE_BYTES: u64 = 256 * 1024;
-
-impl Drop for Store {
-    fn drop(&mut self) {
-        let mut wal = self.path.clone().into_os_string();
-        wal.push("-wal");
-        let big = std::fs::metadata(&wal).is_ok_and(|m| m.len() > WAL_TRUNCATE_BYTES);
-        if big {
-            // Best effort: a busy database is checkpointed by a later process.
-            let _ = self
-                .conn
-                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
-        }
-    }
+/// A short, jittered pause before running a transaction again.
+fn backoff(attempt: u32) -> Duration {
+    let jitter = u64::from(std::process::id() % 7 + attempt * 3);
+    Duration::from_millis(5 * u64::from(attempt) + jitter)
 }
 
 /// Compare-and-set state change by `verb` (see [`lifecycle::next`]) with its audit row.
 /// Returns the new state, or `None` when the proposal was not in `from` (nothing written).
 #[allow(clippy::too_many_arguments)]
 fn transition(
-    conn: &Connection,
+    c: &mut dyn Conn,
     id: i64,
     from: State,
     verb: Verb,
@@ -262,28 +141,27 @@ fn transition(
     let Next::To(to) = lifecycle::next(from, verb) else {
         return Ok(None);
     };
-    let changed = conn
-        .prepare_cached(
-            "UPDATE proposals SET state = ?3,
-                    decided_by = CASE WHEN ?6 THEN ?4 ELSE decided_by END,
-                    decided_at = CASE WHEN ?6 THEN ?5 ELSE decided_at END,
-                    ended_at = CASE WHEN ?7 THEN ?5 ELSE NULL END
-             WHERE id = ?1 AND state = ?2",
-        )?
-        .execute(params![
-            id,
-            from.as_str(),
-            to.as_str(),
-            actor.display,
-            now,
-            verb.is_decision(),
-            !to.in_flight()
-        ])?;
+    let changed = c.execute(
+        "UPDATE proposals SET state = ?3,
+                decided_by = CASE WHEN ?6 THEN ?4 ELSE decided_by END,
+                decided_at = CASE WHEN ?6 THEN ?5 ELSE decided_at END,
+                ended_at = CASE WHEN ?7 THEN ?5 ELSE NULL END
+         WHERE id = ?1 AND state = ?2",
+        &[
+            &id,
+            &from.as_str(),
+            &to.as_str(),
+            &actor.display,
+            &now,
+            &verb.is_decision(),
+            &!to.in_flight(),
+        ],
+    )?;
     if changed != 1 {
         return Ok(None);
     }
     record(
-        conn,
+        c,
         Some(id),
         Some(from),
         Some(to),
@@ -298,7 +176,7 @@ fn transition(
 /// Appends an audit row.
 #[allow(clippy::too_many_arguments)]
 fn record(
-    conn: &Connection,
+    c: &mut dyn Conn,
     proposal_id: Option<i64>,
     from: Option<State>,
     to: Option<State>,
@@ -307,44 +185,57 @@ fn record(
     at: i64,
     note: Option<&str>,
 ) -> Result<()> {
-    conn.prepare_cached(
+    c.execute(
         "INSERT INTO transitions (proposal_id, from_state, to_state, action, actor, at, note)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-    )?
-    .execute(params![
-        proposal_id,
-        from.map(State::as_str),
-        to.map(State::as_str),
-        action,
-        actor,
-        at,
-        note
-    ])?;
+        &[
+            &proposal_id,
+            &from.map(State::as_str),
+            &to.map(State::as_str),
+            &action,
+            &actor,
+            &at,
+            &note,
+        ],
+    )?;
     Ok(())
 }
 
 /// Marks a cluster's card owed to every channel: it changed.
-fn owe_card(conn: &Connection, cluster_id: i64) -> Result<()> {
-    conn.prepare_cached("UPDATE deliveries SET rev = rev + 1 WHERE cluster_id = ?1")?
-        .execute([cluster_id])?;
+fn owe_card(c: &mut dyn Conn, cluster_id: i64) -> Result<()> {
+    c.execute(
+        "UPDATE deliveries SET rev = rev + 1 WHERE cluster_id = ?1",
+        &[&cluster_id],
+    )?;
     Ok(())
+}
+
+/// Locks a cluster's card row for the rest of the transaction (PostgreSQL): every
+/// transaction that changes a cluster takes it first, so they queue in one order.
+fn lock_card(c: &mut dyn Conn, cluster_id: i64) -> Result<()> {
+    c.lock(
+        "SELECT cluster_id FROM cards WHERE cluster_id = ?1 FOR UPDATE",
+        &[&cluster_id],
+    )
 }
 
 /// How many ingests of `source` came after `ingest_id` (counted up to `limit`): the
 /// measure of staleness.
-fn later_ingests(conn: &Connection, source: &str, ingest_id: i64, limit: i64) -> Result<i64> {
-    Ok(conn
-        .prepare_cached(
-            "SELECT COUNT(*) FROM (SELECT 1 FROM ingests WHERE source = ?1 AND id > ?2 LIMIT ?3)",
-        )?
-        .query_row(params![source, ingest_id, limit], |r| r.get(0))?)
+fn later_ingests(c: &mut dyn Conn, source: &str, ingest_id: i64, limit: i64) -> Result<i64> {
+    c.query_one(
+        "SELECT COUNT(*) FROM (SELECT 1 FROM ingests WHERE source = ?1 AND id > ?2 LIMIT ?3) AS later",
+        &[&source, &ingest_id, &limit],
+    )?
+    .int(0)
 }
 
 /// A cluster is named by the first subject of its founding proposal.
-fn cluster_name(conn: &Connection, cluster_id: i64) -> Result<Option<String>> {
-    Ok(conn
-        .prepare_cached("SELECT MIN(subject) FROM subjects WHERE proposal_id = ?1")?
-        .query_row([cluster_id], |r| r.get(0))?)
+fn cluster_name(c: &mut dyn Conn, cluster_id: i64) -> Result<Option<String>> {
+    c.query_one(
+        "SELECT MIN(subject) FROM subjects WHERE proposal_id = ?1",
+        &[&cluster_id],
+    )?
+    .opt_text(0)
 }
 
 const PROPOSAL_SELECT: &str = "SELECT p.id, p.source, p.cmd_hash, p.command, p.canonical,
@@ -356,84 +247,55 @@ const PROPOSAL_SELECT: &str = "SELECT p.id, p.source, p.cmd_hash, p.command, p.c
     FROM proposals p";
 
 /// A proposal row, and the last ingest that proposed it (for staleness).
-fn proposal_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(Proposal, Option<i64>)> {
-    let keys: String = r.get(5)?;
-    let state: String = r.get(7)?;
-    let risk: String = r.get(8)?;
-    let bad = |col: usize, what: &str| {
-        rusqlite::Error::FromSqlConversionFailure(
-            col,
-            rusqlite::types::Type::Text,
-            format!("unknown {what}").into(),
-        )
-    };
+fn proposal_from_row(r: &Row) -> Result<(Proposal, Option<i64>)> {
+    let keys = r.text(5)?;
+    let state = r.text(7)?;
+    let risk = r.text(8)?;
     let proposal = Proposal {
-        id: r.get(0)?,
-        source: r.get(1)?,
-        cmd_hash: r.get(2)?,
-        command: r.get(3)?,
-        canonical: r.get(4)?,
-        logical_keys: serde_json::from_str(&keys).map_err(|_| bad(5, "logical keys"))?,
-        cluster_id: r.get(6)?,
-        state: State::parse(&state).ok_or_else(|| bad(7, "state"))?,
-        risk: Risk::from_str_opt(&risk).ok_or_else(|| bad(8, "risk"))?,
-        reason: r.get(9)?,
-        seen_count: r.get(10)?,
-        first_seen_at: r.get(11)?,
-        last_seen_at: r.get(12)?,
-        decided_by: r.get(13)?,
-        decided_at: r.get(14)?,
-        cluster: r.get(15)?,
+        id: r.int(0)?,
+        source: r.text(1)?,
+        cmd_hash: r.text(2)?,
+        command: r.text(3)?,
+        canonical: r.text(4)?,
+        logical_keys: serde_json::from_str(&keys)
+            .map_err(|_| anyhow::anyhow!("unknown logical keys {keys:?}"))?,
+        cluster_id: r.int(6)?,
+        state: State::parse(&state).ok_or_else(|| anyhow::anyhow!("unknown state {state:?}"))?,
+        risk: Risk::from_str_opt(&risk).ok_or_else(|| anyhow::anyhow!("unknown risk {risk:?}"))?,
+        reason: r.opt_text(9)?,
+        seen_count: r.int(10)?,
+        first_seen_at: r.int(11)?,
+        last_seen_at: r.int(12)?,
+        decided_by: r.opt_text(13)?,
+        decided_at: r.opt_int(14)?,
+        cluster: r.opt_text(15)?,
         display_ids: Vec::new(),
         stale: false,
-        ended_at: r.get(17)?,
+        ended_at: r.opt_int(17)?,
         run: RunInfo {
-            started_at: r.get(18)?,
-            exit_code: r.get(19)?,
-            duration_ms: r.get(20)?,
-            stdout_tail: r.get(21)?,
-            stderr_tail: r.get(22)?,
+            started_at: r.opt_int(18)?,
+            exit_code: r.opt_int(19)?,
+            duration_ms: r.opt_int(20)?,
+            stdout_tail: r.opt_text(21)?,
+            stderr_tail: r.opt_text(22)?,
         },
         prior_rejections: None::<PriorRejections>,
         decision_note: None,
     };
-    Ok((proposal, r.get(16)?))
+    Ok((proposal, r.opt_int(16)?))
 }
 
-fn transition_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Transition> {
+fn transition_from_row(r: &Row) -> Result<Transition> {
     Ok(Transition {
-        id: r.get(0)?,
-        proposal_id: r.get(1)?,
-        from_state: r.get(2)?,
-        to_state: r.get(3)?,
-        action: r.get(4)?,
-        actor: r.get(5)?,
-        at: r.get(6)?,
-        note: r.get(7)?,
+        id: r.int(0)?,
+        proposal_id: r.opt_int(1)?,
+        from_state: r.opt_text(2)?,
+        to_state: r.opt_text(3)?,
+        action: r.text(4)?,
+        actor: r.text(5)?,
+        at: r.int(6)?,
+        note: r.opt_text(7)?,
     })
-}
-
-fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-}
-
-/// Creates the database file readable by its owner only; an existing file is left as is.
-fn create_private_file(path: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    match std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-    {
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(e),
-    }
 }
 
 #[cfg(test)]
@@ -447,6 +309,6 @@ mod tests {
             .map(|s| format!("'{}'", s.as_str()))
             .collect();
         assert_eq!(IN_FLIGHT_SQL, format!("({})", listed.join(",")));
-        assert!(MIGRATIONS[0].contains(&format!("WHERE state IN {IN_FLIGHT_SQL}")));
+        assert!(sqlite::MIGRATIONS[0].contains(&format!("WHERE state IN {IN_FLIGHT_SQL}")));
     }
 }

@@ -135,7 +135,7 @@ fn notify_killed_mid_way_loses_no_card_and_duplicates_at_most_one_per_kill() {
     }
     env.cmd(&["notify"]).telegram(&fake, "1").ok();
     let sent = fake.count("sendMessage") as u64;
-    let store = env.store();
+    let mut store = env.store();
     assert!(
         store.owed_cards("telegram").unwrap().is_empty(),
         "nothing still owed"

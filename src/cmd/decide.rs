@@ -42,7 +42,7 @@ pub fn reject(config: &Config, args: RejectArgs) -> Result<u8> {
         .into());
     }
     let mut store = open_store(config)?;
-    let p = find_proposal(&store, &args.reference)?;
+    let p = find_proposal(&mut store, &args.reference)?;
     let actor = local_actor(args.actor.as_deref());
     let outcome = store.reject(p.id, &actor, reason, &Via::default(), config.now())?;
     report(config, &mut store, outcome)
@@ -54,7 +54,7 @@ fn decide(
     apply: impl Fn(&mut Store, i64, &Actor, &Via, i64) -> Result<Decided>,
 ) -> Result<u8> {
     let mut store = open_store(config)?;
-    let p = find_proposal(&store, &args.reference)?;
+    let p = find_proposal(&mut store, &args.reference)?;
     let actor = local_actor(args.actor.as_deref());
     let outcome = apply(&mut store, p.id, &actor, &Via::default(), config.now())?;
     report(config, &mut store, outcome)

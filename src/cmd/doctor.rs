@@ -101,7 +101,7 @@ fn check_database(config: &Config, r: &mut Report) {
             }
         }
     }
-    let store = match Store::open(path, config.rules) {
+    let mut store = match Store::open(path, config.rules) {
         Ok(s) => s,
         Err(e) => {
             r.fail(
@@ -111,31 +111,23 @@ fn check_database(config: &Config, r: &mut Report) {
             return;
         }
     };
+    let known = store.known_schema_version();
     match store.schema_version() {
-        Ok(v) => r.ok(format!(
-            "schema version {v} (this build knows {})",
-            Store::known_schema_version()
-        )),
+        Ok(v) => r.ok(format!("schema version {v} (this build knows {known})")),
         Err(e) => r.fail(
             format!("reading the schema version: {e:#}"),
-            "check the file",
+            "check the database",
         ),
     }
-    match store.integrity_check() {
-        Ok(s) if s == "ok" => r.ok("integrity_check: ok"),
-        Ok(s) => r.fail(
-            format!("integrity_check: {s}"),
-            "restore from a backup (sqlite3 opsgate.db \".recover\" may save data)",
-        ),
-        Err(e) => r.fail(format!("integrity_check: {e:#}"), "check the file"),
-    }
-    match store.journal_mode() {
-        Ok(m) if m.eq_ignore_ascii_case("wal") => r.ok("journal mode wal"),
-        Ok(m) => r.warn(
-            format!("journal mode {m}"),
-            "opsgate sets WAL on open; check the filesystem supports it",
-        ),
-        Err(e) => r.fail(format!("journal mode: {e:#}"), "check the file"),
+    for (ok, what) in store.health() {
+        if ok {
+            r.ok(what);
+        } else {
+            r.fail(
+                what,
+                "restore from a backup (sqlite3 opsgate.db \".recover\" may save data)",
+            );
+        }
     }
     match store.last_ingests() {
         Ok(ingests) => {

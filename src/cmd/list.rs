@@ -60,7 +60,7 @@ pub fn proposal_json(p: &Proposal) -> Value {
 pub fn list(config: &Config, args: ListArgs) -> Result<u8> {
     let states = parse_states(&args.states)?;
     let proposals = match open_for_reading(config)? {
-        Some(store) => store.list(&states, args.source.as_deref())?,
+        Some(mut store) => store.list(&states, args.source.as_deref())?,
         None => Vec::new(),
     };
     if args.json {
@@ -97,8 +97,8 @@ pub fn list(config: &Config, args: ListArgs) -> Result<u8> {
 }
 
 pub fn show(config: &Config, args: ShowArgs) -> Result<u8> {
-    let store = open_for_reading(config)?.ok_or_else(|| no_proposal(&args.reference))?;
-    let p = find_proposal(&store, &args.reference)?;
+    let mut store = open_for_reading(config)?.ok_or_else(|| no_proposal(&args.reference))?;
+    let p = find_proposal(&mut store, &args.reference)?;
     let sightings = store.sightings(p.id)?;
     let transitions = store.transitions(p.id)?;
     if args.json {
@@ -196,8 +196,8 @@ fn transition_line(t: &Transition) -> String {
 }
 
 pub fn history(config: &Config, args: ShowArgs) -> Result<u8> {
-    let store = open_for_reading(config)?.ok_or_else(|| no_proposal(&args.reference))?;
-    let p = find_proposal(&store, &args.reference)?;
+    let mut store = open_for_reading(config)?.ok_or_else(|| no_proposal(&args.reference))?;
+    let p = find_proposal(&mut store, &args.reference)?;
     let vis = |s: &str| show_field(s, 4000);
     let cmd = |s: &str| show_command(s).0;
     // (time, order, line): transitions before sightings at the same instant.

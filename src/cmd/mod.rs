@@ -109,7 +109,7 @@ fn no_proposal(reference: &str) -> anyhow::Error {
 }
 
 /// The proposal a command-line reference (an id or a cmd_hash) names.
-fn find_proposal(store: &Store, reference: &str) -> Result<Proposal> {
+fn find_proposal(store: &mut Store, reference: &str) -> Result<Proposal> {
     match store.find(reference)? {
         Lookup::One(p) => Ok(*p),
         Lookup::None => Err(no_proposal(reference)),

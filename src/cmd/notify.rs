@@ -12,7 +12,7 @@ pub fn notify(config: &Config, args: NotifyArgs) -> Result<u8> {
         (Some(tg), false) => tg,
         _ => {
             let clusters = match open_for_reading(config)? {
-                Some(store) => store.in_flight_clusters(args.source.as_deref())?,
+                Some(mut store) => store.in_flight_clusters(args.source.as_deref())?,
                 None => Vec::new(),
             };
             let cards: Vec<Card> = clusters.iter().map(notify::render).collect();

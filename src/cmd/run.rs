@@ -56,6 +56,7 @@ pub fn run(config: &Config, args: RunArgs) -> Result<u8> {
     run::run_approved(
         &mut store,
         config,
+        &[],
         timeout,
         args.max,
         &mut |claimed| {

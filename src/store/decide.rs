@@ -1,6 +1,7 @@
 //! Lifecycle changes: operator decisions, runs, sweeps. Every change is a compare-and-set
-//! update with its audit row, in one IMMEDIATE transaction, following the table in
-//! [`crate::lifecycle`].
+//! update with its audit row, in one transaction, following the table in
+//! [`crate::lifecycle`]. A transaction that changes a cluster locks its card row first
+//! (see `lock_card`), so concurrent writers on PostgreSQL queue in one order.
 
 use super::outbox::{advance, set_meta};
 use super::*;
@@ -18,6 +19,38 @@ enum Step {
     Refuse(Option<i64>, Refusal),
 }
 
+/// The state and cluster of a proposal.
+fn proposal_state(c: &mut dyn Conn, id: i64) -> Result<Option<(State, i64)>> {
+    let row = c.query_opt(
+        "SELECT state, cluster_id FROM proposals WHERE id = ?1",
+        &[&id],
+    )?;
+    let Some(r) = row else {
+        return Ok(None);
+    };
+    match State::parse(&r.text(0)?) {
+        Some(state) => Ok(Some((state, r.int(1)?))),
+        None => Ok(None),
+    }
+}
+
+/// The cluster of a proposal, with its card locked; then its state (read under the lock).
+fn lock_proposal(c: &mut dyn Conn, id: i64) -> Result<Option<(State, i64)>> {
+    let Some((_, cluster_id)) = proposal_state(c, id)? else {
+        return Ok(None);
+    };
+    lock_card(c, cluster_id)?;
+    // The cluster may have changed (a fold) while we waited for the lock.
+    match proposal_state(c, id)? {
+        Some((state, now_in)) if now_in == cluster_id => Ok(Some((state, cluster_id))),
+        Some((_, other)) => {
+            lock_card(c, other)?;
+            proposal_state(c, id)
+        }
+        None => Ok(None),
+    }
+}
+
 impl Store {
     /// Records a refused action (unauthorized user, wrong chat, forged data) and advances
     /// the cursor past it, in one transaction.
@@ -29,13 +62,13 @@ impl Store {
         via: &Via,
         now: i64,
     ) -> Result<Decided> {
-        self.decide(via, actor, now, |tx| {
+        self.decide(via, actor, now, |c| {
             // Audit against a row that exists, or against nothing.
             let known = match proposal_id {
-                Some(id) => proposal_state(tx, id)?.map(|_| id),
+                Some(id) => proposal_state(c, id)?.map(|_| id),
                 None => None,
             };
-            Ok(Step::Refuse(known, why))
+            Ok(Step::Refuse(known, why.clone()))
         })
     }
 
@@ -51,11 +84,11 @@ impl Store {
         confirmed_stale: bool,
     ) -> Result<Decided> {
         let rules = self.rules;
-        self.decide(via, actor, now, |tx| {
-            let Some((state, cluster_id)) = proposal_state(tx, proposal_id)? else {
+        self.decide(via, actor, now, |c| {
+            let Some((state, cluster_id)) = lock_proposal(c, proposal_id)? else {
                 return Ok(Step::Refuse(None, Refusal::NoProposal(proposal_id)));
             };
-            let check = check_card(tx, cluster_id, via, Some(proposal_id))?;
+            let check = check_card(c, cluster_id, via, Some(proposal_id))?;
             if let CardCheck::Refused(why) = check {
                 return Ok(Step::Refuse(Some(proposal_id), why));
             }
@@ -75,22 +108,21 @@ impl Store {
                 }
             }
             if let CardCheck::Changed = check {
-                return card_changed(tx, cluster_id, via, Some(proposal_id));
+                return card_changed(c, cluster_id, via, Some(proposal_id));
             }
-            let (first_seen, last_ingest, last_seen, source): (i64, Option<i64>, i64, String) =
-                tx.prepare_cached(
-                    "SELECT first_seen_at, last_ingest_id, last_seen_at, source
-                     FROM proposals WHERE id = ?1",
-                )?
-                .query_row([proposal_id], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-                })?;
+            let row = c.query_one(
+                "SELECT first_seen_at, last_ingest_id, last_seen_at, source
+                 FROM proposals WHERE id = ?1",
+                &[&proposal_id],
+            )?;
+            let (first_seen, last_ingest) = (row.int(0)?, row.opt_int(1)?);
+            let (last_seen, source) = (row.int(2)?, row.text(3)?);
             // Past its ttl a proposal can no longer be approved: it expires now, rather
             // than be approved and then expire silently.
             if lifecycle::expired(first_seen, now, &rules) {
                 let note = lifecycle::expiry_note(&rules);
                 transition(
-                    tx,
+                    c,
                     proposal_id,
                     State::Pending,
                     Verb::Expire,
@@ -98,7 +130,7 @@ impl Store {
                     now,
                     Some(&note),
                 )?;
-                owe_card(tx, cluster_id)?;
+                owe_card(c, cluster_id)?;
                 return Ok(Step::Refuse(
                     Some(proposal_id),
                     Refusal::Expired {
@@ -109,45 +141,47 @@ impl Store {
             }
             if !confirmed_stale {
                 if let Some(last) = last_ingest {
-                    let later = later_ingests(tx, &source, last, rules.stale_after_cycles)?;
+                    let later = later_ingests(c, &source, last, rules.stale_after_cycles)?;
                     if lifecycle::stale(later, &rules) {
                         return Ok(Step::Confirm(proposal_id, last_seen));
                     }
                 }
             }
-            transition(
-                tx,
+            if transition(
+                c,
                 proposal_id,
                 State::Pending,
                 Verb::Approve,
                 actor,
                 now,
                 None,
+            )?
+            .is_none()
+            {
+                return Ok(Step::Refuse(Some(proposal_id), Refusal::CardChanged));
+            }
+            let siblings = c.query(
+                "SELECT id FROM proposals WHERE cluster_id = ?1 AND state = 'pending' AND id <> ?2",
+                &[&cluster_id, &proposal_id],
             )?;
-            let siblings: Vec<i64> = tx
-                .prepare_cached(
-                    "SELECT id FROM proposals WHERE cluster_id = ?1 AND state = 'pending' AND id <> ?2",
-                )?
-                .query_map(params![cluster_id, proposal_id], |r| r.get(0))?
-                .collect::<rusqlite::Result<_>>()?;
             let note = lifecycle::supersede_note(proposal_id);
             let mut superseded = Vec::new();
-            for other in siblings {
-                if transition(
-                    tx,
+            for row in siblings {
+                let other = row.int(0)?;
+                let moved = transition(
+                    c,
                     other,
                     State::Pending,
                     Verb::Supersede,
                     actor,
                     now,
                     Some(&note),
-                )?
-                .is_some()
-                {
+                )?;
+                if moved.is_some() {
                     superseded.push(other);
                 }
             }
-            owe_card(tx, cluster_id)?;
+            owe_card(c, cluster_id)?;
             Ok(Step::Applied(Change::Approved {
                 id: proposal_id,
                 superseded,
@@ -164,17 +198,19 @@ impl Store {
         via: &Via,
         now: i64,
     ) -> Result<Decided> {
-        self.decide(via, actor, now, |tx| {
-            let states: Vec<(i64, String)> = tx
-                .prepare_cached(
-                    "SELECT id, state FROM proposals WHERE cluster_id = ?1 ORDER BY id",
-                )?
-                .query_map([cluster_id], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect::<rusqlite::Result<_>>()?;
+        self.decide(via, actor, now, |c| {
+            lock_card(c, cluster_id)?;
+            let mut states = Vec::new();
+            for r in c.query(
+                "SELECT id, state FROM proposals WHERE cluster_id = ?1 ORDER BY id",
+                &[&cluster_id],
+            )? {
+                states.push((r.int(0)?, r.text(1)?));
+            }
             let Some(&(first, _)) = states.first() else {
                 return Ok(Step::Refuse(None, Refusal::NoCard(cluster_id)));
             };
-            let check = check_card(tx, cluster_id, via, None)?;
+            let check = check_card(c, cluster_id, via, None)?;
             if let CardCheck::Refused(why) = check {
                 return Ok(Step::Refuse(Some(first), why));
             }
@@ -187,7 +223,7 @@ impl Store {
             // From a card, only the variants it shows are rejected, and only while it
             // shows what the operator saw.
             let shown = match check {
-                CardCheck::Changed => return card_changed(tx, cluster_id, via, Some(first)),
+                CardCheck::Changed => return card_changed(c, cluster_id, via, Some(first)),
                 CardCheck::Shown(shown) => Some(shown),
                 _ => None,
             };
@@ -196,16 +232,16 @@ impl Store {
                 .filter(|(id, s)| s == "pending" && shown.as_ref().is_none_or(|v| v.contains(id)))
                 .map(|(id, _)| *id)
                 .collect();
-            if pending.is_empty() {
-                return Ok(Step::Refuse(Some(first), Refusal::NothingPending));
-            }
             let mut rejected = Vec::new();
             for id in pending {
-                if transition(tx, id, State::Pending, Verb::Reject, actor, now, reason)?.is_some() {
+                if transition(c, id, State::Pending, Verb::Reject, actor, now, reason)?.is_some() {
                     rejected.push(id);
                 }
             }
-            owe_card(tx, cluster_id)?;
+            if rejected.is_empty() {
+                return Ok(Step::Refuse(Some(first), Refusal::NothingPending));
+            }
+            owe_card(c, cluster_id)?;
             Ok(Step::Applied(Change::Rejected { ids: rejected }))
         })
     }
@@ -221,21 +257,20 @@ impl Store {
         via: &Via,
         now: i64,
     ) -> Result<Decided> {
-        self.decide(via, actor, now, |tx| {
-            let pending: Option<i64> = tx
-                .query_row(
+        self.decide(via, actor, now, |c| {
+            lock_card(c, cluster_id)?;
+            let first = c
+                .query_one(
                     "SELECT MIN(id) FROM proposals WHERE cluster_id = ?1 AND state = 'pending'",
-                    [cluster_id],
-                    |r| r.get(0),
-                )
-                .optional()?
-                .flatten();
-            let Some(first) = pending else {
+                    &[&cluster_id],
+                )?
+                .opt_int(0)?;
+            let Some(first) = first else {
                 return Ok(Step::Refuse(None, Refusal::NothingPending));
             };
-            match check_card(tx, cluster_id, via, None)? {
+            match check_card(c, cluster_id, via, None)? {
                 CardCheck::Refused(why) => return Ok(Step::Refuse(Some(first), why)),
-                CardCheck::Changed => return card_changed(tx, cluster_id, via, Some(first)),
+                CardCheck::Changed => return card_changed(c, cluster_id, via, Some(first)),
                 _ => {}
             }
             let Some(card) = &via.card else {
@@ -248,7 +283,7 @@ impl Store {
                 prompt: None,
             };
             set_meta(
-                tx,
+                c,
                 &format!("reason:{user_key}"),
                 &serde_json::to_string(&request)?,
             )?;
@@ -259,20 +294,19 @@ impl Store {
     /// Records the prompt message a reason must reply to.
     pub fn note_reason_prompt(&mut self, user_key: &str, prompt: &str) -> Result<()> {
         let key = format!("reason:{user_key}");
-        let tx = self.write("to record a prompt")?;
-        let value: Option<String> = tx
-            .query_row("SELECT value FROM meta WHERE key = ?1", [&key], |r| {
-                r.get(0)
-            })
-            .optional()?;
-        if let Some(mut request) =
-            value.and_then(|v| serde_json::from_str::<ReasonRequest>(&v).ok())
-        {
-            request.prompt = Some(prompt.to_string());
-            set_meta(&tx, &key, &serde_json::to_string(&request)?)?;
-        }
-        tx.commit()?;
-        Ok(())
+        self.transact("to record a prompt", |c| {
+            let value = c
+                .query_opt("SELECT value FROM meta WHERE key = ?1 FOR UPDATE", &[&key])?
+                .map(|r| r.text(0))
+                .transpose()?;
+            if let Some(mut request) =
+                value.and_then(|v| serde_json::from_str::<ReasonRequest>(&v).ok())
+            {
+                request.prompt = Some(prompt.to_string());
+                set_meta(c, &key, &serde_json::to_string(&request)?)?;
+            }
+            Ok(())
+        })
     }
 
     /// The open reason request of `user_key` when `reply_to` answers its prompt; the
@@ -285,26 +319,24 @@ impl Store {
         now: i64,
     ) -> Result<Option<ReasonRequest>> {
         let key = format!("reason:{user_key}");
-        let tx = self.write("to take a reason request")?;
-        let value: Option<String> = tx
-            .query_row("SELECT value FROM meta WHERE key = ?1", [&key], |r| {
-                r.get(0)
+        self.transact("to take a reason request", |c| {
+            let value = c
+                .query_opt("SELECT value FROM meta WHERE key = ?1 FOR UPDATE", &[&key])?
+                .map(|r| r.text(0))
+                .transpose()?;
+            let request = value.and_then(|v| serde_json::from_str::<ReasonRequest>(&v).ok());
+            Ok(match request {
+                Some(r) if r.until < now => {
+                    c.execute("DELETE FROM meta WHERE key = ?1", &[&key])?;
+                    None
+                }
+                Some(r) if r.prompt.is_some() && r.prompt.as_deref() == reply_to => {
+                    c.execute("DELETE FROM meta WHERE key = ?1", &[&key])?;
+                    Some(r)
+                }
+                _ => None,
             })
-            .optional()?;
-        let request = value.and_then(|v| serde_json::from_str::<ReasonRequest>(&v).ok());
-        let taken = match request {
-            Some(r) if r.until < now => {
-                tx.execute("DELETE FROM meta WHERE key = ?1", [&key])?;
-                None
-            }
-            Some(r) if r.prompt.is_some() && r.prompt.as_deref() == reply_to => {
-                tx.execute("DELETE FROM meta WHERE key = ?1", [&key])?;
-                Some(r)
-            }
-            _ => None,
-        };
-        tx.commit()?;
-        Ok(taken)
+        })
     }
 
     /// Rejects one pending proposal.
@@ -351,28 +383,30 @@ impl Store {
         now: i64,
         note: Option<&str>,
     ) -> Result<Decided> {
-        self.decide(via, actor, now, |tx| {
-            let Some((state, cluster_id)) = proposal_state(tx, proposal_id)? else {
+        self.decide(via, actor, now, |c| {
+            let Some((state, cluster_id)) = lock_proposal(c, proposal_id)? else {
                 return Ok(Step::Refuse(None, Refusal::NoProposal(proposal_id)));
             };
-            let check = check_card(tx, cluster_id, via, Some(proposal_id))?;
+            let check = check_card(c, cluster_id, via, Some(proposal_id))?;
             if let CardCheck::Refused(why) = check {
                 return Ok(Step::Refuse(Some(proposal_id), why));
             }
             match lifecycle::next(state, verb) {
                 Next::To(_) if matches!(check, CardCheck::Changed) => {
-                    card_changed(tx, cluster_id, via, Some(proposal_id))
+                    card_changed(c, cluster_id, via, Some(proposal_id))
                 }
                 Next::To(to) => {
-                    transition(tx, proposal_id, state, verb, actor, now, note)?;
+                    if transition(c, proposal_id, state, verb, actor, now, note)?.is_none() {
+                        return Ok(Step::Refuse(Some(proposal_id), Refusal::CardChanged));
+                    }
                     if to == State::Approved {
                         // A retried run starts from a clean slate.
-                        tx.execute(
+                        c.execute(
                             "UPDATE proposals SET runner = NULL, lease_until = NULL WHERE id = ?1",
-                            [proposal_id],
+                            &[&proposal_id],
                         )?;
                     }
-                    owe_card(tx, cluster_id)?;
+                    owe_card(c, cluster_id)?;
                     Ok(Step::Applied(Change::Moved {
                         id: proposal_id,
                         to,
@@ -391,112 +425,109 @@ impl Store {
         })
     }
 
-    /// Claims the oldest approved proposal for `runner` (approved -> executing,
-    /// compare-and-set): two overlapping runs never claim the same proposal.
-    pub fn claim(&mut self, runner: &str, lease_ms: i64, now: i64) -> Result<Option<Claimed>> {
-        let tx = self.write("to claim an approved proposal")?;
-        let candidate: Option<(Claimed, i64)> = tx
-            .prepare_cached(
-                "SELECT id, command, cmd_hash, cluster_id FROM proposals WHERE state = 'approved'
-                 ORDER BY decided_at, id LIMIT 1",
-            )?
-            .query_row([], |r| {
-                Ok((
-                    Claimed {
-                        id: r.get(0)?,
-                        command: r.get(1)?,
-                        cmd_hash: r.get(2)?,
-                    },
-                    r.get(3)?,
-                ))
-            })
-            .optional()?;
-        let Some((claimed, cluster_id)) = candidate else {
-            return Ok(None);
-        };
-        let actor = Actor::system(format!("runner:{runner}"), "runner");
-        if transition(
-            &tx,
-            claimed.id,
-            State::Approved,
-            Verb::Claim,
-            &actor,
-            now,
-            None,
-        )?
-        .is_none()
-        {
-            return Ok(None);
+    /// Claims the oldest approved proposal of `sources` (all when empty) for `runner`
+    /// (approved -> executing, compare-and-set): two overlapping runs never claim the same
+    /// proposal. On PostgreSQL a row another runner is claiming is skipped, not waited for.
+    pub fn claim(
+        &mut self,
+        runner: &str,
+        sources: &[String],
+        lease_ms: i64,
+        now: i64,
+    ) -> Result<Option<Claimed>> {
+        let mut sql = String::from(
+            "SELECT id, command, cmd_hash, cluster_id FROM proposals WHERE state = 'approved'",
+        );
+        if !sources.is_empty() {
+            let marks: Vec<String> = (0..sources.len()).map(|n| format!("?{}", n + 1)).collect();
+            sql.push_str(&format!(" AND source IN ({})", marks.join(", ")));
         }
-        tx.prepare_cached(
-            "UPDATE proposals SET runner = ?2, lease_until = ?3, started_at = ?4,
-                    exit_code = NULL, duration_ms = NULL, stdout_tail = NULL, stderr_tail = NULL
-             WHERE id = ?1",
-        )?
-        .execute(params![
-            claimed.id,
-            runner,
-            now.saturating_add(lease_ms),
-            now
-        ])?;
-        owe_card(&tx, cluster_id)?;
-        tx.commit().context("committing a claim")?;
-        Ok(Some(claimed))
+        sql.push_str(" ORDER BY decided_at, id LIMIT 1 FOR UPDATE SKIP LOCKED");
+        let params: Vec<&dyn db::ToParam> = sources.iter().map(|s| s as &dyn db::ToParam).collect();
+        self.transact("to claim an approved proposal", |c| {
+            let Some(row) = c.query_opt(&sql, &params)? else {
+                return Ok(None);
+            };
+            let claimed = Claimed {
+                id: row.int(0)?,
+                command: row.text(1)?,
+                cmd_hash: row.text(2)?,
+            };
+            let cluster_id = row.int(3)?;
+            let actor = Actor::system(format!("runner:{runner}"), "runner");
+            if transition(
+                c,
+                claimed.id,
+                State::Approved,
+                Verb::Claim,
+                &actor,
+                now,
+                None,
+            )?
+            .is_none()
+            {
+                return Ok(None);
+            }
+            c.execute(
+                "UPDATE proposals SET runner = ?2, lease_until = ?3, started_at = ?4,
+                        exit_code = NULL, duration_ms = NULL, stdout_tail = NULL, stderr_tail = NULL
+                 WHERE id = ?1",
+                &[&claimed.id, &runner, &now.saturating_add(lease_ms), &now],
+            )?;
+            owe_card(c, cluster_id)?;
+            Ok(Some(claimed))
+        })
     }
 
     /// Renews a claim right before and while its command runs: true when the proposal
     /// is still executing under `runner` (its lease now ends `lease_ms` from now), false
     /// when the claim is gone (interrupted by a sweep, finished or cancelled).
     pub fn renew_claim(&mut self, id: i64, runner: &str, lease_ms: i64, now: i64) -> Result<bool> {
-        let changed = self
-            .conn
-            .prepare_cached(
-                "UPDATE proposals SET lease_until = ?3
-                 WHERE id = ?1 AND state = 'executing' AND runner = ?2",
-            )?
-            .execute(params![id, runner, now.saturating_add(lease_ms)])?;
+        let changed = self.conn().execute(
+            "UPDATE proposals SET lease_until = ?3
+             WHERE id = ?1 AND state = 'executing' AND runner = ?2",
+            &[&id, &runner, &now.saturating_add(lease_ms)],
+        )?;
         Ok(changed == 1)
     }
 
     /// Whether `runner` still holds the claim on `id` (a read; no write).
-    pub fn holds_claim(&self, id: i64, runner: &str) -> Result<bool> {
+    pub fn holds_claim(&mut self, id: i64, runner: &str) -> Result<bool> {
         Ok(self
-            .conn
-            .prepare_cached(
+            .conn()
+            .query_opt(
                 "SELECT 1 FROM proposals WHERE id = ?1 AND state = 'executing' AND runner = ?2",
+                &[&id, &runner],
             )?
-            .query_row(params![id, runner], |_| Ok(()))
-            .optional()?
             .is_some())
     }
 
     /// Gives back a claimed proposal without running it (executing -> cancelled), with
     /// the reason: a policy that denies it now.
     pub fn abandon(&mut self, id: i64, runner: &str, why: &str, now: i64) -> Result<bool> {
-        let tx = self.write("to abandon a claim")?;
-        let cluster: Option<i64> = tx
-            .query_row(
-                "SELECT cluster_id FROM proposals WHERE id = ?1 AND state = 'executing' AND runner = ?2",
-                params![id, runner],
-                |r| r.get(0),
-            )
-            .optional()?;
-        let Some(cluster_id) = cluster else {
-            return Ok(false);
-        };
-        let policy = Actor::system("policy", "policy");
-        transition(
-            &tx,
-            id,
-            State::Executing,
-            Verb::Abandon,
-            &policy,
-            now,
-            Some(why),
-        )?;
-        owe_card(&tx, cluster_id)?;
-        tx.commit().context("abandoning a claim")?;
-        Ok(true)
+        self.transact("to abandon a claim", |c| {
+            let Some((State::Executing, cluster_id)) = lock_proposal(c, id)? else {
+                return Ok(false);
+            };
+            let owner = c
+                .query_one("SELECT runner FROM proposals WHERE id = ?1", &[&id])?
+                .opt_text(0)?;
+            if owner.as_deref() != Some(runner) {
+                return Ok(false);
+            }
+            let policy = Actor::system("policy", "policy");
+            let moved = transition(
+                c,
+                id,
+                State::Executing,
+                Verb::Abandon,
+                &policy,
+                now,
+                Some(why),
+            )?;
+            owe_card(c, cluster_id)?;
+            Ok(moved.is_some())
+        })
     }
 
     /// Records a run's outcome: executing (or interrupted by a sweep meanwhile) ->
@@ -508,44 +539,37 @@ impl Store {
         outcome: &Outcome,
         now: i64,
     ) -> Result<Option<State>> {
-        let tx = self.write("to record a run")?;
-        let row: Option<(String, Option<String>, i64)> = tx
-            .query_row(
-                "SELECT state, runner, cluster_id FROM proposals WHERE id = ?1",
-                [id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
-            .optional()?;
-        let Some((state, owner, cluster_id)) = row else {
-            return Ok(None);
-        };
-        let Some(from) = State::parse(&state) else {
-            return Ok(None);
-        };
-        if owner.as_deref() != Some(runner) {
-            return Ok(None);
-        }
-        let actor = Actor::system(format!("runner:{runner}"), "runner");
-        let note = lifecycle::finish_note(outcome);
-        let verb = lifecycle::finish_verb(outcome);
-        let Some(to) = transition(&tx, id, from, verb, &actor, now, Some(&note))? else {
-            return Ok(None);
-        };
-        tx.execute(
-            "UPDATE proposals SET exit_code = ?2, duration_ms = ?3, stdout_tail = ?4,
-                    stderr_tail = ?5, lease_until = NULL
-             WHERE id = ?1",
-            params![
-                id,
-                outcome.exit_code,
-                outcome.duration_ms,
-                outcome.stdout_tail,
-                outcome.stderr_tail
-            ],
-        )?;
-        owe_card(&tx, cluster_id)?;
-        tx.commit().context("recording a run")?;
-        Ok(Some(to))
+        self.transact("to record a run", |c| {
+            let Some((from, cluster_id)) = lock_proposal(c, id)? else {
+                return Ok(None);
+            };
+            let owner = c
+                .query_one("SELECT runner FROM proposals WHERE id = ?1", &[&id])?
+                .opt_text(0)?;
+            if owner.as_deref() != Some(runner) {
+                return Ok(None);
+            }
+            let actor = Actor::system(format!("runner:{runner}"), "runner");
+            let note = lifecycle::finish_note(outcome);
+            let verb = lifecycle::finish_verb(outcome);
+            let Some(to) = transition(c, id, from, verb, &actor, now, Some(&note))? else {
+                return Ok(None);
+            };
+            c.execute(
+                "UPDATE proposals SET exit_code = ?2, duration_ms = ?3, stdout_tail = ?4,
+                        stderr_tail = ?5, lease_until = NULL
+                 WHERE id = ?1",
+                &[
+                    &id,
+                    &outcome.exit_code,
+                    &outcome.duration_ms,
+                    &outcome.stdout_tail,
+                    &outcome.stderr_tail,
+                ],
+            )?;
+            owe_card(c, cluster_id)?;
+            Ok(Some(to))
+        })
     }
 
     /// Time-based rules, one bounded batch each: executing proposals whose runner is gone
@@ -553,136 +577,128 @@ impl Store {
     /// (from first sighting) -> expired; terminal proposals past retention -> deleted
     /// (the audit trail stays).
     pub fn sweep(&mut self, now: i64, alive: &dyn Fn(&str) -> bool) -> Result<Swept> {
-        let mut swept = Swept::default();
         let sweeper = sweeper();
         let rules = self.rules;
-        let tx = self.write("to sweep")?;
-        let executing: Vec<(i64, Option<String>, Option<i64>, i64)> = tx
-            .prepare_cached("SELECT id, runner, lease_until, cluster_id FROM proposals WHERE state = 'executing' LIMIT ?1")?
-            .query_map([SWEEP_BATCH], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
-            .collect::<rusqlite::Result<_>>()?;
-        for (id, runner, lease, cluster_id) in executing {
-            let why = match (&runner, lease) {
-                (Some(r), _) if !alive(r) => format!("runner {r} is gone"),
-                (_, Some(until)) if until < now => "the runner's lease expired".to_string(),
-                (None, _) => "no runner recorded".to_string(),
-                _ => continue,
-            };
-            let moved = transition(
-                &tx,
-                id,
-                State::Executing,
-                Verb::Interrupt,
-                &sweeper,
-                now,
-                Some(&why),
+        let (interrupted, expired) = self.transact("to sweep", |c| {
+            let (mut interrupted, mut expired) = (0, 0);
+            let executing = c.query(
+                "SELECT id, runner, lease_until, cluster_id FROM proposals
+                 WHERE state = 'executing' LIMIT ?1",
+                &[&SWEEP_BATCH],
             )?;
-            if moved.is_some() {
-                owe_card(&tx, cluster_id)?;
-                swept.interrupted += 1;
+            for row in executing {
+                let (id, runner) = (row.int(0)?, row.opt_text(1)?);
+                let (lease, cluster_id) = (row.opt_int(2)?, row.int(3)?);
+                let why = match (&runner, lease) {
+                    (Some(r), _) if !alive(r) => format!("runner {r} is gone"),
+                    (_, Some(until)) if until < now => "the runner's lease expired".to_string(),
+                    (None, _) => "no runner recorded".to_string(),
+                    _ => continue,
+                };
+                lock_card(c, cluster_id)?;
+                let moved = transition(
+                    c,
+                    id,
+                    State::Executing,
+                    Verb::Interrupt,
+                    &sweeper,
+                    now,
+                    Some(&why),
+                )?;
+                if moved.is_some() {
+                    owe_card(c, cluster_id)?;
+                    interrupted += 1;
+                }
             }
-        }
-        let expiring: Vec<(i64, String, i64)> = tx
-            .prepare_cached(
+            let expiring = c.query(
                 "SELECT id, state, cluster_id FROM proposals
                  WHERE state IN ('pending','approved') AND first_seen_at < ?1
                  ORDER BY first_seen_at LIMIT ?2",
-            )?
-            .query_map(
-                params![lifecycle::expiry_cutoff(now, &rules), SWEEP_BATCH],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )?
-            .collect::<rusqlite::Result<_>>()?;
-        let note = lifecycle::expiry_note(&rules);
-        for (id, state, cluster_id) in expiring {
-            let Some(from) = State::parse(&state) else {
-                continue;
-            };
-            if transition(&tx, id, from, Verb::Expire, &sweeper, now, Some(&note))?.is_some() {
-                owe_card(&tx, cluster_id)?;
-                swept.expired += 1;
+                &[&lifecycle::expiry_cutoff(now, &rules), &SWEEP_BATCH],
+            )?;
+            let note = lifecycle::expiry_note(&rules);
+            for row in expiring {
+                let (id, cluster_id) = (row.int(0)?, row.int(2)?);
+                let Some(from) = State::parse(&row.text(1)?) else {
+                    continue;
+                };
+                lock_card(c, cluster_id)?;
+                if transition(c, id, from, Verb::Expire, &sweeper, now, Some(&note))?.is_some() {
+                    owe_card(c, cluster_id)?;
+                    expired += 1;
+                }
             }
-        }
-        tx.commit().context("committing a sweep")?;
-
-        let tx = self.write("to prune")?;
+            Ok((interrupted, expired))
+        })?;
         // A pruned proposal takes its sightings and subjects with it (ON DELETE CASCADE)
         // and its cluster's card once no proposal of the cluster is left; the audit
         // trail stays, and ids are never reused (a sequence), so no later proposal
         // inherits it.
-        let doomed: Vec<(i64, i64)> = tx
-            .prepare_cached(
+        let pruned = self.transact("to prune", |c| {
+            let doomed = c.query(
                 "SELECT id, cluster_id FROM proposals WHERE ended_at IS NOT NULL AND ended_at < ?1
                  ORDER BY ended_at LIMIT ?2",
-            )?
-            .query_map(
-                params![lifecycle::retention_cutoff(now, &rules), SWEEP_BATCH],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )?
-            .collect::<rusqlite::Result<_>>()?;
-        {
-            let mut delete = tx.prepare_cached("DELETE FROM proposals WHERE id = ?1")?;
-            for (id, _) in &doomed {
-                swept.pruned += delete.execute([id])?;
-            }
-            let mut orphan_card = tx.prepare_cached(
-                "DELETE FROM cards WHERE cluster_id = ?1
-                 AND NOT EXISTS (SELECT 1 FROM proposals WHERE cluster_id = ?1)",
+                &[&lifecycle::retention_cutoff(now, &rules), &SWEEP_BATCH],
             )?;
-            let clusters: BTreeSet<i64> = doomed.iter().map(|(_, c)| *c).collect();
-            for cluster in clusters {
-                orphan_card.execute([cluster])?;
+            let mut pruned = 0;
+            let mut clusters = BTreeSet::new();
+            for row in &doomed {
+                pruned += c.execute("DELETE FROM proposals WHERE id = ?1", &[&row.int(0)?])?;
+                clusters.insert(row.int(1)?);
             }
-        }
-        tx.commit().context("committing retention")?;
-        Ok(swept)
+            for cluster in clusters {
+                c.execute(
+                    "DELETE FROM cards WHERE cluster_id = ?1
+                     AND NOT EXISTS (SELECT 1 FROM proposals WHERE cluster_id = ?1)",
+                    &[&cluster],
+                )?;
+            }
+            Ok(pruned as usize)
+        })?;
+        Ok(Swept {
+            interrupted,
+            expired,
+            pruned,
+        })
     }
 
-    /// Runs one decision in an IMMEDIATE transaction: the check, the change, its audit
-    /// rows and the cursor commit together or not at all.
+    /// Runs one decision in a transaction: the check, the change, its audit rows and the
+    /// cursor commit together or not at all.
     fn decide(
         &mut self,
         via: &Via,
         actor: &Actor,
         now: i64,
-        body: impl FnOnce(&Connection) -> Result<Step>,
+        mut body: impl FnMut(&mut dyn Conn) -> Result<Step>,
     ) -> Result<Decided> {
-        let tx = self.write("for a decision")?;
-        let outcome = match body(&tx)? {
-            Step::Applied(change) => Decided::Applied(change),
-            Step::Already(id, state) => Decided::Already { id, state },
-            Step::Confirm(id, since) => Decided::Confirm { id, since },
-            Step::AskReason(cluster_id) => Decided::AskReason { cluster_id },
-            Step::Refuse(proposal_id, why) => {
-                let state = match proposal_id {
-                    Some(id) => proposal_state(&tx, id)?.map(|s| s.0),
-                    None => None,
-                };
-                record(
-                    &tx,
-                    proposal_id,
-                    state,
-                    state,
-                    "refused",
-                    &actor.id,
-                    now,
-                    Some(&why.to_string()),
-                )?;
-                Decided::Refused(why)
-            }
-        };
-        advance(&tx, via.cursor.as_ref())?;
-        tx.commit().context("committing a decision")?;
-        Ok(outcome)
+        self.transact("for a decision", |c| {
+            let outcome = match body(c)? {
+                Step::Applied(change) => Decided::Applied(change),
+                Step::Already(id, state) => Decided::Already { id, state },
+                Step::Confirm(id, since) => Decided::Confirm { id, since },
+                Step::AskReason(cluster_id) => Decided::AskReason { cluster_id },
+                Step::Refuse(proposal_id, why) => {
+                    let state = match proposal_id {
+                        Some(id) => proposal_state(c, id)?.map(|s| s.0),
+                        None => None,
+                    };
+                    record(
+                        c,
+                        proposal_id,
+                        state,
+                        state,
+                        "refused",
+                        &actor.id,
+                        now,
+                        Some(&why.to_string()),
+                    )?;
+                    Decided::Refused(why)
+                }
+            };
+            advance(c, via.cursor.as_ref())?;
+            Ok(outcome)
+        })
     }
-}
-
-fn proposal_state(conn: &Connection, id: i64) -> Result<Option<(State, i64)>> {
-    let row: Option<(String, i64)> = conn
-        .prepare_cached("SELECT state, cluster_id FROM proposals WHERE id = ?1")?
-        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?;
-    Ok(row.and_then(|(s, c)| State::parse(&s).map(|s| (s, c))))
 }
 
 /// What checking a press against its card found.
@@ -703,17 +719,17 @@ enum CardCheck {
 /// channel (and re-sent even if its text is the same), so the operator sees what a
 /// decision would now apply to.
 fn card_changed(
-    tx: &Connection,
+    c: &mut dyn Conn,
     cluster_id: i64,
     via: &Via,
     proposal: Option<i64>,
 ) -> Result<Step> {
     if let Some(card) = &via.card {
-        tx.prepare_cached(
+        c.execute(
             "UPDATE deliveries SET rev = rev + 1, content_hash = NULL
              WHERE cluster_id = ?1 AND channel = ?2",
-        )?
-        .execute(params![cluster_id, card.channel])?;
+            &[&cluster_id, &card.channel],
+        )?;
     }
     Ok(Step::Refuse(proposal, Refusal::CardChanged))
 }
@@ -723,7 +739,7 @@ fn card_changed(
 /// describe the card (no variant joined, left or changed state since). A per-proposal
 /// action must name a proposal the card shows.
 fn check_card(
-    conn: &Connection,
+    c: &mut dyn Conn,
     cluster_id: i64,
     via: &Via,
     target: Option<i64>,
@@ -737,54 +753,44 @@ fn check_card(
     else {
         return Ok(CardCheck::NotFromCard);
     };
-    let merged_into: Option<Option<i64>> = conn
-        .prepare_cached("SELECT merged_into FROM cards WHERE cluster_id = ?1")?
-        .query_row([cluster_id], |r| r.get(0))
-        .optional()?;
-    match merged_into {
+    let card = c.query_opt(
+        "SELECT merged_into FROM cards WHERE cluster_id = ?1",
+        &[&cluster_id],
+    )?;
+    match card.map(|r| r.opt_int(0)).transpose()? {
         None => return Ok(CardCheck::Refused(Refusal::NotThisCard)),
         Some(Some(into)) => return Ok(CardCheck::Refused(Refusal::MergedInto(into))),
         Some(None) => {}
     }
-    type Sent = (
-        Option<String>,
-        Option<String>,
-        Option<String>,
-        Option<String>,
-    );
-    let sent: Option<Sent> = conn
-        .prepare_cached(
-            "SELECT chat, message, stamp, shown FROM deliveries
-             WHERE cluster_id = ?1 AND channel = ?2",
-        )?
-        .query_row(params![cluster_id, channel], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-        })
-        .optional()?;
-    let Some((sent_chat, sent_message, sent_stamp, shown)) = sent else {
+    let Some(sent) = c.query_opt(
+        "SELECT chat, message, stamp, shown FROM deliveries
+         WHERE cluster_id = ?1 AND channel = ?2",
+        &[&cluster_id, &channel],
+    )?
+    else {
         return Ok(CardCheck::Refused(Refusal::NotThisCard));
     };
-    if sent_chat.as_ref() != Some(chat) || sent_message.as_ref() != Some(message) {
+    if sent.opt_text(0)?.as_ref() != Some(chat) || sent.opt_text(1)?.as_ref() != Some(message) {
         return Ok(CardCheck::Refused(Refusal::NotThisCard));
     }
-    if sent_stamp.as_ref() != Some(stamp) {
+    if sent.opt_text(2)?.as_ref() != Some(stamp) {
         return Ok(CardCheck::Changed);
     }
-    let shown: Vec<i64> = shown
+    let shown: Vec<i64> = sent
+        .opt_text(3)?
         .and_then(|s| serde_json::from_str(&s).ok())
         .unwrap_or_default();
-    let in_flight: Vec<(i64, State)> = conn
-        .prepare_cached(&format!(
+    let mut in_flight = Vec::new();
+    for r in c.query(
+        &format!(
             "SELECT id, state FROM proposals WHERE cluster_id = ?1 AND state IN {IN_FLIGHT_SQL}"
-        ))?
-        .query_map([cluster_id], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
-        })?
-        .filter_map(|row| match row {
-            Ok((id, s)) => State::parse(&s).map(|s| Ok((id, s))),
-            Err(e) => Some(Err(e)),
-        })
-        .collect::<rusqlite::Result<_>>()?;
+        ),
+        &[&cluster_id],
+    )? {
+        if let Some(state) = State::parse(&r.text(1)?) {
+            in_flight.push((r.int(0)?, state));
+        }
+    }
     if card_stamp(&in_flight, &shown, None) != *stamp {
         return Ok(CardCheck::Changed);
     }

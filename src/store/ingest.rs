@@ -1,9 +1,18 @@
 //! Ingest: one transaction per input, proposals added one by one (so a bulk load
 //! streams), dedup by (source, cmd_hash) over every in-flight state, clusters by subject.
+//! On PostgreSQL the ingests of one source queue on an advisory lock, and an ingest that
+//! loses a deadlock is replayed from the items it has seen.
 
 use super::*;
 use crate::model::{IngestReport, Proposed};
 use std::collections::BTreeSet;
+
+/// Derives a command's logical keys and subjects.
+pub type Rekey<'a> = dyn Fn(&str) -> (Vec<String>, Vec<String>) + 'a;
+
+/// Items kept for a replay (PostgreSQL) up to this many; a longer bulk load that loses a
+/// deadlock fails as temporary instead.
+const REPLAY_ITEMS: usize = 100_000;
 
 impl Store {
     /// Records one ingest cycle: all of it or none of it.
@@ -15,119 +24,100 @@ impl Store {
         ingest.commit()
     }
 
-    /// Starts an ingest: one IMMEDIATE transaction that items are added to one by one, so
-    /// a bulk load streams instead of holding every item in memory. Dropping it without
+    /// Starts an ingest: one transaction that items are added to one by one, so a bulk
+    /// load streams instead of holding every item in memory. Dropping it without
     /// [`Ingest::commit`] rolls everything back.
     pub fn begin_ingest(&mut self, source: &str, now: i64) -> Result<Ingest<'_>> {
         let rules = self.rules;
-        let tx = self.write("for ingest")?;
-        tx.execute(
-            "INSERT INTO ingests (source, at, items) VALUES (?1, ?2, 0)",
-            params![source, now],
-        )?;
-        let ingest_id = tx.last_insert_rowid();
-        // Ids come from a sequence (never MAX(id) + 1: a pruned id must not come back
-        // with another proposal's history); they are assigned here so that a new cluster
-        // is named by its founding proposal's id in the same INSERT. The write lock makes
-        // this safe; `commit` stores the next value.
-        let next_id: i64 = tx.query_row(
-            "SELECT next FROM sequences WHERE name = 'proposals'",
-            [],
-            |r| r.get(0),
-        )?;
-        Ok(Ingest {
-            tx,
+        let mut ingest = Ingest {
+            store: self,
+            open: false,
             source: source.to_string(),
             actor: Actor::system(format!("ingest:{source}"), "ingest"),
             now,
-            ingest_id,
-            next_id,
+            ingest_id: 0,
+            next_id: 0,
             rules,
             report: IngestReport::default(),
-        })
+            replay: Some(Vec::new()),
+        };
+        ingest.start()?;
+        Ok(ingest)
     }
-}
 
-/// Derives a command's logical keys and subjects.
-pub type Rekey<'a> = dyn Fn(&str) -> (Vec<String>, Vec<String>) + 'a;
-
-impl Store {
     /// The version of the identity grammar the stored keys were derived with (1 before
     /// it was recorded: docker only).
-    pub fn grammar_version(&self) -> Result<i64> {
-        let v: Option<String> = self
-            .conn
-            .prepare_cached("SELECT value FROM meta WHERE key = 'grammar_version'")?
-            .query_row([], |r| r.get(0))
-            .optional()?;
-        Ok(v.and_then(|v| v.parse().ok()).unwrap_or(1))
+    pub fn grammar_version(&mut self) -> Result<i64> {
+        let v = self
+            .conn()
+            .query_opt("SELECT value FROM meta WHERE key = 'grammar_version'", &[])?;
+        Ok(match v {
+            Some(row) => row.text(0)?.parse().unwrap_or(1),
+            None => 1,
+        })
     }
 
     /// Recomputes the logical keys and subjects of every in-flight proposal with
     /// `derive` (command -> keys, subjects), once per grammar `version`, in one
     /// transaction; the cards of changed proposals are owed again. Clusters stay as they
     /// are: later proposals cluster by the new subjects. Returns how many changed.
-    pub fn rekey_in_flight(
-        &mut self,
-        version: i64,
-        derive: &Rekey<'_>,
-    ) -> Result<usize> {
-        let source_version = self.grammar_version()?;
-        let tx = self.write("to recompute logical keys")?;
-        // Another process may have done it while we waited for the lock.
-        let current: Option<String> = tx
-            .query_row(
-                "SELECT value FROM meta WHERE key = 'grammar_version'",
-                [],
-                |r| r.get(0),
-            )
-            .optional()?;
-        if current
-            .and_then(|v| v.parse::<i64>().ok())
-            .unwrap_or(source_version)
-            >= version
-        {
-            return Ok(0);
-        }
-        let rows: Vec<(i64, String, String, i64, String)> = tx
-            .prepare(&format!(
-                "SELECT id, command, logical_keys, cluster_id, source FROM proposals
-                 WHERE state IN {IN_FLIGHT_SQL}"
-            ))?
-            .query_map([], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-            })?
-            .collect::<rusqlite::Result<_>>()?;
-        let mut changed = 0;
-        for (id, command, old_keys, cluster_id, source) in rows {
-            let (keys, subjects) = derive(&command);
-            let keys = serde_json::to_string(&keys)?;
-            if keys == old_keys {
-                continue;
-            }
-            tx.execute(
-                "UPDATE proposals SET logical_keys = ?2 WHERE id = ?1",
-                params![id, keys],
+    pub fn rekey_in_flight(&mut self, version: i64, derive: &Rekey<'_>) -> Result<usize> {
+        self.transact("to recompute logical keys", |c| {
+            // Another process may have done it while we waited.
+            c.lock(
+                "SELECT key FROM meta WHERE key = 'grammar_version' FOR UPDATE",
+                &[],
             )?;
-            tx.execute("DELETE FROM subjects WHERE proposal_id = ?1", [id])?;
-            for subject in subjects {
-                tx.execute(
-                    "INSERT INTO subjects (proposal_id, source, subject) VALUES (?1, ?2, ?3)",
-                    params![id, source, subject],
-                )?;
+            let current = c
+                .query_opt("SELECT value FROM meta WHERE key = 'grammar_version'", &[])?
+                .map(|r| r.text(0))
+                .transpose()?
+                .and_then(|v| v.parse::<i64>().ok())
+                .unwrap_or(1);
+            if current >= version {
+                return Ok(0);
             }
-            owe_card(&tx, cluster_id)?;
-            changed += 1;
-        }
-        outbox::set_meta(&tx, "grammar_version", &version.to_string())?;
-        tx.commit().context("committing recomputed keys")?;
-        Ok(changed)
+            let rows = c.query(
+                &format!(
+                    "SELECT id, command, logical_keys, cluster_id, source FROM proposals
+                     WHERE state IN {IN_FLIGHT_SQL}"
+                ),
+                &[],
+            )?;
+            let mut changed = 0;
+            for row in rows {
+                let (id, command, old_keys) = (row.int(0)?, row.text(1)?, row.text(2)?);
+                let (cluster_id, source) = (row.int(3)?, row.text(4)?);
+                let (keys, subjects) = derive(&command);
+                let keys = serde_json::to_string(&keys)?;
+                if keys == old_keys {
+                    continue;
+                }
+                c.execute(
+                    "UPDATE proposals SET logical_keys = ?2 WHERE id = ?1",
+                    &[&id, &keys],
+                )?;
+                c.execute("DELETE FROM subjects WHERE proposal_id = ?1", &[&id])?;
+                for subject in subjects {
+                    c.execute(
+                        "INSERT INTO subjects (proposal_id, source, subject) VALUES (?1, ?2, ?3)",
+                        &[&id, &source, &subject],
+                    )?;
+                }
+                owe_card(c, cluster_id)?;
+                changed += 1;
+            }
+            outbox::set_meta(c, "grammar_version", &version.to_string())?;
+            Ok(changed)
+        })
     }
 }
 
 /// One ingest in progress (see [`Store::begin_ingest`]).
 pub struct Ingest<'a> {
-    tx: rusqlite::Transaction<'a>,
+    store: &'a mut Store,
+    /// A transaction is open (rolled back on drop unless committed).
+    open: bool,
     source: String,
     actor: Actor,
     now: i64,
@@ -135,220 +125,346 @@ pub struct Ingest<'a> {
     next_id: i64,
     rules: Rules,
     report: IngestReport,
+    /// What was added, to run again after a deadlock (PostgreSQL); `None` past
+    /// [`REPLAY_ITEMS`].
+    replay: Option<Vec<Proposed>>,
+}
+
+impl Drop for Ingest<'_> {
+    fn drop(&mut self) {
+        if self.open {
+            self.store.db.rollback();
+        }
+    }
 }
 
 impl Ingest<'_> {
+    fn tx(&mut self) -> &mut dyn Conn {
+        self.store.db.conn()
+    }
+
+    /// Opens the transaction: the ingest row, the id sequence, the source's lock.
+    fn start(&mut self) -> Result<()> {
+        self.store.db.begin("for ingest")?;
+        self.open = true;
+        let source = self.source.clone();
+        let now = self.now;
+        let c = self.tx();
+        // One ingest of a source at a time (PostgreSQL): dedup and seen counts stay exact.
+        if c.backend() == Backend::Postgres {
+            c.query(
+                "SELECT pg_advisory_xact_lock(hashtext(?1))",
+                &[&format!("opsgate ingest {source}")],
+            )?;
+        }
+        let ingest_id = c
+            .query_one(
+                "INSERT INTO ingests (source, at, items) VALUES (?1, ?2, 0) RETURNING id",
+                &[&source, &now],
+            )?
+            .int(0)?;
+        // Ids come from a sequence (never MAX(id) + 1: a pruned id must not come back
+        // with another proposal's history); a new cluster is named by its founding
+        // proposal's id in the same INSERT.
+        let next_id = if c.backend() == Backend::Sqlite {
+            c.query_one("SELECT next FROM sequences WHERE name = 'proposals'", &[])?
+                .int(0)?
+        } else {
+            0
+        };
+        self.ingest_id = ingest_id;
+        self.next_id = next_id;
+        Ok(())
+    }
+
+    fn allocate_id(&mut self) -> Result<i64> {
+        let c = self.tx();
+        if c.backend() == Backend::Postgres {
+            return c.query_one("SELECT nextval('proposal_ids')", &[])?.int(0);
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        Ok(id)
+    }
+
     /// Records one proposal: a sighting of the in-flight proposal with the same
     /// `cmd_hash`, a sighting of a rejection still in its cooldown, or a new proposal
     /// (rejected at once when a policy pattern denies it, else joined to its cluster).
     pub fn add(&mut self, item: &Proposed) -> Result<()> {
+        match self.add_once(item) {
+            Ok(()) => {
+                if let Some(replay) = &mut self.replay {
+                    if replay.len() < REPLAY_ITEMS {
+                        replay.push(item.clone());
+                    } else {
+                        self.replay = None;
+                    }
+                }
+                Ok(())
+            }
+            Err(e) if self.retryable(&e) => {
+                self.restart()?;
+                self.add(item)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn retryable(&self, e: &anyhow::Error) -> bool {
+        self.replay.is_some() && self.store.db.retryable(e)
+    }
+
+    /// Rolls back and runs every item seen so far again (after a deadlock).
+    fn restart(&mut self) -> Result<()> {
+        self.store.db.rollback();
+        self.open = false;
+        let items = self.replay.take().unwrap_or_default();
+        self.report = IngestReport::default();
+        self.replay = Some(Vec::new());
+        std::thread::sleep(backoff(1));
+        self.start()?;
+        for item in &items {
+            self.add(item)?;
+        }
+        Ok(())
+    }
+
+    fn add_once(&mut self, item: &Proposed) -> Result<()> {
         self.report.proposals += 1;
+        let (source, now, ingest_id) = (self.source.clone(), self.now, self.ingest_id);
         let proposal_id = if let Some((id, old_risk, cluster_id)) =
             self.in_flight(&item.cmd_hash)?
         {
+            let c = self.tx();
+            lock_card(c, cluster_id)?;
             // Keep the highest risk any cycle gave it. Once decided, what the operator
             // approved stays as they saw it: later sightings only count.
             let risk = Risk::from_str_opt(&old_risk).map_or(item.risk, |old| old.max(item.risk));
-            self.tx
-                .prepare_cached(
-                    "UPDATE proposals SET seen_count = seen_count + 1, last_seen_at = ?2,
-                            last_ingest_id = ?3,
-                            reason = CASE WHEN state = 'pending' THEN COALESCE(?4, reason)
-                                     ELSE reason END,
-                            risk = CASE WHEN state = 'pending' THEN ?5 ELSE risk END
-                     WHERE id = ?1",
-                )?
-                .execute(params![
-                    id,
-                    self.now,
-                    self.ingest_id,
-                    item.reason,
-                    risk.as_str()
-                ])?;
-            owe_card(&self.tx, cluster_id)?;
+            c.execute(
+                "UPDATE proposals SET seen_count = seen_count + 1, last_seen_at = ?2,
+                        last_ingest_id = ?3,
+                        reason = CASE WHEN state = 'pending' THEN COALESCE(?4, reason)
+                                 ELSE reason END,
+                        risk = CASE WHEN state = 'pending' THEN ?5 ELSE risk END
+                 WHERE id = ?1",
+                &[&id, &now, &ingest_id, &item.reason, &risk.as_str()],
+            )?;
+            owe_card(c, cluster_id)?;
             self.report.merged += 1;
             id
         } else if let Some(rejected) = self.rejected_in_cooldown(&item.cmd_hash)? {
             // Rejection memory: a sighting of that rejection, no new card.
-            self.tx
-                .prepare_cached(
-                    "UPDATE proposals SET seen_count = seen_count + 1, last_seen_at = ?2,
-                            last_ingest_id = ?3
-                     WHERE id = ?1",
-                )?
-                .execute(params![rejected, self.now, self.ingest_id])?;
+            self.tx().execute(
+                "UPDATE proposals SET seen_count = seen_count + 1, last_seen_at = ?2,
+                        last_ingest_id = ?3
+                 WHERE id = ?1",
+                &[&rejected, &now, &ingest_id],
+            )?;
             self.report.suppressed += 1;
             rejected
         } else if let Some(pattern) = &item.denied_by {
             // Recorded as history, never clustered, no card.
             let id = self.insert_proposal(item, None)?;
             transition(
-                &self.tx,
+                self.tx(),
                 id,
                 State::Pending,
                 Verb::Deny,
                 &Actor::system("policy", "policy"),
-                self.now,
+                now,
                 Some(&lifecycle::deny_note(pattern)),
             )?;
             self.report.denied += 1;
             id
         } else {
             let mut clusters = BTreeSet::new();
-            {
-                let mut find = self.tx.prepare_cached(&format!(
-                    "SELECT DISTINCT p.cluster_id FROM subjects s
-                     JOIN proposals p ON p.id = s.proposal_id
-                     WHERE s.source = ?1 AND s.subject = ?2 AND p.state IN {IN_FLIGHT_SQL}"
-                ))?;
-                for subject in &item.subjects {
-                    for c in
-                        find.query_map(params![self.source, subject], |r| r.get::<_, i64>(0))?
-                    {
-                        clusters.insert(c?);
-                    }
+            for subject in &item.subjects {
+                let rows = self.tx().query(
+                    &format!(
+                        "SELECT DISTINCT p.cluster_id FROM subjects s
+                         JOIN proposals p ON p.id = s.proposal_id
+                         WHERE s.source = ?1 AND s.subject = ?2 AND p.state IN {IN_FLIGHT_SQL}"
+                    ),
+                    &[&source, subject],
+                )?;
+                for row in rows {
+                    clusters.insert(row.int(0)?);
                 }
             }
-            // The oldest cluster survives; the others fold into it.
+            // The oldest cluster survives; the others fold into it. Their cards are
+            // locked in one order (ascending), as every writer does.
+            for &cluster in &clusters {
+                lock_card(self.tx(), cluster)?;
+            }
             let survivor = clusters.first().copied();
             if let Some(survivor) = survivor {
                 for &other in clusters.iter().skip(1) {
-                    fold_cluster(&self.tx, other, survivor)?;
+                    fold_cluster(self.tx(), other, survivor)?;
                 }
-                owe_card(&self.tx, survivor)?;
+                owe_card(self.tx(), survivor)?;
                 self.report.clustered += 1;
                 let name =
-                    cluster_name(&self.tx, survivor)?.unwrap_or_else(|| survivor.to_string());
+                    cluster_name(self.tx(), survivor)?.unwrap_or_else(|| survivor.to_string());
                 if !self.report.joined.contains(&name) {
                     self.report.joined.push(name);
                 }
             }
             let id = self.insert_proposal(item, survivor)?;
             if survivor.is_none() {
-                self.tx
-                    .prepare_cached("INSERT INTO cards (cluster_id, source) VALUES (?1, ?2)")?
-                    .execute(params![id, self.source])?;
-                self.tx
-                    .prepare_cached(
-                        "INSERT INTO deliveries (cluster_id, channel) SELECT ?1, name FROM channels",
-                    )?
-                    .execute([id])?;
                 self.report.new += 1;
             }
-            let mut insert_subject = self.tx.prepare_cached(
-                "INSERT INTO subjects (proposal_id, source, subject) VALUES (?1, ?2, ?3)",
-            )?;
+            let c = self.tx();
+            if survivor.is_none() {
+                c.execute(
+                    "INSERT INTO cards (cluster_id, source) VALUES (?1, ?2)",
+                    &[&id, &source],
+                )?;
+                c.execute(
+                    "INSERT INTO deliveries (cluster_id, channel)
+                     SELECT CAST(?1 AS BIGINT), name FROM channels",
+                    &[&id],
+                )?;
+            }
             for subject in &item.subjects {
-                insert_subject.execute(params![id, self.source, subject])?;
+                c.execute(
+                    "INSERT INTO subjects (proposal_id, source, subject) VALUES (?1, ?2, ?3)",
+                    &[&id, &source, subject],
+                )?;
             }
             id
         };
-        self.tx
-            .prepare_cached(
-                "INSERT INTO sightings (proposal_id, ingest_id, display_id, command, reason, seen_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?
-            .execute(params![
-                proposal_id,
-                self.ingest_id,
-                item.display_id,
-                item.command,
-                item.reason,
-                self.now
-            ])?;
+        self.tx().execute(
+            "INSERT INTO sightings (proposal_id, ingest_id, display_id, command, reason, seen_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            &[
+                &proposal_id,
+                &ingest_id,
+                &item.display_id,
+                &item.command,
+                &item.reason,
+                &now,
+            ],
+        )?;
         Ok(())
     }
 
     /// Commits the whole ingest.
-    pub fn commit(self) -> Result<IngestReport> {
-        self.tx.execute(
+    pub fn commit(mut self) -> Result<IngestReport> {
+        loop {
+            match self.commit_once() {
+                Ok(()) => return Ok(std::mem::take(&mut self.report)),
+                Err(e) if self.retryable(&e) => self.restart()?,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn commit_once(&mut self) -> Result<()> {
+        let (source, ingest_id, items, next_id) = (
+            self.source.clone(),
+            self.ingest_id,
+            self.report.proposals as i64,
+            self.next_id,
+        );
+        let stale_after = self.rules.stale_after_cycles;
+        let c = self.tx();
+        c.execute(
             "UPDATE ingests SET items = ?2 WHERE id = ?1",
-            params![self.ingest_id, self.report.proposals as i64],
+            &[&ingest_id, &items],
         )?;
-        self.tx.execute(
-            "UPDATE sequences SET next = ?1 WHERE name = 'proposals'",
-            [self.next_id],
-        )?;
+        if c.backend() == Backend::Sqlite {
+            c.execute(
+                "UPDATE sequences SET next = ?1 WHERE name = 'proposals'",
+                &[&next_id],
+            )?;
+        }
         // Pending proposals this ingest made stale (last proposed exactly
         // `stale_after_cycles` ingests ago: see `lifecycle::stale`) need their cards
         // redrawn.
-        if self.rules.stale_after_cycles > 0 {
-            self.tx.execute(
+        if stale_after > 0 {
+            c.execute(
                 "UPDATE deliveries SET rev = rev + 1 WHERE cluster_id IN (
                      SELECT cluster_id FROM proposals WHERE state = 'pending' AND source = ?1
                      AND last_ingest_id = (SELECT id FROM ingests WHERE source = ?1
                                            ORDER BY id DESC LIMIT 1 OFFSET ?2))",
-                params![self.source, self.rules.stale_after_cycles],
+                &[&source, &stale_after],
             )?;
         }
-        self.tx.commit().context("committing ingest")?;
-        Ok(self.report)
+        self.open = false;
+        let committed = self.store.db.commit();
+        if committed.is_err() {
+            self.store.db.rollback();
+        }
+        committed
     }
 
-    fn in_flight(&self, cmd_hash: &str) -> Result<Option<(i64, String, i64)>> {
-        Ok(self
-            .tx
-            .prepare_cached(&format!(
-                "SELECT id, risk, cluster_id FROM proposals
-                 WHERE source = ?1 AND cmd_hash = ?2 AND state IN {IN_FLIGHT_SQL}"
-            ))?
-            .query_row(params![self.source, cmd_hash], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-            })
-            .optional()?)
-    }
-
-    fn rejected_in_cooldown(&self, cmd_hash: &str) -> Result<Option<i64>> {
-        let last: Option<(i64, Option<i64>)> = self
-            .tx
-            .prepare_cached(
-                "SELECT id, decided_at FROM proposals
-                 WHERE source = ?1 AND cmd_hash = ?2 AND state = 'rejected'
-                 ORDER BY id DESC LIMIT 1",
+    fn in_flight(&mut self, cmd_hash: &str) -> Result<Option<(i64, String, i64)>> {
+        let source = self.source.clone();
+        self.tx()
+            .query_opt(
+                &format!(
+                    "SELECT id, risk, cluster_id FROM proposals
+                     WHERE source = ?1 AND cmd_hash = ?2 AND state IN {IN_FLIGHT_SQL}"
+                ),
+                &[&source, &cmd_hash],
             )?
-            .query_row(params![self.source, cmd_hash], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
-            .optional()?;
+            .map(|r| Ok((r.int(0)?, r.text(1)?, r.int(2)?)))
+            .transpose()
+    }
+
+    fn rejected_in_cooldown(&mut self, cmd_hash: &str) -> Result<Option<i64>> {
+        let source = self.source.clone();
+        let (now, rules) = (self.now, self.rules);
+        let last = self.tx().query_opt(
+            "SELECT id, decided_at FROM proposals
+             WHERE source = ?1 AND cmd_hash = ?2 AND state = 'rejected'
+             ORDER BY id DESC LIMIT 1",
+            &[&source, &cmd_hash],
+        )?;
         Ok(match last {
-            Some((id, Some(at))) if lifecycle::in_cooldown(at, self.now, &self.rules) => Some(id),
-            _ => None,
+            Some(r) => match r.opt_int(1)? {
+                Some(at) if lifecycle::in_cooldown(at, now, &rules) => Some(r.int(0)?),
+                _ => None,
+            },
+            None => None,
         })
     }
 
     /// Inserts a new pending proposal in `cluster` (or a cluster of its own) with its
     /// audit row; returns its id.
     fn insert_proposal(&mut self, item: &Proposed, cluster: Option<i64>) -> Result<i64> {
-        let id = self.next_id;
-        self.next_id += 1;
-        self.tx
-            .prepare_cached(
-                "INSERT INTO proposals (id, source, cmd_hash, command, canonical, logical_keys,
-                     cluster_id, state, risk, reason, first_seen_at, last_seen_at, seen_count,
-                     last_ingest_id)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?9, ?10, ?10, 1, ?11)",
-            )?
-            .execute(params![
-                id,
-                self.source,
-                item.cmd_hash,
-                item.command,
-                item.canonical,
-                serde_json::to_string(&item.logical_keys)?,
-                cluster.unwrap_or(id),
-                item.risk.as_str(),
-                item.reason,
-                self.now,
-                self.ingest_id,
-            ])?;
+        let id = self.allocate_id()?;
+        let (source, now, ingest_id) = (self.source.clone(), self.now, self.ingest_id);
+        let actor = self.actor.id.clone();
+        let keys = serde_json::to_string(&item.logical_keys)?;
+        let c = self.tx();
+        c.execute(
+            "INSERT INTO proposals (id, source, cmd_hash, command, canonical, logical_keys,
+                 cluster_id, state, risk, reason, first_seen_at, last_seen_at, seen_count,
+                 last_ingest_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?9, ?10, ?10, 1, ?11)",
+            &[
+                &id,
+                &source,
+                &item.cmd_hash,
+                &item.command,
+                &item.canonical,
+                &keys,
+                &cluster.unwrap_or(id),
+                &item.risk.as_str(),
+                &item.reason,
+                &now,
+                &ingest_id,
+            ],
+        )?;
         record(
-            &self.tx,
+            c,
             Some(id),
             None,
             Some(State::Pending),
             "propose",
-            &self.actor.id,
-            self.now,
+            &actor,
+            now,
             None,
         )?;
         Ok(id)
@@ -356,16 +472,16 @@ impl Ingest<'_> {
 }
 
 /// Moves the in-flight proposals of `from` into `into` and marks `from`'s card as folded.
-fn fold_cluster(conn: &Connection, from: i64, into: i64) -> Result<()> {
-    conn.execute(
+fn fold_cluster(c: &mut dyn Conn, from: i64, into: i64) -> Result<()> {
+    c.execute(
         &format!(
             "UPDATE proposals SET cluster_id = ?2 WHERE cluster_id = ?1 AND state IN {IN_FLIGHT_SQL}"
         ),
-        params![from, into],
+        &[&from, &into],
     )?;
-    conn.execute(
+    c.execute(
         "UPDATE cards SET merged_into = ?2 WHERE cluster_id = ?1",
-        params![from, into],
+        &[&from, &into],
     )?;
-    owe_card(conn, from)
+    owe_card(c, from)
 }

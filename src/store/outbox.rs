@@ -33,52 +33,55 @@ impl Store {
     /// Makes sure `channel` is owed every live card: the first time a channel is used,
     /// every cluster still in flight gets a delivery row. A read when it already exists.
     pub fn ensure_channel(&mut self, channel: &str) -> Result<()> {
-        let known: bool = self
-            .conn
-            .prepare_cached("SELECT EXISTS (SELECT 1 FROM channels WHERE name = ?1)")?
-            .query_row([channel], |r| r.get(0))?;
+        let known = self
+            .conn()
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM channels WHERE name = ?1)",
+                &[&channel],
+            )?
+            .bool(0)?;
         if known {
             return Ok(());
         }
-        let tx = self.write("to add a channel")?;
-        let added = tx.execute(
-            "INSERT INTO channels (name) VALUES (?1) ON CONFLICT DO NOTHING",
-            [channel],
-        )?;
-        if added == 1 {
-            tx.execute(
-                &format!(
-                    "INSERT INTO deliveries (cluster_id, channel)
-                     SELECT c.cluster_id, ?1 FROM cards c WHERE EXISTS (
-                         SELECT 1 FROM proposals p WHERE p.cluster_id = c.cluster_id
-                         AND p.state IN {IN_FLIGHT_SQL})
-                     ON CONFLICT DO NOTHING"
-                ),
-                [channel],
+        self.transact("to add a channel", |c| {
+            let added = c.execute(
+                "INSERT INTO channels (name) VALUES (?1) ON CONFLICT DO NOTHING",
+                &[&channel],
             )?;
-        }
-        tx.commit().context("adding a channel")?;
-        Ok(())
+            if added == 1 {
+                c.execute(
+                    &format!(
+                        "INSERT INTO deliveries (cluster_id, channel)
+                         SELECT c.cluster_id, ?1 FROM cards c WHERE EXISTS (
+                             SELECT 1 FROM proposals p WHERE p.cluster_id = c.cluster_id
+                             AND p.state IN {IN_FLIGHT_SQL})
+                         ON CONFLICT DO NOTHING"
+                    ),
+                    &[&channel],
+                )?;
+            }
+            Ok(())
+        })
     }
 
     /// Cards owed to `channel`, oldest cluster first.
-    pub fn owed_cards(&self, channel: &str) -> Result<Vec<OwedCard>> {
-        let mut stmt = self.conn.prepare_cached(
+    pub fn owed_cards(&mut self, channel: &str) -> Result<Vec<OwedCard>> {
+        let rows = self.conn().query(
             "SELECT cluster_id, chat, message, content_hash, rev FROM deliveries
              WHERE channel = ?1 AND rev > sent_rev ORDER BY cluster_id",
+            &[&channel],
         )?;
-        let rows = stmt
-            .query_map([channel], |r| {
+        rows.iter()
+            .map(|r| {
                 Ok(OwedCard {
-                    cluster_id: r.get(0)?,
-                    chat: r.get(1)?,
-                    message: r.get(2)?,
-                    content_hash: r.get(3)?,
-                    rev: r.get(4)?,
+                    cluster_id: r.int(0)?,
+                    chat: r.opt_text(1)?,
+                    message: r.opt_text(2)?,
+                    content_hash: r.opt_text(3)?,
+                    rev: r.int(4)?,
                 })
-            })?
-            .collect::<rusqlite::Result<_>>()?;
-        Ok(rows)
+            })
+            .collect()
     }
 
     /// Records what was delivered for a card on a channel, in one transaction.
@@ -88,41 +91,41 @@ impl Store {
         card: &OwedCard,
         delivered: &Delivered<'_>,
     ) -> Result<()> {
-        let tx = self.write("to record a delivered card")?;
-        tx.prepare_cached(
-            "UPDATE deliveries SET chat = ?3, message = ?4, content_hash = ?5,
-                    sent_rev = MAX(sent_rev, ?6), stamp = ?7, shown = ?8
-             WHERE cluster_id = ?1 AND channel = ?2",
-        )?
-        .execute(params![
-            card.cluster_id,
-            channel,
-            delivered.chat,
-            delivered.message,
-            delivered.content_hash,
-            card.rev,
-            delivered.stamp,
-            serde_json::to_string(delivered.shown)?,
-        ])?;
-        tx.commit().context("recording a delivered card")?;
-        Ok(())
+        let shown = serde_json::to_string(delivered.shown)?;
+        self.transact("to record a delivered card", |c| {
+            c.execute(
+                "UPDATE deliveries SET chat = ?3, message = ?4, content_hash = ?5,
+                        sent_rev = GREATEST(sent_rev, ?6), stamp = ?7, shown = ?8
+                 WHERE cluster_id = ?1 AND channel = ?2",
+                &[
+                    &card.cluster_id,
+                    &channel,
+                    &delivered.chat,
+                    &delivered.message,
+                    &delivered.content_hash,
+                    &card.rev,
+                    &delivered.stamp,
+                    &shown,
+                ],
+            )?;
+            Ok(())
+        })
     }
 
     /// How far `channel`'s incoming events have been handled.
-    pub fn cursor(&self, channel: &str) -> Result<Option<i64>> {
-        Ok(self
-            .conn
-            .prepare_cached("SELECT position FROM cursors WHERE channel = ?1")?
-            .query_row([channel], |r| r.get(0))
-            .optional()?)
+    pub fn cursor(&mut self, channel: &str) -> Result<Option<i64>> {
+        self.conn()
+            .query_opt(
+                "SELECT position FROM cursors WHERE channel = ?1",
+                &[&channel],
+            )?
+            .map(|r| r.int(0))
+            .transpose()
     }
 
     /// Confirms a handled event that carried no decision.
     pub fn advance_cursor(&mut self, cursor: &Cursor) -> Result<()> {
-        let tx = self.write("to confirm an event")?;
-        advance(&tx, Some(cursor))?;
-        tx.commit()?;
-        Ok(())
+        self.transact("to confirm an event", |c| advance(c, Some(cursor)))
     }
 
     /// Takes the named lease for `holder` until `now + ttl_ms`, unless a live holder has
@@ -135,72 +138,78 @@ impl Store {
         ttl_ms: i64,
         alive: &dyn Fn(&str) -> bool,
     ) -> Result<Option<String>> {
-        let tx = self.write("to take a lease")?;
-        let current: Option<(String, i64)> = tx
-            .prepare_cached("SELECT holder, until FROM leases WHERE name = ?1")?
-            .query_row([name], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?;
-        if let Some((other, until)) = current {
-            if other != holder && until > now && alive(&other) {
+        self.transact("to take a lease", |c| {
+            // The row exists before it is locked, so two takers queue on it.
+            c.execute(
+                "INSERT INTO leases (name, holder, until) VALUES (?1, '', 0)
+                 ON CONFLICT (name) DO NOTHING",
+                &[&name],
+            )?;
+            let current = c.query_one(
+                "SELECT holder, until FROM leases WHERE name = ?1 FOR UPDATE",
+                &[&name],
+            )?;
+            let (other, until) = (current.text(0)?, current.int(1)?);
+            if !other.is_empty() && other != holder && until > now && alive(&other) {
                 return Ok(Some(other));
             }
-        }
-        tx.prepare_cached(
-            "INSERT INTO leases (name, holder, until) VALUES (?1, ?2, ?3)
-             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, until = excluded.until",
-        )?
-        .execute(params![name, holder, now.saturating_add(ttl_ms)])?;
-        tx.commit()?;
-        Ok(None)
+            c.execute(
+                "UPDATE leases SET holder = ?2, until = ?3 WHERE name = ?1",
+                &[&name, &holder, &now.saturating_add(ttl_ms)],
+            )?;
+            Ok(None)
+        })
     }
 
     /// Gives a lease back if `holder` still has it.
     pub fn release_lease(&mut self, name: &str, holder: &str) -> Result<()> {
-        self.conn
-            .prepare_cached("DELETE FROM leases WHERE name = ?1 AND holder = ?2")?
-            .execute(params![name, holder])?;
+        self.conn().execute(
+            "DELETE FROM leases WHERE name = ?1 AND holder = ?2",
+            &[&name, &holder],
+        )?;
         Ok(())
     }
 
     /// Consumes an unexpired confirmation request; true when there was one.
     pub fn take_confirmation(&mut self, key: &str, now: i64) -> Result<bool> {
         let key = format!("confirm:{key}");
-        let tx = self.write("to take a confirmation")?;
-        let until: Option<String> = tx
-            .query_row("SELECT value FROM meta WHERE key = ?1", [&key], |r| {
-                r.get(0)
-            })
-            .optional()?;
-        tx.execute("DELETE FROM meta WHERE key = ?1", [&key])?;
-        tx.commit()?;
-        Ok(until
-            .and_then(|u| u.parse::<i64>().ok())
-            .is_some_and(|u| u >= now))
+        self.transact("to take a confirmation", |c| {
+            let until = c
+                .query_opt("SELECT value FROM meta WHERE key = ?1 FOR UPDATE", &[&key])?
+                .map(|r| r.text(0))
+                .transpose()?;
+            if until.is_some() {
+                c.execute("DELETE FROM meta WHERE key = ?1", &[&key])?;
+            }
+            Ok(until
+                .and_then(|u| u.parse::<i64>().ok())
+                .is_some_and(|u| u >= now))
+        })
     }
 
     /// Remembers that a confirmation was asked for, until `until`.
     pub fn note_confirmation(&mut self, key: &str, until: i64) -> Result<()> {
-        set_meta(&self.conn, &format!("confirm:{key}"), &until.to_string())
+        set_meta(self.conn(), &format!("confirm:{key}"), &until.to_string())
     }
 }
 
 /// Moves a channel's cursor forward (never back), in the caller's transaction.
-pub(super) fn advance(conn: &Connection, cursor: Option<&Cursor>) -> Result<()> {
-    if let Some(c) = cursor {
-        conn.prepare_cached(
+pub(super) fn advance(c: &mut dyn Conn, cursor: Option<&Cursor>) -> Result<()> {
+    if let Some(cur) = cursor {
+        c.execute(
             "INSERT INTO cursors (channel, position) VALUES (?1, ?2)
-             ON CONFLICT (channel) DO UPDATE SET position = MAX(position, excluded.position)",
-        )?
-        .execute(params![c.channel, c.position])?;
+             ON CONFLICT (channel) DO UPDATE SET position = GREATEST(cursors.position, excluded.position)",
+            &[&cur.channel, &cur.position],
+        )?;
     }
     Ok(())
 }
 
-pub(super) fn set_meta(conn: &Connection, key: &str, value: &str) -> Result<()> {
-    conn.prepare_cached(
+pub(super) fn set_meta(c: &mut dyn Conn, key: &str, value: &str) -> Result<()> {
+    c.execute(
         "INSERT INTO meta (key, value) VALUES (?1, ?2)
          ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-    )?
-    .execute(params![key, value])?;
+        &[&key, &value],
+    )?;
     Ok(())
 }

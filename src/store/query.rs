@@ -13,37 +13,50 @@ pub enum Lookup {
 }
 
 impl Store {
-    /// Proposals matching the filters, oldest first, handed to `each` one at a time.
+    /// Proposals matching the filters, oldest first, handed to `each` one at a time. Read
+    /// in pages by id, so memory stays flat however many there are.
     pub fn list_each(
-        &self,
+        &mut self,
         states: &[State],
         source: Option<&str>,
         each: &mut dyn FnMut(Proposal) -> Result<()>,
     ) -> Result<()> {
-        let mut sql = format!("{PROPOSAL_SELECT} WHERE 1 = 1");
+        const PAGE: i64 = 500;
+        let mut sql = format!("{PROPOSAL_SELECT} WHERE p.id > ?1");
         if !states.is_empty() {
             let list: Vec<String> = states.iter().map(|s| format!("'{}'", s.as_str())).collect();
             sql.push_str(&format!(" AND p.state IN ({})", list.join(",")));
         }
         if source.is_some() {
-            sql.push_str(" AND p.source = ?1");
+            sql.push_str(" AND p.source = ?3");
         }
-        sql.push_str(" ORDER BY p.id");
-        let mut stmt = self.conn.prepare(&sql)?;
-        let mut rows = match source {
-            Some(s) => stmt.query([s])?,
-            None => stmt.query([])?,
-        };
-        while let Some(row) = rows.next()? {
-            let (mut p, last_ingest) = proposal_from_row(row)?;
-            self.complete(&mut p, last_ingest)?;
-            each(p)?;
+        sql.push_str(" ORDER BY p.id LIMIT ?2");
+        let mut after = 0i64;
+        loop {
+            let mut params: Vec<&dyn db::ToParam> = vec![&after, &PAGE];
+            if let Some(s) = &source {
+                params.push(s);
+            }
+            let rows = self.conn().query(&sql, &params)?;
+            let Some(last) = rows.last() else {
+                return Ok(());
+            };
+            let next = last.int(0)?;
+            let full = rows.len() as i64 == PAGE;
+            for row in rows {
+                let (mut p, last_ingest) = proposal_from_row(&row)?;
+                self.complete(&mut p, last_ingest)?;
+                each(p)?;
+            }
+            if !full {
+                return Ok(());
+            }
+            after = next;
         }
-        Ok(())
     }
 
     /// Proposals matching the filters, oldest first.
-    pub fn list(&self, states: &[State], source: Option<&str>) -> Result<Vec<Proposal>> {
+    pub fn list(&mut self, states: &[State], source: Option<&str>) -> Result<Vec<Proposal>> {
         let mut out = Vec::new();
         self.list_each(states, source, &mut |p| {
             out.push(p);
@@ -53,20 +66,22 @@ impl Store {
     }
 
     /// One proposal by numeric id or by `cmd_hash` (the in-flight one, else the newest).
-    pub fn find(&self, reference: &str) -> Result<Lookup> {
+    pub fn find(&mut self, reference: &str) -> Result<Lookup> {
         let reference = reference.trim();
         let id: Option<i64> = if reference.len() == CMD_HASH_LEN
             && reference.chars().all(|c| c.is_ascii_hexdigit())
         {
-            let mut stmt = self.conn.prepare_cached(&format!(
-                "SELECT id, source, state IN {IN_FLIGHT_SQL} FROM proposals WHERE cmd_hash = ?1
-                 ORDER BY state IN {IN_FLIGHT_SQL} DESC, id DESC"
-            ))?;
-            let matches: Vec<(i64, String, bool)> = stmt
-                .query_map([reference.to_ascii_lowercase()], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-                })?
-                .collect::<rusqlite::Result<_>>()?;
+            let rows = self.conn().query(
+                &format!(
+                    "SELECT id, source, state IN {IN_FLIGHT_SQL} FROM proposals WHERE cmd_hash = ?1
+                     ORDER BY state IN {IN_FLIGHT_SQL} DESC, id DESC"
+                ),
+                &[&reference.to_ascii_lowercase()],
+            )?;
+            let mut matches = Vec::new();
+            for r in rows {
+                matches.push((r.int(0)?, r.text(1)?, r.bool(2)?));
+            }
             let in_flight: Vec<(i64, String)> = matches
                 .iter()
                 .filter(|m| m.2)
@@ -82,11 +97,12 @@ impl Store {
         let Some(id) = id else {
             return Ok(Lookup::None);
         };
-        let mut stmt = self
-            .conn
-            .prepare_cached(&format!("{PROPOSAL_SELECT} WHERE p.id = ?1"))?;
-        match stmt.query_row([id], proposal_from_row).optional()? {
-            Some((mut p, last_ingest)) => {
+        let row = self
+            .conn()
+            .query_opt(&format!("{PROPOSAL_SELECT} WHERE p.id = ?1"), &[&id])?;
+        match row {
+            Some(row) => {
+                let (mut p, last_ingest) = proposal_from_row(&row)?;
                 self.complete(&mut p, last_ingest)?;
                 Ok(Lookup::One(Box::new(p)))
             }
@@ -95,29 +111,31 @@ impl Store {
     }
 
     /// Fills what is derived from other tables: display ids, staleness, earlier rejections.
-    fn complete(&self, p: &mut Proposal, last_ingest: Option<i64>) -> Result<()> {
-        p.display_ids = self.display_ids(p.id)?;
+    fn complete(&mut self, p: &mut Proposal, last_ingest: Option<i64>) -> Result<()> {
+        let rules = self.rules;
+        let c = self.conn();
+        p.display_ids = display_ids(c, p.id)?;
         if let (State::Pending, Some(last)) = (p.state, last_ingest) {
-            let later = later_ingests(&self.conn, &p.source, last, self.rules.stale_after_cycles)?;
-            p.stale = lifecycle::stale(later, &self.rules);
+            let later = later_ingests(c, &p.source, last, rules.stale_after_cycles)?;
+            p.stale = lifecycle::stale(later, &rules);
         }
-        let mut stmt = self.conn.prepare_cached(
+        let row = c.query_one(
             "SELECT COUNT(*), MAX(decided_at) FROM proposals
              WHERE source = ?1 AND cmd_hash = ?2 AND state = 'rejected' AND id < ?3",
+            &[&p.source, &p.cmd_hash, &p.id],
         )?;
-        let (count, last_at): (i64, Option<i64>) = stmt
-            .query_row(params![p.source, p.cmd_hash, p.id], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })?;
+        let (count, last_at) = (row.int(0)?, row.opt_int(1)?);
         if count > 0 {
-            let last_by: Option<String> = self
-                .conn
-                .prepare_cached(
+            let last_by = c
+                .query_opt(
                     "SELECT decided_by FROM proposals
                      WHERE source = ?1 AND cmd_hash = ?2 AND state = 'rejected' AND id < ?3
                      ORDER BY decided_at DESC, id DESC LIMIT 1",
+                    &[&p.source, &p.cmd_hash, &p.id],
                 )?
-                .query_row(params![p.source, p.cmd_hash, p.id], |r| r.get(0))?;
+                .map(|r| r.opt_text(0))
+                .transpose()?
+                .flatten();
             p.prior_rejections = Some(PriorRejections {
                 count,
                 last_by,
@@ -125,151 +143,138 @@ impl Store {
             });
         }
         if matches!(p.state, State::Rejected | State::Cancelled) {
-            p.decision_note = self
-                .conn
-                .prepare_cached(
+            p.decision_note = c
+                .query_opt(
                     "SELECT note FROM transitions WHERE proposal_id = ?1 AND to_state = ?2
                      ORDER BY id DESC LIMIT 1",
+                    &[&p.id, &p.state.as_str()],
                 )?
-                .query_row(params![p.id, p.state.as_str()], |r| r.get(0))
-                .optional()?
+                .map(|r| r.opt_text(0))
+                .transpose()?
                 .flatten();
         }
         Ok(())
     }
 
-    fn display_ids(&self, proposal_id: i64) -> Result<Vec<String>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT display_id FROM sightings WHERE proposal_id = ?1 AND display_id IS NOT NULL
-             GROUP BY display_id ORDER BY MIN(id)",
-        )?;
-        let ids = stmt
-            .query_map([proposal_id], |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?;
-        Ok(ids)
-    }
-
-    pub fn sightings(&self, proposal_id: i64) -> Result<Vec<Sighting>> {
-        let mut stmt = self.conn.prepare_cached(
+    pub fn sightings(&mut self, proposal_id: i64) -> Result<Vec<Sighting>> {
+        let rows = self.conn().query(
             "SELECT ingest_id, display_id, command, reason, seen_at FROM sightings
              WHERE proposal_id = ?1 ORDER BY id",
+            &[&proposal_id],
         )?;
-        let rows = stmt
-            .query_map([proposal_id], |r| {
+        rows.iter()
+            .map(|r| {
                 Ok(Sighting {
-                    ingest_id: r.get(0)?,
-                    display_id: r.get(1)?,
-                    command: r.get(2)?,
-                    reason: r.get(3)?,
-                    seen_at: r.get(4)?,
+                    ingest_id: r.int(0)?,
+                    display_id: r.opt_text(1)?,
+                    command: r.text(2)?,
+                    reason: r.opt_text(3)?,
+                    seen_at: r.int(4)?,
                 })
-            })?
-            .collect::<rusqlite::Result<_>>()?;
-        Ok(rows)
+            })
+            .collect()
     }
 
-    pub fn transitions(&self, proposal_id: i64) -> Result<Vec<Transition>> {
-        let mut stmt = self.conn.prepare_cached(
+    pub fn transitions(&mut self, proposal_id: i64) -> Result<Vec<Transition>> {
+        let rows = self.conn().query(
             "SELECT id, proposal_id, from_state, to_state, action, actor, at, note
              FROM transitions WHERE proposal_id = ?1 ORDER BY id",
+            &[&proposal_id],
         )?;
-        let rows = stmt
-            .query_map([proposal_id], transition_from_row)?
-            .collect::<rusqlite::Result<_>>()?;
-        Ok(rows)
+        rows.iter().map(transition_from_row).collect()
     }
 
     /// Every cluster that has a proposal in flight, oldest first.
-    pub fn in_flight_clusters(&self, source: Option<&str>) -> Result<Vec<ClusterView>> {
-        let mut stmt = self.conn.prepare(&format!(
-            "SELECT DISTINCT cluster_id FROM proposals
-             WHERE state IN {IN_FLIGHT_SQL} AND (?1 IS NULL OR source = ?1) ORDER BY cluster_id"
-        ))?;
-        let ids: Vec<i64> = stmt
-            .query_map([source], |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?;
-        ids.into_iter().map(|id| self.cluster(id)).collect()
+    pub fn in_flight_clusters(&mut self, source: Option<&str>) -> Result<Vec<ClusterView>> {
+        let rows = self.conn().query(
+            &format!(
+                "SELECT DISTINCT cluster_id FROM proposals
+                 WHERE state IN {IN_FLIGHT_SQL} AND (CAST(?1 AS TEXT) IS NULL OR source = ?1)
+                 ORDER BY cluster_id"
+            ),
+            &[&source],
+        )?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            out.push(self.cluster(r.int(0)?)?);
+        }
+        Ok(out)
     }
 
     /// One cluster with all its proposals.
-    pub fn cluster(&self, cluster_id: i64) -> Result<ClusterView> {
-        let mut stmt = self.conn.prepare_cached(&format!(
-            "{PROPOSAL_SELECT} WHERE p.cluster_id = ?1 ORDER BY p.id"
-        ))?;
-        let rows: Vec<(Proposal, Option<i64>)> = stmt
-            .query_map([cluster_id], proposal_from_row)?
-            .collect::<rusqlite::Result<_>>()?;
+    pub fn cluster(&mut self, cluster_id: i64) -> Result<ClusterView> {
+        let rows = self.conn().query(
+            &format!("{PROPOSAL_SELECT} WHERE p.cluster_id = ?1 ORDER BY p.id"),
+            &[&cluster_id],
+        )?;
         let mut proposals = Vec::with_capacity(rows.len());
-        for (mut p, last_ingest) in rows {
+        for row in rows {
+            let (mut p, last_ingest) = proposal_from_row(&row)?;
             self.complete(&mut p, last_ingest)?;
             proposals.push(p);
         }
-        let card: Option<(String, Option<i64>)> = self
-            .conn
-            .prepare_cached("SELECT source, merged_into FROM cards WHERE cluster_id = ?1")?
-            .query_row([cluster_id], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?;
-        let source = card
-            .as_ref()
-            .map(|c| c.0.clone())
+        let c = self.conn();
+        let card = c.query_opt(
+            "SELECT source, merged_into FROM cards WHERE cluster_id = ?1",
+            &[&cluster_id],
+        )?;
+        let (source, merged_into) = match card {
+            Some(r) => (Some(r.text(0)?), r.opt_int(1)?),
+            None => (None, None),
+        };
+        let source = source
             .or_else(|| proposals.first().map(|p| p.source.clone()))
             .unwrap_or_default();
         Ok(ClusterView {
             cluster_id,
-            name: cluster_name(&self.conn, cluster_id)?,
+            name: cluster_name(c, cluster_id)?,
             source,
             proposals,
-            merged_into: card.and_then(|c| c.1),
+            merged_into,
         })
     }
 
     /// The message a card was last delivered as on `channel`, if it was.
-    pub fn delivered_message(&self, cluster_id: i64, channel: &str) -> Result<Option<String>> {
+    pub fn delivered_message(&mut self, cluster_id: i64, channel: &str) -> Result<Option<String>> {
         Ok(self
-            .conn
-            .prepare_cached(
+            .conn()
+            .query_opt(
                 "SELECT message FROM deliveries WHERE cluster_id = ?1 AND channel = ?2",
+                &[&cluster_id, &channel],
             )?
-            .query_row(params![cluster_id, channel], |r| r.get(0))
-            .optional()?
+            .map(|r| r.opt_text(0))
+            .transpose()?
             .flatten())
     }
 
     /// The last ingest of each source: (source, when, how many proposals it held).
-    pub fn last_ingests(&self) -> Result<Vec<(String, i64, i64)>> {
-        let mut stmt = self.conn.prepare(
+    pub fn last_ingests(&mut self) -> Result<Vec<(String, i64, i64)>> {
+        let rows = self.conn().query(
             "SELECT i.source, i.at, i.items FROM ingests i
              WHERE i.id = (SELECT MAX(id) FROM ingests WHERE source = i.source)
              ORDER BY i.source",
+            &[],
         )?;
-        let rows = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-            .collect::<rusqlite::Result<_>>()?;
-        Ok(rows)
-    }
-
-    /// The journal mode (`wal` once opened by opsgate).
-    pub fn journal_mode(&self) -> Result<String> {
-        Ok(self
-            .conn
-            .query_row("PRAGMA journal_mode", [], |r| r.get(0))?)
+        rows.iter()
+            .map(|r| Ok((r.text(0)?, r.int(1)?, r.int(2)?)))
+            .collect()
     }
 
     /// Number of proposals in each state that has any.
-    pub fn state_counts(&self) -> Result<Vec<(String, i64)>> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT state, COUNT(*) FROM proposals GROUP BY state ORDER BY state")?;
-        let rows = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<rusqlite::Result<_>>()?;
-        Ok(rows)
+    pub fn state_counts(&mut self) -> Result<Vec<(String, i64)>> {
+        let rows = self.conn().query(
+            "SELECT state, COUNT(*) FROM proposals GROUP BY state ORDER BY state",
+            &[],
+        )?;
+        rows.iter().map(|r| Ok((r.text(0)?, r.int(1)?))).collect()
     }
+}
 
-    /// `PRAGMA integrity_check` result ("ok" when healthy).
-    pub fn integrity_check(&self) -> Result<String> {
-        Ok(self
-            .conn
-            .query_row("PRAGMA integrity_check", [], |r| r.get(0))?)
-    }
+fn display_ids(c: &mut dyn Conn, proposal_id: i64) -> Result<Vec<String>> {
+    let rows = c.query(
+        "SELECT display_id FROM sightings WHERE proposal_id = ?1 AND display_id IS NOT NULL
+         GROUP BY display_id ORDER BY MIN(id)",
+        &[&proposal_id],
+    )?;
+    rows.iter().map(|r| r.text(0)).collect()
 }

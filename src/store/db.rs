@@ -1,0 +1,258 @@
+//! The storage trait: what the store needs from a database, with a SQLite and a
+//! PostgreSQL implementation. The store's SQL is written once, in a neutral dialect:
+//! `?N` placeholders, `GREATEST(a, b)`, `FOR UPDATE` (and `SKIP LOCKED`) clauses that
+//! SQLite drops (its writers are serialized by `BEGIN IMMEDIATE` already), `CAST(? AS
+//! BIGINT)` where a parameter's type would be unknown. Each backend translates it.
+
+use anyhow::Result;
+
+/// Which database a store speaks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A parameter value.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Param<'a> {
+    Null,
+    Int(i64),
+    Text(&'a str),
+    Bool(bool),
+}
+
+/// Something that binds as a parameter.
+pub trait ToParam {
+    fn param(&self) -> Param<'_>;
+}
+
+impl ToParam for i64 {
+    fn param(&self) -> Param<'_> {
+        Param::Int(*self)
+    }
+}
+
+impl ToParam for i32 {
+    fn param(&self) -> Param<'_> {
+        Param::Int(i64::from(*self))
+    }
+}
+
+impl ToParam for usize {
+    fn param(&self) -> Param<'_> {
+        Param::Int(i64::try_from(*self).unwrap_or(i64::MAX))
+    }
+}
+
+impl ToParam for bool {
+    fn param(&self) -> Param<'_> {
+        Param::Bool(*self)
+    }
+}
+
+impl ToParam for str {
+    fn param(&self) -> Param<'_> {
+        Param::Text(self)
+    }
+}
+
+impl ToParam for String {
+    fn param(&self) -> Param<'_> {
+        Param::Text(self)
+    }
+}
+
+impl<T: ToParam + ?Sized> ToParam for &T {
+    fn param(&self) -> Param<'_> {
+        (**self).param()
+    }
+}
+
+impl<T: ToParam> ToParam for Option<T> {
+    fn param(&self) -> Param<'_> {
+        match self {
+            Some(v) => v.param(),
+            None => Param::Null,
+        }
+    }
+}
+
+/// A column value read back.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Null,
+    Int(i64),
+    Text(String),
+    Bool(bool),
+}
+
+/// One result row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row(pub Vec<Value>);
+
+impl Row {
+    fn value(&self, i: usize) -> Result<&Value> {
+        self.0
+            .get(i)
+            .ok_or_else(|| anyhow::anyhow!("no column {i} in a row of {}", self.0.len()))
+    }
+
+    pub fn int(&self, i: usize) -> Result<i64> {
+        self.opt_int(i)?
+            .ok_or_else(|| anyhow::anyhow!("column {i} is NULL, expected a number"))
+    }
+
+    pub fn opt_int(&self, i: usize) -> Result<Option<i64>> {
+        match self.value(i)? {
+            Value::Null => Ok(None),
+            Value::Int(v) => Ok(Some(*v)),
+            Value::Bool(b) => Ok(Some(i64::from(*b))),
+            Value::Text(t) => Err(anyhow::anyhow!(
+                "column {i} is text {t:?}, expected a number"
+            )),
+        }
+    }
+
+    pub fn text(&self, i: usize) -> Result<String> {
+        self.opt_text(i)?
+            .ok_or_else(|| anyhow::anyhow!("column {i} is NULL, expected text"))
+    }
+
+    pub fn opt_text(&self, i: usize) -> Result<Option<String>> {
+        match self.value(i)? {
+            Value::Null => Ok(None),
+            Value::Text(t) => Ok(Some(t.clone())),
+            Value::Int(v) => Ok(Some(v.to_string())),
+            Value::Bool(b) => Ok(Some(b.to_string())),
+        }
+    }
+
+    pub fn bool(&self, i: usize) -> Result<bool> {
+        match self.value(i)? {
+            Value::Bool(b) => Ok(*b),
+            Value::Int(v) => Ok(*v != 0),
+            other => Err(anyhow::anyhow!(
+                "column {i} is {other:?}, expected a boolean"
+            )),
+        }
+    }
+}
+
+/// A place to run SQL: a database connection, in a transaction or not.
+pub trait Conn {
+    fn backend(&self) -> Backend;
+    /// Runs a statement; returns the number of rows changed.
+    fn execute(&mut self, sql: &str, params: &[&dyn ToParam]) -> Result<u64>;
+    /// Runs a query, handing each row to `each` as it is read.
+    fn query_each(
+        &mut self,
+        sql: &str,
+        params: &[&dyn ToParam],
+        each: &mut dyn FnMut(Row) -> Result<()>,
+    ) -> Result<()>;
+}
+
+/// Queries on any [`Conn`] (a connection or a transaction).
+pub trait ConnExt: Conn {
+    fn query(&mut self, sql: &str, params: &[&dyn ToParam]) -> Result<Vec<Row>> {
+        let mut rows = Vec::new();
+        self.query_each(sql, params, &mut |row| {
+            rows.push(row);
+            Ok(())
+        })?;
+        Ok(rows)
+    }
+
+    fn query_opt(&mut self, sql: &str, params: &[&dyn ToParam]) -> Result<Option<Row>> {
+        Ok(self.query(sql, params)?.into_iter().next())
+    }
+
+    fn query_one(&mut self, sql: &str, params: &[&dyn ToParam]) -> Result<Row> {
+        self.query_opt(sql, params)?
+            .ok_or_else(|| anyhow::anyhow!("a query that always returns a row returned none"))
+    }
+
+    /// Takes the row locks a `SELECT ... FOR UPDATE` names, where the backend has row
+    /// locks (PostgreSQL); SQLite's single writer needs none.
+    fn lock(&mut self, sql: &str, params: &[&dyn ToParam]) -> Result<()> {
+        if self.backend() == Backend::Postgres {
+            self.query(sql, params)?;
+        }
+        Ok(())
+    }
+}
+
+impl<C: Conn + ?Sized> ConnExt for C {}
+
+/// A database the store runs on: the storage trait.
+pub trait Database {
+    fn backend(&self) -> Backend;
+    /// The connection: reads and single statements autocommit, unless a transaction is
+    /// open.
+    fn conn(&mut self) -> &mut dyn Conn;
+    /// Starts a write transaction (`BEGIN IMMEDIATE` on SQLite, `BEGIN` on PostgreSQL);
+    /// every statement runs in it until [`Database::commit`] or [`Database::rollback`].
+    fn begin(&mut self, what: &str) -> Result<()>;
+    fn commit(&mut self) -> Result<()>;
+    /// Rolls back the open transaction, if any (errors are moot: nothing was kept).
+    fn rollback(&mut self);
+    /// Whether an error is a transient conflict worth running the transaction again for
+    /// (PostgreSQL's serialization failures and deadlocks).
+    fn retryable(&self, err: &anyhow::Error) -> bool;
+    /// Schema version, and the newest this build knows.
+    fn schema_version(&mut self) -> Result<i64>;
+    fn known_schema_version(&self) -> i64;
+    /// Backend health lines for `doctor`: (ok, what).
+    fn health(&mut self) -> Vec<(bool, String)>;
+    /// Where it is, for messages (a URL's password masked).
+    fn describe(&self) -> String;
+}
+
+/// Rewrites neutral SQL for SQLite: `GREATEST` is `MAX`, row-lock clauses go.
+pub fn to_sqlite(sql: &str) -> std::borrow::Cow<'_, str> {
+    if !sql.contains(" FOR UPDATE") && !sql.contains("GREATEST(") {
+        return std::borrow::Cow::Borrowed(sql);
+    }
+    std::borrow::Cow::Owned(
+        sql.replace(" FOR UPDATE SKIP LOCKED", "")
+            .replace(" FOR UPDATE", "")
+            .replace("GREATEST(", "MAX("),
+    )
+}
+
+/// Rewrites neutral SQL for PostgreSQL: `?N` placeholders are `$N`.
+pub fn to_postgres(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len() + 8);
+    let mut chars = sql.chars().peekable();
+    let mut in_string = false;
+    while let Some(c) = chars.next() {
+        if c == '\'' {
+            in_string = !in_string;
+        }
+        if c == '?' && !in_string && chars.peek().is_some_and(|n| n.is_ascii_digit()) {
+            out.push('$');
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn neutral_sql_translates_per_backend() {
+        let sql = "UPDATE t SET a = GREATEST(a, ?2) WHERE b = ?1 AND c = '?3' FOR UPDATE";
+        assert_eq!(
+            to_postgres(sql),
+            "UPDATE t SET a = GREATEST(a, $2) WHERE b = $1 AND c = '?3' FOR UPDATE"
+        );
+        assert_eq!(
+            to_sqlite(sql),
+            "UPDATE t SET a = MAX(a, ?2) WHERE b = ?1 AND c = '?3'"
+        );
+    }
+}
