@@ -93,6 +93,10 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
+    /// Only proposals of this source (repeatable); a command runs on the host that
+    /// proposed it. Default: `[runner] sources`; required with a PostgreSQL store
+    #[arg(long = "source", value_name = "NAME")]
+    pub sources: Vec<String>,
     /// Run at most this many proposals
     #[arg(long, default_value_t = 10, value_name = "N",
           value_parser = clap::value_parser!(u64).range(1..=100_000))]
@@ -227,6 +231,9 @@ pub struct ServeArgs {
     /// Also run approved proposals (one `opsgate run` child at a time)
     #[arg(long)]
     pub execute: bool,
+    /// With --execute: only proposals of this source (repeatable), as `run --source`
+    #[arg(long = "source", value_name = "NAME", requires = "execute")]
+    pub sources: Vec<String>,
     /// Seconds between sweeps (1 to 86400)
     #[arg(long, default_value_t = 60, value_name = "SECS",
           value_parser = clap::value_parser!(u64).range(1..=86_400))]

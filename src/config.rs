@@ -43,7 +43,7 @@ pub const DB: Setting = setting(
     Some("OPSGATE_DB"),
     Some("db"),
     "$XDG_STATE_HOME/opsgate/opsgate.db",
-    "database path (`--db`); directories created 0700, the file 0600",
+    "database (`--db`): a SQLite file path (directories created 0700, the file 0600) or a `postgres://` URL (one queue for many hosts)",
 );
 pub const CONFIG_FILE: Setting = setting(
     Some("OPSGATE_CONFIG"),
@@ -135,6 +135,12 @@ pub const REQUIRE_REASON: Setting = setting(
     "false",
     "rejecting needs a reason",
 );
+pub const RUNNER_SOURCES: Setting = setting(
+    None,
+    Some("runner.sources"),
+    "[]",
+    "sources whose proposals `run` executes on this host (`--source`); required with PostgreSQL",
+);
 pub const NOW: Setting = setting(
     Some("OPSGATE_NOW"),
     None,
@@ -166,6 +172,7 @@ pub const SETTINGS: &[Setting] = &[
     RUN_TIMEOUT,
     DENY,
     REQUIRE_REASON,
+    RUNNER_SOURCES,
     NOW,
     STATE_HOME,
 ];
@@ -233,10 +240,62 @@ impl Default for Rules {
 /// The longest command timeout accepted.
 pub const MAX_RUN_TIMEOUT: Duration = Duration::from_secs(7 * 86_400);
 
+/// Where the database is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DbLocation {
+    /// An embedded SQLite file.
+    File(PathBuf),
+    /// A PostgreSQL server, by `postgres://` URL.
+    Postgres(String),
+}
+
+impl DbLocation {
+    /// A `--db` value: a `postgres://` or `postgresql://` URL, else a file path. Anything
+    /// else that looks like a URL is refused, never taken for a file name.
+    pub fn parse(value: &std::ffi::OsStr) -> Result<DbLocation> {
+        let Some(text) = value.to_str() else {
+            return Ok(DbLocation::File(PathBuf::from(value)));
+        };
+        if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+            return Ok(DbLocation::Postgres(text.to_string()));
+        }
+        let scheme = text.split_once("://").map(|(s, _)| s);
+        if let Some(scheme) = scheme.filter(|s| {
+            !s.is_empty()
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+        }) {
+            return Err(config_error(format!(
+                "--db / {}: {scheme}:// is not a database opsgate knows; expected a file path or a postgres:// URL",
+                env_name(DB)
+            )));
+        }
+        Ok(DbLocation::File(PathBuf::from(value)))
+    }
+
+    /// How messages name it (a URL's password masked).
+    pub fn shown(&self) -> String {
+        match self {
+            DbLocation::File(p) => p.display().to_string(),
+            DbLocation::Postgres(url) => crate::store::mask_url(url),
+        }
+    }
+
+    /// The value to pass on as `--db` to a child opsgate.
+    pub fn as_arg(&self) -> std::ffi::OsString {
+        match self {
+            DbLocation::File(p) => p.clone().into_os_string(),
+            DbLocation::Postgres(url) => url.into(),
+        }
+    }
+}
+
 /// Settings every command needs.
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub db: PathBuf,
+    pub db: DbLocation,
+    /// Sources whose proposals `run` executes here (`[runner] sources`).
+    pub runner_sources: Vec<String>,
     /// The config file, if one was given (child processes get it too).
     pub config_path: Option<PathBuf>,
     /// Fixed clock from [`NOW`], if set.
@@ -289,6 +348,14 @@ struct FileConfig {
     telegram: Option<FileTelegram>,
     lifecycle: Option<FileLifecycle>,
     policy: Option<FilePolicy>,
+    runner: Option<FileRunner>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileRunner {
+    #[serde(default)]
+    sources: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -341,8 +408,8 @@ impl Config {
             Some(p) if p.as_os_str().is_empty() => {
                 return Err(config_error(format!("--db / {} is empty", env_name(DB))))
             }
-            Some(p) => p,
-            None => default_db()?,
+            Some(p) => DbLocation::parse(p.as_os_str())?,
+            None => DbLocation::File(default_db()?),
         };
         let lifecycle = file.lifecycle.unwrap_or_default();
         let defaults = Rules::default();
@@ -381,6 +448,7 @@ impl Config {
             Policy::compile(&file_policy.deny, file_policy.require_reason).map_err(config_error)?;
         Ok(Config {
             db,
+            runner_sources: file.runner.unwrap_or_default().sources,
             config_path: config.clone(),
             fixed_now: now_override()?,
             verbosity,

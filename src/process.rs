@@ -1,26 +1,48 @@
-//! This process and its relatives: a runner's identity (pid and start time, so a reused
-//! pid is never mistaken for it), whether a runner is alive, the process tree below us,
-//! and the stop flag that SIGTERM and SIGINT raise for long-running commands. Imports
-//! nothing from the crate; reads /proc, sends signals, never touches the database.
+//! This process and its relatives: a runner's identity (host, pid and start time, so a
+//! reused pid is never mistaken for it and a shared store knows the host), whether a
+//! runner is alive (judged on its own host only), the process tree below us, and the stop
+//! flag that SIGTERM and SIGINT raise for long-running commands. Imports nothing from the
+//! crate; reads /proc, sends signals, never touches the database.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-/// This process as a runner: `pid:start-time`.
-pub fn runner_id() -> String {
-    let pid = std::process::id();
-    format!("{pid}:{}", start_time(pid).unwrap_or_default())
+/// This host's name, as runner ids carry it.
+pub fn host_name() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
 }
 
-/// Whether the runner named by [`runner_id`] still exists. Off Linux, a runner is
-/// assumed alive and its lease decides.
+/// This process as a runner: `host:pid:start-time`, so a reused pid is not mistaken for
+/// it, and a shared store knows which host it runs on.
+pub fn runner_id() -> String {
+    let pid = std::process::id();
+    format!(
+        "{}:{pid}:{}",
+        host_name(),
+        start_time(pid).unwrap_or_default()
+    )
+}
+
+/// Whether the runner named by [`runner_id`] still exists. Only this host's runners are
+/// judged; another host's (or one off Linux) is assumed alive and its lease decides.
 pub fn runner_alive(runner: &str) -> bool {
     if !cfg!(target_os = "linux") {
         return true;
     }
-    let Some((pid, start)) = runner.split_once(':') else {
+    let mut parts = runner.rsplitn(3, ':');
+    let (Some(start), Some(pid)) = (parts.next(), parts.next()) else {
         return false;
     };
+    // Ids written before hosts were recorded are `pid:start`, from this host.
+    if let Some(host) = parts.next() {
+        if host != host_name() {
+            return true;
+        }
+    }
     match pid.parse::<u32>() {
         Ok(pid) => start_time(pid).is_some_and(|t| t == start),
         Err(_) => false,
@@ -100,10 +122,13 @@ mod tests {
     fn this_process_is_an_alive_runner_and_a_made_up_one_is_not() {
         assert!(runner_alive(&runner_id()));
         assert!(!runner_alive("999999999:1"));
+        assert!(!runner_alive(&format!("{}:999999999:1", host_name())));
         let me = std::process::id();
         assert!(
             !runner_alive(&format!("{me}:0")),
             "same pid, other start time"
         );
+        // Another host's runner is left to its lease.
+        assert!(runner_alive("some-other-host.example:999999999:1"));
     }
 }

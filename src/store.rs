@@ -7,7 +7,7 @@
 //! store returns facts (what changed, who, when); it never words them for an operator and
 //! never picks an exit code.
 
-use crate::config::Rules;
+use crate::config::{DbLocation, Rules};
 use crate::error::Kind;
 use crate::lifecycle::{self, Next, Verb};
 use crate::model::{Actor, PriorRejections, Proposal, Risk, RunInfo, State, Transition};
@@ -19,6 +19,7 @@ pub mod db;
 mod decide;
 mod ingest;
 mod outbox;
+mod postgres;
 mod query;
 mod sqlite;
 
@@ -30,7 +31,12 @@ pub use query::Lookup;
 
 /// The kind of a database error, for the exit code (each backend knows its own).
 pub fn classify(cause: &(dyn std::error::Error + 'static)) -> Option<Kind> {
-    sqlite::classify(cause)
+    sqlite::classify(cause).or_else(|| postgres::classify(cause))
+}
+
+/// A database URL with its password masked.
+pub fn mask_url(url: &str) -> String {
+    postgres::mask(url)
 }
 
 /// The in-flight states as an SQL list; the partial unique index of each backend's first
@@ -57,6 +63,17 @@ impl Store {
             db: Box::new(sqlite::SqliteDb::open(path)?),
             rules,
         })
+    }
+
+    /// Opens the database at `location`: a SQLite file or a PostgreSQL server.
+    pub fn open_at(location: &DbLocation, rules: Rules) -> Result<Store> {
+        match location {
+            DbLocation::File(path) => Store::open(path, rules),
+            DbLocation::Postgres(url) => Ok(Store {
+                db: Box::new(postgres::PgDb::open(url)?),
+                rules,
+            }),
+        }
     }
 
     pub fn rules(&self) -> Rules {

@@ -2,7 +2,7 @@
 //! and says what to fix. Reads only; the one network call is `getMe`.
 
 use super::print_out;
-use crate::config::Config;
+use crate::config::{Config, DbLocation};
 use crate::error::{self, Kind};
 use crate::notify::telegram::Telegram;
 use crate::store::Store;
@@ -78,7 +78,27 @@ fn check(config: &Config) -> (String, u8) {
 }
 
 fn check_database(config: &Config, r: &mut Report) {
-    let path = &config.db;
+    if let DbLocation::File(path) = &config.db {
+        check_file(path, r);
+        if !path.exists() {
+            return;
+        }
+    }
+    let shown = config.db.shown();
+    let mut store = match Store::open_at(&config.db, config.rules) {
+        Ok(s) => s,
+        Err(e) => {
+            r.fail(
+                format!("database {shown}: {e:#}"),
+                "point --db / OPSGATE_DB at an opsgate database, or move this file away",
+            );
+            return;
+        }
+    };
+    check_store(&mut store, r);
+}
+
+fn check_file(path: &std::path::Path, r: &mut Report) {
     if !path.exists() {
         r.warn(
             format!("database {} does not exist yet", path.display()),
@@ -86,7 +106,6 @@ fn check_database(config: &Config, r: &mut Report) {
         );
         return;
     }
-    #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
         if let Ok(meta) = std::fs::metadata(path) {
@@ -101,16 +120,9 @@ fn check_database(config: &Config, r: &mut Report) {
             }
         }
     }
-    let mut store = match Store::open(path, config.rules) {
-        Ok(s) => s,
-        Err(e) => {
-            r.fail(
-                format!("database {}: {e:#}", path.display()),
-                "point --db / OPSGATE_DB at an opsgate database, or move this file away",
-            );
-            return;
-        }
-    };
+}
+
+fn check_store(store: &mut Store, r: &mut Report) {
     let known = store.known_schema_version();
     match store.schema_version() {
         Ok(v) => r.ok(format!("schema version {v} (this build knows {known})")),

@@ -15,7 +15,7 @@ mod sweep;
 
 use crate::canon;
 use crate::cli::{Cli, Command};
-use crate::config::Config;
+use crate::config::{Config, DbLocation};
 use crate::error::{self, Error, Kind};
 use crate::model::{Actor, Proposal};
 use crate::store::{Lookup, Store};
@@ -78,7 +78,7 @@ fn warn(config: &Config, message: &str) {
 /// Opens the store with the configured lifecycle rules; in-flight proposals keyed by an
 /// older identity grammar are re-keyed once.
 fn open_store(config: &Config) -> Result<Store> {
-    let mut store = Store::open(&config.db, config.rules)?;
+    let mut store = Store::open_at(&config.db, config.rules)?;
     if store.grammar_version()? < canon::GRAMMAR_VERSION {
         store.rekey_in_flight(canon::GRAMMAR_VERSION, &|command| {
             let c = canon::canonicalize(command);
@@ -92,8 +92,10 @@ fn open_store(config: &Config) -> Result<Store> {
 /// Opens the store for reading; a missing database is an empty one, not an error, and is
 /// not created.
 fn open_for_reading(config: &Config) -> Result<Option<Store>> {
-    if !config.db.exists() {
-        return Ok(None);
+    if let DbLocation::File(path) = &config.db {
+        if !path.exists() {
+            return Ok(None);
+        }
     }
     open_store(config).map(Some)
 }

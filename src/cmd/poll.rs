@@ -32,8 +32,8 @@ fn take_poller_lease(store: &mut Store, config: &Config, ttl: Duration) -> Resul
         Some(other) => Err(Error::new(
             Kind::Temporary,
             format!(
-                "another opsgate poller (pid {}) is reading Telegram updates for this database; only one may run at a time",
-                other.split(':').next().unwrap_or(&other)
+                "another opsgate poller ({}) is reading Telegram updates for this database; only one may run at a time",
+                other.rsplit_once(':').map_or(other.as_str(), |(who, _)| who)
             ),
         )
         .into()),
@@ -99,6 +99,11 @@ pub fn poll(config: &Config, args: PollArgs) -> Result<u8> {
 
 pub fn serve(config: &Config, args: ServeArgs) -> Result<u8> {
     let tg_cfg = config.telegram_for_decisions()?;
+    let sources = if args.execute {
+        super::run::runner_sources(config, &args.sources)?
+    } else {
+        Vec::new()
+    };
     let stop = Stop::on_signals().context("listening for SIGTERM and SIGINT")?;
     let mut store = open_store(config)?;
     let tg = Telegram::new(tg_cfg)?.with_stop(stop.clone());
@@ -129,7 +134,7 @@ pub fn serve(config: &Config, args: ServeArgs) -> Result<u8> {
                     None => true,
                 };
                 if done {
-                    runner = Some(spawn_runner(config)?);
+                    runner = Some(spawn_runner(config, &sources)?);
                 }
             }
             let report = notify::push_owed(&mut store, &tg, &|| config.now(), tg_cfg.max_wait)?;
@@ -177,14 +182,17 @@ pub fn serve(config: &Config, args: ServeArgs) -> Result<u8> {
 }
 
 /// Starts `opsgate run` as a child with the same database and configuration.
-fn spawn_runner(config: &Config) -> Result<std::process::Child> {
+fn spawn_runner(config: &Config, sources: &[String]) -> Result<std::process::Child> {
     let exe = std::env::current_exe().context("finding the opsgate executable")?;
     let mut cmd = std::process::Command::new(exe);
-    cmd.arg("--db").arg(&config.db);
+    cmd.arg("--db").arg(config.db.as_arg());
     if let Some(path) = &config.config_path {
         cmd.arg("--config").arg(path);
     }
     cmd.arg("-q").arg("run");
+    for source in sources {
+        cmd.arg("--source").arg(source);
+    }
     // Runner children must not take the terminal's Ctrl-C: serve decides when to stop.
     use std::os::unix::process::CommandExt;
     cmd.process_group(0);

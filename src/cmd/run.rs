@@ -2,7 +2,7 @@
 
 use super::{open_store, print_out, warn};
 use crate::cli::RunArgs;
-use crate::config::{Config, MAX_RUN_TIMEOUT};
+use crate::config::{Config, DbLocation, MAX_RUN_TIMEOUT};
 use crate::error::{self, Error, Kind};
 use crate::model::State;
 use crate::notify::deliver_quietly;
@@ -12,6 +12,24 @@ use crate::text::show_command;
 use anyhow::Result;
 use serde_json::{json, Value};
 use std::time::Duration;
+
+/// The sources this host runs: `--source`, else `[runner] sources`. A shared
+/// (PostgreSQL) store holds every host's proposals, so there a runner must name its own.
+pub fn runner_sources(config: &Config, flags: &[String]) -> Result<Vec<String>> {
+    let sources = if flags.is_empty() {
+        config.runner_sources.clone()
+    } else {
+        flags.to_vec()
+    };
+    if sources.is_empty() && matches!(config.db, DbLocation::Postgres(_)) {
+        return Err(Error::new(
+            Kind::Usage,
+            "a shared PostgreSQL store holds every host's proposals: name this host's with --source NAME (or [runner] sources); a command runs only on the host that proposed it",
+        )
+        .into());
+    }
+    Ok(sources)
+}
 
 pub fn run(config: &Config, args: RunArgs) -> Result<u8> {
     let timeout = match &args.timeout {
@@ -29,12 +47,17 @@ pub fn run(config: &Config, args: RunArgs) -> Result<u8> {
                 )
             })?,
     };
+    let sources = runner_sources(config, &args.sources)?;
     let mut store = open_store(config)?;
     // A runner that died leaves its proposals executing: they become interrupted here,
     // and are never run again without a Retry.
     store.sweep(config.now(), &process::runner_alive)?;
     if args.dry_run {
-        let approved = store.list(&[State::Approved], None)?;
+        let approved: Vec<_> = store
+            .list(&[State::Approved], None)?
+            .into_iter()
+            .filter(|p| sources.is_empty() || sources.contains(&p.source))
+            .collect();
         let mut out = String::new();
         for p in approved.iter().take(args.max as usize) {
             out.push_str(&format!(
@@ -56,7 +79,7 @@ pub fn run(config: &Config, args: RunArgs) -> Result<u8> {
     run::run_approved(
         &mut store,
         config,
-        &[],
+        &sources,
         timeout,
         args.max,
         &mut |claimed| {

@@ -2,6 +2,7 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 pub mod fake_telegram;
+pub mod pg;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -15,24 +16,44 @@ pub fn sample(name: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
 }
 
-/// A temporary directory with a database path in it.
+/// A temporary directory with a database in it (a SQLite path), or a PostgreSQL
+/// database by URL.
 pub struct Env {
     pub dir: tempfile::TempDir,
     pub db: PathBuf,
+    /// Set for a PostgreSQL database.
+    pub url: Option<String>,
 }
 
 impl Env {
     pub fn new() -> Env {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("state").join("opsgate.db");
-        Env { dir, db }
+        Env { dir, db, url: None }
+    }
+
+    /// An environment whose database is a fresh PostgreSQL database, or `None` when
+    /// PostgreSQL is not installed (the caller skips).
+    pub fn postgres() -> Option<Env> {
+        let pg = pg::Pg::shared()?;
+        let mut env = Env::new();
+        env.url = Some(pg.fresh_db());
+        Some(env)
+    }
+
+    /// The `--db` value: the path or the URL.
+    pub fn db_value(&self) -> String {
+        match &self.url {
+            Some(url) => url.clone(),
+            None => self.db.display().to_string(),
+        }
     }
 
     pub fn cmd(&self, args: &[&str]) -> Run {
         Run {
             args: args.iter().map(|s| s.to_string()).collect(),
             stdin: None,
-            envs: vec![("OPSGATE_DB".into(), self.db.display().to_string())],
+            envs: vec![("OPSGATE_DB".into(), self.db_value())],
         }
     }
 
@@ -54,7 +75,21 @@ impl Env {
 
     /// The store, through its own API (default rules).
     pub fn store(&self) -> opsgate::store::Store {
-        opsgate::store::Store::open(&self.db, opsgate::config::Rules::default()).unwrap()
+        let location =
+            opsgate::config::DbLocation::parse(std::ffi::OsStr::new(&self.db_value())).unwrap();
+        opsgate::store::Store::open_at(&location, opsgate::config::Rules::default()).unwrap()
+    }
+
+    /// Runs one SQL statement on the database directly (tests of the schema itself);
+    /// returns the error text if it failed.
+    pub fn raw_sql(&self, sql: &str) -> Result<(), String> {
+        match &self.url {
+            Some(url) => postgres::Client::connect(url, postgres::NoTls)
+                .unwrap()
+                .batch_execute(sql)
+                .map_err(|e| format!("{e:?}")),
+            None => self.sql().execute_batch(sql).map_err(|e| e.to_string()),
+        }
     }
 
     pub fn sql(&self) -> rusqlite::Connection {

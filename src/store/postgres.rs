@@ -1,0 +1,456 @@
+//! The shared backend: one PostgreSQL database for many hosts. The blocking `postgres`
+//! client (rust-postgres; its runtime stays inside the client), TLS through rustls with
+//! the system's certificates or the `sslrootcert` file of the URL, numbered migrations
+//! under an advisory lock, `READ COMMITTED` transactions whose writers lock a cluster's
+//! card row first, claims with `FOR UPDATE SKIP LOCKED`, ids from a sequence.
+
+use super::db::{to_postgres, Backend, Conn, Database, Param, Row, ToParam, Value};
+use crate::error::{Error, Kind};
+use anyhow::{Context, Result};
+use bytes::BytesMut;
+use postgres::error::SqlState;
+use postgres::types::{to_sql_checked, IsNull, ToSql, Type};
+use postgres::Client;
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// Numbered migrations, applied in order under an advisory lock. Never edit one that has
+/// shipped: add a new one.
+pub(super) const MIGRATIONS: &[&str] = &[include_str!("migrations/postgres/001_init.sql")];
+
+/// The advisory lock key migrations run under ("opsgate" in ASCII, as a number).
+const MIGRATION_LOCK: i64 = 0x6f_7073_6761_7465;
+
+/// How long a statement waits for a row lock before the run fails as temporary.
+const LOCK_TIMEOUT: &str = "15s";
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The kind of a PostgreSQL error, for the exit code: a lost or refused connection, a
+/// server shutting down, a lock wait that timed out or a conflict retried too often is
+/// temporary; bad credentials or a missing database is configuration; a missing
+/// privilege is permission.
+pub fn classify(cause: &(dyn std::error::Error + 'static)) -> Option<Kind> {
+    let e = cause.downcast_ref::<postgres::Error>()?;
+    let Some(code) = e.code() else {
+        // No SQLSTATE: the connection (refused, closed, TLS). A certificate the system
+        // does not trust will not fix itself.
+        let text = format!("{e:?}").to_ascii_lowercase();
+        if text.contains("certificate") || text.contains("invalidcert") {
+            return Some(Kind::Config);
+        }
+        return Some(Kind::Temporary);
+    };
+    let class = &code.code()[..2];
+    Some(match class {
+        "08" | "53" | "57" | "40" => Kind::Temporary,
+        "28" | "3D" => Kind::Config,
+        "42" if *code == SqlState::INSUFFICIENT_PRIVILEGE => Kind::Permission,
+        "55" if *code == SqlState::LOCK_NOT_AVAILABLE => Kind::Temporary,
+        _ => Kind::Internal,
+    })
+}
+
+pub struct PgDb {
+    client: Client,
+    /// The URL with its password masked.
+    shown: String,
+    statements: HashMap<String, postgres::Statement>,
+}
+
+/// A URL as opsgate reads it: `sslrootcert=` is taken out (opsgate loads the file) and
+/// `sslmode=verify-ca|verify-full` become `require` (opsgate always verifies the server's
+/// certificate and name when TLS is used).
+struct Url {
+    config: postgres::Config,
+    root_cert: Option<String>,
+}
+
+fn parse_url(url: &str) -> Result<Url> {
+    let bad = |why: String| Error::new(Kind::Config, why);
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let mut kept = Vec::new();
+    let mut root_cert = None;
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match key {
+            "sslrootcert" => root_cert = Some(value.to_string()),
+            "sslmode" if matches!(value, "verify-ca" | "verify-full") => {
+                kept.push("sslmode=require".to_string())
+            }
+            _ => kept.push(pair.to_string()),
+        }
+    }
+    let rebuilt = if kept.is_empty() {
+        base.to_string()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    };
+    let config: postgres::Config = rebuilt.parse().map_err(|e| {
+        bad(format!(
+            "the PostgreSQL URL {} is not valid: {e}; expected postgres://user:password@host:port/database",
+            mask(url)
+        ))
+    })?;
+    Ok(Url { config, root_cert })
+}
+
+/// The URL with its password replaced by `***`.
+pub fn mask(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (authority, tail) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, ""),
+    };
+    match authority.rsplit_once('@') {
+        Some((user, host)) => match user.split_once(':') {
+            Some((name, _)) => format!("{scheme}://{name}:***@{host}{tail}"),
+            None => url.to_string(),
+        },
+        None => url.to_string(),
+    }
+}
+
+fn tls(root_cert: Option<&str>) -> Result<tokio_postgres_rustls::MakeRustlsConnect> {
+    let mut roots = rustls::RootCertStore::empty();
+    match root_cert {
+        Some(path) => {
+            use rustls::pki_types::pem::PemObject;
+            let certs = rustls::pki_types::CertificateDer::pem_file_iter(path)
+                .with_context(|| format!("reading sslrootcert {path}"))?;
+            for cert in certs {
+                let cert = cert.with_context(|| format!("reading sslrootcert {path}"))?;
+                roots
+                    .add(cert)
+                    .with_context(|| format!("a certificate in sslrootcert {path}"))?;
+            }
+        }
+        None => {
+            for cert in rustls_native_certs::load_native_certs().certs {
+                let _ = roots.add(cert);
+            }
+        }
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("setting up TLS")?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+}
+
+impl PgDb {
+    /// Connects and brings the schema up to date (refusing a newer one).
+    pub fn open(url: &str) -> Result<PgDb> {
+        let shown = mask(url);
+        let Url {
+            mut config,
+            root_cert,
+        } = parse_url(url)?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        config.application_name("opsgate");
+        let client = config
+            .connect(tls(root_cert.as_deref())?)
+            .with_context(|| format!("connecting to {shown}"))?;
+        let mut db = PgDb {
+            client,
+            shown,
+            statements: HashMap::new(),
+        };
+        db.client
+            .batch_execute(&format!("SET lock_timeout = '{LOCK_TIMEOUT}'"))
+            .context("setting lock_timeout")?;
+        db.migrate()
+            .with_context(|| format!("preparing database {}", db.shown))?;
+        Ok(db)
+    }
+
+    fn version(&mut self) -> Result<Option<i64>> {
+        let exists: bool = self
+            .client
+            .query_one("SELECT to_regclass('opsgate_schema') IS NOT NULL", &[])?
+            .get(0);
+        if !exists {
+            return Ok(None);
+        }
+        let v: i32 = self
+            .client
+            .query_one("SELECT version FROM opsgate_schema", &[])?
+            .get(0);
+        Ok(Some(i64::from(v)))
+    }
+
+    fn migrate(&mut self) -> Result<()> {
+        if self.version()? == Some(MIGRATIONS.len() as i64) {
+            return Ok(());
+        }
+        // Two hosts migrating at once: the second waits here, then finds it done.
+        self.client
+            .query("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])?;
+        let result = self.migrate_locked();
+        let _ = self
+            .client
+            .query("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]);
+        result
+    }
+
+    fn migrate_locked(&mut self) -> Result<()> {
+        let current = match self.version()? {
+            Some(v) => v,
+            None => {
+                let foreign: bool = self
+                    .client
+                    .query_one("SELECT to_regclass('proposals') IS NOT NULL", &[])?
+                    .get(0);
+                if foreign {
+                    return Err(Error::new(
+                        Kind::Config,
+                        format!(
+                            "{} has a proposals table but no opsgate schema version; refusing to touch it",
+                            self.shown
+                        ),
+                    )
+                    .into());
+                }
+                0
+            }
+        };
+        if current > MIGRATIONS.len() as i64 {
+            return Err(Error::new(
+                Kind::Config,
+                format!(
+                    "{} has schema version {current}, newer than this opsgate knows ({}); upgrade opsgate",
+                    self.shown,
+                    MIGRATIONS.len()
+                ),
+            )
+            .into());
+        }
+        let mut tx = self.client.transaction()?;
+        if current == 0 {
+            tx.batch_execute("CREATE TABLE opsgate_schema (version INTEGER NOT NULL)")?;
+            tx.batch_execute("INSERT INTO opsgate_schema (version) VALUES (0)")?;
+        }
+        for (n, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+            tx.batch_execute(sql)
+                .with_context(|| format!("applying migration {}", n + 1))?;
+        }
+        tx.execute(
+            "UPDATE opsgate_schema SET version = $1",
+            &[&(MIGRATIONS.len() as i32)],
+        )?;
+        tx.commit().context("committing migrations")?;
+        Ok(())
+    }
+
+    fn statement(&mut self, sql: &str) -> Result<postgres::Statement> {
+        if let Some(stmt) = self.statements.get(sql) {
+            return Ok(stmt.clone());
+        }
+        let stmt = self.client.prepare(&to_postgres(sql))?;
+        self.statements.insert(sql.to_string(), stmt.clone());
+        Ok(stmt)
+    }
+}
+
+#[derive(Debug)]
+struct Bind<'a>(Param<'a>);
+
+impl ToSql for Bind<'_> {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut BytesMut,
+    ) -> std::result::Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        match self.0 {
+            Param::Null => Ok(IsNull::Yes),
+            Param::Int(v) => match *ty {
+                Type::INT2 => i16::try_from(v)?.to_sql(ty, out),
+                Type::INT4 => i32::try_from(v)?.to_sql(ty, out),
+                Type::BOOL => (v != 0).to_sql(ty, out),
+                Type::TEXT | Type::VARCHAR => v.to_string().to_sql(ty, out),
+                _ => v.to_sql(ty, out),
+            },
+            Param::Text(t) => t.to_sql(ty, out),
+            Param::Bool(b) => match *ty {
+                Type::INT8 => i64::from(b).to_sql(ty, out),
+                Type::INT4 => i32::from(b).to_sql(ty, out),
+                _ => b.to_sql(ty, out),
+            },
+        }
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+
+    to_sql_checked!();
+}
+
+fn value(row: &postgres::Row, i: usize) -> Result<Value> {
+    let ty = row.columns()[i].type_().clone();
+    Ok(match ty {
+        Type::VOID => Value::Null,
+        Type::INT8 => row.get::<_, Option<i64>>(i).map_or(Value::Null, Value::Int),
+        Type::INT4 => row
+            .get::<_, Option<i32>>(i)
+            .map_or(Value::Null, |v| Value::Int(i64::from(v))),
+        Type::INT2 => row
+            .get::<_, Option<i16>>(i)
+            .map_or(Value::Null, |v| Value::Int(i64::from(v))),
+        Type::BOOL => row
+            .get::<_, Option<bool>>(i)
+            .map_or(Value::Null, Value::Bool),
+        _ => row
+            .try_get::<_, Option<String>>(i)
+            .with_context(|| format!("reading a {ty} column"))?
+            .map_or(Value::Null, Value::Text),
+    })
+}
+
+impl Conn for PgDb {
+    fn backend(&self) -> Backend {
+        Backend::Postgres
+    }
+
+    fn execute(&mut self, sql: &str, params: &[&dyn ToParam]) -> Result<u64> {
+        let stmt = self.statement(sql)?;
+        let binds: Vec<Bind<'_>> = params.iter().map(|p| Bind(p.param())).collect();
+        let refs: Vec<&(dyn ToSql + Sync)> =
+            binds.iter().map(|b| b as &(dyn ToSql + Sync)).collect();
+        Ok(self.client.execute(&stmt, &refs)?)
+    }
+
+    fn query_each(
+        &mut self,
+        sql: &str,
+        params: &[&dyn ToParam],
+        each: &mut dyn FnMut(Row) -> Result<()>,
+    ) -> Result<()> {
+        let stmt = self.statement(sql)?;
+        let binds: Vec<Bind<'_>> = params.iter().map(|p| Bind(p.param())).collect();
+        let refs: Vec<&(dyn ToSql + Sync)> =
+            binds.iter().map(|b| b as &(dyn ToSql + Sync)).collect();
+        for row in self.client.query(&stmt, &refs)? {
+            let values = (0..row.len())
+                .map(|i| value(&row, i))
+                .collect::<Result<Vec<_>>>()?;
+            each(Row(values))?;
+        }
+        Ok(())
+    }
+}
+
+impl Database for PgDb {
+    fn backend(&self) -> Backend {
+        Backend::Postgres
+    }
+
+    fn conn(&mut self) -> &mut dyn Conn {
+        self
+    }
+
+    fn begin(&mut self, what: &str) -> Result<()> {
+        self.client
+            .batch_execute("BEGIN")
+            .with_context(|| format!("starting a transaction {what}"))
+    }
+
+    fn commit(&mut self) -> Result<()> {
+        self.client.batch_execute("COMMIT").context("committing")
+    }
+
+    fn rollback(&mut self) {
+        let _ = self.client.batch_execute("ROLLBACK");
+    }
+
+    fn retryable(&self, err: &anyhow::Error) -> bool {
+        err.chain()
+            .filter_map(|c| c.downcast_ref::<postgres::Error>())
+            .filter_map(|e| e.code())
+            .any(|code| {
+                *code == SqlState::T_R_SERIALIZATION_FAILURE
+                    || *code == SqlState::T_R_DEADLOCK_DETECTED
+            })
+    }
+
+    fn schema_version(&mut self) -> Result<i64> {
+        Ok(self.version()?.unwrap_or(0))
+    }
+
+    fn known_schema_version(&self) -> i64 {
+        MIGRATIONS.len() as i64
+    }
+
+    fn health(&mut self) -> Vec<(bool, String)> {
+        let mut lines = Vec::new();
+        match self.client.query_one("SHOW server_version", &[]) {
+            Ok(row) => lines.push((true, format!("PostgreSQL {}", row.get::<_, String>(0)))),
+            Err(e) => lines.push((false, format!("PostgreSQL: {e}"))),
+        }
+        // The audit must be append-only for this role too: with the documented REVOKE
+        // applied, it cannot even ask.
+        let rights = self.client.query_one(
+            "SELECT has_table_privilege(current_user, 'transitions', 'UPDATE'),
+                    has_table_privilege(current_user, 'transitions', 'DELETE'),
+                    current_user",
+            &[],
+        );
+        match rights {
+            Ok(row) => {
+                let (update, delete, user): (bool, bool, String) =
+                    (row.get(0), row.get(1), row.get(2));
+                if update || delete {
+                    lines.push((
+                        true,
+                        format!(
+                            "role {user} may UPDATE/DELETE transitions (a trigger still refuses it); for defence in depth: REVOKE UPDATE, DELETE, TRUNCATE ON transitions FROM {user}"
+                        ),
+                    ));
+                } else {
+                    lines.push((
+                        true,
+                        format!("role {user} cannot UPDATE or DELETE the audit (REVOKE applied)"),
+                    ));
+                }
+            }
+            Err(e) => lines.push((false, format!("checking the role's rights: {e}"))),
+        }
+        lines
+    }
+
+    fn describe(&self) -> String {
+        self.shown.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_masked_and_libpq_options_read() {
+        assert_eq!(
+            mask("postgres://opsgate:s3cret@db.example:5432/ops?sslmode=require"),
+            "postgres://opsgate:***@db.example:5432/ops?sslmode=require"
+        );
+        assert_eq!(mask("postgresql://db/ops"), "postgresql://db/ops");
+        let url = parse_url(
+            "postgres://u:p@127.0.0.1:5433/ops?sslmode=verify-full&sslrootcert=/etc/ca.pem",
+        )
+        .unwrap_or_else(|e| panic!("{e:#}"));
+        assert_eq!(url.root_cert.as_deref(), Some("/etc/ca.pem"));
+        assert_eq!(
+            url.config.get_ssl_mode(),
+            postgres::config::SslMode::Require
+        );
+        assert!(parse_url("postgres://u:p@h/db?sslmode=sometimes").is_err());
+    }
+}

@@ -1,0 +1,214 @@
+//! A throw-away PostgreSQL cluster for tests: `initdb` into a temp directory (as the
+//! `postgres` user when the tests run as root: the server refuses root), started on a
+//! free 127.0.0.1 port, stopped when the test process ends (a watchdog process stops it
+//! and removes the directory). Without PostgreSQL installed, tests that need it print
+//! SKIPPED, unless `OPSGATE_REQUIRE_PG=1` (set by CI), where they fail.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
+
+pub struct Pg {
+    pub port: u16,
+    dir: PathBuf,
+    bin: PathBuf,
+}
+
+static SHARED: OnceLock<Option<Pg>> = OnceLock::new();
+static DATABASES: AtomicUsize = AtomicUsize::new(0);
+
+/// The PostgreSQL binaries: `pg_config --bindir`, else the newest /usr/lib/postgresql/*.
+fn bin_dir() -> Option<PathBuf> {
+    if let Ok(out) = Command::new("pg_config").arg("--bindir").output() {
+        let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        if dir.join("initdb").exists() {
+            return Some(dir);
+        }
+    }
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(|e| Some(e.ok()?.path().join("bin")))
+        .filter(|p| p.join("initdb").exists())
+        .collect();
+    versions.sort();
+    versions.pop()
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+/// Runs a PostgreSQL program as the user that owns the cluster.
+fn as_owner(program: &Path) -> Command {
+    if is_root() {
+        let mut cmd = Command::new("runuser");
+        cmd.args(["-u", "postgres", "--"]).arg(program);
+        cmd
+    } else {
+        Command::new(program)
+    }
+}
+
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+fn unavailable(why: &str) -> Option<Pg> {
+    if std::env::var("OPSGATE_REQUIRE_PG").is_ok_and(|v| v == "1") {
+        panic!("PostgreSQL is required (OPSGATE_REQUIRE_PG=1) but {why}");
+    }
+    eprintln!("SKIPPED: PostgreSQL tests: {why} (install the postgresql package)");
+    None
+}
+
+impl Pg {
+    /// A new cluster of its own (for tests that stop and restart it).
+    pub fn start_new() -> Option<Pg> {
+        let Some(bin) = bin_dir() else {
+            return unavailable("no initdb found");
+        };
+        let dir = std::env::temp_dir().join(format!(
+            "opsgate-pg-{}-{}",
+            std::process::id(),
+            DATABASES.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        if is_root() {
+            let ok = Command::new("chown")
+                .args(["postgres:postgres"])
+                .arg(&dir)
+                .status()
+                .is_ok_and(|s| s.success());
+            if !ok {
+                return unavailable("cannot hand a directory to the postgres user");
+            }
+        }
+        let out = as_owner(&bin.join("initdb"))
+            .arg("-D")
+            .arg(dir.join("data"))
+            .args(["-A", "trust", "-U", "opsgate", "--no-sync", "-E", "UTF8"])
+            .output()
+            .unwrap();
+        if !out.status.success() {
+            return unavailable(&format!(
+                "initdb failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        let pg = Pg {
+            port: free_port(),
+            dir,
+            bin,
+        };
+        pg.start();
+        pg.watchdog();
+        Some(pg)
+    }
+
+    /// The cluster shared by a test binary's tests.
+    pub fn shared() -> Option<&'static Pg> {
+        SHARED.get_or_init(Pg::start_new).as_ref()
+    }
+
+    pub fn start(&self) {
+        let options = format!(
+            "-c port={} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} -c fsync=off -c max_connections=300",
+            self.port,
+            self.dir.display()
+        );
+        let out = as_owner(&self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .arg("-l")
+            .arg(self.dir.join("log"))
+            .args(["-o", &options, "-w", "start"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "pg_ctl start: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            std::fs::read_to_string(self.dir.join("log")).unwrap_or_default()
+        );
+    }
+
+    /// Stops the server at once, as a crash would (`-m immediate`).
+    pub fn stop_now(&self) {
+        let out = as_owner(&self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .args(["-m", "immediate", "-w", "stop"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Stops the server and removes its directory once this test process has ended.
+    fn watchdog(&self) {
+        let script = format!(
+            "while kill -0 {pid} 2>/dev/null; do sleep 1; done; {stop} -D {data} -m immediate stop >/dev/null 2>&1; rm -rf {dir}",
+            pid = std::process::id(),
+            stop = if is_root() {
+                format!("runuser -u postgres -- {}", self.bin.join("pg_ctl").display())
+            } else {
+                self.bin.join("pg_ctl").display().to_string()
+            },
+            data = self.dir.join("data").display(),
+            dir = self.dir.display(),
+        );
+        use std::os::unix::process::CommandExt;
+        let _ = Command::new("sh")
+            .args(["-c", &script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn();
+    }
+
+    pub fn url(&self, database: &str) -> String {
+        format!(
+            "postgres://opsgate@127.0.0.1:{}/{database}?sslmode=disable",
+            self.port
+        )
+    }
+
+    /// A fresh, empty database on this cluster; returns its URL.
+    pub fn fresh_db(&self) -> String {
+        let name = format!(
+            "t{}_{}",
+            std::process::id(),
+            DATABASES.fetch_add(1, Ordering::SeqCst)
+        );
+        let mut client = self.client("postgres");
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .unwrap();
+        self.url(&name)
+    }
+
+    pub fn client(&self, database: &str) -> postgres::Client {
+        postgres::Client::connect(&self.url(database), postgres::NoTls).unwrap()
+    }
+
+    /// A client on the database a URL of [`Pg::fresh_db`] names.
+    pub fn client_for(&self, url: &str) -> postgres::Client {
+        postgres::Client::connect(url, postgres::NoTls).unwrap()
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
