@@ -14,6 +14,8 @@ pub struct Pg {
     pub port: u16,
     dir: PathBuf,
     bin: PathBuf,
+    /// Extra server options (`-c name=value ...`).
+    extra: String,
 }
 
 static SHARED: OnceLock<Option<Pg>> = OnceLock::new();
@@ -70,6 +72,12 @@ fn unavailable(why: &str) -> Option<Pg> {
 impl Pg {
     /// A new cluster of its own (for tests that stop and restart it).
     pub fn start_new() -> Option<Pg> {
+        Pg::start_new_with("", |_| {})
+    }
+
+    /// A new cluster with extra server options; `prepare` runs on the data directory
+    /// before the first start (as root: files it writes are handed to postgres).
+    pub fn start_new_with(extra: &str, prepare: impl FnOnce(&Path)) -> Option<Pg> {
         let Some(bin) = bin_dir() else {
             return unavailable("no initdb found");
         };
@@ -106,7 +114,15 @@ impl Pg {
             port: free_port(),
             dir,
             bin,
+            extra: extra.to_string(),
         };
+        prepare(&pg.dir.join("data"));
+        if is_root() {
+            let _ = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(pg.dir.join("data"))
+                .status();
+        }
         pg.start();
         pg.watchdog();
         Some(pg)
@@ -119,9 +135,10 @@ impl Pg {
 
     pub fn start(&self) {
         let options = format!(
-            "-c port={} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} -c fsync=off -c max_connections=300",
+            "-c port={} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} -c fsync=off -c max_connections=300 {}",
             self.port,
-            self.dir.display()
+            self.dir.display(),
+            self.extra
         );
         let out = as_owner(&self.bin.join("pg_ctl"))
             .arg("-D")
