@@ -33,6 +33,7 @@ lint:
 
 bench:
 	$(CARGO) bench --locked --bench ingest
+	$(CARGO) bench --locked --bench postgres
 
 # The long crash and concurrency runs behind RELIABILITY.md (the short ones run in make test).
 soak:

@@ -82,6 +82,8 @@ pub enum Command {
     Authority,
     /// Check the database, the configuration and the Telegram connection; say what to fix
     Doctor,
+    /// Copy a host's history (audit included) into another database, all or nothing
+    Migrate(MigrateArgs),
     /// Print a shell completion script
     Completions {
         #[arg(value_enum)]
@@ -136,6 +138,19 @@ pub struct RejectArgs {
     /// Name recorded as the actor (default: $USER)
     #[arg(long = "as", value_name = "NAME")]
     pub actor: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// The database to copy from: sqlite:PATH (or a file path)
+    #[arg(long, value_name = "DB")]
+    pub from: std::ffi::OsString,
+    /// The database to copy into, e.g. postgres://...; default: the configured database
+    #[arg(long, value_name = "DB")]
+    pub to: Option<std::ffi::OsString>,
+    /// Print the counts as JSON
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

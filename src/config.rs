@@ -259,6 +259,16 @@ impl DbLocation {
         if text.starts_with("postgres://") || text.starts_with("postgresql://") {
             return Ok(DbLocation::Postgres(text.to_string()));
         }
+        if let Some(path) = text.strip_prefix("sqlite:") {
+            let path = path.strip_prefix("//").unwrap_or(path);
+            if path.is_empty() {
+                return Err(config_error(
+                    "sqlite: needs a file path, e.g. sqlite:/var/lib/opsgate/opsgate.db"
+                        .to_string(),
+                ));
+            }
+            return Ok(DbLocation::File(PathBuf::from(path)));
+        }
         let scheme = text.split_once("://").map(|(s, _)| s);
         if let Some(scheme) = scheme.filter(|s| {
             !s.is_empty()
@@ -266,7 +276,7 @@ impl DbLocation {
                     .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
         }) {
             return Err(config_error(format!(
-                "--db / {}: {scheme}:// is not a database opsgate knows; expected a file path or a postgres:// URL",
+                "--db / {}: {scheme}:// is not a database opsgate knows; expected a file path (or sqlite:PATH) or a postgres:// URL",
                 env_name(DB)
             )));
         }

@@ -183,6 +183,8 @@ pub struct RunInfo {
     pub duration_ms: Option<i64>,
     pub stdout_tail: Option<String>,
     pub stderr_tail: Option<String>,
+    /// The runner that claimed it last (`host:pid:start`).
+    pub runner: Option<String>,
 }
 
 /// Earlier rejections of the same command from the same source.

@@ -214,8 +214,9 @@ fn render_with(view: &ClusterView, detail: Detail, max_in_flight: usize) -> Card
     // In-flight variants whose whole command is on the card: only they get buttons.
     let mut shown: Vec<i64> = Vec::new();
 
+    // The host first: with one queue for many hosts, where it runs is the first question.
     w.html.push_str("<b>");
-    w.text("opsgate · ");
+    w.text("🖥 ");
     w.text(&show_field(&view.source, NAME_CHARS));
     w.text(" · ");
     match &view.name {
@@ -377,6 +378,19 @@ fn render_with(view: &ClusterView, detail: Detail, max_in_flight: usize) -> Card
     }
 }
 
+/// " on HOST": the machine that ran it, from the runner's id.
+fn ran_on(w: &mut Writer, p: &Proposal) {
+    if let Some(host) = p
+        .run
+        .runner
+        .as_deref()
+        .and_then(crate::process::runner_host)
+    {
+        w.text(" on ");
+        w.text(&show_field(host, NAME_CHARS));
+    }
+}
+
 /// What happened to a proposal after it was proposed: staleness, earlier rejections,
 /// who decided, the run and its output.
 fn lifecycle_lines(w: &mut Writer, p: &Proposal, detail: Detail) {
@@ -416,7 +430,9 @@ fn lifecycle_lines(w: &mut Writer, p: &Proposal, detail: Detail) {
     match p.state {
         State::Executing => {
             if let Some(started) = p.run.started_at {
-                w.text(&format!("▶ running since {}\n", rfc3339(started)));
+                w.text(&format!("▶ running since {}", rfc3339(started)));
+                ran_on(w, p);
+                w.text("\n");
             }
         }
         State::Completed | State::Failed => {
@@ -429,7 +445,7 @@ fn lifecycle_lines(w: &mut Writer, p: &Proposal, detail: Detail) {
                 _ => String::new(),
             };
             w.text(&format!(
-                "{} {} {how}\n",
+                "{} {} {how}",
                 if p.state == State::Completed {
                     "✔"
                 } else {
@@ -437,6 +453,8 @@ fn lifecycle_lines(w: &mut Writer, p: &Proposal, detail: Detail) {
                 },
                 p.state.as_str()
             ));
+            ran_on(w, p);
+            w.text("\n");
             for (label, tail) in [
                 ("stdout", &p.run.stdout_tail),
                 ("stderr", &p.run.stderr_tail),

@@ -27,6 +27,15 @@ pub fn runner_id() -> String {
     )
 }
 
+/// The host of a runner id from [`runner_id`] (ids written before hosts were recorded
+/// have none).
+pub fn runner_host(runner: &str) -> Option<&str> {
+    let mut parts = runner.rsplitn(3, ':');
+    parts.next()?;
+    parts.next()?;
+    parts.next()
+}
+
 /// Whether the runner named by [`runner_id`] still exists. Only this host's runners are
 /// judged; another host's (or one off Linux) is assumed alive and its lease decides.
 pub fn runner_alive(runner: &str) -> bool {

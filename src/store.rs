@@ -15,6 +15,7 @@ use anyhow::Result;
 use std::path::Path;
 use std::time::Duration;
 
+mod copy;
 pub mod db;
 mod decide;
 mod ingest;
@@ -23,7 +24,8 @@ mod postgres;
 mod query;
 mod sqlite;
 
-pub use db::Backend;
+pub use copy::Copied;
+pub use db::{Backend, Health, Level};
 use db::{Conn, ConnExt, Database, Row};
 pub use ingest::{Ingest, Rekey};
 pub use outbox::{Delivered, OwedCard};
@@ -99,8 +101,8 @@ impl Store {
         self.db.known_schema_version()
     }
 
-    /// Backend health for `doctor`: (ok, what) lines.
-    pub fn health(&mut self) -> Vec<(bool, String)> {
+    /// Backend health for `doctor`.
+    pub fn health(&mut self) -> Vec<Health> {
         self.db.health()
     }
 
@@ -260,7 +262,7 @@ const PROPOSAL_SELECT: &str = "SELECT p.id, p.source, p.cmd_hash, p.command, p.c
     p.last_seen_at, p.decided_by, p.decided_at,
     (SELECT MIN(subject) FROM subjects WHERE proposal_id = p.cluster_id),
     p.last_ingest_id, p.ended_at, p.started_at, p.exit_code, p.duration_ms,
-    p.stdout_tail, p.stderr_tail
+    p.stdout_tail, p.stderr_tail, p.runner
     FROM proposals p";
 
 /// A proposal row, and the last ingest that proposed it (for staleness).
@@ -295,6 +297,7 @@ fn proposal_from_row(r: &Row) -> Result<(Proposal, Option<i64>)> {
             duration_ms: r.opt_int(20)?,
             stdout_tail: r.opt_text(21)?,
             stderr_tail: r.opt_text(22)?,
+            runner: r.opt_text(23)?,
         },
         prior_rejections: None::<PriorRejections>,
         decision_note: None,

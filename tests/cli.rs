@@ -165,11 +165,7 @@ fn a_cluster_gathers_every_verb_on_one_target() {
     let clusters: Vec<&Value> = list.iter().map(|p| &p["cluster_id"]).collect();
     assert!(clusters.iter().all(|c| *c == clusters[0]));
     let notify = stdout(&env.cmd(&["notify"]).ok());
-    assert_eq!(
-        notify.matches("opsgate · h · container X").count(),
-        1,
-        "{notify}"
-    );
+    assert_eq!(notify.matches("🖥 h · container X").count(), 1, "{notify}");
     assert!(notify.contains("4 variants in flight"));
 }
 
@@ -498,7 +494,7 @@ fn notify_without_telegram_prints_one_card_per_cluster() {
     env.ingest("h", &sample("cycle2.json"));
     let out = stdout(&env.cmd(&["notify"]).ok());
     // 6 proposals: stop+start clickhouse share a card.
-    assert_eq!(out.matches("opsgate · h ·").count(), 5, "{out}");
+    assert_eq!(out.matches("🖥 h ·").count(), 5, "{out}");
     assert!(out.contains("docker stop clickhouse") && out.contains("docker start clickhouse"));
     assert!(out.contains("ids: ch-stop"));
     let empty = Env::new();

@@ -127,7 +127,7 @@ fn clusters_gather_spellings_and_a_bridge_folds_the_newer_card(env: &Env) {
     assert!(list.iter().all(|p| p["cluster_id"] == 1), "{list:?}");
     assert_eq!(env.store().cluster(3).unwrap().merged_into, Some(1));
     let card = stdout(&env.cmd(&["notify", "--console"]).ok());
-    assert_eq!(card.matches("opsgate · h ·").count(), 1, "{card}");
+    assert_eq!(card.matches("🖥 h ·").count(), 1, "{card}");
 }
 
 fn a_rejected_command_is_suppressed_during_its_cooldown(env: &Env) {

@@ -86,6 +86,11 @@ fn approve_run_complete_with_the_output_on_the_card() {
     assert_eq!(v[0]["exit_code"], 0);
     let text = fake.message(msg).text;
     assert!(text.contains("✔ completed exit 0"), "{text}");
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    assert!(
+        text.contains(&format!(" on {}", host.trim())),
+        "the card names the machine it ran on: {text}"
+    );
     assert!(
         text.contains("hello from opsgate") && text.contains("warn"),
         "{text}"

@@ -5,7 +5,7 @@ use super::print_out;
 use crate::config::{Config, DbLocation};
 use crate::error::{self, Kind};
 use crate::notify::telegram::Telegram;
-use crate::store::Store;
+use crate::store::{Level, Store};
 use anyhow::Result;
 
 struct Report {
@@ -131,14 +131,12 @@ fn check_store(store: &mut Store, r: &mut Report) {
             "check the database",
         ),
     }
-    for (ok, what) in store.health() {
-        if ok {
-            r.ok(what);
-        } else {
-            r.fail(
-                what,
-                "restore from a backup (sqlite3 opsgate.db \".recover\" may save data)",
-            );
+    for h in store.health() {
+        let fix = h.fix.unwrap_or_default();
+        match h.level {
+            Level::Ok => r.ok(h.what),
+            Level::Warn => r.warn(h.what, fix),
+            Level::Fail => r.fail(h.what, fix),
         }
     }
     match store.last_ingests() {

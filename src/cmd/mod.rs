@@ -8,6 +8,7 @@ mod hash;
 mod info;
 mod ingest;
 mod list;
+mod migrate;
 mod notify;
 mod poll;
 mod run;
@@ -56,6 +57,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Sweep(args) => sweep::sweep(&config, args),
         Command::Authority => info::authority(),
         Command::Doctor => doctor::doctor(&config),
+        Command::Migrate(args) => migrate::migrate(&config, args),
         Command::Completions { .. } | Command::Man => Ok(error::OK),
     }
 }
@@ -78,7 +80,12 @@ fn warn(config: &Config, message: &str) {
 /// Opens the store with the configured lifecycle rules; in-flight proposals keyed by an
 /// older identity grammar are re-keyed once.
 fn open_store(config: &Config) -> Result<Store> {
-    let mut store = Store::open_at(&config.db, config.rules)?;
+    open_location(&config.db, config)
+}
+
+/// Opens the store at `location` (see [`open_store`]).
+fn open_location(location: &DbLocation, config: &Config) -> Result<Store> {
+    let mut store = Store::open_at(location, config.rules)?;
     if store.grammar_version()? < canon::GRAMMAR_VERSION {
         store.rekey_in_flight(canon::GRAMMAR_VERSION, &|command| {
             let c = canon::canonicalize(command);

@@ -185,6 +185,46 @@ pub trait ConnExt: Conn {
 
 impl<C: Conn + ?Sized> ConnExt for C {}
 
+/// One finding of a backend's health check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Health {
+    pub level: Level,
+    pub what: String,
+    /// What to do about it (for warnings and failures).
+    pub fix: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Ok,
+    Warn,
+    Fail,
+}
+
+impl Health {
+    pub fn ok(what: impl Into<String>) -> Health {
+        Health {
+            level: Level::Ok,
+            what: what.into(),
+            fix: None,
+        }
+    }
+    pub fn warn(what: impl Into<String>, fix: impl Into<String>) -> Health {
+        Health {
+            level: Level::Warn,
+            what: what.into(),
+            fix: Some(fix.into()),
+        }
+    }
+    pub fn fail(what: impl Into<String>, fix: impl Into<String>) -> Health {
+        Health {
+            level: Level::Fail,
+            what: what.into(),
+            fix: Some(fix.into()),
+        }
+    }
+}
+
 /// A database the store runs on: the storage trait.
 pub trait Database {
     fn backend(&self) -> Backend;
@@ -203,8 +243,8 @@ pub trait Database {
     /// Schema version, and the newest this build knows.
     fn schema_version(&mut self) -> Result<i64>;
     fn known_schema_version(&self) -> i64;
-    /// Backend health lines for `doctor`: (ok, what).
-    fn health(&mut self) -> Vec<(bool, String)>;
+    /// Backend health for `doctor`.
+    fn health(&mut self) -> Vec<Health>;
     /// Where it is, for messages (a URL's password masked).
     fn describe(&self) -> String;
 }

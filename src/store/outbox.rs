@@ -161,10 +161,11 @@ impl Store {
         })
     }
 
-    /// Gives a lease back if `holder` still has it.
+    /// Gives a lease back if `holder` still has it. The row stays (emptied): a taker that
+    /// found it a moment ago must still find it to lock.
     pub fn release_lease(&mut self, name: &str, holder: &str) -> Result<()> {
         self.conn().execute(
-            "DELETE FROM leases WHERE name = ?1 AND holder = ?2",
+            "UPDATE leases SET holder = '', until = 0 WHERE name = ?1 AND holder = ?2",
             &[&name, &holder],
         )?;
         Ok(())

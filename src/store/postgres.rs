@@ -4,7 +4,7 @@
 //! under an advisory lock, `READ COMMITTED` transactions whose writers lock a cluster's
 //! card row first, claims with `FOR UPDATE SKIP LOCKED`, ids from a sequence.
 
-use super::db::{to_postgres, Backend, Conn, Database, Param, Row, ToParam, Value};
+use super::db::{to_postgres, Backend, Conn, Database, Health, Param, Row, ToParam, Value};
 use crate::error::{Error, Kind};
 use anyhow::{Context, Result};
 use bytes::BytesMut;
@@ -144,7 +144,61 @@ fn tls(root_cert: Option<&str>) -> Result<tokio_postgres_rustls::MakeRustlsConne
     Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
 }
 
+/// The rights the runtime needs, table by table (the audit is append-only: no UPDATE or
+/// DELETE there).
+const NEEDED: &[(&str, &str)] = &[
+    ("proposals", "SELECT,INSERT,UPDATE,DELETE"),
+    ("subjects", "SELECT,INSERT,DELETE"),
+    ("ingests", "SELECT,INSERT,UPDATE"),
+    ("sightings", "SELECT,INSERT,DELETE"),
+    ("transitions", "SELECT,INSERT"),
+    ("cards", "SELECT,INSERT,UPDATE,DELETE"),
+    ("channels", "SELECT,INSERT"),
+    ("deliveries", "SELECT,INSERT,UPDATE,DELETE"),
+    ("cursors", "SELECT,INSERT,UPDATE"),
+    ("leases", "SELECT,INSERT,UPDATE,DELETE"),
+    ("meta", "SELECT,INSERT,UPDATE,DELETE"),
+];
+
 impl PgDb {
+    /// The current role, and the table rights and sequences it lacks.
+    fn missing_rights(&mut self) -> Result<(String, Vec<String>)> {
+        let user: String = self.client.query_one("SELECT current_user", &[])?.get(0);
+        let mut missing = Vec::new();
+        for (table, rights) in NEEDED {
+            for right in rights.split(',') {
+                let has: bool = self
+                    .client
+                    .query_one(
+                        "SELECT has_table_privilege(current_user, $1, $2)",
+                        &[table, &right],
+                    )?
+                    .get(0);
+                if !has {
+                    missing.push(format!("{right} on {table}"));
+                }
+            }
+        }
+        for seq in [
+            "proposal_ids",
+            "ingests_id_seq",
+            "sightings_id_seq",
+            "transitions_id_seq",
+        ] {
+            let has: bool = self
+                .client
+                .query_one(
+                    "SELECT has_sequence_privilege(current_user, $1, 'USAGE')",
+                    &[&seq],
+                )?
+                .get(0);
+            if !has {
+                missing.push(format!("USAGE on sequence {seq}"));
+            }
+        }
+        Ok((user, missing))
+    }
+
     /// Connects and brings the schema up to date (refusing a newer one).
     pub fn open(url: &str) -> Result<PgDb> {
         let shown = mask(url);
@@ -389,39 +443,60 @@ impl Database for PgDb {
         MIGRATIONS.len() as i64
     }
 
-    fn health(&mut self) -> Vec<(bool, String)> {
+    fn health(&mut self) -> Vec<Health> {
         let mut lines = Vec::new();
         match self.client.query_one("SHOW server_version", &[]) {
-            Ok(row) => lines.push((true, format!("PostgreSQL {}", row.get::<_, String>(0)))),
-            Err(e) => lines.push((false, format!("PostgreSQL: {e}"))),
+            Ok(row) => lines.push(Health::ok(format!(
+                "PostgreSQL {}",
+                row.get::<_, String>(0)
+            ))),
+            Err(e) => lines.push(Health::fail(
+                format!("PostgreSQL: {e}"),
+                "check the server and the URL",
+            )),
+        }
+        match self.missing_rights() {
+            Ok((user, missing)) if missing.is_empty() => {
+                lines.push(Health::ok(format!("role {user} has the rights opsgate needs")))
+            }
+            Ok((user, missing)) => lines.push(Health::fail(
+                format!("role {user} lacks {}", missing.join(", ")),
+                format!(
+                    "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {user}; GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {user}; then the REVOKE below"
+                ),
+            )),
+            Err(e) => lines.push(Health::fail(
+                format!("checking the role's rights: {e}"),
+                "check the server",
+            )),
         }
         // The audit must be append-only for this role too: with the documented REVOKE
         // applied, it cannot even ask.
         let rights = self.client.query_one(
-            "SELECT has_table_privilege(current_user, 'transitions', 'UPDATE'),
-                    has_table_privilege(current_user, 'transitions', 'DELETE'),
+            "SELECT has_table_privilege(current_user, 'transitions', 'UPDATE')
+                 OR has_table_privilege(current_user, 'transitions', 'DELETE')
+                 OR has_table_privilege(current_user, 'transitions', 'TRUNCATE'),
                     current_user",
             &[],
         );
         match rights {
             Ok(row) => {
-                let (update, delete, user): (bool, bool, String) =
-                    (row.get(0), row.get(1), row.get(2));
-                if update || delete {
-                    lines.push((
-                        true,
-                        format!(
-                            "role {user} may UPDATE/DELETE transitions (a trigger still refuses it); for defence in depth: REVOKE UPDATE, DELETE, TRUNCATE ON transitions FROM {user}"
-                        ),
+                let (may, user): (bool, String) = (row.get(0), row.get(1));
+                if may {
+                    lines.push(Health::warn(
+                        format!("role {user} may UPDATE/DELETE the audit (transitions); a trigger refuses it, a privilege would too"),
+                        format!("REVOKE UPDATE, DELETE, TRUNCATE ON transitions FROM {user} (run opsgate as a role that does not own the tables)"),
                     ));
                 } else {
-                    lines.push((
-                        true,
-                        format!("role {user} cannot UPDATE or DELETE the audit (REVOKE applied)"),
-                    ));
+                    lines.push(Health::ok(format!(
+                        "role {user} cannot UPDATE or DELETE the audit (REVOKE applied)"
+                    )));
                 }
             }
-            Err(e) => lines.push((false, format!("checking the role's rights: {e}"))),
+            Err(e) => lines.push(Health::fail(
+                format!("checking the role's rights: {e}"),
+                "check the server",
+            )),
         }
         lines
     }

@@ -2,7 +2,7 @@
 //! writers are serialized and row locks are not needed), numbered migrations in
 //! `PRAGMA user_version`, `PRAGMA application_id` to refuse foreign files.
 
-use super::db::{to_sqlite, Backend, Conn, Database, Param, Row, ToParam, Value};
+use super::db::{to_sqlite, Backend, Conn, Database, Health, Param, Row, ToParam, Value};
 use crate::error::{Error, Kind};
 use anyhow::{Context, Result};
 use rusqlite::types::{ToSqlOutput, ValueRef};
@@ -300,21 +300,29 @@ impl Database for SqliteDb {
         MIGRATIONS.len() as i64
     }
 
-    fn health(&mut self) -> Vec<(bool, String)> {
+    fn health(&mut self) -> Vec<Health> {
+        let restore = "restore from a backup (sqlite3 opsgate.db \".recover\" may save data)";
         let mut lines = Vec::new();
         match self
             .conn
             .query_row("PRAGMA integrity_check", [], |r| r.get::<_, String>(0))
         {
-            Ok(s) => lines.push((s == "ok", format!("integrity_check: {s}"))),
-            Err(e) => lines.push((false, format!("integrity_check: {e}"))),
+            Ok(s) if s == "ok" => lines.push(Health::ok("integrity_check: ok")),
+            Ok(s) => lines.push(Health::fail(format!("integrity_check: {s}"), restore)),
+            Err(e) => lines.push(Health::fail(format!("integrity_check: {e}"), restore)),
         }
         match self
             .conn
             .query_row("PRAGMA journal_mode", [], |r| r.get::<_, String>(0))
         {
-            Ok(m) => lines.push((m.eq_ignore_ascii_case("wal"), format!("journal mode {m}"))),
-            Err(e) => lines.push((false, format!("journal mode: {e}"))),
+            Ok(m) if m.eq_ignore_ascii_case("wal") => {
+                lines.push(Health::ok(format!("journal mode {m}")))
+            }
+            Ok(m) => lines.push(Health::warn(
+                format!("journal mode {m}: readers wait for writers"),
+                "put the database on a local file system (WAL needs shared memory)",
+            )),
+            Err(e) => lines.push(Health::fail(format!("journal mode: {e}"), restore)),
         }
         lines
     }
