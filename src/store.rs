@@ -26,7 +26,7 @@ mod sqlite;
 
 pub use copy::Copied;
 pub use db::{Backend, Health, Level};
-use db::{Conn, ConnExt, Database, Row};
+use db::{Conn, ConnExt, Database, Row, ToParam};
 pub use ingest::{Ingest, Rekey};
 pub use outbox::{Delivered, OwedCard};
 pub use query::Lookup;
@@ -226,6 +226,22 @@ fn owe_card(c: &mut dyn Conn, cluster_id: i64) -> Result<()> {
         "UPDATE deliveries SET rev = rev + 1 WHERE cluster_id = ?1",
         &[&cluster_id],
     )?;
+    Ok(())
+}
+
+/// Marks several cards owed; one statement per hundred.
+fn owe_cards(c: &mut dyn Conn, cluster_ids: &[i64]) -> Result<()> {
+    for chunk in cluster_ids.chunks(100) {
+        let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("?{i}")).collect();
+        let params: Vec<&dyn ToParam> = chunk.iter().map(|id| id as &dyn ToParam).collect();
+        c.execute(
+            &format!(
+                "UPDATE deliveries SET rev = rev + 1 WHERE cluster_id IN ({})",
+                marks.join(", ")
+            ),
+            &params,
+        )?;
+    }
     Ok(())
 }
 

@@ -50,7 +50,33 @@ fn postgres_stopped_mid_ingest_fails_temporary_and_writes_nothing_half() {
             .write_all(input.as_bytes())
             .unwrap();
     }
-    std::thread::sleep(Duration::from_millis(1500));
+    // Stop the server once the ingest's transaction is open and writing.
+    let url = env.db_value();
+    let started = std::time::Instant::now();
+    loop {
+        let open: i64 = pg
+            .client_for(&url)
+            .query_one(
+                "SELECT COUNT(*) FROM pg_stat_activity
+                 WHERE application_name = 'opsgate' AND xact_start IS NOT NULL",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        if open > 0 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the ingest never began"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the ingest ended before the stop"
+    );
     pg.stop_now();
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(75), "{}", stderr(&out));

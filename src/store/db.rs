@@ -1,7 +1,7 @@
 //! The storage trait: what the store needs from a database, with a SQLite and a
 //! PostgreSQL implementation. The store's SQL is written once, in a neutral dialect:
-//! `?N` placeholders, `GREATEST(a, b)`, `FOR UPDATE` (and `SKIP LOCKED`) clauses that
-//! SQLite drops (its writers are serialized by `BEGIN IMMEDIATE` already), `CAST(? AS
+//! `?N` placeholders, `GREATEST(a, b)`, `FOR UPDATE [OF t] [SKIP LOCKED]` clauses (always
+//! last in a statement) that SQLite drops (its writers are serialized by `BEGIN IMMEDIATE` already), `CAST(? AS
 //! BIGINT)` where a parameter's type would be unknown. Each backend translates it.
 
 use anyhow::Result;
@@ -254,11 +254,12 @@ pub fn to_sqlite(sql: &str) -> std::borrow::Cow<'_, str> {
     if !sql.contains(" FOR UPDATE") && !sql.contains("GREATEST(") {
         return std::borrow::Cow::Borrowed(sql);
     }
-    std::borrow::Cow::Owned(
-        sql.replace(" FOR UPDATE SKIP LOCKED", "")
-            .replace(" FOR UPDATE", "")
-            .replace("GREATEST(", "MAX("),
-    )
+    // A row-lock clause (`FOR UPDATE [OF t] [SKIP LOCKED]`) always ends the statement.
+    let sql = match sql.find(" FOR UPDATE") {
+        Some(i) => &sql[..i],
+        None => sql,
+    };
+    std::borrow::Cow::Owned(sql.replace("GREATEST(", "MAX("))
 }
 
 /// Rewrites neutral SQL for PostgreSQL: `?N` placeholders are `$N`.

@@ -5,7 +5,7 @@
 
 use super::*;
 use crate::model::{IngestReport, Proposed};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// Derives a command's logical keys and subjects.
 pub type Rekey<'a> = dyn Fn(&str) -> (Vec<String>, Vec<String>) + 'a;
@@ -14,10 +14,39 @@ pub type Rekey<'a> = dyn Fn(&str) -> (Vec<String>, Vec<String>) + 'a;
 /// deadlock fails as temporary instead.
 const REPLAY_ITEMS: usize = 100_000;
 
+/// Sightings written per INSERT (SQLite allows 32766 parameters; 4 a row).
+const SIGHTINGS_BATCH: usize = 100;
+
+/// A sighting waiting for its INSERT.
+struct Sighted {
+    proposal_id: i64,
+    display_id: Option<String>,
+    command: String,
+    reason: Option<String>,
+}
+
+/// An in-flight proposal: id, risk, cluster.
+type InFlight = (i64, String, i64);
+
+/// Sightings of one in-flight proposal in this ingest, not yet written.
+struct Merge {
+    count: i64,
+    reason: Option<String>,
+    risk: Risk,
+}
+
+/// Proposals whose sightings are counted per UPDATE.
+const MERGES_BATCH: usize = 100;
+
+/// Owed cards collected before they are marked in one statement.
+const OWED_BATCH: usize = 500;
+
 impl Store {
     /// Records one ingest cycle: all of it or none of it.
     pub fn ingest(&mut self, source: &str, items: &[Proposed], now: i64) -> Result<IngestReport> {
         let mut ingest = self.begin_ingest(source, now)?;
+        let hashes: Vec<&str> = items.iter().map(|i| i.cmd_hash.as_str()).collect();
+        ingest.prefetch(&hashes)?;
         for item in items {
             ingest.add(item)?;
         }
@@ -39,6 +68,11 @@ impl Store {
             next_id: 0,
             rules,
             report: IngestReport::default(),
+            owed: BTreeSet::new(),
+            known: None,
+            prefetched: None,
+            merges: BTreeMap::new(),
+            sightings: Vec::new(),
             replay: Some(Vec::new()),
         };
         ingest.start()?;
@@ -125,6 +159,16 @@ pub struct Ingest<'a> {
     next_id: i64,
     rules: Rules,
     report: IngestReport,
+    /// The hashes [`Ingest::prefetch`] was given (looked up again after a restart).
+    prefetched: Option<Vec<String>>,
+    /// In-flight proposals by hash, when [`Ingest::prefetch`] looked them up.
+    known: Option<HashMap<String, Option<InFlight>>>,
+    /// Sightings of in-flight proposals not yet counted, by proposal id.
+    merges: BTreeMap<i64, Merge>,
+    /// Sightings not yet written (one multi-row INSERT per [`SIGHTINGS_BATCH`]).
+    sightings: Vec<Sighted>,
+    /// Cards a sighting changed, bumped together (at commit, or when this many pile up).
+    owed: BTreeSet<i64>,
     /// What was added, to run again after a deadlock (PostgreSQL); `None` past
     /// [`REPLAY_ITEMS`].
     replay: Option<Vec<Proposed>>,
@@ -220,9 +264,17 @@ impl Ingest<'_> {
         self.open = false;
         let items = self.replay.take().unwrap_or_default();
         self.report = IngestReport::default();
+        self.owed.clear();
+        self.merges.clear();
+        self.known = None;
+        self.sightings.clear();
         self.replay = Some(Vec::new());
         std::thread::sleep(backoff(1));
         self.start()?;
+        if let Some(hashes) = self.prefetched.clone() {
+            let hashes: Vec<&str> = hashes.iter().map(String::as_str).collect();
+            self.prefetch_once(&hashes)?;
+        }
         for item in &items {
             self.add(item)?;
         }
@@ -232,118 +284,163 @@ impl Ingest<'_> {
     fn add_once(&mut self, item: &Proposed) -> Result<()> {
         self.report.proposals += 1;
         let (source, now, ingest_id) = (self.source.clone(), self.now, self.ingest_id);
-        let proposal_id = if let Some((id, old_risk, cluster_id)) =
-            self.in_flight(&item.cmd_hash)?
-        {
-            let c = self.tx();
-            lock_card(c, cluster_id)?;
-            // Keep the highest risk any cycle gave it. Once decided, what the operator
-            // approved stays as they saw it: later sightings only count.
-            let risk = Risk::from_str_opt(&old_risk).map_or(item.risk, |old| old.max(item.risk));
-            c.execute(
-                "UPDATE proposals SET seen_count = seen_count + 1, last_seen_at = ?2,
-                        last_ingest_id = ?3,
-                        reason = CASE WHEN state = 'pending' THEN COALESCE(?4, reason)
-                                 ELSE reason END,
-                        risk = CASE WHEN state = 'pending' THEN ?5 ELSE risk END
-                 WHERE id = ?1",
-                &[&id, &now, &ingest_id, &item.reason, &risk.as_str()],
-            )?;
-            owe_card(c, cluster_id)?;
-            self.report.merged += 1;
-            id
-        } else if let Some(rejected) = self.rejected_in_cooldown(&item.cmd_hash)? {
-            // Rejection memory: a sighting of that rejection, no new card.
-            self.tx().execute(
-                "UPDATE proposals SET seen_count = seen_count + 1, last_seen_at = ?2,
+        let proposal_id =
+            if let Some((id, old_risk, cluster_id)) = self.in_flight(&item.cmd_hash)? {
+                // Keep the highest risk any cycle gave it. Once decided, what the operator
+                // approved stays as they saw it: later sightings only count. Written with
+                // the other sightings' counts in one statement (`flush_merges`).
+                let old = Risk::from_str_opt(&old_risk).unwrap_or(item.risk);
+                let merge = self.merges.entry(id).or_insert(Merge {
+                    count: 0,
+                    reason: None,
+                    risk: old,
+                });
+                merge.count += 1;
+                merge.risk = merge.risk.max(item.risk);
+                if item.reason.is_some() {
+                    merge.reason = item.reason.clone();
+                }
+                self.owed.insert(cluster_id);
+                if self.owed.len() >= OWED_BATCH {
+                    self.flush_owed()?;
+                }
+                if self.merges.len() >= MERGES_BATCH {
+                    self.flush_merges()?;
+                }
+                self.report.merged += 1;
+                id
+            } else if let Some(rejected) = self.rejected_in_cooldown(&item.cmd_hash)? {
+                // Rejection memory: a sighting of that rejection, no new card.
+                self.tx().execute(
+                    "UPDATE proposals SET seen_count = seen_count + 1, last_seen_at = ?2,
                         last_ingest_id = ?3
                  WHERE id = ?1",
-                &[&rejected, &now, &ingest_id],
-            )?;
-            self.report.suppressed += 1;
-            rejected
-        } else if let Some(pattern) = &item.denied_by {
-            // Recorded as history, never clustered, no card.
-            let id = self.insert_proposal(item, None)?;
-            transition(
-                self.tx(),
-                id,
-                State::Pending,
-                Verb::Deny,
-                &Actor::system("policy", "policy"),
-                now,
-                Some(&lifecycle::deny_note(pattern)),
-            )?;
-            self.report.denied += 1;
-            id
-        } else {
-            let mut clusters = BTreeSet::new();
-            for subject in &item.subjects {
-                let rows = self.tx().query(
-                    &format!(
-                        "SELECT DISTINCT p.cluster_id FROM subjects s
+                    &[&rejected, &now, &ingest_id],
+                )?;
+                self.report.suppressed += 1;
+                rejected
+            } else if let Some(pattern) = &item.denied_by {
+                // Recorded as history, never clustered, no card.
+                let id = self.insert_proposal(item, None)?;
+                transition(
+                    self.tx(),
+                    id,
+                    State::Pending,
+                    Verb::Deny,
+                    &Actor::system("policy", "policy"),
+                    now,
+                    Some(&lifecycle::deny_note(pattern)),
+                )?;
+                self.report.denied += 1;
+                id
+            } else {
+                let mut clusters = BTreeSet::new();
+                for subject in &item.subjects {
+                    let rows = self.tx().query(
+                        &format!(
+                            "SELECT DISTINCT p.cluster_id FROM subjects s
                          JOIN proposals p ON p.id = s.proposal_id
                          WHERE s.source = ?1 AND s.subject = ?2 AND p.state IN {IN_FLIGHT_SQL}"
-                    ),
-                    &[&source, subject],
-                )?;
-                for row in rows {
-                    clusters.insert(row.int(0)?);
+                        ),
+                        &[&source, subject],
+                    )?;
+                    for row in rows {
+                        clusters.insert(row.int(0)?);
+                    }
                 }
-            }
-            // The oldest cluster survives; the others fold into it. Their cards are
-            // locked in one order (ascending), as every writer does.
-            for &cluster in &clusters {
-                lock_card(self.tx(), cluster)?;
-            }
-            let survivor = clusters.first().copied();
-            if let Some(survivor) = survivor {
-                for &other in clusters.iter().skip(1) {
-                    fold_cluster(self.tx(), other, survivor)?;
+                // The oldest cluster survives; the others fold into it. Their cards are
+                // locked in one order (ascending), as every writer does.
+                for &cluster in &clusters {
+                    lock_card(self.tx(), cluster)?;
                 }
-                owe_card(self.tx(), survivor)?;
-                self.report.clustered += 1;
-                let name =
-                    cluster_name(self.tx(), survivor)?.unwrap_or_else(|| survivor.to_string());
-                if !self.report.joined.contains(&name) {
-                    self.report.joined.push(name);
+                let survivor = clusters.first().copied();
+                if let Some(survivor) = survivor {
+                    for &other in clusters.iter().skip(1) {
+                        fold_cluster(self.tx(), other, survivor)?;
+                    }
+                    owe_card(self.tx(), survivor)?;
+                    self.report.clustered += 1;
+                    let name =
+                        cluster_name(self.tx(), survivor)?.unwrap_or_else(|| survivor.to_string());
+                    if !self.report.joined.contains(&name) {
+                        self.report.joined.push(name);
+                    }
                 }
-            }
-            let id = self.insert_proposal(item, survivor)?;
-            if survivor.is_none() {
-                self.report.new += 1;
-            }
-            let c = self.tx();
-            if survivor.is_none() {
-                c.execute(
-                    "INSERT INTO cards (cluster_id, source) VALUES (?1, ?2)",
-                    &[&id, &source],
-                )?;
-                c.execute(
-                    "INSERT INTO deliveries (cluster_id, channel)
+                let id = self.insert_proposal(item, survivor)?;
+                if survivor.is_none() {
+                    self.report.new += 1;
+                }
+                let c = self.tx();
+                if survivor.is_none() {
+                    c.execute(
+                        "INSERT INTO cards (cluster_id, source) VALUES (?1, ?2)",
+                        &[&id, &source],
+                    )?;
+                    c.execute(
+                        "INSERT INTO deliveries (cluster_id, channel)
                      SELECT CAST(?1 AS BIGINT), name FROM channels",
-                    &[&id],
-                )?;
-            }
-            for subject in &item.subjects {
-                c.execute(
-                    "INSERT INTO subjects (proposal_id, source, subject) VALUES (?1, ?2, ?3)",
-                    &[&id, &source, subject],
-                )?;
-            }
-            id
-        };
+                        &[&id],
+                    )?;
+                }
+                for subject in &item.subjects {
+                    c.execute(
+                        "INSERT INTO subjects (proposal_id, source, subject) VALUES (?1, ?2, ?3)",
+                        &[&id, &source, subject],
+                    )?;
+                }
+                if let Some(known) = &mut self.known {
+                    let cluster = survivor.unwrap_or(id);
+                    known.insert(
+                        item.cmd_hash.clone(),
+                        Some((id, item.risk.as_str().to_string(), cluster)),
+                    );
+                }
+                id
+            };
+        self.sightings.push(Sighted {
+            proposal_id,
+            display_id: item.display_id.clone(),
+            command: item.command.clone(),
+            reason: item.reason.clone(),
+        });
+        if self.sightings.len() >= SIGHTINGS_BATCH {
+            self.flush_sightings()?;
+        }
+        Ok(())
+    }
+
+    /// Writes the buffered sightings in one multi-row INSERT.
+    fn flush_sightings(&mut self) -> Result<()> {
+        let rows = std::mem::take(&mut self.sightings);
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let (ingest_id, now) = (self.ingest_id, self.now);
+        let mut values = Vec::with_capacity(rows.len());
+        let mut params: Vec<&dyn ToParam> = vec![&ingest_id, &now];
+        for (k, row) in rows.iter().enumerate() {
+            let base = 3 + 4 * k;
+            values.push(format!(
+                "(?{}, ?1, ?{}, ?{}, ?{}, ?2)",
+                base,
+                base + 1,
+                base + 2,
+                base + 3
+            ));
+            params.extend([
+                &row.proposal_id as &dyn ToParam,
+                &row.display_id,
+                &row.command,
+                &row.reason,
+            ]);
+        }
         self.tx().execute(
-            "INSERT INTO sightings (proposal_id, ingest_id, display_id, command, reason, seen_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            &[
-                &proposal_id,
-                &ingest_id,
-                &item.display_id,
-                &item.command,
-                &item.reason,
-                &now,
-            ],
+            &format!(
+                "INSERT INTO sightings (proposal_id, ingest_id, display_id, command, reason, seen_at)
+                 VALUES {}",
+                values.join(", ")
+            ),
+            &params,
         )?;
         Ok(())
     }
@@ -367,6 +464,9 @@ impl Ingest<'_> {
             self.next_id,
         );
         let stale_after = self.rules.stale_after_cycles;
+        self.flush_merges()?;
+        self.flush_owed()?;
+        self.flush_sightings()?;
         let c = self.tx();
         c.execute(
             "UPDATE ingests SET items = ?2 WHERE id = ?1",
@@ -398,13 +498,109 @@ impl Ingest<'_> {
         committed
     }
 
-    fn in_flight(&mut self, cmd_hash: &str) -> Result<Option<(i64, String, i64)>> {
+    /// Marks the cards sightings changed as owed, in one statement per [`OWED_BATCH`].
+    fn flush_owed(&mut self) -> Result<()> {
+        let owed: Vec<i64> = std::mem::take(&mut self.owed).into_iter().collect();
+        owe_cards(self.tx(), &owed)
+    }
+
+    /// Looks up the in-flight proposals of many hashes at once and locks their cards (in
+    /// ascending order, as every writer does): an input's repeats then cost no query
+    /// each. Only for inputs read whole; a streamed one looks up item by item.
+    pub fn prefetch(&mut self, hashes: &[&str]) -> Result<()> {
+        self.prefetched = Some(hashes.iter().map(|h| h.to_string()).collect());
+        match self.prefetch_once(hashes) {
+            Err(e) if self.retryable(&e) => self.restart(),
+            other => other,
+        }
+    }
+
+    fn prefetch_once(&mut self, hashes: &[&str]) -> Result<()> {
+        let mut known: HashMap<String, Option<InFlight>> =
+            hashes.iter().map(|h| (h.to_string(), None)).collect();
+        let unique: Vec<&str> = {
+            let mut u: Vec<&str> = known.keys().map(String::as_str).collect();
+            u.sort_unstable();
+            u
+        };
+        let source = self.source.clone();
+        let mut found = Vec::new();
+        for chunk in unique.chunks(100) {
+            let marks: Vec<String> = (2..chunk.len() + 2).map(|i| format!("?{i}")).collect();
+            let mut params: Vec<&dyn ToParam> = vec![&source];
+            params.extend(chunk.iter().map(|h| h as &dyn ToParam));
+            let rows = self.tx().query(
+                &format!(
+                    "SELECT p.cmd_hash, p.id, p.risk, p.cluster_id FROM proposals p
+                     JOIN cards c ON c.cluster_id = p.cluster_id
+                     WHERE p.source = ?1 AND p.cmd_hash IN ({}) AND p.state IN {IN_FLIGHT_SQL}
+                     ORDER BY p.cluster_id FOR UPDATE OF c",
+                    marks.join(", ")
+                ),
+                &params,
+            )?;
+            for r in rows {
+                found.push((r.text(0)?, (r.int(1)?, r.text(2)?, r.int(3)?)));
+            }
+        }
+        for (hash, in_flight) in found {
+            known.insert(hash, Some(in_flight));
+        }
+        self.known = Some(known);
+        Ok(())
+    }
+
+    /// Writes the sightings' counts, reasons and risks: one UPDATE per
+    /// [`MERGES_BATCH`] proposals.
+    fn flush_merges(&mut self) -> Result<()> {
+        let merges: Vec<(i64, Merge)> = std::mem::take(&mut self.merges).into_iter().collect();
+        if merges.is_empty() {
+            return Ok(());
+        }
+        let (now, ingest_id) = (self.now, self.ingest_id);
+        let risks: Vec<&str> = merges.iter().map(|(_, m)| m.risk.as_str()).collect();
+        let mut params: Vec<&dyn ToParam> = vec![&now, &ingest_id];
+        let (mut counts, mut reasons, mut levels, mut ids) =
+            (String::new(), String::new(), String::new(), Vec::new());
+        for (k, (id, merge)) in merges.iter().enumerate() {
+            let base = 3 + 4 * k;
+            counts.push_str(&format!(" WHEN ?{base} THEN ?{}", base + 1));
+            reasons.push_str(&format!(" WHEN ?{base} THEN ?{}", base + 2));
+            levels.push_str(&format!(" WHEN ?{base} THEN ?{}", base + 3));
+            ids.push(format!("?{base}"));
+            params.extend([id as &dyn ToParam, &merge.count, &merge.reason, &risks[k]]);
+        }
+        self.tx().execute(
+            &format!(
+                "UPDATE proposals SET seen_count = seen_count + CASE id{counts} END,
+                        last_seen_at = ?1, last_ingest_id = ?2,
+                        reason = CASE WHEN state = 'pending'
+                                 THEN COALESCE(CASE id{reasons} END, reason) ELSE reason END,
+                        risk = CASE WHEN state = 'pending' THEN CASE id{levels} END ELSE risk END
+                 WHERE id IN ({})",
+                ids.join(", ")
+            ),
+            &params,
+        )?;
+        Ok(())
+    }
+
+    /// The in-flight proposal with this `cmd_hash`, its card locked (one round trip;
+    /// none after [`Ingest::prefetch`]).
+    fn in_flight(&mut self, cmd_hash: &str) -> Result<Option<InFlight>> {
+        if let Some(known) = &self.known {
+            if let Some(hit) = known.get(cmd_hash) {
+                return Ok(hit.clone());
+            }
+        }
         let source = self.source.clone();
         self.tx()
             .query_opt(
                 &format!(
-                    "SELECT id, risk, cluster_id FROM proposals
-                     WHERE source = ?1 AND cmd_hash = ?2 AND state IN {IN_FLIGHT_SQL}"
+                    "SELECT p.id, p.risk, p.cluster_id FROM proposals p
+                     JOIN cards c ON c.cluster_id = p.cluster_id
+                     WHERE p.source = ?1 AND p.cmd_hash = ?2 AND p.state IN {IN_FLIGHT_SQL}
+                     FOR UPDATE OF c"
                 ),
                 &[&source, &cmd_hash],
             )?

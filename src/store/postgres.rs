@@ -9,6 +9,7 @@ use crate::error::{Error, Kind};
 use anyhow::{Context, Result};
 use bytes::BytesMut;
 use postgres::error::SqlState;
+use postgres::fallible_iterator::FallibleIterator;
 use postgres::types::{to_sql_checked, IsNull, ToSql, Type};
 use postgres::Client;
 use std::collections::HashMap;
@@ -54,7 +55,8 @@ pub struct PgDb {
     client: Client,
     /// The URL with its password masked.
     shown: String,
-    statements: HashMap<String, postgres::Statement>,
+    /// Neutral SQL -> PostgreSQL SQL, translated once per process.
+    statements: HashMap<String, String>,
 }
 
 /// A URL as opsgate reads it: `sslrootcert=` is taken out (opsgate loads the file) and
@@ -210,35 +212,39 @@ impl PgDb {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
         config.application_name("opsgate");
-        let client = config
-            .connect(tls(root_cert.as_deref())?)
-            .with_context(|| format!("connecting to {shown}"))?;
+        // The lock timeout travels in the startup packet: no round trip of its own.
+        let options = match config.get_options() {
+            Some(o) => format!("{o} -c lock_timeout={LOCK_TIMEOUT}"),
+            None => format!("-c lock_timeout={LOCK_TIMEOUT}"),
+        };
+        config.options(&options);
+        // Loading the system's certificates costs milliseconds: only when TLS may be used.
+        let connected = if config.get_ssl_mode() == postgres::config::SslMode::Disable {
+            config.connect(postgres::NoTls)
+        } else {
+            config.connect(tls(root_cert.as_deref())?)
+        };
+        let client = connected.with_context(|| format!("connecting to {shown}"))?;
         let mut db = PgDb {
             client,
             shown,
             statements: HashMap::new(),
         };
-        db.client
-            .batch_execute(&format!("SET lock_timeout = '{LOCK_TIMEOUT}'"))
-            .context("setting lock_timeout")?;
         db.migrate()
             .with_context(|| format!("preparing database {}", db.shown))?;
         Ok(db)
     }
 
+    /// The schema version; `None` before the first migration. One round trip.
     fn version(&mut self) -> Result<Option<i64>> {
-        let exists: bool = self
+        match self
             .client
-            .query_one("SELECT to_regclass('opsgate_schema') IS NOT NULL", &[])?
-            .get(0);
-        if !exists {
-            return Ok(None);
+            .query_typed_one("SELECT version FROM opsgate_schema", &[])
+        {
+            Ok(row) => Ok(Some(i64::from(row.get::<_, i32>(0)))),
+            Err(e) if e.code() == Some(&SqlState::UNDEFINED_TABLE) => Ok(None),
+            Err(e) => Err(e.into()),
         }
-        let v: i32 = self
-            .client
-            .query_one("SELECT version FROM opsgate_schema", &[])?
-            .get(0);
-        Ok(Some(i64::from(v)))
     }
 
     fn migrate(&mut self) -> Result<()> {
@@ -304,18 +310,33 @@ impl PgDb {
         Ok(())
     }
 
-    fn statement(&mut self, sql: &str) -> Result<postgres::Statement> {
-        if let Some(stmt) = self.statements.get(sql) {
-            return Ok(stmt.clone());
+    /// The statement in PostgreSQL's dialect.
+    fn statement(&mut self, sql: &str) -> String {
+        if let Some(translated) = self.statements.get(sql) {
+            return translated.clone();
         }
-        let stmt = self.client.prepare(&to_postgres(sql))?;
-        self.statements.insert(sql.to_string(), stmt.clone());
-        Ok(stmt)
+        let translated = to_postgres(sql);
+        self.statements.insert(sql.to_string(), translated.clone());
+        translated
     }
 }
 
 #[derive(Debug)]
 struct Bind<'a>(Param<'a>);
+
+/// Parameters with their types, so a statement is parsed, bound and run in one round trip
+/// (no prepare). A NULL is `unknown`: the server takes the type from its context.
+fn typed<'a>(binds: &'a [Bind<'a>]) -> impl Iterator<Item = (&'a (dyn ToSql + Sync), Type)> + 'a {
+    binds.iter().map(|b| {
+        let ty = match b.0 {
+            Param::Null => Type::UNKNOWN,
+            Param::Int(_) => Type::INT8,
+            Param::Text(_) => Type::TEXT,
+            Param::Bool(_) => Type::BOOL,
+        };
+        (b as &(dyn ToSql + Sync), ty)
+    })
+}
 
 impl ToSql for Bind<'_> {
     fn to_sql(
@@ -375,11 +396,11 @@ impl Conn for PgDb {
     }
 
     fn execute(&mut self, sql: &str, params: &[&dyn ToParam]) -> Result<u64> {
-        let stmt = self.statement(sql)?;
+        let stmt = self.statement(sql);
         let binds: Vec<Bind<'_>> = params.iter().map(|p| Bind(p.param())).collect();
-        let refs: Vec<&(dyn ToSql + Sync)> =
-            binds.iter().map(|b| b as &(dyn ToSql + Sync)).collect();
-        Ok(self.client.execute(&stmt, &refs)?)
+        let mut rows = self.client.query_typed_raw(&stmt, typed(&binds))?;
+        while rows.next()?.is_some() {}
+        Ok(rows.rows_affected().unwrap_or(0))
     }
 
     fn query_each(
@@ -388,11 +409,10 @@ impl Conn for PgDb {
         params: &[&dyn ToParam],
         each: &mut dyn FnMut(Row) -> Result<()>,
     ) -> Result<()> {
-        let stmt = self.statement(sql)?;
+        let stmt = self.statement(sql);
         let binds: Vec<Bind<'_>> = params.iter().map(|p| Bind(p.param())).collect();
-        let refs: Vec<&(dyn ToSql + Sync)> =
-            binds.iter().map(|b| b as &(dyn ToSql + Sync)).collect();
-        for row in self.client.query(&stmt, &refs)? {
+        let refs: Vec<(&(dyn ToSql + Sync), Type)> = typed(&binds).collect();
+        for row in self.client.query_typed(&stmt, &refs)? {
             let values = (0..row.len())
                 .map(|i| value(&row, i))
                 .collect::<Result<Vec<_>>>()?;
