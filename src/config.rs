@@ -147,6 +147,12 @@ pub const NOW: Setting = setting(
     "",
     "pin the clock (RFC 3339 or unix seconds): tests and replays",
 );
+pub const SQL_LOG: Setting = setting(
+    Some("OPSGATE_SQL_LOG"),
+    None,
+    "",
+    "diagnostics: append every SQL statement opsgate runs to this file (parameters not included)",
+);
 pub const STATE_HOME: Setting = setting(
     Some("XDG_STATE_HOME"),
     None,
@@ -174,6 +180,7 @@ pub const SETTINGS: &[Setting] = &[
     REQUIRE_REASON,
     RUNNER_SOURCES,
     NOW,
+    SQL_LOG,
     STATE_HOME,
 ];
 
@@ -310,6 +317,8 @@ pub struct Config {
     pub config_path: Option<PathBuf>,
     /// Fixed clock from [`NOW`], if set.
     pub fixed_now: Option<i64>,
+    /// Where every SQL statement is logged ([`SQL_LOG`]), for diagnostics.
+    pub sql_log: Option<PathBuf>,
     pub verbosity: i8,
     /// Telegram, when a token is configured.
     pub telegram: Option<TelegramConfig>,
@@ -461,6 +470,7 @@ impl Config {
             runner_sources: file.runner.unwrap_or_default().sources,
             config_path: config.clone(),
             fixed_now: now_override()?,
+            sql_log: non_empty_env(SQL_LOG).map(PathBuf::from),
             verbosity,
             telegram: telegram(file.telegram.unwrap_or_default())?,
             rules,

@@ -101,6 +101,12 @@ impl Store {
         self.db.known_schema_version()
     }
 
+    /// Logs every statement from now on to the file at `path` (`OPSGATE_SQL_LOG`).
+    pub fn trace_to(&mut self, path: &Path) -> Result<()> {
+        self.db.trace(db::Tracer::open(path)?);
+        Ok(())
+    }
+
     /// Backend health for `doctor`.
     pub fn health(&mut self) -> Vec<Health> {
         self.db.health()

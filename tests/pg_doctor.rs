@@ -30,7 +30,7 @@ fn doctor_on_postgres_checks_the_connection_schema_and_the_roles_rights() {
         "{text}"
     );
     assert!(
-        text.contains("schema version 1 (this build knows 1)"),
+        text.contains("schema version 2 (this build knows 2)"),
         "{text}"
     );
     assert!(

@@ -86,6 +86,9 @@ fn open_store(config: &Config) -> Result<Store> {
 /// Opens the store at `location` (see [`open_store`]).
 fn open_location(location: &DbLocation, config: &Config) -> Result<Store> {
     let mut store = Store::open_at(location, config.rules)?;
+    if let Some(log) = &config.sql_log {
+        store.trace_to(log)?;
+    }
     if store.grammar_version()? < canon::GRAMMAR_VERSION {
         store.rekey_in_flight(canon::GRAMMAR_VERSION, &|command| {
             let c = canon::canonicalize(command);

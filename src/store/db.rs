@@ -247,6 +247,31 @@ pub trait Database {
     fn health(&mut self) -> Vec<Health>;
     /// Where it is, for messages (a URL's password masked).
     fn describe(&self) -> String;
+    /// Logs every statement run from now on to `log` (diagnostics).
+    fn trace(&mut self, log: Tracer);
+}
+
+/// A statement log (`OPSGATE_SQL_LOG`): each statement on one line, as the store wrote
+/// it (neutral dialect), without its parameters.
+pub struct Tracer(std::fs::File);
+
+impl Tracer {
+    pub fn open(path: &std::path::Path) -> Result<Tracer> {
+        use anyhow::Context;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("opening the SQL log {}", path.display()))?;
+        Ok(Tracer(file))
+    }
+
+    pub fn log(&mut self, sql: &str) {
+        use std::io::Write;
+        let line: String = sql.split_whitespace().collect::<Vec<_>>().join(" ");
+        // Diagnostics only: a full disk must not fail the command.
+        let _ = writeln!(self.0, "{line}");
+    }
 }
 
 /// Rewrites neutral SQL for SQLite: `GREATEST` is `MAX`, row-lock clauses go.

@@ -335,16 +335,21 @@ impl Ingest<'_> {
                 id
             } else {
                 let mut clusters = BTreeSet::new();
+                // One live cluster per subject (a bridge folds them): the newest
+                // in-flight proposal of each subject names it, found without reading
+                // older history.
                 for subject in &item.subjects {
-                    let rows = self.tx().query(
+                    let row = self.tx().query_opt(
                         &format!(
-                            "SELECT DISTINCT p.cluster_id FROM subjects s
-                         JOIN proposals p ON p.id = s.proposal_id
-                         WHERE s.source = ?1 AND s.subject = ?2 AND p.state IN {IN_FLIGHT_SQL}"
+                            "SELECT p.cluster_id FROM subjects s
+                             JOIN proposals p ON p.id = s.proposal_id
+                             WHERE s.source = ?1 AND s.subject = ?2
+                             AND p.state IN {IN_FLIGHT_SQL}
+                             ORDER BY s.proposal_id DESC LIMIT 1"
                         ),
                         &[&source, subject],
                     )?;
-                    for row in rows {
+                    if let Some(row) = row {
                         clusters.insert(row.int(0)?);
                     }
                 }
@@ -484,7 +489,7 @@ impl Ingest<'_> {
         if stale_after > 0 {
             c.execute(
                 "UPDATE deliveries SET rev = rev + 1 WHERE cluster_id IN (
-                     SELECT cluster_id FROM proposals WHERE state = 'pending' AND source = ?1
+                     SELECT cluster_id FROM proposals WHERE state = 'pending'
                      AND last_ingest_id = (SELECT id FROM ingests WHERE source = ?1
                                            ORDER BY id DESC LIMIT 1 OFFSET ?2))",
                 &[&source, &stale_after],

@@ -4,7 +4,7 @@
 //! under an advisory lock, `READ COMMITTED` transactions whose writers lock a cluster's
 //! card row first, claims with `FOR UPDATE SKIP LOCKED`, ids from a sequence.
 
-use super::db::{to_postgres, Backend, Conn, Database, Health, Param, Row, ToParam, Value};
+use super::db::{to_postgres, Backend, Conn, Database, Health, Param, Row, ToParam, Tracer, Value};
 use crate::error::{Error, Kind};
 use anyhow::{Context, Result};
 use bytes::BytesMut;
@@ -17,7 +17,10 @@ use std::time::Duration;
 
 /// Numbered migrations, applied in order under an advisory lock. Never edit one that has
 /// shipped: add a new one.
-pub(super) const MIGRATIONS: &[&str] = &[include_str!("migrations/postgres/001_init.sql")];
+pub(super) const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/postgres/001_init.sql"),
+    include_str!("migrations/postgres/002_flat_indexes.sql"),
+];
 
 /// The advisory lock key migrations run under ("opsgate" in ASCII, as a number).
 const MIGRATION_LOCK: i64 = 0x6f_7073_6761_7465;
@@ -57,6 +60,7 @@ pub struct PgDb {
     shown: String,
     /// Neutral SQL -> PostgreSQL SQL, translated once per process.
     statements: HashMap<String, String>,
+    tracer: Option<Tracer>,
 }
 
 /// A URL as opsgate reads it: `sslrootcert=` is taken out (opsgate loads the file) and
@@ -229,6 +233,7 @@ impl PgDb {
             client,
             shown,
             statements: HashMap::new(),
+            tracer: None,
         };
         db.migrate()
             .with_context(|| format!("preparing database {}", db.shown))?;
@@ -312,6 +317,9 @@ impl PgDb {
 
     /// The statement in PostgreSQL's dialect.
     fn statement(&mut self, sql: &str) -> String {
+        if let Some(t) = &mut self.tracer {
+            t.log(sql);
+        }
         if let Some(translated) = self.statements.get(sql) {
             return translated.clone();
         }
@@ -523,6 +531,10 @@ impl Database for PgDb {
 
     fn describe(&self) -> String {
         self.shown.clone()
+    }
+
+    fn trace(&mut self, log: Tracer) {
+        self.tracer = Some(log);
     }
 }
 

@@ -270,11 +270,22 @@ impl Store {
     }
 }
 
+/// The distinct LLM ids a proposal was sighted with, in order of first sighting (read in
+/// index order and de-duplicated here: no sort in the database).
 fn display_ids(c: &mut dyn Conn, proposal_id: i64) -> Result<Vec<String>> {
-    let rows = c.query(
+    let mut seen = std::collections::HashSet::new();
+    let mut ids = Vec::new();
+    c.query_each(
         "SELECT display_id FROM sightings WHERE proposal_id = ?1 AND display_id IS NOT NULL
-         GROUP BY display_id ORDER BY MIN(id)",
+         ORDER BY id",
         &[&proposal_id],
+        &mut |r| {
+            let id = r.text(0)?;
+            if seen.insert(id.clone()) {
+                ids.push(id);
+            }
+            Ok(())
+        },
     )?;
-    rows.iter().map(|r| r.text(0)).collect()
+    Ok(ids)
 }

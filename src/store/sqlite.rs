@@ -2,7 +2,7 @@
 //! writers are serialized and row locks are not needed), numbered migrations in
 //! `PRAGMA user_version`, `PRAGMA application_id` to refuse foreign files.
 
-use super::db::{to_sqlite, Backend, Conn, Database, Health, Param, Row, ToParam, Value};
+use super::db::{to_sqlite, Backend, Conn, Database, Health, Param, Row, ToParam, Tracer, Value};
 use crate::error::{Error, Kind};
 use anyhow::{Context, Result};
 use rusqlite::types::{ToSqlOutput, ValueRef};
@@ -24,6 +24,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/sqlite/002_runs.sql"),
     include_str!("migrations/sqlite/003_stamps_and_ids.sql"),
     include_str!("migrations/sqlite/004_deliveries.sql"),
+    include_str!("migrations/sqlite/005_flat_indexes.sql"),
 ];
 
 /// The kind of a SQLite error, for the exit code: busy or locked is temporary, a
@@ -42,9 +43,14 @@ pub fn classify(cause: &(dyn std::error::Error + 'static)) -> Option<Kind> {
     })
 }
 
+/// Prepared statements kept per connection: more than the store has on any one path, so
+/// none is prepared twice in a run (rusqlite's default keeps 16).
+const STATEMENT_CACHE: usize = 128;
+
 pub struct SqliteDb {
     conn: Connection,
     path: PathBuf,
+    tracer: Option<Tracer>,
 }
 
 impl SqliteDb {
@@ -60,9 +66,11 @@ impl SqliteDb {
         let conn = Connection::open(path)
             .with_context(|| format!("opening database {}", path.display()))?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         let mut db = SqliteDb {
             conn,
             path: path.to_path_buf(),
+            tracer: None,
         };
         db.check_identity()?;
         db.set_pragmas()
@@ -247,6 +255,9 @@ impl Conn for SqliteDb {
     }
 
     fn execute(&mut self, sql: &str, params: &[&dyn ToParam]) -> Result<u64> {
+        if let Some(t) = &mut self.tracer {
+            t.log(sql);
+        }
         run_execute(&self.conn, sql, params)
     }
 
@@ -256,6 +267,9 @@ impl Conn for SqliteDb {
         params: &[&dyn ToParam],
         each: &mut dyn FnMut(Row) -> Result<()>,
     ) -> Result<()> {
+        if let Some(t) = &mut self.tracer {
+            t.log(sql);
+        }
         run_query(&self.conn, sql, params, each)
     }
 }
@@ -329,6 +343,10 @@ impl Database for SqliteDb {
 
     fn describe(&self) -> String {
         self.path.display().to_string()
+    }
+
+    fn trace(&mut self, log: Tracer) {
+        self.tracer = Some(log);
     }
 }
 
