@@ -463,8 +463,7 @@ impl Config {
             )));
         }
         let file_policy = file.policy.unwrap_or_default();
-        let policy =
-            Policy::compile(&file_policy.deny, file_policy.require_reason).map_err(config_error)?;
+        let policy = Policy::new(&file_policy.deny, file_policy.require_reason);
         Ok(Config {
             db,
             runner_sources: file.runner.unwrap_or_default().sources,

@@ -13,7 +13,7 @@ pub mod telegram;
 mod words;
 
 pub use console::console_text;
-pub use outbox::{deliver_quietly, push_owed, PushReport};
+pub use outbox::{deliver_quietly, push_owed, Client, PushReport};
 pub use words::describe;
 
 use crate::model::{Action, ClusterView, Proposal, State};

@@ -2,45 +2,66 @@
 //! against the raw command and its canonical form) and whether rejecting needs a reason.
 //! Imports nothing from the crate.
 
-/// The compiled policy.
+/// The policy. Deny patterns are compiled on first use: a command that never consults
+/// the policy (list, show, poll, sweep) does not pay for them.
 #[derive(Debug, Clone, Default)]
 pub struct Policy {
     /// A match is rejected at ingest, and cancelled before it runs.
-    pub deny: Vec<regex::Regex>,
+    patterns: Vec<String>,
+    compiled: std::sync::OnceLock<Result<Vec<regex::Regex>, String>>,
     /// Rejecting needs a reason (a reply on Telegram, `--reason` on the command line).
     pub require_reason: bool,
 }
 
 impl Policy {
-    /// Compiles the deny patterns; an error names the pattern and what is wrong with it.
-    pub fn compile(deny: &[String], require_reason: bool) -> Result<Policy, String> {
-        let deny = deny
-            .iter()
-            .map(|p| {
-                regex::Regex::new(p).map_err(|e| {
-                    let why = e
-                        .to_string()
-                        .lines()
-                        .last()
-                        .unwrap_or("")
-                        .trim()
-                        .to_string();
-                    format!("policy.deny pattern {p:?} is not a valid regex: {why}")
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Policy {
-            deny,
+    pub fn new(deny: &[String], require_reason: bool) -> Policy {
+        Policy {
+            patterns: deny.to_vec(),
+            compiled: std::sync::OnceLock::new(),
             require_reason,
-        })
+        }
+    }
+
+    /// Compiles the deny patterns (once); an error names the pattern and what is wrong
+    /// with it. Commands that consult the policy call this before they change anything.
+    pub fn check(&self) -> Result<(), String> {
+        self.compiled().map(|_| ())
+    }
+
+    fn compiled(&self) -> Result<&[regex::Regex], String> {
+        self.compiled
+            .get_or_init(|| {
+                self.patterns
+                    .iter()
+                    .map(|p| {
+                        regex::Regex::new(p).map_err(|e| {
+                            let why = e
+                                .to_string()
+                                .lines()
+                                .last()
+                                .unwrap_or("")
+                                .trim()
+                                .to_string();
+                            format!("policy.deny pattern {p:?} is not a valid regex: {why}")
+                        })
+                    })
+                    .collect()
+            })
+            .as_ref()
+            .map(Vec::as_slice)
+            .map_err(Clone::clone)
     }
 
     /// The first deny pattern that matches the raw command or its canonical form: a
-    /// match on either denies, so neither spelling nor normalization hides a command.
+    /// match on either denies, so neither spelling nor normalization hides a command. A
+    /// policy that does not compile denies everything (callers [`Policy::check`] first).
     pub fn denies(&self, raw: &str, canonical: &str) -> Option<String> {
-        self.deny
-            .iter()
-            .find(|re| re.is_match(raw) || re.is_match(canonical))
-            .map(|re| re.as_str().to_string())
+        match self.compiled() {
+            Ok(deny) => deny
+                .iter()
+                .find(|re| re.is_match(raw) || re.is_match(canonical))
+                .map(|re| re.as_str().to_string()),
+            Err(why) => Some(why),
+        }
     }
 }

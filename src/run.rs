@@ -222,6 +222,16 @@ pub fn run_approved(
 ) -> Result<()> {
     let runner = process::runner_id();
     for _ in 0..max {
+        // A read first: an idle run takes no write lock. The policy is compiled only
+        // when there is something to run, and before any claim: a pattern that does not
+        // compile stops the run with the proposals still approved.
+        if !store.has_approved(sources)? {
+            break;
+        }
+        config
+            .policy
+            .check()
+            .map_err(|why| crate::error::Error::new(crate::error::Kind::Config, why))?;
         // Between the claim and the exec nothing touches the network: the cards are
         // updated afterwards.
         let Some(claimed) = store.claim(&runner, sources, LEASE_MS, config.now())? else {

@@ -478,17 +478,40 @@ fn policy_deny_records_a_rejection_and_sends_no_card() {
         "only the allowed command gets a card"
     );
     assert!(!fake.messages().values().any(|m| m.text.contains("rm  -rf")));
-    // A bad pattern is a configuration error.
+    // A bad pattern is a configuration error for the commands that use the policy,
+    // before they change anything; the others do not compile it at all.
     std::fs::write(&config, "[policy]\ndeny = ['(unclosed']\n").unwrap();
+    let cfg = config.to_str().unwrap();
+    let before = env.dump();
     let out = env
-        .cmd(&["list"])
-        .env("OPSGATE_CONFIG", config.to_str().unwrap())
+        .cmd(&["ingest", "--source", "h"])
+        .env("OPSGATE_CONFIG", cfg)
+        .stdin(cycle(5, &["docker restart web"]))
         .output();
-    assert_eq!(out.status.code(), Some(78));
+    assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("policy.deny pattern \"(unclosed\""),
         "{}",
         stderr(&out)
+    );
+    assert_eq!(env.dump(), before, "nothing written");
+    let pending = env.list_json(&["--state", "pending"]);
+    let id = pending[0]["id"].to_string();
+    env.cmd(&["approve", &id]).env("OPSGATE_CONFIG", cfg).ok();
+    let out = env.cmd(&["run"]).env("OPSGATE_CONFIG", cfg).output();
+    assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
+    assert_eq!(
+        env.list_json(&["--state", "approved"]).len(),
+        1,
+        "an approval survives a policy typo: nothing claimed, nothing run"
+    );
+    env.cmd(&["list"]).env("OPSGATE_CONFIG", cfg).ok();
+    let out = env.cmd(&["doctor"]).env("OPSGATE_CONFIG", cfg).output();
+    assert_eq!(out.status.code(), Some(78));
+    assert!(
+        stdout(&out).contains("FAIL  policy.deny pattern"),
+        "{}",
+        stdout(&out)
     );
 }
 
@@ -760,4 +783,32 @@ fn run_checks_the_policy_again_before_executing() {
         transitions(&env, "1").last().unwrap(),
         "executing>cancelled"
     );
+}
+
+#[test]
+fn an_idle_cron_minute_writes_nothing_to_the_database() {
+    let env = Env::new();
+    let fake = Fake::start();
+    let tg = |args: &[&str]| env.cmd(args).telegram(&fake, "1001");
+    env.ingest("h", &cycle(0, &["docker restart web", "docker stop cache"]));
+    tg(&["notify"]).ok();
+    tg(&["poll"]).ok();
+    let mut wal = env.db.clone().into_os_string();
+    wal.push("-wal");
+    let size = |p: &std::ffi::OsStr| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    let before = (size(&wal), size(env.db.as_os_str()), env.dump());
+    // The README's every-minute line, three idle minutes.
+    for _ in 0..3 {
+        tg(&["poll", "-q"]).ok();
+        tg(&["run", "-q"]).ok();
+        tg(&["sweep", "-q"]).ok();
+    }
+    let after = (size(&wal), size(env.db.as_os_str()), env.dump());
+    assert_eq!(
+        (before.0, before.1),
+        (after.0, after.1),
+        "an idle minute appended to the WAL: no lease or bookkeeping writes"
+    );
+    assert_eq!(before.2, after.2);
+    assert_eq!(fake.count("sendMessage") + fake.count("editMessageText"), 2);
 }

@@ -65,6 +65,10 @@ fn check(config: &Config) -> (String, u8) {
             set.join(", ")
         }
     ));
+    match config.policy.check() {
+        Ok(()) => r.ok("policy patterns compile"),
+        Err(why) => r.fail(why, "fix the pattern in [policy] deny (Rust regex syntax)"),
+    }
     check_database(config, &mut r);
     check_telegram(config, &mut r);
     let code = if r.failed {

@@ -20,6 +20,10 @@ pub fn ingest(config: &Config, args: IngestArgs) -> Result<u8> {
         )
         .into());
     }
+    config
+        .policy
+        .check()
+        .map_err(|why| Error::new(Kind::Config, why))?;
     let limits = Limits {
         max_input_bytes: usize::try_from(args.max_input_bytes).unwrap_or(usize::MAX),
         max_proposals: usize::try_from(args.max_proposals).unwrap_or(usize::MAX),

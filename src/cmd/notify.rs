@@ -4,7 +4,7 @@ use super::{open_for_reading, open_store, print_out};
 use crate::cli::NotifyArgs;
 use crate::config::Config;
 use crate::error::{self, Kind};
-use crate::notify::{self, telegram::Telegram, Card, PushReport};
+use crate::notify::{self, Card, PushReport};
 use anyhow::Result;
 
 pub fn notify(config: &Config, args: NotifyArgs) -> Result<u8> {
@@ -21,8 +21,7 @@ pub fn notify(config: &Config, args: NotifyArgs) -> Result<u8> {
         }
     };
     let mut store = open_store(config)?;
-    let tg = Telegram::new(tg_cfg)?;
-    let report = notify::push_owed(&mut store, &tg, &|| config.now(), tg_cfg.max_wait)?;
+    let report = notify::push_owed(&mut store, notify::Client::Config(tg_cfg), tg_cfg.max_wait)?;
     finish_push(config, &report)
 }
 

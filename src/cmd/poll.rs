@@ -16,28 +16,17 @@ use serde_json::json;
 use std::time::Duration;
 
 /// The lease that keeps one poller per database.
-const POLLER_LEASE: &str = "poller";
+const POLLER_LOCK: &str = "poller";
 
-fn take_poller_lease(store: &mut Store, config: &Config, ttl: Duration) -> Result<String> {
-    let holder = process::runner_id();
-    let other = store.acquire_lease(
-        POLLER_LEASE,
-        &holder,
-        config.now(),
-        ttl.as_millis() as i64,
-        &process::runner_alive,
-    )?;
-    match other {
-        None => Ok(holder),
-        Some(other) => Err(Error::new(
-            Kind::Temporary,
-            format!(
-                "another opsgate poller ({}) is reading Telegram updates for this database; only one may run at a time",
-                other.rsplit_once(':').map_or(other.as_str(), |(who, _)| who)
-            ),
-        )
-        .into()),
+fn take_poller_lock(store: &mut Store) -> Result<()> {
+    if store.try_lock(POLLER_LOCK)? {
+        return Ok(());
     }
+    Err(Error::new(
+        Kind::Temporary,
+        "another opsgate poller is reading Telegram updates for this database; only one may run at a time",
+    )
+    .into())
 }
 
 /// Applies a batch of updates with this configuration.
@@ -63,15 +52,15 @@ pub fn poll(config: &Config, args: PollArgs) -> Result<u8> {
     let tg_cfg = config.telegram_for_decisions()?;
     let mut store = open_store(config)?;
     let tg = Telegram::new(tg_cfg)?;
-    let holder = take_poller_lease(&mut store, config, Duration::from_secs(120))?;
+    take_poller_lock(&mut store)?;
     let result = (|| -> Result<(Handled, PushReport)> {
         let offset = store.cursor(CHANNEL)?;
         let updates = tg.updates(offset, Duration::ZERO)?;
         let handled = handle(&mut store, &tg, config, updates)?;
-        let report = notify::push_owed(&mut store, &tg, &|| config.now(), tg_cfg.max_wait)?;
+        let report = notify::push_owed(&mut store, notify::Client::Ready(&tg), tg_cfg.max_wait)?;
         Ok((handled, report))
     })();
-    store.release_lease(POLLER_LEASE, &holder)?;
+    store.unlock(POLLER_LOCK);
     let (handled, report) = result?;
     if args.json {
         let v = json!({
@@ -107,8 +96,7 @@ pub fn serve(config: &Config, args: ServeArgs) -> Result<u8> {
     let stop = Stop::on_signals().context("listening for SIGTERM and SIGINT")?;
     let mut store = open_store(config)?;
     let tg = Telegram::new(tg_cfg)?.with_stop(stop.clone());
-    let lease_ttl = Duration::from_secs(args.poll_timeout + tg_cfg.timeout.as_secs() + 60);
-    let holder = take_poller_lease(&mut store, config, lease_ttl)?;
+    take_poller_lock(&mut store)?;
     let bot = tg.me()?;
     if config.verbosity >= 0 {
         eprintln!(
@@ -137,7 +125,8 @@ pub fn serve(config: &Config, args: ServeArgs) -> Result<u8> {
                     runner = Some(spawn_runner(config, &sources)?);
                 }
             }
-            let report = notify::push_owed(&mut store, &tg, &|| config.now(), tg_cfg.max_wait)?;
+            let report =
+                notify::push_owed(&mut store, notify::Client::Ready(&tg), tg_cfg.max_wait)?;
             if let Some(TgError::Config(m)) = &report.stopped_by {
                 return Err(TgError::Config(m.clone()).into());
             }
@@ -161,12 +150,10 @@ pub fn serve(config: &Config, args: ServeArgs) -> Result<u8> {
                     }
                 }
             }
-            // Renew: still ours, or somebody took over an expired lease.
-            take_poller_lease(&mut store, config, lease_ttl)?;
         }
         Ok(())
     })();
-    store.release_lease(POLLER_LEASE, &holder)?;
+    store.unlock(POLLER_LOCK);
     if let Some(mut child) = runner {
         // A command in progress finishes and is recorded by its own runner.
         if config.verbosity >= 0 && child.try_wait()?.is_none() {

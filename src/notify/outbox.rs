@@ -3,8 +3,7 @@
 
 use super::render;
 use super::telegram::{Telegram, TgError, CHANNEL};
-use crate::config::Config;
-use crate::process;
+use crate::config::{Config, TelegramConfig};
 use crate::store::{Delivered, Store};
 use anyhow::Result;
 use std::time::Duration;
@@ -27,36 +26,41 @@ pub struct PushReport {
     pub busy: bool,
 }
 
-/// The lease that keeps one card deliverer per database, so two processes never send the
+/// The lock that keeps one card deliverer per database, so two processes never send the
 /// same owed card.
-const OUTBOX_LEASE: &str = "outbox";
+const OUTBOX_LOCK: &str = "outbox";
+
+/// The Telegram client an outbox run uses: one already built (poll, serve), or its
+/// configuration, built only once a card is owed (a run with nothing to send starts no
+/// runtime and no HTTP client).
+pub enum Client<'a> {
+    Ready(&'a Telegram),
+    Config(&'a TelegramConfig),
+}
 
 /// Delivers every owed card: sends new ones, edits changed ones, records each delivery in
 /// its own transaction right after Telegram's answer. Stops at the first temporary failure
 /// (nothing is lost: the cards stay owed) and waits out 429s within `max_wait` in total.
-pub fn push_owed(
-    store: &mut Store,
-    tg: &Telegram,
-    now: &dyn Fn() -> i64,
-    max_wait: Duration,
-) -> Result<PushReport> {
+pub fn push_owed(store: &mut Store, client: Client<'_>, max_wait: Duration) -> Result<PushReport> {
     let mut report = PushReport::default();
     store.ensure_channel(CHANNEL)?;
     if store.owed_cards(CHANNEL)?.is_empty() {
-        return Ok(report); // nothing owed: no lease, no write
+        return Ok(report); // nothing owed: no lease, no write, no client
     }
-    let holder = process::runner_id();
-    // Long enough for a run that waits out 429s; a dead holder loses it at once.
-    let ttl = (max_wait + Duration::from_secs(120)).as_millis() as i64;
-    if store
-        .acquire_lease(OUTBOX_LEASE, &holder, now(), ttl, &process::runner_alive)?
-        .is_some()
-    {
+    let built;
+    let tg = match client {
+        Client::Ready(tg) => tg,
+        Client::Config(cfg) => {
+            built = Telegram::new(cfg)?;
+            &built
+        }
+    };
+    if !store.try_lock(OUTBOX_LOCK)? {
         report.busy = true;
         return Ok(report);
     }
     let result = deliver(store, tg, max_wait, report);
-    store.release_lease(OUTBOX_LEASE, &holder)?;
+    store.unlock(OUTBOX_LOCK);
     result
 }
 
@@ -156,8 +160,7 @@ pub fn deliver_quietly(config: &Config, store: &mut Store) {
             eprintln!("opsgate: warning: {message}");
         }
     };
-    let result = Telegram::new(tg_cfg)
-        .and_then(|tg| push_owed(store, &tg, &|| config.now(), tg_cfg.max_wait));
+    let result = push_owed(store, Client::Config(tg_cfg), tg_cfg.max_wait);
     match result {
         Ok(report) => {
             if let Some(e) = report.stopped_by {

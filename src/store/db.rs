@@ -249,6 +249,11 @@ pub trait Database {
     fn describe(&self) -> String;
     /// Logs every statement run from now on to `log` (diagnostics).
     fn trace(&mut self, log: Tracer);
+    /// Takes the named lock for as long as this connection lives (or until
+    /// [`Database::unlock`]), without waiting: false when another process holds it. A
+    /// process that dies releases it; taking or holding it writes nothing.
+    fn try_lock(&mut self, name: &str) -> Result<bool>;
+    fn unlock(&mut self, name: &str);
 }
 
 /// A statement log (`OPSGATE_SQL_LOG`): each statement on one line, as the store wrote

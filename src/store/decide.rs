@@ -425,6 +425,18 @@ impl Store {
         })
     }
 
+    /// Whether any proposal of `sources` (all when empty) is approved and waiting (a read).
+    pub fn has_approved(&mut self, sources: &[String]) -> Result<bool> {
+        let mut sql = String::from("SELECT 1 FROM proposals WHERE state = 'approved'");
+        if !sources.is_empty() {
+            let marks: Vec<String> = (0..sources.len()).map(|n| format!("?{}", n + 1)).collect();
+            sql.push_str(&format!(" AND source IN ({})", marks.join(", ")));
+        }
+        sql.push_str(" LIMIT 1");
+        let params: Vec<&dyn db::ToParam> = sources.iter().map(|s| s as &dyn db::ToParam).collect();
+        Ok(self.conn().query_opt(&sql, &params)?.is_some())
+    }
+
     /// Claims the oldest approved proposal of `sources` (all when empty) for `runner`
     /// (approved -> executing, compare-and-set): two overlapping runs never claim the same
     /// proposal. On PostgreSQL a row another runner is claiming is skipped, not waited for.

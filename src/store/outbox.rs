@@ -128,47 +128,15 @@ impl Store {
         self.transact("to confirm an event", |c| advance(c, Some(cursor)))
     }
 
-    /// Takes the named lease for `holder` until `now + ttl_ms`, unless a live holder has
-    /// it. Returns the other holder when refused.
-    pub fn acquire_lease(
-        &mut self,
-        name: &str,
-        holder: &str,
-        now: i64,
-        ttl_ms: i64,
-        alive: &dyn Fn(&str) -> bool,
-    ) -> Result<Option<String>> {
-        self.transact("to take a lease", |c| {
-            // The row exists before it is locked, so two takers queue on it.
-            c.execute(
-                "INSERT INTO leases (name, holder, until) VALUES (?1, '', 0)
-                 ON CONFLICT (name) DO NOTHING",
-                &[&name],
-            )?;
-            let current = c.query_one(
-                "SELECT holder, until FROM leases WHERE name = ?1 FOR UPDATE",
-                &[&name],
-            )?;
-            let (other, until) = (current.text(0)?, current.int(1)?);
-            if !other.is_empty() && other != holder && until > now && alive(&other) {
-                return Ok(Some(other));
-            }
-            c.execute(
-                "UPDATE leases SET holder = ?2, until = ?3 WHERE name = ?1",
-                &[&name, &holder, &now.saturating_add(ttl_ms)],
-            )?;
-            Ok(None)
-        })
+    /// Takes the named lock (one poller, one card deliverer) for this process, without
+    /// waiting: false when another process holds it. Released by [`Store::unlock`] or
+    /// when the process ends, however it ends; neither writes to the database.
+    pub fn try_lock(&mut self, name: &str) -> Result<bool> {
+        self.db.try_lock(name)
     }
 
-    /// Gives a lease back if `holder` still has it. The row stays (emptied): a taker that
-    /// found it a moment ago must still find it to lock.
-    pub fn release_lease(&mut self, name: &str, holder: &str) -> Result<()> {
-        self.conn().execute(
-            "UPDATE leases SET holder = '', until = 0 WHERE name = ?1 AND holder = ?2",
-            &[&name, &holder],
-        )?;
-        Ok(())
+    pub fn unlock(&mut self, name: &str) {
+        self.db.unlock(name)
     }
 
     /// Consumes an unexpired confirmation request; true when there was one.

@@ -536,6 +536,25 @@ impl Database for PgDb {
     fn trace(&mut self, log: Tracer) {
         self.tracer = Some(log);
     }
+
+    fn try_lock(&mut self, name: &str) -> Result<bool> {
+        // A session-level advisory lock: held until unlocked or the connection ends.
+        let got: bool = self
+            .client
+            .query_typed_one(
+                "SELECT pg_try_advisory_lock(hashtext($1))",
+                &[(&format!("opsgate lock {name}"), Type::TEXT)],
+            )?
+            .get(0);
+        Ok(got)
+    }
+
+    fn unlock(&mut self, name: &str) {
+        let _ = self.client.query_typed(
+            "SELECT pg_advisory_unlock(hashtext($1))",
+            &[(&format!("opsgate lock {name}"), Type::TEXT)],
+        );
+    }
 }
 
 #[cfg(test)]

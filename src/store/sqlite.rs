@@ -51,6 +51,8 @@ pub struct SqliteDb {
     conn: Connection,
     path: PathBuf,
     tracer: Option<Tracer>,
+    /// Named locks held: `flock`s on files beside the database (`opsgate.db-poller.lock`).
+    locks: std::collections::HashMap<String, std::fs::File>,
 }
 
 impl SqliteDb {
@@ -71,6 +73,7 @@ impl SqliteDb {
             conn,
             path: path.to_path_buf(),
             tracer: None,
+            locks: std::collections::HashMap::new(),
         };
         db.check_identity()?;
         db.set_pragmas()
@@ -347,6 +350,40 @@ impl Database for SqliteDb {
 
     fn trace(&mut self, log: Tracer) {
         self.tracer = Some(log);
+    }
+
+    fn try_lock(&mut self, name: &str) -> Result<bool> {
+        if self.locks.contains_key(name) {
+            return Ok(true);
+        }
+        let mut path = self.path.clone().into_os_string();
+        path.push(format!("-{name}.lock"));
+        let file = {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .mode(0o600)
+                .open(&path)
+                .with_context(|| format!("opening the lock file {}", Path::new(&path).display()))?
+        };
+        match file.try_lock() {
+            Ok(()) => {
+                self.locks.insert(name.to_string(), file);
+                Ok(true)
+            }
+            Err(std::fs::TryLockError::WouldBlock) => Ok(false),
+            Err(std::fs::TryLockError::Error(e)) => {
+                Err(anyhow::Error::new(e)
+                    .context(format!("locking {}", Path::new(&path).display())))
+            }
+        }
+    }
+
+    fn unlock(&mut self, name: &str) {
+        // Closing the file releases the lock.
+        self.locks.remove(name);
     }
 }
 
