@@ -103,3 +103,22 @@ fn doctor_names_an_unreachable_postgres_without_its_password() {
     );
     assert!(!text.contains("s3cret"), "{text}");
 }
+
+#[test]
+fn host_names_resolve_through_the_system_resolver_for_postgres_and_telegram() {
+    let Some(env) = Env::postgres() else { return };
+    // The same server and bot API, by name instead of by address.
+    let by_name = env.db_value().replacen("@127.0.0.1:", "@localhost:", 1);
+    let fake = common::fake_telegram::Fake::start();
+    let api = fake.url.replacen("127.0.0.1", "localhost", 1);
+    let out = env
+        .cmd(&["doctor"])
+        .env("OPSGATE_DB", &by_name)
+        .telegram(&fake, "1001")
+        .env("OPSGATE_TELEGRAM_API_URL", &api)
+        .output();
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}{}", stderr(&out));
+    assert!(text.contains("ok    PostgreSQL 1"), "{text}");
+    assert!(text.contains("ok    Telegram getMe: @"), "{text}");
+}

@@ -9,6 +9,7 @@ use crate::text::{ellipsize, show_command, show_field};
 use crate::time::rfc3339;
 use anyhow::Result;
 use serde_json::{json, Value};
+use std::io::Write;
 
 fn parse_states(names: &[String]) -> Result<Vec<State>> {
     let mut states = Vec::new();
@@ -34,66 +35,123 @@ fn parse_states(names: &[String]) -> Result<Vec<State>> {
     Ok(states)
 }
 
-/// The `list --json` shape of one proposal.
-pub fn proposal_json(p: &Proposal) -> Value {
-    json!({
-        "id": p.id,
-        "source": p.source,
-        "cmd_hash": p.cmd_hash,
-        "command": p.command,
-        "canonical": p.canonical,
-        "state": p.state.as_str(),
-        "risk": p.risk.as_str(),
-        "reason": p.reason,
-        "seen_count": p.seen_count,
-        "first_seen_at": rfc3339(p.first_seen_at),
-        "last_seen_at": rfc3339(p.last_seen_at),
-        "display_ids": p.display_ids,
-        "logical_keys": p.logical_keys,
-        "cluster": p.cluster,
-        "cluster_id": p.cluster_id,
-        "decided_by": p.decided_by,
-        "decided_at": p.decided_at.map(rfc3339),
-    })
+/// The `list --json` shape of one proposal (fields in alphabetical order, as the keys
+/// of a JSON object print).
+#[derive(serde::Serialize)]
+struct ProposalJson<'a> {
+    canonical: &'a str,
+    cluster: Option<&'a str>,
+    cluster_id: i64,
+    cmd_hash: &'a str,
+    command: &'a str,
+    decided_at: Option<String>,
+    decided_by: Option<&'a str>,
+    display_ids: &'a [String],
+    first_seen_at: String,
+    id: i64,
+    last_seen_at: String,
+    logical_keys: &'a [String],
+    reason: Option<&'a str>,
+    risk: &'a str,
+    seen_count: i64,
+    source: &'a str,
+    state: &'a str,
 }
 
+impl<'a> From<&'a Proposal> for ProposalJson<'a> {
+    fn from(p: &'a Proposal) -> Self {
+        ProposalJson {
+            canonical: &p.canonical,
+            cluster: p.cluster.as_deref(),
+            cluster_id: p.cluster_id,
+            cmd_hash: &p.cmd_hash,
+            command: &p.command,
+            decided_at: p.decided_at.map(rfc3339),
+            decided_by: p.decided_by.as_deref(),
+            display_ids: &p.display_ids,
+            first_seen_at: rfc3339(p.first_seen_at),
+            id: p.id,
+            last_seen_at: rfc3339(p.last_seen_at),
+            logical_keys: &p.logical_keys,
+            reason: p.reason.as_deref(),
+            risk: p.risk.as_str(),
+            seen_count: p.seen_count,
+            source: &p.source,
+            state: p.state.as_str(),
+        }
+    }
+}
+
+/// The `list --json` shape of one proposal, as a value (`show` adds to it).
+pub fn proposal_json(p: &Proposal) -> Value {
+    serde_json::to_value(ProposalJson::from(p)).unwrap_or(Value::Null)
+}
+
+/// Lists proposals as they are read (a page at a time): memory stays flat for any number.
 pub fn list(config: &Config, args: ListArgs) -> Result<u8> {
     let states = parse_states(&args.states)?;
-    let proposals = match open_for_reading(config)? {
-        Some(mut store) => store.list(&states, args.source.as_deref())?,
-        None => Vec::new(),
+    let Some(mut store) = open_for_reading(config)? else {
+        print_out(if args.json { "[]\n" } else { "No proposals.\n" })?;
+        return Ok(error::OK);
     };
-    if args.json {
-        let arr: Vec<Value> = proposals.iter().map(proposal_json).collect();
-        print_out(&format!("{}\n", Value::Array(arr)))?;
-        return Ok(error::OK);
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, stdout.lock());
+    let mut count = 0usize;
+    let result = store.list_each(&states, args.source.as_deref(), &mut |p| {
+        if args.json {
+            out.write_all(if count == 0 { b"[" } else { b"," })?;
+            serde_json::to_writer(&mut out, &ProposalJson::from(&p))
+                .map_err(std::io::Error::from)?;
+        } else {
+            if count == 0 {
+                writeln!(
+                    out,
+                    "{:>5}  {:<11}  {:>4}  {:<12}  {:<16}  COMMAND",
+                    "ID", "STATE", "SEEN", "CMD_HASH", "CLUSTER"
+                )?;
+            }
+            let cluster = p
+                .cluster
+                .as_deref()
+                .map(|c| show_field(c, 64))
+                .unwrap_or_else(|| "-".into());
+            writeln!(
+                out,
+                "{:>5}  {:<11}  {:>4}  {:<12}  {:<16}  {}",
+                p.id,
+                p.state.as_str(),
+                p.seen_count,
+                p.cmd_hash,
+                ellipsize(&cluster, 16),
+                ellipsize(&show_command(&p.command).0.replace('\n', "⏎"), 70)
+            )?;
+        }
+        count += 1;
+        Ok(())
+    });
+    let ended = result.and_then(|()| {
+        match (args.json, count) {
+            (true, 0) => out.write_all(b"[]\n")?,
+            (true, _) => out.write_all(b"]\n")?,
+            (false, 0) => out.write_all(b"No proposals.\n")?,
+            _ => {}
+        }
+        out.flush()?;
+        Ok(())
+    });
+    match ended {
+        // A closed pipe (`| head`) is the reader's choice, not an error.
+        Err(e)
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) =>
+        {
+            Ok(error::OK)
+        }
+        Err(e) => Err(e),
+        Ok(()) => Ok(error::OK),
     }
-    if proposals.is_empty() {
-        print_out("No proposals.\n")?;
-        return Ok(error::OK);
-    }
-    let mut out = format!(
-        "{:>5}  {:<11}  {:>4}  {:<12}  {:<16}  COMMAND\n",
-        "ID", "STATE", "SEEN", "CMD_HASH", "CLUSTER"
-    );
-    for p in &proposals {
-        let cluster = p
-            .cluster
-            .as_deref()
-            .map(|c| show_field(c, 64))
-            .unwrap_or_else(|| "-".into());
-        out.push_str(&format!(
-            "{:>5}  {:<11}  {:>4}  {:<12}  {:<16}  {}\n",
-            p.id,
-            p.state.as_str(),
-            p.seen_count,
-            p.cmd_hash,
-            ellipsize(&cluster, 16),
-            ellipsize(&show_command(&p.command).0.replace('\n', "⏎"), 70)
-        ));
-    }
-    print_out(&out)?;
-    Ok(error::OK)
 }
 
 pub fn show(config: &Config, args: ShowArgs) -> Result<u8> {

@@ -12,7 +12,7 @@ pub type Rekey<'a> = dyn Fn(&str) -> (Vec<String>, Vec<String>) + 'a;
 
 /// Items kept for a replay (PostgreSQL) up to this many; a longer bulk load that loses a
 /// deadlock fails as temporary instead.
-const REPLAY_ITEMS: usize = 100_000;
+const REPLAY_ITEMS: usize = 10_000;
 
 /// Sightings written per INSERT (SQLite allows 32766 parameters; 4 a row).
 const SIGHTINGS_BATCH: usize = 100;
@@ -58,6 +58,9 @@ impl Store {
     /// [`Ingest::commit`] rolls everything back.
     pub fn begin_ingest(&mut self, source: &str, now: i64) -> Result<Ingest<'_>> {
         let rules = self.rules;
+        // Only PostgreSQL can lose a transaction to a deadlock; SQLite's single writer never
+        // needs a replay, so it keeps no copy of the items.
+        let replayable = self.db.backend() == Backend::Postgres;
         let mut ingest = Ingest {
             store: self,
             open: false,
@@ -73,7 +76,7 @@ impl Store {
             prefetched: None,
             merges: BTreeMap::new(),
             sightings: Vec::new(),
-            replay: Some(Vec::new()),
+            replay: replayable.then(Vec::new),
         };
         ingest.start()?;
         Ok(ingest)

@@ -14,7 +14,9 @@ pub enum Lookup {
 
 impl Store {
     /// Proposals matching the filters, oldest first, handed to `each` one at a time. Read
-    /// in pages by id, so memory stays flat however many there are.
+    /// in pages by id, so memory stays flat however many there are; each page's display
+    /// ids come from one query. Rows for listing: staleness, earlier rejections and
+    /// decision notes are left out (`find` and `cluster` fill them).
     pub fn list_each(
         &mut self,
         states: &[State],
@@ -43,9 +45,15 @@ impl Store {
             };
             let next = last.int(0)?;
             let full = rows.len() as i64 == PAGE;
-            for row in rows {
-                let (mut p, last_ingest) = proposal_from_row(&row)?;
-                self.complete(&mut p, last_ingest)?;
+            let mut page = Vec::with_capacity(rows.len());
+            for row in &rows {
+                page.push(proposal_from_row(row)?.0);
+            }
+            drop(rows);
+            let ids: Vec<i64> = page.iter().map(|p| p.id).collect();
+            let mut display = page_display_ids(self.conn(), &ids)?;
+            for mut p in page {
+                p.display_ids = display.remove(&p.id).unwrap_or_default();
                 each(p)?;
             }
             if !full {
@@ -268,6 +276,47 @@ impl Store {
         )?;
         rows.iter().map(|r| Ok((r.text(0)?, r.int(1)?))).collect()
     }
+}
+
+/// The distinct display ids of several proposals (one query), each in order of first
+/// sighting.
+fn page_display_ids(
+    c: &mut dyn Conn,
+    ids: &[i64],
+) -> Result<std::collections::HashMap<i64, Vec<String>>> {
+    let mut sighted: std::collections::HashMap<i64, Vec<(i64, String)>> =
+        std::collections::HashMap::new();
+    for chunk in ids.chunks(500) {
+        let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("?{i}")).collect();
+        let params: Vec<&dyn db::ToParam> = chunk.iter().map(|id| id as &dyn db::ToParam).collect();
+        c.query_each(
+            &format!(
+                "SELECT proposal_id, id, display_id FROM sightings
+                 WHERE proposal_id IN ({}) AND display_id IS NOT NULL",
+                marks.join(", ")
+            ),
+            &params,
+            &mut |r| {
+                sighted
+                    .entry(r.int(0)?)
+                    .or_default()
+                    .push((r.int(1)?, r.text(2)?));
+                Ok(())
+            },
+        )?;
+    }
+    Ok(sighted
+        .into_iter()
+        .map(|(id, mut v)| {
+            v.sort_unstable_by_key(|(sighting, _)| *sighting);
+            let mut seen = std::collections::HashSet::new();
+            let ids = v
+                .into_iter()
+                .filter_map(|(_, d)| seen.insert(d.clone()).then_some(d))
+                .collect();
+            (id, ids)
+        })
+        .collect())
 }
 
 /// The distinct LLM ids a proposal was sighted with, in order of first sighting (read in
