@@ -812,3 +812,21 @@ fn an_idle_cron_minute_writes_nothing_to_the_database() {
     assert_eq!(before.2, after.2);
     assert_eq!(fake.count("sendMessage") + fake.count("editMessageText"), 2);
 }
+
+#[test]
+fn a_backlog_of_owed_cards_longer_than_a_page_is_delivered_in_one_run() {
+    let env = Env::new();
+    let fake = Fake::start();
+    let commands: Vec<String> = (0..250)
+        .map(|i| format!("docker restart svc-{i}"))
+        .collect();
+    let refs: Vec<&str> = commands.iter().map(String::as_str).collect();
+    env.ingest("h", &cycle(0, &refs));
+    let out = env.cmd(&["notify"]).telegram(&fake, "1001").ok();
+    assert!(stdout(&out).contains("250 sent"), "{}", stdout(&out));
+    assert_eq!(fake.count("sendMessage"), 250);
+    assert!(env.store().owed_cards("telegram").unwrap().is_empty());
+    // A second run owes nothing and calls nothing.
+    env.cmd(&["notify"]).telegram(&fake, "1001").ok();
+    assert_eq!(fake.total_calls(), 250);
+}

@@ -26,6 +26,9 @@ pub struct PushReport {
     pub busy: bool,
 }
 
+/// Owed cards read per query.
+const OWED_PAGE: i64 = 100;
+
 /// The lock that keeps one card deliverer per database, so two processes never send the
 /// same owed card.
 const OUTBOX_LOCK: &str = "outbox";
@@ -44,7 +47,7 @@ pub enum Client<'a> {
 pub fn push_owed(store: &mut Store, client: Client<'_>, max_wait: Duration) -> Result<PushReport> {
     let mut report = PushReport::default();
     store.ensure_channel(CHANNEL)?;
-    if store.owed_cards(CHANNEL)?.is_empty() {
+    if store.owed_cards_after(CHANNEL, i64::MIN, 1)?.is_empty() {
         return Ok(report); // nothing owed: no lease, no write, no client
     }
     let built;
@@ -72,59 +75,65 @@ fn deliver(
 ) -> Result<PushReport> {
     let mut waited = Duration::ZERO;
     let chat = tg.chat_ref();
-    let owed = store.owed_cards(CHANNEL)?;
-    for (n, card_row) in owed.iter().enumerate() {
-        let view = store.cluster(card_row.cluster_id)?;
-        let card = render(&view);
-        let hash = card.content_hash();
-        // A card sent to another chat (the configuration changed) is sent anew.
-        let message = card_row
-            .message
-            .clone()
-            .filter(|_| card_row.chat.as_deref() == Some(chat.as_str()));
-        let delivered = |message| delivered(&chat, message, &hash, &card);
-        if message.is_none() && view.in_flight().next().is_none() {
-            // Decided before its card went out: nothing to send.
-            store.mark_delivered(CHANNEL, card_row, &delivered(None))?;
-            continue;
-        }
-        if message.is_some() && card_row.content_hash.as_deref() == Some(hash.as_str()) {
-            store.mark_delivered(CHANNEL, card_row, &delivered(message.as_deref()))?;
-            report.unchanged += 1;
-            continue;
-        }
-        let mut target = message;
-        loop {
-            let result = match &target {
-                None => tg.send(&card),
-                Some(id) => tg.edit(id, &card).map(|_| id.clone()),
-            };
-            match result {
-                Ok(id) => {
-                    store.mark_delivered(CHANNEL, card_row, &delivered(Some(&id)))?;
-                    if target.is_none() {
-                        report.sent += 1;
-                    } else {
-                        report.edited += 1;
+    // A page of owed cards at a time: a backlog of any size costs no memory.
+    let mut after = i64::MIN;
+    loop {
+        let owed = store.owed_cards_after(CHANNEL, after, OWED_PAGE)?;
+        let Some(last) = owed.last() else { break };
+        after = last.cluster_id;
+        for card_row in &owed {
+            let view = store.cluster(card_row.cluster_id)?;
+            let card = render(&view);
+            let hash = card.content_hash();
+            // A card sent to another chat (the configuration changed) is sent anew.
+            let message = card_row
+                .message
+                .clone()
+                .filter(|_| card_row.chat.as_deref() == Some(chat.as_str()));
+            let delivered = |message| delivered(&chat, message, &hash, &card);
+            if message.is_none() && view.in_flight().next().is_none() {
+                // Decided before its card went out: nothing to send.
+                store.mark_delivered(CHANNEL, card_row, &delivered(None))?;
+                continue;
+            }
+            if message.is_some() && card_row.content_hash.as_deref() == Some(hash.as_str()) {
+                store.mark_delivered(CHANNEL, card_row, &delivered(message.as_deref()))?;
+                report.unchanged += 1;
+                continue;
+            }
+            let mut target = message;
+            loop {
+                let result = match &target {
+                    None => tg.send(&card),
+                    Some(id) => tg.edit(id, &card).map(|_| id.clone()),
+                };
+                match result {
+                    Ok(id) => {
+                        store.mark_delivered(CHANNEL, card_row, &delivered(Some(&id)))?;
+                        if target.is_none() {
+                            report.sent += 1;
+                        } else {
+                            report.edited += 1;
+                        }
+                        break;
                     }
-                    break;
-                }
-                Err(TgError::MessageGone) if target.is_some() => target = None,
-                Err(TgError::RetryAfter(d)) if waited + d <= max_wait => {
-                    waited += d;
-                    if !tg.sleep_or_stop(d) {
-                        report.still_owed = owed.len() - n;
+                    Err(TgError::MessageGone) if target.is_some() => target = None,
+                    Err(TgError::RetryAfter(d)) if waited + d <= max_wait => {
+                        waited += d;
+                        if !tg.sleep_or_stop(d) {
+                            report.still_owed = store.owed_count(CHANNEL)?;
+                            return Ok(report);
+                        }
+                    }
+                    Err(e @ TgError::Refused(_)) => {
+                        report.refused.push((card_row.cluster_id, e));
+                        break;
+                    }
+                    Err(e) => {
+                        report.still_owed = store.owed_count(CHANNEL)?;
+                        report.stopped_by = Some(e);
                         return Ok(report);
                     }
-                }
-                Err(e @ TgError::Refused(_)) => {
-                    report.refused.push((card_row.cluster_id, e));
-                    break;
-                }
-                Err(e) => {
-                    report.still_owed = owed.len() - n;
-                    report.stopped_by = Some(e);
-                    return Ok(report);
                 }
             }
         }

@@ -66,10 +66,22 @@ impl Store {
 
     /// Cards owed to `channel`, oldest cluster first.
     pub fn owed_cards(&mut self, channel: &str) -> Result<Vec<OwedCard>> {
+        self.owed_cards_after(channel, i64::MIN, i64::MAX)
+    }
+
+    /// Up to `limit` cards owed to `channel` with a cluster id above `after`, oldest
+    /// first: the outbox reads them a page at a time, so a backlog costs no memory.
+    pub fn owed_cards_after(
+        &mut self,
+        channel: &str,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<OwedCard>> {
         let rows = self.conn().query(
             "SELECT cluster_id, chat, message, content_hash, rev FROM deliveries
-             WHERE channel = ?1 AND rev > sent_rev ORDER BY cluster_id",
-            &[&channel],
+             WHERE channel = ?1 AND rev > sent_rev AND cluster_id > ?2
+             ORDER BY cluster_id LIMIT ?3",
+            &[&channel, &after, &limit],
         )?;
         rows.iter()
             .map(|r| {
@@ -82,6 +94,17 @@ impl Store {
                 })
             })
             .collect()
+    }
+
+    /// How many cards `channel` is owed (a count of the owed index).
+    pub fn owed_count(&mut self, channel: &str) -> Result<usize> {
+        Ok(self
+            .conn()
+            .query_one(
+                "SELECT COUNT(*) FROM deliveries WHERE channel = ?1 AND rev > sent_rev",
+                &[&channel],
+            )?
+            .int(0)? as usize)
     }
 
     /// Records what was delivered for a card on a channel, in one transaction.
