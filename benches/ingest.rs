@@ -685,6 +685,9 @@ fn sample_view() -> opsgate::model::ClusterView {
         run: Default::default(),
         prior_rejections: None,
         decision_note: None,
+        approvals: Vec::new(),
+        quorum: 1,
+        expires_at: None,
     }
     };
     opsgate::model::ClusterView {

@@ -218,6 +218,9 @@ pub struct ShowArgs {
     pub reference: String,
     #[arg(long)]
     pub json: bool,
+    /// Print secret values in full instead of •••• (here, on this host; never on a card)
+    #[arg(long)]
+    pub reveal: bool,
 }
 
 #[derive(Debug, Args)]

@@ -8,6 +8,7 @@
 //! environment; `--db` overrides both for the database path.
 
 use crate::error::{Error, Kind};
+use crate::model::Risk;
 use crate::policy::Policy;
 use anyhow::{Context, Result};
 use serde::Deserialize;
@@ -141,6 +142,42 @@ pub const RUNNER_SOURCES: Setting = setting(
     "[]",
     "sources whose proposals `run` executes on this host (`--source`); required with PostgreSQL",
 );
+pub const REDACT: Setting = setting(
+    None,
+    Some("policy.redact"),
+    "[]",
+    "regexes of secret values to hide on cards and in output (group 1, else the match); the stored command keeps them",
+);
+pub const REDACT_BUILTIN: Setting = setting(
+    None,
+    Some("policy.redact_builtin"),
+    "true",
+    "hide passwords, tokens, keys, Authorization headers, URL passwords and private keys found by the built-in detectors",
+);
+pub const QUORUM: Setting = setting(
+    None,
+    Some("policy.quorum"),
+    "{}",
+    "distinct operators whose Approve a risk level needs, e.g. { high = 2 } (default 1)",
+);
+pub const RUNNER_ENV: Setting = setting(
+    None,
+    Some("runner.env"),
+    "[]",
+    "NAME=VALUE pairs set for executed commands (they get PATH, HOME, LANG, LC_*, TZ, USER, LOGNAME, SHELL, TERM and nothing else)",
+);
+pub const RUNNER_PASS_ENV: Setting = setting(
+    None,
+    Some("runner.pass_env"),
+    "[]",
+    "names of opsgate's environment variables passed on to executed commands (never OPSGATE_*)",
+);
+pub const ROUTES: Setting = setting(
+    None,
+    Some("[[route]]"),
+    "",
+    "cards of matching `sources` (globs) and/or `risk` levels go to `chat_id` (and forum `topic`), decided by the route's `operators` (default telegram.operators)",
+);
 pub const NOW: Setting = setting(
     Some("OPSGATE_NOW"),
     None,
@@ -178,7 +215,13 @@ pub const SETTINGS: &[Setting] = &[
     RUN_TIMEOUT,
     DENY,
     REQUIRE_REASON,
+    REDACT,
+    REDACT_BUILTIN,
+    QUORUM,
     RUNNER_SOURCES,
+    RUNNER_ENV,
+    RUNNER_PASS_ENV,
+    ROUTES,
     NOW,
     SQL_LOG,
     STATE_HOME,
@@ -231,6 +274,8 @@ pub struct Rules {
     pub reject_cooldown_ms: i64,
     /// Terminal proposals are deleted this long after they ended.
     pub retention_ms: i64,
+    /// Distinct operators whose Approve each risk level needs.
+    pub quorum: Quorum,
 }
 
 impl Default for Rules {
@@ -240,8 +285,109 @@ impl Default for Rules {
             stale_after_cycles: 3,
             reject_cooldown_ms: 24 * 3_600_000,
             retention_ms: 90 * 86_400_000,
+            quorum: Quorum::default(),
         }
     }
+}
+
+/// `[policy] quorum`: approvals needed per risk level (1 to 9; default 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Quorum {
+    pub low: u8,
+    pub medium: u8,
+    pub high: u8,
+}
+
+impl Default for Quorum {
+    fn default() -> Self {
+        Quorum {
+            low: 1,
+            medium: 1,
+            high: 1,
+        }
+    }
+}
+
+/// A `[[route]]`: where the cards of some sources or risk levels go, and who decides them.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Source globs (`web-*`); empty: any source.
+    pub sources: Vec<glob::Pattern>,
+    /// Risk levels; empty: any.
+    pub risks: Vec<Risk>,
+    pub chat_id: i64,
+    /// A forum topic (`message_thread_id`).
+    pub topic: Option<i32>,
+    /// Who may decide this route's cards; `None`: `telegram.operators`.
+    pub operators: Option<Vec<u64>>,
+}
+
+/// Where a card goes and who decides it: the first `[[route]]` that matches the card's
+/// source and risk, else the top-level chat and operators.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Target<'a> {
+    pub chat_id: i64,
+    pub topic: Option<i32>,
+    pub operators: &'a [u64],
+}
+
+impl Route {
+    fn matches(&self, source: &str, risk: Risk) -> bool {
+        (self.sources.is_empty() || self.sources.iter().any(|g| g.matches(source)))
+            && (self.risks.is_empty() || self.risks.contains(&risk))
+    }
+}
+
+impl TelegramConfig {
+    /// The route of a card of `source` whose riskiest proposal is `risk` (the one home
+    /// of the routing rule: delivery, authorization and prompts all ask here).
+    pub fn route(&self, source: &str, risk: Risk) -> Target<'_> {
+        match self.routes.iter().find(|r| r.matches(source, risk)) {
+            Some(r) => self.route_of_entry(r),
+            None => Target {
+                chat_id: self.chat_id,
+                topic: None,
+                operators: &self.operators,
+            },
+        }
+    }
+
+    /// Where an entry sends its cards and who decides them.
+    pub fn route_of_entry<'a>(&'a self, r: &'a Route) -> Target<'a> {
+        Target {
+            chat_id: r.chat_id,
+            topic: r.topic,
+            operators: r.operators.as_deref().unwrap_or(&self.operators),
+        }
+    }
+
+    /// Whether `user` decides the cards of some route (the top-level list included).
+    pub fn is_operator_anywhere(&self, user: u64) -> bool {
+        self.operators.contains(&user)
+            || self
+                .routes
+                .iter()
+                .any(|r| r.operators.as_ref().is_some_and(|o| o.contains(&user)))
+    }
+
+    /// Every chat cards may go to, the default first, each once.
+    pub fn chats(&self) -> Vec<i64> {
+        let mut chats = vec![self.chat_id];
+        for r in &self.routes {
+            if !chats.contains(&r.chat_id) {
+                chats.push(r.chat_id);
+            }
+        }
+        chats
+    }
+}
+
+/// `[policy] redact` and `redact_builtin`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Redaction {
+    pub builtin: bool,
+    pub patterns: Vec<String>,
 }
 
 /// The longest command timeout accepted.
@@ -319,6 +465,13 @@ pub struct Config {
     pub fixed_now: Option<i64>,
     /// Where every SQL statement is logged ([`SQL_LOG`]), for diagnostics.
     pub sql_log: Option<PathBuf>,
+    /// `[runner] env` and `pass_env`: added to the base environment of executed commands.
+    pub runner_env: Vec<(String, String)>,
+    /// Secret values opsgate knows (the bot token, the database password, secret
+    /// `[runner] env` values): hidden wherever shown, removed from stored output. Filled
+    /// by the dispatcher.
+    pub secrets: Vec<Secret>,
+    pub redaction: Redaction,
     pub verbosity: i8,
     /// Telegram, when a token is configured.
     pub telegram: Option<TelegramConfig>,
@@ -334,6 +487,10 @@ pub struct Config {
 pub struct Secret(String);
 
 impl Secret {
+    pub fn new(value: String) -> Secret {
+        Secret(value)
+    }
+
     pub fn expose(&self) -> &str {
         &self.0
     }
@@ -357,6 +514,8 @@ pub struct TelegramConfig {
     pub timeout: Duration,
     /// Longest total wait for 429 `retry_after` in one run.
     pub max_wait: Duration,
+    /// `[[route]]` entries, first match wins; no match: `chat_id` and `operators`.
+    pub routes: Vec<Route>,
 }
 
 /// The TOML file.
@@ -368,6 +527,8 @@ struct FileConfig {
     lifecycle: Option<FileLifecycle>,
     policy: Option<FilePolicy>,
     runner: Option<FileRunner>,
+    #[serde(default)]
+    route: Vec<FileRoute>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -375,6 +536,22 @@ struct FileConfig {
 struct FileRunner {
     #[serde(default)]
     sources: Vec<String>,
+    #[serde(default)]
+    env: Vec<String>,
+    #[serde(default)]
+    pass_env: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileRoute {
+    #[serde(default)]
+    sources: Vec<String>,
+    #[serde(default)]
+    risk: Vec<String>,
+    chat_id: i64,
+    topic: Option<i32>,
+    operators: Option<Vec<u64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -394,6 +571,10 @@ struct FilePolicy {
     deny: Vec<String>,
     #[serde(default)]
     require_reason: bool,
+    #[serde(default)]
+    redact: Vec<String>,
+    redact_builtin: Option<bool>,
+    quorum: Option<Quorum>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -442,7 +623,7 @@ impl Config {
                 }),
             }
         };
-        let rules = Rules {
+        let mut rules = Rules {
             ttl_ms: duration("ttl", &lifecycle.ttl, defaults.ttl_ms)?,
             stale_after_cycles: lifecycle
                 .stale_after_cycles
@@ -454,6 +635,7 @@ impl Config {
                 defaults.reject_cooldown_ms,
             )?,
             retention_ms: duration("retention", &lifecycle.retention, defaults.retention_ms)?,
+            quorum: defaults.quorum,
         };
         let run_timeout = duration("run_timeout", &lifecycle.run_timeout, 600_000)?;
         if run_timeout > MAX_RUN_TIMEOUT.as_millis() as i64 {
@@ -464,14 +646,44 @@ impl Config {
         }
         let file_policy = file.policy.unwrap_or_default();
         let policy = Policy::new(&file_policy.deny, file_policy.require_reason);
+        if let Some(q) = file_policy.quorum {
+            for (level, n) in [("low", q.low), ("medium", q.medium), ("high", q.high)] {
+                if !(1..=9).contains(&n) {
+                    return Err(config_error(format!(
+                        "policy.quorum.{level} = {n}: expected 1 to 9 operators"
+                    )));
+                }
+            }
+            rules.quorum = q;
+        }
+        let runner = file.runner.unwrap_or_default();
+        let runner_env = runner_env(&runner)?;
+        let mut telegram = telegram(file.telegram.unwrap_or_default())?;
+        let routes = routes(file.route)?;
+        match &mut telegram {
+            Some(tg) => tg.routes = routes,
+            None if !routes.is_empty() => {
+                return Err(config_error(
+                    "[[route]] entries need Telegram configured (a token and a default chat_id)"
+                        .into(),
+                ))
+            }
+            None => {}
+        }
         Ok(Config {
             db,
-            runner_sources: file.runner.unwrap_or_default().sources,
+            runner_sources: runner.sources,
+            runner_env,
+            secrets: Vec::new(),
+            redaction: Redaction {
+                builtin: file_policy.redact_builtin.unwrap_or(true),
+                patterns: file_policy.redact,
+            },
             config_path: config.clone(),
             fixed_now: now_override()?,
             sql_log: non_empty_env(SQL_LOG).map(PathBuf::from),
             verbosity,
-            telegram: telegram(file.telegram.unwrap_or_default())?,
+            telegram,
             rules,
             run_timeout: Duration::from_millis(run_timeout.max(1000) as u64),
             policy,
@@ -493,7 +705,7 @@ impl Config {
                 env_name(CHAT_ID)
             ))
         })?;
-        if tg.operators.is_empty() {
+        if tg.operators.is_empty() && tg.routes.iter().all(|r| r.operators.is_none()) {
             return Err(config_error(format!(
                 "no operators configured: set {} (or telegram.operators) to the Telegram user ids allowed to decide; refusing to accept button presses from anyone",
                 env_name(OPERATORS)
@@ -625,7 +837,97 @@ fn telegram(file: FileTelegram) -> Result<Option<TelegramConfig>> {
         api_url,
         timeout: Duration::from_secs(timeout.clamp(1, 300)),
         max_wait: Duration::from_secs(file.max_wait_secs.unwrap_or(60).min(3600)),
+        routes: Vec::new(),
     }))
+}
+
+/// The names executed commands get from opsgate's environment, always.
+pub const BASE_ENV: &[&str] = &[
+    "PATH", "HOME", "LANG", "TZ", "USER", "LOGNAME", "SHELL", "TERM",
+];
+
+/// `[runner] env` and `pass_env`, checked: `NAME=VALUE` pairs and names; `OPSGATE_*` is
+/// never passed to a command.
+fn runner_env(runner: &FileRunner) -> Result<Vec<(String, String)>> {
+    let valid = |name: &str| {
+        !name.is_empty()
+            && !name.starts_with(|c: char| c.is_ascii_digit())
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    };
+    let ours = |name: &str| name.to_ascii_uppercase().starts_with("OPSGATE_");
+    let mut out = Vec::new();
+    for name in &runner.pass_env {
+        if !valid(name) {
+            return Err(config_error(format!(
+                "runner.pass_env: {name:?} is not a variable name"
+            )));
+        }
+        if ours(name) {
+            return Err(config_error(format!(
+                "runner.pass_env: {name} is opsgate's own setting and is never passed to a command"
+            )));
+        }
+        if let Ok(value) = std::env::var(name) {
+            out.push((name.clone(), value));
+        }
+    }
+    for pair in &runner.env {
+        let Some((name, value)) = pair.split_once('=').filter(|(n, _)| valid(n)) else {
+            return Err(config_error(format!(
+                "runner.env: {pair:?} is not NAME=VALUE"
+            )));
+        };
+        if ours(name) {
+            return Err(config_error(format!(
+                "runner.env: {name} is opsgate's own setting and is never passed to a command"
+            )));
+        }
+        out.retain(|(n, _)| n != name);
+        out.push((name.to_string(), value.to_string()));
+    }
+    Ok(out)
+}
+
+fn routes(file: Vec<FileRoute>) -> Result<Vec<Route>> {
+    file.into_iter()
+        .enumerate()
+        .map(|(n, r)| {
+            let sources = r
+                .sources
+                .iter()
+                .map(|g| {
+                    glob::Pattern::new(g).map_err(|e| {
+                        config_error(format!("route {}: source glob {g:?}: {e}", n + 1))
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let risks = r
+                .risk
+                .iter()
+                .map(|risk| {
+                    Risk::from_str_opt(risk).ok_or_else(|| {
+                        config_error(format!(
+                            "route {}: risk {risk:?}: expected low, medium or high",
+                            n + 1
+                        ))
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            if r.operators.as_ref().is_some_and(Vec::is_empty) {
+                return Err(config_error(format!(
+                    "route {}: operators = []: nobody could decide its cards; leave it out to use telegram.operators",
+                    n + 1
+                )));
+            }
+            Ok(Route {
+                sources,
+                risks,
+                chat_id: r.chat_id,
+                topic: r.topic,
+                operators: r.operators,
+            })
+        })
+        .collect()
 }
 
 fn valid_token(token: &str) -> bool {

@@ -1,16 +1,17 @@
 //! Decisions: button presses and typed reasons from the chat -> lifecycle changes.
 //!
-//! Authorization lives here: the pressing user must be an operator, the press must come
-//! from the card's own message in the configured chat with the card's current stamp, and
+//! Authorization lives here: the pressing user must be an operator of the card's route,
+//! the press must come from the card's own message in the route's chat with the card's
+//! current stamp, and
 //! the proposal must still be in a state where the action applies (checked by the store's
 //! compare-and-set). Anything else is refused, answered, and audited; it never changes
 //! state. The Telegram update loop is here too: each update's decision commits together
 //! with the cursor that confirms it.
 
-use crate::config::TelegramConfig;
+use crate::config::{Target, TelegramConfig};
 use crate::model::{Action, Actor, CardRef, Cursor, Decided, Refusal, Via};
 use crate::notify::telegram::{Incoming, Press, Said, Telegram, CHANNEL};
-use crate::store::Store;
+use crate::store::{CardOf, Store};
 use anyhow::Result;
 
 /// How long a first tap on a stale proposal's Approve waits for the second.
@@ -59,18 +60,23 @@ pub fn apply_press(
         Some((Action::Approve(id) | Action::Cancel(id) | Action::Retry(id), _)) => Some(id),
         _ => None,
     };
-    if !cfg.operators.contains(&press.user_id) {
+    if !cfg.is_operator_anywhere(press.user_id) {
         return refuse(store, proposal_ref, Refusal::NotOperator);
     }
     let (Some(chat), Some(message)) = (press.chat_id, press.message_id) else {
         return refuse(store, proposal_ref, Refusal::NotACard);
     };
-    if chat != cfg.chat_id {
-        return refuse(store, proposal_ref, Refusal::WrongChat);
-    }
     let Some((action, stamp)) = action else {
         return refuse(store, None, Refusal::UnknownButton);
     };
+    // The card's route decides where its buttons count and whose presses do.
+    let route = route_of(store, cfg, action)?;
+    if chat != route.chat_id {
+        return refuse(store, proposal_ref, Refusal::WrongChat);
+    }
+    if !route.operators.contains(&press.user_id) {
+        return refuse(store, proposal_ref, Refusal::OtherRoute);
+    }
     let via = Via {
         card: Some(CardRef {
             channel: CHANNEL.to_string(),
@@ -105,6 +111,24 @@ pub fn apply_press(
     }
 }
 
+/// The route of the card a button acts on; a button naming no card gets the default route
+/// (the store refuses it afterwards).
+fn route_of<'c>(store: &mut Store, cfg: &'c TelegramConfig, action: Action) -> Result<Target<'c>> {
+    let of = match action {
+        Action::Approve(id) | Action::Cancel(id) | Action::Retry(id) => CardOf::Proposal(id),
+        Action::Reject(cluster) => CardOf::Card(cluster),
+    };
+    Ok(match store.card_route(of)? {
+        Some((_, source, risk)) => cfg.route(&source, risk),
+        None => cfg.route("", crate::model::Risk::Low),
+    })
+}
+
+/// A reason prompt's reference: message ids are per chat, so the chat is part of it.
+fn prompt_ref(chat: i64, message: &str) -> String {
+    format!("{chat}:{message}")
+}
+
 /// A text message: the rejection reason an operator owes, if they owe one and it replies
 /// to the prompt. Messages from anyone else, from another chat, or with no open request
 /// are ignored (and confirmed).
@@ -116,12 +140,15 @@ pub fn apply_message(
     now: i64,
 ) -> Result<Option<Decided>> {
     let cursor = cursor_after(update_id);
-    if !cfg.operators.contains(&said.user_id) || said.chat_id != cfg.chat_id {
+    if !cfg.is_operator_anywhere(said.user_id) {
         store.advance_cursor(&cursor)?;
         return Ok(None);
     }
-    // Only a reply to the prompt counts; other chatter leaves the request open.
-    let reply_to = said.reply_to.map(|id| id.to_string());
+    // Only a reply to the prompt (in the prompt's chat) counts; other chatter leaves the
+    // request open.
+    let reply_to = said
+        .reply_to
+        .map(|id| prompt_ref(said.chat_id, &id.to_string()));
     let Some(request) =
         store.take_reason_request(&said.user_id.to_string(), reply_to.as_deref(), now)?
     else {
@@ -145,7 +172,9 @@ pub fn answer_text(outcome: &Decided) -> String {
     let said = crate::notify::describe(outcome);
     let text = match outcome {
         Decided::Applied(_) => format!("Done: {said}"),
-        Decided::Already { .. } => format!("Nothing to do: {said}"),
+        Decided::Already { .. } | Decided::AlreadyApproved { .. } => {
+            format!("Nothing to do: {said}")
+        }
         Decided::Refused(_) => format!("Refused: {said}"),
         Decided::Confirm { .. } => format!("Stale: {said}"),
         Decided::AskReason { .. } => "Reply in the chat with the reason for rejecting".into(),
@@ -200,19 +229,22 @@ pub fn handle_updates(
             let prompt = format!(
                 "{who}: reply to this message with the reason for rejecting card {cluster_id} (within 10 minutes)."
             );
-            match tg.ask(&prompt) {
-                Ok(prompt_id) => {
-                    store.note_reason_prompt(&press.user_id.to_string(), &prompt_id)?
-                }
+            let to = route_of(store, cfg, Action::Reject(cluster_id))?;
+            match tg.ask(&to, &prompt) {
+                Ok(prompt_id) => store.note_reason_prompt(
+                    &press.user_id.to_string(),
+                    &prompt_ref(to.chat_id, &prompt_id),
+                )?,
                 Err(e) => warn(format!("could not ask for a rejection reason: {e}")),
             }
         }
         match &outcome {
             Decided::Applied(_) => handled.applied += 1,
             Decided::Refused(_) => handled.refused += 1,
-            Decided::Already { .. } | Decided::Confirm { .. } | Decided::AskReason { .. } => {
-                handled.already += 1
-            }
+            Decided::Already { .. }
+            | Decided::AlreadyApproved { .. }
+            | Decided::Confirm { .. }
+            | Decided::AskReason { .. } => handled.already += 1,
         }
         if let Err(e) = tg.answer(&press.query_id, &answer_text(&outcome)) {
             warn(format!("could not answer a button press: {e}"));

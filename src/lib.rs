@@ -20,6 +20,7 @@ pub mod notify;
 pub mod parse;
 pub mod policy;
 pub mod process;
+pub mod redact;
 pub mod run;
 pub mod store;
 pub mod text;

@@ -129,17 +129,17 @@ pub fn finish_verb(outcome: &Outcome) -> Verb {
 
 /// A pending or approved-not-started proposal first seen at `first_seen_at` has expired.
 pub fn expired(first_seen_at: i64, now: i64, rules: &Rules) -> bool {
-    now >= first_seen_at.saturating_add(rules.ttl_ms)
-}
-
-/// Proposals first seen before this have expired.
-pub fn expiry_cutoff(now: i64, rules: &Rules) -> i64 {
-    now.saturating_sub(rules.ttl_ms)
+    now >= expires_at(first_seen_at, rules)
 }
 
 /// When a proposal first seen at `first_seen_at` expires.
 pub fn expires_at(first_seen_at: i64, rules: &Rules) -> i64 {
     first_seen_at.saturating_add(rules.ttl_ms)
+}
+
+/// Proposals first seen before this have expired.
+pub fn expiry_cutoff(now: i64, rules: &Rules) -> i64 {
+    now.saturating_sub(rules.ttl_ms)
 }
 
 /// A pending proposal its source has not re-proposed in `later_ingests` ingests is stale.
@@ -164,6 +164,23 @@ pub fn expiry_note(rules: &Rules) -> String {
         "not decided within {} of first sighting",
         crate::time::human_duration(rules.ttl_ms)
     )
+}
+
+/// Whether approving a proposal with logical keys `approved` supersedes a pending sibling
+/// with keys `other`: only when they do the same action to the same target (a shared key,
+/// `stop:web`). A stop and a start on one card are steps, not alternatives: both stay.
+pub fn supersedes(approved: &[String], other: &[String]) -> bool {
+    other.iter().any(|k| approved.contains(k))
+}
+
+/// How many distinct operators must approve a proposal of this risk.
+pub fn quorum(risk: crate::model::Risk, rules: &Rules) -> u8 {
+    match risk {
+        crate::model::Risk::Low => rules.quorum.low,
+        crate::model::Risk::Medium => rules.quorum.medium,
+        crate::model::Risk::High => rules.quorum.high,
+    }
+    .max(1)
 }
 
 /// The audit note of a supersede.
@@ -224,6 +241,7 @@ mod tests {
             stale_after_cycles: 3,
             reject_cooldown_ms: i64::MAX,
             retention_ms: i64::MAX,
+            quorum: Default::default(),
         };
         assert!(!expired(1, i64::MAX - 1, &rules));
         assert!(in_cooldown(i64::MAX, i64::MAX - 1, &rules));

@@ -227,6 +227,11 @@ pub struct Proposal {
     pub prior_rejections: Option<PriorRejections>,
     /// The note of the decision that ended it (a rejection reason, "superseded by #2").
     pub decision_note: Option<String>,
+    /// Operators whose approval was counted (display names), and how many the risk needs.
+    pub approvals: Vec<String>,
+    pub quorum: u8,
+    /// When a pending or approved proposal expires (its first sighting plus the ttl).
+    pub expires_at: Option<i64>,
 }
 
 /// One appearance of a proposal in an ingest.
@@ -267,6 +272,16 @@ pub struct ClusterView {
 impl ClusterView {
     pub fn in_flight(&self) -> impl Iterator<Item = &Proposal> {
         self.proposals.iter().filter(|p| p.state.in_flight())
+    }
+
+    /// The risk that routes this card: its riskiest proposal, decided ones included, so a
+    /// card never moves back to a laxer route once a risky variant joined it.
+    pub fn risk(&self) -> Risk {
+        self.proposals
+            .iter()
+            .map(|p| p.risk)
+            .max()
+            .unwrap_or(Risk::Low)
     }
 
     /// The stamp of this card when it shows the in-flight proposals `shown` in full.
@@ -447,6 +462,8 @@ pub enum Change {
     /// A proposal was approved; the pending siblings that do the same action were
     /// cancelled as superseded.
     Approved { id: i64, superseded: Vec<i64> },
+    /// One operator's approval was counted; the quorum (`need`) is not met yet.
+    Approval { id: i64, have: u8, need: u8 },
     /// These proposals were rejected.
     Rejected { ids: Vec<i64> },
     /// One proposal moved to a new state (cancel, retry).
@@ -461,6 +478,8 @@ pub enum Decided {
     /// Already done (a replay or a double tap): nothing written. The proposal (or, for a
     /// card, none) and the state it is already in.
     Already { id: Option<i64>, state: State },
+    /// This operator already approved; more operators must (`have` of `need`).
+    AlreadyApproved { id: i64, have: u8, need: u8 },
     /// Refused and audited; nothing else changed.
     Refused(Refusal),
     /// Needs a second confirmation: the proposal has not been proposed since `since`.
@@ -473,6 +492,8 @@ pub enum Decided {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
     NotOperator,
+    /// An operator, but not of the route this card belongs to.
+    OtherRoute,
     NotACard,
     WrongChat,
     UnknownButton,
@@ -501,8 +522,11 @@ impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Refusal::NotOperator => f.write_str("you are not an operator of this opsgate"),
+            Refusal::OtherRoute => {
+                f.write_str("you are not an operator of this card's route (its chat decides it)")
+            }
             Refusal::NotACard => f.write_str("this button is not on an opsgate card"),
-            Refusal::WrongChat => f.write_str("this chat is not the opsgate chat"),
+            Refusal::WrongChat => f.write_str("this chat is not the chat of this card's route"),
             Refusal::UnknownButton => f.write_str("unknown button"),
             Refusal::NoProposal(id) => write!(f, "no proposal #{id}"),
             Refusal::NoCard(id) => write!(f, "no card {id}"),

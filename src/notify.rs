@@ -13,11 +13,11 @@ pub mod telegram;
 mod words;
 
 pub use console::console_text;
-pub use outbox::{deliver_quietly, push_owed, Client, PushReport};
+pub use outbox::{deliver_quietly, push_owed, PushReport};
 pub use words::describe;
 
 use crate::model::{Action, ClusterView, Proposal, State};
-use crate::text::{escape_html, show_command, show_field, show_lines, show_prose};
+use crate::text::{escape_html, show_field, show_lines, show_prose};
 use crate::time::{hhmm, rfc3339};
 use sha2::{Digest, Sha256};
 
@@ -235,10 +235,29 @@ fn render_with(view: &ClusterView, detail: Detail, max_in_flight: usize) -> Card
         w.text("Resolved: nothing in flight.\n");
     } else if in_flight.len() > 1 {
         w.text(&format!(
-            "{} variants in flight on the same target: decide once.\n",
+            "{} variants in flight on the same target: approving one cancels the pending ones that do the same action (a shared key); the others stay.\n",
             in_flight.len()
         ));
     }
+    // After an approval, which variant it was and which remain to decide.
+    let approved: Vec<String> = in_flight
+        .iter()
+        .filter(|p| p.state != State::Pending)
+        .map(|p| format!("#{}", p.id))
+        .collect();
+    let pending: Vec<String> = in_flight
+        .iter()
+        .filter(|p| p.state == State::Pending)
+        .map(|p| format!("#{}", p.id))
+        .collect();
+    if !approved.is_empty() && !pending.is_empty() {
+        w.text(&format!(
+            "Approved: {}. Still to decide: {} (another action each).\n",
+            approved.join(", "),
+            pending.join(", ")
+        ));
+    }
+    let mut secrets_hidden = 0;
 
     let terminal: Vec<&Proposal> = view
         .proposals
@@ -267,7 +286,9 @@ fn render_with(view: &ClusterView, detail: Detail, max_in_flight: usize) -> Card
             hhmm(p.first_seen_at),
             hhmm(p.last_seen_at)
         ));
-        let (visible, escaped) = show_command(&p.command);
+        let shown_command = crate::text::show_command_full(&p.command);
+        secrets_hidden += shown_command.hidden;
+        let (visible, escaped) = (shown_command.text, shown_command.escaped);
         if escaped {
             w.text("⚠ this command holds characters other than printable ASCII, shown as ⟦U+XXXX⟧: they are part of what runs\n");
         }
@@ -318,6 +339,11 @@ fn render_with(view: &ClusterView, detail: Detail, max_in_flight: usize) -> Card
             }
         }
         lifecycle_lines(&mut w, p, detail);
+    }
+    if secrets_hidden > 0 {
+        w.text(&format!(
+            "\n🔒 {secrets_hidden} secret value(s) hidden as ••••: approving runs the command with them; `opsgate show ID --reveal` on the host prints them.\n"
+        ));
     }
     let not_shown = in_flight.len().saturating_sub(max_in_flight);
     if not_shown > 0 {
@@ -410,6 +436,27 @@ fn lifecycle_lines(w: &mut Writer, p: &Proposal, detail: Detail) {
             "⏳ stale: not proposed since {}; approving asks for a second tap\n",
             hhmm(p.last_seen_at)
         ));
+    }
+    if p.quorum > 1 && matches!(p.state, State::Pending | State::Approved) {
+        let names: Vec<String> = p
+            .approvals
+            .iter()
+            .map(|n| show_field(n, FIELD_CHARS))
+            .collect();
+        let have = if p.state == State::Approved {
+            p.quorum as usize
+        } else {
+            names.len()
+        };
+        w.text(&format!("👥 approvals {have}/{}", p.quorum));
+        if !names.is_empty() {
+            w.text(": ");
+            w.text(&names.join(", "));
+        }
+        w.text("\n");
+    }
+    if let Some(at) = p.expires_at {
+        w.text(&format!("⌛ expires {} UTC\n", hhmm(at)));
     }
     if let (Some(by), Some(at)) = (&p.decided_by, p.decided_at) {
         let verb = match p.state {
@@ -571,6 +618,9 @@ mod tests {
             run: RunInfo::default(),
             prior_rejections: None,
             decision_note: None,
+            approvals: Vec::new(),
+            quorum: 1,
+            expires_at: None,
         }
     }
 

@@ -100,7 +100,12 @@ fn lossy_tail(bytes: &[u8]) -> String {
 /// the command runs: it checks (and now and then renews) the claim, and when it answers
 /// false (the claim is no longer this runner's) the command is killed at once, so a
 /// proposal never runs twice.
-pub fn execute(command: &str, timeout: Duration, keep: &mut dyn FnMut() -> bool) -> Outcome {
+pub fn execute(
+    command: &str,
+    env: &[(String, String)],
+    timeout: Duration,
+    keep: &mut dyn FnMut() -> bool,
+) -> Outcome {
     let start = Instant::now();
     // Orphaned descendants (setsid, double fork) are re-parented to this process rather
     // than to init, so the tree walk finds them. Best effort off Linux.
@@ -109,6 +114,8 @@ pub fn execute(command: &str, timeout: Duration, keep: &mut dyn FnMut() -> bool)
     let spawned = Command::new("/bin/sh")
         .arg("-c")
         .arg(command)
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -195,6 +202,24 @@ pub fn execute(command: &str, timeout: Duration, keep: &mut dyn FnMut() -> bool)
     }
 }
 
+/// The environment an approved command runs with: [`crate::config::BASE_ENV`] and
+/// `LC_*` from opsgate's own, then `[runner] env` and `pass_env`. Nothing else: the bot
+/// token, the token file's path, the database URL and every other `OPSGATE_*` variable
+/// stay with opsgate.
+pub fn command_env(config: &Config) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = std::env::vars()
+        .filter(|(name, _)| {
+            (crate::config::BASE_ENV.contains(&name.as_str()) || name.starts_with("LC_"))
+                && !name.starts_with("OPSGATE_")
+        })
+        .collect();
+    for (name, value) in &config.runner_env {
+        env.retain(|(n, _)| n != name);
+        env.push((name.clone(), value.clone()));
+    }
+    env
+}
+
 /// What happened to one claimed proposal.
 #[derive(Debug)]
 pub enum Ran {
@@ -221,6 +246,12 @@ pub fn run_approved(
     done: &mut dyn FnMut(&Claimed, &Ran),
 ) -> Result<()> {
     let runner = process::runner_id();
+    let env = command_env(config);
+    let secrets: Vec<String> = config
+        .secrets
+        .iter()
+        .map(|s| s.expose().to_string())
+        .collect();
     for _ in 0..max {
         // A read first: an idle run takes no write lock. The policy is compiled only
         // when there is something to run, and before any claim: a pattern that does not
@@ -253,7 +284,7 @@ pub fn run_approved(
         }
         started(&claimed);
         let mut renewed = Instant::now();
-        let outcome = execute(&claimed.command, timeout, &mut || {
+        let mut outcome = execute(&claimed.command, &env, timeout, &mut || {
             // A read every second notices a lost claim at once; the lease is written
             // only every RENEW_EVERY. A database busy for a moment is not a lost claim.
             if renewed.elapsed() >= RENEW_EVERY {
@@ -264,6 +295,9 @@ pub fn run_approved(
             }
             store.holds_claim(claimed.id, &runner).unwrap_or(true)
         });
+        // Known secrets never reach the database or the chat through the output.
+        outcome.stdout_tail = crate::redact::scrub_known(&outcome.stdout_tail, &secrets);
+        outcome.stderr_tail = crate::redact::scrub_known(&outcome.stderr_tail, &secrets);
         let state = store.finish(claimed.id, &runner, &outcome, config.now())?;
         done(&claimed, &Ran::Finished { outcome, state });
         crate::notify::deliver_quietly(config, store);
@@ -275,10 +309,15 @@ pub fn run_approved(
 mod tests {
     use super::*;
 
+    fn path() -> Vec<(String, String)> {
+        vec![("PATH".into(), "/usr/bin:/bin".into())]
+    }
+
     #[test]
     fn runs_exactly_the_text_with_sh() {
         let o = execute(
             "printf '%s|' \"a  b\" $((1+2)); echo err >&2; exit 3",
+            &path(),
             Duration::from_secs(5),
             &mut || true,
         );
@@ -290,7 +329,12 @@ mod tests {
 
     #[test]
     fn keeps_only_the_tail_of_long_output() {
-        let o = execute("seq 1 100000", Duration::from_secs(10), &mut || true);
+        let o = execute(
+            "seq 1 100000",
+            &path(),
+            Duration::from_secs(10),
+            &mut || true,
+        );
         assert_eq!(o.exit_code, Some(0));
         assert!(o.stdout_tail.len() <= TAIL_BYTES);
         assert!(o.stdout_tail.ends_with("99999\n100000\n"));
@@ -300,6 +344,7 @@ mod tests {
     fn a_timeout_kills_the_whole_group() {
         let o = execute(
             "sleep 30 & sleep 30; echo never",
+            &path(),
             Duration::from_millis(300),
             &mut || true,
         );

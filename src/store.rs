@@ -29,7 +29,7 @@ pub use db::{Backend, Health, Level};
 use db::{Conn, ConnExt, Database, Row, ToParam};
 pub use ingest::{Ingest, Rekey};
 pub use outbox::{Delivered, OwedCard};
-pub use query::Lookup;
+pub use query::{CardOf, Lookup};
 
 /// The kind of a database error, for the exit code (each backend knows its own).
 pub fn classify(cause: &(dyn std::error::Error + 'static)) -> Option<Kind> {
@@ -39,6 +39,11 @@ pub fn classify(cause: &(dyn std::error::Error + 'static)) -> Option<Kind> {
 /// A database URL with its password masked.
 pub fn mask_url(url: &str) -> String {
     postgres::mask(url)
+}
+
+/// The password in a database URL, if it has one.
+pub fn url_password(url: &str) -> Option<String> {
+    postgres::password(url)
 }
 
 /// The in-flight states as an SQL list; the partial unique index of each backend's first
@@ -323,6 +328,9 @@ fn proposal_from_row(r: &Row) -> Result<(Proposal, Option<i64>)> {
         },
         prior_rejections: None::<PriorRejections>,
         decision_note: None,
+        approvals: Vec::new(),
+        quorum: 1,
+        expires_at: None,
     };
     Ok((proposal, r.opt_int(16)?))
 }

@@ -1,6 +1,7 @@
-//! How untrusted text is shown: commands, fields, output, prose. Pure; imports nothing
-//! from the crate. Every card, list, `show` and log line shows untrusted text through
-//! these functions, so a character that could hide something is always made visible.
+//! How untrusted text is shown: commands, fields, output, prose. Pure; imports only
+//! `redact`. Every card, list, `show` and log line shows untrusted text through these
+//! functions, so a character that could hide something is always made visible, and a
+//! secret value (see `redact.rs`) is always hidden as `•••• (secret, N chars)`.
 
 /// How a character that must not be shown as itself appears: `⟦U+00A0⟧`.
 fn escape_char(c: char, out: &mut String) {
@@ -40,54 +41,96 @@ pub fn field_char_plain(c: char) -> bool {
     .any(|group| group.contains(category))
 }
 
-/// A command as every card, list and `show` prints it: printable ASCII, newlines and tabs
-/// as themselves, every other character as a visible `⟦U+XXXX⟧`. Returns the text and
-/// whether anything was escaped.
-pub fn show_command(text: &str) -> (String, bool) {
+/// Untrusted text as shown: the text, whether a character was escaped, how many secret
+/// values were hidden.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shown {
+    pub text: String,
+    pub escaped: bool,
+    pub hidden: usize,
+}
+
+/// Shows `text`: characters `plain` accepts as themselves, others escaped, secret spans
+/// (unless `reveal`) as a marker; at most `max` shown units (a character, an escape or a
+/// marker), the last one `…` when cut.
+fn show(text: &str, plain: &dyn Fn(char) -> bool, max: Option<usize>, reveal: bool) -> Shown {
+    let spans = if reveal {
+        Vec::new()
+    } else {
+        crate::redact::current().spans(text)
+    };
     let mut out = String::with_capacity(text.len());
-    let mut escaped = false;
-    for c in text.chars() {
-        if command_char_plain(c) {
+    let (mut escaped, mut hidden, mut units) = (false, 0, 0);
+    let mut next_span = spans.iter().peekable();
+    let mut skip_until = 0;
+    for (i, c) in text.char_indices() {
+        if i < skip_until {
+            continue;
+        }
+        if max == Some(units) {
+            out.push('…');
+            break;
+        }
+        units += 1;
+        if let Some(&&(start, end)) = next_span.peek() {
+            if i >= start {
+                next_span.next();
+                out.push_str(&crate::redact::marker(text[start..end].chars().count()));
+                hidden += 1;
+                skip_until = end;
+                continue;
+            }
+        }
+        if plain(c) {
             out.push(c);
         } else {
             escaped = true;
             escape_char(c, &mut out);
         }
     }
-    (out, escaped)
+    Shown {
+        text: out,
+        escaped,
+        hidden,
+    }
+}
+
+/// A command as every card, list and `show` prints it: printable ASCII, newlines and tabs
+/// as themselves, every other character as a visible `⟦U+XXXX⟧`, secret values hidden.
+pub fn show_command_full(text: &str) -> Shown {
+    show(text, &command_char_plain, None, false)
+}
+
+/// [`show_command_full`]'s text and whether anything was escaped.
+pub fn show_command(text: &str) -> (String, bool) {
+    let shown = show_command_full(text);
+    (shown.text, shown.escaped)
+}
+
+/// A command escaped but with its secret values in full: `opsgate show ID --reveal`, on
+/// the host's terminal only.
+pub fn show_command_revealed(text: &str) -> (String, bool) {
+    let shown = show(text, &command_char_plain, None, true);
+    (shown.text, shown.escaped)
 }
 
 /// One line of untrusted text (an LLM id, a subject, a key, a source, a name): a
 /// newline, a control or an invisible character is escaped, so the text can never start a
 /// line of its own, and it is cut to `max` characters.
 pub fn show_field(text: &str, max: usize) -> String {
-    let mut out = String::with_capacity(text.len().min(max * 4));
-    for (n, c) in text.chars().enumerate() {
-        if n == max {
-            out.push('…');
-            break;
-        }
-        if field_char_plain(c) {
-            out.push(c);
-        } else {
-            escape_char(c, &mut out);
-        }
-    }
-    out
+    show(text, &field_char_plain, Some(max), false).text
 }
 
 /// Untrusted text of several lines (a command's output): like [`show_field`] but newlines
 /// and tabs stay.
 pub fn show_lines(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if c == '\n' || c == '\t' || field_char_plain(c) {
-            out.push(c);
-        } else {
-            escape_char(c, &mut out);
-        }
-    }
-    out
+    show(
+        text,
+        &|c| c == '\n' || c == '\t' || field_char_plain(c),
+        None,
+        false,
+    )
+    .text
 }
 
 /// Prose (a reason, a decision note) as one line: runs of whitespace become one space,

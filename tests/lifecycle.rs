@@ -215,7 +215,14 @@ fn a_runner_killed_mid_command_is_interrupted_and_never_rerun_until_retry() {
         ),
     );
     env.cmd(&["approve", "1"]).ok();
-    let mut runner = env.cmd(&["run"]).env("HOLD", "30").command();
+    // Executed commands get only allowlisted variables: HOLD reaches it through pass_env.
+    let config = env.dir.path().join("runner.toml");
+    std::fs::write(&config, "[runner]\npass_env = [\"HOLD\"]\n").unwrap();
+    let mut runner = env
+        .cmd(&["run"])
+        .env("HOLD", "30")
+        .env("OPSGATE_CONFIG", config.to_str().unwrap())
+        .command();
     runner
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
@@ -622,7 +629,7 @@ fn history_lists_every_transition_and_sighting_in_order() {
     ingest_at(
         &env,
         0.0,
-        &cycle(0, &["docker stop web", "docker rm -f web"]),
+        &cycle(0, &["docker stop web", "docker stop -t 5 web"]),
     );
     ingest_at(&env, 1.0, &cycle(1, &["docker stop web"]));
     env.cmd(&["approve", "2", "--as", "carol"])

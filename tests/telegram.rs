@@ -113,7 +113,7 @@ fn a_cluster_of_three_spellings_is_one_card_with_three_variants() {
 }
 
 #[test]
-fn an_operator_approves_one_variant_and_the_others_are_superseded() {
+fn approving_one_variant_supersedes_only_the_same_action_and_leaves_other_verbs_pending() {
     let tg = Tg::new();
     tg.env.ingest(
         "h",
@@ -129,18 +129,23 @@ fn an_operator_approves_one_variant_and_the_others_are_superseded() {
     assert_eq!(v["applied"], 1);
     assert_eq!(tg.state_of(2), "approved");
     assert_eq!(tg.state_of(1), "cancelled");
-    assert_eq!(tg.state_of(3), "cancelled");
+    assert_eq!(
+        tg.state_of(3),
+        "pending",
+        "rm is another action: it stays on the card"
+    );
     let msg = tg.fake.message(id);
     assert!(msg.text.contains("approved by @alice"), "{}", msg.text);
+    assert!(msg.text.contains("Still to decide: #3"), "{}", msg.text);
     assert_eq!(
         tg.fake.buttons(id),
-        ["c:2"],
-        "only Cancel applies before the run"
+        ["c:2", "a:3", "r:1"],
+        "Cancel for the approved one, Approve for the one still pending, Reject for the rest of the card"
     );
     let answers = tg.fake.state.lock().unwrap().answers.clone();
     assert!(answers[0].1.starts_with("Done: #2 approved"), "{answers:?}");
     let superseded = tg.audit("supersede");
-    assert_eq!(superseded.len(), 2);
+    assert_eq!(superseded.len(), 1);
     assert_eq!(superseded[0].2.as_deref(), Some("superseded by #2"));
     assert!(tg.audit("approve")[0].1.starts_with("telegram:1001 @alice"));
 }
@@ -186,7 +191,7 @@ fn unauthorized_foreign_forged_and_replayed_presses_change_nothing_and_are_audit
         .2
         .as_deref()
         .unwrap()
-        .contains("not the opsgate chat"));
+        .contains("not the chat of this card"));
     assert!(refused[2].2.as_deref().unwrap().contains("does not belong"));
     assert_eq!(refused[3].0, None);
     // No decision was recorded anywhere.

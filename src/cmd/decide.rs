@@ -69,7 +69,7 @@ fn report(config: &Config, store: &mut Store, outcome: Decided) -> Result<u8> {
             deliver_quietly(config, store);
             error::OK
         }
-        Decided::Already { .. } => {
+        Decided::Already { .. } | Decided::AlreadyApproved { .. } => {
             print_out(&format!("nothing to do: {said}\n"))?;
             error::OK
         }

@@ -69,6 +69,20 @@ fn check(config: &Config) -> (String, u8) {
         Ok(()) => r.ok("policy patterns compile"),
         Err(why) => r.fail(why, "fix the pattern in [policy] deny (Rust regex syntax)"),
     }
+    match crate::redact::current().check() {
+        Ok(()) if config.redaction.builtin => r.ok(format!(
+            "secrets hidden on cards: built-in detectors and {} pattern(s)",
+            config.redaction.patterns.len()
+        )),
+        Ok(()) => r.warn(
+            "built-in secret detectors are off: only [policy] redact patterns hide secrets",
+            "remove redact_builtin = false unless its detectors hide what they must not",
+        ),
+        Err(why) => r.fail(
+            format!("{why}: every command is shown fully hidden until it is fixed"),
+            "fix the pattern in [policy] redact (Rust regex syntax)",
+        ),
+    }
     check_database(config, &mut r);
     check_telegram(config, &mut r);
     let code = if r.failed {
@@ -193,6 +207,41 @@ fn check_telegram(config: &Config, r: &mut Report) {
             "{} operator(s): {:?}",
             tg.operators.len(),
             tg.operators
+        ));
+    }
+    for route in &tg.routes {
+        let target = tg.route_of_entry(route);
+        r.ok(format!(
+            "route {}{}: chat {}{}, {} operator(s)",
+            if route.sources.is_empty() {
+                "any source".to_string()
+            } else {
+                route
+                    .sources
+                    .iter()
+                    .map(|g| g.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            },
+            if route.risks.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    ", risk {}",
+                    route
+                        .risks
+                        .iter()
+                        .map(|r| r.as_str())
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                )
+            },
+            target.chat_id,
+            target
+                .topic
+                .map(|t| format!(" topic {t}"))
+                .unwrap_or_default(),
+            target.operators.len()
         ));
     }
     let me = Telegram::new(tg)

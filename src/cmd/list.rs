@@ -39,11 +39,11 @@ fn parse_states(names: &[String]) -> Result<Vec<State>> {
 /// of a JSON object print).
 #[derive(serde::Serialize)]
 struct ProposalJson<'a> {
-    canonical: &'a str,
+    canonical: String,
     cluster: Option<&'a str>,
     cluster_id: i64,
     cmd_hash: &'a str,
-    command: &'a str,
+    command: String,
     decided_at: Option<String>,
     decided_by: Option<&'a str>,
     display_ids: &'a [String],
@@ -51,21 +51,29 @@ struct ProposalJson<'a> {
     id: i64,
     last_seen_at: String,
     logical_keys: &'a [String],
-    reason: Option<&'a str>,
+    reason: Option<String>,
     risk: &'a str,
     seen_count: i64,
     source: &'a str,
     state: &'a str,
 }
 
-impl<'a> From<&'a Proposal> for ProposalJson<'a> {
-    fn from(p: &'a Proposal) -> Self {
+impl<'a> ProposalJson<'a> {
+    /// Secret values hidden (see `redact.rs`) unless `reveal`.
+    fn new(p: &'a Proposal, reveal: bool) -> Self {
+        let shown = |s: &str| {
+            if reveal {
+                s.to_string()
+            } else {
+                crate::redact::redact(s)
+            }
+        };
         ProposalJson {
-            canonical: &p.canonical,
+            canonical: shown(&p.canonical),
             cluster: p.cluster.as_deref(),
             cluster_id: p.cluster_id,
             cmd_hash: &p.cmd_hash,
-            command: &p.command,
+            command: shown(&p.command),
             decided_at: p.decided_at.map(rfc3339),
             decided_by: p.decided_by.as_deref(),
             display_ids: &p.display_ids,
@@ -73,7 +81,7 @@ impl<'a> From<&'a Proposal> for ProposalJson<'a> {
             id: p.id,
             last_seen_at: rfc3339(p.last_seen_at),
             logical_keys: &p.logical_keys,
-            reason: p.reason.as_deref(),
+            reason: p.reason.as_deref().map(shown),
             risk: p.risk.as_str(),
             seen_count: p.seen_count,
             source: &p.source,
@@ -83,8 +91,8 @@ impl<'a> From<&'a Proposal> for ProposalJson<'a> {
 }
 
 /// The `list --json` shape of one proposal, as a value (`show` adds to it).
-pub fn proposal_json(p: &Proposal) -> Value {
-    serde_json::to_value(ProposalJson::from(p)).unwrap_or(Value::Null)
+fn proposal_value(p: &Proposal, reveal: bool) -> Value {
+    serde_json::to_value(ProposalJson::new(p, reveal)).unwrap_or(Value::Null)
 }
 
 /// Lists proposals as they are read (a page at a time): memory stays flat for any number.
@@ -100,7 +108,7 @@ pub fn list(config: &Config, args: ListArgs) -> Result<u8> {
     let result = store.list_each(&states, args.source.as_deref(), &mut |p| {
         if args.json {
             out.write_all(if count == 0 { b"[" } else { b"," })?;
-            serde_json::to_writer(&mut out, &ProposalJson::from(&p))
+            serde_json::to_writer(&mut out, &ProposalJson::new(&p, false))
                 .map_err(std::io::Error::from)?;
         } else {
             if count == 0 {
@@ -159,16 +167,23 @@ pub fn show(config: &Config, args: ShowArgs) -> Result<u8> {
     let p = find_proposal(&mut store, &args.reference)?;
     let sightings = store.sightings(p.id)?;
     let transitions = store.transitions(p.id)?;
+    let plain = |s: &str| {
+        if args.reveal {
+            s.to_string()
+        } else {
+            crate::redact::redact(s)
+        }
+    };
     if args.json {
-        let mut v = proposal_json(&p);
+        let mut v = proposal_value(&p, args.reveal);
         v["sightings"] = sightings
             .iter()
             .map(|s| {
                 json!({
                     "ingest_id": s.ingest_id,
                     "display_id": s.display_id,
-                    "command": s.command,
-                    "reason": s.reason,
+                    "command": plain(&s.command),
+                    "reason": s.reason.as_deref().map(plain),
                     "seen_at": rfc3339(s.seen_at),
                 })
             })
@@ -182,7 +197,7 @@ pub fn show(config: &Config, args: ShowArgs) -> Result<u8> {
                     "action": t.action,
                     "actor": t.actor,
                     "at": rfc3339(t.at),
-                    "note": t.note,
+                    "note": t.note.as_deref().map(plain),
                 })
             })
             .collect();
@@ -190,8 +205,21 @@ pub fn show(config: &Config, args: ShowArgs) -> Result<u8> {
         return Ok(error::OK);
     }
     let vis = |s: &str| show_field(s, 4000);
-    let cmd = |s: &str| show_command(s).0;
+    let cmd = |s: &str| {
+        if args.reveal {
+            crate::text::show_command_revealed(s).0
+        } else {
+            show_command(s).0
+        }
+    };
     let mut out = String::new();
+    let hidden = crate::text::show_command_full(&p.command).hidden;
+    if hidden > 0 && !args.reveal {
+        out.push_str(&format!(
+            "({hidden} secret value(s) shown as ••••; `opsgate show {} --reveal` prints them)\n",
+            p.id
+        ));
+    }
     out.push_str(&format!(
         "proposal {}  ({}, source {})\n",
         p.id,
@@ -262,8 +290,9 @@ pub fn history(config: &Config, args: ShowArgs) -> Result<u8> {
     let mut events: Vec<(i64, u8, i64, Value, String)> = Vec::new();
     for t in store.transitions(p.id)? {
         let line = transition_line(&t);
+        let note = t.note.as_deref().map(crate::redact::redact);
         let v = json!({"at": rfc3339(t.at), "kind": "transition", "from": t.from_state,
-            "to": t.to_state, "action": t.action, "actor": t.actor, "note": t.note});
+            "to": t.to_state, "action": t.action, "actor": t.actor, "note": note});
         events.push((t.at, 0, t.id, v, line));
     }
     for (n, s) in store.sightings(p.id)?.into_iter().enumerate() {

@@ -39,7 +39,18 @@ pub fn run(cli: Cli) -> Result<u8> {
         _ => {}
     }
     let verbosity = if cli.quiet { -1 } else { cli.verbose as i8 };
-    let config = Config::new(cli.db, cli.config, verbosity)?;
+    let mut config = Config::new(cli.db, cli.config, verbosity)?;
+    config.secrets = known_secrets(&config);
+    crate::redact::Redactor::new(
+        config.redaction.builtin,
+        config.redaction.patterns.clone(),
+        config
+            .secrets
+            .iter()
+            .map(|s| s.expose().to_string())
+            .collect(),
+    )
+    .install();
     match cli.command {
         Command::Ingest(args) => ingest::ingest(&config, args),
         Command::Hash(args) => hash::hash(args),
@@ -60,6 +71,26 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Migrate(args) => migrate::migrate(&config, args),
         Command::Completions { .. } | Command::Man => Ok(error::OK),
     }
+}
+
+/// The secret values opsgate itself holds: the bot token, the database password, and
+/// `[runner] env` / `pass_env` values whose names say they are secret.
+fn known_secrets(config: &Config) -> Vec<crate::config::Secret> {
+    let mut out = Vec::new();
+    if let Some(tg) = &config.telegram {
+        out.push(tg.token.clone());
+    }
+    if let DbLocation::Postgres(url) = &config.db {
+        if let Some(p) = crate::store::url_password(url) {
+            out.push(crate::config::Secret::new(p));
+        }
+    }
+    for (name, value) in &config.runner_env {
+        if crate::redact::secret_name(name) {
+            out.push(crate::config::Secret::new(value.clone()));
+        }
+    }
+    out
 }
 
 /// Writes to stdout; a closed pipe (`| head`) is the reader's choice, not an error.

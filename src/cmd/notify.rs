@@ -21,7 +21,7 @@ pub fn notify(config: &Config, args: NotifyArgs) -> Result<u8> {
         }
     };
     let mut store = open_store(config)?;
-    let report = notify::push_owed(&mut store, notify::Client::Config(tg_cfg), tg_cfg.max_wait)?;
+    let report = notify::push_owed(&mut store, tg_cfg, None)?;
     finish_push(config, &report)
 }
 

@@ -57,7 +57,7 @@ pub fn poll(config: &Config, args: PollArgs) -> Result<u8> {
         let offset = store.cursor(CHANNEL)?;
         let updates = tg.updates(offset, Duration::ZERO)?;
         let handled = handle(&mut store, &tg, config, updates)?;
-        let report = notify::push_owed(&mut store, notify::Client::Ready(&tg), tg_cfg.max_wait)?;
+        let report = notify::push_owed(&mut store, tg_cfg, Some(&tg))?;
         Ok((handled, report))
     })();
     store.unlock(POLLER_LOCK);
@@ -125,8 +125,7 @@ pub fn serve(config: &Config, args: ServeArgs) -> Result<u8> {
                     runner = Some(spawn_runner(config, &sources)?);
                 }
             }
-            let report =
-                notify::push_owed(&mut store, notify::Client::Ready(&tg), tg_cfg.max_wait)?;
+            let report = notify::push_owed(&mut store, tg_cfg, Some(&tg))?;
             if let Some(TgError::Config(m)) = &report.stopped_by {
                 return Err(TgError::Config(m.clone()).into());
             }

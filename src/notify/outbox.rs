@@ -26,6 +26,9 @@ pub struct PushReport {
     pub busy: bool,
 }
 
+/// What a card's old message says once the card moved to another route's chat.
+const MOVED: &str = "This card moved to another chat (its route changed). Decide it there.";
+
 /// Owed cards read per query.
 const OWED_PAGE: i64 = 100;
 
@@ -33,27 +36,28 @@ const OWED_PAGE: i64 = 100;
 /// same owed card.
 const OUTBOX_LOCK: &str = "outbox";
 
-/// The Telegram client an outbox run uses: one already built (poll, serve), or its
-/// configuration, built only once a card is owed (a run with nothing to send starts no
-/// runtime and no HTTP client).
-pub enum Client<'a> {
-    Ready(&'a Telegram),
-    Config(&'a TelegramConfig),
-}
-
 /// Delivers every owed card: sends new ones, edits changed ones, records each delivery in
 /// its own transaction right after Telegram's answer. Stops at the first temporary failure
 /// (nothing is lost: the cards stay owed) and waits out 429s within `max_wait` in total.
-pub fn push_owed(store: &mut Store, client: Client<'_>, max_wait: Duration) -> Result<PushReport> {
+///
+/// `ready` is the client of a long-running command (poll, serve); without one, a client
+/// is built only once a card is owed (a run with nothing to send starts no runtime and no
+/// HTTP client).
+pub fn push_owed(
+    store: &mut Store,
+    cfg: &TelegramConfig,
+    ready: Option<&Telegram>,
+) -> Result<PushReport> {
+    let max_wait = cfg.max_wait;
     let mut report = PushReport::default();
     store.ensure_channel(CHANNEL)?;
     if store.owed_cards_after(CHANNEL, i64::MIN, 1)?.is_empty() {
         return Ok(report); // nothing owed: no lease, no write, no client
     }
     let built;
-    let tg = match client {
-        Client::Ready(tg) => tg,
-        Client::Config(cfg) => {
+    let tg = match ready {
+        Some(tg) => tg,
+        None => {
             built = Telegram::new(cfg)?;
             &built
         }
@@ -62,7 +66,7 @@ pub fn push_owed(store: &mut Store, client: Client<'_>, max_wait: Duration) -> R
         report.busy = true;
         return Ok(report);
     }
-    let result = deliver(store, tg, max_wait, report);
+    let result = deliver(store, tg, cfg, max_wait, report);
     store.unlock(OUTBOX_LOCK);
     result
 }
@@ -70,11 +74,11 @@ pub fn push_owed(store: &mut Store, client: Client<'_>, max_wait: Duration) -> R
 fn deliver(
     store: &mut Store,
     tg: &Telegram,
+    cfg: &TelegramConfig,
     max_wait: Duration,
     mut report: PushReport,
 ) -> Result<PushReport> {
     let mut waited = Duration::ZERO;
-    let chat = tg.chat_ref();
     // A page of owed cards at a time: a backlog of any size costs no memory.
     let mut after = i64::MIN;
     loop {
@@ -85,11 +89,17 @@ fn deliver(
             let view = store.cluster(card_row.cluster_id)?;
             let card = render(&view);
             let hash = card.content_hash();
-            // A card sent to another chat (the configuration changed) is sent anew.
-            let message = card_row
-                .message
-                .clone()
-                .filter(|_| card_row.chat.as_deref() == Some(chat.as_str()));
+            // Its route: a card whose route now names another chat (the configuration
+            // changed, or a riskier variant joined it) is sent anew there.
+            let target = cfg.route(&view.source, view.risk());
+            let chat = target.chat_id.to_string();
+            let moved_from = card_row
+                .chat
+                .as_deref()
+                .filter(|c| *c != chat)
+                .and_then(|c| c.parse::<i64>().ok())
+                .zip(card_row.message.clone());
+            let message = card_row.message.clone().filter(|_| moved_from.is_none());
             let delivered = |message| delivered(&chat, message, &hash, &card);
             if message.is_none() && view.in_flight().next().is_none() {
                 // Decided before its card went out: nothing to send.
@@ -101,23 +111,28 @@ fn deliver(
                 report.unchanged += 1;
                 continue;
             }
-            let mut target = message;
+            let mut existing = message;
             loop {
-                let result = match &target {
-                    None => tg.send(&card),
-                    Some(id) => tg.edit(id, &card).map(|_| id.clone()),
+                let result = match &existing {
+                    None => tg.send(&target, &card),
+                    Some(id) => tg.edit(target.chat_id, id, &card).map(|_| id.clone()),
                 };
                 match result {
                     Ok(id) => {
                         store.mark_delivered(CHANNEL, card_row, &delivered(Some(&id)))?;
-                        if target.is_none() {
+                        if let Some((old_chat, old_message)) = &moved_from {
+                            // Best effort: the old message's buttons are refused anyway
+                            // (its chat is not the card's any more).
+                            let _ = tg.retire(*old_chat, old_message, MOVED);
+                        }
+                        if existing.is_none() {
                             report.sent += 1;
                         } else {
                             report.edited += 1;
                         }
                         break;
                     }
-                    Err(TgError::MessageGone) if target.is_some() => target = None,
+                    Err(TgError::MessageGone) if existing.is_some() => existing = None,
                     Err(TgError::RetryAfter(d)) if waited + d <= max_wait => {
                         waited += d;
                         if !tg.sleep_or_stop(d) {
@@ -169,7 +184,7 @@ pub fn deliver_quietly(config: &Config, store: &mut Store) {
             eprintln!("opsgate: warning: {message}");
         }
     };
-    let result = push_owed(store, Client::Config(tg_cfg), tg_cfg.max_wait);
+    let result = push_owed(store, tg_cfg, None);
     match result {
         Ok(report) => {
             if let Some(e) = report.stopped_by {

@@ -6,7 +6,7 @@
 //! strings (the store is channel-neutral). The bot token never leaves this module in any
 //! message: errors are redacted before they are returned.
 
-use crate::config::TelegramConfig;
+use crate::config::{Target, TelegramConfig};
 use crate::error::Kind;
 use crate::notify::Card;
 use crate::process::Stop;
@@ -17,7 +17,7 @@ use teloxide::payloads::{
 use teloxide::prelude::Requester;
 use teloxide::types::{
     AllowedUpdate, CallbackQueryId, ChatId, InlineKeyboardButton, InlineKeyboardMarkup, MessageId,
-    ParseMode, UpdateKind,
+    ParseMode, ThreadId, UpdateKind,
 };
 use teloxide::{ApiError, Bot, RequestError};
 
@@ -116,7 +116,6 @@ pub struct Telegram {
     /// Raised by SIGTERM/SIGINT in long-running commands: waits end early.
     stop: Stop,
     bot: Bot,
-    chat: ChatId,
     token: String,
     timeout: Duration,
 }
@@ -143,7 +142,6 @@ impl Telegram {
             rt,
             stop: Stop::default(),
             bot,
-            chat: ChatId(cfg.chat_id),
             token: cfg.token.expose().to_string(),
             timeout: cfg.timeout,
         })
@@ -153,11 +151,6 @@ impl Telegram {
     pub fn with_stop(mut self, stop: Stop) -> Telegram {
         self.stop = stop;
         self
-    }
-
-    /// The configured chat, as deliveries record it.
-    pub fn chat_ref(&self) -> String {
-        self.chat.0.to_string()
     }
 
     /// Runs one request with the configured time bound.
@@ -199,12 +192,15 @@ impl Telegram {
         }
     }
 
-    /// Sends a new card; returns its message id.
-    pub fn send(&self, card: &Card) -> Result<String, TgError> {
+    /// Sends a new card to its route's chat (and forum topic); returns its message id.
+    pub fn send(&self, to: &Target<'_>, card: &Card) -> Result<String, TgError> {
         let mut req = self
             .bot
-            .send_message(self.chat, card.html.clone())
+            .send_message(ChatId(to.chat_id), card.html.clone())
             .parse_mode(ParseMode::Html);
+        if let Some(topic) = to.topic {
+            req = req.message_thread_id(ThreadId(MessageId(topic)));
+        }
         if !card.buttons.is_empty() {
             req = req.reply_markup(markup(card));
         }
@@ -213,16 +209,31 @@ impl Telegram {
     }
 
     /// Edits a card in place. "message is not modified" counts as success.
-    pub fn edit(&self, message: &str, card: &Card) -> Result<(), TgError> {
-        let id: i32 = message
-            .parse()
-            .map_err(|_| TgError::Refused(format!("message id {message:?} out of range")))?;
+    pub fn edit(&self, chat: i64, message: &str, card: &Card) -> Result<(), TgError> {
+        let id = message_id(message)?;
         let mut req = self
             .bot
-            .edit_message_text(self.chat, MessageId(id), card.html.clone())
+            .edit_message_text(ChatId(chat), id, card.html.clone())
             .parse_mode(ParseMode::Html);
         // An empty keyboard removes the buttons.
         req = req.reply_markup(markup(card));
+        self.edited(req)
+    }
+
+    /// Replaces a message's text with plain `text` and removes its buttons (a card that
+    /// moved to another route's chat leaves this behind).
+    pub fn retire(&self, chat: i64, message: &str, text: &str) -> Result<(), TgError> {
+        let req = self
+            .bot
+            .edit_message_text(ChatId(chat), message_id(message)?, text.to_string())
+            .reply_markup(InlineKeyboardMarkup::default());
+        self.edited(req)
+    }
+
+    fn edited(
+        &self,
+        req: teloxide::requests::JsonRequest<teloxide::payloads::EditMessageText>,
+    ) -> Result<(), TgError> {
         match self.call(self.timeout, async { req.await }) {
             Ok(_) => Ok(()),
             Err(TgError::Refused(m)) if m.contains("not modified") => Ok(()),
@@ -300,13 +311,16 @@ impl Telegram {
         }
     }
 
-    /// Sends a prompt that asks for a reply (Telegram shows the reply field); returns its
-    /// message id.
-    pub fn ask(&self, text: &str) -> Result<String, TgError> {
-        let req = self
+    /// Sends a prompt that asks for a reply (Telegram shows the reply field) to the
+    /// card's chat and topic; returns its message id.
+    pub fn ask(&self, to: &Target<'_>, text: &str) -> Result<String, TgError> {
+        let mut req = self
             .bot
-            .send_message(self.chat, text.to_string())
+            .send_message(ChatId(to.chat_id), text.to_string())
             .reply_markup(teloxide::types::ForceReply::new().selective());
+        if let Some(topic) = to.topic {
+            req = req.message_thread_id(ThreadId(MessageId(topic)));
+        }
         let msg = self.call(self.timeout, async { req.await })?;
         Ok(msg.id.0.to_string())
     }
@@ -317,6 +331,13 @@ impl Telegram {
         let me = self.call(self.timeout, async { req.await })?;
         Ok(me.user.username.clone().unwrap_or_default())
     }
+}
+
+fn message_id(message: &str) -> Result<MessageId, TgError> {
+    message
+        .parse()
+        .map(MessageId)
+        .map_err(|_| TgError::Refused(format!("message id {message:?} out of range")))
 }
 
 /// Resolves once the stop flag is raised (checked every 100 ms).

@@ -16,6 +16,13 @@ pub fn describe(decided: &Decided) -> String {
             }
             text
         }
+        Decided::Applied(Change::Approval { id, have, need }) => format!(
+            "approval {have} of {need} for #{id} recorded; it runs once {} more operator(s) approve",
+            need - have
+        ),
+        Decided::AlreadyApproved { id, have, need } => format!(
+            "you already approved #{id} ({have} of {need}); another operator must approve"
+        ),
         Decided::Applied(Change::Rejected { ids }) => {
             format!("{} proposal(s) rejected", ids.len())
         }

@@ -14,9 +14,31 @@ use std::collections::BTreeSet;
 enum Step {
     Applied(Change),
     Already(Option<i64>, State),
+    /// This operator's approval was counted before; the quorum is not met yet.
+    AlreadyApproved(i64, u8, u8),
     Confirm(i64, i64),
     AskReason(i64),
     Refuse(Option<i64>, Refusal),
+}
+
+/// The audit action of one operator's approval towards a quorum.
+pub(super) const APPROVAL: &str = "approval";
+
+/// The operators whose approval of `id` was counted: (actor id, display name), oldest first.
+pub(crate) fn approvers(c: &mut dyn Conn, id: i64) -> Result<Vec<(String, String)>> {
+    let rows = c.query(
+        "SELECT actor, note FROM transitions WHERE proposal_id = ?1 AND action = ?2 ORDER BY id",
+        &[&id, &APPROVAL],
+    )?;
+    let mut out: Vec<(String, String)> = Vec::new();
+    for r in rows {
+        let actor = r.text(0)?;
+        if !out.iter().any(|(a, _)| *a == actor) {
+            let shown = r.opt_text(1)?.unwrap_or_else(|| actor.clone());
+            out.push((actor, shown));
+        }
+    }
+    Ok(out)
 }
 
 /// The state and cluster of a proposal.
@@ -111,12 +133,14 @@ impl Store {
                 return card_changed(c, cluster_id, via, Some(proposal_id));
             }
             let row = c.query_one(
-                "SELECT first_seen_at, last_ingest_id, last_seen_at, source
+                "SELECT first_seen_at, last_ingest_id, last_seen_at, source, risk, logical_keys
                  FROM proposals WHERE id = ?1",
                 &[&proposal_id],
             )?;
             let (first_seen, last_ingest) = (row.int(0)?, row.opt_int(1)?);
             let (last_seen, source) = (row.int(2)?, row.text(3)?);
+            let risk = Risk::from_str_opt(&row.text(4)?).unwrap_or(Risk::High);
+            let keys: Vec<String> = serde_json::from_str(&row.text(5)?).unwrap_or_default();
             // Past its ttl a proposal can no longer be approved: it expires now, rather
             // than be approved and then expire silently.
             if lifecycle::expired(first_seen, now, &rules) {
@@ -147,6 +171,34 @@ impl Store {
                     }
                 }
             }
+            // Four eyes: each distinct operator's approval is counted in the audit; the
+            // proposal is approved when the risk's quorum is met.
+            let need = lifecycle::quorum(risk, &rules);
+            if need > 1 {
+                let voters = approvers(c, proposal_id)?;
+                if voters.iter().any(|(id, _)| *id == actor.id) {
+                    return Ok(Step::AlreadyApproved(proposal_id, voters.len() as u8, need));
+                }
+                let have = voters.len() as u8 + 1;
+                record(
+                    c,
+                    Some(proposal_id),
+                    Some(State::Pending),
+                    Some(State::Pending),
+                    APPROVAL,
+                    &actor.id,
+                    now,
+                    Some(&actor.display),
+                )?;
+                if have < need {
+                    owe_card(c, cluster_id)?;
+                    return Ok(Step::Applied(Change::Approval {
+                        id: proposal_id,
+                        have,
+                        need,
+                    }));
+                }
+            }
             if transition(
                 c,
                 proposal_id,
@@ -160,13 +212,21 @@ impl Store {
             {
                 return Ok(Step::Refuse(Some(proposal_id), Refusal::CardChanged));
             }
+            // Only the pending siblings that do the same action are superseded; another
+            // action on the same target (a start after a stop) stays to be decided.
             let siblings = c.query(
-                "SELECT id FROM proposals WHERE cluster_id = ?1 AND state = 'pending' AND id <> ?2",
+                "SELECT id, logical_keys FROM proposals
+                 WHERE cluster_id = ?1 AND state = 'pending' AND id <> ?2",
                 &[&cluster_id, &proposal_id],
             )?;
             let note = lifecycle::supersede_note(proposal_id);
             let mut superseded = Vec::new();
             for row in siblings {
+                let other_keys: Vec<String> =
+                    serde_json::from_str(&row.text(1)?).unwrap_or_default();
+                if !lifecycle::supersedes(&keys, &other_keys) {
+                    continue;
+                }
                 let other = row.int(0)?;
                 let moved = transition(
                     c,
@@ -687,6 +747,9 @@ impl Store {
             let outcome = match body(c)? {
                 Step::Applied(change) => Decided::Applied(change),
                 Step::Already(id, state) => Decided::Already { id, state },
+                Step::AlreadyApproved(id, have, need) => {
+                    Decided::AlreadyApproved { id, have, need }
+                }
                 Step::Confirm(id, since) => Decided::Confirm { id, since },
                 Step::AskReason(cluster_id) => Decided::AskReason { cluster_id },
                 Step::Refuse(proposal_id, why) => {

@@ -103,6 +103,15 @@ fn parse_url(url: &str) -> Result<Url> {
     Ok(Url { config, root_cert })
 }
 
+/// The password in a URL, if it has one.
+pub fn password(url: &str) -> Option<String> {
+    let (_, rest) = url.split_once("://")?;
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let (user, _) = authority.rsplit_once('@')?;
+    let (_, password) = user.split_once(':')?;
+    (!password.is_empty()).then(|| password.to_string())
+}
+
 /// The URL with its password replaced by `***`.
 pub fn mask(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {

@@ -3,6 +3,13 @@
 use super::*;
 use crate::model::{ClusterView, Sighting, CMD_HASH_LEN};
 
+/// What a button names: a proposal on a card, or the card.
+#[derive(Debug, Clone, Copy)]
+pub enum CardOf {
+    Proposal(i64),
+    Card(i64),
+}
+
 /// What a proposal reference (an id or a cmd_hash) names.
 #[derive(Debug)]
 pub enum Lookup {
@@ -118,11 +125,22 @@ impl Store {
         }
     }
 
-    /// Fills what is derived from other tables: display ids, staleness, earlier rejections.
+    /// Fills what is derived from other tables: display ids, staleness, earlier rejections,
+    /// approvals towards a quorum, the expiry time.
     fn complete(&mut self, p: &mut Proposal, last_ingest: Option<i64>) -> Result<()> {
         let rules = self.rules;
         let c = self.conn();
         p.display_ids = display_ids(c, p.id)?;
+        p.quorum = lifecycle::quorum(p.risk, &rules);
+        if p.quorum > 1 {
+            p.approvals = super::decide::approvers(c, p.id)?
+                .into_iter()
+                .map(|(_, shown)| shown)
+                .collect();
+        }
+        if matches!(p.state, State::Pending | State::Approved) {
+            p.expires_at = Some(lifecycle::expires_at(p.first_seen_at, &rules));
+        }
         if let (State::Pending, Some(last)) = (p.state, last_ingest) {
             let later = later_ingests(c, &p.source, last, rules.stale_after_cycles)?;
             p.stale = lifecycle::stale(later, &rules);
@@ -240,6 +258,37 @@ impl Store {
             proposals,
             merged_into,
         })
+    }
+
+    /// What routes a card: its id, source and riskiest proposal, found from a proposal on
+    /// it or from its own id (a button names one or the other). `None`: no such card.
+    pub fn card_route(&mut self, button: CardOf) -> Result<Option<(i64, String, Risk)>> {
+        let c = self.conn();
+        let cluster_id = match button {
+            CardOf::Card(id) => id,
+            CardOf::Proposal(id) => {
+                match c.query_opt("SELECT cluster_id FROM proposals WHERE id = ?1", &[&id])? {
+                    Some(r) => r.int(0)?,
+                    None => return Ok(None),
+                }
+            }
+        };
+        let Some(card) = c.query_opt(
+            "SELECT source FROM cards WHERE cluster_id = ?1",
+            &[&cluster_id],
+        )?
+        else {
+            return Ok(None);
+        };
+        let source = card.text(0)?;
+        let mut risk = Risk::Low;
+        for r in c.query(
+            "SELECT risk FROM proposals WHERE cluster_id = ?1",
+            &[&cluster_id],
+        )? {
+            risk = risk.max(Risk::from_str_opt(&r.text(0)?).unwrap_or(Risk::High));
+        }
+        Ok(Some((cluster_id, source, risk)))
     }
 
     /// The message a card was last delivered as on `channel`, if it was.

@@ -36,6 +36,8 @@ pub enum Fault {
 #[derive(Debug, Clone)]
 pub struct Msg {
     pub chat_id: i64,
+    /// The forum topic (`message_thread_id`) it was sent to.
+    pub thread: Option<i64>,
     pub html: String,
     pub text: String,
     pub markup: Value,
@@ -63,6 +65,8 @@ pub struct FakeState {
     polling: bool,
     /// Added to every answer, to widen the window a kill can land in.
     pub delay: Duration,
+    /// Chats the bot is in besides [`CHAT`].
+    pub chats: HashSet<i64>,
 }
 
 pub struct Fake {
@@ -103,6 +107,11 @@ impl Fake {
 
     pub fn fail_next(&self, faults: impl IntoIterator<Item = Fault>) {
         self.state.lock().unwrap().faults.extend(faults);
+    }
+
+    /// Puts the bot into another chat (a route's).
+    pub fn join(&self, chat: i64) {
+        self.state.lock().unwrap().chats.insert(chat);
     }
 
     pub fn clear_faults(&self) {
@@ -228,10 +237,15 @@ impl Fake {
 
     /// Queues a text message from `user` in the opsgate chat, replying to a message.
     pub fn say_in_reply(&self, user: u64, username: &str, text: &str, reply_to: Option<i64>) {
+        self.say_in(CHAT, user, username, text, reply_to)
+    }
+
+    /// Queues a text message from `user` in `chat`, replying to a message.
+    pub fn say_in(&self, chat: i64, user: u64, username: &str, text: &str, reply_to: Option<i64>) {
         let mut st = self.state.lock().unwrap();
         let update_id = st.next_update_id;
         st.next_update_id += 1;
-        let mut message = json!({"message_id": 9000 + update_id, "date": 1795000000, "chat": chat_json(CHAT),
+        let mut message = json!({"message_id": 9000 + update_id, "date": 1795000000, "chat": chat_json(chat),
                     "text": text,
                     "from": {"id": user, "is_bot": false, "first_name": username, "username": username}});
         if let Some(id) = reply_to {
@@ -241,7 +255,7 @@ impl Fake {
                 .map(|m| m.text.clone())
                 .unwrap_or_default();
             message["reply_to_message"] = json!({"message_id": id, "date": 1795000000,
-                "chat": chat_json(CHAT), "text": original,
+                "chat": chat_json(chat), "text": original,
                 "from": {"id": 4242, "is_bot": true, "first_name": "opsgate", "username": "opsgate_bot"}});
         }
         st.updates
@@ -452,14 +466,15 @@ async fn handle(
                 return r;
             }
             let chat_id = body["chat_id"].as_i64().unwrap_or(0);
-            if chat_id != CHAT {
+            let mut st = state.lock().unwrap();
+            if chat_id != CHAT && !st.chats.contains(&chat_id) {
                 return bad(400, "Bad Request: chat not found");
             }
-            let mut st = state.lock().unwrap();
             st.next_message_id += 1;
             let id = st.next_message_id;
             let msg = Msg {
                 chat_id,
+                thread: body["message_thread_id"].as_i64(),
                 html,
                 text,
                 markup,
@@ -500,6 +515,7 @@ async fn handle(
             }
             let msg = Msg {
                 chat_id,
+                thread: existing.thread,
                 html,
                 text,
                 markup,
