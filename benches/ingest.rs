@@ -694,6 +694,7 @@ fn sample_view() -> opsgate::model::ClusterView {
         cluster_id: 1,
         source: "vps-1".into(),
         name: Some("clickhouse".into()),
+        note: None,
         proposals: vec![
             proposal(1, "docker stop clickhouse"),
             proposal(2, "docker start clickhouse"),

@@ -35,7 +35,7 @@ pub struct Cli {
     /// SQLite database file
     #[arg(long, global = true, env = "OPSGATE_DB", value_name = "PATH")]
     pub db: Option<PathBuf>,
-    /// TOML config file; its values override the environment
+    /// TOML config file; the environment and flags override its values
     #[arg(long, global = true, env = "OPSGATE_CONFIG", value_name = "PATH")]
     pub config: Option<PathBuf>,
     /// More output (repeatable)
@@ -71,26 +71,131 @@ pub enum Command {
     /// Reject a pending proposal
     Reject(RejectArgs),
     /// Cancel an approved-but-not-started, interrupted or pending proposal
+    #[command(mut_arg("confirm", |a| a.help(CONFIRM_IGNORED)))]
     Cancel(DecideArgs),
     /// Put an interrupted proposal back to approved for the next run
+    #[command(mut_arg("confirm", |a| a.help(CONFIRM_IGNORED)))]
     Retry(DecideArgs),
     /// Interrupt dead runs, expire old proposals, delete old history (bounded batches)
     Sweep(SweepArgs),
     /// A proposal's transitions and sightings as one timeline
+    #[command(mut_arg("json", |a| a.help("Print the timeline as a JSON array of events")))]
     History(ShowArgs),
     /// Print the contract to paste into the ops bot's prompt (AUTHORITY.md)
     Authority,
     /// Check the database, the configuration and the Telegram connection; say what to fix
-    Doctor,
+    Doctor(DoctorArgs),
     /// Copy a host's history (audit included) into another database, all or nothing
     Migrate(MigrateArgs),
+    /// Counts for monitoring: proposals by state, cards owed, the oldest pending, last ingests
+    Stats(StatsArgs),
     /// Print a shell completion script
     Completions {
+        /// The shell to print the script for
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
-    /// Print the man page (roff) generated from these definitions
-    Man,
+    /// Print the man page (roff), or write one page per subcommand with --dir
+    Man(ManArgs),
+}
+
+/// `--confirm` on `cancel` and `retry`: they never ask for a confirmation (only approving
+/// a stale proposal does); the flag is accepted so scripts passing it keep working.
+const CONFIRM_IGNORED: &str =
+    "Accepted and ignored: only approving a stale proposal asks for confirmation";
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Print the checklist as JSON: {"ok", "exit_code", "checks": [{"status", "what", "fix"}]}
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// Print the Prometheus text format (for node_exporter's textfile collector)
+    #[arg(long, conflicts_with = "json")]
+    pub prometheus: bool,
+    /// Print a JSON object
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Write opsgate.1 and opsgate-SUBCOMMAND.1 for every subcommand into this directory
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}
+
+/// The values `--state` takes (also offered by the shell completions).
+pub const STATE_VALUES: &[&str] = &[
+    "pending",
+    "approved",
+    "executing",
+    "interrupted",
+    "completed",
+    "failed",
+    "rejected",
+    "cancelled",
+    "expired",
+    "in-flight",
+];
+
+/// `--state`: one of [`STATE_VALUES`] or a comma-separated list of them (`in_flight` is
+/// accepted for `in-flight`). The value is kept as typed; `list` splits it.
+#[derive(Debug, Clone, Copy)]
+pub struct StateParser;
+
+impl clap::builder::TypedValueParser for StateParser {
+    type Value = String;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<String, clap::Error> {
+        let invalid = |shown: String| {
+            let mut err = clap::Error::new(clap::error::ErrorKind::InvalidValue).with_cmd(cmd);
+            if let Some(arg) = arg {
+                err.insert(
+                    clap::error::ContextKind::InvalidArg,
+                    clap::error::ContextValue::String(arg.to_string()),
+                );
+            }
+            err.insert(
+                clap::error::ContextKind::InvalidValue,
+                clap::error::ContextValue::String(shown),
+            );
+            err.insert(
+                clap::error::ContextKind::ValidValue,
+                clap::error::ContextValue::Strings(
+                    STATE_VALUES.iter().map(|v| v.to_string()).collect(),
+                ),
+            );
+            err
+        };
+        let text = value
+            .to_str()
+            .ok_or_else(|| invalid(value.to_string_lossy().into_owned()))?;
+        for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            if part != "in_flight" && !STATE_VALUES.contains(&part) {
+                return Err(invalid(part.to_string()));
+            }
+        }
+        Ok(text.to_string())
+    }
+
+    fn possible_values(
+        &self,
+    ) -> Option<Box<dyn Iterator<Item = clap::builder::PossibleValue> + '_>> {
+        Some(Box::new(
+            STATE_VALUES
+                .iter()
+                .map(|v| clap::builder::PossibleValue::new(*v)),
+        ))
+    }
 }
 
 #[derive(Debug, Args)]
@@ -125,6 +230,9 @@ pub struct DecideArgs {
     /// Approve even though the proposal is stale
     #[arg(long)]
     pub confirm: bool,
+    /// Print the outcome as JSON: {"id", "outcome", "state", "message", "exit_code"}
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -138,6 +246,9 @@ pub struct RejectArgs {
     /// Name recorded as the actor (default: $USER)
     #[arg(long = "as", value_name = "NAME")]
     pub actor: Option<String>,
+    /// Print the outcome as JSON: {"id", "outcome", "state", "message", "exit_code"}
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -199,9 +310,8 @@ pub struct HashArgs {
 
 #[derive(Debug, Args)]
 pub struct ListArgs {
-    /// Only these states (repeatable): pending approved executing interrupted completed
-    /// failed rejected cancelled expired, or `in-flight`
-    #[arg(long = "state", value_name = "STATE")]
+    /// Only these states (repeatable, or comma-separated)
+    #[arg(long = "state", value_name = "STATE", value_parser = StateParser)]
     pub states: Vec<String>,
     /// Only this source
     #[arg(long, value_name = "NAME")]
@@ -216,6 +326,7 @@ pub struct ShowArgs {
     /// Proposal id or cmd_hash
     #[arg(value_name = "ID|CMD_HASH")]
     pub reference: String,
+    /// Print the proposal, its sightings and transitions as one JSON object
     #[arg(long)]
     pub json: bool,
     /// Print secret values in full instead of •••• (here, on this host; never on a card)
@@ -231,6 +342,9 @@ pub struct NotifyArgs {
     /// With the console: only this source's cards
     #[arg(long, value_name = "NAME")]
     pub source: Option<String>,
+    /// Print what was delivered as JSON: {"sent", "edited", "unchanged", "still_owed", ...}
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -4,11 +4,12 @@
 //! The command line, the environment and the optional TOML file become one validated
 //! [`Config`] before any work starts.
 //!
-//! Precedence: an explicit config file (`--config` / `OPSGATE_CONFIG`) overrides the
-//! environment; `--db` overrides both for the database path.
+//! Precedence, as in cargo and most CLIs: command-line flags, then the environment, then
+//! the config file (`--config` / `OPSGATE_CONFIG`), then the defaults. `doctor` shows
+//! where each value came from ([`Config::provenance`]). A leading `~/` in a path is the
+//! home directory.
 
 use crate::error::{Error, Kind};
-use crate::model::Risk;
 use crate::policy::Policy;
 use anyhow::{Context, Result};
 use serde::Deserialize;
@@ -50,7 +51,7 @@ pub const CONFIG_FILE: Setting = setting(
     Some("OPSGATE_CONFIG"),
     None,
     "",
-    "TOML config file (`--config`); its values override the environment",
+    "TOML config file (`--config`); the environment and flags override its values",
 );
 pub const TOKEN: Setting = setting(
     Some("OPSGATE_TELEGRAM_TOKEN"),
@@ -190,6 +191,12 @@ pub const SQL_LOG: Setting = setting(
     "",
     "diagnostics: append every SQL statement opsgate runs to this file (parameters not included)",
 );
+pub const LOG: Setting = setting(
+    Some("OPSGATE_LOG"),
+    None,
+    "",
+    "log filter for the structured logs on stderr (`info`, `debug`, `opsgate=debug`); default: info for serve, warnings elsewhere (-v: info, -vv: debug)",
+);
 pub const STATE_HOME: Setting = setting(
     Some("XDG_STATE_HOME"),
     None,
@@ -224,6 +231,7 @@ pub const SETTINGS: &[Setting] = &[
     ROUTES,
     NOW,
     SQL_LOG,
+    LOG,
     STATE_HOME,
 ];
 
@@ -314,8 +322,8 @@ impl Default for Quorum {
 pub struct Route {
     /// Source globs (`web-*`); empty: any source.
     pub sources: Vec<glob::Pattern>,
-    /// Risk levels; empty: any.
-    pub risks: Vec<Risk>,
+    /// Risk levels (`low`, `medium`, `high`); empty: any.
+    pub risks: Vec<String>,
     pub chat_id: i64,
     /// A forum topic (`message_thread_id`).
     pub topic: Option<i32>,
@@ -333,16 +341,17 @@ pub struct Target<'a> {
 }
 
 impl Route {
-    fn matches(&self, source: &str, risk: Risk) -> bool {
+    fn matches(&self, source: &str, risk: &str) -> bool {
         (self.sources.is_empty() || self.sources.iter().any(|g| g.matches(source)))
-            && (self.risks.is_empty() || self.risks.contains(&risk))
+            && (self.risks.is_empty() || self.risks.iter().any(|r| r == risk))
     }
 }
 
 impl TelegramConfig {
-    /// The route of a card of `source` whose riskiest proposal is `risk` (the one home
-    /// of the routing rule: delivery, authorization and prompts all ask here).
-    pub fn route(&self, source: &str, risk: Risk) -> Target<'_> {
+    /// The route of a card of `source` whose riskiest proposal is `risk` (`low`, `medium`
+    /// or `high`): the one home of the routing rule; delivery, authorization and prompts
+    /// all ask here.
+    pub fn route(&self, source: &str, risk: &str) -> Target<'_> {
         match self.routes.iter().find(|r| r.matches(source, risk)) {
             Some(r) => self.route_of_entry(r),
             None => Target {
@@ -440,7 +449,7 @@ impl DbLocation {
     pub fn shown(&self) -> String {
         match self {
             DbLocation::File(p) => p.display().to_string(),
-            DbLocation::Postgres(url) => crate::store::mask_url(url),
+            DbLocation::Postgres(url) => mask_url(url),
         }
     }
 
@@ -480,6 +489,81 @@ pub struct Config {
     /// Default bound on one executed command.
     pub run_timeout: Duration,
     pub policy: Policy,
+    /// Where each setting that was set came from, for `doctor` (secrets masked).
+    pub provenance: Vec<Provenance>,
+}
+
+/// Where a setting's value came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    Flag,
+    Env,
+    File,
+    Default,
+}
+
+impl Origin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Flag => "flag",
+            Origin::Env => "environment",
+            Origin::File => "config file",
+            Origin::Default => "default",
+        }
+    }
+}
+
+/// One setting's value and where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Provenance {
+    /// The setting's name as the user writes it (`OPSGATE_TELEGRAM_CHAT_ID` /
+    /// `telegram.chat_id`).
+    pub name: String,
+    pub origin: Origin,
+    /// The value, `(secret)` for secrets.
+    pub shown: String,
+    /// The config file set it too, and lost.
+    pub overridden_file: bool,
+}
+
+/// Picks a value by precedence (environment over file), recording where it came from.
+fn pick<T>(
+    provenance: &mut Vec<Provenance>,
+    setting: Setting,
+    env: Option<T>,
+    file: Option<T>,
+    show: impl Fn(&T) -> String,
+) -> Option<T> {
+    let name = match (setting.env, setting.key) {
+        (Some(e), Some(k)) => format!("{e} / {k}"),
+        (Some(e), None) => e.to_string(),
+        (None, Some(k)) => k.to_string(),
+        (None, None) => String::new(),
+    };
+    let overridden_file = env.is_some() && file.is_some();
+    let (value, origin) = match (env, file) {
+        (Some(v), _) => (v, Origin::Env),
+        (None, Some(v)) => (v, Origin::File),
+        (None, None) => return None,
+    };
+    provenance.push(Provenance {
+        name,
+        origin,
+        shown: show(&value),
+        overridden_file,
+    });
+    Some(value)
+}
+
+/// `~/x` is `$HOME/x`: a config file's paths read as a shell would read them.
+pub fn expand_home(path: PathBuf) -> PathBuf {
+    let Ok(rest) = path.strip_prefix("~") else {
+        return path;
+    };
+    match std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+        Some(home) => PathBuf::from(home).join(rest),
+        None => path,
+    }
 }
 
 /// A secret that never prints.
@@ -604,12 +688,49 @@ impl Config {
             Some(path) => read_file_config(path)?,
             None => FileConfig::default(),
         };
-        let db = match db.or(file.db) {
-            Some(p) if p.as_os_str().is_empty() => {
+        let mut provenance = Vec::new();
+        if let Some(path) = &config {
+            provenance.push(Provenance {
+                name: format!("--config / {}", env_name(CONFIG_FILE)),
+                origin: flag_or_env(CONFIG_FILE, path),
+                shown: path.display().to_string(),
+                overridden_file: false,
+            });
+        }
+        // clap has merged --db with OPSGATE_DB already; the flag wins over both.
+        let db_flag = db.map(|p| (flag_or_env(DB, &p), p));
+        let db = match (db_flag, file.db) {
+            (Some((_, p)), _) if p.as_os_str().is_empty() => {
                 return Err(config_error(format!("--db / {} is empty", env_name(DB))))
             }
-            Some(p) => DbLocation::parse(p.as_os_str())?,
-            None => DbLocation::File(default_db()?),
+            (Some((origin, p)), from_file) => {
+                provenance.push(Provenance {
+                    name: format!("--db / {} / db", env_name(DB)),
+                    origin,
+                    shown: shown_db(&p),
+                    overridden_file: from_file.is_some(),
+                });
+                DbLocation::parse(expand_home(p).as_os_str())?
+            }
+            (None, Some(p)) => {
+                provenance.push(Provenance {
+                    name: "db".into(),
+                    origin: Origin::File,
+                    shown: shown_db(&p),
+                    overridden_file: false,
+                });
+                DbLocation::parse(expand_home(p).as_os_str())?
+            }
+            (None, None) => {
+                let p = default_db()?;
+                provenance.push(Provenance {
+                    name: "db".into(),
+                    origin: Origin::Default,
+                    shown: p.display().to_string(),
+                    overridden_file: false,
+                });
+                DbLocation::File(p)
+            }
         };
         let lifecycle = file.lifecycle.unwrap_or_default();
         let defaults = Rules::default();
@@ -658,7 +779,7 @@ impl Config {
         }
         let runner = file.runner.unwrap_or_default();
         let runner_env = runner_env(&runner)?;
-        let mut telegram = telegram(file.telegram.unwrap_or_default())?;
+        let mut telegram = telegram(file.telegram.unwrap_or_default(), &mut provenance)?;
         let routes = routes(file.route)?;
         match &mut telegram {
             Some(tg) => tg.routes = routes,
@@ -687,6 +808,7 @@ impl Config {
             rules,
             run_timeout: Duration::from_millis(run_timeout.max(1000) as u64),
             policy,
+            provenance,
         })
     }
 
@@ -723,10 +845,65 @@ fn read_file_config(path: &Path) -> Result<FileConfig> {
             env_name(CONFIG_FILE)
         ))
     })?;
-    toml::from_str(&text).map_err(|e| {
-        let first = e.to_string().lines().next().unwrap_or("").to_string();
-        config_error(format!("config file {}: {first}", path.display()))
-    })
+    toml::from_str(&text).map_err(|e| config_error(toml_reason(path, &e)))
+}
+
+/// A TOML error as one line with its reason: `config file F line 4, column 1: unknown
+/// field `operator`, expected one of ...` (toml's own text puts the reason after a
+/// snippet of the file).
+fn toml_reason(path: &Path, e: &toml::de::Error) -> String {
+    let at = e
+        .span()
+        .map(|span| {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            let before = text.get(..span.start).unwrap_or("");
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!(" line {line}, column {column}")
+        })
+        .unwrap_or_default();
+    let reason = e.message().trim().replace('\n', " ");
+    format!("config file {}{at}: {reason}", path.display())
+}
+
+/// Whether a value clap merged from a flag and its environment variable came from the
+/// variable (it equals it) or the flag.
+fn flag_or_env(setting: Setting, value: &Path) -> Origin {
+    match non_empty_env(setting) {
+        Some(v) if Path::new(&v) == value => Origin::Env,
+        _ => Origin::Flag,
+    }
+}
+
+/// A database location as `doctor` may show it: a URL's password masked.
+fn shown_db(p: &Path) -> String {
+    mask_url(&p.display().to_string())
+}
+/// The password in a URL, if it has one.
+pub fn url_password(url: &str) -> Option<String> {
+    let (_, rest) = url.split_once("://")?;
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let (user, _) = authority.rsplit_once('@')?;
+    let (_, password) = user.split_once(':')?;
+    (!password.is_empty()).then(|| password.to_string())
+}
+
+/// The URL with its password replaced by `***`.
+pub fn mask_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (authority, tail) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, ""),
+    };
+    match authority.rsplit_once('@') {
+        Some((user, host)) => match user.split_once(':') {
+            Some((name, _)) => format!("{scheme}://{name}:***@{host}{tail}"),
+            None => url.to_string(),
+        },
+        None => url.to_string(),
+    }
 }
 
 /// `$XDG_STATE_HOME/opsgate/opsgate.db`, else `$HOME/.local/state/opsgate/opsgate.db`.
@@ -758,13 +935,22 @@ fn now_override() -> Result<Option<i64>> {
     }
 }
 
-fn telegram(file: FileTelegram) -> Result<Option<TelegramConfig>> {
-    let token = match file
-        .token_file
-        .or_else(|| non_empty_env(TOKEN_FILE).map(PathBuf::from))
-    {
+fn telegram(file: FileTelegram, prov: &mut Vec<Provenance>) -> Result<Option<TelegramConfig>> {
+    let secret = |_: &String| "(secret)".to_string();
+    let path_shown = |p: &PathBuf| p.display().to_string();
+    // The environment's token (a file or the value) wins over the file's token_file.
+    let token_file = pick(
+        prov,
+        TOKEN_FILE,
+        non_empty_env(TOKEN_FILE).map(PathBuf::from),
+        file.token_file
+            .map(expand_home)
+            .filter(|_| non_empty_env(TOKEN).is_none()),
+        path_shown,
+    );
+    let token = match token_file {
         Some(path) => Some(read_token_file(&path)?),
-        None => non_empty_env(TOKEN).map(|t| t.trim().to_string()),
+        None => pick(prov, TOKEN, non_empty_env(TOKEN), None, secret).map(|t| t.trim().to_string()),
     };
     let Some(token) = token else { return Ok(None) };
     if !valid_token(&token) {
@@ -773,29 +959,25 @@ fn telegram(file: FileTelegram) -> Result<Option<TelegramConfig>> {
             env_name(TOKEN)
         )));
     }
-    let chat_id = match file.chat_id {
-        Some(id) => id,
-        None => {
-            let raw = non_empty_env(CHAT_ID).ok_or_else(|| {
-                config_error(format!(
-                    "a Telegram token is set but no chat: set {} (or telegram.chat_id)",
-                    env_name(CHAT_ID)
-                ))
-            })?;
-            raw.trim().parse().map_err(|_| {
-                config_error(format!(
-                    "{}={raw:?} is not a numeric chat id",
-                    env_name(CHAT_ID)
-                ))
-            })?
-        }
+    let env_chat = match non_empty_env(CHAT_ID) {
+        None => None,
+        Some(raw) => Some(raw.trim().parse::<i64>().map_err(|_| {
+            config_error(format!(
+                "{}={raw:?} is not a numeric chat id",
+                env_name(CHAT_ID)
+            ))
+        })?),
     };
-    let operators = match file.operators {
-        Some(ops) => ops,
-        None => match non_empty_env(OPERATORS) {
-            None => Vec::new(),
-            Some(raw) => raw
-                .split(',')
+    let chat_id = pick(prov, CHAT_ID, env_chat, file.chat_id, i64::to_string).ok_or_else(|| {
+        config_error(format!(
+            "a Telegram token is set but no chat: set {} (or telegram.chat_id)",
+            env_name(CHAT_ID)
+        ))
+    })?;
+    let env_operators = match non_empty_env(OPERATORS) {
+        None => None,
+        Some(raw) => Some(
+            raw.split(',')
                 .map(str::trim)
                 .filter(|s| !s.is_empty())
                 .map(|s| {
@@ -806,10 +988,16 @@ fn telegram(file: FileTelegram) -> Result<Option<TelegramConfig>> {
                         ))
                     })
                 })
-                .collect::<Result<_>>()?,
-        },
+                .collect::<Result<Vec<u64>>>()?,
+        ),
     };
-    let api_url = file.api_url.or_else(|| non_empty_env(API_URL));
+    let operators = pick(prov, OPERATORS, env_operators, file.operators, |o| {
+        format!("{o:?}")
+    })
+    .unwrap_or_default();
+    let api_url = pick(prov, API_URL, non_empty_env(API_URL), file.api_url, |u| {
+        u.clone()
+    });
     if let Some(url) = &api_url {
         if !(url.starts_with("http://") || url.starts_with("https://")) {
             return Err(config_error(format!(
@@ -818,18 +1006,19 @@ fn telegram(file: FileTelegram) -> Result<Option<TelegramConfig>> {
             )));
         }
     }
-    let timeout = match file.timeout_secs {
-        Some(s) => s,
-        None => match non_empty_env(TIMEOUT) {
-            None => 15,
-            Some(raw) => raw.trim().parse().map_err(|_| {
-                config_error(format!(
-                    "{}={raw:?} is not a number of seconds",
-                    env_name(TIMEOUT)
-                ))
-            })?,
-        },
+    let env_timeout = match non_empty_env(TIMEOUT) {
+        None => None,
+        Some(raw) => Some(raw.trim().parse::<u64>().map_err(|_| {
+            config_error(format!(
+                "{}={raw:?} is not a number of seconds",
+                env_name(TIMEOUT)
+            ))
+        })?),
     };
+    let timeout = pick(prov, TIMEOUT, env_timeout, file.timeout_secs, |t| {
+        format!("{t}s")
+    })
+    .unwrap_or(15);
     Ok(Some(TelegramConfig {
         token: Secret(token),
         chat_id,
@@ -905,12 +1094,14 @@ fn routes(file: Vec<FileRoute>) -> Result<Vec<Route>> {
                 .risk
                 .iter()
                 .map(|risk| {
-                    Risk::from_str_opt(risk).ok_or_else(|| {
-                        config_error(format!(
+                    let level = risk.trim().to_ascii_lowercase();
+                    match level.as_str() {
+                        "low" | "medium" | "high" => Ok(level),
+                        _ => Err(config_error(format!(
                             "route {}: risk {risk:?}: expected low, medium or high",
                             n + 1
-                        ))
-                    })
+                        ))),
+                    }
                 })
                 .collect::<Result<Vec<_>>>()?;
             if r.operators.as_ref().is_some_and(Vec::is_empty) {
@@ -947,6 +1138,12 @@ fn valid_token(token: &str) -> bool {
 fn read_token_file(path: &Path) -> Result<String> {
     let meta = std::fs::metadata(path)
         .map_err(|e| config_error(format!("cannot read token file {}: {e}", path.display())))?;
+    if !meta.is_file() {
+        return Err(config_error(format!(
+            "token file {} is not a file; expected a file holding the bot token",
+            path.display()
+        )));
+    }
     use std::os::unix::fs::PermissionsExt;
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
@@ -958,6 +1155,11 @@ fn read_token_file(path: &Path) -> Result<String> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading token file {}", path.display()))?;
     Ok(text.trim().to_string())
+}
+
+/// The log filter [`LOG`] sets, if any.
+pub fn log_filter() -> Option<String> {
+    non_empty_env(LOG)
 }
 
 /// A setting's environment variable, when set and not blank.

@@ -92,8 +92,16 @@ pub fn apply_press(
             let key = format!("{id}:{}", press.user_id);
             let confirmed = store.take_confirmation(&key, now)?;
             let outcome = store.approve(id, &actor, &via, now, confirmed)?;
-            if matches!(outcome, Decided::Confirm { .. }) {
-                store.note_confirmation(&key, now + CONFIRM_WINDOW_MS)?;
+            if let Decided::Confirm { since, .. } = outcome {
+                let until = now + CONFIRM_WINDOW_MS;
+                let note = format!(
+                    "⏳ {} tapped Approve on #{id}, not proposed since {}: tap Approve again before {} to confirm",
+                    actor.display,
+                    crate::time::hhmm(since),
+                    crate::time::hhmm(until)
+                );
+                let card = store.card_route(CardOf::Proposal(id))?.map(|(c, _, _)| c);
+                store.note_confirmation(&key, until, card.map(|c| (c, note.as_str())))?;
             }
             Ok(outcome)
         }
@@ -119,8 +127,8 @@ fn route_of<'c>(store: &mut Store, cfg: &'c TelegramConfig, action: Action) -> R
         Action::Reject(cluster) => CardOf::Card(cluster),
     };
     Ok(match store.card_route(of)? {
-        Some((_, source, risk)) => cfg.route(&source, risk),
-        None => cfg.route("", crate::model::Risk::Low),
+        Some((_, source, risk)) => cfg.route(&source, risk.as_str()),
+        None => cfg.route("", crate::model::Risk::Low.as_str()),
     })
 }
 
@@ -210,7 +218,12 @@ pub fn handle_updates(
             continue; // already handled: a redelivery
         }
         if let Some(said) = &update.said {
-            match apply_message(store, cfg, said, update.update_id, now)? {
+            let decided = apply_message(store, cfg, said, update.update_id, now)?;
+            if let Some(outcome) = &decided {
+                tracing::info!(user = said.user_id, chat = said.chat_id,
+                    outcome = %crate::notify::describe(outcome), "rejection reason");
+            }
+            match decided {
                 Some(Decided::Applied(_)) => handled.applied += 1,
                 Some(_) => handled.refused += 1,
                 None => handled.other += 1,
@@ -235,8 +248,22 @@ pub fn handle_updates(
                     &press.user_id.to_string(),
                     &prompt_ref(to.chat_id, &prompt_id),
                 )?,
-                Err(e) => warn(format!("could not ask for a rejection reason: {e}")),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not ask for a rejection reason");
+                    warn(format!("could not ask for a rejection reason: {e}"))
+                }
             }
+        }
+        let who = telegram_actor(press.user_id, press.username.as_deref(), &press.first_name).id;
+        let said = crate::notify::describe(&outcome);
+        if matches!(outcome, Decided::Refused(_)) {
+            tracing::warn!(actor = %who, chat = press.chat_id.unwrap_or_default(),
+                message_id = press.message_id.unwrap_or_default(),
+                button = press.data.as_deref().unwrap_or(""), outcome = %said, "press refused");
+        } else {
+            tracing::info!(actor = %who, chat = press.chat_id.unwrap_or_default(),
+                message_id = press.message_id.unwrap_or_default(),
+                button = press.data.as_deref().unwrap_or(""), outcome = %said, "press");
         }
         match &outcome {
             Decided::Applied(_) => handled.applied += 1,
@@ -247,6 +274,7 @@ pub fn handle_updates(
             | Decided::AskReason { .. } => handled.already += 1,
         }
         if let Err(e) = tg.answer(&press.query_id, &answer_text(&outcome)) {
+            tracing::warn!(error = %e, "could not answer a button press");
             warn(format!("could not answer a button press: {e}"));
         }
     }

@@ -40,10 +40,10 @@ pub const TABLE: [(Kind, u8, &str); 9] = [
     (Kind::Usage, 64, "usage error: an unknown option, a missing argument, a value out of range"),
     (Kind::BadInput, 65, "bad input; nothing written"),
     (Kind::NotFound, 66, "no such proposal"),
-    (Kind::Io, 74, "a file could not be written: read-only, disk full, I/O error"),
+    (Kind::Io, 74, "a file could not be read or written: read-only, disk full, I/O error"),
     (Kind::Temporary, 75, "temporary failure (database locked or down, Telegram unreachable or rate-limited, another poller); retry, nothing was lost"),
-    (Kind::Permission, 77, "permission denied on the database or its directory"),
-    (Kind::Config, 78, "configuration error, or a database that is not opsgate's"),
+    (Kind::Permission, 77, "permission denied on the database or its directory (never reported as \"no proposals\" or \"does not exist\")"),
+    (Kind::Config, 78, "configuration error (with the TOML file's line and reason), a path that is a file where a directory must be (or the reverse), or a database that is not opsgate's"),
 ];
 
 /// Success.
@@ -90,6 +90,18 @@ pub fn fail(kind: Kind, message: impl Into<String>) -> anyhow::Error {
 
 /// Maps one adapter's own error type to a kind, if the cause is one of its errors.
 pub type Classifier = fn(&(dyn std::error::Error + 'static)) -> Option<Kind>;
+
+/// File-system errors: permission denied is 77, a path whose directory is a file (or a
+/// file that is a directory) is the configuration's fault (78), other I/O is 74.
+pub fn classify_io(cause: &(dyn std::error::Error + 'static)) -> Option<Kind> {
+    use std::io::ErrorKind as E;
+    let io = cause.downcast_ref::<std::io::Error>()?;
+    Some(match io.kind() {
+        E::PermissionDenied => Kind::Permission,
+        E::NotADirectory | E::IsADirectory => Kind::Config,
+        _ => Kind::Io,
+    })
+}
 
 /// The kind of an error chain: the first cause that is an [`Error`] or that a
 /// classifier knows, else [`Kind::Internal`].

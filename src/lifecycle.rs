@@ -197,8 +197,14 @@ pub fn deny_note(pattern: &str) -> String {
 pub fn finish_note(outcome: &Outcome) -> String {
     match (&outcome.note, outcome.exit_code) {
         (Some(n), _) => n.clone(),
-        (None, Some(code)) => format!("exit {code} after {} ms", outcome.duration_ms),
-        (None, None) => format!("killed by a signal after {} ms", outcome.duration_ms),
+        (None, Some(code)) => format!(
+            "exit {code} after {}",
+            crate::time::human_duration(outcome.duration_ms)
+        ),
+        (None, None) => format!(
+            "killed by a signal after {}",
+            crate::time::human_duration(outcome.duration_ms)
+        ),
     }
 }
 

@@ -267,6 +267,9 @@ pub struct ClusterView {
     pub proposals: Vec<Proposal>,
     /// Where this cluster's proposals went when a bridging proposal merged it.
     pub merged_into: Option<i64>,
+    /// A line for the operators that no state shows: a first tap on a stale proposal
+    /// waiting for its second (a cron poll answers too late for the toast to show).
+    pub note: Option<String>,
 }
 
 impl ClusterView {

@@ -18,7 +18,7 @@ pub use words::describe;
 
 use crate::model::{Action, ClusterView, Proposal, State};
 use crate::text::{escape_html, show_field, show_lines, show_prose};
-use crate::time::{hhmm, rfc3339};
+use crate::time::{hhmm, hhmm_from, human_duration};
 use sha2::{Digest, Sha256};
 
 /// Telegram's limit on message text after entity parsing, in UTF-16 code units.
@@ -284,7 +284,7 @@ fn render_with(view: &ClusterView, detail: Detail, max_in_flight: usize) -> Card
             p.risk.as_str(),
             p.seen_count,
             hhmm(p.first_seen_at),
-            hhmm(p.last_seen_at)
+            hhmm_from(p.last_seen_at, p.first_seen_at)
         ));
         let shown_command = crate::text::show_command_full(&p.command);
         secrets_hidden += shown_command.hidden;
@@ -339,6 +339,11 @@ fn render_with(view: &ClusterView, detail: Detail, max_in_flight: usize) -> Card
             }
         }
         lifecycle_lines(&mut w, p, detail);
+    }
+    if let Some(note) = &view.note {
+        w.text("\n");
+        w.text(&show_prose(note, 300));
+        w.text("\n");
     }
     if secrets_hidden > 0 {
         w.text(&format!(
@@ -427,14 +432,14 @@ fn lifecycle_lines(w: &mut Writer, p: &Proposal, detail: Detail) {
             w.text(&show_field(by, FIELD_CHARS));
         }
         if let Some(at) = prior.last_at {
-            w.text(&format!(" on {}", rfc3339(at)));
+            w.text(&format!(" on {}", hhmm_from(at, p.first_seen_at)));
         }
         w.text("\n");
     }
     if p.stale {
         w.text(&format!(
             "⏳ stale: not proposed since {}; approving asks for a second tap\n",
-            hhmm(p.last_seen_at)
+            hhmm_from(p.last_seen_at, p.first_seen_at)
         ));
     }
     if p.quorum > 1 && matches!(p.state, State::Pending | State::Approved) {
@@ -456,7 +461,7 @@ fn lifecycle_lines(w: &mut Writer, p: &Proposal, detail: Detail) {
         w.text("\n");
     }
     if let Some(at) = p.expires_at {
-        w.text(&format!("⌛ expires {} UTC\n", hhmm(at)));
+        w.text(&format!("⌛ expires {}\n", hhmm_from(at, p.first_seen_at)));
     }
     if let (Some(by), Some(at)) = (&p.decided_by, p.decided_at) {
         let verb = match p.state {
@@ -467,7 +472,7 @@ fn lifecycle_lines(w: &mut Writer, p: &Proposal, detail: Detail) {
         };
         w.text(&format!("{verb} by "));
         w.text(&show_field(by, FIELD_CHARS));
-        w.text(&format!(" at {}", rfc3339(at)));
+        w.text(&format!(" at {}", hhmm_from(at, p.first_seen_at)));
         if let Some(note) = &p.decision_note {
             w.text(": ");
             w.tagged("i", &show_prose(note, 200));
@@ -477,17 +482,20 @@ fn lifecycle_lines(w: &mut Writer, p: &Proposal, detail: Detail) {
     match p.state {
         State::Executing => {
             if let Some(started) = p.run.started_at {
-                w.text(&format!("▶ running since {}", rfc3339(started)));
+                w.text(&format!(
+                    "▶ running since {}",
+                    hhmm_from(started, p.first_seen_at)
+                ));
                 ran_on(w, p);
                 w.text("\n");
             }
         }
         State::Completed | State::Failed => {
             let how = match (p.run.exit_code, p.run.duration_ms) {
-                (Some(code), Some(ms)) => format!("exit {code} after {:.1} s", ms as f64 / 1000.0),
+                (Some(code), Some(ms)) => format!("exit {code} after {}", human_duration(ms)),
                 (None, Some(ms)) => format!(
-                    "no exit code after {:.1} s (timed out or killed)",
-                    ms as f64 / 1000.0
+                    "no exit code after {} (timed out or killed)",
+                    human_duration(ms)
                 ),
                 _ => String::new(),
             };
@@ -533,7 +541,10 @@ fn lifecycle_lines(w: &mut Writer, p: &Proposal, detail: Detail) {
         }
         State::Expired => {
             if let Some(at) = p.ended_at {
-                w.text(&format!("⌛ expired at {}\n", rfc3339(at)));
+                w.text(&format!(
+                    "⌛ expired at {}\n",
+                    hhmm_from(at, p.first_seen_at)
+                ));
             }
         }
         _ => {}
@@ -631,6 +642,7 @@ mod tests {
             name: Some("web".into()),
             proposals,
             merged_into: None,
+            note: None,
         }
     }
 

@@ -68,14 +68,41 @@ pub struct Parsed {
 /// Why an input was refused. Every variant maps to exit code 65.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ParseError {
-    TooLarge { limit: usize },
-    NotUtf8 { offset: usize },
-    NoJson,
-    Truncated { offset: usize },
-    Malformed { offset: usize, why: String },
-    NoProposalArray { found: String },
-    TooManyProposals { count: usize, limit: usize },
-    InvalidItem { index: usize, why: String },
+    TooLarge {
+        limit: usize,
+    },
+    NotUtf8 {
+        offset: usize,
+    },
+    /// Nothing but whitespace: the LLM command printed nothing.
+    Empty,
+    NoJson {
+        /// The first non-blank line, shortened and escaped, so the user sees what came.
+        first_line: String,
+    },
+    /// The LLM CLI or API answered with its own error (Claude Code's `is_error`, an API's
+    /// `error` object).
+    LlmError {
+        message: String,
+    },
+    Truncated {
+        offset: usize,
+    },
+    Malformed {
+        offset: usize,
+        why: String,
+    },
+    NoProposalArray {
+        found: String,
+    },
+    TooManyProposals {
+        count: usize,
+        limit: usize,
+    },
+    InvalidItem {
+        index: usize,
+        why: String,
+    },
 }
 
 impl fmt::Display for ParseError {
@@ -88,9 +115,17 @@ impl fmt::Display for ParseError {
             ParseError::NotUtf8 { offset } => {
                 write!(f, "input is not valid UTF-8 (at byte {offset}); expected LLM text or JSON")
             }
-            ParseError::NoJson => write!(
+            ParseError::Empty => write!(
                 f,
-                "no JSON found in input; expected an object with an \"approval_needed\" array, an array of proposals, or JSON Lines"
+                "stdin is empty: the LLM command printed nothing (check its exit status and its stderr); expected its JSON answer"
+            ),
+            ParseError::NoJson { first_line } => write!(
+                f,
+                "no JSON found in input (it starts with {first_line}); expected an object with an \"approval_needed\" array, an array of proposals, or JSON Lines"
+            ),
+            ParseError::LlmError { message } => write!(
+                f,
+                "the LLM reported an error instead of an answer: {message}"
             ),
             ParseError::Truncated { offset } => write!(
                 f,
@@ -137,6 +172,9 @@ pub fn parse_bytes(input: &[u8], limits: &Limits) -> Result<Parsed, ParseError> 
 
 /// Parses LLM output text.
 pub fn parse_text(text: &str, limits: &Limits) -> Result<Parsed, ParseError> {
+    if text.trim().trim_start_matches('\u{feff}').is_empty() {
+        return Err(ParseError::Empty);
+    }
     let values = find_proposals(text, 0)?;
     build(values, limits)
 }
@@ -203,7 +241,46 @@ fn find_proposals(text: &str, depth: usize) -> Result<Vec<Value>, ParseError> {
     }
     match first_other {
         Some(found) => Err(ParseError::NoProposalArray { found }),
-        None => Err(ParseError::NoJson),
+        None => Err(ParseError::NoJson {
+            first_line: first_line(trimmed),
+        }),
+    }
+}
+
+/// The first non-blank line of a text, quoted, escaped and at most 80 characters.
+fn first_line(text: &str) -> String {
+    let line = text
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("");
+    let short: String = line.chars().take(80).collect();
+    let more = if short.len() < line.len() { "…" } else { "" };
+    format!("{short:?}{more}")
+}
+
+/// The error an LLM CLI or API answered with, when the object is one.
+fn llm_error(obj: &Map<String, Value>) -> Option<String> {
+    let text = |v: Option<&Value>| v.and_then(Value::as_str).map(|s| s.trim().to_string());
+    let short = |s: String| -> String {
+        let line = s.lines().next().unwrap_or("").to_string();
+        line.chars().take(300).collect()
+    };
+    if obj.get("is_error") == Some(&Value::Bool(true)) {
+        let message = text(obj.get("result"))
+            .filter(|s| !s.is_empty())
+            .or_else(|| text(obj.get("subtype")))
+            .unwrap_or_else(|| "is_error is true, no message".into());
+        return Some(short(message));
+    }
+    match obj.get("error") {
+        Some(Value::String(s)) => Some(short(s.clone())),
+        Some(Value::Object(e)) => Some(short(
+            text(e.get("message"))
+                .or_else(|| text(e.get("type")))
+                .unwrap_or_else(|| "an error object without a message".into()),
+        )),
+        _ => None,
     }
 }
 
@@ -316,11 +393,14 @@ fn interpret(value: Value, depth: usize) -> Result<Found, ParseError> {
             if is_proposal_map(&obj) {
                 return Ok(Found::Proposals(vec![Value::Object(obj)]));
             }
+            if let Some(message) = llm_error(&obj) {
+                return Err(ParseError::LlmError { message });
+            }
             match envelope_text(&obj) {
                 Some(text) if depth < MAX_ENVELOPE_DEPTH => {
                     match find_proposals(&text, depth + 1) {
                         Ok(items) => Ok(Found::Proposals(items)),
-                        Err(ParseError::NoJson) => Ok(Found::Other(
+                        Err(ParseError::NoJson { .. } | ParseError::Empty) => Ok(Found::Other(
                             "an LLM envelope whose text holds no JSON".into(),
                         )),
                         Err(ParseError::NoProposalArray { found }) => Ok(Found::Other(format!(
@@ -598,7 +678,26 @@ mod tests {
 
     #[test]
     fn refusals() {
-        assert_eq!(parse("no json here").err(), Some(ParseError::NoJson));
+        assert_eq!(
+            parse("no json here").err(),
+            Some(ParseError::NoJson {
+                first_line: "\"no json here\"".into()
+            })
+        );
+        assert_eq!(parse(" \n\t\n").err(), Some(ParseError::Empty));
+        assert_eq!(
+            parse(r#"{"type":"result","subtype":"success","is_error":true,"result":"Credit balance is too low"}"#).err(),
+            Some(ParseError::LlmError {
+                message: "Credit balance is too low".into()
+            })
+        );
+        assert_eq!(
+            parse(r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#)
+                .err(),
+            Some(ParseError::LlmError {
+                message: "Overloaded".into()
+            })
+        );
         assert_eq!(
             parse(r#"{"approval_needed": [{"command": "a"}"#).err(),
             Some(ParseError::Truncated { offset: 0 })

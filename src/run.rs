@@ -283,6 +283,12 @@ pub fn run_approved(
             continue;
         }
         started(&claimed);
+        tracing::info!(
+            id = claimed.id,
+            cmd_hash = %claimed.cmd_hash,
+            command = %crate::text::show_command(&claimed.command).0,
+            "run started"
+        );
         let mut renewed = Instant::now();
         let mut outcome = execute(&claimed.command, &env, timeout, &mut || {
             // A read every second notices a lost claim at once; the lease is written
@@ -299,6 +305,14 @@ pub fn run_approved(
         outcome.stdout_tail = crate::redact::scrub_known(&outcome.stdout_tail, &secrets);
         outcome.stderr_tail = crate::redact::scrub_known(&outcome.stderr_tail, &secrets);
         let state = store.finish(claimed.id, &runner, &outcome, config.now())?;
+        tracing::info!(
+            id = claimed.id,
+            state = %state.map(|s| s.as_str()).unwrap_or("not recorded"),
+            exit_code = ?outcome.exit_code,
+            duration = %crate::time::human_duration(outcome.duration_ms),
+            timed_out = outcome.timed_out,
+            "run ended"
+        );
         done(&claimed, &Ran::Finished { outcome, state });
         crate::notify::deliver_quietly(config, store);
     }

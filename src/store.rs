@@ -29,21 +29,11 @@ pub use db::{Backend, Health, Level};
 use db::{Conn, ConnExt, Database, Row, ToParam};
 pub use ingest::{Ingest, Rekey};
 pub use outbox::{Delivered, OwedCard};
-pub use query::{CardOf, Lookup};
+pub use query::{CardOf, Lookup, StateCount, Stats};
 
 /// The kind of a database error, for the exit code (each backend knows its own).
 pub fn classify(cause: &(dyn std::error::Error + 'static)) -> Option<Kind> {
     sqlite::classify(cause).or_else(|| postgres::classify(cause))
-}
-
-/// A database URL with its password masked.
-pub fn mask_url(url: &str) -> String {
-    postgres::mask(url)
-}
-
-/// The password in a database URL, if it has one.
-pub fn url_password(url: &str) -> Option<String> {
-    postgres::password(url)
 }
 
 /// The in-flight states as an SQL list; the partial unique index of each backend's first
@@ -231,13 +221,14 @@ fn record(
     Ok(())
 }
 
-/// Marks a cluster's card owed to every channel: it changed.
+/// Marks a cluster's card owed to every channel: it changed. A change answers the card's
+/// operator note (a tap waiting for its second), so the note goes.
 fn owe_card(c: &mut dyn Conn, cluster_id: i64) -> Result<()> {
     c.execute(
         "UPDATE deliveries SET rev = rev + 1 WHERE cluster_id = ?1",
         &[&cluster_id],
     )?;
-    Ok(())
+    outbox::clear_card_note(c, cluster_id)
 }
 
 /// Marks several cards owed; one statement per hundred.

@@ -121,7 +121,7 @@ fn refused_inputs_get_their_code_and_message_and_leave_the_database_untouched() 
             args: vec![],
             input: vec![],
             code: 65,
-            message: "no JSON found",
+            message: "stdin is empty",
         },
     ];
     for case in cases {

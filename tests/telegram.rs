@@ -459,7 +459,7 @@ fn poll_refuses_to_start_without_operators_or_with_a_readable_token_file() {
     assert_eq!(out.status.code(), Some(78));
     assert!(stderr(&out).contains("chmod 600"));
     std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
-    // From a config file, which overrides the environment.
+    // From a config file alone.
     let config = tg.env.dir.path().join("opsgate.toml");
     std::fs::write(&config, format!("[telegram]\ntoken_file = {:?}\nchat_id = {CHAT}\noperators = [{ALICE}]\napi_url = {:?}\n", token_file, tg.fake.url)).unwrap();
     tg.env.ingest("h", &cycle(0, &["docker stop a"]));
@@ -467,7 +467,6 @@ fn poll_refuses_to_start_without_operators_or_with_a_readable_token_file() {
         .env
         .cmd(&["notify"])
         .env("OPSGATE_CONFIG", config.to_str().unwrap())
-        .env("OPSGATE_TELEGRAM_CHAT_ID", "12345")
         .output();
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(tg.fake.count("sendMessage"), 1);

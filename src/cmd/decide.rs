@@ -45,7 +45,7 @@ pub fn reject(config: &Config, args: RejectArgs) -> Result<u8> {
     let p = find_proposal(&mut store, &args.reference)?;
     let actor = local_actor(args.actor.as_deref());
     let outcome = store.reject(p.id, &actor, reason, &Via::default(), config.now())?;
-    report(config, &mut store, outcome)
+    report(config, &mut store, p.id, outcome, args.json)
 }
 
 fn decide(
@@ -57,32 +57,44 @@ fn decide(
     let p = find_proposal(&mut store, &args.reference)?;
     let actor = local_actor(args.actor.as_deref());
     let outcome = apply(&mut store, p.id, &actor, &Via::default(), config.now())?;
-    report(config, &mut store, outcome)
+    report(config, &mut store, p.id, outcome, args.json)
 }
 
-/// Prints a decision's outcome and maps it to an exit code; the card follows.
-fn report(config: &Config, store: &mut Store, outcome: Decided) -> Result<u8> {
+/// Prints a decision's outcome (a line, or JSON) and maps it to an exit code; the card
+/// follows. Success is quiet with `-q`; a refusal always goes to stderr.
+fn report(config: &Config, store: &mut Store, id: i64, outcome: Decided, json: bool) -> Result<u8> {
     let said = describe(&outcome);
-    let code = match &outcome {
-        Decided::Applied(_) => {
-            print_out(&format!("{said}\n"))?;
-            deliver_quietly(config, store);
-            error::OK
-        }
-        Decided::Already { .. } | Decided::AlreadyApproved { .. } => {
-            print_out(&format!("nothing to do: {said}\n"))?;
-            error::OK
-        }
-        Decided::Refused(_) => {
-            eprintln!("opsgate: refused: {said}");
-            Kind::Conflict.code()
-        }
+    tracing::info!(id, outcome = %said, "decision from the command line");
+    let (kind, code) = match &outcome {
+        Decided::Applied(_) => ("applied", error::OK),
+        Decided::Already { .. } | Decided::AlreadyApproved { .. } => ("already", error::OK),
+        Decided::Refused(_) => ("refused", Kind::Conflict.code()),
         // The command line never asks for a reason (it takes --reason); a stale
         // proposal needs --confirm.
-        Decided::Confirm { .. } | Decided::AskReason { .. } => {
-            eprintln!("opsgate: {said} (pass --confirm)");
-            Kind::Conflict.code()
-        }
+        Decided::Confirm { .. } | Decided::AskReason { .. } => ("confirm", Kind::Conflict.code()),
     };
+    if matches!(outcome, Decided::Applied(_)) {
+        deliver_quietly(config, store);
+    }
+    if json {
+        let state = match store.find(&id.to_string())? {
+            crate::store::Lookup::One(p) => Some(p.state.as_str()),
+            _ => None,
+        };
+        let mut v = serde_json::json!({"id": id, "outcome": kind, "state": state,
+            "message": said, "exit_code": code});
+        if let Decided::AlreadyApproved { have, need, .. } = outcome {
+            v["approvals"] = serde_json::json!({"have": have, "need": need});
+        }
+        print_out(&format!("{v}\n"))?;
+        return Ok(code);
+    }
+    match kind {
+        "applied" if config.verbosity >= 0 => print_out(&format!("{said}\n"))?,
+        "already" if config.verbosity >= 0 => print_out(&format!("nothing to do: {said}\n"))?,
+        "refused" => eprintln!("opsgate: refused: {said}"),
+        "confirm" => eprintln!("opsgate: {said} (pass --confirm)"),
+        _ => {}
+    }
     Ok(code)
 }

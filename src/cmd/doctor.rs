@@ -2,69 +2,140 @@
 //! and says what to fix. Reads only; the one network call is `getMe`.
 
 use super::print_out;
-use crate::config::{Config, DbLocation};
+use crate::config::{Config, DbLocation, Origin};
 use crate::error::{self, Kind};
-use crate::notify::telegram::Telegram;
+use crate::notify::telegram::{Telegram, TgError};
 use crate::store::{Level, Store};
 use anyhow::Result;
+use serde_json::json;
 
+/// One line of the checklist.
+struct Finding {
+    status: &'static str,
+    what: String,
+    fix: Option<String>,
+    /// For a failure: what kind of problem, for the exit code.
+    kind: Option<Kind>,
+}
+
+#[derive(Default)]
 struct Report {
-    lines: Vec<String>,
-    failed: bool,
+    findings: Vec<Finding>,
 }
 
 impl Report {
     fn ok(&mut self, what: impl AsRef<str>) {
-        self.lines.push(format!("ok    {}", what.as_ref()));
+        self.push("ok", what, None, None);
     }
     fn warn(&mut self, what: impl AsRef<str>, fix: impl AsRef<str>) {
-        self.lines.push(format!(
-            "warn  {}\n      fix: {}",
-            what.as_ref(),
-            fix.as_ref()
-        ));
+        self.push("warn", what, Some(fix.as_ref().to_string()), None);
     }
+    /// A failure of the configuration (exit 78 unless a worse kind is found).
     fn fail(&mut self, what: impl AsRef<str>, fix: impl AsRef<str>) {
-        self.failed = true;
-        self.lines.push(format!(
-            "FAIL  {}\n      fix: {}",
-            what.as_ref(),
-            fix.as_ref()
+        self.fail_as(Kind::Config, what, fix);
+    }
+    fn fail_as(&mut self, kind: Kind, what: impl AsRef<str>, fix: impl AsRef<str>) {
+        self.push("fail", what, Some(fix.as_ref().to_string()), Some(kind));
+    }
+    fn push(
+        &mut self,
+        status: &'static str,
+        what: impl AsRef<str>,
+        fix: Option<String>,
+        kind: Option<Kind>,
+    ) {
+        self.findings.push(Finding {
+            status,
+            what: what.as_ref().to_string(),
+            fix,
+            kind,
+        });
+    }
+
+    /// The exit code: 0 with no failure, else the first failure's kind (a permission
+    /// problem is 77, an unreachable service 75, the rest configuration, 78).
+    fn code(&self) -> u8 {
+        self.findings
+            .iter()
+            .find_map(|f| f.kind)
+            .map_or(error::OK, Kind::code)
+    }
+
+    /// The checklist; `quiet` (`-q`, for cron) keeps only warnings and failures.
+    fn text(&self, quiet: bool) -> String {
+        let mut out = String::new();
+        if quiet {
+            for f in self.findings.iter().filter(|f| f.status != "ok") {
+                let status = if f.status == "fail" { "FAIL" } else { f.status };
+                out.push_str(&format!("{status:<5} {}\n", f.what));
+            }
+            return out;
+        }
+        for f in &self.findings {
+            let status = if f.status == "fail" { "FAIL" } else { f.status };
+            out.push_str(&format!("{status:<5} {}\n", f.what));
+            if let Some(fix) = &f.fix {
+                out.push_str(&format!("      fix: {fix}\n"));
+            }
+        }
+        let (warns, fails) = (self.count("warn"), self.count("fail"));
+        out.push_str(&format!(
+            "{} checks: {} ok, {warns} warning(s), {fails} failure(s)\n",
+            self.findings.len(),
+            self.count("ok")
         ));
+        out
+    }
+
+    fn json(&self) -> String {
+        let checks: Vec<_> = self
+            .findings
+            .iter()
+            .map(|f| json!({"status": f.status, "what": f.what, "fix": f.fix}))
+            .collect();
+        let v = json!({
+            "ok": self.count("fail") == 0,
+            "exit_code": self.code(),
+            "checks": checks,
+        });
+        format!("{v}\n")
+    }
+
+    fn count(&self, status: &str) -> usize {
+        self.findings.iter().filter(|f| f.status == status).count()
     }
 }
 
-/// Runs every check and prints the report; the exit code is 0, or 78 when anything failed.
-pub fn doctor(config: &Config) -> Result<u8> {
-    let (report, code) = check(config);
-    print_out(&report)?;
-    Ok(code)
+/// Runs every check and prints the checklist; the exit code comes from the worst finding.
+pub fn doctor(config: &Config, json: bool) -> Result<u8> {
+    let report = check(config);
+    print_out(&if json {
+        report.json()
+    } else {
+        report.text(config.verbosity < 0)
+    })?;
+    Ok(report.code())
 }
 
-fn check(config: &Config) -> (String, u8) {
-    let mut r = Report {
-        lines: Vec::new(),
-        failed: false,
-    };
+fn check(config: &Config) -> Report {
+    let mut r = Report::default();
     r.ok(format!("opsgate {}", crate::cli::VERSION));
     match &config.config_path {
         Some(p) => r.ok(format!("config file {} parsed", p.display())),
-        None => r.ok("no config file (environment only)"),
+        None => r.ok("no config file (flags, environment and defaults only)"),
     }
-    // Which settings the environment sets (values are not shown: some are secrets).
-    let set: Vec<&str> = crate::config::SETTINGS
-        .iter()
-        .filter_map(|s| s.env)
-        .filter(|env| std::env::var(env).is_ok_and(|v| !v.trim().is_empty()))
-        .collect();
-    r.ok(format!(
-        "environment sets: {}",
-        if set.is_empty() {
-            "nothing".to_string()
+    // Where each value came from (secrets masked), flags > environment > file > defaults.
+    for p in &config.provenance {
+        let line = format!("{} = {} (from the {})", p.name, p.shown, p.origin.as_str());
+        if p.overridden_file && p.origin != Origin::File {
+            r.warn(
+                format!("{line}; the config file's value is overridden"),
+                "remove the setting from one of the two places so nobody edits the one that is ignored",
+            );
         } else {
-            set.join(", ")
+            r.ok(line);
         }
-    ));
+    }
     match config.policy.check() {
         Ok(()) => r.ok("policy patterns compile"),
         Err(why) => r.fail(why, "fix the pattern in [policy] deny (Rust regex syntax)"),
@@ -85,28 +156,34 @@ fn check(config: &Config) -> (String, u8) {
     }
     check_database(config, &mut r);
     check_telegram(config, &mut r);
-    let code = if r.failed {
-        Kind::Config.code()
-    } else {
-        error::OK
-    };
-    let mut text = r.lines.join("\n");
-    text.push('\n');
-    (text, code)
+    r
 }
 
 fn check_database(config: &Config, r: &mut Report) {
     if let DbLocation::File(path) = &config.db {
-        check_file(path, r);
-        if !path.exists() {
-            return;
+        match super::db_file_exists(path) {
+            Err(e) => {
+                r.fail_as(
+                    error::kind_of(&e, super::CLASSIFIERS),
+                    format!("{e:#}"),
+                    "run as the database's owner (see the systemd unit's User=), or fix the permissions of its directory",
+                );
+                return;
+            }
+            Ok(false) => {
+                check_disk(path, r);
+                check_missing(path, r);
+                return;
+            }
+            Ok(true) => check_file(path, r),
         }
     }
     let shown = config.db.shown();
     let mut store = match Store::open_at(&config.db, config.rules) {
         Ok(s) => s,
         Err(e) => {
-            r.fail(
+            r.fail_as(
+                error::kind_of(&e, super::CLASSIFIERS),
                 format!("database {shown}: {e:#}"),
                 "point --db / OPSGATE_DB at an opsgate database, or move this file away",
             );
@@ -116,14 +193,68 @@ fn check_database(config: &Config, r: &mut Report) {
     check_store(&mut store, r);
 }
 
-fn check_file(path: &std::path::Path, r: &mut Report) {
-    if !path.exists() {
+/// Free space where the database lives: SQLite needs room for its WAL and for growth.
+fn check_disk(path: &std::path::Path, r: &mut Report) {
+    let dir = path
+        .ancestors()
+        .skip(1)
+        .find(|p| p.is_dir())
+        .unwrap_or(std::path::Path::new("."));
+    match nix::sys::statvfs::statvfs(dir) {
+        Ok(st) => {
+            let free = st.blocks_available() * st.fragment_size();
+            let total = st.blocks() * st.fragment_size();
+            let mib = free / (1024 * 1024);
+            if free < 256 * 1024 * 1024 || (total > 0 && free * 100 / total < 2) {
+                r.warn(
+                    format!("{} has {mib} MiB free", dir.display()),
+                    "free some space: a full disk makes every ingest fail with exit 74",
+                );
+            } else {
+                r.ok(format!("{} has {mib} MiB free", dir.display()));
+            }
+        }
+        Err(e) => r.warn(
+            format!("free space of {}: {e}", dir.display()),
+            "check the file system",
+        ),
+    }
+}
+
+/// A database not created yet: can it be, by this user?
+fn check_missing(path: &std::path::Path, r: &mut Report) {
+    let parent = path
+        .ancestors()
+        .skip(1)
+        .find(|p| p.as_os_str().is_empty() || p.exists());
+    let writable = parent.is_none_or(|p| {
+        let p = if p.as_os_str().is_empty() {
+            std::path::Path::new(".")
+        } else {
+            p
+        };
+        p.is_dir() && nix::unistd::access(p, nix::unistd::AccessFlags::W_OK).is_ok()
+    });
+    if writable {
         r.warn(
             format!("database {} does not exist yet", path.display()),
             "it is created by the first `opsgate ingest`",
         );
-        return;
+    } else {
+        r.fail_as(
+            Kind::Permission,
+            format!(
+                "database {} does not exist and cannot be created here: {} is not a writable directory",
+                path.display(),
+                parent.map(|p| p.display().to_string()).unwrap_or_default()
+            ),
+            "create the directory for the user opsgate runs as (systemd: StateDirectory=opsgate), or set --db / OPSGATE_DB",
+        );
     }
+}
+
+fn check_file(path: &std::path::Path, r: &mut Report) {
+    check_disk(path, r);
     {
         use std::os::unix::fs::PermissionsExt;
         if let Ok(meta) = std::fs::metadata(path) {
@@ -197,10 +328,15 @@ fn check_telegram(config: &Config, r: &mut Report) {
         "Telegram token present (not shown), chat {}",
         tg.chat_id
     ));
-    if tg.operators.is_empty() {
+    if tg.operators.is_empty() && tg.routes.iter().all(|r| r.operators.is_none()) {
         r.fail(
             "no operators: poll and serve refuse to start, nobody can approve from Telegram",
             "set OPSGATE_TELEGRAM_OPERATORS (or telegram.operators) to the user ids allowed to decide",
+        );
+    } else if tg.operators.is_empty() {
+        r.warn(
+            "no default operators: cards no [[route]] matches cannot be decided",
+            "set telegram.operators, or give every card a route with operators",
         );
     } else {
         r.ok(format!(
@@ -209,32 +345,23 @@ fn check_telegram(config: &Config, r: &mut Report) {
             tg.operators
         ));
     }
+    let mut all_operators: Vec<u64> = tg.operators.clone();
     for route in &tg.routes {
         let target = tg.route_of_entry(route);
+        all_operators.extend(target.operators);
         r.ok(format!(
             "route {}{}: chat {}{}, {} operator(s)",
             if route.sources.is_empty() {
                 "any source".to_string()
             } else {
-                route
-                    .sources
-                    .iter()
-                    .map(|g| g.as_str())
-                    .collect::<Vec<_>>()
-                    .join(" ")
+                let globs: Vec<&str> = route.sources.iter().map(|g| g.as_str()).collect();
+                globs.join(" ")
             },
             if route.risks.is_empty() {
                 String::new()
             } else {
-                format!(
-                    ", risk {}",
-                    route
-                        .risks
-                        .iter()
-                        .map(|r| r.as_str())
-                        .collect::<Vec<_>>()
-                        .join(" ")
-                )
+                let risks: Vec<&str> = route.risks.iter().map(|r| r.as_str()).collect();
+                format!(", risk {}", risks.join(" "))
             },
             target.chat_id,
             target
@@ -244,14 +371,87 @@ fn check_telegram(config: &Config, r: &mut Report) {
             target.operators.len()
         ));
     }
-    let me = Telegram::new(tg)
-        .map_err(|e| format!("{e:#}"))
-        .and_then(|t| t.me().map_err(|e| e.to_string()));
-    match me {
-        Ok(name) => r.ok(format!("Telegram getMe: @{name}")),
-        Err(e) => r.fail(
-            format!("Telegram getMe failed: {e}"),
-            "check the token, the network, and telegram.api_url",
+    let client = match Telegram::new(tg) {
+        Ok(t) => t,
+        Err(e) => {
+            r.fail(format!("Telegram client: {e:#}"), "check telegram.api_url");
+            return;
+        }
+    };
+    let fail_tg = |r: &mut Report, what: String, e: &TgError, fix: &str| {
+        let kind = match e {
+            TgError::Config(_) | TgError::Refused(_) => Kind::Config,
+            _ => Kind::Temporary,
+        };
+        r.fail_as(kind, format!("{what}: {e}"), fix);
+    };
+    let bot = match client.me() {
+        Ok((id, name)) => {
+            r.ok(format!("Telegram getMe: @{name} (id {id})"));
+            id
+        }
+        Err(e) => {
+            fail_tg(
+                r,
+                "Telegram getMe failed".into(),
+                &e,
+                "check the token, the network, and telegram.api_url",
+            );
+            return;
+        }
+    };
+    // Operator ids are people: positive user ids, not a chat and not the bot.
+    for op in &all_operators {
+        if *op == bot {
+            r.fail(
+                format!("operator {op} is the bot itself"),
+                "list the Telegram user ids of people (ask @userinfobot), not the bot's",
+            );
+        }
+    }
+    for chat in tg.chats() {
+        if all_operators
+            .iter()
+            .any(|&op| op as i64 == -chat || op as i64 == chat)
+        {
+            r.warn(
+                format!("an operator id looks like the chat id {chat}"),
+                "operators are user ids (positive numbers from @userinfobot), not chat ids",
+            );
+        }
+        match client.chat_check(chat, bot) {
+            Ok(c) if c.can_post => r.ok(format!(
+                "chat {chat} ({}): the bot is in it and may post",
+                crate::text::show_field(&c.title, 64)
+            )),
+            Ok(c) => r.fail(
+                format!(
+                    "chat {chat} ({}): the bot may not post there",
+                    crate::text::show_field(&c.title, 64)
+                ),
+                "add the bot to the group (or lift its restriction) so it can send cards",
+            ),
+            Err(e) => fail_tg(
+                r,
+                format!("chat {chat}: getChat failed"),
+                &e,
+                "check the chat id (a group's is negative; supergroups start with -100) and that the bot was added to it",
+            ),
+        }
+    }
+    match client.webhook() {
+        Ok(None) => r.ok("no webhook set (getUpdates can poll)"),
+        Ok(Some(host)) => r.fail(
+            format!(
+                "a webhook is set (to {host}): getUpdates, and so poll and serve, fail while it is"
+            ),
+            "delete it: curl -s https://api.telegram.org/bot$(cat TOKEN_FILE)/deleteWebhook",
+        ),
+        Err(e) => fail_tg(
+            r,
+            "getWebhookInfo failed".into(),
+            &e,
+            "check the network and telegram.api_url",
         ),
     }
 }

@@ -88,13 +88,26 @@ pub fn ingest(config: &Config, args: IngestArgs) -> Result<u8> {
         }
     }
     if args.notify {
-        return notify::notify(
+        // The ingest is committed whatever happens now: a failure says so, and its exit
+        // code (75: retry) is about the cards only.
+        let delivered = notify::notify(
             config,
             NotifyArgs {
                 console: false,
                 source: None,
+                json: false,
             },
         );
+        let committed =
+            "the ingest was committed; its cards were not all delivered (the next notify delivers them)";
+        return match delivered {
+            Ok(code) if code != error::OK => {
+                warn(config, committed);
+                Ok(code)
+            }
+            Ok(code) => Ok(code),
+            Err(e) => Err(e.context(committed)),
+        };
     }
     Ok(error::OK)
 }

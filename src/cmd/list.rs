@@ -90,6 +90,63 @@ impl<'a> ProposalJson<'a> {
     }
 }
 
+/// The last run of a proposal, for `show --json` and `history --json`: `None` before it
+/// started. Output tails with secret values hidden.
+fn run_value(p: &Proposal) -> Option<Value> {
+    let started = p.run.started_at?;
+    Some(json!({
+        "started_at": rfc3339(started),
+        "ran_on": p.run.runner.as_deref().map(runner_host),
+        "exit_code": p.run.exit_code,
+        "duration_ms": p.run.duration_ms,
+        "duration": p.run.duration_ms.map(crate::time::human_duration),
+        "stdout_tail": p.run.stdout_tail.as_deref().map(crate::redact::redact),
+        "stderr_tail": p.run.stderr_tail.as_deref().map(crate::redact::redact),
+    }))
+}
+
+/// The host of a runner id (`host:pid:start`).
+fn runner_host(runner: &str) -> String {
+    let mut parts = runner.rsplitn(3, ':');
+    let (_, _, host) = (parts.next(), parts.next(), parts.next());
+    host.unwrap_or(runner).to_string()
+}
+
+/// The last run in words, with its output tails, for `show` and `history`.
+fn run_text(p: &Proposal) -> String {
+    let Some(started) = p.run.started_at else {
+        return String::new();
+    };
+    let mut out = format!("run:        started {}", rfc3339(started));
+    if let Some(runner) = &p.run.runner {
+        out.push_str(&format!(" on {}", show_field(&runner_host(runner), 200)));
+    }
+    match (p.run.exit_code, p.run.duration_ms) {
+        (Some(code), Some(ms)) => out.push_str(&format!(
+            ", exit {code} after {}",
+            crate::time::human_duration(ms)
+        )),
+        (None, Some(ms)) => out.push_str(&format!(
+            ", no exit code after {} (timed out or killed)",
+            crate::time::human_duration(ms)
+        )),
+        _ => out.push_str(", still running or interrupted"),
+    }
+    out.push('\n');
+    for (name, tail) in [
+        ("stdout", &p.run.stdout_tail),
+        ("stderr", &p.run.stderr_tail),
+    ] {
+        if let Some(tail) = tail.as_deref().filter(|t| !t.is_empty()) {
+            out.push_str(&format!("{name} (end):\n"));
+            for line in crate::text::show_lines(tail).lines() {
+                out.push_str(&format!("  | {line}\n"));
+            }
+        }
+    }
+    out
+}
+
 /// The `list --json` shape of one proposal, as a value (`show` adds to it).
 fn proposal_value(p: &Proposal, reveal: bool) -> Value {
     serde_json::to_value(ProposalJson::new(p, reveal)).unwrap_or(Value::Null)
@@ -176,6 +233,7 @@ pub fn show(config: &Config, args: ShowArgs) -> Result<u8> {
     };
     if args.json {
         let mut v = proposal_value(&p, args.reveal);
+        v["run"] = run_value(&p).unwrap_or(Value::Null);
         v["sightings"] = sightings
             .iter()
             .map(|s| {
@@ -261,6 +319,7 @@ pub fn show(config: &Config, args: ShowArgs) -> Result<u8> {
     for t in &transitions {
         out.push_str(&format!("  {}  {}\n", rfc3339(t.at), transition_line(t)));
     }
+    out.push_str(&run_text(&p));
     print_out(&out)?;
     Ok(error::OK)
 }
@@ -285,7 +344,13 @@ pub fn history(config: &Config, args: ShowArgs) -> Result<u8> {
     let mut store = open_for_reading(config)?.ok_or_else(|| no_proposal(&args.reference))?;
     let p = find_proposal(&mut store, &args.reference)?;
     let vis = |s: &str| show_field(s, 4000);
-    let cmd = |s: &str| show_command(s).0;
+    let cmd = |s: &str| {
+        if args.reveal {
+            crate::text::show_command_revealed(s).0
+        } else {
+            show_command(s).0
+        }
+    };
     // (time, order, line): transitions before sightings at the same instant.
     let mut events: Vec<(i64, u8, i64, Value, String)> = Vec::new();
     for t in store.transitions(p.id)? {
@@ -308,6 +373,12 @@ pub fn history(config: &Config, args: ShowArgs) -> Result<u8> {
             "display_id": s.display_id});
         events.push((s.seen_at, 1, n as i64, v, line));
     }
+    if let (Some(run), Some(started)) = (run_value(&p), p.run.started_at) {
+        let mut v = run;
+        v["kind"] = json!("run");
+        v["at"] = json!(rfc3339(started));
+        events.push((started, 2, 0, v, String::new()));
+    }
     events.sort_by_key(|e| (e.0, e.1, e.2));
     if args.json {
         let arr: Vec<Value> = events.into_iter().map(|e| e.3).collect();
@@ -321,9 +392,10 @@ pub fn history(config: &Config, args: ShowArgs) -> Result<u8> {
         p.cmd_hash,
         cmd(&p.command)
     );
-    for (at, _, _, _, line) in events {
+    for (at, _, _, _, line) in events.into_iter().filter(|e| !e.4.is_empty()) {
         out.push_str(&format!("  {}  {line}\n", rfc3339(at)));
     }
+    out.push_str(&run_text(&p));
     print_out(&out)?;
     Ok(error::OK)
 }

@@ -12,6 +12,7 @@ mod migrate;
 mod notify;
 mod poll;
 mod run;
+mod stats;
 mod sweep;
 
 use crate::canon;
@@ -28,6 +29,7 @@ pub const CLASSIFIERS: &[error::Classifier] = &[
     crate::store::classify,
     crate::notify::telegram::classify,
     crate::parse::classify,
+    error::classify_io,
 ];
 
 /// Runs one command; returns the exit code.
@@ -35,10 +37,11 @@ pub fn run(cli: Cli) -> Result<u8> {
     // Commands that need no configuration work even when it is broken.
     match &cli.command {
         Command::Completions { shell } => return info::completions(*shell),
-        Command::Man => return info::man(),
+        Command::Man(args) => return info::man(args),
         _ => {}
     }
     let verbosity = if cli.quiet { -1 } else { cli.verbose as i8 };
+    init_logs(verbosity, matches!(cli.command, Command::Serve(_)));
     let mut config = Config::new(cli.db, cli.config, verbosity)?;
     config.secrets = known_secrets(&config);
     crate::redact::Redactor::new(
@@ -67,10 +70,53 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Reject(args) => decide::reject(&config, args),
         Command::Sweep(args) => sweep::sweep(&config, args),
         Command::Authority => info::authority(),
-        Command::Doctor => doctor::doctor(&config),
+        Command::Doctor(args) => doctor::doctor(&config, args.json),
         Command::Migrate(args) => migrate::migrate(&config, args),
-        Command::Completions { .. } | Command::Man => Ok(error::OK),
+        Command::Stats(args) => stats::stats(&config, args),
+        Command::Completions { .. } | Command::Man(_) => Ok(error::OK),
     }
+}
+
+/// A sweep, logged when it changed anything.
+fn sweep_now(config: &Config, store: &mut Store) -> Result<crate::model::Swept> {
+    let swept = store.sweep(config.now(), &crate::process::runner_alive)?;
+    if swept.interrupted + swept.expired + swept.pruned > 0 {
+        tracing::info!(
+            interrupted = swept.interrupted,
+            expired = swept.expired,
+            pruned = swept.pruned,
+            "sweep"
+        );
+    }
+    Ok(swept)
+}
+
+/// Structured logs on stderr through `tracing` (journald picks them up under systemd):
+/// presses and their outcome, decisions, runs, sweeps and Telegram errors. `serve` logs
+/// at info by default; other commands log warnings only, so cron stays quiet (`-v`: info,
+/// `-vv`: debug, `-q`: errors); `OPSGATE_LOG` overrides both.
+fn init_logs(verbosity: i8, serve: bool) {
+    let default = match (verbosity, serve) {
+        (v, _) if v < 0 => "error",
+        (0, false) => "warn",
+        (0, true) | (1, _) => "info",
+        _ => "debug",
+    };
+    let directive = crate::config::log_filter().unwrap_or_else(|| format!("opsgate={default}"));
+    let filter = tracing_subscriber::EnvFilter::try_new(&directive)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("opsgate={default}")));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_target(false);
+    // journald stamps every line itself.
+    let result = if std::env::var_os("JOURNAL_STREAM").is_some() {
+        builder.without_time().try_init()
+    } else {
+        builder.try_init()
+    };
+    drop(result); // already set (tests calling run twice): keep the first
 }
 
 /// The secret values opsgate itself holds: the bot token, the database password, and
@@ -81,7 +127,7 @@ fn known_secrets(config: &Config) -> Vec<crate::config::Secret> {
         out.push(tg.token.clone());
     }
     if let DbLocation::Postgres(url) = &config.db {
-        if let Some(p) = crate::store::url_password(url) {
+        if let Some(p) = crate::config::url_password(url) {
             out.push(crate::config::Secret::new(p));
         }
     }
@@ -131,14 +177,30 @@ fn open_location(location: &DbLocation, config: &Config) -> Result<Store> {
 }
 
 /// Opens the store for reading; a missing database is an empty one, not an error, and is
-/// not created.
+/// not created. One the user may not look at is an error (77), never "no proposals".
 fn open_for_reading(config: &Config) -> Result<Option<Store>> {
     if let DbLocation::File(path) = &config.db {
-        if !path.exists() {
+        if !db_file_exists(path)? {
             return Ok(None);
         }
     }
     open_store(config).map(Some)
+}
+
+/// Whether the database file exists; a path this user cannot look into is an error that
+/// says so (exit 77), not a missing database.
+pub fn db_file_exists(path: &std::path::Path) -> Result<bool> {
+    path.try_exists().map_err(|e| {
+        let (kind, what) = if e.kind() == std::io::ErrorKind::PermissionDenied {
+            (
+                Kind::Permission,
+                "permission denied (run opsgate as the user that owns it, or fix the directory's permissions)".to_string(),
+            )
+        } else {
+            (Kind::Io, e.to_string())
+        };
+        error::fail(kind, format!("cannot look at database {}: {what}", path.display()))
+    })
 }
 
 fn no_proposal(reference: &str) -> anyhow::Error {

@@ -16,12 +16,40 @@ pub fn notify(config: &Config, args: NotifyArgs) -> Result<u8> {
                 None => Vec::new(),
             };
             let cards: Vec<Card> = clusters.iter().map(notify::render).collect();
-            print_out(&notify::console_text(&cards))?;
+            if args.json {
+                let v: Vec<serde_json::Value> = clusters
+                    .iter()
+                    .zip(&cards)
+                    .map(|(c, card)| {
+                        serde_json::json!({"card": c.cluster_id, "source": c.source,
+                            "text": card.plain, "approvable": card.shown})
+                    })
+                    .collect();
+                print_out(&format!("{}\n", serde_json::Value::Array(v)))?;
+            } else if config.verbosity >= 0 {
+                print_out(&notify::console_text(&cards))?;
+            }
             return Ok(error::OK);
         }
     };
     let mut store = open_store(config)?;
     let report = notify::push_owed(&mut store, tg_cfg, None)?;
+    if args.json {
+        let refused: Vec<serde_json::Value> = report
+            .refused
+            .iter()
+            .map(|(card, e)| serde_json::json!({"card": card, "error": e.to_string()}))
+            .collect();
+        let v = serde_json::json!({"sent": report.sent, "edited": report.edited,
+            "unchanged": report.unchanged, "still_owed": report.still_owed, "busy": report.busy,
+            "refused": refused, "stopped_by": report.stopped_by.as_ref().map(|e| e.to_string())});
+        print_out(&format!("{v}\n"))?;
+        let quiet = Config {
+            verbosity: -1,
+            ..config.clone()
+        };
+        return finish_push(&quiet, &report);
+    }
     finish_push(config, &report)
 }
 

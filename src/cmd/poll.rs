@@ -9,7 +9,7 @@ use crate::decisions::{self, Handled};
 use crate::error::{self, Error, Kind};
 use crate::notify::telegram::{Polled, Telegram, TgError, CHANNEL};
 use crate::notify::{self, PushReport};
-use crate::process::{self, Stop};
+use crate::process::Stop;
 use crate::store::Store;
 use anyhow::{Context, Result};
 use serde_json::json;
@@ -97,13 +97,14 @@ pub fn serve(config: &Config, args: ServeArgs) -> Result<u8> {
     let mut store = open_store(config)?;
     let tg = Telegram::new(tg_cfg)?.with_stop(stop.clone());
     take_poller_lock(&mut store)?;
-    let bot = tg.me()?;
-    if config.verbosity >= 0 {
-        eprintln!(
-            "opsgate: serving @{bot} for chat {}; stop with SIGTERM or Ctrl-C",
-            tg_cfg.chat_id
-        );
-    }
+    let (_, bot) = tg.me()?;
+    tracing::info!(
+        bot = %bot,
+        chat = tg_cfg.chat_id,
+        routes = tg_cfg.routes.len(),
+        execute = args.execute,
+        "serving; stop with SIGTERM or Ctrl-C"
+    );
     let wait = Duration::from_secs(args.poll_timeout);
     let sweep_every = Duration::from_secs(args.sweep_every.max(1));
     let mut last_sweep: Option<std::time::Instant> = None;
@@ -111,7 +112,7 @@ pub fn serve(config: &Config, args: ServeArgs) -> Result<u8> {
     let result = (|| -> Result<()> {
         while !stop.requested() {
             if last_sweep.is_none_or(|t| t.elapsed() >= sweep_every) {
-                store.sweep(config.now(), &process::runner_alive)?;
+                super::sweep_now(config, &mut store)?;
                 last_sweep = Some(std::time::Instant::now());
             }
             if args.execute {
@@ -130,10 +131,7 @@ pub fn serve(config: &Config, args: ServeArgs) -> Result<u8> {
                 return Err(TgError::Config(m.clone()).into());
             }
             if let Some(e) = &report.stopped_by {
-                eprintln!(
-                    "opsgate: warning: {e}; {} card(s) still owed",
-                    report.still_owed
-                );
+                tracing::warn!(error = %e, still_owed = report.still_owed, "cards not delivered");
             }
             let offset = store.cursor(CHANNEL)?;
             match tg.updates_or_stop(offset, wait) {
@@ -143,7 +141,7 @@ pub fn serve(config: &Config, args: ServeArgs) -> Result<u8> {
                 }
                 Err(e @ (TgError::Conflict | TgError::Config(_))) => return Err(e.into()),
                 Err(e) => {
-                    eprintln!("opsgate: warning: {e}; retrying in 5s");
+                    tracing::warn!(error = %e, "getUpdates failed; retrying in 5s");
                     if !tg.sleep_or_stop(Duration::from_secs(5)) {
                         return Ok(());
                     }
@@ -155,15 +153,13 @@ pub fn serve(config: &Config, args: ServeArgs) -> Result<u8> {
     store.unlock(POLLER_LOCK);
     if let Some(mut child) = runner {
         // A command in progress finishes and is recorded by its own runner.
-        if config.verbosity >= 0 && child.try_wait()?.is_none() {
-            eprintln!("opsgate: waiting for the running command to finish");
+        if child.try_wait()?.is_none() {
+            tracing::info!("waiting for the running command to finish");
         }
         child.wait()?;
     }
     result?;
-    if config.verbosity >= 0 {
-        eprintln!("opsgate: stopped");
-    }
+    tracing::info!("stopped");
     Ok(error::OK)
 }
 
@@ -176,6 +172,10 @@ fn spawn_runner(config: &Config, sources: &[String]) -> Result<std::process::Chi
         cmd.arg("--config").arg(path);
     }
     cmd.arg("-q").arg("run");
+    // The runner logs its runs like serve does (-q only silences its stdout).
+    if crate::config::log_filter().is_none() && tracing::enabled!(tracing::Level::INFO) {
+        cmd.env("OPSGATE_LOG", "opsgate=info");
+    }
     for source in sources {
         cmd.arg("--source").arg(source);
     }

@@ -6,7 +6,6 @@ use crate::config::{Config, DbLocation, MAX_RUN_TIMEOUT};
 use crate::error::{self, Error, Kind};
 use crate::model::State;
 use crate::notify::deliver_quietly;
-use crate::process;
 use crate::run::{self, Ran};
 use crate::text::show_command;
 use anyhow::Result;
@@ -51,7 +50,7 @@ pub fn run(config: &Config, args: RunArgs) -> Result<u8> {
     let mut store = open_store(config)?;
     // A runner that died leaves its proposals executing: they become interrupted here,
     // and are never run again without a Retry.
-    store.sweep(config.now(), &process::runner_alive)?;
+    super::sweep_now(config, &mut store)?;
     if args.dry_run {
         let approved: Vec<_> = store
             .list(&[State::Approved], None)?
@@ -114,9 +113,9 @@ pub fn run(config: &Config, args: RunArgs) -> Result<u8> {
                         (None, None) => "no exit code".into(),
                     };
                     let _ = print_out(&format!(
-                        "  -> {} ({how}, {} ms)\n",
+                        "  -> {} ({how}, {})\n",
                         state.map(State::as_str).unwrap_or("not recorded"),
-                        outcome.duration_ms
+                        crate::time::human_duration(outcome.duration_ms)
                     ));
                 }
                 results.push(json!({
@@ -126,6 +125,10 @@ pub fn run(config: &Config, args: RunArgs) -> Result<u8> {
                     "exit_code": outcome.exit_code,
                     "timed_out": outcome.timed_out,
                     "duration_ms": outcome.duration_ms,
+                    "duration": crate::time::human_duration(outcome.duration_ms),
+                    "note": outcome.note,
+                    "stdout_tail": crate::redact::redact(&outcome.stdout_tail),
+                    "stderr_tail": crate::redact::redact(&outcome.stderr_tail),
                 }));
             }
         },

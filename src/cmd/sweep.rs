@@ -5,13 +5,12 @@ use crate::cli::SweepArgs;
 use crate::config::Config;
 use crate::error;
 use crate::notify::deliver_quietly;
-use crate::process;
 use anyhow::Result;
 use serde_json::json;
 
 pub fn sweep(config: &Config, args: SweepArgs) -> Result<u8> {
     let mut store = open_store(config)?;
-    let swept = store.sweep(config.now(), &process::runner_alive)?;
+    let swept = super::sweep_now(config, &mut store)?;
     if args.json {
         let v = json!({
             "interrupted": swept.interrupted,

@@ -91,7 +91,7 @@ fn deliver(
             let hash = card.content_hash();
             // Its route: a card whose route now names another chat (the configuration
             // changed, or a riskier variant joined it) is sent anew there.
-            let target = cfg.route(&view.source, view.risk());
+            let target = cfg.route(&view.source, view.risk().as_str());
             let chat = target.chat_id.to_string();
             let moved_from = card_row
                 .chat
@@ -120,6 +120,7 @@ fn deliver(
                 match result {
                     Ok(id) => {
                         store.mark_delivered(CHANNEL, card_row, &delivered(Some(&id)))?;
+                        tracing::debug!(card = card_row.cluster_id, chat = target.chat_id, message = %id, "card delivered");
                         if let Some((old_chat, old_message)) = &moved_from {
                             // Best effort: the old message's buttons are refused anyway
                             // (its chat is not the card's any more).
@@ -134,6 +135,7 @@ fn deliver(
                     }
                     Err(TgError::MessageGone) if existing.is_some() => existing = None,
                     Err(TgError::RetryAfter(d)) if waited + d <= max_wait => {
+                        tracing::info!(card = card_row.cluster_id, wait = %crate::time::human_duration(d.as_millis() as i64), "Telegram 429: waiting");
                         waited += d;
                         if !tg.sleep_or_stop(d) {
                             report.still_owed = store.owed_count(CHANNEL)?;
@@ -141,6 +143,7 @@ fn deliver(
                         }
                     }
                     Err(e @ TgError::Refused(_)) => {
+                        tracing::warn!(card = card_row.cluster_id, error = %e, "Telegram refused a card");
                         report.refused.push((card_row.cluster_id, e));
                         break;
                     }

@@ -45,7 +45,11 @@ impl std::fmt::Display for TgError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             TgError::RetryAfter(d) => {
-                write!(f, "Telegram rate limit: retry after {}s", d.as_secs())
+                write!(
+                    f,
+                    "Telegram rate limit: retry after {}",
+                    crate::time::human_duration(d.as_millis() as i64)
+                )
             }
             TgError::MessageGone => write!(f, "the card's message was deleted"),
             TgError::Conflict => write!(
@@ -110,6 +114,13 @@ pub enum Polled {
     Stop,
 }
 
+/// What `doctor` learns about a chat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatCheck {
+    pub title: String,
+    pub can_post: bool,
+}
+
 /// A connected bot.
 pub struct Telegram {
     rt: tokio::runtime::Runtime,
@@ -163,8 +174,8 @@ impl Telegram {
             .block_on(async { tokio::time::timeout(bound, fut).await });
         match result {
             Err(_) => Err(TgError::Temporary(format!(
-                "no answer within {}s",
-                bound.as_secs()
+                "no answer within {}",
+                crate::time::human_duration(bound.as_millis() as i64)
             ))),
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(self.classify(e)),
@@ -262,8 +273,8 @@ impl Telegram {
         match outcome {
             None => Ok(Polled::Stop),
             Some(Err(_)) => Err(TgError::Temporary(format!(
-                "no answer within {}s",
-                bound.as_secs()
+                "no answer within {}",
+                crate::time::human_duration(bound.as_millis() as i64)
             ))),
             Some(Ok(Ok(updates))) => Ok(Polled::Updates(convert(updates))),
             Some(Ok(Err(e))) => Err(self.classify(e)),
@@ -325,11 +336,43 @@ impl Telegram {
         Ok(msg.id.0.to_string())
     }
 
-    /// `getMe`: checks the token; returns the bot's username.
-    pub fn me(&self) -> Result<String, TgError> {
+    /// `getMe`: checks the token; returns the bot's user id and username.
+    pub fn me(&self) -> Result<(u64, String), TgError> {
         let req = self.bot.get_me();
         let me = self.call(self.timeout, async { req.await })?;
-        Ok(me.user.username.clone().unwrap_or_default())
+        Ok((me.user.id.0, me.user.username.clone().unwrap_or_default()))
+    }
+
+    /// `getChat` and `getChatMember` for the bot itself: does the bot see the chat, and
+    /// may it post there?
+    pub fn chat_check(&self, chat: i64, bot: u64) -> Result<ChatCheck, TgError> {
+        let req = self.bot.get_chat(ChatId(chat));
+        let info = self.call(self.timeout, async { req.await })?;
+        let title = info
+            .title()
+            .map(str::to_string)
+            .or_else(|| info.username().map(|u| format!("@{u}")))
+            .unwrap_or_else(|| "a private chat".into());
+        let req = self
+            .bot
+            .get_chat_member(ChatId(chat), teloxide::types::UserId(bot));
+        let member = self.call(self.timeout, async { req.await })?;
+        use teloxide::types::ChatMemberKind as K;
+        let can_post = match &member.kind {
+            K::Owner(_) | K::Administrator(_) | K::Member { .. } => true,
+            K::Restricted(r) => r.is_member && r.can_send_messages,
+            K::Left | K::Banned(_) => false,
+        };
+        Ok(ChatCheck { title, can_post })
+    }
+
+    /// `getWebhookInfo`: the webhook's host when one is set (getUpdates fails while it is).
+    pub fn webhook(&self) -> Result<Option<String>, TgError> {
+        let req = self.bot.get_webhook_info();
+        let info = self.call(self.timeout, async { req.await })?;
+        Ok(info
+            .url
+            .map(|u| u.host_str().unwrap_or("an unnamed host").to_string()))
     }
 }
 

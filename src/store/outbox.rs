@@ -179,9 +179,22 @@ impl Store {
         })
     }
 
-    /// Remembers that a confirmation was asked for, until `until`.
-    pub fn note_confirmation(&mut self, key: &str, until: i64) -> Result<()> {
-        set_meta(self.conn(), &format!("confirm:{key}"), &until.to_string())
+    /// Remembers that a confirmation was asked for, until `until`; with a card, its
+    /// operators read `note` on it (the card is owed again).
+    pub fn note_confirmation(
+        &mut self,
+        key: &str,
+        until: i64,
+        card: Option<(i64, &str)>,
+    ) -> Result<()> {
+        self.transact("to note a confirmation", |c| {
+            set_meta(c, &format!("confirm:{key}"), &until.to_string())?;
+            if let Some((cluster_id, note)) = card {
+                super::owe_card(c, cluster_id)?;
+                set_meta(c, &card_note_key(cluster_id), note)?;
+            }
+            Ok(())
+        })
     }
 }
 
@@ -194,6 +207,20 @@ pub(super) fn advance(c: &mut dyn Conn, cursor: Option<&Cursor>) -> Result<()> {
             &[&cur.channel, &cur.position],
         )?;
     }
+    Ok(())
+}
+
+/// The `meta` key of a card's operator note.
+pub(super) fn card_note_key(cluster_id: i64) -> String {
+    format!("cardnote:{cluster_id}")
+}
+
+/// Drops a card's operator note (a decision answered it), in the caller's transaction.
+pub(super) fn clear_card_note(c: &mut dyn Conn, cluster_id: i64) -> Result<()> {
+    c.execute(
+        "DELETE FROM meta WHERE key = ?1",
+        &[&card_note_key(cluster_id)],
+    )?;
     Ok(())
 }
 

@@ -97,37 +97,10 @@ fn parse_url(url: &str) -> Result<Url> {
     let config: postgres::Config = rebuilt.parse().map_err(|e| {
         bad(format!(
             "the PostgreSQL URL {} is not valid: {e}; expected postgres://user:password@host:port/database",
-            mask(url)
+            crate::config::mask_url(url)
         ))
     })?;
     Ok(Url { config, root_cert })
-}
-
-/// The password in a URL, if it has one.
-pub fn password(url: &str) -> Option<String> {
-    let (_, rest) = url.split_once("://")?;
-    let authority = rest.split('/').next().unwrap_or(rest);
-    let (user, _) = authority.rsplit_once('@')?;
-    let (_, password) = user.split_once(':')?;
-    (!password.is_empty()).then(|| password.to_string())
-}
-
-/// The URL with its password replaced by `***`.
-pub fn mask(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let (authority, tail) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, ""),
-    };
-    match authority.rsplit_once('@') {
-        Some((user, host)) => match user.split_once(':') {
-            Some((name, _)) => format!("{scheme}://{name}:***@{host}{tail}"),
-            None => url.to_string(),
-        },
-        None => url.to_string(),
-    }
 }
 
 fn tls(root_cert: Option<&str>) -> Result<tokio_postgres_rustls::MakeRustlsConnect> {
@@ -216,7 +189,7 @@ impl PgDb {
 
     /// Connects and brings the schema up to date (refusing a newer one).
     pub fn open(url: &str) -> Result<PgDb> {
-        let shown = mask(url);
+        let shown = crate::config::mask_url(url);
         let Url {
             mut config,
             root_cert,
@@ -573,10 +546,15 @@ mod tests {
     #[test]
     fn passwords_are_masked_and_libpq_options_read() {
         assert_eq!(
-            mask("postgres://opsgate:s3cret@db.example:5432/ops?sslmode=require"),
+            crate::config::mask_url(
+                "postgres://opsgate:s3cret@db.example:5432/ops?sslmode=require"
+            ),
             "postgres://opsgate:***@db.example:5432/ops?sslmode=require"
         );
-        assert_eq!(mask("postgresql://db/ops"), "postgresql://db/ops");
+        assert_eq!(
+            crate::config::mask_url("postgresql://db/ops"),
+            "postgresql://db/ops"
+        );
         let url = parse_url(
             "postgres://u:p@127.0.0.1:5433/ops?sslmode=verify-full&sslrootcert=/etc/ca.pem",
         )

@@ -251,8 +251,16 @@ impl Store {
         let source = source
             .or_else(|| proposals.first().map(|p| p.source.clone()))
             .unwrap_or_default();
+        let note = c
+            .query_opt(
+                "SELECT value FROM meta WHERE key = ?1",
+                &[&super::outbox::card_note_key(cluster_id)],
+            )?
+            .map(|r| r.text(0))
+            .transpose()?;
         Ok(ClusterView {
             cluster_id,
+            note,
             name: cluster_name(c, cluster_id)?,
             source,
             proposals,
@@ -325,6 +333,85 @@ impl Store {
         )?;
         rows.iter().map(|r| Ok((r.text(0)?, r.int(1)?))).collect()
     }
+
+    /// The figures `opsgate stats` reports, in four grouped reads: proposals by state and
+    /// source (one pass over the table: a handful of groups, no per-row work), the oldest
+    /// pending proposal (the expiry index in order, first pending row), each source's
+    /// last ingest (a covering-index pass, then one row per source) and the cards each
+    /// channel is owed (its owed index).
+    pub fn stats(&mut self) -> Result<Stats> {
+        let c = self.conn();
+        let mut proposals = Vec::new();
+        for r in c.query(
+            "SELECT state, source, COUNT(*) FROM proposals GROUP BY state, source",
+            &[],
+        )? {
+            proposals.push(StateCount {
+                state: r.text(0)?,
+                source: r.text(1)?,
+                count: r.int(2)?,
+            });
+        }
+        // `state IN (...)` names the expiry index's own condition, so both planners read
+        // that index in order and stop at the first pending row.
+        let oldest_pending_at = c
+            .query_opt(
+                "SELECT first_seen_at FROM proposals
+                 WHERE state IN ('pending','approved') AND state = 'pending'
+                 ORDER BY first_seen_at LIMIT 1",
+                &[],
+            )?
+            .map(|r| r.int(0))
+            .transpose()?;
+        let mut last_ingests = Vec::new();
+        for r in c.query(
+            "SELECT i.source, i.at FROM ingests i
+             WHERE i.id IN (SELECT MAX(id) FROM ingests GROUP BY source)",
+            &[],
+        )? {
+            last_ingests.push((r.text(0)?, r.int(1)?));
+        }
+        let mut cards_owed = Vec::new();
+        for r in c.query(
+            "SELECT ch.name, (SELECT COUNT(*) FROM deliveries d
+                              WHERE d.channel = ch.name AND d.rev > d.sent_rev)
+             FROM channels ch",
+            &[],
+        )? {
+            cards_owed.push((r.text(0)?, r.int(1)?));
+        }
+        // Sorted here, byte by byte: the same order whatever the database's collation.
+        proposals.sort_by(|a, b| (&a.state, &a.source).cmp(&(&b.state, &b.source)));
+        last_ingests.sort();
+        cards_owed.sort();
+        Ok(Stats {
+            proposals,
+            oldest_pending_at,
+            last_ingests,
+            cards_owed,
+        })
+    }
+}
+
+/// What `opsgate stats` reports, read by [`Store::stats`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Proposals by state and source (groups that have any), ordered by both.
+    pub proposals: Vec<StateCount>,
+    /// When the oldest pending proposal was first seen (ms), if any is pending.
+    pub oldest_pending_at: Option<i64>,
+    /// Each source's last ingest: (source, when in ms), by source.
+    pub last_ingests: Vec<(String, i64)>,
+    /// Cards each channel opsgate has used is owed: (channel, count), by channel.
+    pub cards_owed: Vec<(String, i64)>,
+}
+
+/// How many proposals of one source are in one state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateCount {
+    pub state: String,
+    pub source: String,
+    pub count: i64,
 }
 
 /// The distinct display ids of several proposals (one query), each in order of first

@@ -59,6 +59,7 @@ impl SqliteDb {
     /// Opens (creating if needed) the database at `path`, sets pragmas, applies migrations.
     /// Refuses a file that is not an opsgate database or has a newer schema.
     pub fn open(path: &Path) -> Result<SqliteDb> {
+        check_path(path)?;
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             create_private_dir(parent)
                 .with_context(|| format!("creating database directory {}", parent.display()))?;
@@ -384,6 +385,73 @@ impl Database for SqliteDb {
     fn unlock(&mut self, name: &str) {
         // Closing the file releases the lock.
         self.locks.remove(name);
+    }
+}
+
+/// Says plainly what is wrong with a database path before anything is created: a
+/// directory this user may not enter (77), a file where a directory must be (78).
+fn check_path(path: &Path) -> Result<()> {
+    let permission = |what: &Path| {
+        Error::new(
+            Kind::Permission,
+            format!(
+                "database {}: permission denied on {} (run opsgate as the user that owns it, or fix the permissions)",
+                path.display(),
+                what.display()
+            ),
+        )
+    };
+    for dir in path
+        .ancestors()
+        .skip(1)
+        .filter(|p| !p.as_os_str().is_empty())
+    {
+        match std::fs::metadata(dir) {
+            Ok(meta) if meta.is_dir() => break,
+            Ok(_) => {
+                return Err(Error::new(
+                    Kind::Config,
+                    format!(
+                    "database {}: {} is a file, not a directory; point --db / OPSGATE_DB elsewhere",
+                    path.display(),
+                    dir.display()
+                ),
+                )
+                .into())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                return Err(permission(dir).into())
+            }
+            Err(_) => continue, // missing: created below
+        }
+    }
+    match path.try_exists() {
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            Err(permission(path.parent().unwrap_or(path)).into())
+        }
+        Ok(true) if path.is_dir() => Err(Error::new(
+            Kind::Config,
+            format!(
+                "database {} is a directory; expected a file path such as {}/opsgate.db",
+                path.display(),
+                path.display()
+            ),
+        )
+        .into()),
+        Ok(true) => {
+            // Exists: may this user write it?
+            match std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(path)
+            {
+                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                    Err(permission(path).into())
+                }
+                _ => Ok(()),
+            }
+        }
+        _ => Ok(()),
     }
 }
 

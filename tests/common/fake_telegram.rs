@@ -57,7 +57,7 @@ pub struct FakeState {
     next_message_id: i64,
     pub messages: BTreeMap<i64, Msg>,
     pub calls: Vec<Call>,
-    updates: Vec<Value>,
+    pub updates: Vec<Value>,
     next_update_id: i64,
     faults: VecDeque<Fault>,
     pub old_queries: HashSet<String>,
@@ -67,6 +67,10 @@ pub struct FakeState {
     pub delay: Duration,
     /// Chats the bot is in besides [`CHAT`].
     pub chats: HashSet<i64>,
+    /// Chats the bot is in but may not post to (restricted).
+    pub muted: HashSet<i64>,
+    /// A webhook URL, as `setWebhook` would leave it: getUpdates then fails with 409.
+    pub webhook: Option<String>,
 }
 
 pub struct Fake {
@@ -524,6 +528,45 @@ async fn handle(
             st.messages.insert(id, msg);
             ok(v)
         }
+        "getchat" => {
+            let chat = body["chat_id"].as_i64().unwrap_or(0);
+            let st = state.lock().unwrap();
+            if chat != CHAT && !st.chats.contains(&chat) {
+                return bad(400, "Bad Request: chat not found");
+            }
+            ok(
+                json!({"id": chat, "type": "supergroup", "title": format!("ops {chat}"),
+                "accepted_gift_types": {"unlimited_gifts": false, "limited_gifts": false,
+                    "unique_gifts": false, "premium_subscription": false},
+                "max_reaction_count": 11}),
+            )
+        }
+        "getchatmember" => {
+            let chat = body["chat_id"].as_i64().unwrap_or(0);
+            let user = body["user_id"].as_u64().unwrap_or(0);
+            let st = state.lock().unwrap();
+            if chat != CHAT && !st.chats.contains(&chat) {
+                return bad(400, "Bad Request: chat not found");
+            }
+            let user_json = json!({"id": user, "is_bot": user == 42, "first_name": "opsgate"});
+            if st.muted.contains(&chat) {
+                return ok(
+                    json!({"status": "restricted", "user": user_json, "is_member": true,
+                    "can_send_messages": false, "can_send_audios": false, "can_send_documents": false,
+                    "can_send_photos": false, "can_send_videos": false, "can_send_video_notes": false,
+                    "can_send_voice_notes": false, "can_send_polls": false,
+                    "can_send_other_messages": false, "can_add_web_page_previews": false,
+                    "can_change_info": false, "can_invite_users": false, "can_pin_messages": false,
+                    "can_manage_topics": false, "until_date": 0}),
+                );
+            }
+            ok(json!({"status": "member", "user": user_json}))
+        }
+        "getwebhookinfo" => {
+            let st = state.lock().unwrap();
+            ok(json!({"url": st.webhook.clone().unwrap_or_default(),
+                "has_custom_certificate": false, "pending_update_count": 0}))
+        }
         "answercallbackquery" => {
             let id = body["callback_query_id"].as_str().unwrap_or("").to_string();
             let mut st = state.lock().unwrap();
@@ -539,6 +582,9 @@ async fn handle(
             let timeout = body["timeout"].as_u64().unwrap_or(0).min(30);
             {
                 let mut st = state.lock().unwrap();
+                if st.webhook.is_some() {
+                    return bad(409, "Conflict: can't use getUpdates method while webhook is active; use deleteWebhook to delete the webhook first");
+                }
                 if st.polling {
                     return bad(409, "Conflict: terminated by other getUpdates request; make sure that only one bot instance is running");
                 }
