@@ -939,6 +939,7 @@ fn telegram(file: FileTelegram, prov: &mut Vec<Provenance>) -> Result<Option<Tel
     let secret = |_: &String| "(secret)".to_string();
     let path_shown = |p: &PathBuf| p.display().to_string();
     // The environment's token (a file or the value) wins over the file's token_file.
+    let file_has_token = file.token_file.is_some();
     let token_file = pick(
         prov,
         TOKEN_FILE,
@@ -950,7 +951,13 @@ fn telegram(file: FileTelegram, prov: &mut Vec<Provenance>) -> Result<Option<Tel
     );
     let token = match token_file {
         Some(path) => Some(read_token_file(&path)?),
-        None => pick(prov, TOKEN, non_empty_env(TOKEN), None, secret).map(|t| t.trim().to_string()),
+        None => {
+            let token = pick(prov, TOKEN, non_empty_env(TOKEN), None, secret);
+            if let (Some(p), true) = (prov.last_mut(), file_has_token && token.is_some()) {
+                p.overridden_file = true; // the file's token_file loses to the variable
+            }
+            token.map(|t| t.trim().to_string())
+        }
     };
     let Some(token) = token else { return Ok(None) };
     if !valid_token(&token) {

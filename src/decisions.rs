@@ -28,6 +28,7 @@ pub fn telegram_actor(user_id: u64, username: Option<&str>, first_name: &str) ->
     Actor {
         id: format!("telegram:{user_id} {display}"),
         display,
+        voter: format!("telegram:{user_id}"),
     }
 }
 
@@ -70,8 +71,15 @@ pub fn apply_press(
         return refuse(store, None, Refusal::UnknownButton);
     };
     // The card's route decides where its buttons count and whose presses do.
-    let route = route_of(store, cfg, action)?;
+    let (card, route) = route_of(store, cfg, action)?;
     if chat != route.chat_id {
+        // A press on a card left in its old chat by a route change: the card is redrawn,
+        // so the outbox moves it to its route's chat (and retires this message).
+        if let Some(card) = card {
+            if store.delivered_chat(card, CHANNEL)?.as_deref() == Some(&chat.to_string()) {
+                store.redraw_card(card)?;
+            }
+        }
         return refuse(store, proposal_ref, Refusal::WrongChat);
     }
     if !route.operators.contains(&press.user_id) {
@@ -121,14 +129,18 @@ pub fn apply_press(
 
 /// The route of the card a button acts on; a button naming no card gets the default route
 /// (the store refuses it afterwards).
-fn route_of<'c>(store: &mut Store, cfg: &'c TelegramConfig, action: Action) -> Result<Target<'c>> {
+fn route_of<'c>(
+    store: &mut Store,
+    cfg: &'c TelegramConfig,
+    action: Action,
+) -> Result<(Option<i64>, Target<'c>)> {
     let of = match action {
         Action::Approve(id) | Action::Cancel(id) | Action::Retry(id) => CardOf::Proposal(id),
         Action::Reject(cluster) => CardOf::Card(cluster),
     };
     Ok(match store.card_route(of)? {
-        Some((_, source, risk)) => cfg.route(&source, risk.as_str()),
-        None => cfg.route("", crate::model::Risk::Low.as_str()),
+        Some((card, source, risk)) => (Some(card), cfg.route(&source, risk.as_str())),
+        None => (None, cfg.route("", crate::model::Risk::Low.as_str())),
     })
 }
 
@@ -242,7 +254,7 @@ pub fn handle_updates(
             let prompt = format!(
                 "{who}: reply to this message with the reason for rejecting card {cluster_id} (within 10 minutes)."
             );
-            let to = route_of(store, cfg, Action::Reject(cluster_id))?;
+            let (_, to) = route_of(store, cfg, Action::Reject(cluster_id))?;
             match tg.ask(&to, &prompt) {
                 Ok(prompt_id) => store.note_reason_prompt(
                     &press.user_id.to_string(),

@@ -99,13 +99,19 @@ pub struct Actor {
     pub id: String,
     /// How the card names them, e.g. `@alice`.
     pub display: String,
+    /// Who this is when distinct approvals are counted: a Telegram user id (a renamed
+    /// account is the same person), or the local account that ran the command (`--as`
+    /// only names it), e.g. `telegram:123456`, `local-uid:0`.
+    pub voter: String,
 }
 
 impl Actor {
     /// An actor that is opsgate itself: `policy`, `sweep`, `runner:...`.
     pub fn system(id: impl Into<String>, display: &str) -> Actor {
+        let id = id.into();
         Actor {
-            id: id.into(),
+            voter: id.clone(),
+            id,
             display: display.to_string(),
         }
     }

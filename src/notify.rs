@@ -518,6 +518,9 @@ fn lifecycle_lines(w: &mut Writer, p: &Proposal, detail: Detail) {
                     if detail.output_chars == 0 {
                         continue;
                     }
+                    // Secrets hidden in the whole tail before it is cut: a cut through a
+                    // value would leave it unrecognisable, and shown.
+                    let tail = crate::redact::redact(tail);
                     let count = tail.chars().count();
                     let shown: String = tail
                         .chars()

@@ -204,8 +204,18 @@ fn find_proposals(text: &str, depth: usize) -> Result<Vec<Value>, ParseError> {
 
     match serde_json::from_str::<Value>(trimmed) {
         Ok(value) => {
+            // The whole answer is the LLM CLI's (or API's) own error: say so. Only the
+            // outermost object counts, and only when it holds no proposals (an object
+            // the model wrote may well have an "error" field).
+            let error = match (&value, depth) {
+                (Value::Object(obj), 0) => llm_error(obj),
+                _ => None,
+            };
             if let Some(v) = consider(interpret(value, depth)?) {
                 return Ok(v);
+            }
+            if let Some(message) = error {
+                return Err(ParseError::LlmError { message });
             }
         }
         Err(e) if e.is_eof() && trimmed.starts_with(['{', '[']) => {
@@ -392,9 +402,6 @@ fn interpret(value: Value, depth: usize) -> Result<Found, ParseError> {
             }
             if is_proposal_map(&obj) {
                 return Ok(Found::Proposals(vec![Value::Object(obj)]));
-            }
-            if let Some(message) = llm_error(&obj) {
-                return Err(ParseError::LlmError { message });
             }
             match envelope_text(&obj) {
                 Some(text) if depth < MAX_ENVELOPE_DEPTH => {
@@ -698,6 +705,9 @@ mod tests {
                 message: "Overloaded".into()
             })
         );
+        // An "error" field the model wrote, in prose around the answer, is not the CLI's.
+        let prose = "Saw this:\n```json\n{\"service\":\"nginx\",\"error\":\"connection refused\"}\n```\nAnswer: {\"approval_needed\":[{\"command\":\"systemctl restart nginx\"}]}";
+        assert_eq!(parse(prose).map(|p| p.items.len()).ok(), Some(1));
         assert_eq!(
             parse(r#"{"approval_needed": [{"command": "a"}"#).err(),
             Some(ParseError::Truncated { offset: 0 })

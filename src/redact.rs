@@ -33,6 +33,7 @@ pub fn secret_name(name: &str) -> bool {
     ]
     .iter()
     .any(|w| lower.contains(w))
+        || lower.ends_with("pass")
 }
 
 /// What a hidden value is shown as.
@@ -89,13 +90,19 @@ const TRIGGERS: &[&str] = &[
 const BUILTIN: &[&str] = &[
     // NAME=value and export NAME=value, NAME holding a secret word (quoted or not).
     r#"(?i)\b[a-z0-9_]*(?:password|passwd|pwd|secret|token|api_?key|auth|credential)[a-z0-9_]*=("[^"]*"|'[^']*'|[^\s;&|)]+)"#,
+    // DB_PASS=value, SMTP_PASS=value: a name ending in "pass".
+    r#"(?i)\b[a-z0-9_]*pass=("[^"]*"|'[^']*'|[^\s;&|)]+)"#,
+    // --pass value, --db-pass=value (not --bypass).
+    r#"(?i)(?:^|\s)--?(?:[a-z0-9-]*-)?pass(?:=|\s+)("[^"]*"|'[^']*'|[^\s;&|)]+)"#,
+    // Headers whose name says secret: X-Api-Key: v, PRIVATE-TOKEN: v, X-Auth-Token: v.
+    r#"(?i)\b[a-z0-9-]*(?:api-?key|token|secret)\s*:\s*([^\s'"]+)"#,
     // --password=value, --api-key value, -p is too short to tell (not matched).
     r#"(?i)(?:^|\s)--?[a-z0-9-]*(?:password|passwd|pwd|secret|token|api-?key|auth|credential)[a-z0-9-]*(?:=|\s+)("[^"]*"|'[^']*'|[^\s;&|)]+)"#,
     // Authorization: <scheme> value (headers in curl -H, wget --header, ...).
     r#"(?i)authorization:\s*(?:(?:bearer|basic|token|digest)\s+)?([^\s'"]+)"#,
     r#"(?i)\bbearer\s+([A-Za-z0-9._~+/=-]{8,})"#,
     // scheme://user:password@host
-    r#"(?i)\b[a-z][a-z0-9+.-]*://[^\s/:@'"]+:([^\s@/'"]+)@"#,
+    r#"(?i)\b[a-z][a-z0-9+.-]*://[^\s/:@'"]*:([^\s@/'"]+)@"#,
     // AWS access key ids.
     r"\b((?:AKIA|ASIA)[A-Z0-9]{16})\b",
     // GitHub, GitLab, Slack, OpenAI / Anthropic-style keys.
@@ -321,6 +328,20 @@ mod tests {
                 "printf '-----BEGIN RSA PRIVATE KEY-----\nMIIB\n-----END RSA PRIVATE KEY-----'",
                 "printf '<66>'",
             ),
+            ("DB_PASS=hunter22 ./migrate", "DB_PASS=<8> ./migrate"),
+            ("smtp-cli --pass hunter22 send", "smtp-cli --pass <8> send"),
+            (
+                "redis-cli -u redis://:r3dispw@cache:6379",
+                "redis-cli -u redis://:<7>@cache:6379",
+            ),
+            (
+                "curl -H 'X-Api-Key: abc123def' https://x",
+                "curl -H 'X-Api-Key: <9>' https://x",
+            ),
+            (
+                "curl --header 'PRIVATE-TOKEN: glx-0123456789' https://gitlab/x",
+                "curl --header 'PRIVATE-TOKEN: <14>' https://gitlab/x",
+            ),
         ];
         for (input, want) in cases {
             assert_eq!(shown(input), want, "{input}");
@@ -335,6 +356,8 @@ mod tests {
             "kubectl -n prod rollout restart deployment/api",
             "journalctl --vacuum-size=500M",
             "docker compose -f /srv/app/compose.yml up -d",
+            "rsync --bypass-cache -a /a /b",
+            "curl -H 'Content-Type: application/json' https://x",
         ] {
             assert_eq!(shown(c), c);
         }

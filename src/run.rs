@@ -67,25 +67,42 @@ fn kill_leftovers(group: Pid, ours: u32) {
     }
 }
 
-/// Keeps the last [`TAIL_BYTES`] of a stream.
+/// Bytes read beyond [`TAIL_BYTES`] so a known secret cut by the tail's start is still
+/// whole when it is scrubbed (then the tail is cut to size): longer than any token or
+/// password opsgate holds.
+const SCRUB_MARGIN: usize = 1024;
+
+/// Keeps the last [`TAIL_BYTES`] + [`SCRUB_MARGIN`] of a stream.
 fn read_tail(mut r: impl Read) -> Vec<u8> {
-    let mut tail = Vec::with_capacity(TAIL_BYTES * 2);
+    const KEEP: usize = TAIL_BYTES + SCRUB_MARGIN;
+    let mut tail = Vec::with_capacity(KEEP * 2);
     let mut buf = [0u8; 8192];
     loop {
         match r.read(&mut buf) {
             Ok(0) | Err(_) => break,
             Ok(n) => {
                 tail.extend_from_slice(&buf[..n]);
-                if tail.len() > TAIL_BYTES * 2 {
-                    tail.drain(..tail.len() - TAIL_BYTES);
+                if tail.len() > KEEP * 2 {
+                    tail.drain(..tail.len() - KEEP);
                 }
             }
         }
     }
-    if tail.len() > TAIL_BYTES {
-        tail.drain(..tail.len() - TAIL_BYTES);
+    if tail.len() > KEEP {
+        tail.drain(..tail.len() - KEEP);
     }
     tail
+}
+
+/// Scrubs the known secrets out of an output tail, then cuts it to [`TAIL_BYTES`] (on a
+/// character boundary): scrubbing first, so no cut leaves the end of a secret behind.
+pub fn scrubbed_tail(tail: &str, secrets: &[String]) -> String {
+    let clean = crate::redact::scrub_known(tail, secrets);
+    let mut start = clean.len().saturating_sub(TAIL_BYTES);
+    while !clean.is_char_boundary(start) {
+        start += 1;
+    }
+    clean[start..].to_string()
 }
 
 fn lossy_tail(bytes: &[u8]) -> String {
@@ -286,7 +303,7 @@ pub fn run_approved(
         tracing::info!(
             id = claimed.id,
             cmd_hash = %claimed.cmd_hash,
-            command = %crate::text::show_command(&claimed.command).0,
+            command = ?crate::text::show_command(&claimed.command).0,
             "run started"
         );
         let mut renewed = Instant::now();
@@ -302,8 +319,8 @@ pub fn run_approved(
             store.holds_claim(claimed.id, &runner).unwrap_or(true)
         });
         // Known secrets never reach the database or the chat through the output.
-        outcome.stdout_tail = crate::redact::scrub_known(&outcome.stdout_tail, &secrets);
-        outcome.stderr_tail = crate::redact::scrub_known(&outcome.stderr_tail, &secrets);
+        outcome.stdout_tail = scrubbed_tail(&outcome.stdout_tail, &secrets);
+        outcome.stderr_tail = scrubbed_tail(&outcome.stderr_tail, &secrets);
         let state = store.finish(claimed.id, &runner, &outcome, config.now())?;
         tracing::info!(
             id = claimed.id,
@@ -327,8 +344,17 @@ mod tests {
         vec![("PATH".into(), "/usr/bin:/bin".into())]
     }
 
+    /// `execute` reaps and kills every descendant of this process when its command ends,
+    /// as a runner must; tests that run commands in parallel threads would kill each
+    /// other's, so they take turns.
+    fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+        static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        TURN.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     #[test]
     fn runs_exactly_the_text_with_sh() {
+        let _turn = one_at_a_time();
         let o = execute(
             "printf '%s|' \"a  b\" $((1+2)); echo err >&2; exit 3",
             &path(),
@@ -343,6 +369,7 @@ mod tests {
 
     #[test]
     fn keeps_only_the_tail_of_long_output() {
+        let _turn = one_at_a_time();
         let o = execute(
             "seq 1 100000",
             &path(),
@@ -350,12 +377,32 @@ mod tests {
             &mut || true,
         );
         assert_eq!(o.exit_code, Some(0));
-        assert!(o.stdout_tail.len() <= TAIL_BYTES);
-        assert!(o.stdout_tail.ends_with("99999\n100000\n"));
+        let stored = scrubbed_tail(&o.stdout_tail, &[]);
+        assert!(stored.len() <= TAIL_BYTES);
+        assert!(stored.ends_with("99999\n100000\n"));
+    }
+
+    #[test]
+    fn a_secret_cut_by_the_tail_start_is_scrubbed_before_the_cut() {
+        let _turn = one_at_a_time();
+        let secret = "123456:AAH-a-bot-token-of-forty-six-characters".to_string();
+        // The secret starts 20 bytes before the last TAIL_BYTES: a cut first would keep
+        // its end.
+        let output = format!("{secret}{}", "x".repeat(TAIL_BYTES - secret.len() + 20));
+        let o = execute(
+            &format!("printf '%s' '{output}'"),
+            &path(),
+            Duration::from_secs(5),
+            &mut || true,
+        );
+        let stored = scrubbed_tail(&o.stdout_tail, std::slice::from_ref(&secret));
+        assert!(stored.len() <= TAIL_BYTES);
+        assert!(!stored.contains(&secret[20..]), "{}", &stored[..60]);
     }
 
     #[test]
     fn a_timeout_kills_the_whole_group() {
+        let _turn = one_at_a_time();
         let o = execute(
             "sleep 30 & sleep 30; echo never",
             &path(),

@@ -231,7 +231,8 @@ fn owe_card(c: &mut dyn Conn, cluster_id: i64) -> Result<()> {
     outbox::clear_card_note(c, cluster_id)
 }
 
-/// Marks several cards owed; one statement per hundred.
+/// Marks several cards owed (and drops their operator notes, as [`owe_card`] does); two
+/// statements per hundred.
 fn owe_cards(c: &mut dyn Conn, cluster_ids: &[i64]) -> Result<()> {
     for chunk in cluster_ids.chunks(100) {
         let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("?{i}")).collect();
@@ -241,6 +242,12 @@ fn owe_cards(c: &mut dyn Conn, cluster_ids: &[i64]) -> Result<()> {
                 "UPDATE deliveries SET rev = rev + 1 WHERE cluster_id IN ({})",
                 marks.join(", ")
             ),
+            &params,
+        )?;
+        let keys: Vec<String> = chunk.iter().map(|id| outbox::card_note_key(*id)).collect();
+        let params: Vec<&dyn ToParam> = keys.iter().map(|k| k as &dyn ToParam).collect();
+        c.execute(
+            &format!("DELETE FROM meta WHERE key IN ({})", marks.join(", ")),
             &params,
         )?;
     }

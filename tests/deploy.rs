@@ -115,7 +115,15 @@ impl Host {
         write_script(
             &bin.join("claude"),
             &format!(
-                "#!/bin/sh\nprintf '%s\\n' \"$*\" > '{r}/llm-args'\ncat > '{r}/llm-prompt'\ncat '{r}/llm-answer'\n"
+                "#!/bin/sh\nprintf '%s\\n' \"$*\" > '{r}/llm-args'\nenv > '{r}/llm-env'\ncat > '{r}/llm-prompt'\ncat '{r}/llm-answer'\n"
+            ),
+        );
+        // sudo as configured (`sudo -n -H -u USER -- CMD`): records the user, resets the
+        // environment as sudo's env_reset does, runs the command.
+        write_script(
+            &bin.join("sudo"),
+            &format!(
+                "#!/bin/sh\nprintf '%s\\n' \"$*\" > '{r}/sudo-args'\nwhile [ $# -gt 0 ]; do case \"$1\" in -n|-H) shift;; -u) shift 2;; --) shift; break;; *) break;; esac; done\nexec env -i PATH=\"$PATH\" HOME=/nonexistent \"$@\"\n"
             ),
         );
         let etc = root.path().join("etc/opsgate");
@@ -131,7 +139,7 @@ impl Host {
         let r = self.path().display().to_string();
         text.replace("/usr/local/bin", &self.bin.display().to_string())
             .replace("/etc/opsgate", &self.etc.display().to_string())
-            .replace("/var/lib/", &format!("{r}/var/lib/"))
+            .replace("/var/lib", &format!("{r}/var/lib"))
     }
 
     /// Directories a job writes into under `/var/lib` exist on a host (the package or
@@ -306,8 +314,14 @@ fn every_crontab_line_runs_under_cron_s_bare_environment_quietly() {
         .expect("the crontab sets PATH: cron's default is /usr/bin:/bin");
     assert!(path.split(':').any(|d| d == "/usr/local/bin"), "{path}");
     assert!(
-        tab.vars.iter().any(|(k, _)| k == "OPSGATE_DB"),
+        tab.vars
+            .iter()
+            .any(|(k, v)| k == "XDG_STATE_HOME" && v == "/var/lib"),
         "cron jobs need a database path that does not depend on $HOME"
+    );
+    assert!(
+        !tab.vars.iter().any(|(k, _)| k == "OPSGATE_DB"),
+        "OPSGATE_DB would override a PostgreSQL db in opsgate.toml"
     );
     assert!(tab.jobs.len() >= 2, "{tab:?}");
     for job in &tab.jobs {
@@ -354,6 +368,11 @@ fn every_crontab_line_runs_under_cron_s_bare_environment_quietly() {
         )
         .unwrap();
     assert_eq!(approved, 0, "nothing was approved, so nothing ran");
+    // The model ran as its own user, without opsgate's variables.
+    let sudo = std::fs::read_to_string(host.path().join("sudo-args")).unwrap();
+    assert!(sudo.starts_with("-n -H -u opsgate-llm -- "), "{sudo}");
+    let llm_env = std::fs::read_to_string(host.path().join("llm-env")).unwrap();
+    assert!(!llm_env.contains("OPSGATE_"), "{llm_env}");
 }
 
 /// The token file (0600) and opsgate.toml configured for the fake Bot API.
@@ -444,10 +463,12 @@ fn the_systemd_units_have_a_user_a_state_directory_and_stop_safely() {
         assert_eq!(one(unit, file, "StateDirectory"), "opsgate");
         let env = &unit["Service"]["Environment"];
         assert!(
-            env.iter()
-                .any(|e| e.starts_with("OPSGATE_DB=/var/lib/opsgate/")
-                    || e.starts_with("XDG_STATE_HOME=/var/lib/opsgate")),
+            env.iter().any(|e| e == "XDG_STATE_HOME=/var/lib"),
             "{file}: the database must live in the StateDirectory, not under $HOME: {env:?}"
+        );
+        assert!(
+            !env.iter().any(|e| e.starts_with("OPSGATE_DB=")),
+            "{file}: OPSGATE_DB would override a PostgreSQL db in opsgate.toml"
         );
         assert!(one(unit, file, "ExecStart").starts_with("/usr/local/bin/"));
     }
@@ -475,6 +496,33 @@ fn the_systemd_units_have_a_user_a_state_directory_and_stop_safely() {
         no_new_privs.is_none_or(|v| v.iter().all(|v| v == "no" || v == "false")),
         "NoNewPrivileges breaks sudo, which approved root commands need"
     );
+    // systemd implies NoNewPrivileges=yes from these for a unit with User= (systemd.exec):
+    // any of them breaks sudo just the same, in serve (approved root commands) and in
+    // the cycle (the model dropped to its own user).
+    for file in ["opsgate-serve.service", "opsgate-ingest.service"] {
+        for implies in [
+            "LockPersonality",
+            "RestrictRealtime",
+            "RestrictSUIDSGID",
+            "SystemCallArchitectures",
+            "SystemCallFilter",
+            "PrivateDevices",
+            "ProtectClock",
+            "ProtectHostname",
+            "ProtectKernelTunables",
+            "ProtectKernelModules",
+            "ProtectKernelLogs",
+            "RestrictAddressFamilies",
+            "RestrictNamespaces",
+            "MemoryDenyWriteExecute",
+            "NoNewPrivileges",
+        ] {
+            assert!(
+                !units[file]["Service"].contains_key(implies),
+                "{file}: {implies}= implies NoNewPrivileges=yes, which breaks sudo"
+            );
+        }
+    }
 
     let ingest = &units["opsgate-ingest.service"];
     let f = "opsgate-ingest.service";
@@ -487,13 +535,19 @@ fn the_systemd_units_have_a_user_a_state_directory_and_stop_safely() {
     );
     assert!(units["opsgate-ingest.timer"].contains_key("Timer"));
 
-    // One place per setting: what the units and the crontab set in the environment is
-    // not set in the example config file too (so precedence never matters).
-    let file: toml::Table = toml::from_str(&read("examples/opsgate.toml")).unwrap();
+    // The database is a default (XDG_STATE_HOME), never OPSGATE_DB: a PostgreSQL `db` in
+    // opsgate.toml must win over what the deploy files set.
     let tab = parse_crontab(&read("examples/deploy/crontab"));
-    if tab.vars.iter().any(|(k, _)| k == "OPSGATE_DB") {
-        assert!(!file.contains_key("db"), "db is set by the deploy files");
-    }
+    assert!(!tab.vars.iter().any(|(k, _)| k == "OPSGATE_DB"));
+    // The model runs as its own user; sudo is how the cycle gets there, so the ingest
+    // unit must not forbid it.
+    let env = &ingest["Service"]["Environment"];
+    assert!(
+        env.iter()
+            .any(|e| e == "OPSGATE_CYCLE_LLM_USER=opsgate-llm"),
+        "{env:?}"
+    );
+    assert!(!ingest["Service"].contains_key("NoNewPrivileges"));
 }
 
 #[test]

@@ -370,12 +370,23 @@ fn quorum_of_two_needs_two_distinct_operators_a_double_press_counts_once_and_rej
         "the same operator twice counts once"
     );
     assert_eq!(tg.audit("approval").len(), 1);
+    // Renaming the Telegram account does not make a second person.
+    tg.fake.tap(nginx, ALICE, "alice_renamed", "a:1");
+    tg.poll();
+    assert_eq!(
+        tg.state_of(1),
+        "pending",
+        "a renamed account is the same voter"
+    );
+    assert_eq!(tg.audit("approval").len(), 1);
     tg.fake.tap(nginx, BOB, "bob", "a:1");
     tg.poll();
     assert_eq!(tg.state_of(1), "approved");
     let approvals = tg.audit("approval");
     assert_eq!(approvals.len(), 2);
-    assert!(approvals[0].1.contains("@alice") && approvals[1].1.contains("@bob"));
+    assert_eq!(approvals[0].1, format!("telegram:{ALICE}"));
+    assert_eq!(approvals[0].2.as_deref(), Some("@alice"));
+    assert_eq!(approvals[1].2.as_deref(), Some("@bob"));
 
     let redis = tg.card_with("restart redis");
     tg.fake.tap(redis, ALICE, "alice", "a:2");
@@ -390,18 +401,26 @@ fn quorum_of_two_needs_two_distinct_operators_a_double_press_counts_once_and_rej
     tg.poll();
     assert_eq!(tg.state_of(3), "approved");
 
-    // The CLI counts the same way.
+    // The CLI counts the same way: one local account is one voter, whatever --as says.
     tg.ingest("h", &risky(&[("systemctl restart postgresql", "high")]));
     tg.run(&["approve", "4", "--as", "dave"]).ok();
-    let again = tg.run(&["approve", "4", "--as", "dave"]).output();
+    let again = tg.run(&["approve", "4", "--as", "erin"]).output();
     assert!(
         stdout(&again).contains("(1 of 2)") || stderr(&again).contains("(1 of 2)"),
         "{}{}",
         stdout(&again),
         stderr(&again)
     );
-    assert_eq!(tg.state_of(4), "pending");
-    tg.run(&["approve", "4", "--as", "erin"]).ok();
+    assert_eq!(
+        tg.state_of(4),
+        "pending",
+        "two --as names of one account count once"
+    );
+    tg.run(&["notify"]).ok();
+    let pg = tg.card_with("restart postgresql");
+    assert!(tg.fake.message(pg).text.contains("approvals 1/2: dave"));
+    tg.fake.tap(pg, BOB, "bob", "a:4");
+    tg.poll();
     assert_eq!(tg.state_of(4), "approved");
 }
 
@@ -499,4 +518,46 @@ fn routes_send_cards_to_their_own_chat_and_topic_and_refuse_another_routes_opera
     tg.poll();
     assert_eq!(tg.state_of(3), "rejected");
     assert_eq!(tg.audit("reject")[0].2.as_deref(), Some("replica is fine"));
+}
+
+#[test]
+fn a_card_left_in_its_old_chat_by_a_route_change_moves_to_the_new_one_when_pressed() {
+    const NEW_CHAT: i64 = -100999;
+    let route = |chat: i64| {
+        format!("[[route]]\nsources = [\"db-*\"]\nchat_id = {chat}\noperators = [{BOB}]\n")
+    };
+    let tg = Tg::new(&[ALICE], &route(DB_CHAT));
+    tg.fake.join(DB_CHAT);
+    tg.fake.join(NEW_CHAT);
+    tg.ingest("db-1", &cycle(0, &["docker stop pg"]));
+    tg.run(&["notify"]).ok();
+    let old = tg.card_with("docker stop pg");
+    assert_eq!(tg.fake.message(old).chat_id, DB_CHAT);
+
+    // The route now names another chat; the old card is pressed before anything moved it.
+    std::fs::write(tg.config.as_ref().unwrap(), route(NEW_CHAT)).unwrap();
+    let approve = tg.fake.button(old, "a:1");
+    tg.fake.press_in(DB_CHAT, old, BOB, "bob", &approve);
+    assert_eq!(tg.poll()["refused"], 1);
+    assert_eq!(tg.state_of(1), "pending");
+    let moved = tg
+        .fake
+        .messages()
+        .into_iter()
+        .find(|(id, m)| *id != old && m.text.contains("docker stop pg"))
+        .map(|(id, m)| (id, m.chat_id))
+        .expect("the card was sent to the route's new chat");
+    assert_eq!(moved.1, NEW_CHAT);
+    let retired = tg.fake.message(old);
+    assert!(
+        retired.text.contains("moved to another chat"),
+        "{}",
+        retired.text
+    );
+    assert!(tg.fake.buttons(old).is_empty());
+    tg.fake.tap(moved.0, BOB, "bob", "a:1");
+    tg.fake.state.lock().unwrap().updates.last_mut().unwrap()["callback_query"]["message"]
+        ["chat"]["id"] = NEW_CHAT.into();
+    assert_eq!(tg.poll()["applied"], 1);
+    assert_eq!(tg.state_of(1), "approved");
 }

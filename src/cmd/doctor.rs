@@ -52,12 +52,21 @@ impl Report {
         });
     }
 
-    /// The exit code: 0 with no failure, else the first failure's kind (a permission
-    /// problem is 77, an unreachable service 75, the rest configuration, 78).
+    /// The exit code: 0 with no failure, else the worst failure's: what only the user can
+    /// fix before what a retry may fix (permission 77, configuration 78, I/O 74, then an
+    /// unreachable service 75).
     fn code(&self) -> u8 {
+        let rank = |k: &Kind| match k {
+            Kind::Permission => 0,
+            Kind::Config => 1,
+            Kind::Io => 2,
+            Kind::Temporary => 3,
+            _ => 4,
+        };
         self.findings
             .iter()
-            .find_map(|f| f.kind)
+            .filter_map(|f| f.kind)
+            .min_by_key(rank)
             .map_or(error::OK, Kind::code)
     }
 

@@ -241,8 +241,15 @@ fn local_actor(name: Option<&str>) -> Actor {
         .filter(|n| !n.trim().is_empty())
         .unwrap_or_else(|| "local".into());
     let name = crate::text::show_field(name.trim(), 64);
+    // The real account behind the shell (sudo's caller when there is one) is the voter:
+    // one account approving twice under two --as names counts once.
+    let account = match std::env::var("SUDO_UID").ok().filter(|u| !u.is_empty()) {
+        Some(uid) if nix::unistd::getuid().is_root() => uid,
+        _ => nix::unistd::getuid().to_string(),
+    };
     Actor {
         id: format!("local:{name}"),
         display: name,
+        voter: format!("local-uid:{account}"),
     }
 }

@@ -89,16 +89,19 @@ fn deliver(
             let view = store.cluster(card_row.cluster_id)?;
             let card = render(&view);
             let hash = card.content_hash();
-            // Its route: a card whose route now names another chat (the configuration
-            // changed, or a riskier variant joined it) is sent anew there.
-            let target = cfg.route(&view.source, view.risk().as_str());
-            let chat = target.chat_id.to_string();
-            let moved_from = card_row
-                .chat
-                .as_deref()
-                .filter(|c| *c != chat)
-                .and_then(|c| c.parse::<i64>().ok())
+            // Its route: a card with something still to decide whose route now names
+            // another chat (the configuration changed, or a riskier variant joined it) is
+            // sent anew there and its old message retired; a decided card is edited where
+            // it is.
+            let mut target = cfg.route(&view.source, view.risk().as_str());
+            let sent_to = card_row.chat.as_deref().and_then(|c| c.parse::<i64>().ok());
+            let moved_from = sent_to
+                .filter(|c| *c != target.chat_id && view.in_flight().next().is_some())
                 .zip(card_row.message.clone());
+            if let (Some(chat), None, Some(_)) = (sent_to, &moved_from, &card_row.message) {
+                target.chat_id = chat; // edited in place
+            }
+            let chat = target.chat_id.to_string();
             let message = card_row.message.clone().filter(|_| moved_from.is_none());
             let delivered = |message| delivered(&chat, message, &hash, &card);
             if message.is_none() && view.in_flight().next().is_none() {

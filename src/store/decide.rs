@@ -24,7 +24,8 @@ enum Step {
 /// The audit action of one operator's approval towards a quorum.
 pub(super) const APPROVAL: &str = "approval";
 
-/// The operators whose approval of `id` was counted: (actor id, display name), oldest first.
+/// The operators whose approval of `id` was counted: (voter, display name), oldest first.
+/// An approval row's actor is the voter ([`Actor::voter`]), its note the display name.
 pub(crate) fn approvers(c: &mut dyn Conn, id: i64) -> Result<Vec<(String, String)>> {
     let rows = c.query(
         "SELECT actor, note FROM transitions WHERE proposal_id = ?1 AND action = ?2 ORDER BY id",
@@ -176,7 +177,7 @@ impl Store {
             let need = lifecycle::quorum(risk, &rules);
             if need > 1 {
                 let voters = approvers(c, proposal_id)?;
-                if voters.iter().any(|(id, _)| *id == actor.id) {
+                if voters.iter().any(|(voter, _)| *voter == actor.voter) {
                     return Ok(Step::AlreadyApproved(proposal_id, voters.len() as u8, need));
                 }
                 let have = voters.len() as u8 + 1;
@@ -186,7 +187,7 @@ impl Store {
                     Some(State::Pending),
                     Some(State::Pending),
                     APPROVAL,
-                    &actor.id,
+                    &actor.voter,
                     now,
                     Some(&actor.display),
                 )?;

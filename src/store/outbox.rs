@@ -179,6 +179,12 @@ impl Store {
         })
     }
 
+    /// Marks a card owed again, so the outbox redraws it (and moves it to its route's
+    /// chat when that changed).
+    pub fn redraw_card(&mut self, cluster_id: i64) -> Result<()> {
+        self.transact("to redraw a card", |c| super::owe_card(c, cluster_id))
+    }
+
     /// Remembers that a confirmation was asked for, until `until`; with a card, its
     /// operators read `note` on it (the card is owed again).
     pub fn note_confirmation(

@@ -299,6 +299,19 @@ impl Store {
         Ok(Some((cluster_id, source, risk)))
     }
 
+    /// The chat a card was last delivered to on `channel`, if it was.
+    pub fn delivered_chat(&mut self, cluster_id: i64, channel: &str) -> Result<Option<String>> {
+        Ok(self
+            .conn()
+            .query_opt(
+                "SELECT chat FROM deliveries WHERE cluster_id = ?1 AND channel = ?2",
+                &[&cluster_id, &channel],
+            )?
+            .map(|r| r.opt_text(0))
+            .transpose()?
+            .flatten())
+    }
+
     /// The message a card was last delivered as on `channel`, if it was.
     pub fn delivered_message(&mut self, cluster_id: i64, channel: &str) -> Result<Option<String>> {
         Ok(self
