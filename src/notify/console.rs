@@ -2,6 +2,7 @@
 //! command line that does the same.
 
 use super::Card;
+use crate::model::Action;
 
 /// The cards as text, each button as `[label: opsgate approve 12]`.
 pub fn console_text(cards: &[Card]) -> String {
@@ -13,10 +14,26 @@ pub fn console_text(cards: &[Card]) -> String {
         out.push_str("────────────────────────────────────────\n");
         out.push_str(&card.plain);
         out.push('\n');
+        // Reject on a card rejects the pending variants it shows: from the shell, one
+        // `opsgate reject` each (the ones with an Approve button).
+        let pending: Vec<String> = card
+            .buttons
+            .iter()
+            .flatten()
+            .filter_map(|b| match b.action {
+                Action::Approve(id) => Some(format!("opsgate reject {id}")),
+                _ => None,
+            })
+            .collect();
         for row in &card.buttons {
             let labels: Vec<String> = row
                 .iter()
-                .map(|b| format!("[{}: {}]", b.label, b.action.command_line()))
+                .map(|b| match b.action {
+                    Action::Reject(_) if !pending.is_empty() => {
+                        format!("[{}: {}]", b.label, pending.join("; "))
+                    }
+                    action => format!("[{}: {}]", b.label, action.command_line()),
+                })
                 .collect();
             out.push_str(&labels.join(" "));
             out.push('\n');
