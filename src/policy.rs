@@ -1,6 +1,6 @@
 //! The `[policy]` rules, in one place for ingest and run alike: deny patterns (matched
 //! against the raw command and its canonical form) and whether rejecting needs a reason.
-//! Imports nothing from the crate.
+//! Imports only the regex compiler it shares with `redact`.
 
 /// The policy. Deny patterns are compiled on first use: a command that never consults
 /// the policy (list, show, poll, sweep) does not pay for them.
@@ -30,23 +30,7 @@ impl Policy {
 
     fn compiled(&self) -> Result<&[regex::Regex], String> {
         self.compiled
-            .get_or_init(|| {
-                self.patterns
-                    .iter()
-                    .map(|p| {
-                        regex::Regex::new(p).map_err(|e| {
-                            let why = e
-                                .to_string()
-                                .lines()
-                                .last()
-                                .unwrap_or("")
-                                .trim()
-                                .to_string();
-                            format!("policy.deny pattern {p:?} is not a valid regex: {why}")
-                        })
-                    })
-                    .collect()
-            })
+            .get_or_init(|| crate::redact::compile_patterns("policy.deny", &self.patterns))
             .as_ref()
             .map(Vec::as_slice)
             .map_err(Clone::clone)

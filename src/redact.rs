@@ -117,6 +117,26 @@ const BUILTIN: &[&str] = &[
 
 static GLOBAL: OnceLock<Redactor> = OnceLock::new();
 
+/// Compiles a setting's regexes (`policy.deny`, `policy.redact`); an error names the
+/// setting, the pattern and what is wrong with it, in one line.
+pub fn compile_patterns(setting: &str, patterns: &[String]) -> Result<Vec<regex::Regex>, String> {
+    patterns
+        .iter()
+        .map(|p| {
+            regex::Regex::new(p).map_err(|e| {
+                let why = e
+                    .to_string()
+                    .lines()
+                    .last()
+                    .unwrap_or("")
+                    .trim()
+                    .to_string();
+                format!("{setting} pattern {p:?} is not a valid regex: {why}")
+            })
+        })
+        .collect()
+}
+
 impl Redactor {
     /// `builtin`: the built-in detectors on; `patterns`: `[policy] redact`; `secrets`:
     /// exact values to hide wherever they appear (empty strings and very short values are
@@ -146,22 +166,7 @@ impl Redactor {
 
     fn compiled(&self) -> &Compiled {
         self.compiled.get_or_init(|| Compiled {
-            patterns: self
-                .patterns
-                .iter()
-                .map(|p| {
-                    regex::Regex::new(p).map_err(|e| {
-                        let why = e
-                            .to_string()
-                            .lines()
-                            .last()
-                            .unwrap_or("")
-                            .trim()
-                            .to_string();
-                        format!("policy.redact pattern {p:?} is not a valid regex: {why}")
-                    })
-                })
-                .collect(),
+            patterns: compile_patterns("policy.redact", &self.patterns),
         })
     }
 

@@ -36,25 +36,11 @@ impl Tg {
     }
 
     fn state_of(&self, id: i64) -> String {
-        self.env
-            .sql()
-            .query_row("SELECT state FROM proposals WHERE id = ?1", [id], |r| {
-                r.get(0)
-            })
-            .unwrap()
+        self.env.state_of(id)
     }
 
     fn audit(&self, action: &str) -> Vec<(Option<i64>, String, Option<String>)> {
-        let conn = self.env.sql();
-        let mut stmt = conn
-            .prepare(
-                "SELECT proposal_id, actor, note FROM transitions WHERE action = ?1 ORDER BY id",
-            )
-            .unwrap();
-        stmt.query_map([action], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-            .unwrap()
-            .map(|r| r.unwrap())
-            .collect()
+        self.env.audit(action)
     }
 
     /// The message id of the only card.

@@ -18,6 +18,17 @@ struct Finding {
     kind: Option<Kind>,
 }
 
+impl Finding {
+    /// `ok`, `warn`, or `FAIL` (shouted: it is what the reader looks for).
+    fn label(&self) -> &'static str {
+        if self.status == "fail" {
+            "FAIL"
+        } else {
+            self.status
+        }
+    }
+}
+
 #[derive(Default)]
 struct Report {
     findings: Vec<Finding>,
@@ -75,14 +86,12 @@ impl Report {
         let mut out = String::new();
         if quiet {
             for f in self.findings.iter().filter(|f| f.status != "ok") {
-                let status = if f.status == "fail" { "FAIL" } else { f.status };
-                out.push_str(&format!("{status:<5} {}\n", f.what));
+                out.push_str(&format!("{:<5} {}\n", f.label(), f.what));
             }
             return out;
         }
         for f in &self.findings {
-            let status = if f.status == "fail" { "FAIL" } else { f.status };
-            out.push_str(&format!("{status:<5} {}\n", f.what));
+            out.push_str(&format!("{:<5} {}\n", f.label(), f.what));
             if let Some(fix) = &f.fix {
                 out.push_str(&format!("      fix: {fix}\n"));
             }

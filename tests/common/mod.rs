@@ -97,6 +97,29 @@ impl Env {
     }
 
     /// Every row of every table, as text: equal dumps mean an untouched database.
+    /// The state of proposal `id` (SQLite).
+    pub fn state_of(&self, id: i64) -> String {
+        self.sql()
+            .query_row("SELECT state FROM proposals WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .unwrap()
+    }
+
+    /// The audit rows of one action, oldest first: (proposal, actor, note).
+    pub fn audit(&self, action: &str) -> Vec<(Option<i64>, String, Option<String>)> {
+        let conn = self.sql();
+        let mut stmt = conn
+            .prepare(
+                "SELECT proposal_id, actor, note FROM transitions WHERE action = ?1 ORDER BY id",
+            )
+            .unwrap();
+        stmt.query_map([action], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect()
+    }
+
     pub fn dump(&self) -> String {
         if !self.db.exists() {
             return "<no database>".into();
