@@ -161,6 +161,54 @@ fn single_quote(s: &str, out: &mut String) {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenizeError(pub &'static str);
 
+/// How a character of a token's value was quoted in the source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quoting {
+    /// Unquoted (or escaped with a backslash) in a word.
+    Bare,
+    /// Inside `'..'`.
+    Single,
+    /// Inside `".."`.
+    Double,
+    /// A here-document body line or a comment: data, not shell words.
+    Data,
+}
+
+/// One character of a token's value and where it came from, or an expansion whose value
+/// sh decides at run time. Indices are char indices into the tokenized input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceChar {
+    /// A literal character of the value, at `at` in the input, quoted as `quoting`.
+    Lit {
+        c: char,
+        at: usize,
+        quoting: Quoting,
+    },
+    /// An expansion (`$X`, `$(..)`, a backtick command, a glob character) spanning
+    /// `start..end` in the input.
+    Expansion { start: usize, end: usize },
+}
+
+/// Where the value of a word, a here-document body or a comment came from: what secret
+/// masking needs so that a mask lies inside one word's literal characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sourced {
+    /// The token it belongs to (for a comment, the number of tokens before it).
+    pub token: usize,
+    /// A word, a here-document body, or a comment.
+    pub kind: SourcedKind,
+    /// The value character by character.
+    pub chars: Vec<SourceChar>,
+}
+
+/// What a [`Sourced`] value is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourcedKind {
+    Word,
+    HereDocBody,
+    Comment,
+}
+
 /// Characters that make an unquoted run subject to expansion.
 fn is_expanding(c: char) -> bool {
     matches!(c, '$' | '`' | '*' | '?' | '[' | '{' | '}' | '~' | '!')
@@ -179,8 +227,21 @@ fn is_blank(c: char) -> bool {
 /// Tokenizes a command with the rules of POSIX sh. Newlines separate commands like `;`;
 /// here-document bodies are read after the line that opens them.
 pub fn tokenize(input: &str) -> Result<Vec<Token>, TokenizeError> {
+    lex(input, None)
+}
+
+/// [`tokenize`], and where the value of every word, here-document body and comment came
+/// from in `input` (char indices), for masking secrets inside words only.
+pub fn tokenize_sourced(input: &str) -> Result<(Vec<Token>, Vec<Sourced>), TokenizeError> {
+    let mut sources = Vec::new();
+    let tokens = lex(input, Some(&mut sources))?;
+    Ok((tokens, sources))
+}
+
+fn lex(input: &str, mut sources: Option<&mut Vec<Sourced>>) -> Result<Vec<Token>, TokenizeError> {
     let chars: Vec<char> = input.chars().collect();
     let mut tokens = Vec::new();
+    let mut rec: Vec<SourceChar> = Vec::new();
     // Here-documents opened on the current line (token index, `<<-`), read at its end.
     let mut pending: Vec<(usize, bool)> = Vec::new();
     let mut i = 0;
@@ -201,14 +262,36 @@ pub fn tokenize(input: &str) -> Result<Vec<Token>, TokenizeError> {
                 let Some(Token::HereDoc(doc)) = tokens.get_mut(at) else {
                     return Err(TokenizeError("here-document lost"));
                 };
-                i = read_heredoc_body(&chars, i, strip, doc)?;
+                rec.clear();
+                i = read_heredoc_body(&chars, i, strip, doc, &mut rec)?;
+                if let Some(sources) = sources.as_deref_mut() {
+                    sources.push(Sourced {
+                        token: at,
+                        kind: SourcedKind::HereDocBody,
+                        chars: std::mem::take(&mut rec),
+                    });
+                }
             }
             continue;
         }
         if c == '#' {
             // A comment runs to the end of the line.
+            let start = i;
             while i < chars.len() && chars[i] != '\n' {
                 i += 1;
+            }
+            if let Some(sources) = sources.as_deref_mut() {
+                sources.push(Sourced {
+                    token: tokens.len(),
+                    kind: SourcedKind::Comment,
+                    chars: (start..i)
+                        .map(|at| SourceChar::Lit {
+                            c: chars[at],
+                            at,
+                            quoting: Quoting::Data,
+                        })
+                        .collect(),
+                });
             }
             continue;
         }
@@ -227,7 +310,15 @@ pub fn tokenize(input: &str) -> Result<Vec<Token>, TokenizeError> {
             tokens.push(Token::Op(op));
             continue;
         }
-        let (word, next) = read_word(&chars, i)?;
+        rec.clear();
+        let (word, next) = read_word(&chars, i, &mut rec)?;
+        if let Some(sources) = sources.as_deref_mut() {
+            sources.push(Sourced {
+                token: tokens.len(),
+                kind: SourcedKind::Word,
+                chars: std::mem::take(&mut rec),
+            });
+        }
         tokens.push(Token::Word(word));
         i = next;
     }
@@ -258,7 +349,7 @@ fn read_heredoc_delimiter(
         }
         _ => {}
     }
-    let (word, next) = read_word(chars, i)?;
+    let (word, next) = read_word(chars, i, &mut Vec::new())?;
     let raw: String = chars[i..next].iter().collect();
     // sh does not expand the delimiter; a `$` or backtick in it is too rare to model.
     let delimiter = word
@@ -287,6 +378,7 @@ fn read_heredoc_body(
     from: usize,
     strip: bool,
     doc: &mut HereDoc,
+    rec: &mut Vec<SourceChar>,
 ) -> Result<usize, TokenizeError> {
     let delimiter: Vec<char> = doc.delimiter.chars().collect();
     let mut i = from;
@@ -298,9 +390,11 @@ fn read_heredoc_body(
         }
         let end = find_char(chars, i, '\n').unwrap_or(chars.len());
         let mut line = &chars[i..end];
+        let mut line_start = i;
         if strip {
             while line.first() == Some(&'\t') {
                 line = &line[1..];
+                line_start += 1;
             }
         }
         let next = (end + 1).min(chars.len());
@@ -320,6 +414,22 @@ fn read_heredoc_body(
         }
         doc.body.extend(line);
         doc.body.push('\n');
+        for (k, &c) in line.iter().chain(std::iter::once(&'\n')).enumerate() {
+            let at = line_start + k;
+            // In an unquoted body `$`, backticks and backslashes are sh's, not data.
+            rec.push(if !doc.quoted && matches!(c, '$' | '`' | '\\') {
+                SourceChar::Expansion {
+                    start: at,
+                    end: at + 1,
+                }
+            } else {
+                SourceChar::Lit {
+                    c,
+                    at,
+                    quoting: Quoting::Data,
+                }
+            });
+        }
         i = next;
     }
 }
@@ -366,8 +476,13 @@ fn read_operator(chars: &[char], start: usize) -> (String, usize) {
     (op, len)
 }
 
-/// Reads one word starting at `start`; returns it and the index after it.
-fn read_word(chars: &[char], start: usize) -> Result<(Word, usize), TokenizeError> {
+/// Reads one word starting at `start`; returns it and the index after it. `rec` gets the
+/// source of each character of its value (see [`SourceChar`]).
+fn read_word(
+    chars: &[char],
+    start: usize,
+    rec: &mut Vec<SourceChar>,
+) -> Result<(Word, usize), TokenizeError> {
     let mut word = Word(Vec::new());
     let mut i = start;
     // Unquoted run being collected: its literal value and its raw text.
@@ -396,11 +511,17 @@ fn read_word(chars: &[char], start: usize) -> Result<(Word, usize), TokenizeErro
                 flush(&mut word, &mut lit, &mut raw, &mut expanding);
                 let end = find_char(chars, i + 1, '\'').ok_or(TokenizeError("unbalanced '"))?;
                 word.push(Part::Lit(chars[i + 1..end].iter().collect()));
+                rec.extend((i + 1..end).map(|at| SourceChar::Lit {
+                    c: chars[at],
+                    at,
+                    quoting: Quoting::Single,
+                }));
                 i = end + 1;
             }
             '"' => {
                 flush(&mut word, &mut lit, &mut raw, &mut expanding);
-                let (value, inner, has_expansion, end) = read_double_quoted(chars, i + 1)?;
+                let (value, inner, has_expansion, end) =
+                    read_double_quoted_sourced(chars, i + 1, Some(&mut *rec))?;
                 if has_expansion {
                     word.push(Part::DqRaw(inner));
                 } else {
@@ -417,6 +538,11 @@ fn read_word(chars: &[char], start: usize) -> Result<(Word, usize), TokenizeErro
                         raw.push('\\');
                         raw.push(next);
                         lit.push(next);
+                        rec.push(SourceChar::Lit {
+                            c: next,
+                            at: i + 1,
+                            quoting: Quoting::Bare,
+                        });
                     }
                     None => return Err(TokenizeError("trailing backslash")),
                 }
@@ -426,12 +552,17 @@ fn read_word(chars: &[char], start: usize) -> Result<(Word, usize), TokenizeErro
                 let end = skip_dollar(chars, i)?;
                 raw.extend(&chars[i..end]);
                 expanding = true;
+                rec.push(SourceChar::Expansion { start: i, end });
                 i = end;
             }
             '`' => {
                 let end = find_backtick_end(chars, i + 1)?;
                 raw.extend(&chars[i..=end]);
                 expanding = true;
+                rec.push(SourceChar::Expansion {
+                    start: i,
+                    end: end + 1,
+                });
                 i = end + 1;
             }
             '=' if word.0.is_empty() && !expanding && is_name(&lit) && lit == raw => {
@@ -439,6 +570,11 @@ fn read_word(chars: &[char], start: usize) -> Result<(Word, usize), TokenizeErro
                 lit.push('=');
                 word.push(Part::Assign(std::mem::take(&mut lit)));
                 raw.clear();
+                rec.push(SourceChar::Lit {
+                    c,
+                    at: i,
+                    quoting: Quoting::Bare,
+                });
                 i += 1;
             }
             _ => {
@@ -450,6 +586,19 @@ fn read_word(chars: &[char], start: usize) -> Result<(Word, usize), TokenizeErro
                 {
                     expanding = true;
                 }
+                // A glob or brace character's value is sh's to decide: never maskable.
+                rec.push(if is_expanding(c) {
+                    SourceChar::Expansion {
+                        start: i,
+                        end: i + 1,
+                    }
+                } else {
+                    SourceChar::Lit {
+                        c,
+                        at: i,
+                        quoting: Quoting::Bare,
+                    }
+                });
                 raw.push(c);
                 lit.push(c);
                 i += 1;
@@ -477,9 +626,27 @@ fn read_double_quoted(
     chars: &[char],
     from: usize,
 ) -> Result<(String, String, bool, usize), TokenizeError> {
+    read_double_quoted_sourced(chars, from, None)
+}
+
+/// [`read_double_quoted`], recording the source of each value character in `rec`.
+fn read_double_quoted_sourced(
+    chars: &[char],
+    from: usize,
+    mut rec: Option<&mut Vec<SourceChar>>,
+) -> Result<(String, String, bool, usize), TokenizeError> {
     let mut value = String::new();
     let mut expansion = false;
     let mut i = from;
+    let lit = |rec: &mut Option<&mut Vec<SourceChar>>, c: char, at: usize| {
+        if let Some(rec) = rec.as_deref_mut() {
+            rec.push(SourceChar::Lit {
+                c,
+                at,
+                quoting: Quoting::Double,
+            });
+        }
+    };
     while i < chars.len() {
         match chars[i] {
             '"' => {
@@ -488,11 +655,16 @@ fn read_double_quoted(
             }
             '\\' => {
                 match chars.get(i + 1) {
-                    Some(&n) if matches!(n, '$' | '`' | '"' | '\\') => value.push(n),
+                    Some(&n) if matches!(n, '$' | '`' | '"' | '\\') => {
+                        value.push(n);
+                        lit(&mut rec, n, i + 1);
+                    }
                     Some('\n') => {}
                     Some(&n) => {
                         value.push('\\');
                         value.push(n);
+                        lit(&mut rec, '\\', i);
+                        lit(&mut rec, n, i + 1);
                     }
                     None => return Err(TokenizeError("unbalanced \"")),
                 }
@@ -501,18 +673,28 @@ fn read_double_quoted(
             // Inside double quotes `$'` and `$"` are a literal `$` in every shell.
             '$' if matches!(chars.get(i + 1), Some('\'' | '"')) => {
                 value.push('$');
+                lit(&mut rec, '$', i);
                 i += 1;
             }
             '$' => {
                 expansion = true;
-                i = skip_dollar(chars, i)?;
+                let end = skip_dollar(chars, i)?;
+                if let Some(rec) = rec.as_deref_mut() {
+                    rec.push(SourceChar::Expansion { start: i, end });
+                }
+                i = end;
             }
             '`' => {
                 expansion = true;
-                i = find_backtick_end(chars, i + 1)? + 1;
+                let end = find_backtick_end(chars, i + 1)? + 1;
+                if let Some(rec) = rec.as_deref_mut() {
+                    rec.push(SourceChar::Expansion { start: i, end });
+                }
+                i = end;
             }
             c => {
                 value.push(c);
+                lit(&mut rec, c, i);
                 i += 1;
             }
         }
@@ -677,6 +859,38 @@ pub fn render_tokens(tokens: &[Token]) -> String {
         out.pop(); // the last delimiter line needs no newline
     }
     out
+}
+
+/// Reserved words: quoting one makes it an ordinary word.
+const RESERVED: &[&str] = &[
+    "if", "then", "else", "elif", "fi", "do", "done", "case", "esac", "while", "until", "for",
+    "in", "{", "}", "!",
+];
+
+/// Whether two token lists have the same words and operators: the same operators and
+/// here-document heads, and words of the same parts where only literal text may differ
+/// (a literal never becomes or stops being a reserved word). What secret masking must keep.
+pub fn same_shape(a: &[Token], b: &[Token]) -> bool {
+    fn reserved(w: &Word) -> bool {
+        matches!(w.0.as_slice(), [Part::Lit(s)] if RESERVED.contains(&s.as_str()))
+    }
+    a.len() == b.len()
+        && a.iter().zip(b).all(|pair| match pair {
+            (Token::Op(x), Token::Op(y)) => x == y,
+            (Token::HereDoc(x), Token::HereDoc(y)) => {
+                x.fd == y.fd && x.delimiter == y.delimiter && x.quoted == y.quoted
+            }
+            (Token::Word(x), Token::Word(y)) => {
+                reserved(x) == reserved(y)
+                    && x.0.len() == y.0.len()
+                    && x.0.iter().zip(&y.0).all(|parts| match parts {
+                        (Part::Lit(_), Part::Lit(_)) | (Part::DqRaw(_), Part::DqRaw(_)) => true,
+                        (Part::Raw(p), Part::Raw(q)) | (Part::Assign(p), Part::Assign(q)) => p == q,
+                        _ => false,
+                    })
+            }
+            _ => false,
+        })
 }
 
 /// Everything opsgate derives from one command.

@@ -155,6 +155,12 @@ pub const REDACT_BUILTIN: Setting = setting(
     "true",
     "hide passwords, tokens, keys, Authorization headers, URL passwords and private keys found by the built-in detectors",
 );
+pub const SECRET_RULES: Setting = setting(
+    None,
+    Some("policy.secret_rules"),
+    "",
+    "a file of extra secret-format rules in gitleaks' schema ([[rules]] id, regex, secretGroup, keywords), e.g. gitleaks' own config",
+);
 pub const QUORUM: Setting = setting(
     None,
     Some("policy.quorum"),
@@ -172,6 +178,12 @@ pub const RUNNER_PASS_ENV: Setting = setting(
     Some("runner.pass_env"),
     "[]",
     "names of opsgate's environment variables passed on to executed commands (never OPSGATE_*)",
+);
+pub const RUNNER_PUBLIC_ENV: Setting = setting(
+    None,
+    Some("runner.public_env"),
+    "[]",
+    "names of `[runner] env`/`pass_env` variables whose values are not secret; every other value is hidden on cards and removed from stored output",
 );
 pub const ROUTES: Setting = setting(
     None,
@@ -224,10 +236,12 @@ pub const SETTINGS: &[Setting] = &[
     REQUIRE_REASON,
     REDACT,
     REDACT_BUILTIN,
+    SECRET_RULES,
     QUORUM,
     RUNNER_SOURCES,
     RUNNER_ENV,
     RUNNER_PASS_ENV,
+    RUNNER_PUBLIC_ENV,
     ROUTES,
     NOW,
     SQL_LOG,
@@ -397,6 +411,10 @@ impl TelegramConfig {
 pub struct Redaction {
     pub builtin: bool,
     pub patterns: Vec<String>,
+    /// `[policy] secret_rules`: a gitleaks-schema rules file.
+    pub rules_file: Option<PathBuf>,
+    /// `[runner] public_env`: runner variables whose values are not secret.
+    pub public_env: Vec<String>,
 }
 
 /// The longest command timeout accepted.
@@ -624,6 +642,8 @@ struct FileRunner {
     env: Vec<String>,
     #[serde(default)]
     pass_env: Vec<String>,
+    #[serde(default)]
+    public_env: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -658,6 +678,7 @@ struct FilePolicy {
     #[serde(default)]
     redact: Vec<String>,
     redact_builtin: Option<bool>,
+    secret_rules: Option<PathBuf>,
     quorum: Option<Quorum>,
 }
 
@@ -799,6 +820,8 @@ impl Config {
             redaction: Redaction {
                 builtin: file_policy.redact_builtin.unwrap_or(true),
                 patterns: file_policy.redact,
+                rules_file: file_policy.secret_rules.map(expand_home),
+                public_env: runner.public_env.clone(),
             },
             config_path: config.clone(),
             fixed_now: now_override()?,

@@ -15,6 +15,7 @@ pub mod config;
 pub mod decisions;
 pub mod error;
 pub mod lifecycle;
+pub mod mask;
 pub mod model;
 pub mod notify;
 pub mod parse;

@@ -286,8 +286,11 @@ fn render_with(view: &ClusterView, detail: Detail, max_in_flight: usize) -> Card
             hhmm(p.first_seen_at),
             hhmm_from(p.last_seen_at, p.first_seen_at)
         ));
-        let shown_command = crate::text::show_command_full(&p.command);
+        let shown_command = crate::mask::show_command_full(&p.command);
         secrets_hidden += shown_command.hidden;
+        if let Some(why) = shown_command.unmasked_why {
+            w.text(&format!("⚠ secret shown: {why}\n"));
+        }
         let (visible, escaped) = (shown_command.text, shown_command.escaped);
         if escaped {
             w.text("⚠ this command holds characters other than printable ASCII, shown as ⟦U+XXXX⟧: they are part of what runs\n");

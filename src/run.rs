@@ -303,7 +303,7 @@ pub fn run_approved(
         tracing::info!(
             id = claimed.id,
             cmd_hash = %claimed.cmd_hash,
-            command = ?crate::text::show_command(&claimed.command).0,
+            command = ?crate::mask::show_command(&claimed.command).0,
             "run started"
         );
         let mut renewed = Instant::now();

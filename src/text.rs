@@ -48,17 +48,31 @@ pub struct Shown {
     pub text: String,
     pub escaped: bool,
     pub hidden: usize,
+    /// Secrets found in a command but shown, because masking them would hide shell syntax
+    /// (see `mask.rs`), and why.
+    pub unmasked: usize,
+    pub unmasked_why: Option<&'static str>,
 }
 
 /// Shows `text`: characters `plain` accepts as themselves, others escaped, secret spans
 /// (unless `reveal`) as a marker; at most `max` shown units (a character, an escape or a
-/// marker), the last one `…` when cut.
+/// marker), the last one `…` when cut. Text shown this way is never executed: a command
+/// is masked inside its words only (`mask.rs`, [`show_command_spans`]).
 fn show(text: &str, plain: &dyn Fn(char) -> bool, max: Option<usize>, reveal: bool) -> Shown {
     let spans = if reveal {
         Vec::new()
     } else {
         crate::redact::current().spans(text)
     };
+    show_spans(text, plain, max, &spans)
+}
+
+fn show_spans(
+    text: &str,
+    plain: &dyn Fn(char) -> bool,
+    max: Option<usize>,
+    spans: &[(usize, usize)],
+) -> Shown {
     let mut out = String::with_capacity(text.len());
     let (mut escaped, mut hidden, mut units) = (false, 0, 0);
     let mut next_span = spans.iter().peekable();
@@ -92,19 +106,16 @@ fn show(text: &str, plain: &dyn Fn(char) -> bool, max: Option<usize>, reveal: bo
         text: out,
         escaped,
         hidden,
+        unmasked: 0,
+        unmasked_why: None,
     }
 }
 
-/// A command as every card, list and `show` prints it: printable ASCII, newlines and tabs
-/// as themselves, every other character as a visible `⟦U+XXXX⟧`, secret values hidden.
-pub fn show_command_full(text: &str) -> Shown {
-    show(text, &command_char_plain, None, false)
-}
-
-/// [`show_command_full`]'s text and whether anything was escaped.
-pub fn show_command(text: &str) -> (String, bool) {
-    let shown = show_command_full(text);
-    (shown.text, shown.escaped)
+/// A command as cards, lists and `show` print it: printable ASCII, newlines and tabs as
+/// themselves, every other character as a visible `⟦U+XXXX⟧`, and `spans` (byte ranges
+/// inside words, from `mask.rs`) as `•••• (secret, N chars)`.
+pub fn show_command_spans(text: &str, spans: &[(usize, usize)]) -> Shown {
+    show_spans(text, &command_char_plain, None, spans)
 }
 
 /// A command escaped but with its secret values in full: `opsgate show ID --reveal`, on
@@ -182,14 +193,15 @@ mod tests {
             'é',
             '\u{200b}',
         ] {
-            let (shown, escaped) = show_command(&format!("df -h /tmp{c}# ; rm -rf X"));
+            let shown = show_command_spans(&format!("df -h /tmp{c}# ; rm -rf X"), &[]);
+            let (shown, escaped) = (shown.text, shown.escaped);
             assert!(escaped, "{c:?}");
             assert!(shown.contains(&format!("⟦U+{:04X}⟧", c as u32)), "{shown}");
             let without_escapes = escape.replace_all(&shown, "");
             assert!(without_escapes.is_ascii(), "{shown}");
         }
-        assert_eq!(show_command("a\tb\nc").0, "a\tb\nc");
-        assert!(!show_command("echo 'x' | sh").1);
+        assert_eq!(show_command_spans("a\tb\nc", &[]).text, "a\tb\nc");
+        assert!(!show_command_spans("echo 'x' | sh", &[]).escaped);
         // Fields may show letters of any script, never invisible characters.
         assert_eq!(show_field("café Привет", 64), "café Привет");
         assert_eq!(show_field("a\u{a0}b\u{fe0f}", 64), "a⟦U+00A0⟧b⟦U+FE0F⟧");

@@ -5,9 +5,10 @@ use crate::canon;
 use crate::cli::{IngestArgs, NotifyArgs};
 use crate::config::Config;
 use crate::error::{self, Error, Kind};
+use crate::mask::show_command;
 use crate::model::{IngestReport, Proposed};
 use crate::parse::{self, Input, Item, Limits};
-use crate::text::{field_char_plain, show_command, show_field};
+use crate::text::{field_char_plain, show_field};
 use anyhow::Result;
 use serde_json::json;
 

@@ -4,8 +4,9 @@ use super::{find_proposal, no_proposal, open_for_reading, print_out};
 use crate::cli::{ListArgs, ShowArgs};
 use crate::config::Config;
 use crate::error::{self, Error, Kind};
+use crate::mask::show_command;
 use crate::model::{Proposal, State, Transition};
-use crate::text::{ellipsize, show_command, show_field};
+use crate::text::{ellipsize, show_field};
 use crate::time::rfc3339;
 use anyhow::Result;
 use serde_json::{json, Value};
@@ -40,17 +41,17 @@ fn parse_states(names: &[String]) -> Result<Vec<State>> {
 #[derive(serde::Serialize)]
 struct ProposalJson<'a> {
     canonical: String,
-    cluster: Option<&'a str>,
+    cluster: Option<String>,
     cluster_id: i64,
     cmd_hash: &'a str,
     command: String,
     decided_at: Option<String>,
     decided_by: Option<&'a str>,
-    display_ids: &'a [String],
+    display_ids: Vec<String>,
     first_seen_at: String,
     id: i64,
     last_seen_at: String,
-    logical_keys: &'a [String],
+    logical_keys: Vec<String>,
     reason: Option<String>,
     risk: &'a str,
     seen_count: i64,
@@ -68,19 +69,26 @@ impl<'a> ProposalJson<'a> {
                 crate::redact::redact(s)
             }
         };
+        let command = |s: &str| {
+            if reveal {
+                s.to_string()
+            } else {
+                crate::mask::redact_command(s)
+            }
+        };
         ProposalJson {
-            canonical: shown(&p.canonical),
-            cluster: p.cluster.as_deref(),
+            canonical: command(&p.canonical),
+            cluster: p.cluster.as_deref().map(shown),
             cluster_id: p.cluster_id,
             cmd_hash: &p.cmd_hash,
-            command: shown(&p.command),
+            command: command(&p.command),
             decided_at: p.decided_at.map(rfc3339),
             decided_by: p.decided_by.as_deref(),
-            display_ids: &p.display_ids,
+            display_ids: p.display_ids.iter().map(|s| shown(s)).collect(),
             first_seen_at: rfc3339(p.first_seen_at),
             id: p.id,
             last_seen_at: rfc3339(p.last_seen_at),
-            logical_keys: &p.logical_keys,
+            logical_keys: p.logical_keys.iter().map(|s| shown(s)).collect(),
             reason: p.reason.as_deref().map(shown),
             risk: p.risk.as_str(),
             seen_count: p.seen_count,
@@ -239,8 +247,8 @@ pub fn show(config: &Config, args: ShowArgs) -> Result<u8> {
             .map(|s| {
                 json!({
                     "ingest_id": s.ingest_id,
-                    "display_id": s.display_id,
-                    "command": plain(&s.command),
+                    "display_id": s.display_id.as_deref().map(plain),
+                    "command": if args.reveal { s.command.clone() } else { crate::mask::redact_command(&s.command) },
                     "reason": s.reason.as_deref().map(plain),
                     "seen_at": rfc3339(s.seen_at),
                 })
@@ -271,7 +279,7 @@ pub fn show(config: &Config, args: ShowArgs) -> Result<u8> {
         }
     };
     let mut out = String::new();
-    let hidden = crate::text::show_command_full(&p.command).hidden;
+    let hidden = crate::mask::show_command_full(&p.command).hidden;
     if hidden > 0 && !args.reveal {
         out.push_str(&format!(
             "({hidden} secret value(s) shown as ••••; `opsgate show {} --reveal` prints them)\n",
@@ -370,7 +378,7 @@ pub fn history(config: &Config, args: ShowArgs) -> Result<u8> {
                 .unwrap_or_else(|| "(no id)".into())
         );
         let v = json!({"at": rfc3339(s.seen_at), "kind": "sighting", "ingest_id": s.ingest_id,
-            "display_id": s.display_id});
+            "display_id": s.display_id.as_deref().map(crate::redact::redact)});
         events.push((s.seen_at, 1, n as i64, v, line));
     }
     if let (Some(run), Some(started)) = (run_value(&p), p.run.started_at) {

@@ -53,6 +53,7 @@ pub fn run(cli: Cli) -> Result<u8> {
             .map(|s| s.expose().to_string())
             .collect(),
     )
+    .with_rules(secret_rules(&config)?)
     .install();
     match cli.command {
         Command::Ingest(args) => ingest::ingest(&config, args),
@@ -131,12 +132,35 @@ fn known_secrets(config: &Config) -> Vec<crate::config::Secret> {
             out.push(crate::config::Secret::new(p));
         }
     }
+    // Every runner value is a secret unless marked public: a webhook URL or a password
+    // in a variable whose name does not say so is still hidden.
     for (name, value) in &config.runner_env {
-        if crate::redact::secret_name(name) {
+        if !config.redaction.public_env.contains(name) {
             out.push(crate::config::Secret::new(value.clone()));
         }
     }
     out
+}
+
+/// `[policy] secret_rules`: extra secret formats from a gitleaks-schema file; an unreadable
+/// or invalid file is a configuration error (78) naming it.
+fn secret_rules(config: &Config) -> Result<Vec<crate::redact::Rule>> {
+    let Some(path) = &config.redaction.rules_file else {
+        return Ok(Vec::new());
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        crate::error::Error::new(
+            crate::error::Kind::Config,
+            format!("policy.secret_rules: cannot read {}: {e}", path.display()),
+        )
+    })?;
+    let rules = crate::redact::parse_rules(&text).map_err(|why| {
+        crate::error::Error::new(
+            crate::error::Kind::Config,
+            format!("policy.secret_rules: {}: {why}", path.display()),
+        )
+    })?;
+    Ok(rules)
 }
 
 /// Writes to stdout; a closed pipe (`| head`) is the reader's choice, not an error.
