@@ -502,6 +502,10 @@ pub struct Config {
     pub verbosity: i8,
     /// Telegram, when a token is configured.
     pub telegram: Option<TelegramConfig>,
+    /// Set when Telegram is half configured (a chat or operators without a token): what
+    /// is missing. Commands that deliver cards or take presses refuse with it (78) rather
+    /// than stay silent.
+    pub telegram_missing: Option<String>,
     /// Lifecycle timing.
     pub rules: Rules,
     /// Default bound on one executed command.
@@ -800,11 +804,35 @@ impl Config {
         }
         let runner = file.runner.unwrap_or_default();
         let runner_env = runner_env(&runner)?;
-        let mut telegram = telegram(file.telegram.unwrap_or_default(), &mut provenance)?;
+        let file_telegram = file.telegram.unwrap_or_default();
+        let half_set = [
+            non_empty_env(CHAT_ID).map(|_| env_name(CHAT_ID).to_string()),
+            file_telegram
+                .chat_id
+                .map(|_| "telegram.chat_id".to_string()),
+            non_empty_env(OPERATORS).map(|_| env_name(OPERATORS).to_string()),
+            file_telegram
+                .operators
+                .as_ref()
+                .map(|_| "telegram.operators".to_string()),
+            (!file.route.is_empty()).then(|| "[[route]]".to_string()),
+        ]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>();
+        let mut telegram = telegram(file_telegram, &mut provenance)?;
+        let telegram_missing = (telegram.is_none() && !half_set.is_empty()).then(|| {
+            format!(
+                "Telegram is half configured: {} set but no bot token; set {} (or {}, or telegram.token_file), or remove them",
+                half_set.join(", "),
+                env_name(TOKEN),
+                env_name(TOKEN_FILE)
+            )
+        });
         let routes = routes(file.route)?;
         match &mut telegram {
             Some(tg) => tg.routes = routes,
-            None if !routes.is_empty() => {
+            None if !routes.is_empty() && telegram_missing.is_none() => {
                 return Err(config_error(
                     "[[route]] entries need Telegram configured (a token and a default chat_id)"
                         .into(),
@@ -828,6 +856,7 @@ impl Config {
             sql_log: non_empty_env(SQL_LOG).map(PathBuf::from),
             verbosity,
             telegram,
+            telegram_missing,
             rules,
             run_timeout: Duration::from_millis(run_timeout.max(1000) as u64),
             policy,
@@ -841,7 +870,16 @@ impl Config {
     }
 
     /// Telegram settings with at least one operator, for commands that apply decisions.
+    /// Refuses a half-configured Telegram (exit 78, naming what is missing).
+    pub fn telegram_complete(&self) -> Result<()> {
+        match &self.telegram_missing {
+            Some(why) => Err(config_error(why.clone())),
+            None => Ok(()),
+        }
+    }
+
     pub fn telegram_for_decisions(&self) -> Result<&TelegramConfig> {
+        self.telegram_complete()?;
         let tg = self.telegram.as_ref().ok_or_else(|| {
             config_error(format!(
                 "Telegram is not configured: set {} (or {}, or telegram.token_file) and {}",

@@ -8,6 +8,9 @@ use crate::notify::{self, Card, PushReport};
 use anyhow::Result;
 
 pub fn notify(config: &Config, args: NotifyArgs) -> Result<u8> {
+    if !args.console {
+        config.telegram_complete()?;
+    }
     let tg_cfg = match (&config.telegram, args.console) {
         (Some(tg), false) => tg,
         _ => {
