@@ -310,13 +310,20 @@ pub struct HashArgs {
 
 #[derive(Debug, Args)]
 pub struct ListArgs {
-    /// Only these states (repeatable, or comma-separated)
+    /// Only these states (repeatable, or comma-separated); the table shows the in-flight
+    /// ones by default
     #[arg(long = "state", value_name = "STATE", value_parser = StateParser)]
     pub states: Vec<String>,
+    /// Every state, history included (the default of --json)
+    #[arg(long, conflicts_with = "states")]
+    pub all: bool,
     /// Only this source
     #[arg(long, value_name = "NAME")]
     pub source: Option<String>,
-    /// Print a JSON array
+    /// At most N proposals, newest first
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+    /// Print a JSON array (every state unless --state is given, as scripts expect)
     #[arg(long)]
     pub json: bool,
 }

@@ -206,6 +206,24 @@ fn word_rules(tokens: &[Token], sources: &[Sourced], units: &[Unit], found: &mut
             .iter()
             .map(|&u| Some(units[u].value.as_str()).filter(|v| !v.contains('\u{FFFC}')))
             .collect();
+        // A private key written one line per word (`printf '%s\n' '-----BEGIN ...' 'MIIE..'
+        // '-----END ...'`): each word between the markers is masked, each inside itself.
+        let mut inside = false;
+        for &u in &words {
+            let v = units[u].value.as_str();
+            if v.contains("-----END ") && v.contains("PRIVATE KEY") {
+                inside = false;
+            } else if inside && !v.is_empty() {
+                found.push(Found {
+                    unit: u,
+                    start: 0,
+                    end: v.chars().count(),
+                });
+            }
+            if v.contains("-----BEGIN ") && v.contains("PRIVATE KEY") && !v.contains("-----END ") {
+                inside = true;
+            }
+        }
         for (i, s, e) in redact::arg_secrets(&tool, &args) {
             found.push(Found {
                 unit: words[tool_at + 1 + i],

@@ -41,3 +41,50 @@ fn half_configured_telegram_fails_delivery_with_78_instead_of_silence() {
     let out = run(&["notify", "--console"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }
+
+#[test]
+fn list_shows_the_source_and_what_is_in_flight_by_default_with_all_and_limit() {
+    let env = Env::new();
+    env.ingest(
+        "web-1",
+        &cycle(1, &["docker stop clickhouse", "docker restart web"]),
+    );
+    env.ingest("web-2", &cycle(1, &["docker stop clickhouse"]));
+    env.cmd(&["reject", "2", "--reason", "not now"]).ok();
+    let table = stdout(&env.cmd(&["list"]).env("COLUMNS", "200").ok());
+    let header = table.lines().next().unwrap();
+    assert!(header.contains("SOURCE"), "{table}");
+    // Two `docker stop clickhouse` on two hosts are told apart by the source column.
+    let rows: Vec<&str> = table
+        .lines()
+        .filter(|l| l.contains("docker stop"))
+        .collect();
+    assert_eq!(rows.len(), 2, "{table}");
+    assert!(
+        rows[0].contains("web-1") && rows[1].contains("web-2"),
+        "{table}"
+    );
+    assert!(
+        !table.contains("rejected"),
+        "history is not listed by default: {table}"
+    );
+    let all = stdout(&env.cmd(&["list", "--all"]).env("COLUMNS", "200").ok());
+    assert!(all.contains("rejected"), "{all}");
+    let newest = stdout(&env.cmd(&["list", "--all", "--limit", "1"]).ok());
+    assert_eq!(newest.lines().count(), 2, "{newest}");
+    assert!(
+        newest
+            .lines()
+            .nth(1)
+            .unwrap()
+            .trim_start()
+            .starts_with("3 "),
+        "{newest}"
+    );
+    // The JSON keeps every state by default.
+    assert_eq!(env.list_json(&[]).len(), 3);
+    assert_eq!(env.list_json(&["--limit", "2"]).len(), 2);
+    // The command column is fitted to the terminal.
+    let narrow = stdout(&env.cmd(&["list"]).env("COLUMNS", "100").ok());
+    assert!(narrow.lines().all(|l| l.chars().count() <= 100), "{narrow}");
+}

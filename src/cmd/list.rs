@@ -162,15 +162,35 @@ fn proposal_value(p: &Proposal, reveal: bool) -> Value {
 
 /// Lists proposals as they are read (a page at a time): memory stays flat for any number.
 pub fn list(config: &Config, args: ListArgs) -> Result<u8> {
-    let states = parse_states(&args.states)?;
+    // The table shows what is in flight unless asked for more; JSON keeps every state by
+    // default, as scripts expect.
+    let states = if args.states.is_empty() && !args.all && !args.json {
+        parse_states(&["in-flight".to_string()])?
+    } else {
+        parse_states(&args.states)?
+    };
+    let empty = if args.json {
+        "[]\n"
+    } else if args.states.is_empty() && !args.all {
+        "No proposals in flight (`opsgate list --all` shows history).\n"
+    } else {
+        "No proposals.\n"
+    };
     let Some(mut store) = open_for_reading(config)? else {
-        print_out(if args.json { "[]\n" } else { "No proposals.\n" })?;
+        print_out(empty)?;
         return Ok(error::OK);
     };
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, stdout.lock());
     let mut count = 0usize;
-    let result = store.list_each(&states, args.source.as_deref(), &mut |p| {
+    // The command column takes what the terminal has left (80 columns when not a terminal).
+    let width = terminal_size::terminal_size()
+        .map(|(w, _)| w.0 as usize)
+        .or_else(|| std::env::var("COLUMNS").ok()?.parse().ok())
+        .unwrap_or(120);
+    let fixed = 5 + 2 + 11 + 2 + 4 + 2 + 12 + 2 + 12 + 2 + 16 + 2;
+    let command_width = width.saturating_sub(fixed).max(20);
+    let result = store.list_each_limited(&states, args.source.as_deref(), args.limit, &mut |p| {
         if args.json {
             out.write_all(if count == 0 { b"[" } else { b"," })?;
             serde_json::to_writer(&mut out, &ProposalJson::new(&p, false))
@@ -179,8 +199,8 @@ pub fn list(config: &Config, args: ListArgs) -> Result<u8> {
             if count == 0 {
                 writeln!(
                     out,
-                    "{:>5}  {:<11}  {:>4}  {:<12}  {:<16}  COMMAND",
-                    "ID", "STATE", "SEEN", "CMD_HASH", "CLUSTER"
+                    "{:>5}  {:<11}  {:>4}  {:<12}  {:<12}  {:<16}  COMMAND",
+                    "ID", "STATE", "SEEN", "SOURCE", "CMD_HASH", "CLUSTER"
                 )?;
             }
             let cluster = p
@@ -190,13 +210,17 @@ pub fn list(config: &Config, args: ListArgs) -> Result<u8> {
                 .unwrap_or_else(|| "-".into());
             writeln!(
                 out,
-                "{:>5}  {:<11}  {:>4}  {:<12}  {:<16}  {}",
+                "{:>5}  {:<11}  {:>4}  {:<12}  {:<12}  {:<16}  {}",
                 p.id,
                 p.state.as_str(),
                 p.seen_count,
+                ellipsize(&show_field(&p.source, 64), 12),
                 p.cmd_hash,
                 ellipsize(&cluster, 16),
-                ellipsize(&show_command(&p.command).0.replace('\n', "⏎"), 70)
+                ellipsize(
+                    &show_command(&p.command).0.replace('\n', "⏎"),
+                    command_width
+                )
             )?;
         }
         count += 1;
@@ -206,7 +230,7 @@ pub fn list(config: &Config, args: ListArgs) -> Result<u8> {
         match (args.json, count) {
             (true, 0) => out.write_all(b"[]\n")?,
             (true, _) => out.write_all(b"]\n")?,
-            (false, 0) => out.write_all(b"No proposals.\n")?,
+            (false, 0) => out.write_all(empty.as_bytes())?,
             _ => {}
         }
         out.flush()?;

@@ -30,8 +30,24 @@ impl Store {
         source: Option<&str>,
         each: &mut dyn FnMut(Proposal) -> Result<()>,
     ) -> Result<()> {
+        self.list_each_limited(states, source, None, each)
+    }
+
+    /// [`Store::list_each`], or with `newest`, at most that many proposals, newest first.
+    pub fn list_each_limited(
+        &mut self,
+        states: &[State],
+        source: Option<&str>,
+        newest: Option<usize>,
+        each: &mut dyn FnMut(Proposal) -> Result<()>,
+    ) -> Result<()> {
         const PAGE: i64 = 500;
-        let mut sql = format!("{PROPOSAL_SELECT} WHERE p.id > ?1");
+        let mut left = newest.unwrap_or(usize::MAX);
+        let (after_op, order) = match newest {
+            Some(_) => ("<", "DESC"),
+            None => (">", ""),
+        };
+        let mut sql = format!("{PROPOSAL_SELECT} WHERE p.id {after_op} ?1");
         if !states.is_empty() {
             let list: Vec<String> = states.iter().map(|s| format!("'{}'", s.as_str())).collect();
             sql.push_str(&format!(" AND p.state IN ({})", list.join(",")));
@@ -39,9 +55,12 @@ impl Store {
         if source.is_some() {
             sql.push_str(" AND p.source = ?3");
         }
-        sql.push_str(" ORDER BY p.id LIMIT ?2");
-        let mut after = 0i64;
+        sql.push_str(&format!(" ORDER BY p.id {order} LIMIT ?2"));
+        let mut after = if newest.is_some() { i64::MAX } else { 0i64 };
         loop {
+            if left == 0 {
+                return Ok(());
+            }
             let mut params: Vec<&dyn db::ToParam> = vec![&after, &PAGE];
             if let Some(s) = &source {
                 params.push(s);
@@ -60,6 +79,10 @@ impl Store {
             let ids: Vec<i64> = page.iter().map(|p| p.id).collect();
             let mut display = page_display_ids(self.conn(), &ids)?;
             for mut p in page {
+                if left == 0 {
+                    return Ok(());
+                }
+                left -= 1;
                 p.display_ids = display.remove(&p.id).unwrap_or_default();
                 each(p)?;
             }
