@@ -524,19 +524,31 @@ fn lifecycle_lines(w: &mut Writer, p: &Proposal, detail: Detail) {
                     // Secrets hidden in the whole tail before it is cut: a cut through a
                     // value would leave it unrecognisable, and shown.
                     let tail = crate::redact::redact(tail);
+                    let tail = tail.trim_end();
+                    // Bounded in lines as well as characters: the last OUTPUT_LINES.
+                    let lines = tail.lines().count();
+                    let from = tail
+                        .match_indices('\n')
+                        .nth_back(OUTPUT_LINES.saturating_sub(1))
+                        .map_or(0, |(i, _)| i + 1);
+                    let tail = &tail[from..];
                     let count = tail.chars().count();
                     let shown: String = tail
                         .chars()
                         .skip(count.saturating_sub(detail.output_chars))
                         .collect();
+                    let kept = shown.lines().count();
                     w.text(&format!(
                         "{label}{}:\n",
-                        if count > detail.output_chars {
+                        if count > detail.output_chars || lines > kept {
                             " (end)"
                         } else {
                             ""
                         }
                     ));
+                    if lines > kept {
+                        w.text(&format!("… {} more lines\n", lines - kept));
+                    }
                     w.tagged("pre", show_lines(&shown).trim_end());
                     w.text("\n");
                 }
@@ -556,6 +568,9 @@ fn lifecycle_lines(w: &mut Writer, p: &Proposal, detail: Detail) {
         _ => {}
     }
 }
+
+/// The most output lines a card shows of each stream.
+const OUTPUT_LINES: usize = 20;
 
 struct Cut {
     text: String,

@@ -88,3 +88,21 @@ fn list_shows_the_source_and_what_is_in_flight_by_default_with_all_and_limit() {
     let narrow = stdout(&env.cmd(&["list"]).env("COLUMNS", "100").ok());
     assert!(narrow.lines().all(|l| l.chars().count() <= 100), "{narrow}");
 }
+
+#[test]
+fn a_finished_card_shows_at_most_20_output_lines_and_says_how_many_more() {
+    let env = Env::new();
+    let fake = common::fake_telegram::Fake::start();
+    env.cmd(&["ingest", "--source", "vps-1", "--notify"])
+        .stdin(cycle(1, &["seq 300"]))
+        .telegram(&fake, "1001")
+        .ok();
+    env.cmd(&["approve", "1"]).telegram(&fake, "1001").ok();
+    env.cmd(&["run"]).telegram(&fake, "1001").ok();
+    env.cmd(&["notify"]).telegram(&fake, "1001").ok();
+    let card = fake.messages().into_values().last().unwrap().text;
+    assert!(card.contains("completed"), "{card}");
+    assert!(card.contains("… 280 more lines\n281\n"), "{card}");
+    assert!(card.contains("\n300"), "{card}");
+    assert!(card.lines().count() < 40, "{card}");
+}
