@@ -8,6 +8,8 @@
 //! Medians, interleaved across databases, because the machine is shared and noisy.
 #![allow(clippy::unwrap_used)]
 
+mod targets;
+
 #[path = "../tests/common/fake_telegram.rs"]
 mod fake_telegram;
 
@@ -15,6 +17,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use targets::{fail_if_missed, met};
 
 const BIN: &str = env!("CARGO_BIN_EXE_opsgate");
 
@@ -255,10 +258,7 @@ fn ratio(a: Duration, b: Duration) -> f64 {
 
 /// `x.xx` and whether it meets `target` (at most).
 fn verdict(r: f64, target: f64) -> String {
-    format!(
-        "(target <= {target}x) {}",
-        if r <= target { "ok" } else { "MISSED" }
-    )
+    format!("(target <= {target}x) {}", met(r <= target))
 }
 
 /// A copy of a database (compact, consistent), for a second shape or a destructive run.
@@ -506,14 +506,7 @@ fn main() {
         row(
             &format!("{label}, {big_n} stored"),
             ms(m),
-            &format!(
-                "(target < 20 ms) {}",
-                if m < Duration::from_millis(20) {
-                    "ok"
-                } else {
-                    "MISSED"
-                }
-            ),
+            &format!("(target < 20 ms) {}", met(m < Duration::from_millis(20))),
         );
     }
 
@@ -547,10 +540,7 @@ fn main() {
     row(
         "peak RSS of list --json",
         format!("{list_peak:.1} MiB"),
-        &format!(
-            "(target < 32 MiB) {}",
-            if list_peak < 32.0 { "ok" } else { "MISSED" }
-        ),
+        &format!("(target < 32 MiB) {}", met(list_peak < 32.0)),
     );
 
     // Bulk ingest vs the plain insert loop of the same rows.
@@ -596,10 +586,7 @@ fn main() {
     row(
         &format!("peak RSS of the {big_n}-proposal ingest"),
         format!("{:.1} MiB", big_load.1),
-        &format!(
-            "(target < 64 MiB) {}",
-            if big_load.1 < 64.0 { "ok" } else { "MISSED" }
-        ),
+        &format!("(target < 64 MiB) {}", met(big_load.1 < 64.0)),
     );
 
     // Canonicalize + hash on one core, next to sha256 of the same bytes.
@@ -658,6 +645,7 @@ fn main() {
         ms(r),
         &format!("{:.0} cards/s", 20_000.0 / r.as_secs_f64()),
     );
+    fail_if_missed();
 }
 
 fn sample_view() -> opsgate::model::ClusterView {

@@ -5,12 +5,17 @@
 //! has: fsync and synchronous_commit on.
 #![allow(clippy::unwrap_used)]
 
+mod targets;
+
+#[path = "../tests/common/need.rs"]
+mod need;
 #[path = "../tests/common/pg.rs"]
 mod pg;
 
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use targets::{fail_if_missed, met};
 
 const BIN: &str = env!("CARGO_BIN_EXE_opsgate");
 
@@ -173,11 +178,11 @@ fn main() {
     let medians: Vec<Duration> = times.into_iter().map(median).collect();
     for ((label, _), m) in dbs.iter().zip(&medians) {
         let target = if label.starts_with("PostgreSQL") {
-            "(target < 15 ms)"
+            format!("(target < 15 ms) {}", met(*m < Duration::from_millis(15)))
         } else {
-            ""
+            String::new()
         };
-        row(&format!("10-proposal cycle, {label}"), ms(*m), target);
+        row(&format!("10-proposal cycle, {label}"), ms(*m), &target);
     }
     row(
         "PostgreSQL / SQLite, 1k stored",
@@ -226,8 +231,9 @@ fn main() {
         &format!("{hosts} hosts ingest a 10-proposal cycle at once"),
         ms(all),
         &format!(
-            "{:.0} proposals/s (target < 1 s)",
-            (hosts * 10) as f64 / all.as_secs_f64()
+            "{:.0} proposals/s (target < 1 s) {}",
+            (hosts * 10) as f64 / all.as_secs_f64(),
+            met(all < Duration::from_secs(1))
         ),
     );
     let client = &mut server.client_for(&url);
@@ -246,4 +252,5 @@ fn main() {
         "one proposal per host and command"
     );
     assert_eq!(seen, (hosts * 10 * 5) as i64, "every sighting counted");
+    fail_if_missed();
 }

@@ -372,7 +372,14 @@ fn a_runner_never_waits_on_telegram_between_its_claim_and_the_command() {
 fn a_runner_that_lost_its_claim_kills_its_command_so_it_never_runs_twice() {
     let env = Env::new();
     let log = env.dir.path().join("log");
-    let command = format!("echo start >> {0}; sleep 4; echo end >> {0}", log.display());
+    // The command holds until the test creates `go` (bounded, so a broken kill still
+    // ends): no sleep decides whether the first runner noticed in time.
+    let go = env.dir.path().join("go");
+    let command = format!(
+        "echo start >> {0}; i=0; while [ ! -e {1} ] && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done; echo end >> {0}",
+        log.display(),
+        go.display()
+    );
     env.ingest("h", &proposals(&[&command]));
     env.cmd(&["approve", "1"]).ok();
     let first = env
@@ -381,11 +388,12 @@ fn a_runner_that_lost_its_claim_kills_its_command_so_it_never_runs_twice() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    wait_for("the first run to start", || {
+    wait_until("the first run to start", || {
         std::fs::read_to_string(&log).is_ok_and(|l| l.contains("start"))
     });
-    // Its lease is judged expired (a clock far ahead), the operator retries, and a
-    // second runner runs the proposal.
+    // Its lease is judged expired (a clock far ahead), the operator retries, and the
+    // proposal runs again (here: claimed again by the same runner, once it has killed its
+    // first execution).
     let tomorrow = (std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -395,12 +403,18 @@ fn a_runner_that_lost_its_claim_kills_its_command_so_it_never_runs_twice() {
     env.cmd(&["sweep"]).env("OPSGATE_NOW", &tomorrow).ok();
     assert_eq!(state(&env, 1), "interrupted");
     env.cmd(&["retry", "1"]).ok();
+    // The second execution starts only once the first was stopped; then both may end.
+    wait_until(
+        "the first execution to be stopped and the retry to start",
+        || std::fs::read_to_string(&log).is_ok_and(|l| l.matches("start").count() == 2),
+    );
+    std::fs::write(&go, "").unwrap();
     let out = first.wait_with_output().unwrap();
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
         v[0]["state"],
         Value::Null,
-        "the first runner recorded nothing: {v}"
+        "the first execution recorded nothing: {v}"
     );
     env.cmd(&["run", "-q"]).ok();
     let lines = std::fs::read_to_string(&log).unwrap();
@@ -473,23 +487,48 @@ fn a_pruned_proposal_id_is_never_reused() {
     assert_eq!(actions, ["propose"], "no inherited audit trail");
 }
 
-#[test]
-fn setsid_and_double_forks_do_not_escape_the_timeout_kill() {
-    let env = Env::new();
-    let command = "setsid sh -c 'sleep 37.25' & (sh -c 'sleep 37.5 &' &) ; sleep 37.75";
-    env.ingest("h", &proposals(&[command]));
-    env.cmd(&["approve", "1"]).ok();
-    env.cmd(&["run", "-q", "--timeout", "1s"]).ok();
-    assert_eq!(state(&env, 1), "failed");
-    std::thread::sleep(Duration::from_millis(200));
+/// The markers (command lines) still running on this machine. A killed process lingers
+/// as a zombie until reaped; `ps` shows a zombie as `[sleep] <defunct>`, not its command
+/// line.
+fn running(markers: &[&'static str]) -> Vec<&'static str> {
     let ps = std::process::Command::new("ps")
         .args(["-eo", "args"])
         .output()
         .unwrap();
     let ps = String::from_utf8_lossy(&ps.stdout);
-    for marker in ["sleep 37.25", "sleep 37.5", "sleep 37.75"] {
-        assert!(!ps.contains(marker), "{marker} survived the timeout");
-    }
+    markers.iter().copied().filter(|m| ps.contains(m)).collect()
+}
+
+// The leftovers sleep far longer than `wait_until` waits: one that escaped the kill is
+// still there when the wait gives up.
+#[test]
+fn setsid_and_double_forks_do_not_escape_the_timeout_kill() {
+    let env = Env::new();
+    let command = "setsid sh -c 'sleep 937.25' & (sh -c 'sleep 937.5 &' &) ; sleep 937.75";
+    env.ingest("h", &proposals(&[command]));
+    env.cmd(&["approve", "1"]).ok();
+    env.cmd(&["run", "-q", "--timeout", "1s"]).ok();
+    assert_eq!(state(&env, 1), "failed");
+    let markers = ["sleep 937.25", "sleep 937.5", "sleep 937.75"];
+    wait_until("the timed-out command's processes to be gone", || {
+        running(&markers).is_empty()
+    });
+}
+
+#[test]
+fn background_children_are_killed_when_the_command_exits_normally() {
+    let env = Env::new();
+    let command =
+        "sleep 938.25 & setsid sh -c 'sleep 938.5' & (sh -c 'sleep 938.75 &' &) ; echo done";
+    env.ingest("h", &proposals(&[command]));
+    env.cmd(&["approve", "1"]).ok();
+    env.cmd(&["run", "-q"]).ok();
+    assert_eq!(state(&env, 1), "completed");
+    let markers = ["sleep 938.25", "sleep 938.5", "sleep 938.75"];
+    wait_until(
+        "the finished command's background processes to be gone",
+        || running(&markers).is_empty(),
+    );
 }
 
 #[test]
@@ -569,12 +608,4 @@ fn the_parser_takes_proposals_only_from_the_documented_places() {
         );
     }
     assert!(!env.db.exists(), "nothing written");
-}
-
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }

@@ -75,10 +75,19 @@ proptest! {
         let env = Env::new();
         let input = serde_json::json!({"approval_needed": [{"id": "p", "command": cmd}]}).to_string();
         let out = env.cmd(&["ingest", "--json"]).stdin(&input).output();
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-        if !out.status.success() || v["invalid"] == 1 {
-            // Refused (a NUL byte, an empty command): nothing can run, nothing to show.
-            prop_assert!(env.list_json(&[]).is_empty() || !env.db.exists());
+        // A crash is never a refusal: a panic exits 101, an unclassified error 1.
+        prop_assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
+        if !out.status.success() {
+            // Refused as bad input (a NUL byte, an empty command): nothing can run,
+            // nothing to show.
+            prop_assert_eq!(out.status.code(), Some(65), "{}", stderr(&out));
+            prop_assert!(!env.db.exists() || env.list_json(&[]).is_empty());
+            return Ok(());
+        }
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        if v["invalid"] == 1 {
+            // Skipped as an invalid item: stored nowhere.
+            prop_assert!(env.list_json(&[]).is_empty());
             return Ok(());
         }
         let p = &env.list_json(&[])[0];

@@ -552,13 +552,10 @@ fn the_systemd_units_have_a_user_a_state_directory_and_stop_safely() {
 
 #[test]
 fn the_systemd_units_pass_systemd_analyze_verify() {
-    let found = Command::new("systemd-analyze")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !found {
-        println!("note: systemd-analyze not found: only the static checks ran");
+    if !common::require(
+        "systemd-analyze",
+        common::missing_tool("systemd-analyze", "--version"),
+    ) {
         return;
     }
     // verify checks that ExecStart's program exists: the host's /usr/local/bin is the

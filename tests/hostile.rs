@@ -4,7 +4,6 @@
 
 mod common;
 use common::*;
-use std::time::Instant;
 
 struct Case {
     name: &'static str,
@@ -127,9 +126,9 @@ fn refused_inputs_get_their_code_and_message_and_leave_the_database_untouched() 
     for case in cases {
         let mut args = vec!["ingest", "--source", "h"];
         args.extend(case.args.iter());
-        let started = Instant::now();
-        let out = env.cmd(&args).stdin(&case.input).output();
-        let took = started.elapsed();
+        // Refused without hanging: a run that never ends fails the test (no stopwatch:
+        // how fast belongs in `make bench`).
+        let out = env.cmd(&args).stdin(&case.input).output_unless_hung();
         assert_eq!(
             out.status.code(),
             Some(case.code),
@@ -146,7 +145,6 @@ fn refused_inputs_get_their_code_and_message_and_leave_the_database_untouched() 
             case.name
         );
         assert!(err.len() < 400, "{}: short message", case.name);
-        assert!(took.as_secs() < 10, "{}: took {took:?}", case.name);
         assert_eq!(env.dump(), before, "{}: database changed", case.name);
     }
 }
@@ -209,7 +207,7 @@ impl SmallDisk {
     fn mount(parent: &std::path::Path, size: &str) -> Option<SmallDisk> {
         let dir = parent.join("disk");
         std::fs::create_dir_all(&dir).unwrap();
-        let ok = std::process::Command::new("mount")
+        let out = std::process::Command::new("mount")
             .args([
                 "-t",
                 "tmpfs",
@@ -218,18 +216,22 @@ impl SmallDisk {
                 "tmpfs",
                 dir.to_str().unwrap(),
             ])
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            eprintln!("SKIPPED: cannot mount a tmpfs here (not root?)");
-            return None;
-        }
-        Some(SmallDisk { dir })
+            .output();
+        let missing = match out {
+            Ok(o) if o.status.success() => None,
+            Ok(o) => Some(format!(
+                "cannot mount a tmpfs (needs root): {}",
+                String::from_utf8_lossy(&o.stderr).trim()
+            )),
+            Err(e) => Some(format!("no mount program: {e}")),
+        };
+        require("root", missing).then(|| SmallDisk { dir })
     }
 
-    fn remount_read_only(&self) {
+    /// `ro` or `rw`.
+    fn remount(&self, mode: &str) {
         let ok = std::process::Command::new("mount")
-            .args(["-o", "remount,ro", self.dir.to_str().unwrap()])
+            .args(["-o", &format!("remount,{mode}"), self.dir.to_str().unwrap()])
             .status()
             .unwrap()
             .success();
@@ -305,7 +307,7 @@ fn a_read_only_database_fails_clearly_and_stays_as_it_was() {
             .output()
     };
     assert!(ingest(&cycle(0, &["docker stop web"])).status.success());
-    disk.remount_read_only();
+    disk.remount("ro");
     let out = ingest(&cycle(1, &["docker stop web", "docker stop db"]));
     assert_eq!(out.status.code(), Some(74), "{}", stderr(&out));
     assert!(
@@ -313,16 +315,16 @@ fn a_read_only_database_fails_clearly_and_stays_as_it_was() {
         "{}",
         stderr(&out)
     );
+    // Writable again, the database holds what it held before the failed run.
+    disk.remount("rw");
     let list = env
         .cmd(&["list", "--json"])
         .env("OPSGATE_DB", db.to_str().unwrap())
-        .output();
-    let rows: serde_json::Value =
-        serde_json::from_slice(&list.stdout).unwrap_or(serde_json::Value::Null);
-    if let Some(rows) = rows.as_array() {
-        assert_eq!(rows.len(), 1);
-        assert_eq!(rows[0]["seen_count"], 1);
-    }
+        .ok();
+    let rows: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["seen_count"], 1, "{rows:?}");
 }
 
 fn bulk(n: usize, reason_len: usize) -> String {
@@ -330,6 +332,34 @@ fn bulk(n: usize, reason_len: usize) -> String {
         .map(|i| serde_json::json!({"id": format!("b{i}"), "command": format!("docker restart bulk{i}"), "reason": "r".repeat(reason_len)}))
         .collect();
     serde_json::json!({"summary": "bulk", "approval_needed": items}).to_string()
+}
+
+#[test]
+fn the_wal_is_kept_between_runs_and_truncated_once_past_256_kib() {
+    let env = Env::new();
+    let wal = {
+        let mut p = env.db.clone().into_os_string();
+        p.push("-wal");
+        std::path::PathBuf::from(p)
+    };
+    let wal_bytes = || std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+    env.ingest("h", &cycle(0, &["docker stop web"]));
+    let small = wal_bytes();
+    assert!(
+        small > 0 && small <= 256 * 1024,
+        "a small write leaves its WAL for the next run: {small} bytes"
+    );
+    let db_before = std::fs::metadata(&env.db).unwrap().len();
+    env.cmd(&["ingest", "--source", "h", "--max-proposals", "5000"])
+        .stdin(bulk(400, 2000))
+        .ok();
+    let grew = std::fs::metadata(&env.db).unwrap().len() - db_before;
+    assert!(
+        grew > 512 * 1024,
+        "the write went through the WAL: {grew} bytes"
+    );
+    assert_eq!(wal_bytes(), 0, "a WAL past 256 KiB is truncated on close");
+    assert_eq!(env.list_json(&[]).len(), 401);
 }
 
 #[test]

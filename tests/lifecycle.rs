@@ -7,7 +7,6 @@ use common::fake_telegram::Fake;
 use common::*;
 use serde_json::Value;
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 const T0: &str = "2026-11-22T14:00:00Z";
 
@@ -54,14 +53,6 @@ fn transitions(env: &Env, id: &str) -> Vec<String> {
             )
         })
         .collect()
-}
-
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(30));
-    }
 }
 
 fn lines(path: &Path) -> usize {
@@ -138,9 +129,11 @@ fn failing_and_timing_out_commands_fail_and_leave_no_orphans() {
     env.ingest("h", &cycle(0, &["exit 7", &slow]));
     env.cmd(&["approve", "1"]).ok();
     env.cmd(&["approve", "2"]).ok();
-    let started = Instant::now();
-    let out = env.cmd(&["run", "--timeout", "1s", "--json"]).ok();
-    assert!(started.elapsed() < Duration::from_secs(15));
+    // Two 300 s sleeps: a run that ends at all killed them at the timeout.
+    let out = env
+        .cmd(&["run", "--timeout", "1s", "--json"])
+        .output_unless_hung();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v[0]["state"], "failed");
     assert_eq!(v[0]["exit_code"], 7);
@@ -150,7 +143,7 @@ fn failing_and_timing_out_commands_fail_and_leave_no_orphans() {
         .unwrap()
         .trim()
         .to_string();
-    wait_for("the background sleep to be gone", || {
+    wait_until("the background sleep to be gone", || {
         !Path::new(&format!("/proc/{pid}")).exists()
             || std::fs::read_to_string(format!("/proc/{pid}/stat"))
                 .unwrap_or_default()
@@ -209,7 +202,7 @@ fn a_runner_killed_mid_command_is_interrupted_and_never_rerun_until_retry() {
         &cycle(
             0,
             &[&format!(
-                "echo started >> {}; sleep ${{HOLD:-0}}",
+                "echo $$ >> {}; sleep ${{HOLD:-0}}",
                 file.display()
             )],
         ),
@@ -227,14 +220,21 @@ fn a_runner_killed_mid_command_is_interrupted_and_never_rerun_until_retry() {
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
     let mut child = runner.spawn().unwrap();
-    wait_for("the command to start", || lines(&file) == 1);
+    wait_until("the command to start", || lines(&file) == 1);
     assert_eq!(state(&env, 1), "executing");
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
-    // The orphaned `sleep 30` keeps its own process group; end it so the test leaves nothing.
-    let _ = std::process::Command::new("pkill")
-        .args(["-f", "sleep 30"])
-        .status();
+    // The orphaned command keeps the process group the runner gave it (its shell's pid,
+    // which it wrote first): end that group, and nothing else, so the test leaves nothing.
+    let group = std::fs::read_to_string(&file).unwrap().trim().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", "--", &format!("-{group}")])
+        .status()
+        .unwrap();
+    assert!(
+        killed.success(),
+        "the command's process group {group} is gone"
+    );
 
     let out = env.cmd(&["sweep", "--json"]).ok();
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -445,6 +445,47 @@ fn a_stale_proposal_is_approved_on_telegram_by_a_second_tap() {
     fake.tap(msg, 1001, "alice", "a:1");
     tg(&["poll"]).ok();
     assert_eq!(state(&env, 1), "approved");
+}
+
+#[test]
+fn a_second_tap_after_the_two_minute_window_asks_again_instead_of_approving() {
+    let env = Env::new();
+    let fake = Fake::start();
+    // The clock is pinned: `secs` after the first tap.
+    let tg = |secs: i64, args: &[&str]| {
+        let now = at(3.5).parse::<i64>().unwrap() + secs;
+        env.cmd(args)
+            .telegram(&fake, "1001")
+            .env("OPSGATE_NOW", &now.to_string())
+    };
+    ingest_at(&env, 0.0, &cycle(0, &["docker restart web"]));
+    for h in 1..=3 {
+        ingest_at(&env, h as f64, &cycle(h, &["df -h"]));
+    }
+    tg(0, &["notify"]).ok();
+    let msg = *fake.messages().keys().next().unwrap();
+    let answers = || {
+        fake.state
+            .lock()
+            .unwrap()
+            .answers
+            .iter()
+            .map(|a| a.1.clone())
+            .collect::<Vec<_>>()
+    };
+    fake.tap(msg, 1001, "alice", "a:1");
+    tg(0, &["poll"]).ok();
+    assert_eq!(state(&env, 1), "pending");
+    // 121 s later the first tap has lapsed: this tap is a first one again.
+    fake.tap(msg, 1001, "alice", "a:1");
+    tg(121, &["poll"]).ok();
+    assert_eq!(state(&env, 1), "pending", "{:?}", answers());
+    assert_eq!(answers().len(), 2);
+    assert!(answers()[1].starts_with("Stale:"), "{:?}", answers());
+    // Within two minutes of that one (119 s), the second tap approves.
+    fake.tap(msg, 1001, "alice", "a:1");
+    tg(121 + 119, &["poll"]).ok();
+    assert_eq!(state(&env, 1), "approved", "{:?}", answers());
 }
 
 #[test]
@@ -746,12 +787,12 @@ fn serve_with_execute_runs_what_an_operator_approves() {
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped());
     let child = serve.spawn().unwrap();
-    wait_for("the card", || fake.count("sendMessage") == 1);
+    wait_until("the card", || fake.count("sendMessage") == 1);
     let msg = *fake.messages().keys().next().unwrap();
     fake.tap(msg, 1001, "alice", "a:1");
-    wait_for("the run", || state(&env, 1) == "completed");
+    wait_until("the run", || state(&env, 1) == "completed");
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "served\n");
-    wait_for("the card to show the outcome", || {
+    wait_until("the card to show the outcome", || {
         fake.message(msg).text.contains("✔ completed")
     });
     std::process::Command::new("kill")

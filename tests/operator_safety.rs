@@ -194,6 +194,40 @@ fn approving_one_spelling_cancels_only_the_siblings_that_stop_the_same_container
 }
 
 #[test]
+fn opsgate_variables_in_the_runners_environment_settings_are_refused_before_anything_runs() {
+    let env = Env::new();
+    let ran = env.dir.path().join("ran");
+    env.ingest("h", &cycle(0, &[&format!("touch {}", ran.display())]));
+    env.cmd(&["approve", "1"]).ok();
+    let before = env.dump();
+    let config = env.dir.path().join("opsgate.toml");
+    for (toml, named) in [
+        (
+            "[runner]\npass_env = [\"OPSGATE_TELEGRAM_TOKEN\"]\n",
+            "runner.pass_env: OPSGATE_TELEGRAM_TOKEN",
+        ),
+        (
+            "[runner]\npass_env = [\"opsgate_db\"]\n",
+            "runner.pass_env: opsgate_db",
+        ),
+        (
+            "[runner]\nenv = [\"OPSGATE_DB=/tmp/elsewhere.db\"]\n",
+            "runner.env: OPSGATE_DB",
+        ),
+    ] {
+        std::fs::write(&config, toml).unwrap();
+        let out = env
+            .cmd(&["run"])
+            .env("OPSGATE_CONFIG", config.to_str().unwrap())
+            .output();
+        assert_eq!(out.status.code(), Some(78), "{toml}: {}", stderr(&out));
+        assert!(stderr(&out).contains(named), "{toml}: {}", stderr(&out));
+        assert!(!ran.exists(), "{toml}: the command ran");
+        assert_eq!(env.dump(), before, "{toml}: the database changed");
+    }
+}
+
+#[test]
 fn the_bot_token_and_configured_secrets_never_reach_a_command_the_database_or_the_chat() {
     let tg = Tg::new(
         &[ALICE],

@@ -7,9 +7,10 @@
 //! holding only dash and shims that print their name, arguments and stdin, as an
 //! unprivileged user, in a fresh directory; what it prints, its exit code and the files
 //! it leaves are compared within each cmd_hash group. Needs root for chroot (as on CI);
-//! without it the test says SKIPPED.
+//! without it the test says SKIPPED (and fails under `OPSGATE_REQUIRE_ALL=1`).
 #![allow(clippy::unwrap_used)]
 
+mod common;
 use opsgate::canon::canonicalize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -327,8 +328,10 @@ fn quote_word(c: &str, n: usize, style: char) -> String {
 
 #[test]
 fn commands_with_one_cmd_hash_behave_the_same_under_sh() {
-    if !nix_is_root() || !Path::new("/bin/dash").exists() {
-        eprintln!("SKIPPED: the shell differential test needs root (chroot) and /bin/dash");
+    let missing = common::missing_root("chroot").or_else(|| {
+        (!Path::new("/bin/dash").exists()).then(|| "no /bin/dash (install dash)".to_string())
+    });
+    if !common::require("root", missing) {
         return;
     }
     let template = Template::build();
@@ -373,11 +376,4 @@ fn commands_with_one_cmd_hash_behave_the_same_under_sh() {
         shared.len()
     );
     assert!(shared.len() > 50, "the corpus must exercise shared hashes");
-}
-
-fn nix_is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
 }

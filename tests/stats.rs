@@ -298,11 +298,46 @@ fn bash_completions_offer_the_state_values() {
 #[test]
 fn state_accepts_lists_and_refuses_unknown_values_as_a_usage_error() {
     let env = Env::new();
-    env.cmd(&["list", "--state", "pending,in_flight", "--state", "failed"])
-        .ok();
+    // #1 completed, #2 failed, #3 approved, #4 pending.
+    populate(&env);
+    env.cmd(&["approve", "3"]).env("OPSGATE_NOW", T1).ok();
+    let ids = |states: &[&str]| -> Vec<(i64, String)> {
+        let mut args = vec!["list", "--json"];
+        for s in states {
+            args.extend(["--state", s]);
+        }
+        let out = env.cmd(&args).env("OPSGATE_NOW", T2).ok();
+        let rows: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let mut ids: Vec<(i64, String)> = rows
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                (
+                    p["id"].as_i64().unwrap(),
+                    p["state"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        ids.sort();
+        ids
+    };
+    let own = |pairs: &[(i64, &str)]| -> Vec<(i64, String)> {
+        pairs.iter().map(|(i, s)| (*i, s.to_string())).collect()
+    };
+    assert_eq!(ids(&["completed"]), own(&[(1, "completed")]));
+    assert_eq!(
+        ids(&["pending,in_flight", "failed"]),
+        own(&[(2, "failed"), (3, "approved"), (4, "pending")]),
+        "a list, two flags, in_flight for in-flight"
+    );
+    assert_eq!(ids(&["in-flight"]), own(&[(3, "approved"), (4, "pending")]));
+    let before = env.dump();
     let out = env.cmd(&["list", "--state", "pending,bogus"]).output();
     assert_eq!(out.status.code(), Some(64));
     assert!(stderr(&out).contains("bogus"), "{}", stderr(&out));
+    assert!(stdout(&out).is_empty(), "{}", stdout(&out));
+    assert_eq!(env.dump(), before);
 }
 
 #[test]

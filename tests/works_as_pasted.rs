@@ -201,7 +201,7 @@ fn empty_stdin_an_llm_error_and_prose_each_say_what_came_and_write_nothing() {
 /// everything); otherwise as ourselves.
 fn as_someone_else(env: &Env, args: &[&str]) -> std::process::Output {
     let bin = env!("CARGO_BIN_EXE_opsgate");
-    let root = nix_is_root();
+    let root = is_root();
     let mut cmd = if root {
         let mut c = std::process::Command::new("setpriv");
         c.args(["--reuid=65534", "--regid=65534", "--clear-groups", bin]);
@@ -216,14 +216,6 @@ fn as_someone_else(env: &Env, args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
-fn nix_is_root() -> bool {
-    std::process::Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
-}
-
 #[test]
 fn a_database_the_user_may_not_read_is_permission_denied_not_an_empty_one() {
     use std::os::unix::fs::PermissionsExt;
@@ -233,7 +225,7 @@ fn a_database_the_user_may_not_read_is_permission_denied_not_an_empty_one() {
     // The temp dir itself must be enterable by the other user.
     std::fs::set_permissions(env.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).unwrap();
-    if !nix_is_root() {
+    if !is_root() {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o000)).unwrap();
     }
     for args in [&["list"][..], &["approve", "1"], &["run"]] {
@@ -437,7 +429,8 @@ fn serve_logs_presses_decisions_and_runs_for_journald() {
         assert!(std::time::Instant::now() < deadline, "never ran");
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // The outcome is recorded (and logged) before serve stops.
+    common::wait_until("the run to be recorded", || env.state_of(1) == "completed");
     std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()

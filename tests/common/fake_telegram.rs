@@ -134,6 +134,11 @@ impl Fake {
             .collect()
     }
 
+    /// Whether a getUpdates long poll is open (a second one would get 409).
+    pub fn polling(&self) -> bool {
+        self.state.lock().unwrap().polling
+    }
+
     pub fn count(&self, method: &str) -> usize {
         self.calls(method).len()
     }

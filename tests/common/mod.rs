@@ -2,11 +2,16 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 pub mod fake_telegram;
+pub mod need;
 pub mod pg;
 
-use std::io::Write;
+#[allow(unused_imports)]
+pub use need::{is_root, missing_root, missing_tool, require};
+
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 /// The real LLM output bundled from shared/samples (a byte-for-byte copy).
 pub const SAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/vps-analytics");
@@ -33,7 +38,7 @@ impl Env {
     }
 
     /// An environment whose database is a fresh PostgreSQL database, or `None` when
-    /// PostgreSQL is not installed (the caller skips).
+    /// PostgreSQL is not installed (the caller returns: see [`require`]).
     pub fn postgres() -> Option<Env> {
         let pg = pg::Pg::shared()?;
         let mut env = Env::new();
@@ -196,6 +201,17 @@ impl Run {
     }
 
     pub fn output(self) -> Output {
+        self.run_to_end(None)
+    }
+
+    /// Like [`Run::output`] for a test whose point is that the run ends by itself: a run
+    /// still going after [`WAIT_LIMIT`] is killed and the test fails.
+    pub fn output_unless_hung(self) -> Output {
+        self.run_to_end(Some(WAIT_LIMIT))
+    }
+
+    fn run_to_end(self, limit: Option<Duration>) -> Output {
+        let desc = self.args.join(" ");
         let mut cmd = self.command();
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -207,9 +223,36 @@ impl Run {
         let writer = std::thread::spawn(move || {
             let _ = stdin.write_all(&input);
         });
-        let out = child.wait_with_output().unwrap();
+        let read_all = |mut pipe: Box<dyn Read + Send>| {
+            std::thread::spawn(move || {
+                let mut bytes = Vec::new();
+                let _ = pipe.read_to_end(&mut bytes);
+                bytes
+            })
+        };
+        let stdout = read_all(Box::new(child.stdout.take().unwrap()));
+        let stderr = read_all(Box::new(child.stderr.take().unwrap()));
+        let started = Instant::now();
+        let status = match limit {
+            None => child.wait().unwrap(),
+            Some(limit) => loop {
+                if let Some(status) = child.try_wait().unwrap() {
+                    break status;
+                }
+                if started.elapsed() > limit {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!("opsgate {desc} was still running after {limit:?}: killed");
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            },
+        };
         writer.join().unwrap();
-        out
+        Output {
+            status,
+            stdout: stdout.join().unwrap(),
+            stderr: stderr.join().unwrap(),
+        }
     }
 
     /// Runs and asserts exit code 0.
@@ -226,6 +269,19 @@ impl Run {
         out
     }
 }
+
+/// Waits for `cond`, checking every 20 ms, for at most a generous deadline (60 s: the
+/// machine may be loaded; a condition that holds returns at once). Panics naming `what`.
+pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT_LIMIT;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// How long [`wait_until`] and [`Run::output_unless_hung`] wait before they call it a hang.
+pub const WAIT_LIMIT: Duration = Duration::from_secs(60);
 
 pub fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()

@@ -2,7 +2,8 @@
 //! `postgres` user when the tests run as root: the server refuses root), started on a
 //! free 127.0.0.1 port, stopped when the test process ends (a watchdog process stops it
 //! and removes the directory). Without PostgreSQL installed, tests that need it print
-//! SKIPPED, unless `OPSGATE_REQUIRE_PG=1` (set by CI), where they fail.
+//! SKIPPED, unless `OPSGATE_REQUIRE_PG=1` or `OPSGATE_REQUIRE_ALL=1` (set by CI), where
+//! they fail (the rule is [`super::need::require`]'s).
 #![allow(dead_code, clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
@@ -18,7 +19,7 @@ pub struct Pg {
     extra: String,
 }
 
-static SHARED: OnceLock<Option<Pg>> = OnceLock::new();
+static SHARED: OnceLock<Result<Pg, String>> = OnceLock::new();
 static DATABASES: AtomicUsize = AtomicUsize::new(0);
 
 /// The PostgreSQL binaries: `pg_config --bindir`, else the newest /usr/lib/postgresql/*.
@@ -38,12 +39,7 @@ fn bin_dir() -> Option<PathBuf> {
     versions.pop()
 }
 
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-}
+use super::need::is_root;
 
 /// Runs a PostgreSQL program as the user that owns the cluster.
 fn as_owner(program: &Path) -> Command {
@@ -61,11 +57,14 @@ fn free_port() -> u16 {
     listener.local_addr().unwrap().port()
 }
 
-fn unavailable(why: &str) -> Option<Pg> {
-    if std::env::var("OPSGATE_REQUIRE_PG").is_ok_and(|v| v == "1") {
-        panic!("PostgreSQL is required (OPSGATE_REQUIRE_PG=1) but {why}");
-    }
-    eprintln!("SKIPPED: PostgreSQL tests: {why} (install the postgresql package)");
+/// `None`, after [`super::need::require`] said SKIPPED (or failed the test under CI).
+fn unavailable<T>(why: &str) -> Option<T> {
+    super::need::require(
+        "pg",
+        Some(format!(
+            "no PostgreSQL: {why} (install the postgresql package)"
+        )),
+    );
     None
 }
 
@@ -78,8 +77,15 @@ impl Pg {
     /// A new cluster with extra server options; `prepare` runs on the data directory
     /// before the first start (as root: files it writes are handed to postgres).
     pub fn start_new_with(extra: &str, prepare: impl FnOnce(&Path)) -> Option<Pg> {
+        match Pg::try_start(extra, prepare) {
+            Ok(pg) => Some(pg),
+            Err(why) => unavailable(&why),
+        }
+    }
+
+    fn try_start(extra: &str, prepare: impl FnOnce(&Path)) -> Result<Pg, String> {
         let Some(bin) = bin_dir() else {
-            return unavailable("no initdb found");
+            return Err("no initdb found".into());
         };
         let dir = std::env::temp_dir().join(format!(
             "opsgate-pg-{}-{}",
@@ -95,7 +101,7 @@ impl Pg {
                 .status()
                 .is_ok_and(|s| s.success());
             if !ok {
-                return unavailable("cannot hand a directory to the postgres user");
+                return Err("cannot hand a directory to the postgres user".into());
             }
         }
         let out = as_owner(&bin.join("initdb"))
@@ -105,7 +111,7 @@ impl Pg {
             .output()
             .unwrap();
         if !out.status.success() {
-            return unavailable(&format!(
+            return Err(format!(
                 "initdb failed: {}",
                 String::from_utf8_lossy(&out.stderr)
             ));
@@ -125,12 +131,15 @@ impl Pg {
         }
         pg.start();
         pg.watchdog();
-        Some(pg)
+        Ok(pg)
     }
 
-    /// The cluster shared by a test binary's tests.
+    /// The cluster shared by a test binary's tests (each test that finds none says so).
     pub fn shared() -> Option<&'static Pg> {
-        SHARED.get_or_init(Pg::start_new).as_ref()
+        match SHARED.get_or_init(|| Pg::try_start("", |_| {})) {
+            Ok(pg) => Some(pg),
+            Err(why) => unavailable(why),
+        }
     }
 
     pub fn start(&self) {
