@@ -1068,7 +1068,9 @@ fn daemon(program: &str, options: &[Opt<'_>], scope: &Scope) -> Result<Place, Un
         last_value(options, &["-H", "--host", "--url"])?,
         last_value(options, &["-c", "--context", "--connection"])?,
     ) {
-        (Some(h), _) => place.set_host(h),
+        // docker refuses both: nothing runs.
+        (Some(_), Some(_)) => return Err(Uncertain),
+        (Some(h), None) => place.set_host(h),
         (None, Some(c)) => place.set_context(c),
         (None, None) => {
             if scope.changed(other) {
