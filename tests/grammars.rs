@@ -658,6 +658,8 @@ fn an_uncertain_target_yields_no_key() {
         "read DOCKER_HOST; docker stop web",
         "for DOCKER_HOST in ssh://a ssh://b; do :; done; docker stop web",
         "export DOCKER_CONFIG=/srv/docker; docker stop web",
+        "HOME=/home/alice docker stop web",
+        "exit 0; docker stop web",
         "export CONTAINER_HOST=ssh://db; docker stop web",
         "export KUBECONFIG=$K; kubectl delete pod x",
         "export HOME=/home/alice; kubectl delete pod x",

@@ -1061,7 +1061,13 @@ fn daemon(program: &str, options: &[Opt<'_>], scope: &Scope) -> Result<Place, Un
         (
             "DOCKER_HOST",
             "DOCKER_CONTEXT",
-            &["CONTAINER_HOST", "CONTAINER_CONNECTION", "DOCKER_CONFIG"],
+            // The current context is in $DOCKER_CONFIG, by default ~/.docker.
+            &[
+                "CONTAINER_HOST",
+                "CONTAINER_CONNECTION",
+                "DOCKER_CONFIG",
+                "HOME",
+            ],
         )
     };
     match (

@@ -266,6 +266,8 @@ struct Flow {
     /// The scope after the list read so far succeeded, or failed (`None`: it cannot).
     ok: Option<Scope>,
     fail: Option<Scope>,
+    /// Whether a list is being read (a command was read since its start).
+    in_list: bool,
     /// How the next command joins: at a list's start, after `&&`, `||` or `|`.
     joint: Joint,
     /// The joint before the current pipeline, its scope and its length so far.
@@ -315,6 +317,7 @@ impl Flow {
             entry,
             ok: None,
             fail: None,
+            in_list: false,
             joint: Joint::Start,
             pipe_joint: Joint::Start,
             pipe_scope: None,
@@ -371,23 +374,27 @@ impl Flow {
                 }
             }
             self.pipe_len = 0;
+            self.in_list = true;
         }
         match op {
             "&&" => self.joint = Joint::And,
             "||" => self.joint = Joint::Or,
             // In the background: its changes stay in its subshell.
-            "&" => self.joint = Joint::Start,
+            "&" => {
+                self.joint = Joint::Start;
+                self.ok = None;
+                self.fail = None;
+                self.in_list = false;
+            }
+            // The list ends: what follows runs whichever way it went; after `exit` on
+            // every way, nothing does (an unknown scope: no keys).
             _ => {
-                if self.joint != Joint::Start || self.ok.is_some() || self.fail.is_some() {
+                if std::mem::take(&mut self.in_list) {
                     self.entry =
                         join_opt(self.ok.take(), self.fail.take()).unwrap_or_else(Scope::unknown);
                 }
                 self.joint = Joint::Start;
             }
-        }
-        if op == "&" {
-            self.ok = None;
-            self.fail = None;
         }
     }
 }
