@@ -553,6 +553,7 @@ fn one_target_spelled_differently_still_shares_its_subject() {
                 "kubectl delete pod x -n=prod",
                 "kubectl --namespace=prod delete pod/x",
                 "cd /tmp && kubectl -n prod delete pod x",
+                "kubectl config view && kubectl -n prod delete pod x",
             ],
         ),
         (
@@ -659,6 +660,13 @@ fn an_uncertain_target_yields_no_key() {
         "for DOCKER_HOST in ssh://a ssh://b; do :; done; docker stop web",
         "export DOCKER_CONFIG=/srv/docker; docker stop web",
         "HOME=/home/alice docker stop web",
+        // Commands that change a manager's default target.
+        "docker context use prod && docker stop web",
+        "kubectl config set-context --current --namespace=prod && kubectl delete pod x",
+        "kubectl config use-context prod; kubectl delete pod x",
+        "kubens prod && kubectl delete pod x",
+        "oc project prod && oc delete pod x",
+        "podman system connection default prod && podman stop web",
         "exit 0; docker stop web",
         "export CONTAINER_HOST=ssh://db; docker stop web",
         "export KUBECONFIG=$K; kubectl delete pod x",

@@ -420,6 +420,27 @@ const UNFOLLOWED: &[&str] = &[
     "mapfile",
     "readarray",
 ];
+/// Programs that change a manager's default target for the commands after them (in this
+/// line and in later ones: the line is all opsgate sees): the variable standing for that
+/// default becomes unknown. Each entry: the program, the words that must follow it (any
+/// of them; empty: any use), and the variable.
+const CHANGES_DEFAULT: &[(&str, &[&str], &str)] = &[
+    ("docker", &["use"], "DOCKER_CONTEXT"),
+    ("podman", &["default"], "CONTAINER_CONNECTION"),
+    ("kubectl", &["config"], "KUBECONFIG"),
+    ("oc", &["config", "project", "login"], "KUBECONFIG"),
+    ("kubectx", &[], "KUBECONFIG"),
+    ("kubens", &[], "KUBECONFIG"),
+];
+/// Read-only `kubectl config` subcommands.
+const KUBE_CONFIG_READS: &[&str] = &[
+    "view",
+    "current-context",
+    "get-contexts",
+    "get-clusters",
+    "get-users",
+];
+
 /// POSIX special builtins: assignments before them stay in the shell.
 const SPECIAL_BUILTINS: &[&str] = &[
     ":", "break", "continue", ".", "eval", "exec", "exit", "export", "readonly", "return", "set",
@@ -532,11 +553,27 @@ fn effect(words: &[Option<&str>], scope: &Scope) -> Outcome {
     let Some(program) = program else {
         return Outcome::same(&after);
     };
+    let args = &rest[1..];
+    for (name, words, var) in CHANGES_DEFAULT {
+        let used = words.is_empty()
+            || args.iter().enumerate().any(|(n, a)| {
+                a.is_some_and(|a| words.contains(&a))
+                    && !(*a == Some("config")
+                        && args
+                            .get(n + 1)
+                            .copied()
+                            .flatten()
+                            .is_some_and(|sub| KUBE_CONFIG_READS.contains(&sub)))
+            });
+        if program == *name && used {
+            after.set_var(var, Known::Unknown);
+            return Outcome::same(&after);
+        }
+    }
     let builtins = match prefix.builtins {
         Builtins::No => return same,
         b => b,
     };
-    let args = &rest[1..];
     let outcome = match program {
         "cd" | "pushd" => {
             let mut moved = after.clone();
