@@ -21,7 +21,7 @@ pub use grammar::subject_label;
 
 /// The version of the identity grammar: raised whenever the keys a command yields change
 /// (never its cmd_hash), so stored in-flight proposals are re-keyed once.
-pub const GRAMMAR_VERSION: i64 = 2;
+pub const GRAMMAR_VERSION: i64 = 3;
 
 /// Number of hex digits of sha256 kept as `cmd_hash`.
 pub const HASH_LEN: usize = crate::model::CMD_HASH_LEN;

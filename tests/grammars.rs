@@ -30,7 +30,8 @@ fn spellings_of_one_action_share_a_subject() {
                 "k3s kubectl -n shop rollout restart deployment/api",
                 "microk8s kubectl -n shop rollout restart deployment.apps/api",
                 "oc -n shop rollout pause deploy/api",
-                "sudo kubectl -n shop patch deployment api -p '{\"spec\":{}}'",
+                "kubectl -nshop patch deployment api -p '{\"spec\":{}}'",
+                "kubectl rollout restart deploy/api --namespace=shop",
             ],
         ),
         (
@@ -274,6 +275,12 @@ fn cards_name_subjects_readably() {
         ("k8s:file:/opt/a.yaml", "manifest /opt/a.yaml"),
         ("journal:system", "the system journal"),
         ("prune:image", "image prune"),
+        ("compose:/opt/shop/web", "compose service web in /opt/shop"),
+        ("web@as:alice", "container web of user alice"),
+        (
+            "user-unit:x.service@as:alice",
+            "user unit x.service of user alice",
+        ),
     ] {
         assert_eq!(subject_label(subject), label);
     }
@@ -299,6 +306,376 @@ fn no_cmd_hash_changes_when_grammars_grow() {
     assert!(checked >= 40, "{checked}");
     // (The bundled samples are a copy of shared/samples, which lives outside the
     // repository: a clean clone cannot compare them, so no test here pretends to.)
+}
+
+/// Issue 18, finding 3: what can change where a command acts, anywhere earlier in its
+/// line, is part of the subject when it is a literal, and takes the key away when it is
+/// not certain. Each row: two commands on different targets that must share no key.
+const DIFFERENT_TARGETS: &[(&str, &str)] = &[
+    // The pairs found by the adversarial test.
+    (
+        "cd /opt/shop && docker compose stop web",
+        "cd /opt/blog && docker compose stop web",
+    ),
+    (
+        "env -C /opt/shop docker compose stop web",
+        "env -C /opt/blog docker compose stop web",
+    ),
+    (
+        "env --chdir=/opt/shop docker compose stop web",
+        "cd /opt/blog && docker compose stop web",
+    ),
+    ("docker -Hssh://prod-db stop web", "docker stop web"),
+    (
+        "export DOCKER_HOST=ssh://prod-db; docker stop web",
+        "docker stop web",
+    ),
+    ("kubectl -nprod delete pod x", "kubectl delete pod x"),
+    ("kubectl --cluster=a delete pod x", "kubectl delete pod x"),
+    (
+        "kubectl --server=https://10.0.0.9:6443 delete pod x",
+        "kubectl delete pod x",
+    ),
+    (
+        "kubectl -s https://10.0.0.9:6443 delete pod x",
+        "kubectl delete pod x",
+    ),
+    ("kubectl --user=admin delete pod x", "kubectl delete pod x"),
+    (
+        "export KUBECONFIG=/etc/k/prod.conf; kubectl delete pod x",
+        "kubectl delete pod x",
+    ),
+    (
+        "systemctl -Hroot@lb1 restart nginx",
+        "systemctl restart nginx",
+    ),
+    (
+        "systemctl --root=/mnt/rescue enable nginx",
+        "systemctl enable nginx",
+    ),
+    (
+        "sudo -u alice systemctl --user restart x",
+        "sudo -u bob systemctl --user restart x",
+    ),
+    ("sudo -u alice podman stop web", "docker stop web"),
+    // The same rule elsewhere.
+    (
+        "cd /opt/shop && docker compose stop web",
+        "docker compose stop web",
+    ),
+    (
+        "cd /opt/shop && docker compose stop web",
+        "docker compose -p shop stop web",
+    ),
+    (
+        "cd /opt/a && kubectl apply -f api.yaml",
+        "cd /opt/b && kubectl apply -f api.yaml",
+    ),
+    (
+        "cd /opt/a && docker compose -f docker-compose.yml stop web",
+        "cd /opt/b && docker compose -f docker-compose.yml stop web",
+    ),
+    (
+        "export COMPOSE_PROJECT_NAME=shop; docker compose stop web",
+        "docker compose stop web",
+    ),
+    (
+        "export COMPOSE_FILE=/opt/shop/compose.yaml; docker compose stop web",
+        "docker compose stop web",
+    ),
+    (
+        "export DOCKER_CONTEXT=prod; docker stop web",
+        "docker stop web",
+    ),
+    (
+        "export CONTAINER_HOST=ssh://db/run/podman.sock; podman stop web",
+        "podman stop web",
+    ),
+    ("podman --url ssh://db stop web", "podman stop web"),
+    ("docker -Hssh://a stop web", "docker -Hssh://b stop web"),
+    (
+        "kubectl -nprod delete pod x",
+        "kubectl -nstaging delete pod x",
+    ),
+    (
+        "kubectl --kubeconfig /etc/k/a.conf delete pod x",
+        "kubectl delete pod x",
+    ),
+    ("sudo -u alice kubectl delete pod x", "kubectl delete pod x"),
+    ("systemctl -M db1 restart x", "systemctl -H db1 restart x"),
+    (
+        "systemctl --image=/srv/os.raw enable x",
+        "systemctl enable x",
+    ),
+    ("systemctl --global enable x", "systemctl enable x"),
+    ("systemctl --global enable x", "systemctl --user enable x"),
+    (
+        "sudo -u alice systemctl --user restart x",
+        "systemctl --user restart x",
+    ),
+    (
+        "sudo systemctl --user restart x",
+        "systemctl --user restart x",
+    ),
+    (
+        "sudo -u alice podman stop web",
+        "sudo -u bob podman stop web",
+    ),
+    ("sudo -ualice podman stop web", "podman stop web"),
+    ("sudo podman stop web", "podman stop web"),
+    ("sudo -u alice nerdctl stop web", "nerdctl stop web"),
+    ("nerdctl -H unix:///run/k.sock stop web", "nerdctl stop web"),
+    (
+        "export CONTAINERD_NAMESPACE=k8s.io; nerdctl stop web",
+        "nerdctl stop web",
+    ),
+    (
+        "journalctl -D /var/log/journal/remote --vacuum-size=1G",
+        "journalctl --vacuum-size=1G",
+    ),
+    (
+        "crictl -r unix:///run/crio.sock stop 3f2a",
+        "crictl stop 3f2a",
+    ),
+];
+
+#[test]
+fn commands_on_different_targets_share_no_key() {
+    for (a, b) in DIFFERENT_TARGETS {
+        let (ka, kb) = (keys(a), keys(b));
+        assert!(
+            !kb.is_empty() || !ka.is_empty(),
+            "{a:?} / {b:?}: no keys at all"
+        );
+        assert!(
+            ka.iter().all(|k| !kb.contains(k)),
+            "{a:?} {ka:?} / {b:?} {kb:?}"
+        );
+        assert!(
+            subjects(a).is_disjoint(&subjects(b)),
+            "{a:?} and {b:?} share {:?}",
+            subjects(a)
+        );
+    }
+}
+
+#[test]
+fn one_target_spelled_differently_still_shares_its_subject() {
+    let groups: &[(&str, &[&str])] = &[
+        (
+            "compose:/opt/shop/web",
+            &[
+                "cd /opt/shop && docker compose stop web",
+                "cd /opt/shop/ && docker compose restart web",
+                "cd /opt/shop || exit 1; docker compose stop web",
+                "cd /opt && cd ./shop && docker compose stop web",
+                "cd /opt/blog/../shop && docker compose stop web",
+                "env -C /opt/shop docker compose stop web",
+                "sudo -D /opt/shop docker compose stop web",
+                "cd /opt/shop && sh -c 'docker compose stop web'",
+                "cd /opt/shop && sudo docker compose stop web",
+            ],
+        ),
+        (
+            "shop-web-1",
+            &[
+                "docker compose -p shop stop web",
+                "cd /opt/shop && docker compose -p shop stop web",
+                "cd $SOMEWHERE && docker compose -p shop stop web",
+                "export COMPOSE_PROJECT_NAME=shop; docker compose stop web",
+                "cd /opt && docker compose -f shop/docker-compose.yml stop web",
+                "docker compose -f /opt/shop/docker-compose.yml stop web",
+                "export COMPOSE_FILE=/srv/shop/compose.yaml; docker compose stop web",
+            ],
+        ),
+        (
+            "web@ssh://prod-db",
+            &[
+                "docker -Hssh://prod-db stop web",
+                "docker -H ssh://prod-db stop web",
+                "docker -H=ssh://prod-db stop web",
+                "docker --host=ssh://prod-db stop web",
+                "DOCKER_HOST=ssh://prod-db docker stop web",
+                "export DOCKER_HOST=ssh://prod-db; docker stop web",
+                "export DOCKER_HOST=ssh://prod-db && cd /tmp && docker stop web",
+                "export DOCKER_HOST=ssh://prod-db; sudo -E docker stop web",
+                "export DOCKER_HOST=ssh://prod-db; DOCKER_HOST=ssh://prod-db; docker stop web",
+                "export DOCKER_HOST=ssh://prod-db; sh -c 'docker stop web'",
+                "export DOCKER_HOST=$OLD; docker -H ssh://prod-db stop web",
+                "export DOCKER_HOST=ssh://prod-db; sudo --preserve-env=DOCKER_HOST docker stop web",
+                "export DOCKER_HOST=ssh://prod-db; unset -f DOCKER_HOST; docker stop web",
+                "export DOCKER_HOST=ssh://prod-db; printf 'x\\n' > /tmp/x; docker stop web",
+            ],
+        ),
+        (
+            "web",
+            &[
+                "docker stop web",
+                "cd /opt/shop && docker stop web",
+                "cd $SOMEWHERE; docker stop web",
+                "export DOCKER_HOST=ssh://prod-db; unset DOCKER_HOST; docker stop web",
+                "export DOCKER_HOST=ssh://prod-db; env -u DOCKER_HOST docker stop web",
+                "export DOCKER_HOST=ssh://prod-db; env -i docker stop web",
+                "(export DOCKER_HOST=ssh://prod-db); docker stop web",
+                "export DOCKER_HOST=ssh://prod-db & docker stop web",
+                "docker compose stop web",
+                "(cd /opt/blog); docker compose stop web",
+                "cd /opt/blog | cat; docker compose stop web",
+                "sudo -u alice docker stop web",
+            ],
+        ),
+        (
+            "k8s:prod/pod/x",
+            &[
+                "kubectl -nprod delete pod x",
+                "kubectl -n prod delete pod x",
+                "kubectl delete pod x -n=prod",
+                "kubectl --namespace=prod delete pod/x",
+                "cd /tmp && kubectl -n prod delete pod x",
+                "kubectl config view && kubectl -n prod delete pod x",
+            ],
+        ),
+        (
+            "k8s:default/pod/x@kubeconfig:/etc/k/prod.conf",
+            &[
+                "export KUBECONFIG=/etc/k/prod.conf; kubectl delete pod x",
+                "KUBECONFIG=/etc/k/prod.conf kubectl delete pod x",
+                "kubectl --kubeconfig /etc/k/prod.conf delete pod x",
+                "cd /etc/k && kubectl --kubeconfig=./prod.conf delete pod x",
+                "sudo -u alice kubectl --kubeconfig /etc/k/prod.conf delete pod x",
+            ],
+        ),
+        (
+            "k8s:file:/opt/k8s/api.yaml",
+            &[
+                "kubectl apply -f /opt/k8s/api.yaml",
+                "cd /opt/k8s && kubectl apply -f api.yaml",
+                "cd /opt/k8s && kubectl apply -f ./api.yaml",
+            ],
+        ),
+        (
+            "unit:nginx.service@root@lb1",
+            &[
+                "systemctl -Hroot@lb1 restart nginx",
+                "systemctl -H root@lb1 restart nginx",
+                "systemctl --host=root@lb1 restart nginx",
+                "systemctl -qHroot@lb1 restart nginx",
+            ],
+        ),
+        (
+            "user-unit:x.service@as:alice",
+            &[
+                "sudo -u alice systemctl --user restart x",
+                "sudo -ualice systemctl --user restart x",
+                "sudo --user=alice systemctl --user restart x",
+                "doas -u alice systemctl --user restart x",
+            ],
+        ),
+        (
+            "unit:nginx.service",
+            &[
+                "systemctl restart nginx",
+                "sudo -u alice systemctl restart nginx",
+                "cd /opt/shop && systemctl restart nginx",
+                "export DOCKER_HOST=$X; systemctl restart nginx",
+            ],
+        ),
+        (
+            "web@as:alice",
+            &[
+                "sudo -u alice podman stop web",
+                "sudo -u alice -- podman rm -f web",
+            ],
+        ),
+    ];
+    for (subject, spellings) in groups {
+        for spelling in *spellings {
+            assert!(
+                subjects(spelling).contains(*subject),
+                "{spelling:?} should name {subject}, names {:?}",
+                subjects(spelling)
+            );
+        }
+    }
+}
+
+#[test]
+fn an_uncertain_target_yields_no_key() {
+    for command in [
+        // A directory decided at run time, relative, or maybe not entered.
+        "cd $DIR && docker compose stop web",
+        "cd shop && docker compose stop web",
+        "cd - && docker compose stop web",
+        "cd && docker compose stop web",
+        "cd ~/shop && docker compose stop web",
+        "cd /opt/shop; docker compose stop web",
+        "cd /opt/shop && true; docker compose stop web",
+        "cd /opt/shop || true; docker compose stop web",
+        "cd -P /opt/x/../shop && docker compose stop web",
+        "pushd /opt/shop && popd && docker compose stop web",
+        "env -C $DIR docker compose stop web",
+        "sudo -i docker compose stop web",
+        "cd $DIR && kubectl apply -f api.yaml",
+        // Control flow that may or may not run the change.
+        "if true; then cd /opt/blog; fi; docker compose stop web",
+        "for d in /opt/a /opt/b; do cd $d; done; docker compose stop web",
+        "f() { cd /opt/blog; }; f; docker compose stop web",
+        "function f { cd /opt/blog; }; f; docker compose stop web",
+        "trap 'cd /opt/blog' DEBUG; docker compose stop web",
+        "printf -v DOCKER_HOST ssh://a; docker stop web",
+        "export DOCKER_HOST=ssh://a; sudo --preserve-env=PATH docker stop web",
+        "{ cd /opt/blog; }; docker compose stop web",
+        "eval 'cd /opt/blog'; docker compose stop web",
+        ". ./env.sh; docker stop web",
+        "$CMD /opt/blog; docker compose stop web",
+        "time cd /opt/blog; docker compose stop web",
+        "case x in x) cd /opt/blog;; esac; docker compose stop web",
+        // Variables decided at run time, not exported, or maybe dropped by sudo.
+        "export DOCKER_HOST=$HOST; docker stop web",
+        "DOCKER_HOST=ssh://prod-db; docker stop web",
+        "export DOCKER_HOST=ssh://prod-db; sudo docker stop web",
+        "export $VAR=ssh://prod-db; docker stop web",
+        "read DOCKER_HOST; docker stop web",
+        "for DOCKER_HOST in ssh://a ssh://b; do :; done; docker stop web",
+        "export DOCKER_CONFIG=/srv/docker; docker stop web",
+        "HOME=/home/alice docker stop web",
+        // Commands that change a manager's default target.
+        "docker context use prod && docker stop web",
+        "kubectl config set-context --current --namespace=prod && kubectl delete pod x",
+        "kubectl config use-context prod; kubectl delete pod x",
+        "kubens prod && kubectl delete pod x",
+        "oc project prod && oc delete pod x",
+        "podman system connection default prod && podman stop web",
+        "exit 0; docker stop web",
+        "export CONTAINER_HOST=ssh://db; docker stop web",
+        "export KUBECONFIG=$K; kubectl delete pod x",
+        "export HOME=/home/alice; kubectl delete pod x",
+        "export COMPOSE_PROJECT_NAME=$P; docker compose stop web",
+        // Options whose value is decided at run time.
+        "docker -H \"$HOST\" stop web",
+        "docker -H$HOST stop web",
+        "kubectl -n $NS delete pod x",
+        "kubectl --context=$CTX delete pod x",
+        "systemctl -H $HOST restart nginx",
+        "docker compose -p $P stop web",
+        "docker --config /srv/cfg stop web",
+        // A user decided at run time, and managers found through a user's environment.
+        "sudo -u $U systemctl --user restart x",
+        "sudo -u $U podman stop web",
+        "sudo -u $U kubectl delete pod x",
+        "export XDG_RUNTIME_DIR=/run/user/1001; systemctl --user restart x",
+        // Other users' shells are not read.
+        "su -c 'systemctl --user restart x' alice",
+        "su alice -c 'podman stop web'",
+        "runuser -u alice -- podman stop web",
+        "env -S 'docker stop' web",
+    ] {
+        assert!(
+            keys(command).is_empty(),
+            "{command:?} gave {:?}",
+            keys(command)
+        );
+    }
 }
 
 mod common;

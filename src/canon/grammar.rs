@@ -10,8 +10,22 @@
 //! containers stay bare (`web`, stored rows rely on it), qualified by their daemon
 //! (`web@ssh://db`); other families carry a prefix (`unit:nginx.service`,
 //! `k8s:shop/deployment/api`, `journal:system`, `cri:ID`, `nerdctl:default/web`).
+//!
+//! Keys only for certain targets: whatever can change where a command acts, seen anywhere
+//! earlier in its line, is followed (`scope.rs`): the working directory (`cd`, `pushd`,
+//! `env -C`, `sudo -D`), the variables of `PLACE_VARS` (`export`, assignments,
+//! `env VAR=`, `unset`, `env -i`/`-u`, sudo's reset), the user (`sudo -u`, `doas -u`),
+//! and the families' own options, glued or not (`-Hssh://db`, `-nprod`). A literal value
+//! becomes part of the subject (`@ssh://db`, `@as:alice`, `compose:/opt/shop/web`); a
+//! value decided at run time, or a change that may or may not have happened (a `cd`
+//! whose failure is not stopped, control flow, `eval`, a command named at run time),
+//! takes the key away from the commands that depend on it. Commands that do not depend
+//! on it keep their keys (`cd $X && docker stop web` is still `stop:web`).
+
+mod scope;
 
 use super::{is_name, tokenize, Token};
+use scope::{clean_path, line_keys, Known, Scope};
 
 /// Nested shell strings are read to this depth (the command itself is depth 0).
 const MAX_DEPTH: usize = 3;
@@ -82,6 +96,8 @@ const DOCKER_VALUED: &[&str] = &[
     "--tlscert",
     "--tlskey",
     "--url",
+    "--root",
+    "--runroot",
 ];
 /// Options of compose itself that take a value.
 const COMPOSE_VALUED: &[&str] = &[
@@ -329,6 +345,7 @@ pub const FAMILIES: &[Family] = &[
             "--kill-whom",
             "--kill-value",
             "--root",
+            "--image",
             "--job-mode",
             "--what",
             "--timestamp",
@@ -348,7 +365,38 @@ pub const FAMILIES: &[Family] = &[
     Family {
         name: "journald",
         programs: &[&["journalctl"]],
-        valued: &[],
+        valued: &[
+            "-D",
+            "--directory",
+            "--root",
+            "--image",
+            "--file",
+            "-M",
+            "--machine",
+            "-u",
+            "--unit",
+            "-p",
+            "--priority",
+            "-n",
+            "--lines",
+            "-o",
+            "--output",
+            "-S",
+            "--since",
+            "-U",
+            "--until",
+            "-t",
+            "--identifier",
+            "-g",
+            "--grep",
+            "--cursor",
+            "--after-cursor",
+            "-F",
+            "--field",
+            "--vacuum-size",
+            "--vacuum-time",
+            "--vacuum-files",
+        ],
         verbs: &[
             ("--vacuum-size", "vacuum"),
             ("--vacuum-time", "vacuum"),
@@ -383,16 +431,61 @@ pub const FAMILIES: &[Family] = &[
 ];
 
 /// A wrapper that runs the rest of the line as the command: its options that take a
-/// value and how many positional words it takes first (`timeout 30s CMD`).
+/// value, how many positional words it takes first (`timeout 30s CMD`), and what it
+/// changes about where the command runs.
 #[derive(Debug)]
 pub struct Wrapper {
     pub name: &'static str,
     pub valued: &'static [&'static str],
     pub positional: usize,
+    pub scope: WrapperScope,
 }
 
-/// Wrappers seen through. Not `ssh HOST`, `chroot DIR` or `docker exec`: they change
-/// where the command runs, so what follows them is opaque.
+/// What a wrapper changes about where its command runs (see `scope.rs`).
+#[derive(Debug)]
+pub struct WrapperScope {
+    /// Runs the command as another user: root, or the value of one of these options.
+    pub user: Option<&'static [&'static str]>,
+    /// Options that set the working directory (`env -C DIR`, `sudo -D DIR`).
+    pub chdir: &'static [&'static str],
+    /// Options after which the working directory is a home directory (`sudo -i`).
+    pub home: &'static [&'static str],
+    /// Resets the environment (sudo's `env_reset`) unless one of these options keeps it:
+    /// what the line exported may or may not reach the command.
+    pub resets_env: Option<&'static [&'static str]>,
+    /// Options that empty the environment (`env -i`).
+    pub clear_env: &'static [&'static str],
+    /// Options that remove one variable (`env -u VAR`).
+    pub unset: &'static [&'static str],
+    /// Options after which the command is not readable or runs elsewhere (`env -S`,
+    /// `sudo --chroot`, `sudo --host`): no key.
+    pub opaque: &'static [&'static str],
+    /// Whether a shell builtin after it runs in the shell itself (`command cd /x` changes
+    /// the directory; `sudo cd /x` cannot; bash's `time` keyword can, dash's time cannot).
+    pub builtins: Builtins,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Builtins {
+    No,
+    Yes,
+    Maybe,
+}
+
+/// A wrapper that changes nothing about where its command runs.
+const PLAIN: WrapperScope = WrapperScope {
+    user: None,
+    chdir: &[],
+    home: &[],
+    resets_env: None,
+    clear_env: &[],
+    unset: &[],
+    opaque: &[],
+    builtins: Builtins::No,
+};
+
+/// Wrappers seen through. Not `ssh HOST`, `chroot DIR`, `su`, `runuser` or `docker exec`:
+/// they change where the command runs, so what follows them is opaque.
 pub const WRAPPERS: &[Wrapper] = &[
     Wrapper {
         name: "sudo",
@@ -401,61 +494,97 @@ pub const WRAPPERS: &[Wrapper] = &[
             "--role", "-t", "--type", "-D", "--chdir", "-R", "--chroot", "-T",
         ],
         positional: 0,
+        scope: WrapperScope {
+            user: Some(&["-u", "--user"]),
+            chdir: &["-D", "--chdir"],
+            home: &["-i", "--login"],
+            resets_env: Some(&["-E", "--preserve-env"]),
+            opaque: &["-R", "--chroot", "-h", "--host"],
+            ..PLAIN
+        },
     },
     Wrapper {
         name: "doas",
         valued: &["-u", "-C"],
         positional: 0,
+        scope: WrapperScope {
+            user: Some(&["-u"]),
+            resets_env: Some(&[]),
+            opaque: &["-C"],
+            ..PLAIN
+        },
     },
     Wrapper {
         name: "env",
         valued: &["-u", "--unset", "-C", "--chdir", "-S", "--split-string"],
         positional: 0,
+        scope: WrapperScope {
+            chdir: &["-C", "--chdir"],
+            clear_env: &["-i", "--ignore-environment", "-"],
+            unset: &["-u", "--unset"],
+            opaque: &["-S", "--split-string"],
+            ..PLAIN
+        },
     },
     Wrapper {
         name: "nohup",
         valued: &[],
         positional: 0,
+        scope: PLAIN,
     },
     Wrapper {
         name: "exec",
         valued: &["-a"],
         positional: 0,
+        scope: PLAIN,
     },
     Wrapper {
         name: "command",
         valued: &[],
         positional: 0,
+        scope: WrapperScope {
+            builtins: Builtins::Yes,
+            ..PLAIN
+        },
     },
     Wrapper {
         name: "time",
         valued: &["-f", "--format", "-o", "--output"],
         positional: 0,
+        scope: WrapperScope {
+            builtins: Builtins::Maybe,
+            ..PLAIN
+        },
     },
     Wrapper {
         name: "nice",
         valued: &["-n", "--adjustment"],
         positional: 0,
+        scope: PLAIN,
     },
     Wrapper {
         name: "ionice",
         valued: &["-c", "--class", "-n", "--classdata"],
         positional: 0,
+        scope: PLAIN,
     },
     Wrapper {
         name: "timeout",
         valued: &["-s", "--signal", "-k", "--kill-after"],
         positional: 1,
+        scope: PLAIN,
     },
     Wrapper {
         name: "stdbuf",
         valued: &["-i", "--input", "-o", "--output", "-e", "--error"],
         positional: 0,
+        scope: PLAIN,
     },
     Wrapper {
         name: "setsid",
         valued: &[],
         positional: 0,
+        scope: PLAIN,
     },
 ];
 
@@ -464,26 +593,7 @@ const SHELLS: &[&str] = &["sh", "bash", "dash", "ash", "zsh", "ksh"];
 
 /// Logical keys of every simple command in a token list, nested shell strings included.
 pub fn keys_of(tokens: &[Token], depth: usize, keys: &mut Vec<String>) {
-    let mut words: Vec<Option<String>> = Vec::new();
-    let mut skip_next_word = false;
-    for token in tokens {
-        match token {
-            Token::Word(w) => {
-                if std::mem::take(&mut skip_next_word) {
-                    continue; // a redirection target
-                }
-                words.push(w.literal());
-            }
-            // A here-document body is data, never a command.
-            Token::HereDoc(_) => {}
-            Token::Op(op) if op.contains('<') || op.contains('>') => skip_next_word = true,
-            Token::Op(_) => {
-                simple_command_keys(&as_strs(&words), depth, keys);
-                words.clear();
-            }
-        }
-    }
-    simple_command_keys(&as_strs(&words), depth, keys);
+    line_keys(tokens, depth, Scope::start(), keys);
 }
 
 fn as_strs(words: &[Option<String>]) -> Vec<Option<&str>> {
@@ -494,15 +604,380 @@ fn basename(word: &str) -> &str {
     word.rsplit('/').next().unwrap_or(word)
 }
 
-/// Where a command acts, when the command says: a docker daemon (`-H`, `--context`,
-/// `DOCKER_HOST=`, `DOCKER_CONTEXT=`), a compose project (`-p`, `COMPOSE_PROJECT_NAME=`,
-/// the directory of `-f FILE`), a Kubernetes context or kubeconfig (`--context`,
-/// `KUBECONFIG=`). The same name in two places is two subjects.
+/// A simple command's prefixes read: assignments and wrappers, and the scope the
+/// program after them runs in.
+struct Prefixes<'a> {
+    /// The index of the program (or `words.len()`).
+    next: usize,
+    scope: Scope,
+    assignments: Vec<(&'a str, Option<&'a str>)>,
+    wrappers: usize,
+    /// Whether a shell builtin after them runs in the shell itself.
+    builtins: Builtins,
+    /// A prefix no key can see through (`env -S`, `sudo --chroot`, `command -v`).
+    opaque: bool,
+}
+
+fn prefixes<'a>(words: &[Option<&'a str>], scope: &Scope) -> Prefixes<'a> {
+    let mut p = Prefixes {
+        next: 0,
+        scope: scope.clone(),
+        assignments: Vec::new(),
+        wrappers: 0,
+        builtins: Builtins::Yes,
+        opaque: false,
+    };
+    loop {
+        let Some(Some(w)) = words.get(p.next) else {
+            return p;
+        };
+        if let Some((name, value)) = w.split_once('=').filter(|(n, _)| is_name(n)) {
+            p.scope.set_var(name, Known::Set(value.to_string()));
+            p.assignments.push((name, Some(value)));
+            p.next += 1;
+            continue;
+        }
+        let Some(wrapper) = WRAPPERS.iter().find(|x| x.name == basename(w)) else {
+            return p;
+        };
+        if wrapper.name == "command" && matches!(words.get(p.next + 1), Some(Some("-v" | "-V"))) {
+            p.opaque = true; // a lookup, nothing runs
+            return p;
+        }
+        let (options, next) = parse_leading(words, p.next + 1, wrapper.valued);
+        wrap(&wrapper.scope, &options, &mut p);
+        p.wrappers += 1;
+        p.builtins = match (p.builtins, wrapper.scope.builtins) {
+            (Builtins::No, _) | (_, Builtins::No) => Builtins::No,
+            (Builtins::Maybe, _) | (_, Builtins::Maybe) => Builtins::Maybe,
+            _ => Builtins::Yes,
+        };
+        p.next = next + wrapper.positional;
+    }
+}
+
+/// What one wrapper with these options does to its command's scope.
+fn wrap(effects: &WrapperScope, options: &[Opt<'_>], p: &mut Prefixes<'_>) {
+    let has = |names: &[&str]| has(options, names);
+    if has(effects.opaque) {
+        p.opaque = true;
+    }
+    if let Some(user_options) = effects.user {
+        p.scope.user = match last_value(options, user_options) {
+            Ok(Some(user)) => Known::Set(user.to_string()),
+            Ok(None) => Known::Set("root".into()),
+            Err(Uncertain) => Known::Unknown,
+        };
+    }
+    if let Some(keep) = effects.resets_env {
+        // What the line set may or may not pass (sudoers' env_keep); `-E` keeps it all,
+        // `--preserve-env=LIST` the variables listed.
+        let kept: Option<Vec<&str>> = match options
+            .iter()
+            .rev()
+            .find(|(o, _)| keep.contains(&o.as_str()))
+        {
+            Some((_, None)) => None,
+            Some((_, Some(list))) => Some(list.split(',').collect()),
+            None => Some(Vec::new()),
+        };
+        if let Some(kept) = kept {
+            for (name, value) in p.scope.vars.iter_mut() {
+                if *value != Known::Default && !kept.contains(name) {
+                    *value = Known::Unknown;
+                }
+            }
+        }
+    }
+    if has(effects.clear_env) {
+        p.scope.vars.clear();
+    }
+    for (option, value) in options {
+        if effects.unset.contains(&option.as_str()) {
+            match value {
+                Some(name) => p.scope.set_var(name, Known::Default),
+                None => p.opaque = true,
+            }
+        }
+    }
+    if has(effects.home) {
+        p.scope.cwd = Known::Unknown;
+    }
+    match last_value(options, effects.chdir) {
+        // `env -C DIR` is chdir(2): no CDPATH, and `..` is resolved after symbolic links.
+        Ok(Some(dir)) => {
+            let joined = match &p.scope.cwd {
+                _ if dir.starts_with('/') => Some(dir.to_string()),
+                Known::Set(cwd) => Some(format!("{cwd}/{dir}")),
+                _ => None,
+            };
+            p.scope.cwd = match joined {
+                Some(path) if !path.split('/').any(|c| c == "..") => Known::Set(clean_path(&path)),
+                _ => Known::Unknown,
+            };
+        }
+        Ok(None) => {}
+        Err(Uncertain) => p.scope.cwd = Known::Unknown,
+    }
+}
+
+/// An option whose value is decided at run time: what it names cannot be known.
+#[derive(Debug)]
+struct Uncertain;
+
+/// One option as read: its name (`-n`, `--namespace`) and its value, if it takes one
+/// (`None` also when the value is decided at run time).
+type Opt<'a> = (String, Option<&'a str>);
+
+/// The value of the last of `names` among `options`: `Ok(None)` when none is given,
+/// `Err` when it is given with a value decided at run time (`-H "$HOST"`).
+fn last_value<'a>(options: &[Opt<'a>], names: &[&str]) -> Result<Option<&'a str>, Uncertain> {
+    match options
+        .iter()
+        .rev()
+        .find(|(o, _)| names.contains(&o.as_str()))
+    {
+        None => Ok(None),
+        Some((_, Some(value))) => Ok(Some(value)),
+        Some((_, None)) => Err(Uncertain),
+    }
+}
+
+/// Reads the option word `word` (with `next`, the word after it): `--name=value`,
+/// `--name value`, `-n value`, `-n=value`, and clusters of short options as getopt and
+/// pflag read them, whose valued member takes the rest of the word or the next one
+/// (`-nprod`, `-Hssh://db`, `-qn prod`). Returns the options and whether `next` was
+/// taken.
+fn read_option<'a>(
+    word: &'a str,
+    next: Option<Option<&'a str>>,
+    valued: &[&str],
+    out: &mut Vec<Opt<'a>>,
+) -> bool {
+    if word.starts_with("--") {
+        if let Some((name, value)) = word.split_once('=') {
+            out.push((name.to_string(), Some(value)));
+            return false;
+        }
+        if valued.contains(&word) {
+            out.push((word.to_string(), next.flatten()));
+            return true;
+        }
+        out.push((word.to_string(), None));
+        return false;
+    }
+    if valued.contains(&word) {
+        out.push((word.to_string(), next.flatten()));
+        return true;
+    }
+    for (k, c) in word.char_indices().skip(1) {
+        let name = format!("-{c}");
+        if valued.contains(&name.as_str()) {
+            let rest = &word[k + c.len_utf8()..];
+            let rest = rest.strip_prefix('=').unwrap_or(rest);
+            if rest.is_empty() {
+                out.push((name, next.flatten()));
+                return true;
+            }
+            out.push((name, Some(rest)));
+            return false;
+        }
+        out.push((name, None));
+    }
+    false
+}
+
+/// Options and positional words of a command's arguments. Valued options consume the next
+/// word (or carry it glued or after `=`); `--` ends the options.
+struct Parsed<'a> {
+    /// (option, value) for every valued option seen, and (flag, None) for the others.
+    options: Vec<Opt<'a>>,
+    /// Positional words in order; `None` when the shell decides them at run time.
+    positional: Vec<Option<&'a str>>,
+}
+
+impl<'a> Parsed<'a> {
+    /// Like [`last_value`]: for an option that chooses where the command acts.
+    fn place(&self, names: &[&str]) -> Result<Option<&'a str>, Uncertain> {
+        last_value(&self.options, names)
+    }
+
+    fn values(&self, names: &[&str]) -> Vec<Option<&'a str>> {
+        self.options
+            .iter()
+            .filter(|(o, _)| names.contains(&o.as_str()))
+            .map(|(_, v)| *v)
+            .collect()
+    }
+
+    fn has(&self, names: &[&str]) -> bool {
+        has(&self.options, names)
+    }
+}
+
+fn has(options: &[Opt<'_>], names: &[&str]) -> bool {
+    options.iter().any(|(o, _)| names.contains(&o.as_str()))
+}
+
+/// Reads options anywhere in `words` (kubectl and systemctl accept them after the verb).
+fn parse_anywhere<'a>(words: &[Option<&'a str>], valued: &[&str]) -> Parsed<'a> {
+    let mut parsed = Parsed {
+        options: Vec::new(),
+        positional: Vec::new(),
+    };
+    let mut i = 0;
+    let mut options_done = false;
+    while i < words.len() {
+        match words[i] {
+            Some("--") if !options_done => options_done = true,
+            Some(w) if !options_done && w.starts_with('-') && w.len() > 1 => {
+                if read_option(w, words.get(i + 1).copied(), valued, &mut parsed.options) {
+                    i += 1;
+                }
+            }
+            w => parsed.positional.push(w),
+        }
+        i += 1;
+    }
+    parsed
+}
+
+/// Reads leading options from `i`; returns them and the index of the first other word.
+fn parse_leading<'a>(
+    words: &[Option<&'a str>],
+    mut i: usize,
+    valued: &[&str],
+) -> (Vec<Opt<'a>>, usize) {
+    let mut options = Vec::new();
+    while let Some(Some(w)) = words.get(i) {
+        if !w.starts_with('-') || *w == "-" {
+            break;
+        }
+        if *w == "--" {
+            i += 1;
+            break;
+        }
+        let took_next = read_option(w, words.get(i + 1).copied(), valued, &mut options);
+        i += 1 + usize::from(took_next);
+    }
+    (options, i)
+}
+
+/// Keys of one simple command in `scope`: prefixes (assignments, wrappers) seen through,
+/// a nested shell string read again, then the family its program belongs to.
+fn simple_command_keys(
+    words: &[Option<&str>],
+    depth: usize,
+    scope: &Scope,
+    keys: &mut Vec<String>,
+) {
+    let prefix = prefixes(words, scope);
+    if prefix.opaque {
+        return;
+    }
+    let i = prefix.next;
+    let Some(Some(first)) = words.get(i) else {
+        return;
+    };
+    let program = basename(first);
+    if SHELLS.contains(&program) {
+        nested_shell(words, i + 1, depth, &prefix.scope, keys);
+        return;
+    }
+    for family in FAMILIES {
+        for invocation in family.programs {
+            let matches = invocation.iter().enumerate().all(|(n, part)| {
+                let word = words.get(i + n).copied().flatten();
+                if n == 0 {
+                    word.map(basename) == Some(*part)
+                } else {
+                    word == Some(*part)
+                }
+            });
+            if matches {
+                let rest = &words[i + invocation.len()..];
+                family_keys(family, program, rest, &prefix.scope, keys);
+                return;
+            }
+        }
+    }
+}
+
+/// `sh -c 'STRING'`, `bash -lc "STRING"`: the string is a command line of its own, read
+/// again (up to [`MAX_DEPTH`]) in the scope the shell runs in (its directory, exported
+/// variables and user). A string the shell decides at run time, or one that does not
+/// tokenize, yields no keys.
+fn nested_shell(
+    words: &[Option<&str>],
+    mut i: usize,
+    depth: usize,
+    scope: &Scope,
+    keys: &mut Vec<String>,
+) {
+    if depth + 1 >= MAX_DEPTH {
+        return;
+    }
+    let mut string_follows = false;
+    while let Some(Some(w)) = words.get(i) {
+        if !(w.starts_with('-') || w.starts_with('+')) || *w == "--" || *w == "-" {
+            break;
+        }
+        // `-c`, `-lc`, `-ec`: a cluster of short options holding `c`.
+        if !w.starts_with("--") && w[1..].contains('c') {
+            string_follows = true;
+        }
+        i += 1;
+    }
+    if !string_follows {
+        return; // `sh script.sh`: a file, not a command line
+    }
+    let Some(Some(string)) = words.get(i) else {
+        return;
+    };
+    if let Ok(tokens) = tokenize(string) {
+        line_keys(&tokens, depth + 1, scope.clone(), keys);
+    }
+}
+
+/// The verb at the start of `positional` among `verbs` (longest first): its index in
+/// the table and how many words it takes.
+fn find_verb(positional: &[Option<&str>], verbs: &[(&str, &str)]) -> Option<(usize, usize)> {
+    let mut best: Option<(usize, usize)> = None;
+    for (n, (words, _)) in verbs.iter().enumerate() {
+        let parts: Vec<&str> = words.split(' ').collect();
+        let found = parts
+            .iter()
+            .enumerate()
+            .all(|(k, p)| positional.get(k).copied().flatten() == Some(*p));
+        if found && best.is_none_or(|(_, len)| parts.len() > len) {
+            best = Some((n, parts.len()));
+        }
+    }
+    best
+}
+
+fn is_read_only(positional: &[Option<&str>], read_only: &[&str]) -> bool {
+    read_only.iter().any(|words| {
+        words
+            .split(' ')
+            .enumerate()
+            .all(|(k, p)| positional.get(k).copied().flatten() == Some(p))
+    })
+}
+
+/// Where a container command acts: a docker daemon (`-H`, `--context`, `DOCKER_HOST`,
+/// `DOCKER_CONTEXT`; podman's `--url`, `--connection`, `CONTAINER_HOST`, or the user of
+/// a rootless podman), and for compose, its project (`-p`, `COMPOSE_PROJECT_NAME`, the
+/// directory of `-f FILE` or `--project-directory`) or the directory it was run from.
+/// The same name in two places is two subjects.
 #[derive(Debug, Default, Clone)]
 struct Place {
     daemon: Option<String>,
     project: Option<String>,
-    kube: Option<String>,
+    /// A compose project known only by the directory it is run in (`cd DIR && docker
+    /// compose ...`): its name is not provable (`name:` in the file or `.env` can set it),
+    /// so the subject names the directory.
+    workdir: Option<String>,
 }
 
 impl Place {
@@ -551,271 +1026,175 @@ impl Place {
 
     /// A container target: its name, or for a compose service with a known project, the
     /// container compose names `PROJECT-SERVICE-1` (compose v2's convention; a service
-    /// scaled past one replica or renamed with `container_name:` is not matched).
+    /// scaled past one replica or renamed with `container_name:` is not matched), or with
+    /// a known directory, `compose:DIR/SERVICE`.
     fn container(&self, name: &str, compose: bool) -> String {
-        match (&self.project, compose) {
-            (Some(project), true) => self.qualify(format!("{project}-{name}-1")),
+        match (&self.project, &self.workdir, compose) {
+            (Some(project), _, true) => self.qualify(format!("{project}-{name}-1")),
+            (None, Some(dir), true) => self.qualify(format!("compose:{dir}/{name}")),
             _ => self.qualify(name.to_string()),
         }
     }
 }
 
-/// Options and positional words of a command's arguments. Valued options consume the next
-/// word (or carry it after `=`); `--` ends the options.
-struct Parsed<'a> {
-    /// (option, value) for every valued option seen, and (flag, None) for the others.
-    options: Vec<(&'a str, Option<&'a str>)>,
-    /// Positional words in order; `None` when the shell decides them at run time.
-    positional: Vec<Option<&'a str>>,
-}
-
-impl<'a> Parsed<'a> {
-    fn value(&self, names: &[&str]) -> Option<&'a str> {
-        self.options
-            .iter()
-            .rev()
-            .find(|(o, v)| names.contains(o) && v.is_some())
-            .and_then(|(_, v)| *v)
-    }
-
-    fn values(&self, names: &[&str]) -> Vec<&'a str> {
-        self.options
-            .iter()
-            .filter(|(o, _)| names.contains(o))
-            .filter_map(|(_, v)| *v)
-            .collect()
-    }
-
-    fn has(&self, names: &[&str]) -> bool {
-        self.options.iter().any(|(o, _)| names.contains(o))
-    }
-}
-
-/// Reads options anywhere in `words` (kubectl and systemctl accept them after the verb).
-fn parse_anywhere<'a>(words: &[Option<&'a str>], valued: &[&str]) -> Parsed<'a> {
-    let mut parsed = Parsed {
-        options: Vec::new(),
-        positional: Vec::new(),
-    };
-    let mut i = 0;
-    let mut options_done = false;
-    while i < words.len() {
-        match words[i] {
-            Some("--") if !options_done => options_done = true,
-            Some(w) if !options_done && w.starts_with('-') && w.len() > 1 => {
-                if let Some((opt, value)) = w.split_once('=') {
-                    parsed.options.push((opt, Some(value)));
-                } else if valued.contains(&w) {
-                    parsed
-                        .options
-                        .push((w, words.get(i + 1).copied().flatten()));
-                    i += 1;
-                } else {
-                    parsed.options.push((w, None));
-                }
-            }
-            w => parsed.positional.push(w),
-        }
-        i += 1;
-    }
-    parsed
-}
-
-/// Reads leading options from `i`; returns them and the index of the first other word.
-fn parse_leading<'a>(
-    words: &[Option<&'a str>],
-    mut i: usize,
-    valued: &[&str],
-) -> (Vec<(&'a str, Option<&'a str>)>, usize) {
-    let mut options = Vec::new();
-    while let Some(Some(w)) = words.get(i) {
-        if !w.starts_with('-') || *w == "-" {
-            break;
-        }
-        if *w == "--" {
-            i += 1;
-            break;
-        }
-        if let Some((opt, value)) = w.split_once('=') {
-            options.push((opt, Some(value)));
-            i += 1;
-        } else if valued.contains(w) {
-            options.push((*w, words.get(i + 1).copied().flatten()));
-            i += 2;
-        } else {
-            options.push((*w, None));
-            i += 1;
-        }
-    }
-    (options, i)
-}
-
-/// Keys of one simple command: prefixes (assignments, wrappers) seen through, a nested
-/// shell string read again, then the family its program belongs to.
-fn simple_command_keys(words: &[Option<&str>], depth: usize, keys: &mut Vec<String>) {
-    let mut i = 0;
+/// The daemon a docker or podman command talks to: its options first, then the
+/// variables of its own manager. A variable of the other manager, or `DOCKER_CONFIG`,
+/// changed by the line may choose another daemon: uncertain. A podman on the local
+/// daemon acts on the containers of the user it runs as (rootless): another user is
+/// another place.
+fn daemon(program: &str, options: &[Opt<'_>], scope: &Scope) -> Result<Place, Uncertain> {
     let mut place = Place::default();
-    // Prefixes that run the rest as a command: assignments and wrappers.
-    loop {
-        let Some(Some(w)) = words.get(i) else { return };
-        if let Some((name, value)) = w.split_once('=').filter(|(n, _)| is_name(n)) {
-            match name {
-                "DOCKER_HOST" => place.set_host(value),
-                "DOCKER_CONTEXT" => place.set_context(value),
-                "COMPOSE_PROJECT_NAME" => place.set_project(value),
-                "KUBECONFIG" => place.kube = Some(format!("kubeconfig:{value}")),
-                _ => {}
-            }
-            i += 1;
-            continue;
-        }
-        let Some(wrapper) = WRAPPERS.iter().find(|x| x.name == basename(w)) else {
-            break;
-        };
-        if wrapper.name == "command" && matches!(words.get(i + 1), Some(Some("-v" | "-V"))) {
-            return; // a lookup, nothing runs
-        }
-        let (_, next) = parse_leading(words, i + 1, wrapper.valued);
-        i = next + wrapper.positional;
+    let podman = program.starts_with("podman");
+    if has(
+        options,
+        &["--config", "--root", "--runroot", "--remote", "-r"],
+    ) {
+        return Err(Uncertain);
     }
-    let Some(Some(first)) = words.get(i) else {
-        return;
+    let (host, context, other): (&str, &str, &[&str]) = if podman {
+        (
+            "CONTAINER_HOST",
+            "CONTAINER_CONNECTION",
+            &["DOCKER_HOST", "DOCKER_CONTEXT", "DOCKER_CONFIG"],
+        )
+    } else {
+        (
+            "DOCKER_HOST",
+            "DOCKER_CONTEXT",
+            // The current context is in $DOCKER_CONFIG, by default ~/.docker.
+            &[
+                "CONTAINER_HOST",
+                "CONTAINER_CONNECTION",
+                "DOCKER_CONFIG",
+                "HOME",
+            ],
+        )
     };
-    let program = basename(first);
-    if SHELLS.contains(&program) {
-        nested_shell(words, i + 1, depth, keys);
-        return;
-    }
-    for family in FAMILIES {
-        for invocation in family.programs {
-            let matches = invocation.iter().enumerate().all(|(n, part)| {
-                let word = words.get(i + n).copied().flatten();
-                if n == 0 {
-                    word.map(basename) == Some(*part)
-                } else {
-                    word == Some(*part)
-                }
-            });
-            if matches {
-                let rest = &words[i + invocation.len()..];
-                family_keys(family, rest, &mut place, keys);
-                return;
+    match (
+        last_value(options, &["-H", "--host", "--url"])?,
+        last_value(options, &["-c", "--context", "--connection"])?,
+    ) {
+        // docker refuses both: nothing runs.
+        (Some(_), Some(_)) => return Err(Uncertain),
+        (Some(h), None) => place.set_host(h),
+        (None, Some(c)) => place.set_context(c),
+        (None, None) => {
+            if scope.changed(other) {
+                return Err(Uncertain);
+            }
+            match (scope.var(host), scope.var(context)) {
+                (Known::Set(h), _) => place.set_host(h),
+                (Known::Unknown, _) | (_, Known::Unknown) => return Err(Uncertain),
+                (Known::Default, Known::Set(c)) => place.set_context(c),
+                (Known::Default, Known::Default) => {}
             }
         }
     }
-}
-
-/// `sh -c 'STRING'`, `bash -lc "STRING"`: the string is a command line of its own, read
-/// again (up to [`MAX_DEPTH`]). A string the shell decides at run time, or one that does
-/// not tokenize, yields no keys.
-fn nested_shell(words: &[Option<&str>], mut i: usize, depth: usize, keys: &mut Vec<String>) {
-    if depth + 1 >= MAX_DEPTH {
-        return;
-    }
-    let mut string_follows = false;
-    while let Some(Some(w)) = words.get(i) {
-        if !(w.starts_with('-') || w.starts_with('+')) || *w == "--" || *w == "-" {
-            break;
-        }
-        // `-c`, `-lc`, `-ec`: a cluster of short options holding `c`.
-        if !w.starts_with("--") && w[1..].contains('c') {
-            string_follows = true;
-        }
-        i += 1;
-    }
-    if !string_follows {
-        return; // `sh script.sh`: a file, not a command line
-    }
-    let Some(Some(string)) = words.get(i) else {
-        return;
-    };
-    if let Ok(tokens) = tokenize(string) {
-        keys_of(&tokens, depth + 1, keys);
-    }
-}
-
-/// The verb at the start of `positional` among `verbs` (longest first): its index in
-/// the table and how many words it takes.
-fn find_verb(positional: &[Option<&str>], verbs: &[(&str, &str)]) -> Option<(usize, usize)> {
-    let mut best: Option<(usize, usize)> = None;
-    for (n, (words, _)) in verbs.iter().enumerate() {
-        let parts: Vec<&str> = words.split(' ').collect();
-        let found = parts
-            .iter()
-            .enumerate()
-            .all(|(k, p)| positional.get(k).copied().flatten() == Some(*p));
-        if found && best.is_none_or(|(_, len)| parts.len() > len) {
-            best = Some((n, parts.len()));
+    if podman && place.daemon.is_none() {
+        match &scope.user {
+            Known::Default => {}
+            Known::Set(user) => place.daemon = Some(format!("as:{user}")),
+            Known::Unknown => return Err(Uncertain),
         }
     }
-    best
+    Ok(place)
 }
 
-fn is_read_only(positional: &[Option<&str>], read_only: &[&str]) -> bool {
-    read_only.iter().any(|words| {
-        words
-            .split(' ')
-            .enumerate()
-            .all(|(k, p)| positional.get(k).copied().flatten() == Some(p))
-    })
-}
-
-fn family_keys(family: &Family, words: &[Option<&str>], place: &mut Place, keys: &mut Vec<String>) {
+fn family_keys(
+    family: &Family,
+    program: &str,
+    words: &[Option<&str>],
+    scope: &Scope,
+    keys: &mut Vec<String>,
+) {
     match family.targets {
-        Targets::Containers => containers(family, words, place, keys),
-        Targets::Compose => compose(family, words, 0, place.clone(), keys),
-        Targets::Nerdctl => nerdctl(family, words, keys),
-        Targets::Units => units(family, words, keys),
+        Targets::Containers => containers(family, program, words, scope, keys),
+        Targets::Compose => {
+            if let Ok(place) = daemon(program, &[], scope) {
+                compose(family, words, 0, place, scope, keys)
+            }
+        }
+        Targets::Nerdctl => nerdctl(family, words, scope, keys),
+        Targets::Units => units(family, words, scope, keys),
         Targets::SysV => sysv(family, words, keys),
-        Targets::Journal => journal(family, words, keys),
-        Targets::Kube => kube(family, words, place, keys),
-        Targets::Cri => cri(family, words, keys),
+        Targets::Journal => journal(family, words, scope, keys),
+        Targets::Kube => kube(family, words, scope, keys),
+        Targets::Cri => cri(family, words, scope, keys),
     }
 }
 
-fn containers(family: &Family, words: &[Option<&str>], place: &mut Place, keys: &mut Vec<String>) {
+fn containers(
+    family: &Family,
+    program: &str,
+    words: &[Option<&str>],
+    scope: &Scope,
+    keys: &mut Vec<String>,
+) {
     let (options, i) = parse_leading(words, 0, family.valued);
-    for (opt, value) in options {
-        match (opt, value) {
-            ("-H" | "--host", Some(v)) => place.set_host(v),
-            ("-c" | "--context" | "--connection", Some(v)) => place.set_context(v),
-            _ => {}
-        }
-    }
+    let Ok(place) = daemon(program, &options, scope) else {
+        return;
+    };
     match words.get(i) {
-        Some(Some("compose")) => compose(family, words, i + 1, place.clone(), keys),
-        Some(Some("container")) => container_verb(family, words, i + 1, place, false, keys),
+        Some(Some("compose")) => compose(family, words, i + 1, place, scope, keys),
+        Some(Some("container")) => container_verb(family, words, i + 1, &place, false, keys),
         Some(Some(obj)) if PRUNE_OBJECTS.contains(obj) => {
             if words.get(i + 1) == Some(&Some("prune")) {
                 keys.push(place.qualify(format!("prune:{obj}")));
             }
         }
-        _ => container_verb(family, words, i, place, false, keys),
+        _ => container_verb(family, words, i, &place, false, keys),
     }
 }
 
+/// A compose command: its project is `-p`, else `COMPOSE_PROJECT_NAME`, else named by
+/// its directory (`--project-directory`, the first `-f FILE`, `COMPOSE_FILE`), else it is
+/// the directory the command runs in. Paths are read where the command runs.
 fn compose(
     family: &Family,
     words: &[Option<&str>],
     i: usize,
     mut place: Place,
+    scope: &Scope,
     keys: &mut Vec<String>,
 ) {
     let (options, i) = parse_leading(words, i, COMPOSE_VALUED);
-    let mut file_seen = false;
-    for (opt, value) in options {
-        match (opt, value) {
-            ("-p" | "--project-name", Some(v)) => place.set_project(v),
-            // The first file names the project, unless -p does.
-            ("-f" | "--file", Some(v)) if !file_seen => {
-                file_seen = true;
-                if place.project.is_none() {
-                    place.set_project_from_file(v);
-                }
-            }
-            ("--project-directory", Some(v)) => place.set_project_from_file(&format!("{v}/x")),
-            _ => {}
-        }
+    let named = match last_value(&options, &["-p", "--project-name"]) {
+        Err(Uncertain) => return,
+        Ok(Some(name)) => Known::Set(name.to_string()),
+        Ok(None) => scope.var("COMPOSE_PROJECT_NAME").clone(),
+    };
+    // The first file names the project.
+    let file = match options.iter().find(|(o, _)| o == "-f" || o == "--file") {
+        Some((_, Some(file))) => Known::Set(file.to_string()),
+        Some((_, None)) => Known::Unknown,
+        None => match scope.var("COMPOSE_FILE") {
+            Known::Set(files) => Known::Set(files.split(':').next().unwrap_or("").to_string()),
+            other => other.clone(),
+        },
+    };
+    let directory = match last_value(&options, &["--project-directory"]) {
+        Err(Uncertain) => return,
+        Ok(dir) => dir,
+    };
+    match named {
+        Known::Set(name) => place.set_project(&name),
+        Known::Unknown => return,
+        Known::Default => match (directory, file) {
+            (Some(dir), _) => match scope.path(dir) {
+                Known::Set(dir) => place.set_project_from_file(&format!("{dir}/x")),
+                _ => return,
+            },
+            (None, Known::Set(file)) => match scope.path(&file) {
+                Known::Set(file) => place.set_project_from_file(&file),
+                _ => return,
+            },
+            (None, Known::Unknown) => return,
+            (None, Known::Default) => match &scope.cwd {
+                Known::Default => {}
+                Known::Set(dir) => place.workdir = Some(dir.clone()),
+                Known::Unknown => return,
+            },
+        },
     }
     container_verb(family, words, i, &place, true, keys);
 }
@@ -861,14 +1240,55 @@ fn container_verb(
     }
 }
 
-fn nerdctl(family: &Family, words: &[Option<&str>], keys: &mut Vec<String>) {
+/// `@QUALIFIER` for a subject when there is one (qualifiers joined by `,`).
+fn at(qualifiers: &[String]) -> String {
+    if qualifiers.is_empty() {
+        String::new()
+    } else {
+        format!("@{}", qualifiers.join(","))
+    }
+}
+
+/// The user a per-user manager acts for (rootless nerdctl, `systemctl --user`, the
+/// kubeconfig in a home directory): the invoking user needs no qualifier.
+fn user_qualifier(scope: &Scope, qualifiers: &mut Vec<String>) -> Result<(), Uncertain> {
+    match &scope.user {
+        Known::Default => Ok(()),
+        Known::Set(user) => {
+            qualifiers.push(format!("as:{user}"));
+            Ok(())
+        }
+        Known::Unknown => Err(Uncertain),
+    }
+}
+
+/// nerdctl: a containerd namespace (`-n`, `CONTAINERD_NAMESPACE`) and address (`-H`,
+/// `--address`, `CONTAINERD_ADDRESS`), or the user of a rootless containerd.
+fn nerdctl(family: &Family, words: &[Option<&str>], scope: &Scope, keys: &mut Vec<String>) {
     let (options, i) = parse_leading(words, 0, family.valued);
-    let namespace = options
-        .iter()
-        .rev()
-        .find(|(o, v)| matches!(*o, "-n" | "--namespace") && v.is_some())
-        .and_then(|(_, v)| *v)
-        .unwrap_or("default");
+    let namespace = match last_value(&options, &["-n", "--namespace"]) {
+        Err(Uncertain) => return,
+        Ok(Some(ns)) => ns.to_string(),
+        Ok(None) => match scope.var("CONTAINERD_NAMESPACE") {
+            Known::Default => "default".to_string(),
+            Known::Set(ns) => ns.clone(),
+            Known::Unknown => return,
+        },
+    };
+    let mut qualifiers = Vec::new();
+    match last_value(&options, &["-H", "--address", "--host"]) {
+        Err(Uncertain) => return,
+        Ok(Some(address)) => qualifiers.push(address.to_string()),
+        Ok(None) => match scope.var("CONTAINERD_ADDRESS") {
+            Known::Default => {
+                if user_qualifier(scope, &mut qualifiers).is_err() {
+                    return;
+                }
+            }
+            Known::Set(address) => qualifiers.push(address.clone()),
+            Known::Unknown => return,
+        },
+    }
     let i = if words.get(i) == Some(&Some("container")) {
         i + 1
     } else {
@@ -876,10 +1296,11 @@ fn nerdctl(family: &Family, words: &[Option<&str>], keys: &mut Vec<String>) {
     };
     let mut found = Vec::new();
     container_verb(family, words, i, &Place::default(), false, &mut found);
+    let at = at(&qualifiers);
     for key in found {
         match key.split_once(':') {
-            Some(("prune", _)) => keys.push(format!("prune:nerdctl-containers:{namespace}")),
-            Some((verb, name)) => keys.push(format!("{verb}:nerdctl:{namespace}/{name}")),
+            Some(("prune", _)) => keys.push(format!("prune:nerdctl-containers:{namespace}{at}")),
+            Some((verb, name)) => keys.push(format!("{verb}:nerdctl:{namespace}/{name}{at}")),
             None => {}
         }
     }
@@ -906,20 +1327,45 @@ fn unit_name(name: &str) -> String {
     }
 }
 
-fn unit_subject(name: &str, user: bool, host: Option<&str>) -> String {
-    let mut subject = format!(
-        "{}:{}",
+fn unit_subject(name: &str, user: bool, qualifiers: &[String]) -> String {
+    format!(
+        "{}:{}{}",
         if user { "user-unit" } else { "unit" },
-        unit_name(name)
-    );
-    if let Some(host) = host {
-        subject.push('@');
-        subject.push_str(host);
-    }
-    subject
+        unit_name(name),
+        at(qualifiers)
+    )
 }
 
-fn units(family: &Family, words: &[Option<&str>], keys: &mut Vec<String>) {
+/// Where systemctl acts: another host (`-H`, bare as before), a container (`-M`), an
+/// offline root or image (`--root`, `--image`), all users (`--global`), and for
+/// `--user` the user it runs as, whose manager it finds through `XDG_RUNTIME_DIR`.
+fn unit_qualifiers(parsed: &Parsed<'_>, scope: &Scope) -> Result<Vec<String>, Uncertain> {
+    let mut qualifiers = Vec::new();
+    let host = parsed.place(&["-H", "--host"])?;
+    let machine = parsed.place(&["-M", "--machine"])?;
+    qualifiers.extend(host.map(str::to_string));
+    qualifiers.extend(machine.map(|m| format!("machine:{m}")));
+    for (name, option) in [("root", "--root"), ("image", "--image")] {
+        if let Some(path) = parsed.place(&[option])? {
+            match scope.path(path) {
+                Known::Set(path) => qualifiers.push(format!("{name}:{path}")),
+                _ => return Err(Uncertain),
+            }
+        }
+    }
+    if parsed.has(&["--global"]) {
+        qualifiers.push("global".into());
+    }
+    if parsed.has(&["--user"]) && host.is_none() && machine.is_none() {
+        if scope.changed(&["XDG_RUNTIME_DIR", "DBUS_SESSION_BUS_ADDRESS"]) {
+            return Err(Uncertain);
+        }
+        user_qualifier(scope, &mut qualifiers)?;
+    }
+    Ok(qualifiers)
+}
+
+fn units(family: &Family, words: &[Option<&str>], scope: &Scope, keys: &mut Vec<String>) {
     let parsed = parse_anywhere(words, family.valued);
     if is_read_only(&parsed.positional, family.read_only) {
         return;
@@ -928,13 +1374,13 @@ fn units(family: &Family, words: &[Option<&str>], keys: &mut Vec<String>) {
         return;
     };
     let verb = family.verbs[n].1;
-    let user = parsed.has(&["--user"]);
-    let host = parsed
-        .value(&["-H", "--host"])
-        .or(parsed.value(&["-M", "--machine"]));
+    let user = parsed.has(&["--user", "--global"]);
+    let Ok(qualifiers) = unit_qualifiers(&parsed, scope) else {
+        return;
+    };
     let now = parsed.has(&["--now"]);
     for unit in parsed.positional[len..].iter().flatten() {
-        let subject = unit_subject(unit, user, host);
+        let subject = unit_subject(unit, user, &qualifiers);
         keys.push(format!("{verb}:{subject}"));
         // `enable --now` starts the unit too; `disable --now` and `mask --now` stop it.
         match (verb, now) {
@@ -951,15 +1397,35 @@ fn sysv(family: &Family, words: &[Option<&str>], keys: &mut Vec<String>) {
         return;
     };
     if let Some((_, key)) = family.verbs.iter().find(|(w, _)| w == verb) {
-        keys.push(format!("{key}:{}", unit_subject(unit, false, None)));
+        keys.push(format!("{key}:{}", unit_subject(unit, false, &[])));
     }
 }
 
-fn journal(family: &Family, words: &[Option<&str>], keys: &mut Vec<String>) {
-    for w in words.iter().flatten() {
-        let option = w.split_once('=').map_or(*w, |(o, _)| o);
-        if let Some((_, key)) = family.verbs.iter().find(|(o, _)| *o == option) {
-            keys.push(format!("{key}:journal:system"));
+/// journalctl: the system journal, or the one in another directory, root, image,
+/// machine or file.
+fn journal(family: &Family, words: &[Option<&str>], scope: &Scope, keys: &mut Vec<String>) {
+    let parsed = parse_anywhere(words, family.valued);
+    let mut qualifiers = Vec::new();
+    for (name, options) in [
+        ("dir", &["-D", "--directory"][..]),
+        ("root", &["--root"]),
+        ("image", &["--image"]),
+        ("file", &["--file"]),
+        ("machine", &["-M", "--machine"]),
+    ] {
+        match parsed.place(options) {
+            Err(Uncertain) => return,
+            Ok(None) => {}
+            Ok(Some(value)) if name == "machine" => qualifiers.push(format!("{name}:{value}")),
+            Ok(Some(path)) => match scope.path(path) {
+                Known::Set(path) => qualifiers.push(format!("{name}:{path}")),
+                _ => return,
+            },
+        }
+    }
+    for (option, _) in &parsed.options {
+        if let Some((_, key)) = family.verbs.iter().find(|(o, _)| o == option) {
+            keys.push(format!("{key}:journal:system{}", at(&qualifiers)));
         }
     }
 }
@@ -1006,7 +1472,57 @@ fn cluster_scoped(kind: &str) -> bool {
     )
 }
 
-fn kube(family: &Family, words: &[Option<&str>], place: &Place, keys: &mut Vec<String>) {
+/// Which cluster kubectl talks to: its kubeconfig (`--kubeconfig`, `KUBECONFIG`, else the
+/// one in the home of the user it runs as) and the `--context`, `--cluster`, `--server`
+/// and `--user` chosen in it.
+fn kube_qualifiers(parsed: &Parsed<'_>, scope: &Scope) -> Result<Vec<String>, Uncertain> {
+    let mut qualifiers = Vec::new();
+    let kubeconfig = match parsed.place(&["--kubeconfig"])? {
+        Some(path) => scope.path(path),
+        None => match scope.var("KUBECONFIG") {
+            // A list of files: each read where the command runs.
+            Known::Set(list) => {
+                let paths: Vec<Known> = list.split(':').map(|p| scope.path(p)).collect();
+                if paths.contains(&Known::Unknown) {
+                    Known::Unknown
+                } else {
+                    let paths: Vec<&str> = paths
+                        .iter()
+                        .filter_map(|p| match p {
+                            Known::Set(p) => Some(p.as_str()),
+                            _ => None,
+                        })
+                        .collect();
+                    Known::Set(paths.join(":"))
+                }
+            }
+            other => other.clone(),
+        },
+    };
+    match kubeconfig {
+        Known::Set(path) => qualifiers.push(format!("kubeconfig:{path}")),
+        Known::Unknown => return Err(Uncertain),
+        Known::Default => {
+            if scope.changed(&["HOME"]) {
+                return Err(Uncertain);
+            }
+            user_qualifier(scope, &mut qualifiers)?;
+        }
+    }
+    for (name, options) in [
+        ("context", &["--context"][..]),
+        ("cluster", &["--cluster"]),
+        ("server", &["-s", "--server"]),
+        ("user", &["--user"]),
+    ] {
+        if let Some(value) = parsed.place(options)? {
+            qualifiers.push(format!("{name}:{value}"));
+        }
+    }
+    Ok(qualifiers)
+}
+
+fn kube(family: &Family, words: &[Option<&str>], scope: &Scope, keys: &mut Vec<String>) {
     let parsed = parse_anywhere(words, family.valued);
     if is_read_only(&parsed.positional, family.read_only) {
         return;
@@ -1015,22 +1531,18 @@ fn kube(family: &Family, words: &[Option<&str>], place: &Place, keys: &mut Vec<S
         return;
     };
     let verb = family.verbs[n].1;
-    let namespace = if parsed.has(&["-A", "--all-namespaces"]) {
+    if parsed.has(&["-A", "--all-namespaces"]) {
         return; // every namespace: no one subject names it
-    } else {
-        parsed.value(&["-n", "--namespace"]).unwrap_or("default")
+    }
+    let namespace = match parsed.place(&["-n", "--namespace"]) {
+        Err(Uncertain) => return,
+        Ok(namespace) => namespace.unwrap_or("default"),
     };
-    let qualifier = parsed
-        .value(&["--context"])
-        .map(|c| format!("context:{c}"))
-        .or(parsed
-            .value(&["--kubeconfig"])
-            .map(|k| format!("kubeconfig:{k}")))
-        .or(place.kube.clone());
-    let subject = |body: String| match &qualifier {
-        Some(q) => format!("k8s:{body}@{q}"),
-        None => format!("k8s:{body}"),
+    let Ok(qualifiers) = kube_qualifiers(&parsed, scope) else {
+        return;
     };
+    let at = at(&qualifiers);
+    let subject = |body: String| format!("k8s:{body}{at}");
     let resource = |kind: &str, name: &str| {
         let kind = kube_kind(kind);
         if cluster_scoped(&kind) {
@@ -1044,7 +1556,12 @@ fn kube(family: &Family, words: &[Option<&str>], place: &Place, keys: &mut Vec<S
         // A manifest: the file is the target.
         "apply" | "replace" => {
             for file in parsed.values(&["-f", "--filename"]) {
-                keys.push(format!("{verb}:{}", subject(format!("file:{file}"))));
+                match file.map(|f| scope.path(f)) {
+                    Some(Known::Set(file)) => {
+                        keys.push(format!("{verb}:{}", subject(format!("file:{file}"))))
+                    }
+                    _ => return,
+                }
             }
         }
         "cordon" | "uncordon" | "drain" => {
@@ -1078,8 +1595,23 @@ fn kube(family: &Family, words: &[Option<&str>], place: &Place, keys: &mut Vec<S
     }
 }
 
-fn cri(family: &Family, words: &[Option<&str>], keys: &mut Vec<String>) {
-    let (_, i) = parse_leading(words, 0, family.valued);
+/// crictl: the runtime endpoint (`-r`, `CONTAINER_RUNTIME_ENDPOINT`) when the line
+/// names one; another config file (`-c`) may name any.
+fn cri(family: &Family, words: &[Option<&str>], scope: &Scope, keys: &mut Vec<String>) {
+    let (options, i) = parse_leading(words, 0, family.valued);
+    if has(&options, &["-c", "--config"]) {
+        return;
+    }
+    let endpoint = match last_value(&options, &["-r", "--runtime-endpoint"]) {
+        Err(Uncertain) => return,
+        Ok(Some(endpoint)) => Some(endpoint.to_string()),
+        Ok(None) => match scope.var("CONTAINER_RUNTIME_ENDPOINT") {
+            Known::Default => None,
+            Known::Set(endpoint) => Some(endpoint.clone()),
+            Known::Unknown => return,
+        },
+    };
+    let at = at(&Vec::from_iter(endpoint));
     let Some(Some(verb)) = words.get(i) else {
         return;
     };
@@ -1093,14 +1625,14 @@ fn cri(family: &Family, words: &[Option<&str>], keys: &mut Vec<String>) {
         _ => "cri",
     };
     if *verb == "rmi" && parsed.has(&["--prune"]) {
-        keys.push("prune:cri:images".into());
+        keys.push(format!("prune:cri:images{at}"));
         return;
     }
     if parsed.has(&["-a", "--all"]) {
         return; // every one of them: no one subject names it
     }
     for id in parsed.positional.iter().flatten() {
-        keys.push(format!("{key}:{object}:{id}"));
+        keys.push(format!("{key}:{object}:{id}{at}"));
     }
 }
 
@@ -1120,6 +1652,10 @@ pub fn subject_label(subject: &str) -> String {
         Some(("cri-pod", id)) => format!("CRI pod {id}"),
         Some(("cri-image", id)) => format!("CRI image {id}"),
         Some(("nerdctl", name)) => format!("nerdctl container {name}"),
+        Some(("compose", path)) => match path.rsplit_once('/') {
+            Some((dir, service)) => format!("compose service {service} in {dir}"),
+            None => format!("compose service {path}"),
+        },
         Some(("prune", what)) => format!("{what} prune"),
         Some(("k8s", rest)) => match rest.split_once(':') {
             Some(("file", file)) => format!("manifest {file}"),
@@ -1135,7 +1671,10 @@ pub fn subject_label(subject: &str) -> String {
         Some(_) => body.to_string(),
     };
     match place {
-        Some(place) => format!("{named} on {place}"),
+        Some(place) => match place.strip_prefix("as:") {
+            Some(user) => format!("{named} of user {user}"),
+            None => format!("{named} on {place}"),
+        },
         None => named,
     }
 }

@@ -1,0 +1,126 @@
+//! Issue 18, finding 3: approving one variant cancelled a pending sibling that acts on a
+//! different target, because both got one logical key (`cd /opt/shop && docker compose
+//! stop web` and `cd /opt/blog && ...`, a glued `-Hssh://prod-db`, an `export
+//! DOCKER_HOST=` earlier in the line, ...). Real binary: for each pair, both commands
+//! come from one source, one is approved, and the other must stay pending on a card of
+//! its own.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+use common::*;
+
+/// Pairs that act on different targets (the first on a daemon, project, cluster, host,
+/// root or user the second does not reach).
+const DIFFERENT_TARGETS: &[(&str, &str)] = &[
+    (
+        "cd /opt/shop && docker compose stop web",
+        "cd /opt/blog && docker compose stop web",
+    ),
+    (
+        "env -C /opt/shop docker compose stop web",
+        "env -C /opt/blog docker compose stop web",
+    ),
+    ("docker -Hssh://prod-db stop web", "docker stop web"),
+    (
+        "export DOCKER_HOST=ssh://prod-db; docker stop web",
+        "docker stop web",
+    ),
+    ("kubectl -nprod delete pod x", "kubectl delete pod x"),
+    ("kubectl --cluster=a delete pod x", "kubectl delete pod x"),
+    (
+        "kubectl --server=https://10.0.0.9:6443 delete pod x",
+        "kubectl delete pod x",
+    ),
+    (
+        "export KUBECONFIG=/etc/k/prod.conf; kubectl delete pod x",
+        "kubectl delete pod x",
+    ),
+    (
+        "systemctl -Hroot@lb1 restart nginx",
+        "systemctl restart nginx",
+    ),
+    (
+        "systemctl --root=/mnt/rescue restart nginx",
+        "systemctl restart nginx",
+    ),
+    (
+        "sudo -u alice systemctl --user restart x",
+        "sudo -u bob systemctl --user restart x",
+    ),
+    ("sudo -u alice podman stop web", "docker stop web"),
+];
+
+#[test]
+fn approving_one_target_never_cancels_a_command_on_another_target() {
+    for (a, b) in DIFFERENT_TARGETS {
+        // Each way round: the approved one may be either.
+        for (approved, other) in [(a, b), (b, a)] {
+            let env = Env::new();
+            env.ingest("h", &cycle(0, &[approved, other]));
+            let list = env.list_json(&[]);
+            assert_eq!(list.len(), 2, "{approved:?} / {other:?}: {list:?}");
+            let id = |command: &str| {
+                list.iter()
+                    .find(|p| p["command"] == command)
+                    .unwrap_or_else(|| panic!("{command:?} not listed: {list:?}"))
+            };
+            let (first, second) = (id(approved), id(other));
+            let (first_id, second_id) = (
+                first["id"].as_i64().unwrap(),
+                second["id"].as_i64().unwrap(),
+            );
+            env.cmd(&["approve", &first_id.to_string()]).ok();
+            assert_eq!(env.state_of(first_id), "approved", "{approved:?}");
+            assert_eq!(
+                env.state_of(second_id),
+                "pending",
+                "approving {approved:?} cancelled {other:?} (keys {:?} / {:?})",
+                first["logical_keys"],
+                second["logical_keys"]
+            );
+            assert!(env.audit("supersede").is_empty(), "{approved:?}");
+            assert_ne!(
+                first["cluster_id"], second["cluster_id"],
+                "{approved:?} and {other:?} share a card"
+            );
+            // And `show --json` agrees: each card holds one proposal.
+            let show = env.cmd(&["show", &second_id.to_string(), "--json"]).ok();
+            let show: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
+            assert_eq!(show["state"], "pending", "{show}");
+        }
+    }
+}
+
+/// The control: the same target spelled two ways still shares one card, and approving
+/// one supersedes the other (so the test above can fail).
+#[test]
+fn the_same_target_spelled_twice_still_supersedes() {
+    for (approved, other) in [
+        (
+            "cd /opt/shop && docker compose stop web",
+            "env -C /opt/shop docker compose stop web",
+        ),
+        (
+            "export DOCKER_HOST=ssh://prod-db; docker stop web",
+            "docker -Hssh://prod-db stop web",
+        ),
+        (
+            "kubectl -nprod delete pod x",
+            "kubectl delete pod x -n prod",
+        ),
+    ] {
+        let env = Env::new();
+        env.ingest("h", &cycle(0, &[approved, other]));
+        let list = env.list_json(&[]);
+        assert_eq!(list[0]["cluster_id"], list[1]["cluster_id"], "{list:?}");
+        let first = list.iter().find(|p| p["command"] == approved).unwrap();
+        let second = list.iter().find(|p| p["command"] == other).unwrap();
+        env.cmd(&["approve", &first["id"].as_i64().unwrap().to_string()])
+            .ok();
+        assert_eq!(
+            env.state_of(second["id"].as_i64().unwrap()),
+            "cancelled",
+            "{approved:?} / {other:?}"
+        );
+    }
+}
