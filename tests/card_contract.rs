@@ -394,7 +394,7 @@ fn a_runner_that_lost_its_claim_kills_its_command_so_it_never_runs_twice() {
         .to_string();
     env.cmd(&["sweep"]).env("OPSGATE_NOW", &tomorrow).ok();
     assert_eq!(state(&env, 1), "interrupted");
-    env.cmd(&["retry", "1"]).ok();
+    env.cmd(&["retry", "1", "--confirm"]).ok();
     let out = first.wait_with_output().unwrap();
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
