@@ -483,16 +483,20 @@ pub fn replay(store: &mut Store, config: &Config) -> Result<usize> {
     }
     let mut replayed = 0;
     for (path, s) in pending {
-        if process::runner_alive(&s.runner) {
+        if local_runner_alive(&s.runner) {
             continue;
         }
-        let state = store.finish(
-            s.proposal,
-            &s.runner,
-            s.claimed_at,
-            &s.outcome(),
-            s.ended_at,
-        )?;
+        // A replay that fails (the database away again) leaves the rest for the next
+        // one; the sweep that follows still sees them spooled and interrupts none.
+        let outcome = s.outcome();
+        let state = match store.finish(s.proposal, &s.runner, s.claimed_at, &outcome, s.ended_at) {
+            Ok(state) => state,
+            Err(e) => {
+                tracing::warn!(id = s.proposal, error = %format!("{e:#}"),
+                    "cannot record a spooled outcome yet; the next sweep tries again");
+                break;
+            }
+        };
         spool.remove(&path)?;
         tracing::info!(
             id = s.proposal,
@@ -503,6 +507,17 @@ pub fn replay(store: &mut Store, config: &Config) -> Result<usize> {
         replayed += 1;
     }
     Ok(replayed)
+}
+
+/// Whether the runner of a spool file still runs. It ran on this host whatever the host
+/// name says now (a renamed host must still replay its spool): judged by pid and start
+/// time alone.
+fn local_runner_alive(runner: &str) -> bool {
+    let mut parts = runner.rsplitn(3, ':');
+    match (parts.next(), parts.next()) {
+        (Some(start), Some(pid)) => process::runner_alive(&format!("{pid}:{start}")),
+        _ => false,
+    }
 }
 
 /// Whether `runner`'s outcome for proposal `id` waits in this host's spool.

@@ -377,3 +377,44 @@ fn sqlite_on_a_full_disk_keeps_the_outcome_until_space_is_freed() {
     env.cmd(&["run"]).ok();
     assert_recorded_once(&env, &h, "completed", 0);
 }
+
+#[test]
+fn a_spooled_outcome_whose_claim_is_gone_goes_to_the_audit_and_changes_nothing() {
+    let env = Env::new();
+    let h = held(&env, 0);
+    let mut runner = start_run(&env, &h);
+    let conn = env.sql();
+    conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+    h.release();
+    wait_for("the outcome in the spool", Duration::from_secs(20), || {
+        spooled(&env) == 1
+    });
+    runner.kill().unwrap();
+    runner.wait().unwrap();
+    conn.execute_batch("ROLLBACK").unwrap();
+    drop(conn);
+    // The spool out of reach (as another host's is): the sweep interrupts, the operator
+    // retries, and only then does the outcome come back.
+    let parked = env.dir.path().join("parked");
+    std::fs::rename(env.spool_dir(), &parked).unwrap();
+    env.cmd(&["sweep"]).ok();
+    assert_eq!(env.state_of(1), "interrupted");
+    env.cmd(&["retry", "1", "--confirm"]).ok();
+    std::fs::rename(&parked, env.spool_dir()).unwrap();
+    let out = env.cmd(&["sweep", "--json"]).ok();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["replayed"], 1, "{v}");
+    assert_eq!(
+        env.state_of(1),
+        "approved",
+        "the new claim's proposal is untouched"
+    );
+    let late = env.audit("late-finish");
+    assert_eq!(late.len(), 1, "{late:?}");
+    let note = late[0].2.as_deref().unwrap();
+    assert!(note.contains("the claim was gone"), "{note}");
+    assert_eq!(spooled(&env), 0);
+    // A second replay finds nothing to do.
+    env.cmd(&["sweep"]).ok();
+    assert_eq!(env.audit("late-finish").len(), 1);
+}

@@ -50,14 +50,18 @@ impl Spooled {
 }
 
 /// How a spool file names its database: a SQLite file by its absolute path, a PostgreSQL
-/// database by its URL with the password masked (never written to disk).
+/// database by its URL without options and with the password masked (never written to
+/// disk), so `sslmode=` spelled differently by two commands still names one database.
 pub fn db_key(db: &DbLocation) -> String {
     match db {
         DbLocation::File(path) => std::fs::canonicalize(path)
             .unwrap_or_else(|_| path.clone())
             .display()
             .to_string(),
-        DbLocation::Postgres(url) => crate::config::mask_url(url),
+        DbLocation::Postgres(url) => {
+            let base = url.split_once('?').map_or(url.as_str(), |(b, _)| b);
+            crate::config::mask_url(base)
+        }
     }
 }
 
