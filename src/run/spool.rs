@@ -65,6 +65,10 @@ pub fn db_key(db: &DbLocation) -> String {
     }
 }
 
+/// What [`Spool::pending`] found: the outcomes of one database, and the files it could
+/// not read (with why).
+pub type Pending = (Vec<(PathBuf, Spooled)>, Vec<(PathBuf, String)>);
+
 /// A spool directory.
 #[derive(Debug, Clone)]
 pub struct Spool {
@@ -140,7 +144,7 @@ impl Spool {
 
     /// Every spooled outcome of database `db`, oldest file name first. A file that cannot
     /// be read or parsed is reported in the second list and left alone.
-    pub fn pending(&self, db: &str) -> (Vec<(PathBuf, Spooled)>, Vec<(PathBuf, String)>) {
+    pub fn pending(&self, db: &str) -> Pending {
         let (mut found, mut bad) = (Vec::new(), Vec::new());
         let Ok(dir) = std::fs::read_dir(&self.dir) else {
             return (found, bad);
@@ -198,6 +202,7 @@ impl Spool {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
