@@ -77,7 +77,8 @@ pub enum Command {
     /// unknown: pass --confirm)
     #[command(mut_arg("confirm", |a| a.help(CONFIRM_RETRY)))]
     Retry(DecideArgs),
-    /// Interrupt dead runs, expire old proposals, delete old history (bounded batches)
+    /// Record spooled run outcomes, interrupt dead runs, expire old proposals, delete old
+    /// history (bounded batches)
     Sweep(SweepArgs),
     /// A proposal's transitions and sightings as one timeline
     #[command(mut_arg("json", |a| a.help("Print the timeline as a JSON array of events")))]
