@@ -215,7 +215,7 @@ pub fn answer_text(outcome: &Decided) -> String {
         }
         Decided::Refused(_) => format!("Refused: {said}"),
         Decided::Confirm { .. } => format!("Stale: {said}"),
-        Decided::ConfirmRetry { .. } => format!("Unknown outcome: {said}"),
+        Decided::ConfirmRetry { .. } => format!("Confirm: {said}"),
         Decided::AskReason { .. } => "Reply in the chat with the reason for rejecting".into(),
     };
     text.chars().take(200).collect()

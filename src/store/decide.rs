@@ -636,7 +636,7 @@ impl Store {
             let actor = Actor::system(format!("runner:{runner}"), "runner");
             let note = lifecycle::finish_note(outcome);
             let Some((from, cluster_id)) = lock_proposal(c, id)? else {
-                let late = format!("{note} (recorded late: the proposal is gone)");
+                let late = format!("#{id}: {note} (recorded late: the proposal is gone)");
                 record(
                     c,
                     None,
