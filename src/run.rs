@@ -123,12 +123,14 @@ fn lossy_tail(bytes: &[u8]) -> String {
 /// started in the background outlives it). `keep` is called every [`KEEP_EVERY`] while
 /// the command runs: it checks (and now and then renews) the claim, and when it answers
 /// false (the claim is no longer this runner's) the command is killed at once, so a
-/// proposal never runs twice.
+/// proposal never runs twice. `exited` is told the exit code and duration as soon as the
+/// shell has exited by itself, before its leftovers are killed and its output collected.
 pub fn execute(
     command: &str,
     env: &[(String, String)],
     timeout: Duration,
     keep: &mut dyn FnMut() -> bool,
+    exited: &mut dyn FnMut(Option<i32>, i64),
 ) -> Outcome {
     let start = Instant::now();
     // Orphaned descendants (setsid, double fork) are re-parented to this process rather
@@ -173,7 +175,10 @@ pub fn execute(
     let mut stopped: Option<String> = None;
     let status = loop {
         match child.try_wait() {
-            Ok(Some(status)) => break Some(status),
+            Ok(Some(status)) => {
+                exited(status.code(), start.elapsed().as_millis() as i64);
+                break Some(status);
+            }
             Ok(None) => {}
             Err(_) => break None,
         }
@@ -315,46 +320,66 @@ pub fn run_approved(
         );
         let mut renewed = Instant::now();
         let mut broken = false;
-        let mut outcome = execute(&claimed.command, &env, timeout, &mut || {
-            // Only the database's answer that the claim is gone stops the command: while
-            // it cannot answer, the command runs on and the runner reconnects and renews
-            // at once when it can.
-            if broken {
-                match reconnect(config) {
-                    Ok(fresh) => {
-                        *store = fresh;
-                        broken = false;
-                    }
-                    Err(_) => return true,
-                }
-            }
-            // A read every second notices a lost claim at once; the lease is written
-            // only every RENEW_EVERY.
-            let renew = renewed.elapsed() >= RENEW_EVERY;
-            let answer = if renew {
-                store.renew_claim(claimed.id, &runner, LEASE_MS, config.now())
-            } else {
-                store.holds_claim(claimed.id, &runner)
+        let spool = spool_of(config);
+        // The exit status is made durable the moment the shell exits: a runner killed
+        // while it collects the output still leaves the outcome (without the output).
+        let mut exited = |exit_code: Option<i32>, duration_ms: i64| {
+            let partial = Outcome {
+                exit_code,
+                duration_ms,
+                note: Some(OUTPUT_NOT_COLLECTED.into()),
+                ..Outcome::default()
             };
-            match answer {
-                Ok(held) => {
-                    if renew {
-                        renewed = Instant::now();
-                    }
-                    held
-                }
-                Err(e) => {
-                    tracing::warn!(id = claimed.id, error = %format!("{e:#}"),
-                        "cannot check the claim; the command runs on");
-                    broken = true;
-                    true
-                }
+            if let Some(spool) = &spool {
+                let _ = spool.write(&to_spool(config, &runner, &claimed, &partial));
             }
-        });
+        };
+        let mut outcome = execute(
+            &claimed.command,
+            &env,
+            timeout,
+            &mut || {
+                // Only the database's answer that the claim is gone stops the command: while
+                // it cannot answer, the command runs on and the runner reconnects and renews
+                // at once when it can.
+                if broken {
+                    match reconnect(config) {
+                        Ok(fresh) => {
+                            *store = fresh;
+                            broken = false;
+                        }
+                        Err(_) => return true,
+                    }
+                }
+                // A read every second notices a lost claim at once; the lease is written
+                // only every RENEW_EVERY.
+                let renew = renewed.elapsed() >= RENEW_EVERY;
+                let answer = if renew {
+                    store.renew_claim(claimed.id, &runner, LEASE_MS, config.now())
+                } else {
+                    store.holds_claim(claimed.id, &runner)
+                };
+                match answer {
+                    Ok(held) => {
+                        if renew {
+                            renewed = Instant::now();
+                        }
+                        held
+                    }
+                    Err(e) => {
+                        tracing::warn!(id = claimed.id, error = %format!("{e:#}"),
+                        "cannot check the claim; the command runs on");
+                        broken = true;
+                        true
+                    }
+                }
+            },
+            &mut exited,
+        );
         // Known secrets never reach the database, the spool or the chat through the output.
         outcome.stdout_tail = scrubbed_tail(&outcome.stdout_tail, &secrets);
         outcome.stderr_tail = scrubbed_tail(&outcome.stderr_tail, &secrets);
-        let state = keep_outcome(store, config, &runner, &claimed, &outcome)?;
+        let state = keep_outcome(store, config, spool.as_ref(), &runner, &claimed, &outcome)?;
         tracing::info!(
             id = claimed.id,
             state = %state.map(|s| s.as_str()).unwrap_or("not recorded"),
@@ -378,6 +403,28 @@ fn reconnect(config: &Config) -> Result<Store> {
     Ok(store)
 }
 
+/// The audit note of an outcome whose output the runner never collected: it died after
+/// the command exited, and its spool held only the exit status.
+pub const OUTPUT_NOT_COLLECTED: &str =
+    "exit status from the spool: the runner died before it collected the output";
+
+/// A claim's outcome as the spool keeps it.
+fn to_spool(config: &Config, runner: &str, claimed: &Claimed, outcome: &Outcome) -> spool::Spooled {
+    spool::Spooled {
+        db: spool::db_key(&config.db),
+        proposal: claimed.id,
+        runner: runner.to_string(),
+        claimed_at: claimed.claimed_at,
+        exit_code: outcome.exit_code,
+        timed_out: outcome.timed_out,
+        duration_ms: outcome.duration_ms,
+        stdout_tail: outcome.stdout_tail.clone(),
+        stderr_tail: outcome.stderr_tail.clone(),
+        note: outcome.note.clone(),
+        ended_at: config.now(),
+    }
+}
+
 /// This host's spool for the configured database, if there is a state directory.
 pub fn spool_of(config: &Config) -> Option<spool::Spool> {
     crate::config::spool_dir(&config.db).map(spool::Spool::at)
@@ -391,25 +438,15 @@ pub fn spool_of(config: &Config) -> Option<spool::Spool> {
 fn keep_outcome(
     store: &mut Store,
     config: &Config,
+    spool: Option<&spool::Spool>,
     runner: &str,
     claimed: &Claimed,
     outcome: &Outcome,
 ) -> Result<Option<State>> {
-    let spooled = spool::Spooled {
-        db: spool::db_key(&config.db),
-        proposal: claimed.id,
-        runner: runner.to_string(),
-        claimed_at: claimed.claimed_at,
-        exit_code: outcome.exit_code,
-        timed_out: outcome.timed_out,
-        duration_ms: outcome.duration_ms,
-        stdout_tail: outcome.stdout_tail.clone(),
-        stderr_tail: outcome.stderr_tail.clone(),
-        note: outcome.note.clone(),
-        ended_at: config.now(),
-    };
-    let spool = spool_of(config);
-    let file = match spool.as_ref().map(|s| s.write(&spooled)) {
+    let spooled = to_spool(config, runner, claimed, outcome);
+    // The whole outcome replaces the exit status spooled when the shell exited (one
+    // file per claim).
+    let file = match spool.map(|s| s.write(&spooled)) {
         Some(Ok(path)) => Some(path),
         Some(Err(e)) => {
             tracing::warn!(id = claimed.id, error = %format!("{e:#}"),
@@ -447,7 +484,7 @@ fn keep_outcome(
     let how = crate::lifecycle::finish_note(outcome);
     match (recorded, file) {
         (Ok(state), file) => {
-            if let (Some(spool), Some(path)) = (&spool, file) {
+            if let (Some(spool), Some(path)) = (spool, file) {
                 if let Err(e) = spool.remove(&path) {
                     tracing::warn!(error = %format!("{e:#}"), "recorded, but the spool file stays");
                 }
@@ -549,6 +586,7 @@ mod tests {
             &path(),
             Duration::from_secs(5),
             &mut || true,
+            &mut |_, _| {},
         );
         assert_eq!(o.exit_code, Some(3));
         assert_eq!(o.stdout_tail, "a  b|3|");
@@ -564,6 +602,7 @@ mod tests {
             &path(),
             Duration::from_secs(10),
             &mut || true,
+            &mut |_, _| {},
         );
         assert_eq!(o.exit_code, Some(0));
         let stored = scrubbed_tail(&o.stdout_tail, &[]);
@@ -583,6 +622,7 @@ mod tests {
             &path(),
             Duration::from_secs(5),
             &mut || true,
+            &mut |_, _| {},
         );
         let stored = scrubbed_tail(&o.stdout_tail, std::slice::from_ref(&secret));
         assert!(stored.len() <= TAIL_BYTES);
@@ -597,6 +637,7 @@ mod tests {
             &path(),
             Duration::from_millis(300),
             &mut || true,
+            &mut |_, _| {},
         );
         assert!(o.timed_out);
         assert_eq!(o.exit_code, None);

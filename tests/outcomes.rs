@@ -97,6 +97,18 @@ fn spooled(env: &Env) -> usize {
         .unwrap_or(0)
 }
 
+/// Whether the spool holds a whole outcome (with the output), not only the exit status
+/// spooled the moment the shell exited.
+fn spooled_whole(env: &Env) -> bool {
+    std::fs::read_dir(env.spool_dir()).is_ok_and(|d| {
+        d.filter_map(Result::ok)
+            .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+            .any(|e| {
+                std::fs::read_to_string(e.path()).is_ok_and(|t| t.contains("output-of-the-run"))
+            })
+    })
+}
+
 /// The proposal ended in `state` with exit `code` and the command's output, the command
 /// ran once, no outcome is left in the spool, and another run does not run it again.
 fn assert_recorded_once(env: &Env, h: &Held, state: &str, code: i64) {
@@ -226,9 +238,11 @@ fn a_runner_killed_right_after_its_command_ended_leaves_the_outcome_to_the_next_
     let conn = env.sql();
     conn.execute_batch("BEGIN IMMEDIATE").unwrap();
     h.release();
-    wait_for("the outcome in the spool", Duration::from_secs(20), || {
-        spooled(&env) == 1
-    });
+    wait_for(
+        "the whole outcome in the spool",
+        Duration::from_secs(20),
+        || spooled_whole(&env),
+    );
     let mut runner = runner;
     runner.kill().unwrap(); // SIGKILL, by the pid this test started
     runner.wait().unwrap();
@@ -253,9 +267,11 @@ fn a_sweep_never_interrupts_a_dead_runner_whose_outcome_is_spooled() {
     let conn = env.sql();
     conn.execute_batch("BEGIN IMMEDIATE").unwrap();
     h.release();
-    wait_for("the outcome in the spool", Duration::from_secs(20), || {
-        spooled(&env) == 1
-    });
+    wait_for(
+        "the whole outcome in the spool",
+        Duration::from_secs(20),
+        || spooled_whole(&env),
+    );
     let mut runner = runner;
     runner.kill().unwrap();
     runner.wait().unwrap();
@@ -386,9 +402,11 @@ fn a_spooled_outcome_whose_claim_is_gone_goes_to_the_audit_and_changes_nothing()
     let conn = env.sql();
     conn.execute_batch("BEGIN IMMEDIATE").unwrap();
     h.release();
-    wait_for("the outcome in the spool", Duration::from_secs(20), || {
-        spooled(&env) == 1
-    });
+    wait_for(
+        "the whole outcome in the spool",
+        Duration::from_secs(20),
+        || spooled_whole(&env),
+    );
     runner.kill().unwrap();
     runner.wait().unwrap();
     conn.execute_batch("ROLLBACK").unwrap();
