@@ -73,10 +73,12 @@ pub enum Command {
     /// Cancel an approved-but-not-started, interrupted or pending proposal
     #[command(mut_arg("confirm", |a| a.help(CONFIRM_IGNORED)))]
     Cancel(DecideArgs),
-    /// Put an interrupted proposal back to approved for the next run
-    #[command(mut_arg("confirm", |a| a.help(CONFIRM_IGNORED)))]
+    /// Put an interrupted proposal back to approved for the next run (its outcome is
+    /// unknown: pass --confirm)
+    #[command(mut_arg("confirm", |a| a.help(CONFIRM_RETRY)))]
     Retry(DecideArgs),
-    /// Interrupt dead runs, expire old proposals, delete old history (bounded batches)
+    /// Record spooled run outcomes, interrupt dead runs, expire old proposals, delete old
+    /// history (bounded batches)
     Sweep(SweepArgs),
     /// A proposal's transitions and sightings as one timeline
     #[command(mut_arg("json", |a| a.help("Print the timeline as a JSON array of events")))]
@@ -99,10 +101,14 @@ pub enum Command {
     Man(ManArgs),
 }
 
-/// `--confirm` on `cancel` and `retry`: they never ask for a confirmation (only approving
-/// a stale proposal does); the flag is accepted so scripts passing it keep working.
+/// `--confirm` on `cancel`: it never asks for a confirmation; the flag is accepted so
+/// scripts passing it keep working.
 const CONFIRM_IGNORED: &str =
-    "Accepted and ignored: only approving a stale proposal asks for confirmation";
+    "Accepted and ignored: only approving a stale proposal or retrying asks for confirmation";
+
+/// `--confirm` on `retry`: an interrupted run's outcome is unknown.
+const CONFIRM_RETRY: &str =
+    "Retry although the interrupted run's outcome is unknown: the command may have completed and may run a second time";
 
 #[derive(Debug, Args)]
 pub struct DoctorArgs {

@@ -213,7 +213,7 @@ pub const STATE_HOME: Setting = setting(
     Some("XDG_STATE_HOME"),
     None,
     "$HOME/.local/state",
-    "base of the default database path",
+    "base of the default database path and of the spool of run outcomes (`opsgate/spool`)",
 );
 
 /// Every setting, in the order `--help`, `doctor` and the README list them.
@@ -967,15 +967,36 @@ pub fn mask_url(url: &str) -> String {
     }
 }
 
+/// opsgate's state directory: `$XDG_STATE_HOME/opsgate`, else
+/// `$HOME/.local/state/opsgate`.
+fn state_dir() -> Option<PathBuf> {
+    if let Some(dir) = non_empty_env(STATE_HOME) {
+        return Some(PathBuf::from(dir).join("opsgate"));
+    }
+    std::env::var("HOME")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .map(|home| PathBuf::from(home).join(".local/state/opsgate"))
+}
+
+/// Where a runner spools finished commands' outcomes ([`crate::run::spool`]): `spool` in
+/// the state directory, else (no `XDG_STATE_HOME` nor `HOME`) beside a SQLite database.
+pub fn spool_dir(db: &DbLocation) -> Option<PathBuf> {
+    match (state_dir(), db) {
+        (Some(dir), _) => Some(dir.join("spool")),
+        (None, DbLocation::File(path)) => Some(
+            path.parent()
+                .unwrap_or_else(|| Path::new("."))
+                .join("opsgate-spool"),
+        ),
+        (None, DbLocation::Postgres(_)) => None,
+    }
+}
+
 /// `$XDG_STATE_HOME/opsgate/opsgate.db`, else `$HOME/.local/state/opsgate/opsgate.db`.
 fn default_db() -> Result<PathBuf> {
-    if let Some(dir) = non_empty_env(STATE_HOME) {
-        return Ok(PathBuf::from(dir).join("opsgate").join("opsgate.db"));
-    }
-    match std::env::var("HOME").ok().filter(|v| !v.trim().is_empty()) {
-        Some(home) => Ok(PathBuf::from(home)
-            .join(".local/state/opsgate")
-            .join("opsgate.db")),
+    match state_dir() {
+        Some(dir) => Ok(dir.join("opsgate.db")),
         None => Err(config_error(format!(
             "no database path: set --db, {}, {} or HOME",
             env_name(DB),

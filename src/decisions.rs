@@ -123,7 +123,25 @@ pub fn apply_press(
         ),
         Action::Reject(cluster) => store.reject_cluster(cluster, &actor, None, &via, now),
         Action::Cancel(id) => store.cancel(id, &actor, &via, now),
-        Action::Retry(id) => store.retry(id, &actor, &via, now),
+        Action::Retry(id) => {
+            // The outcome of an interrupted run is unknown: a retry is a second tap within
+            // two minutes, after the card has said that the command may have completed.
+            let key = format!("retry:{id}:{}", press.user_id);
+            let confirmed = store.take_confirmation(&key, now)?;
+            let outcome = store.retry(id, &actor, &via, now, confirmed)?;
+            if let Decided::ConfirmRetry { .. } = outcome {
+                let until = now + CONFIRM_WINDOW_MS;
+                let note = format!(
+                    "⏳ {} tapped Retry on #{id}: {}, and a retry may run it a second time; tap Retry again before {} to run it again",
+                    actor.display,
+                    crate::lifecycle::OUTCOME_UNKNOWN,
+                    crate::time::hhmm(until)
+                );
+                let card = store.card_route(CardOf::Proposal(id))?.map(|(c, _, _)| c);
+                store.note_confirmation(&key, until, card.map(|c| (c, note.as_str())))?;
+            }
+            Ok(outcome)
+        }
     }
 }
 
@@ -197,6 +215,7 @@ pub fn answer_text(outcome: &Decided) -> String {
         }
         Decided::Refused(_) => format!("Refused: {said}"),
         Decided::Confirm { .. } => format!("Stale: {said}"),
+        Decided::ConfirmRetry { .. } => format!("Confirm: {said}"),
         Decided::AskReason { .. } => "Reply in the chat with the reason for rejecting".into(),
     };
     text.chars().take(200).collect()
@@ -283,6 +302,7 @@ pub fn handle_updates(
             Decided::Already { .. }
             | Decided::AlreadyApproved { .. }
             | Decided::Confirm { .. }
+            | Decided::ConfirmRetry { .. }
             | Decided::AskReason { .. } => handled.already += 1,
         }
         if let Err(e) = tg.answer(&press.query_id, &answer_text(&outcome)) {

@@ -193,6 +193,16 @@ pub fn deny_note(pattern: &str) -> String {
     format!("matches deny pattern {pattern}")
 }
 
+/// What an interrupted run's card and audit say: its runner vanished without reporting
+/// an outcome, so the command may have run to the end.
+pub const OUTCOME_UNKNOWN: &str = "outcome unknown: the command may have completed";
+
+/// The audit note of an interrupt: why the runner is judged gone, and that its outcome
+/// is unknown.
+pub fn interrupt_note(why: &str) -> String {
+    format!("{why}; {OUTCOME_UNKNOWN}")
+}
+
 /// The audit note of a finished run.
 pub fn finish_note(outcome: &Outcome) -> String {
     match (&outcome.note, outcome.exit_code) {

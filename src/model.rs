@@ -373,6 +373,9 @@ pub struct Claimed {
     pub id: i64,
     pub command: String,
     pub cmd_hash: String,
+    /// When it was claimed (its `started_at`): with the runner's id, names this claim, so
+    /// an outcome is recorded against the claim that produced it and no other.
+    pub claimed_at: i64,
 }
 
 /// What running a command produced.
@@ -390,6 +393,8 @@ pub struct Outcome {
 /// What one sweep did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Swept {
+    /// Outcomes recorded from this host's spool (runs whose runner could not record them).
+    pub replayed: usize,
     pub interrupted: usize,
     pub expired: usize,
     pub pruned: usize,
@@ -495,6 +500,9 @@ pub enum Decided {
     Confirm { id: i64, since: i64 },
     /// Rejecting needs a reason: the request was recorded, the operator is asked.
     AskReason { cluster_id: i64 },
+    /// Retrying needs a second confirmation: the interrupted run's outcome is unknown (the
+    /// command may have completed), so a retry may run it twice.
+    ConfirmRetry { id: i64 },
 }
 
 /// Why an action was refused. Its text is the audit note and what the operator reads.

@@ -555,7 +555,10 @@ fn lifecycle_lines(w: &mut Writer, p: &Proposal, detail: Detail) {
             }
         }
         State::Interrupted => {
-            w.text("⚠ interrupted: the runner died or its lease ran out; it is never retried by itself\n");
+            w.text(&format!(
+                "⚠ interrupted: {}. The runner died or its lease ran out before it reported; Retry asks for a second tap, as it may run the command twice. It is never retried by itself\n",
+                crate::lifecycle::OUTCOME_UNKNOWN
+            ));
         }
         State::Expired => {
             if let Some(at) = p.ended_at {

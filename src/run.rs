@@ -6,8 +6,12 @@
 //! group (`setsid`, a double fork) is re-parented to it and found by a walk of the process
 //! tree, so it is killed too. Never re-reads anything from the LLM; never runs the
 //! canonical form. No SQL here: the store claims and records. [`run_approved`] is the
-//! runner's loop: claim, check the policy, re-check the claim, execute, record, and only
-//! then update the cards.
+//! runner's loop: claim, check the policy, re-check the claim, execute, spool the outcome
+//! ([`spool`]), record it, and only then update the cards. A database that fails while a
+//! command runs or as it ends costs nothing: the command runs on, the outcome waits in
+//! the spool, and [`replay`] records it later.
+
+pub mod spool;
 
 use crate::config::Config;
 use crate::model::{Claimed, Outcome, State};
@@ -32,6 +36,9 @@ pub const KEEP_EVERY: Duration = Duration::from_secs(1);
 /// [`RENEW_EVERY`], so only a dead or hung runner loses it.
 pub const LEASE_MS: i64 = 120_000;
 const RENEW_EVERY: Duration = Duration::from_secs(20);
+/// How long a runner keeps trying to record a finished command's outcome (reconnecting,
+/// with backoff) before it leaves it to the spool's replay and exits.
+pub const RECORD_FOR: Duration = Duration::from_secs(30);
 
 /// Signals the command's process group and every descendant of this runner (those that
 /// left the group included), then reaps what has exited.
@@ -116,12 +123,14 @@ fn lossy_tail(bytes: &[u8]) -> String {
 /// started in the background outlives it). `keep` is called every [`KEEP_EVERY`] while
 /// the command runs: it checks (and now and then renews) the claim, and when it answers
 /// false (the claim is no longer this runner's) the command is killed at once, so a
-/// proposal never runs twice.
+/// proposal never runs twice. `exited` is told the exit code and duration as soon as the
+/// shell has exited by itself, before its leftovers are killed and its output collected.
 pub fn execute(
     command: &str,
     env: &[(String, String)],
     timeout: Duration,
     keep: &mut dyn FnMut() -> bool,
+    exited: &mut dyn FnMut(Option<i32>, i64),
 ) -> Outcome {
     let start = Instant::now();
     // Orphaned descendants (setsid, double fork) are re-parented to this process rather
@@ -166,7 +175,10 @@ pub fn execute(
     let mut stopped: Option<String> = None;
     let status = loop {
         match child.try_wait() {
-            Ok(Some(status)) => break Some(status),
+            Ok(Some(status)) => {
+                exited(status.code(), start.elapsed().as_millis() as i64);
+                break Some(status);
+            }
             Ok(None) => {}
             Err(_) => break None,
         }
@@ -307,21 +319,67 @@ pub fn run_approved(
             "run started"
         );
         let mut renewed = Instant::now();
-        let mut outcome = execute(&claimed.command, &env, timeout, &mut || {
-            // A read every second notices a lost claim at once; the lease is written
-            // only every RENEW_EVERY. A database busy for a moment is not a lost claim.
-            if renewed.elapsed() >= RENEW_EVERY {
-                renewed = Instant::now();
-                return store
-                    .renew_claim(claimed.id, &runner, LEASE_MS, config.now())
-                    .unwrap_or(true);
+        let mut broken = false;
+        let spool = spool_of(config);
+        // The exit status is made durable the moment the shell exits: a runner killed
+        // while it collects the output still leaves the outcome (without the output).
+        let mut exited = |exit_code: Option<i32>, duration_ms: i64| {
+            let partial = Outcome {
+                exit_code,
+                duration_ms,
+                note: Some(OUTPUT_NOT_COLLECTED.into()),
+                ..Outcome::default()
+            };
+            if let Some(spool) = &spool {
+                let _ = spool.write(&to_spool(config, &runner, &claimed, &partial));
             }
-            store.holds_claim(claimed.id, &runner).unwrap_or(true)
-        });
-        // Known secrets never reach the database or the chat through the output.
+        };
+        let mut outcome = execute(
+            &claimed.command,
+            &env,
+            timeout,
+            &mut || {
+                // Only the database's answer that the claim is gone stops the command: while
+                // it cannot answer, the command runs on and the runner reconnects and renews
+                // at once when it can.
+                if broken {
+                    match reconnect(config) {
+                        Ok(fresh) => {
+                            *store = fresh;
+                            broken = false;
+                        }
+                        Err(_) => return true,
+                    }
+                }
+                // A read every second notices a lost claim at once; the lease is written
+                // only every RENEW_EVERY.
+                let renew = renewed.elapsed() >= RENEW_EVERY;
+                let answer = if renew {
+                    store.renew_claim(claimed.id, &runner, LEASE_MS, config.now())
+                } else {
+                    store.holds_claim(claimed.id, &runner)
+                };
+                match answer {
+                    Ok(held) => {
+                        if renew {
+                            renewed = Instant::now();
+                        }
+                        held
+                    }
+                    Err(e) => {
+                        tracing::warn!(id = claimed.id, error = %format!("{e:#}"),
+                        "cannot check the claim; the command runs on");
+                        broken = true;
+                        true
+                    }
+                }
+            },
+            &mut exited,
+        );
+        // Known secrets never reach the database, the spool or the chat through the output.
         outcome.stdout_tail = scrubbed_tail(&outcome.stdout_tail, &secrets);
         outcome.stderr_tail = scrubbed_tail(&outcome.stderr_tail, &secrets);
-        let state = store.finish(claimed.id, &runner, &outcome, config.now())?;
+        let state = keep_outcome(store, config, spool.as_ref(), &runner, &claimed, &outcome)?;
         tracing::info!(
             id = claimed.id,
             state = %state.map(|s| s.as_str()).unwrap_or("not recorded"),
@@ -334,6 +392,174 @@ pub fn run_approved(
         crate::notify::deliver_quietly(config, store);
     }
     Ok(())
+}
+
+/// A new connection to the configured database, for a runner whose connection failed.
+fn reconnect(config: &Config) -> Result<Store> {
+    let mut store = Store::open_at(&config.db, config.rules)?;
+    if let Some(log) = &config.sql_log {
+        store.trace_to(log)?;
+    }
+    Ok(store)
+}
+
+/// The audit note of an outcome whose output the runner never collected: it died after
+/// the command exited, and its spool held only the exit status.
+pub const OUTPUT_NOT_COLLECTED: &str =
+    "exit status from the spool: the runner died before it collected the output";
+
+/// A claim's outcome as the spool keeps it.
+fn to_spool(config: &Config, runner: &str, claimed: &Claimed, outcome: &Outcome) -> spool::Spooled {
+    spool::Spooled {
+        db: spool::db_key(&config.db),
+        proposal: claimed.id,
+        runner: runner.to_string(),
+        claimed_at: claimed.claimed_at,
+        exit_code: outcome.exit_code,
+        timed_out: outcome.timed_out,
+        duration_ms: outcome.duration_ms,
+        stdout_tail: outcome.stdout_tail.clone(),
+        stderr_tail: outcome.stderr_tail.clone(),
+        note: outcome.note.clone(),
+        ended_at: config.now(),
+    }
+}
+
+/// This host's spool for the configured database, if there is a state directory.
+pub fn spool_of(config: &Config) -> Option<spool::Spool> {
+    crate::config::spool_dir(&config.db).map(spool::Spool::at)
+}
+
+/// Makes a finished command's outcome durable, then records it: first in the spool (a
+/// file, fsynced), then in the database, reconnecting with backoff for [`RECORD_FOR`].
+/// The spool file goes once the database has the outcome. When the database stays out of
+/// reach the error says where the outcome waits: the next `run`, `sweep` or `serve` tick
+/// on this host records it ([`replay`]).
+fn keep_outcome(
+    store: &mut Store,
+    config: &Config,
+    spool: Option<&spool::Spool>,
+    runner: &str,
+    claimed: &Claimed,
+    outcome: &Outcome,
+) -> Result<Option<State>> {
+    let spooled = to_spool(config, runner, claimed, outcome);
+    // The whole outcome replaces the exit status spooled when the shell exited (one
+    // file per claim).
+    let file = match spool.map(|s| s.write(&spooled)) {
+        Some(Ok(path)) => Some(path),
+        Some(Err(e)) => {
+            tracing::warn!(id = claimed.id, error = %format!("{e:#}"),
+                "cannot spool the outcome; recording it directly");
+            None
+        }
+        None => None,
+    };
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(100);
+    let mut attempt = 0u32;
+    let recorded = loop {
+        attempt += 1;
+        let result = store.finish(
+            claimed.id,
+            runner,
+            claimed.claimed_at,
+            outcome,
+            spooled.ended_at,
+        );
+        match result {
+            Ok(state) => break Ok(state),
+            Err(e) if started.elapsed() + pause >= RECORD_FOR => break Err(e),
+            Err(e) => {
+                tracing::warn!(id = claimed.id, attempt, error = %format!("{e:#}"),
+                    "cannot record the outcome yet; retrying");
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_secs(5));
+                if let Ok(fresh) = reconnect(config) {
+                    *store = fresh;
+                }
+            }
+        }
+    };
+    let how = crate::lifecycle::finish_note(outcome);
+    match (recorded, file) {
+        (Ok(state), file) => {
+            if let (Some(spool), Some(path)) = (spool, file) {
+                if let Err(e) = spool.remove(&path) {
+                    tracing::warn!(error = %format!("{e:#}"), "recorded, but the spool file stays");
+                }
+            }
+            Ok(state)
+        }
+        (Err(e), Some(path)) => Err(e.context(format!(
+            "the outcome of #{} ({how}) is kept in {}; the next run, sweep or serve on this host records it",
+            claimed.id,
+            path.display()
+        ))),
+        (Err(e), None) => Err(e.context(format!(
+            "the outcome of #{} ({how}) could not be recorded nor spooled",
+            claimed.id
+        ))),
+    }
+}
+
+/// Records the outcomes this host's spool holds for this database whose runner is gone
+/// (a live runner records its own), each against its claim, idempotently; a file goes
+/// once the database has its outcome. Another process replaying at the same time is left
+/// to it. Returns how many were recorded.
+pub fn replay(store: &mut Store, config: &Config) -> Result<usize> {
+    let Some(spool) = spool_of(config) else {
+        return Ok(0);
+    };
+    let Some(_lock) = spool.lock_for_replay() else {
+        return Ok(0);
+    };
+    let (pending, bad) = spool.pending(&spool::db_key(&config.db));
+    for (path, why) in bad {
+        tracing::warn!(file = %path.display(), error = %why, "unreadable spool file left alone");
+    }
+    let mut replayed = 0;
+    for (path, s) in pending {
+        if local_runner_alive(&s.runner) {
+            continue;
+        }
+        // A replay that fails (the database away again) leaves the rest for the next
+        // one; the sweep that follows still sees them spooled and interrupts none.
+        let outcome = s.outcome();
+        let state = match store.finish(s.proposal, &s.runner, s.claimed_at, &outcome, s.ended_at) {
+            Ok(state) => state,
+            Err(e) => {
+                tracing::warn!(id = s.proposal, error = %format!("{e:#}"),
+                    "cannot record a spooled outcome yet; the next sweep tries again");
+                break;
+            }
+        };
+        spool.remove(&path)?;
+        tracing::info!(
+            id = s.proposal,
+            state = %state.map(|s| s.as_str()).unwrap_or("claim gone: audit only"),
+            exit_code = ?s.exit_code,
+            "outcome recorded from the spool"
+        );
+        replayed += 1;
+    }
+    Ok(replayed)
+}
+
+/// Whether the runner of a spool file still runs. It ran on this host whatever the host
+/// name says now (a renamed host must still replay its spool): judged by pid and start
+/// time alone.
+fn local_runner_alive(runner: &str) -> bool {
+    let mut parts = runner.rsplitn(3, ':');
+    match (parts.next(), parts.next()) {
+        (Some(start), Some(pid)) => process::runner_alive(&format!("{pid}:{start}")),
+        _ => false,
+    }
+}
+
+/// Whether `runner`'s outcome for proposal `id` waits in this host's spool.
+pub fn spooled(config: &Config, id: i64, runner: &str) -> bool {
+    spool_of(config).is_some_and(|s| s.holds(&spool::db_key(&config.db), id, runner))
 }
 
 #[cfg(test)]
@@ -360,6 +586,7 @@ mod tests {
             &path(),
             Duration::from_secs(5),
             &mut || true,
+            &mut |_, _| {},
         );
         assert_eq!(o.exit_code, Some(3));
         assert_eq!(o.stdout_tail, "a  b|3|");
@@ -375,6 +602,7 @@ mod tests {
             &path(),
             Duration::from_secs(10),
             &mut || true,
+            &mut |_, _| {},
         );
         assert_eq!(o.exit_code, Some(0));
         let stored = scrubbed_tail(&o.stdout_tail, &[]);
@@ -394,6 +622,7 @@ mod tests {
             &path(),
             Duration::from_secs(5),
             &mut || true,
+            &mut |_, _| {},
         );
         let stored = scrubbed_tail(&o.stdout_tail, std::slice::from_ref(&secret));
         assert!(stored.len() <= TAIL_BYTES);
@@ -408,6 +637,7 @@ mod tests {
             &path(),
             Duration::from_millis(300),
             &mut || true,
+            &mut |_, _| {},
         );
         assert!(o.timed_out);
         assert_eq!(o.exit_code, None);

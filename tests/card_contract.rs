@@ -402,7 +402,7 @@ fn a_runner_that_lost_its_claim_kills_its_command_so_it_never_runs_twice() {
         .to_string();
     env.cmd(&["sweep"]).env("OPSGATE_NOW", &tomorrow).ok();
     assert_eq!(state(&env, 1), "interrupted");
-    env.cmd(&["retry", "1"]).ok();
+    env.cmd(&["retry", "1", "--confirm"]).ok();
     // The second execution starts only once the first was stopped; then both may end.
     wait_until(
         "the first execution to be stopped and the retry to start",

@@ -249,7 +249,7 @@ fn a_runner_killed_mid_command_is_interrupted_and_never_rerun_until_retry() {
     );
     assert_eq!(state(&env, 1), "interrupted");
 
-    env.cmd(&["retry", "1", "--as", "bob"]).ok();
+    env.cmd(&["retry", "1", "--as", "bob", "--confirm"]).ok();
     env.cmd(&["run"]).ok();
     assert_eq!(lines(&file), 2);
     assert_eq!(state(&env, 1), "completed");
@@ -659,6 +659,19 @@ fn cancel_before_run_and_retry_on_telegram() {
     let msg2 = *fake.messages().keys().last().unwrap();
     assert_eq!(fake.buttons(msg2), ["t:2", "c:2"]);
     assert!(fake.message(msg2).text.contains("interrupted"));
+    assert!(fake
+        .message(msg2)
+        .text
+        .contains("outcome unknown: the command may have completed"));
+    // The outcome is unknown: the first tap asks, the second retries.
+    fake.tap(msg2, 1001, "alice", "t:2");
+    tg(&["poll"]).ok();
+    assert_eq!(state(&env, 2), "interrupted");
+    assert!(
+        fake.message(msg2).text.contains("tap Retry again"),
+        "{}",
+        fake.message(msg2).text
+    );
     fake.tap(msg2, 1001, "alice", "t:2");
     tg(&["poll"]).ok();
     assert_eq!(state(&env, 2), "approved");

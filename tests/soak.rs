@@ -1,5 +1,6 @@
 //! Crash safety and concurrency. `make test` runs short versions; `make soak` runs the long
-//! ones (SOAK_KILLS=200, SOAK_SECONDS=60) and prints the figures RELIABILITY.md records.
+//! ones (SOAK_KILLS=200, SOAK_SECONDS=60, SOAK_RUNS=2000) and prints the figures
+//! RELIABILITY.md records.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -185,6 +186,7 @@ fn eight_processes_mixing_ingest_notify_poll_and_run_keep_every_invariant() {
         .map(|(w, role)| {
             let role = role.to_string();
             let db = env.db.clone();
+            let state_home = env.state_home();
             let url = fake.url.clone();
             let commands = commands.clone();
             std::thread::spawn(move || {
@@ -196,6 +198,7 @@ fn eight_processes_mixing_ingest_notify_poll_and_run_keep_every_invariant() {
                     n += 1;
                     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_opsgate"));
                     cmd.env("OPSGATE_DB", &db)
+                        .env("XDG_STATE_HOME", &state_home)
                         .env("OPSGATE_TELEGRAM_TOKEN", common::fake_telegram::TOKEN)
                         .env(
                             "OPSGATE_TELEGRAM_CHAT_ID",
@@ -343,4 +346,147 @@ fn run_killed_mid_command_is_interrupted_never_left_executing() {
         0
     );
     eprintln!("SOAK run kills: {kills} kills -> {tally:?}");
+}
+
+#[test]
+fn runners_killed_around_the_command_end_lose_no_outcome_and_run_nothing_twice() {
+    let runs = knob("SOAK_RUNS", 30);
+    let env = Env::new();
+    let marks = env.dir.path().join("marks");
+    std::fs::create_dir_all(&marks).unwrap();
+    let mut rng = Rng::new();
+    // Each command marks its start and its end, and prints its number.
+    let commands: Vec<String> = (0..=runs)
+        .map(|i| {
+            let mark = marks.join(format!("c{i}"));
+            format!(
+                "echo start >> {m}; sleep 0.02; echo done >> {m}; echo out-{i}",
+                m = mark.display()
+            )
+        })
+        .collect();
+    for (batch, chunk) in commands.chunks(50).enumerate() {
+        let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
+        env.ingest("h", &cycle(batch, &refs));
+    }
+    let ids: Vec<i64> = {
+        let conn = env.sql();
+        let mut stmt = conn
+            .prepare("SELECT id, command FROM proposals ORDER BY id")
+            .unwrap();
+        let rows: Vec<(i64, String)> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
+        commands
+            .iter()
+            .map(|c| rows.iter().find(|(_, rc)| rc == c).unwrap().0)
+            .collect()
+    };
+    let approve = |i: usize| {
+        env.cmd(&["approve", &ids[i].to_string(), "--confirm"]).ok();
+    };
+    // One whole run, not killed: how long a runner takes from its start to its exit.
+    approve(0);
+    let started = Instant::now();
+    env.cmd(&["run", "--max", "1"]).ok();
+    let whole = started.elapsed().as_micros() as u64;
+    // Kills land from a third of a run to a third past its end: around the command's end.
+    let (from, span) = (whole / 3, whole);
+    let mut replayed = 0;
+    for i in 1..=runs as usize {
+        approve(i);
+        let mut child = env.cmd(&["run", "--max", "1"]).command();
+        child.stdout(Stdio::null()).stderr(Stdio::null());
+        let mut child = child.spawn().unwrap();
+        std::thread::sleep(Duration::from_micros(from + rng.below(span)));
+        let _ = child.kill(); // SIGKILL, by the pid this test started
+        let _ = child.wait();
+        let out = env.cmd(&["sweep", "--json"]).ok();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        replayed += v["replayed"].as_u64().unwrap();
+    }
+    // Orphaned commands (their runner killed) end by themselves.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let lines = |i: usize, what: &str| {
+        std::fs::read_to_string(marks.join(format!("c{i}")))
+            .map(|s| s.lines().filter(|l| *l == what).count())
+            .unwrap_or(0)
+    };
+    while (0..=runs as usize).any(|i| lines(i, "start") != lines(i, "done")) {
+        assert!(Instant::now() < deadline, "a command never ended");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    env.cmd(&["sweep"]).ok();
+    assert_eq!(integrity(&env), "ok");
+    let mut tally: HashMap<&str, u64> = HashMap::new();
+    let conn = env.sql();
+    for (i, id) in ids.iter().enumerate() {
+        let (state, exit, out): (String, Option<i64>, Option<String>) = conn
+            .query_row(
+                "SELECT state, exit_code, stdout_tail FROM proposals WHERE id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        let (starts, done) = (lines(i, "start"), lines(i, "done"));
+        assert!(starts <= 1, "#{id} executed {starts} times");
+        let finishes = count(
+            &env,
+            &format!(
+                "SELECT count(*) FROM transitions WHERE proposal_id = {id} AND action = 'finish'"
+            ),
+        );
+        assert!(finishes <= 1, "#{id} recorded {finishes} times");
+        let interrupted_then_finished = count(
+            &env,
+            &format!("SELECT count(*) FROM transitions WHERE proposal_id = {id} AND from_state = 'interrupted' AND action = 'finish'"),
+        );
+        assert_eq!(
+            interrupted_then_finished, 0,
+            "#{id} was offered Retry while its outcome was spooled"
+        );
+        let key = match state.as_str() {
+            "completed" => {
+                assert_eq!(exit, Some(0), "#{id}");
+                assert_eq!(done, 1, "#{id} completed but never ran to its end");
+                if out.as_deref() == Some("") {
+                    // Killed after the shell exited, before the output was collected: the
+                    // exit status came from the spool, and the audit says so.
+                    let note: String = env
+                        .sql()
+                        .query_row(
+                            "SELECT note FROM transitions WHERE proposal_id = ?1 AND action = 'finish'",
+                            [id],
+                            |r| r.get(0),
+                        )
+                        .unwrap();
+                    assert_eq!(note, opsgate::run::OUTPUT_NOT_COLLECTED, "#{id}");
+                    "completed, exit status only (killed while collecting the output)"
+                } else {
+                    assert_eq!(out.as_deref(), Some(format!("out-{i}\n").as_str()), "#{id}");
+                    "completed"
+                }
+            }
+            "interrupted" if done == 1 => {
+                "interrupted: killed after the command ended, before its exit was spooled"
+            }
+            "interrupted" => "interrupted mid-command",
+            "approved" => {
+                assert_eq!(starts, 0, "#{id} ran but is still approved");
+                "killed before the claim"
+            }
+            other => panic!("#{id} is {other}: an outcome lost"),
+        };
+        *tally.entry(key).or_default() += 1;
+    }
+    let left: Vec<_> = std::fs::read_dir(env.spool_dir())
+        .map(|d| d.filter_map(Result::ok).map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(
+        left.iter().all(|n| n.to_string_lossy().starts_with('.')),
+        "outcomes left in the spool: {left:?}"
+    );
+    eprintln!("SOAK outcome kills: {runs} runners killed within {from}..{} us of a {whole} us run -> {tally:?}; {replayed} outcomes recorded from the spool by the next sweep; 0 outcomes lost, 0 commands run twice", from + span);
 }

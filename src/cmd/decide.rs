@@ -24,7 +24,7 @@ pub fn cancel(config: &Config, args: DecideArgs) -> Result<u8> {
 
 pub fn retry(config: &Config, args: DecideArgs) -> Result<u8> {
     decide(config, &args, |store, id, actor, via, now| {
-        store.retry(id, actor, via, now)
+        store.retry(id, actor, via, now, args.confirm)
     })
 }
 
@@ -71,7 +71,9 @@ fn report(config: &Config, store: &mut Store, id: i64, outcome: Decided, json: b
         Decided::Refused(_) => ("refused", Kind::Conflict.code()),
         // The command line never asks for a reason (it takes --reason); a stale
         // proposal needs --confirm.
-        Decided::Confirm { .. } | Decided::AskReason { .. } => ("confirm", Kind::Conflict.code()),
+        Decided::Confirm { .. } | Decided::ConfirmRetry { .. } | Decided::AskReason { .. } => {
+            ("confirm", Kind::Conflict.code())
+        }
     };
     if matches!(outcome, Decided::Applied(_)) {
         deliver_quietly(config, store);

@@ -78,11 +78,19 @@ pub fn run(cli: Cli) -> Result<u8> {
     }
 }
 
-/// A sweep, logged when it changed anything.
+/// A sweep, logged when it changed anything. This host's spooled outcomes are recorded
+/// first, and a runner whose outcome waits in the spool is never judged gone.
 fn sweep_now(config: &Config, store: &mut Store) -> Result<crate::model::Swept> {
-    let swept = store.sweep(config.now(), &crate::process::runner_alive)?;
-    if swept.interrupted + swept.expired + swept.pruned > 0 {
+    let replayed = crate::run::replay(store, config)?;
+    let mut swept = store.sweep(
+        config.now(),
+        &crate::process::runner_alive,
+        &|id, runner| crate::run::spooled(config, id, runner),
+    )?;
+    swept.replayed = replayed;
+    if swept.replayed + swept.interrupted + swept.expired + swept.pruned > 0 {
         tracing::info!(
+            replayed = swept.replayed,
             interrupted = swept.interrupted,
             expired = swept.expired,
             pruned = swept.pruned,

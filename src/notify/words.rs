@@ -40,5 +40,9 @@ pub fn describe(decided: &Decided) -> String {
             crate::time::hhmm(*since)
         ),
         Decided::AskReason { .. } => "reply in the chat with the reason for rejecting".into(),
+        Decided::ConfirmRetry { id } => format!(
+            "#{id}: {}; a retry may run it a second time: retry again to confirm",
+            crate::lifecycle::OUTCOME_UNKNOWN
+        ),
     }
 }

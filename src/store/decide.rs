@@ -18,8 +18,12 @@ enum Step {
     AlreadyApproved(i64, u8, u8),
     Confirm(i64, i64),
     AskReason(i64),
+    ConfirmRetry(i64),
     Refuse(Option<i64>, Refusal),
 }
+
+/// The audit action of an outcome that came after its claim was gone.
+pub(super) const LATE_FINISH: &str = "late-finish";
 
 /// The audit action of one operator's approval towards a quorum.
 pub(super) const APPROVAL: &str = "approval";
@@ -409,7 +413,7 @@ impl Store {
         via: &Via,
         now: i64,
     ) -> Result<Decided> {
-        self.one(proposal_id, Verb::Reject, actor, via, now, reason)
+        self.one(proposal_id, Verb::Reject, actor, via, now, reason, true)
     }
 
     /// Cancels an approved-but-not-started, interrupted or pending proposal.
@@ -420,21 +424,26 @@ impl Store {
         via: &Via,
         now: i64,
     ) -> Result<Decided> {
-        self.one(proposal_id, Verb::Cancel, actor, via, now, None)
+        self.one(proposal_id, Verb::Cancel, actor, via, now, None, true)
     }
 
-    /// Puts an interrupted proposal back to approved, for the next run. Never automatic.
+    /// Puts an interrupted proposal back to approved, for the next run. Never automatic,
+    /// and only `confirmed`: an interrupted run's outcome is unknown (the command may have
+    /// completed), so a retry may run it twice.
     pub fn retry(
         &mut self,
         proposal_id: i64,
         actor: &Actor,
         via: &Via,
         now: i64,
+        confirmed: bool,
     ) -> Result<Decided> {
-        self.one(proposal_id, Verb::Retry, actor, via, now, None)
+        self.one(proposal_id, Verb::Retry, actor, via, now, None, confirmed)
     }
 
-    /// A one-proposal decision by the lifecycle table.
+    /// A one-proposal decision by the lifecycle table. A retry that is not `confirmed`
+    /// asks for the confirmation instead.
+    #[allow(clippy::too_many_arguments)]
     fn one(
         &mut self,
         proposal_id: i64,
@@ -443,6 +452,7 @@ impl Store {
         via: &Via,
         now: i64,
         note: Option<&str>,
+        confirmed: bool,
     ) -> Result<Decided> {
         self.decide(via, actor, now, |c| {
             let Some((state, cluster_id)) = lock_proposal(c, proposal_id)? else {
@@ -455,6 +465,9 @@ impl Store {
             match lifecycle::next(state, verb) {
                 Next::To(_) if matches!(check, CardCheck::Changed) => {
                     card_changed(c, cluster_id, via, Some(proposal_id))
+                }
+                Next::To(_) if verb == Verb::Retry && !confirmed => {
+                    Ok(Step::ConfirmRetry(proposal_id))
                 }
                 Next::To(to) => {
                     if transition(c, proposal_id, state, verb, actor, now, note)?.is_none() {
@@ -525,6 +538,7 @@ impl Store {
                 id: row.int(0)?,
                 command: row.text(1)?,
                 cmd_hash: row.text(2)?,
+                claimed_at: now,
             };
             let cluster_id = row.int(3)?;
             let actor = Actor::system(format!("runner:{runner}"), "runner");
@@ -603,29 +617,65 @@ impl Store {
         })
     }
 
-    /// Records a run's outcome: executing (or interrupted by a sweep meanwhile) ->
-    /// completed on exit 0, failed otherwise. Only the claiming runner may finish it.
+    /// Records a run's outcome against the claim that produced it (`runner`, claimed at
+    /// `claimed_at`): executing (or interrupted by a sweep meanwhile) -> completed on
+    /// exit 0, failed otherwise. Idempotent: an outcome already recorded for this claim
+    /// is not recorded again. Returns the proposal's state when it holds this claim's
+    /// outcome (now or before); `None` when the claim was gone (retried and claimed
+    /// again, cancelled, pruned): then the outcome goes to the audit trail only, as a
+    /// `late-finish` row, and the proposal is left as it is.
     pub fn finish(
         &mut self,
         id: i64,
         runner: &str,
+        claimed_at: i64,
         outcome: &Outcome,
         now: i64,
     ) -> Result<Option<State>> {
         self.transact("to record a run", |c| {
-            let Some((from, cluster_id)) = lock_proposal(c, id)? else {
-                return Ok(None);
-            };
-            let owner = c
-                .query_one("SELECT runner FROM proposals WHERE id = ?1", &[&id])?
-                .opt_text(0)?;
-            if owner.as_deref() != Some(runner) {
-                return Ok(None);
-            }
             let actor = Actor::system(format!("runner:{runner}"), "runner");
             let note = lifecycle::finish_note(outcome);
+            let Some((from, cluster_id)) = lock_proposal(c, id)? else {
+                let late = format!("#{id}: {note} (recorded late: the proposal is gone)");
+                record(
+                    c,
+                    None,
+                    None,
+                    None,
+                    LATE_FINISH,
+                    &actor.id,
+                    now,
+                    Some(&late),
+                )?;
+                return Ok(None);
+            };
+            let claim = c.query_one(
+                "SELECT runner, started_at FROM proposals WHERE id = ?1",
+                &[&id],
+            )?;
+            let ours = claim.opt_text(0)?.as_deref() == Some(runner)
+                && claim.opt_int(1)? == Some(claimed_at);
+            if ours && matches!(from, State::Completed | State::Failed) {
+                return Ok(Some(from)); // recorded before: a replay
+            }
             let verb = lifecycle::finish_verb(outcome);
-            let Some(to) = transition(c, id, from, verb, &actor, now, Some(&note))? else {
+            let moved = if ours {
+                transition(c, id, from, verb, &actor, now, Some(&note))?
+            } else {
+                None
+            };
+            let Some(to) = moved else {
+                let late = format!("{note} (recorded late: the claim was gone)");
+                record(
+                    c,
+                    Some(id),
+                    Some(from),
+                    Some(from),
+                    LATE_FINISH,
+                    &actor.id,
+                    now,
+                    Some(&late),
+                )?;
                 return Ok(None);
             };
             c.execute(
@@ -649,7 +699,18 @@ impl Store {
     /// or whose lease ran out -> interrupted; pending/approved proposals past the ttl
     /// (from first sighting) -> expired; terminal proposals past retention -> deleted
     /// (the audit trail stays).
-    pub fn sweep(&mut self, now: i64, alive: &dyn Fn(&str) -> bool) -> Result<Swept> {
+    ///
+    /// `alive` says whether a runner still runs; `spooled(id, runner)` whether that
+    /// runner's outcome for `id` waits in this host's spool: such a proposal is left
+    /// executing for the spool's replay, never interrupted. A runner that vanished without
+    /// an outcome leaves a proposal whose outcome is unknown (the command may have
+    /// completed): the interrupt's note says so.
+    pub fn sweep(
+        &mut self,
+        now: i64,
+        alive: &dyn Fn(&str) -> bool,
+        spooled: &dyn Fn(i64, &str) -> bool,
+    ) -> Result<Swept> {
         let sweeper = sweeper();
         let rules = self.rules;
         let (interrupted, expired) = self.transact("to sweep", |c| {
@@ -668,6 +729,12 @@ impl Store {
                     (None, _) => "no runner recorded".to_string(),
                     _ => continue,
                 };
+                // Judged after the runner: one that wrote its outcome and then died is
+                // found here, and its outcome is replayed, not lost.
+                if runner.as_deref().is_some_and(|r| spooled(id, r)) {
+                    continue;
+                }
+                let why = lifecycle::interrupt_note(&why);
                 lock_card(c, cluster_id)?;
                 let moved = transition(
                     c,
@@ -729,6 +796,7 @@ impl Store {
             Ok(pruned as usize)
         })?;
         Ok(Swept {
+            replayed: 0,
             interrupted,
             expired,
             pruned,
@@ -753,6 +821,7 @@ impl Store {
                 }
                 Step::Confirm(id, since) => Decided::Confirm { id, since },
                 Step::AskReason(cluster_id) => Decided::AskReason { cluster_id },
+                Step::ConfirmRetry(id) => Decided::ConfirmRetry { id },
                 Step::Refuse(proposal_id, why) => {
                     let state = match proposal_id {
                         Some(id) => proposal_state(c, id)?.map(|s| s.0),

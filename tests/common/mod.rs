@@ -58,8 +58,25 @@ impl Env {
         Run {
             args: args.iter().map(|s| s.to_string()).collect(),
             stdin: None,
-            envs: vec![("OPSGATE_DB".into(), self.db_value())],
+            envs: vec![
+                ("OPSGATE_DB".into(), self.db_value()),
+                // The spool of run outcomes stays in the test's directory.
+                (
+                    "XDG_STATE_HOME".into(),
+                    self.state_home().display().to_string(),
+                ),
+            ],
         }
+    }
+
+    /// The state directory the commands see (`XDG_STATE_HOME`): the spool is under it.
+    pub fn state_home(&self) -> PathBuf {
+        self.dir.path().join("xdg")
+    }
+
+    /// This environment's spool of run outcomes.
+    pub fn spool_dir(&self) -> PathBuf {
+        self.state_home().join("opsgate").join("spool")
     }
 
     /// `opsgate ingest --source S` with `input` on stdin; panics unless it succeeds.
