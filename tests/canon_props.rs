@@ -332,7 +332,11 @@ fn write_sh(cmd: &Sh, lines: bool) -> String {
         }
         Sh::While(a, b) => format!("while {}do{nl}{}done", end(a), end(b)),
         Sh::For(l) => {
-            let head = if lines { "for i in a 'b c'\ndo\n" } else { "for i in a 'b c'; do " };
+            let head = if lines {
+                "for i in a 'b c'\ndo\n"
+            } else {
+                "for i in a 'b c'; do "
+            };
             format!("{head}{}done", end(l))
         }
         Sh::Case(l) => {

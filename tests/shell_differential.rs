@@ -296,9 +296,10 @@ fn reserved_and_separators() -> Vec<String> {
         "case a\nin\na)\necho a\n;;\nesac",
         "case a in (a) echo a;; *) echo b;; esac",
         "case a in a) ;; esac",
+        // A background job's output races the rest: each waits for it.
         "echo a & ;",
-        "echo a &",
-        "echo a & echo b",
+        "echo a & wait; echo b",
+        "echo a &\nwait; echo b",
         "echo a ;; echo b",
         "echo a; ;",
         "echo a;",
@@ -340,7 +341,7 @@ fn reserved_and_separators() -> Vec<String> {
         "echo a >",
         "echo a 10>f; cat f",
         "echo a |& cat",
-        "echo a &> f; echo b",
+        "echo a &> f; wait; cat f",
         "time echo a",
         "\"time\" echo a",
     ]
@@ -348,8 +349,14 @@ fn reserved_and_separators() -> Vec<String> {
     .map(str::to_string)
     .collect();
     // Each reserved word quoted three ways where sh would read it as one.
-    for word in ["if", "then", "fi", "do", "done", "{", "}", "!", "in", "case", "esac"] {
-        for quoted in [format!("'{word}'"), format!("\"{word}\""), format!("\\{word}")] {
+    for word in [
+        "if", "then", "fi", "do", "done", "{", "}", "!", "in", "case", "esac",
+    ] {
+        for quoted in [
+            format!("'{word}'"),
+            format!("\"{word}\""),
+            format!("\\{word}"),
+        ] {
             commands.push(format!("{quoted} echo x; echo y"));
             commands.push(format!("echo y; {quoted}"));
         }

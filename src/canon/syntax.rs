@@ -376,8 +376,8 @@ impl Parser<'_> {
     /// `for NAME [in WORD...;|newline] do LIST done`.
     fn for_clause(&mut self) -> Result<(), TokenizeError> {
         self.take(Mark::Reserved);
-        let name_ok = !self.quoted()
-            && self.word().and_then(|w| w.bare_text()).is_some_and(is_name);
+        let name_ok =
+            !self.quoted() && self.word().and_then(|w| w.bare_text()).is_some_and(is_name);
         if !name_ok {
             return Err(BAD_NAME);
         }

@@ -195,7 +195,16 @@ impl Store {
                             new.cmd_hash,
                             holder.int(0)?
                         );
-                        record(c, Some(id), state, state, "rehash", "canon", now, Some(&note))?;
+                        record(
+                            c,
+                            Some(id),
+                            state,
+                            state,
+                            "rehash",
+                            "canon",
+                            now,
+                            Some(&note),
+                        )?;
                         continue;
                     }
                 } else if new.canonical == old_canonical {
@@ -222,8 +231,20 @@ impl Store {
                     &new.subjects,
                 )?;
                 owe_card(c, cluster_id)?;
-                let note = format!("canonical form {version}: cmd_hash {old_hash} -> {}", new.cmd_hash);
-                record(c, Some(id), state, state, "rehash", "canon", now, Some(&note))?;
+                let note = format!(
+                    "canonical form {version}: cmd_hash {old_hash} -> {}",
+                    new.cmd_hash
+                );
+                record(
+                    c,
+                    Some(id),
+                    state,
+                    state,
+                    "rehash",
+                    "canon",
+                    now,
+                    Some(&note),
+                )?;
                 changed += 1;
             }
             outbox::set_meta(c, "canon_version", &version.to_string())?;
