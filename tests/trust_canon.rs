@@ -182,6 +182,16 @@ fn syntax_errors_are_opaque_and_never_share_a_valid_hash() {
 }
 
 #[test]
+fn deeply_nested_compound_commands_are_opaque_not_a_crash() {
+    let deep = format!("{}echo a{}", "( ".repeat(50_000), " )".repeat(50_000));
+    assert!(canonicalize(&deep).fallback.is_some());
+    let deep = format!("{}echo a{}", "{ ".repeat(50_000), "; }".repeat(50_000));
+    assert!(canonicalize(&deep).fallback.is_some());
+    let fine = format!("{}echo a{}", "( ".repeat(99), " )".repeat(99));
+    assert!(canonicalize(&fine).fallback.is_none());
+}
+
+#[test]
 fn a_multi_digit_descriptor_is_opaque() {
     // dash reads `10>f` as the word `10` and `>f`; the tokenizer as one redirection.
     let c = canonicalize("echo a 10>f");

@@ -51,6 +51,10 @@ const ALIAS_CAPABLE: [&str; 9] = [
     "alias", "eval", ".", "source", "command", "trap", "builtin", "shopt", "fc",
 ];
 
+/// Compound commands nested deeper than this are opaque (the check recurses).
+const MAX_NESTING: usize = 100;
+
+const TOO_DEEP: TokenizeError = TokenizeError("compound commands nested too deep");
 const UNEXPECTED: TokenizeError = TokenizeError("not valid sh: a token where sh expects another");
 const BAD_NAME: TokenizeError = TokenizeError("not valid sh: a quoted or invalid name");
 const MULTI_DIGIT_FD: TokenizeError =
@@ -118,6 +122,7 @@ pub(crate) fn check(lexed: &Lexed) -> Result<Vec<Mark>, TokenizeError> {
         marks: vec![Mark::Plain; lexed.tokens.len()],
         capable: 0,
         top_items: Vec::new(),
+        depth: 0,
     };
     parser.program()?;
     if let Some(first) = parser.top_items.iter().position(|c| *c) {
@@ -149,6 +154,8 @@ struct Parser<'a> {
     capable: usize,
     /// Per top-level and-or list: whether it holds such a command.
     top_items: Vec<bool>,
+    /// Commands being read, one inside the other.
+    depth: usize,
 }
 
 impl Parser<'_> {
@@ -312,6 +319,16 @@ impl Parser<'_> {
     }
 
     fn command(&mut self) -> Result<(), TokenizeError> {
+        if self.depth >= MAX_NESTING {
+            return Err(TOO_DEEP);
+        }
+        self.depth += 1;
+        let read = self.command_at_depth();
+        self.depth -= 1;
+        read
+    }
+
+    fn command_at_depth(&mut self) -> Result<(), TokenizeError> {
         match self.reserved() {
             Some("if") => {
                 self.take(Mark::Reserved);
