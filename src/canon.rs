@@ -17,11 +17,17 @@
 use sha2::{Digest, Sha256};
 
 pub mod grammar;
+mod syntax;
 pub use grammar::subject_label;
 
 /// The version of the identity grammar: raised whenever the keys a command yields change
 /// (never its cmd_hash), so stored in-flight proposals are re-keyed once.
-pub const GRAMMAR_VERSION: i64 = 3;
+pub const GRAMMAR_VERSION: i64 = 2;
+
+/// The version of the canonical form: raised whenever the cmd_hash of a command changes
+/// (2: quoted reserved words keep their quotes, commands sh rejects are opaque, newlines
+/// sh skips are no `;`), so stored in-flight proposals are re-hashed once.
+pub const CANON_VERSION: i64 = 2;
 
 /// Number of hex digits of sha256 kept as `cmd_hash`.
 pub const HASH_LEN: usize = crate::model::CMD_HASH_LEN;
@@ -39,6 +45,10 @@ enum Part {
     /// Inside of a double-quoted string that holds an expansion: kept byte for byte,
     /// always re-emitted inside double quotes.
     DqRaw(String),
+    /// A whole word whose value is a reserved word ([`RESERVED`]) and that was written
+    /// quoted or escaped: sh reads it as a plain word (`"else"` is a command name), so it
+    /// is never re-emitted bare.
+    Quoted(String),
 }
 
 /// A shell token: a word (a list of parts), an operator (`&&`, `|`, `2>&`, ...) or a
@@ -83,11 +93,26 @@ impl Word {
         let mut value = String::new();
         for part in &self.0 {
             match part {
-                Part::Lit(s) | Part::Assign(s) => value.push_str(s),
+                Part::Lit(s) | Part::Assign(s) | Part::Quoted(s) => value.push_str(s),
                 Part::Raw(_) | Part::DqRaw(_) => return None,
             }
         }
         Some(value)
+    }
+
+    /// The word's text when it is one unquoted piece without expansions, or the bare
+    /// brace or bang (`{`, `}`, `!`): what sh compares with its reserved words.
+    pub(crate) fn bare_text(&self) -> Option<&str> {
+        match self.0.as_slice() {
+            [Part::Lit(v)] => Some(v),
+            [Part::Raw(v)] if matches!(v.as_str(), "{" | "}" | "!") => Some(v),
+            _ => None,
+        }
+    }
+
+    /// `NAME=value`: an assignment when it comes before the command name.
+    pub(crate) fn is_assignment(&self) -> bool {
+        matches!(self.0.first(), Some(Part::Assign(_)))
     }
 
     fn render(&self, out: &mut String) {
@@ -120,6 +145,7 @@ impl Word {
                     }
                 }
                 Part::Raw(s) | Part::Assign(s) => out.push_str(s),
+                Part::Quoted(s) => single_quote(s, out),
                 Part::DqRaw(s) => {
                     out.push('"');
                     out.push_str(s);
@@ -227,20 +253,92 @@ fn is_blank(c: char) -> bool {
 /// Tokenizes a command with the rules of POSIX sh. Newlines separate commands like `;`;
 /// here-document bodies are read after the line that opens them.
 pub fn tokenize(input: &str) -> Result<Vec<Token>, TokenizeError> {
-    lex(input, None)
+    Ok(separated(lex(input)?.tokens).0)
 }
 
 /// [`tokenize`], and where the value of every word, here-document body and comment came
 /// from in `input` (char indices), for masking secrets inside words only.
 pub fn tokenize_sourced(input: &str) -> Result<(Vec<Token>, Vec<Sourced>), TokenizeError> {
     let mut sources = Vec::new();
-    let tokens = lex(input, Some(&mut sources))?;
+    let lexed = lex_sourced(input, Some(&mut sources))?;
+    let (tokens, index) = separated(lexed.tokens);
+    // Words and here-documents are never dropped: their indices map one to one.
+    for s in &mut sources {
+        s.token = index.get(s.token).copied().unwrap_or(tokens.len());
+    }
     Ok((tokens, sources))
 }
 
-fn lex(input: &str, mut sources: Option<&mut Vec<Sourced>>) -> Result<Vec<Token>, TokenizeError> {
+/// Newline tokens read as separators; returns the tokens and, per raw token, its index in
+/// the result (or where it would have been).
+fn separated(raw: Vec<Token>) -> (Vec<Token>, Vec<usize>) {
+    let mut tokens = Vec::with_capacity(raw.len());
+    let mut index = Vec::with_capacity(raw.len() + 1);
+    for token in raw {
+        index.push(tokens.len());
+        if is_newline(&token) {
+            push_separator(&mut tokens);
+        } else {
+            tokens.push(token);
+        }
+    }
+    index.push(tokens.len());
+    // A trailing newline or `;` adds nothing to meaning.
+    while matches!(tokens.last(), Some(Token::Op(op)) if op == ";") {
+        tokens.pop();
+    }
+    (tokens, index)
+}
+
+/// The raw token list of a command, before newlines are read as separators.
+pub(crate) struct Lexed {
+    /// Tokens, every newline outside words and here-document bodies as `Op("\n")`.
+    pub tokens: Vec<Token>,
+    /// Per token: a word written with quotes or backslashes (sh reads such a word as a
+    /// reserved word or a name nowhere).
+    pub quoted: Vec<bool>,
+}
+
+/// A newline token of [`lex`]'s list.
+fn is_newline(token: &Token) -> bool {
+    matches!(token, Token::Op(op) if op == "\n")
+}
+
+/// Words that are reserved when unquoted in a command's first position (dash's, and the
+/// few more bash reads there): written quoted, they are plain words, so a quoted one keeps
+/// its quotes in the canonical form (see [`Part::Quoted`]).
+pub(crate) const RESERVED: [&str; 20] = [
+    "!", "{", "}", "case", "do", "done", "elif", "else", "esac", "fi", "for", "if", "in", "then",
+    "until", "while", "function", "select", "time", "coproc",
+];
+
+/// Whether a word's source text quotes or escapes anything (a line continuation is no
+/// quoting: sh removes it before it reads words).
+fn is_quoted(source: &[char]) -> bool {
+    let mut i = 0;
+    while i < source.len() {
+        match source[i] {
+            '\\' if source.get(i + 1) == Some(&'\n') => i += 2,
+            '\'' | '"' | '\\' => return true,
+            _ => i += 1,
+        }
+    }
+    false
+}
+
+/// Splits a command into tokens, newlines kept as `Op("\n")` tokens.
+pub(crate) fn lex(input: &str) -> Result<Lexed, TokenizeError> {
+    lex_sourced(input, None)
+}
+
+/// [`lex`], recording in `sources` where each value character came from.
+fn lex_sourced(
+    input: &str,
+    mut sources: Option<&mut Vec<Sourced>>,
+) -> Result<Lexed, TokenizeError> {
     let chars: Vec<char> = input.chars().collect();
     let mut tokens = Vec::new();
+    let mut quoted = Vec::new();
     let mut rec: Vec<SourceChar> = Vec::new();
     // Here-documents opened on the current line (token index, `<<-`), read at its end.
     let mut pending: Vec<(usize, bool)> = Vec::new();
@@ -256,7 +354,8 @@ fn lex(input: &str, mut sources: Option<&mut Vec<Sourced>>) -> Result<Vec<Token>
             continue;
         }
         if c == '\n' {
-            push_separator(&mut tokens);
+            tokens.push(Token::Op("\n".into()));
+            quoted.push(false);
             i += 1;
             for (at, strip) in pending.drain(..) {
                 let Some(Token::HereDoc(doc)) = tokens.get_mut(at) else {
@@ -300,6 +399,7 @@ fn lex(input: &str, mut sources: Option<&mut Vec<Sourced>>) -> Result<Vec<Token>
             i += len;
             let fd: String = op.chars().take_while(char::is_ascii_digit).collect();
             let bare = &op[fd.len()..];
+            quoted.push(false);
             if bare == "<<" || bare == "<<-" {
                 let (doc, next) = read_heredoc_delimiter(&chars, i, fd)?;
                 tokens.push(Token::HereDoc(doc));
@@ -311,7 +411,7 @@ fn lex(input: &str, mut sources: Option<&mut Vec<Sourced>>) -> Result<Vec<Token>
             continue;
         }
         rec.clear();
-        let (word, next) = read_word(&chars, i, &mut rec)?;
+        let (mut word, next) = read_word(&chars, i, &mut rec)?;
         if let Some(sources) = sources.as_deref_mut() {
             sources.push(Sourced {
                 token: tokens.len(),
@@ -319,17 +419,27 @@ fn lex(input: &str, mut sources: Option<&mut Vec<Sourced>>) -> Result<Vec<Token>
                 chars: std::mem::take(&mut rec),
             });
         }
+        let is_quoted = is_quoted(&chars[i..next]);
+        if is_quoted {
+            mark_quoted_reserved(&mut word);
+        }
         tokens.push(Token::Word(word));
+        quoted.push(is_quoted);
         i = next;
     }
     if !pending.is_empty() {
         return Err(TokenizeError("here-document without its body"));
     }
-    // A trailing newline or `;` adds nothing to meaning.
-    while matches!(tokens.last(), Some(Token::Op(op)) if op == ";") {
-        tokens.pop();
+    Ok(Lexed { tokens, quoted })
+}
+
+/// A quoted word whose value is a reserved word becomes one [`Part::Quoted`].
+fn mark_quoted_reserved(word: &mut Word) {
+    if let [Part::Lit(value)] = word.0.as_slice() {
+        if RESERVED.contains(&value.as_str()) {
+            word.0 = vec![Part::Quoted(value.clone())];
+        }
     }
-    Ok(tokens)
 }
 
 /// Reads the delimiter word after `<<`/`<<-` starting at `from`.
@@ -861,12 +971,6 @@ pub fn render_tokens(tokens: &[Token]) -> String {
     out
 }
 
-/// Reserved words: quoting one makes it an ordinary word.
-const RESERVED: &[&str] = &[
-    "if", "then", "else", "elif", "fi", "do", "done", "case", "esac", "while", "until", "for",
-    "in", "{", "}", "!",
-];
-
 /// Whether two token lists have the same words and operators: the same operators and
 /// here-document heads, and words of the same parts where only literal text may differ
 /// (a literal never becomes or stops being a reserved word). What secret masking must keep.
@@ -885,7 +989,9 @@ pub fn same_shape(a: &[Token], b: &[Token]) -> bool {
                     && x.0.len() == y.0.len()
                     && x.0.iter().zip(&y.0).all(|parts| match parts {
                         (Part::Lit(_), Part::Lit(_)) | (Part::DqRaw(_), Part::DqRaw(_)) => true,
-                        (Part::Raw(p), Part::Raw(q)) | (Part::Assign(p), Part::Assign(q)) => p == q,
+                        (Part::Raw(p), Part::Raw(q))
+                        | (Part::Assign(p), Part::Assign(q))
+                        | (Part::Quoted(p), Part::Quoted(q)) => p == q,
                         _ => false,
                     })
             }
@@ -938,12 +1044,12 @@ pub fn hash_text(text: &str) -> String {
 
 /// Canonicalizes one command.
 pub fn canonicalize(command: &str) -> Canonical {
-    match tokenize(command) {
-        Ok(tokens) => {
-            let canonical = render_tokens(&tokens);
+    match read_command(command) {
+        Ok(read) => {
+            let canonical = render_tokens(&read.tokens);
             Canonical {
                 cmd_hash: hash_text(&canonical),
-                logical_keys: logical_keys(&tokens),
+                logical_keys: logical_keys(read.for_keys.as_deref().unwrap_or(&read.tokens)),
                 canonical,
                 fallback: None,
             }
@@ -957,6 +1063,56 @@ pub fn canonicalize(command: &str) -> Canonical {
             fallback: Some(why),
         },
     }
+}
+
+/// A command as sh reads it.
+struct ReadCommand {
+    /// The tokens the canonical form is rendered from: a newline that ends a command is
+    /// `;`, one sh skips (after `{`, `then`, `&&`, ...) is gone, a trailing `;` too.
+    tokens: Vec<Token>,
+    /// The tokens logical keys are read from, when they differ: each reserved word read
+    /// as one is a `;`, so `if docker stop x; then` and `{ docker stop x; }` hold the
+    /// simple command `docker stop x`.
+    for_keys: Option<Vec<Token>>,
+}
+
+/// Tokenizes `command` and checks it against sh's grammar ([`syntax`]): a command sh
+/// would reject, or one whose later lines an alias it defines could change, is an error
+/// (opaque), so it never shares the identity of one that runs.
+fn read_command(command: &str) -> Result<ReadCommand, TokenizeError> {
+    let lexed = lex(command)?;
+    let marks = syntax::check(&lexed)?;
+    let reserved = marks.contains(&syntax::Mark::Reserved);
+    let mut tokens = Vec::with_capacity(lexed.tokens.len());
+    let mut for_keys = Vec::new();
+    for (token, mark) in lexed.tokens.into_iter().zip(marks) {
+        let separator = || Token::Op(";".into());
+        match mark {
+            syntax::Mark::LineBreak => {}
+            syntax::Mark::Separator => {
+                tokens.push(separator());
+                for_keys.push(separator());
+            }
+            syntax::Mark::Reserved => {
+                tokens.push(token);
+                for_keys.push(separator());
+            }
+            syntax::Mark::Plain => {
+                if reserved {
+                    for_keys.push(token.clone());
+                }
+                tokens.push(token);
+            }
+        }
+    }
+    // `a;` is `a`.
+    if matches!(tokens.last(), Some(Token::Op(op)) if op == ";") {
+        tokens.pop();
+    }
+    Ok(ReadCommand {
+        tokens,
+        for_keys: reserved.then_some(for_keys),
+    })
 }
 
 /// Logical keys of every simple command in a token list (see [`grammar`]), sorted and

@@ -27,7 +27,7 @@ mod sqlite;
 pub use copy::Copied;
 pub use db::{Backend, Health, Level};
 use db::{Conn, ConnExt, Database, Row, ToParam};
-pub use ingest::{Ingest, Rekey};
+pub use ingest::{Identity, Ingest, Rehash, Rekey};
 pub use outbox::{Delivered, OwedCard};
 pub use query::{CardOf, Lookup, StateCount, Stats};
 

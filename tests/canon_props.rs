@@ -48,6 +48,27 @@ fn fragment() -> impl Strategy<Value = String> {
         Just("systemctl".to_string()),
         Just("-n".to_string()),
         Just("<<-'E'".to_string()),
+        // Reserved words, quoted and bare, and the separators around them.
+        Just("if".to_string()),
+        Just("then".to_string()),
+        Just("\\fi".to_string()),
+        Just("fi".to_string()),
+        Just("\"else\"".to_string()),
+        Just("{".to_string()),
+        Just("'}'".to_string()),
+        Just("}".to_string()),
+        Just("!".to_string()),
+        Just("'!'".to_string()),
+        Just("(".to_string()),
+        Just(")".to_string()),
+        Just("&".to_string()),
+        Just(";;".to_string()),
+        Just("\n".to_string()),
+        Just("for i in".to_string()),
+        Just("do".to_string()),
+        Just("done".to_string()),
+        Just("case x in".to_string()),
+        Just("esac".to_string()),
         "'[ -~]{0,6}'".prop_map(|s| s.replace('\'', "")),
         "\"[ a-z=:%]{0,6}\"",
         "[a-z]{1,3}\"[ a-z]{0,3}\"[a-z]{0,3}",
@@ -148,6 +169,9 @@ proptest! {
         prop_assert_eq!(&once.canonical, &twice.canonical);
         prop_assert_eq!(&once.cmd_hash, &twice.cmd_hash);
         prop_assert_eq!(&once.logical_keys, &twice.logical_keys);
+        // The canonical form of a command sh accepts is one sh accepts: an opaque text
+        // is identified by its bytes, which would then be the canonical form's.
+        prop_assert_eq!(once.fallback.is_some(), twice.fallback.is_some(), "{:?}", once.canonical);
     }
 
     #[test]
@@ -215,5 +239,151 @@ proptest! {
             spaced.push_str(w);
         }
         prop_assert_eq!(canonicalize(&single).cmd_hash, canonicalize(&spaced).cmd_hash);
+    }
+}
+
+/// A valid sh program, written once with `;` and once with newlines wherever sh allows
+/// one: both spellings are one command.
+#[derive(Debug, Clone)]
+enum Sh {
+    Simple(String),
+    Brace(Vec<Sh>),
+    Subshell(Vec<Sh>),
+    If(Vec<Sh>, Vec<Sh>, Option<Vec<Sh>>),
+    While(Vec<Sh>, Vec<Sh>),
+    For(Vec<Sh>),
+    Case(Vec<Sh>),
+    And(Box<Sh>, Box<Sh>),
+    Not(Box<Sh>),
+    Function(Vec<Sh>),
+}
+
+fn sh() -> impl Strategy<Value = Sh> {
+    let leaf = prop_oneof![
+        Just("echo a"),
+        Just("docker stop web"),
+        Just("echo 'fi' \"then\" \\done"),
+        Just("X=1 true"),
+        Just("cat > /tmp/x"),
+        Just("ls $HOME | wc -l"),
+        Just("sleep 1 &"),
+    ]
+    .prop_map(|s| Sh::Simple(s.to_string()));
+    leaf.prop_recursive(3, 24, 3, |inner| {
+        let list = prop::collection::vec(inner.clone(), 1..3);
+        prop_oneof![
+            list.clone().prop_map(Sh::Brace),
+            list.clone().prop_map(Sh::Subshell),
+            (list.clone(), list.clone(), prop::option::of(list.clone()))
+                .prop_map(|(a, b, c)| Sh::If(a, b, c)),
+            (list.clone(), list.clone()).prop_map(|(a, b)| Sh::While(a, b)),
+            list.clone().prop_map(Sh::For),
+            list.clone().prop_map(Sh::Case),
+            (inner.clone(), inner.clone()).prop_map(|(a, b)| Sh::And(Box::new(a), Box::new(b))),
+            inner.clone().prop_map(|a| Sh::Not(Box::new(a))),
+            list.prop_map(Sh::Function),
+        ]
+    })
+}
+
+/// Writes `cmd` on one line (`lines` false) or over many.
+fn write_sh(cmd: &Sh, lines: bool) -> String {
+    let list = |cmds: &[Sh]| {
+        let parts: Vec<String> = cmds.iter().map(|c| write_sh(c, lines)).collect();
+        // `&` already ends a command: no `;` after it.
+        let mut out = String::new();
+        for (i, p) in parts.iter().enumerate() {
+            out.push_str(p);
+            if i + 1 < parts.len() {
+                out.push_str(match (p.ends_with('&'), lines) {
+                    (true, false) => " ",
+                    (_, true) => "\n",
+                    (false, false) => "; ",
+                });
+            }
+        }
+        out
+    };
+    // The end of a list before a reserved word: `;` or a newline (after `&`, nothing).
+    let end = |cmds: &[Sh]| {
+        let l = list(cmds);
+        if lines {
+            format!("{l}\n")
+        } else if l.ends_with('&') {
+            format!("{l} ")
+        } else {
+            format!("{l}; ")
+        }
+    };
+    let nl = if lines { "\n" } else { " " };
+    match cmd {
+        Sh::Simple(s) => s.clone(),
+        Sh::Brace(l) => format!("{{{nl}{}}}", end(l)),
+        Sh::Subshell(l) => {
+            if lines {
+                format!("(\n{}\n)", list(l))
+            } else {
+                format!("({})", list(l))
+            }
+        }
+        Sh::If(a, b, c) => {
+            let mut s = format!("if {}then{nl}{}", end(a), end(b));
+            if let Some(c) = c {
+                s.push_str(&format!("else{nl}{}", end(c)));
+            }
+            s.push_str("fi");
+            s
+        }
+        Sh::While(a, b) => format!("while {}do{nl}{}done", end(a), end(b)),
+        Sh::For(l) => {
+            let head = if lines {
+                "for i in a 'b c'\ndo\n"
+            } else {
+                "for i in a 'b c'; do "
+            };
+            format!("{head}{}done", end(l))
+        }
+        Sh::Case(l) => {
+            if lines {
+                format!("case $1 in\na|'b')\n{}\n;;\n*) ;;\nesac", list(l))
+            } else {
+                format!("case $1 in a|'b') {};; *) ;; esac", list(l))
+            }
+        }
+        Sh::And(a, b) => {
+            let a = write_sh(a, lines);
+            let b = write_sh(b, lines);
+            // `sleep 1 &` cannot be the left of `&&`.
+            let a = a.trim_end_matches('&').trim_end().to_string();
+            format!("{a} &&{nl}{b}")
+        }
+        Sh::Not(a) => {
+            let a = write_sh(a, lines);
+            if a.starts_with('!') {
+                a
+            } else {
+                format!("! {a}")
+            }
+        }
+        Sh::Function(l) => format!("f(){nl}{{{nl}{}}}", end(l)),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn a_valid_program_on_one_line_or_many_is_one_valid_command(program in sh()) {
+        let one = write_sh(&program, false);
+        let many = write_sh(&program, true);
+        let a = canonicalize(&one);
+        let b = canonicalize(&many);
+        prop_assert!(a.fallback.is_none(), "{:?}: {:?}", one, a.fallback);
+        prop_assert!(b.fallback.is_none(), "{:?}: {:?}", many, b.fallback);
+        prop_assert_eq!(&a.canonical, &b.canonical, "{:?} vs {:?}", one, many);
+        let again = canonicalize(&a.canonical);
+        prop_assert!(again.fallback.is_none(), "{:?}", a.canonical);
+        prop_assert_eq!(&again.canonical, &a.canonical);
+        prop_assert_eq!(&again.logical_keys, &a.logical_keys);
     }
 }

@@ -267,6 +267,102 @@ fn corpus() -> BTreeSet<String> {
     ] {
         commands.insert(finding.to_string());
     }
+    commands.extend(reserved_and_separators());
+    commands
+}
+
+/// Issue 18, finding 5: quoted reserved words and separator edge cases, each with the
+/// spellings that must (or must not) share its hash. Each is also mutated below.
+fn reserved_and_separators() -> Vec<String> {
+    let mut commands: Vec<String> = [
+        "if false; then echo yes; else echo no; fi",
+        "if false; then echo yes; \"else\" echo no; fi",
+        "if false; then echo yes; 'else' echo no; fi",
+        "if false; then echo yes; \\else echo no; fi",
+        "if true; then echo a; fi",
+        "if true; then echo a; \\fi",
+        "if true; then echo a; 'fi'; fi",
+        "if true; 'then' echo a; fi",
+        "while false; do echo a; done; echo b",
+        "while false; \"do\" echo a; done; echo b",
+        "for i in a b; do echo $i; done",
+        "for 'i' in a b; do echo $i; done",
+        "for \\i in a b; do echo $i; done",
+        "for i in a b; do echo $i; 'done'",
+        "for i\ndo echo $i; done",
+        "for i; do echo $i; done",
+        "for i\nin a b\ndo\necho $i\ndone",
+        "case a in a) echo a;; esac",
+        "case a in a) echo a;; 'esac'",
+        "case a\nin\na)\necho a\n;;\nesac",
+        "case a in (a) echo a;; *) echo b;; esac",
+        "case a in a) ;; esac",
+        // A background job's output races the rest: each waits for it.
+        "echo a & ;",
+        "echo a & wait; echo b",
+        "echo a &\nwait; echo b",
+        "echo a ;; echo b",
+        "echo a; ;",
+        "echo a;",
+        "; echo a",
+        "echo a\n;",
+        "echo a\n\n",
+        "\n\necho a",
+        "{\necho a\n}",
+        "{ echo a; }",
+        "{ ;echo a; }",
+        "{ echo a }",
+        "'{' echo a; }",
+        "{ echo a; '}'",
+        "{ echo a; } }",
+        "! echo a",
+        "'!' echo a",
+        "\\! echo a",
+        "! ! echo a",
+        "echo a | ! echo b",
+        "( ;echo a)",
+        "(echo a)",
+        "(\necho a\n)",
+        "(echo a;)",
+        "( )",
+        "f() { echo f; }; f",
+        "f()\n{\necho f\n}\nf",
+        "'f'() { echo f; }; f",
+        "f() echo g; f",
+        "X=1 if true; then echo y; fi",
+        "echo a &&\n\necho b",
+        "echo a && echo b",
+        "echo a\n)",
+        "echo a\necho b )",
+        "alias ls=echo\nls x",
+        "alias ls=echo; ls x",
+        "alias ls=echo\n\\ls x",
+        "echo \"done\"",
+        "echo done",
+        "echo a >",
+        "echo a 10>f; cat f",
+        "echo a |& cat",
+        "echo a &> f; wait; cat f",
+        "time echo a",
+        "\"time\" echo a",
+    ]
+    .into_iter()
+    .map(str::to_string)
+    .collect();
+    // Each reserved word quoted three ways where sh would read it as one.
+    for word in [
+        "if", "then", "fi", "do", "done", "{", "}", "!", "in", "case", "esac",
+    ] {
+        for quoted in [
+            format!("'{word}'"),
+            format!("\"{word}\""),
+            format!("\\{word}"),
+        ] {
+            commands.push(format!("{quoted} echo x; echo y"));
+            commands.push(format!("echo y; {quoted}"));
+        }
+        commands.push(format!("{word} echo x; echo y"));
+    }
     commands
 }
 
@@ -290,6 +386,12 @@ fn mutations(c: &str) -> Vec<String> {
         c.replace("&&", " && "),
         c.replace(" | ", "|"),
         c.replace('\t', "        "),
+        // Newlines where sh skips them, and where they end a command.
+        c.replace("; ", " ;\n"),
+        c.replace("{ ", "{\n"),
+        c.replace("then ", "then\n"),
+        c.replace(";; ", "\n;;\n"),
+        c.replace('\n', "\n\n"),
         quote_word(c, 0, '\''),
         quote_word(c, 1, '"'),
         quote_word(c, 2, '\\'),

@@ -186,8 +186,9 @@ fn warn(config: &Config, message: &str) {
     }
 }
 
-/// Opens the store with the configured lifecycle rules; in-flight proposals keyed by an
-/// older identity grammar are re-keyed once.
+/// Opens the store with the configured lifecycle rules; in-flight proposals hashed by an
+/// older canonical form are re-hashed once, those keyed by an older identity grammar
+/// re-keyed once.
 fn open_store(config: &Config) -> Result<Store> {
     open_location(&config.db, config)
 }
@@ -197,6 +198,22 @@ fn open_location(location: &DbLocation, config: &Config) -> Result<Store> {
     let mut store = Store::open_at(location, config.rules)?;
     if let Some(log) = &config.sql_log {
         store.trace_to(log)?;
+    }
+    if store.canon_version()? < canon::CANON_VERSION {
+        store.rehash_in_flight(
+            canon::CANON_VERSION,
+            &|command| {
+                let c = canon::canonicalize(command);
+                let subjects = c.subjects();
+                crate::store::Identity {
+                    cmd_hash: c.cmd_hash,
+                    canonical: c.canonical,
+                    logical_keys: c.logical_keys,
+                    subjects,
+                }
+            },
+            config.now(),
+        )?;
     }
     if store.grammar_version()? < canon::GRAMMAR_VERSION {
         store.rekey_in_flight(canon::GRAMMAR_VERSION, &|command| {

@@ -10,6 +10,18 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 /// Derives a command's logical keys and subjects.
 pub type Rekey<'a> = dyn Fn(&str) -> (Vec<String>, Vec<String>) + 'a;
 
+/// Derives a command's whole identity again.
+pub type Rehash<'a> = dyn Fn(&str) -> Identity + 'a;
+
+/// A command's identity: what [`crate::canon::canonicalize`] derives from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub cmd_hash: String,
+    pub canonical: String,
+    pub logical_keys: Vec<String>,
+    pub subjects: Vec<String>,
+}
+
 /// Items kept for a replay (PostgreSQL) up to this many; a longer bulk load that loses a
 /// deadlock fails as temporary instead.
 const REPLAY_ITEMS: usize = 10_000;
@@ -101,17 +113,7 @@ impl Store {
     pub fn rekey_in_flight(&mut self, version: i64, derive: &Rekey<'_>) -> Result<usize> {
         self.transact("to recompute logical keys", |c| {
             // Another process may have done it while we waited.
-            c.lock(
-                "SELECT key FROM meta WHERE key = 'grammar_version' FOR UPDATE",
-                &[],
-            )?;
-            let current = c
-                .query_opt("SELECT value FROM meta WHERE key = 'grammar_version'", &[])?
-                .map(|r| r.text(0))
-                .transpose()?
-                .and_then(|v| v.parse::<i64>().ok())
-                .unwrap_or(1);
-            if current >= version {
+            if !lock_version(c, "grammar_version", version)? {
                 return Ok(0);
             }
             let rows = c.query(
@@ -126,28 +128,171 @@ impl Store {
                 let (id, command, old_keys) = (row.int(0)?, row.text(1)?, row.text(2)?);
                 let (cluster_id, source) = (row.int(3)?, row.text(4)?);
                 let (keys, subjects) = derive(&command);
-                let keys = serde_json::to_string(&keys)?;
-                if keys == old_keys {
-                    continue;
+                if set_keys(c, (id, &source, cluster_id), &old_keys, &keys, &subjects)? {
+                    changed += 1;
                 }
-                c.execute(
-                    "UPDATE proposals SET logical_keys = ?2 WHERE id = ?1",
-                    &[&id, &keys],
-                )?;
-                c.execute("DELETE FROM subjects WHERE proposal_id = ?1", &[&id])?;
-                for subject in subjects {
-                    c.execute(
-                        "INSERT INTO subjects (proposal_id, source, subject) VALUES (?1, ?2, ?3)",
-                        &[&id, &source, &subject],
-                    )?;
-                }
-                owe_card(c, cluster_id)?;
-                changed += 1;
             }
             outbox::set_meta(c, "grammar_version", &version.to_string())?;
             Ok(changed)
         })
     }
+
+    /// The version of the canonical form the stored cmd_hashes were derived with (1
+    /// before it was recorded).
+    pub fn canon_version(&mut self) -> Result<i64> {
+        let v = self
+            .conn()
+            .query_opt("SELECT value FROM meta WHERE key = 'canon_version'", &[])?;
+        Ok(match v {
+            Some(row) => row.text(0)?.parse().unwrap_or(1),
+            None => 1,
+        })
+    }
+
+    /// Derives the identity (cmd_hash, canonical form, keys, subjects) of every in-flight
+    /// proposal again with `derive`, once per canonical-form `version`, in one
+    /// transaction, each change in the audit (`rehash`). A proposal whose new cmd_hash
+    /// another in-flight proposal of its source already holds keeps its old identity
+    /// (and the audit says so): the two are one command now, both stay decidable as they
+    /// are, and a new sighting joins the one with the new hash. Clusters stay as they
+    /// are. Returns how many changed.
+    pub fn rehash_in_flight(
+        &mut self,
+        version: i64,
+        derive: &Rehash<'_>,
+        now: i64,
+    ) -> Result<usize> {
+        self.transact("to recompute cmd_hashes", |c| {
+            if !lock_version(c, "canon_version", version)? {
+                return Ok(0);
+            }
+            let rows = c.query(
+                &format!(
+                    "SELECT id, command, cmd_hash, canonical, logical_keys, cluster_id, source,
+                            state
+                     FROM proposals WHERE state IN {IN_FLIGHT_SQL} ORDER BY id"
+                ),
+                &[],
+            )?;
+            let mut changed = 0;
+            for row in rows {
+                let (id, command) = (row.int(0)?, row.text(1)?);
+                let (old_hash, old_canonical) = (row.text(2)?, row.text(3)?);
+                let (old_keys, cluster_id, source) = (row.text(4)?, row.int(5)?, row.text(6)?);
+                let state = State::parse(&row.text(7)?);
+                let new = derive(&command);
+                if new.cmd_hash != old_hash {
+                    let holder = c.query_opt(
+                        &format!(
+                            "SELECT id FROM proposals WHERE source = ?1 AND cmd_hash = ?2
+                             AND id <> ?3 AND state IN {IN_FLIGHT_SQL}"
+                        ),
+                        &[&source, &new.cmd_hash, &id],
+                    )?;
+                    if let Some(holder) = holder {
+                        let note = format!(
+                            "canonical form {version}: cmd_hash {} is #{}'s; kept {old_hash}",
+                            new.cmd_hash,
+                            holder.int(0)?
+                        );
+                        record(
+                            c,
+                            Some(id),
+                            state,
+                            state,
+                            "rehash",
+                            "canon",
+                            now,
+                            Some(&note),
+                        )?;
+                        continue;
+                    }
+                } else if new.canonical == old_canonical {
+                    if set_keys(
+                        c,
+                        (id, &source, cluster_id),
+                        &old_keys,
+                        &new.logical_keys,
+                        &new.subjects,
+                    )? {
+                        changed += 1;
+                    }
+                    continue;
+                }
+                c.execute(
+                    "UPDATE proposals SET cmd_hash = ?2, canonical = ?3 WHERE id = ?1",
+                    &[&id, &new.cmd_hash, &new.canonical],
+                )?;
+                set_keys(
+                    c,
+                    (id, &source, cluster_id),
+                    &old_keys,
+                    &new.logical_keys,
+                    &new.subjects,
+                )?;
+                owe_card(c, cluster_id)?;
+                let note = format!(
+                    "canonical form {version}: cmd_hash {old_hash} -> {}",
+                    new.cmd_hash
+                );
+                record(
+                    c,
+                    Some(id),
+                    state,
+                    state,
+                    "rehash",
+                    "canon",
+                    now,
+                    Some(&note),
+                )?;
+                changed += 1;
+            }
+            outbox::set_meta(c, "canon_version", &version.to_string())?;
+            Ok(changed)
+        })
+    }
+}
+
+/// Locks the meta row `key` for the rest of the transaction; false when it already
+/// records `version` or a later one (another process did the work while we waited).
+fn lock_version(c: &mut dyn Conn, key: &str, version: i64) -> Result<bool> {
+    c.lock("SELECT key FROM meta WHERE key = ?1 FOR UPDATE", &[&key])?;
+    let current = c
+        .query_opt("SELECT value FROM meta WHERE key = ?1", &[&key])?
+        .map(|r| r.text(0))
+        .transpose()?
+        .and_then(|v| v.parse::<i64>().ok())
+        .unwrap_or(1);
+    Ok(current < version)
+}
+
+/// Stores a proposal's logical keys and subjects (`who`: id, source, cluster) when they
+/// differ from `old_keys` (JSON), owing its card; true when they did.
+fn set_keys(
+    c: &mut dyn Conn,
+    who: (i64, &str, i64),
+    old_keys: &str,
+    keys: &[String],
+    subjects: &[String],
+) -> Result<bool> {
+    let (id, source, cluster_id) = who;
+    let keys = serde_json::to_string(keys)?;
+    if keys == old_keys {
+        return Ok(false);
+    }
+    c.execute(
+        "UPDATE proposals SET logical_keys = ?2 WHERE id = ?1",
+        &[&id, &keys],
+    )?;
+    c.execute("DELETE FROM subjects WHERE proposal_id = ?1", &[&id])?;
+    for subject in subjects {
+        c.execute(
+            "INSERT INTO subjects (proposal_id, source, subject) VALUES (?1, ?2, ?3)",
+            &[&id, &source, subject],
+        )?;
+    }
+    owe_card(c, cluster_id)?;
+    Ok(true)
 }
 
 /// One ingest in progress (see [`Store::begin_ingest`]).
