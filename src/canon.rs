@@ -1049,7 +1049,7 @@ pub fn canonicalize(command: &str) -> Canonical {
             let canonical = render_tokens(&read.tokens);
             Canonical {
                 cmd_hash: hash_text(&canonical),
-                logical_keys: logical_keys(read.for_keys.as_deref().unwrap_or(&read.tokens)),
+                logical_keys: logical_keys(&read.tokens),
                 canonical,
                 fallback: None,
             }
@@ -1067,13 +1067,10 @@ pub fn canonicalize(command: &str) -> Canonical {
 
 /// A command as sh reads it.
 struct ReadCommand {
-    /// The tokens the canonical form is rendered from: a newline that ends a command is
-    /// `;`, one sh skips (after `{`, `then`, `&&`, ...) is gone, a trailing `;` too.
+    /// The tokens the canonical form and the logical keys are read from: a newline that
+    /// ends a command is `;`, one sh skips (after `{`, `then`, `&&`, ...) is gone, a
+    /// trailing `;` too. Keys see reserved words as the shell does (`grammar/scope.rs`).
     tokens: Vec<Token>,
-    /// The tokens logical keys are read from, when they differ: each reserved word read
-    /// as one is a `;`, so `if docker stop x; then` and `{ docker stop x; }` hold the
-    /// simple command `docker stop x`.
-    for_keys: Option<Vec<Token>>,
 }
 
 /// Tokenizes `command` and checks it against sh's grammar ([`syntax`]): a command sh
@@ -1082,37 +1079,19 @@ struct ReadCommand {
 fn read_command(command: &str) -> Result<ReadCommand, TokenizeError> {
     let lexed = lex(command)?;
     let marks = syntax::check(&lexed)?;
-    let reserved = marks.contains(&syntax::Mark::Reserved);
     let mut tokens = Vec::with_capacity(lexed.tokens.len());
-    let mut for_keys = Vec::new();
     for (token, mark) in lexed.tokens.into_iter().zip(marks) {
-        let separator = || Token::Op(";".into());
         match mark {
             syntax::Mark::LineBreak => {}
-            syntax::Mark::Separator => {
-                tokens.push(separator());
-                for_keys.push(separator());
-            }
-            syntax::Mark::Reserved => {
-                tokens.push(token);
-                for_keys.push(separator());
-            }
-            syntax::Mark::Plain => {
-                if reserved {
-                    for_keys.push(token.clone());
-                }
-                tokens.push(token);
-            }
+            syntax::Mark::Separator => tokens.push(Token::Op(";".into())),
+            syntax::Mark::Reserved | syntax::Mark::Plain => tokens.push(token),
         }
     }
     // `a;` is `a`.
     if matches!(tokens.last(), Some(Token::Op(op)) if op == ";") {
         tokens.pop();
     }
-    Ok(ReadCommand {
-        tokens,
-        for_keys: reserved.then_some(for_keys),
-    })
+    Ok(ReadCommand { tokens })
 }
 
 /// Logical keys of every simple command in a token list (see [`grammar`]), sorted and

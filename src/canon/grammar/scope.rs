@@ -450,6 +450,10 @@ const SPECIAL_BUILTINS: &[&str] = &[
 /// A word as the shell reads it in command position: its literal value, or a bare
 /// `{`, `}`, `!`, `[` or `[[` (which the tokenizer keeps as text the shell could expand).
 fn command_word(word: &Word) -> Option<String> {
+    // A quoted reserved word (`'{'`, `"then"`) is a command name, never reserved.
+    if let [Part::Quoted(s)] = word.0.as_slice() {
+        return Some(format!("'{s}'"));
+    }
     word.literal().or_else(|| match word.0.as_slice() {
         [Part::Raw(s)] if matches!(s.as_str(), "{" | "}" | "!" | "[" | "[[") => Some(s.clone()),
         _ => None,
@@ -466,7 +470,6 @@ fn simple_command(
     keys: &mut Vec<String>,
 ) -> Outcome {
     let literal: Vec<Option<String>> = words.iter().map(|w| w.literal()).collect();
-    simple_command_keys(&as_strs(&literal), depth, scope, keys);
     // What the shell itself does: reserved words first.
     let shell: Vec<Option<String>> = words.iter().map(|w| command_word(w)).collect();
     let shell = as_strs(&shell);
@@ -492,6 +495,16 @@ fn simple_command(
             // `case WORD in PATTERN) ...`: the rest of this part is no command.
             return Outcome::same(scope);
         }
+    }
+    // The keys of the command after the reserved words that lead into it (`then docker
+    // stop web`, `{ docker stop web`); a loop's header is no command.
+    if loop_var.is_none() {
+        simple_command_keys(
+            &as_strs(&literal[i.min(literal.len())..]),
+            depth,
+            scope,
+            keys,
+        );
     }
     let outcome = match loop_var {
         Some(name) => {
