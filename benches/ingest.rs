@@ -672,6 +672,7 @@ fn sample_view() -> opsgate::model::ClusterView {
         ended_at: None,
         run: Default::default(),
         prior_rejections: None,
+        again: None,
         decision_note: None,
         approvals: Vec::new(),
         quorum: 1,

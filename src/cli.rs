@@ -91,6 +91,9 @@ pub enum Command {
     Migrate(MigrateArgs),
     /// Counts for monitoring: proposals by state, cards owed, the oldest pending, last ingests
     Stats(StatsArgs),
+    /// The queue as the model should see it, for its next prompt: in-flight proposals and
+    /// recent decisions and outcomes, masked, fenced as data, within a byte budget
+    Context(ContextArgs),
     /// Print a shell completion script
     Completions {
         /// The shell to print the script for
@@ -123,6 +126,23 @@ pub struct StatsArgs {
     #[arg(long, conflicts_with = "json")]
     pub prometheus: bool,
     /// Print a JSON object
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ContextArgs {
+    /// Only this source (the host the model runs for); default: every source
+    #[arg(long, value_name = "NAME")]
+    pub source: Option<String>,
+    /// How far back decisions and outcomes go (e.g. 6h, 2d)
+    #[arg(long, default_value = "24h", value_name = "DURATION")]
+    pub since: String,
+    /// At most this many bytes; the oldest entries are left out first, and counted
+    #[arg(long, default_value_t = 8000, value_name = "BYTES",
+          value_parser = clap::value_parser!(u64).range(256..=16 << 20))]
+    pub budget: u64,
+    /// Print the same content as a JSON object
     #[arg(long)]
     pub json: bool,
 }

@@ -153,6 +153,20 @@ pub fn in_cooldown(rejected_at: i64, now: i64, rules: &Rules) -> bool {
     now < rejected_at.saturating_add(rules.reject_cooldown_ms)
 }
 
+/// Whether a new proposal with logical keys `keys` repeats a rejected one with keys
+/// `rejected` (rejection memory by target): it does nothing the rejection did not cover,
+/// every key of it being one of the rejection's. Within the cooldown it is then a
+/// sighting of that rejection, as the same command is. A proposal without keys is judged
+/// by its exact command only.
+pub fn covered_by_rejection(keys: &[String], rejected: &[String]) -> bool {
+    !keys.is_empty() && keys.iter().all(|k| rejected.contains(k))
+}
+
+/// Rejections that ended after this are still in their cooldown (see [`in_cooldown`]).
+pub fn cooldown_cutoff(now: i64, rules: &Rules) -> i64 {
+    now.saturating_sub(rules.reject_cooldown_ms)
+}
+
 /// Terminal proposals that ended before this are pruned.
 pub fn retention_cutoff(now: i64, rules: &Rules) -> i64 {
     now.saturating_sub(rules.retention_ms)
@@ -248,6 +262,30 @@ mod tests {
         assert_eq!(next(Pending, Approve), Next::To(Approved));
         assert_eq!(next(Approved, Approve), Next::Already);
         assert_eq!(next(Rejected, Approve), Next::NotApplicable);
+    }
+
+    #[test]
+    fn a_rejection_covers_a_proposal_only_when_it_covers_every_key() {
+        let keys = |ks: &[&str]| ks.iter().map(|k| k.to_string()).collect::<Vec<_>>();
+        let rejected = keys(&["restart:unit:fail2ban.service"]);
+        assert!(covered_by_rejection(&rejected, &rejected));
+        assert!(!covered_by_rejection(
+            &keys(&["stop:unit:fail2ban.service"]),
+            &rejected
+        ));
+        assert!(!covered_by_rejection(
+            &keys(&[
+                "restart:unit:fail2ban.service",
+                "restart:unit:nginx.service"
+            ]),
+            &rejected
+        ));
+        assert!(covered_by_rejection(
+            &keys(&["stop:web"]),
+            &keys(&["stop:web", "stop:db"])
+        ));
+        // No keys: nothing to compare but the command itself.
+        assert!(!covered_by_rejection(&[], &rejected));
     }
 
     #[test]

@@ -201,6 +201,16 @@ pub struct PriorRejections {
     pub last_at: Option<i64>,
 }
 
+/// Re-proposals of a rejected proposal in its cooldown (the same command, or another that
+/// does nothing its rejection did not cover): sightings of the rejection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Again {
+    /// Sightings after the rejection.
+    pub count: i64,
+    /// The last one's command, when it was worded otherwise than the rejected one.
+    pub reworded: Option<String>,
+}
+
 /// A proposal as stored, with what a list or a card shows of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Proposal {
@@ -231,6 +241,8 @@ pub struct Proposal {
     pub run: RunInfo,
     /// Set when the same command was rejected before.
     pub prior_rejections: Option<PriorRejections>,
+    /// A rejected proposal proposed again since its rejection.
+    pub again: Option<Again>,
     /// The note of the decision that ended it (a rejection reason, "superseded by #2").
     pub decision_note: Option<String>,
     /// Operators whose approval was counted (display names), and how many the risk needs.

@@ -482,6 +482,18 @@ fn lifecycle_lines(w: &mut Writer, p: &Proposal, detail: Detail) {
         }
         w.text("\n");
     }
+    if let Some(again) = &p.again {
+        w.text(&format!("↻ proposed again {} time(s)", again.count));
+        if let Some(reworded) = &again.reworded {
+            w.text(", last reworded as ");
+            let shown = crate::mask::show_command(reworded).0;
+            w.tagged(
+                "code",
+                &cut_command(&shown, detail.command_chars.min(200)).text,
+            );
+        }
+        w.text("\n");
+    }
     match p.state {
         State::Executing => {
             if let Some(started) = p.run.started_at {
@@ -652,6 +664,7 @@ mod tests {
             ended_at: None,
             run: RunInfo::default(),
             prior_rejections: None,
+            again: None,
             decision_note: None,
             approvals: Vec::new(),
             quorum: 1,

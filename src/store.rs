@@ -29,7 +29,7 @@ pub use db::{Backend, Health, Level};
 use db::{Conn, ConnExt, Database, Row, ToParam};
 pub use ingest::{Identity, Ingest, Rehash, Rekey};
 pub use outbox::{Delivered, OwedCard};
-pub use query::{CardOf, Lookup, StateCount, Stats};
+pub use query::{CardOf, Context, Lookup, StateCount, Stats};
 
 /// The kind of a database error, for the exit code (each backend knows its own).
 pub fn classify(cause: &(dyn std::error::Error + 'static)) -> Option<Kind> {
@@ -325,6 +325,7 @@ fn proposal_from_row(r: &Row) -> Result<(Proposal, Option<i64>)> {
             runner: r.opt_text(23)?,
         },
         prior_rejections: None::<PriorRejections>,
+        again: None,
         decision_note: None,
         approvals: Vec::new(),
         quorum: 1,

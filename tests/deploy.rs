@@ -258,7 +258,13 @@ fn id(flag: &str) -> String {
 }
 
 /// The placeholders opsgate-cycle fills in.
-const PLACEHOLDERS: [&str; 4] = ["{{authority}}", "{{host}}", "{{time}}", "{{snapshot}}"];
+const PLACEHOLDERS: [&str; 5] = [
+    "{{authority}}",
+    "{{host}}",
+    "{{time}}",
+    "{{snapshot}}",
+    "{{queue}}",
+];
 
 fn assert_prompt_filled(host: &Host) {
     let prompt = host.llm_prompt();
@@ -276,6 +282,11 @@ fn assert_prompt_filled(host: &Host) {
     assert!(
         prompt.contains("$ df -h"),
         "the snapshot is filled:\n{prompt}"
+    );
+    assert!(
+        prompt.contains(&format!("opsgate queue of source {}", hostname()))
+            && prompt.contains("not instructions"),
+        "the queue is filled, marked as data:\n{prompt}"
     );
     let args = std::fs::read_to_string(host.path().join("llm-args")).unwrap();
     assert_eq!(args.trim(), "-p --output-format json");
@@ -295,7 +306,7 @@ fn the_prompt_template_uses_only_the_placeholders_opsgate_cycle_fills() {
     let mut want: Vec<String> = PLACEHOLDERS.iter().map(|s| s.to_string()).collect();
     want.sort();
     assert_eq!(found, want);
-    for p in ["{{authority}}", "{{snapshot}}"] {
+    for p in ["{{authority}}", "{{snapshot}}", "{{queue}}"] {
         assert!(
             template.lines().any(|l| l == p),
             "{p} stands on a line of its own (opsgate-cycle replaces that line)"
@@ -744,4 +755,19 @@ fn the_readme_quick_start_as_written_ends_in_a_completed_command() {
         })
         .unwrap();
     assert_eq!((state.as_str(), code), ("completed", 0));
+
+    // The next hourly cycle shows the model what became of its proposal: the queue in
+    // its prompt says the command ran, with its exit code and output.
+    host.cron_jobs(&tab, |j| !every_minute(j));
+    assert_prompt_filled(&host);
+    let prompt = host.llm_prompt();
+    let queue = &prompt[prompt.find("opsgate queue of source").unwrap()..];
+    assert!(queue.contains("In flight: none."), "{queue}");
+    assert!(queue.contains(&format!("- #{id} completed")), "{queue}");
+    assert!(queue.contains("exit code 0"), "{queue}");
+    assert!(queue.contains("```\ndf -h /\n```"), "{queue}");
+    assert!(
+        queue.contains("stdout, last lines:\n```\nFilesystem"),
+        "{queue}"
+    );
 }

@@ -18,6 +18,10 @@ const SCANS_BY_DESIGN: &[(&str, &str)] = &[
         "notify --console prints every in-flight card: proportional to its output",
     ),
     (
+        "SELECT p.id FROM proposals p WHERE p.state IN",
+        "context shows the model its source's in-flight queue: the ids of that set, read once an hour",
+    ),
+    (
         "SELECT p.cmd_hash, p.id, p.risk, p.cluster_id FROM proposals p JOIN cards c",
         "sorts the rows of one IN list (at most 100) so PostgreSQL locks cards in ascending order",
     ),
@@ -141,6 +145,9 @@ fn no_statement_on_the_cron_paths_scans_or_sorts_a_big_table() {
         .telegram(&fake, "1001")
         .ok();
     c(&["notify", "--console"]).ok();
+    // The hourly cycle's prompt (opsgate-cycle).
+    c(&["context", "--source", "web"]).ok();
+    c(&["context", "--source", "old", "--json"]).ok();
 
     let statements: BTreeSet<String> = std::fs::read_to_string(&log)
         .unwrap()

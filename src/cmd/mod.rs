@@ -2,6 +2,7 @@
 //! calls on the pipeline and owns its output (text and `--json`). No SQL here and no
 //! network of its own; the dispatcher stays a match.
 
+mod context;
 mod decide;
 mod doctor;
 mod hash;
@@ -74,6 +75,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Doctor(args) => doctor::doctor(&config, args.json),
         Command::Migrate(args) => migrate::migrate(&config, args),
         Command::Stats(args) => stats::stats(&config, args),
+        Command::Context(args) => context::context(&config, args),
         Command::Completions { .. } | Command::Man(_) => Ok(error::OK),
     }
 }

@@ -40,6 +40,9 @@ struct Sighted {
 /// An in-flight proposal: id, risk, cluster.
 type InFlight = (i64, String, i64);
 
+/// A rejection in its cooldown: id, cluster, logical keys.
+type Rejection = (i64, i64, Vec<String>);
+
 /// Sightings of one in-flight proposal in this ingest, not yet written.
 struct Merge {
     count: i64,
@@ -87,6 +90,7 @@ impl Store {
             known: None,
             prefetched: None,
             merges: BTreeMap::new(),
+            rejections: None,
             sightings: Vec::new(),
             replay: replayable.then(Vec::new),
         };
@@ -313,6 +317,8 @@ pub struct Ingest<'a> {
     known: Option<HashMap<String, Option<InFlight>>>,
     /// Sightings of in-flight proposals not yet counted, by proposal id.
     merges: BTreeMap<i64, Merge>,
+    /// The source's rejections in their cooldown, once an item needed them.
+    rejections: Option<Vec<Rejection>>,
     /// Sightings not yet written (one multi-row INSERT per [`SIGHTINGS_BATCH`]).
     sightings: Vec<Sighted>,
     /// Cards a sighting changed, bumped together (at commit, or when this many pile up).
@@ -414,6 +420,7 @@ impl Ingest<'_> {
         self.report = IngestReport::default();
         self.owed.clear();
         self.merges.clear();
+        self.rejections = None;
         self.known = None;
         self.sightings.clear();
         self.replay = Some(Vec::new());
@@ -457,8 +464,13 @@ impl Ingest<'_> {
                 }
                 self.report.merged += 1;
                 id
-            } else if let Some(rejected) = self.rejected_in_cooldown(&item.cmd_hash)? {
-                // Rejection memory: a sighting of that rejection, no new card.
+            } else if let Some((rejected, card)) = self.rejected_in_cooldown(item)? {
+                // Rejection memory: a sighting of that rejection, no new card; the
+                // rejected card counts it ("proposed again N times").
+                self.owed.insert(card);
+                if self.owed.len() >= OWED_BATCH {
+                    self.flush_owed()?;
+                }
                 self.tx().execute(
                     "UPDATE proposals SET seen_count = seen_count + 1, last_seen_at = ?2,
                         last_ingest_id = ?3
@@ -761,22 +773,65 @@ impl Ingest<'_> {
             .transpose()
     }
 
-    fn rejected_in_cooldown(&mut self, cmd_hash: &str) -> Result<Option<i64>> {
+    /// The rejection of this source still in its cooldown that `item` repeats: the same
+    /// command, else (rejection memory by target) the newest rejection that covers every
+    /// logical key of it (see [`lifecycle::covered_by_rejection`]). Its id and card.
+    fn rejected_in_cooldown(&mut self, item: &Proposed) -> Result<Option<(i64, i64)>> {
         let source = self.source.clone();
         let (now, rules) = (self.now, self.rules);
         let last = self.tx().query_opt(
-            "SELECT id, decided_at FROM proposals
+            "SELECT id, decided_at, cluster_id FROM proposals
              WHERE source = ?1 AND cmd_hash = ?2 AND state = 'rejected'
              ORDER BY id DESC LIMIT 1",
-            &[&source, &cmd_hash],
+            &[&source, &item.cmd_hash],
         )?;
-        Ok(match last {
-            Some(r) => match r.opt_int(1)? {
-                Some(at) if lifecycle::in_cooldown(at, now, &rules) => Some(r.int(0)?),
-                _ => None,
-            },
-            None => None,
-        })
+        if let Some(r) = last {
+            if let Some(at) = r.opt_int(1)? {
+                if lifecycle::in_cooldown(at, now, &rules) {
+                    return Ok(Some((r.int(0)?, r.int(2)?)));
+                }
+            }
+        }
+        if item.logical_keys.is_empty() {
+            return Ok(None);
+        }
+        let rejections = match self.rejections.take() {
+            Some(r) => r,
+            None => self.load_rejections()?,
+        };
+        let found = rejections
+            .iter()
+            .find(|r| lifecycle::covered_by_rejection(&item.logical_keys, &r.2))
+            .map(|r| (r.0, r.1));
+        self.rejections = Some(rejections);
+        Ok(found)
+    }
+
+    /// This source's rejections still in their cooldown, newest first: (id, card, logical
+    /// keys). Read once per ingest, through the index of ended proposals: as many rows as
+    /// ended within the cooldown, never the history.
+    fn load_rejections(&mut self) -> Result<Vec<Rejection>> {
+        let source = self.source.clone();
+        let (now, rules) = (self.now, self.rules);
+        let cutoff = lifecycle::cooldown_cutoff(now, &rules);
+        let rows = self.tx().query(
+            "SELECT id, cluster_id, logical_keys, decided_at FROM proposals
+             WHERE ended_at > ?2 AND ended_at IS NOT NULL AND state = 'rejected' AND source = ?1",
+            &[&source, &cutoff],
+        )?;
+        let mut out = Vec::new();
+        for r in rows {
+            if !r
+                .opt_int(3)?
+                .is_some_and(|at| lifecycle::in_cooldown(at, now, &rules))
+            {
+                continue;
+            }
+            let keys: Vec<String> = serde_json::from_str(&r.text(2)?).unwrap_or_default();
+            out.push((r.int(0)?, r.int(1)?, keys));
+        }
+        out.sort_unstable_by_key(|r| std::cmp::Reverse(r.0));
+        Ok(out)
     }
 
     /// Inserts a new pending proposal in `cluster` (or a cluster of its own) with its

@@ -191,6 +191,22 @@ impl Store {
                 last_at,
             });
         }
+        if let (State::Rejected, Some(decided_at)) = (p.state, p.decided_at) {
+            let row = c.query_one(
+                "SELECT COUNT(*), MAX(id) FROM sightings WHERE proposal_id = ?1 AND seen_at > ?2",
+                &[&p.id, &decided_at],
+            )?;
+            let (count, last) = (row.int(0)?, row.opt_int(1)?);
+            if let (true, Some(last)) = (count > 0, last) {
+                let command = c
+                    .query_one("SELECT command FROM sightings WHERE id = ?1", &[&last])?
+                    .text(0)?;
+                p.again = Some(crate::model::Again {
+                    count,
+                    reworded: (command != p.command).then_some(command),
+                });
+            }
+        }
         if matches!(p.state, State::Rejected | State::Cancelled) {
             p.decision_note = c
                 .query_opt(
@@ -203,6 +219,92 @@ impl Store {
                 .flatten();
         }
         Ok(())
+    }
+
+    /// What the model is shown of a source (`opsgate context`): its in-flight proposals,
+    /// newest first, and the proposals that ended at or after `since`, last ended first;
+    /// at most `limit` of each (read in index order), each completed as for a card
+    /// (approvals, decision notes, re-proposals of a rejection), with how many there are
+    /// in all.
+    pub fn context(&mut self, source: Option<&str>, since: i64, limit: i64) -> Result<Context> {
+        // With a source it is ?1; the window's start and the limit follow it.
+        let (by_source, since_at, limit_at) = if source.is_some() {
+            (" AND p.source = ?1", "?2", "?3")
+        } else {
+            ("", "?1", "?2")
+        };
+        let mut params: Vec<&dyn db::ToParam> = Vec::new();
+        if let Some(s) = &source {
+            params.push(s);
+        }
+        // The in-flight ids through the in-flight index (ids only), newest first here: the
+        // model is shown this whole set when it fits.
+        let mut ids = Vec::new();
+        self.conn().query_each(
+            &format!("SELECT p.id FROM proposals p WHERE p.state IN {IN_FLIGHT_SQL}{by_source}"),
+            &params,
+            &mut |r| {
+                ids.push(r.int(0)?);
+                Ok(())
+            },
+        )?;
+        ids.sort_unstable_by(|a, b| b.cmp(a));
+        let in_flight_total = ids.len() as i64;
+        ids.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        let mut rows = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(500) {
+            let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("?{i}")).collect();
+            let params: Vec<&dyn db::ToParam> =
+                chunk.iter().map(|id| id as &dyn db::ToParam).collect();
+            for row in self.conn().query(
+                &format!(
+                    "{PROPOSAL_SELECT} WHERE p.id IN ({}) ORDER BY p.id DESC",
+                    marks.join(", ")
+                ),
+                &params,
+            )? {
+                rows.push(proposal_from_row(&row)?);
+            }
+        }
+        let split = rows.len();
+        // What ended in the window, through the index of ended proposals, last first.
+        params.push(&since);
+        let ended_total = self
+            .conn()
+            .query_one(
+                &format!(
+                    "SELECT COUNT(*) FROM proposals p
+                     WHERE p.ended_at >= {since_at} AND p.ended_at IS NOT NULL{by_source}"
+                ),
+                &params,
+            )?
+            .int(0)?;
+        params.push(&limit);
+        for row in self.conn().query(
+            &format!(
+                "{PROPOSAL_SELECT} WHERE p.ended_at >= {since_at} AND p.ended_at IS NOT NULL{by_source}
+                 ORDER BY p.ended_at DESC, p.id DESC LIMIT {limit_at}"
+            ),
+            &params,
+        )? {
+            rows.push(proposal_from_row(&row)?);
+        }
+        let mut in_flight = Vec::with_capacity(split);
+        let mut ended = Vec::with_capacity(rows.len() - split);
+        for (n, (mut p, last_ingest)) in rows.into_iter().enumerate() {
+            self.complete(&mut p, last_ingest)?;
+            if n < split {
+                in_flight.push(p);
+            } else {
+                ended.push(p);
+            }
+        }
+        Ok(Context {
+            in_flight,
+            in_flight_total,
+            ended,
+            ended_total,
+        })
     }
 
     pub fn sightings(&mut self, proposal_id: i64) -> Result<Vec<Sighting>> {
@@ -427,6 +529,19 @@ impl Store {
             cards_owed,
         })
     }
+}
+
+/// What `opsgate context` shows, read by [`Store::context`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Context {
+    /// In-flight proposals, newest first.
+    pub in_flight: Vec<Proposal>,
+    /// How many are in flight in all.
+    pub in_flight_total: i64,
+    /// Proposals that ended in the window, last ended first.
+    pub ended: Vec<Proposal>,
+    /// How many ended in the window in all.
+    pub ended_total: i64,
 }
 
 /// What `opsgate stats` reports, read by [`Store::stats`].
