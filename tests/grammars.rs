@@ -750,3 +750,37 @@ fn in_flight_proposals_keyed_by_an_older_grammar_are_rekeyed_once() {
     env.list_json(&[]);
     assert_eq!(env.dump(), before);
 }
+
+/// The shared samples beside the checkout (CI lays `../shared` there) are byte for byte
+/// the bundled copies the identity tests use.
+#[test]
+fn the_bundled_samples_are_the_shared_samples_byte_for_byte() {
+    let shared = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/samples/vps-analytics"
+    );
+    let missing = std::fs::read_dir(shared)
+        .is_err()
+        .then(|| format!("no shared samples at {shared}"));
+    if !common::need::require("shared-samples", missing) {
+        return;
+    }
+    let mut compared = 0;
+    for entry in std::fs::read_dir(shared).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "md") {
+            continue; // the samples' README is not bundled
+        }
+        let bundled = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("examples/vps-analytics")
+            .join(path.file_name().unwrap());
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            std::fs::read(&bundled).unwrap(),
+            "{} differs from its bundled copy",
+            path.display()
+        );
+        compared += 1;
+    }
+    assert!(compared >= 4, "{compared}");
+}
