@@ -658,7 +658,8 @@ fn history_lists_every_transition_and_sighting_in_order() {
     assert_eq!(h[3]["note"], "superseded by #2");
     let text = stdout(&env.cmd(&["history", "1"]).ok());
     assert!(
-        text.contains("pending -> cancelled  supersede by local:carol (superseded by #2)"),
+        text.contains("pending -> cancelled  supersede by local:")
+            && text.contains(" as \"carol\" (superseded by #2)"),
         "{text}"
     );
 }
