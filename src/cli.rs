@@ -250,7 +250,7 @@ pub struct DecideArgs {
     /// Proposal id or cmd_hash
     #[arg(value_name = "ID|CMD_HASH")]
     pub reference: String,
-    /// Name recorded as the actor (default: $USER)
+    /// A label shown after your account's name; the vote is the account's (sudo's caller under sudo)
     #[arg(long = "as", value_name = "NAME")]
     pub actor: Option<String>,
     /// Approve even though the proposal is stale
@@ -269,7 +269,7 @@ pub struct RejectArgs {
     /// Why (required when the policy sets require_reason)
     #[arg(long, value_name = "TEXT")]
     pub reason: Option<String>,
-    /// Name recorded as the actor (default: $USER)
+    /// A label shown after your account's name; the vote is the account's (sudo's caller under sudo)
     #[arg(long = "as", value_name = "NAME")]
     pub actor: Option<String>,
     /// Print the outcome as JSON: {"id", "outcome", "state", "message", "exit_code"}

@@ -167,6 +167,12 @@ pub const QUORUM: Setting = setting(
     "{}",
     "distinct operators whose Approve a risk level needs, e.g. { high = 2 } (default 1)",
 );
+pub const RISK: Setting = setting(
+    None,
+    Some("policy.risk"),
+    "[]",
+    "risk floors: rules `{ pattern = REGEX, verbs = [\"stop\", \"rm\"], level = \"high\" }` (a regex over the raw and canonical command, logical-key verbs, or both, then both must match); a proposal's risk is the highest matching level, raised by the model's label, never lowered by it",
+);
 pub const RUNNER_ENV: Setting = setting(
     None,
     Some("runner.env"),
@@ -238,6 +244,7 @@ pub const SETTINGS: &[Setting] = &[
     REDACT_BUILTIN,
     SECRET_RULES,
     QUORUM,
+    RISK,
     RUNNER_SOURCES,
     RUNNER_ENV,
     RUNNER_PASS_ENV,
@@ -684,6 +691,18 @@ struct FilePolicy {
     redact_builtin: Option<bool>,
     secret_rules: Option<PathBuf>,
     quorum: Option<Quorum>,
+    #[serde(default)]
+    risk: Vec<FileRiskRule>,
+}
+
+/// One `[policy] risk` entry as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileRiskRule {
+    pattern: Option<String>,
+    #[serde(default)]
+    verbs: Vec<String>,
+    level: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -791,7 +810,11 @@ impl Config {
             )));
         }
         let file_policy = file.policy.unwrap_or_default();
-        let policy = Policy::new(&file_policy.deny, file_policy.require_reason);
+        let policy = Policy::new(
+            &file_policy.deny,
+            risk_rules(file_policy.risk)?,
+            file_policy.require_reason,
+        );
         if let Some(q) = file_policy.quorum {
             for (level, n) in [("low", q.low), ("medium", q.medium), ("high", q.high)] {
                 if !(1..=9).contains(&n) {
@@ -1164,6 +1187,50 @@ fn runner_env(runner: &FileRunner) -> Result<Vec<(String, String)>> {
         out.push((name.to_string(), value.to_string()));
     }
     Ok(out)
+}
+
+/// `[policy] risk`: each rule names a level and a pattern, verbs or both; the patterns are
+/// compiled by [`Policy::check`] like the deny patterns.
+fn risk_rules(file: Vec<FileRiskRule>) -> Result<Vec<crate::policy::RiskRule>> {
+    use crate::model::Risk;
+    file.into_iter()
+        .enumerate()
+        .map(|(n, r)| {
+            let at = format!("policy.risk rule {}", n + 1);
+            let level = match r.level.trim().to_ascii_lowercase().as_str() {
+                "low" => Risk::Low,
+                "medium" => Risk::Medium,
+                "high" => Risk::High,
+                _ => {
+                    return Err(config_error(format!(
+                        "{at}: level {:?}: expected low, medium or high",
+                        r.level
+                    )))
+                }
+            };
+            let pattern = r.pattern.filter(|p| !p.is_empty());
+            if pattern.is_none() && r.verbs.is_empty() {
+                return Err(config_error(format!(
+                    "{at}: needs a pattern, verbs or both (it would match every command)"
+                )));
+            }
+            let mut verbs = Vec::new();
+            for verb in &r.verbs {
+                let verb = verb.trim().to_ascii_lowercase();
+                if verb.is_empty() || verb.contains(':') || verb.contains(char::is_whitespace) {
+                    return Err(config_error(format!(
+                        "{at}: verb {verb:?}: expected one word of a logical key, e.g. \"stop\""
+                    )));
+                }
+                verbs.push(verb);
+            }
+            Ok(crate::policy::RiskRule {
+                pattern,
+                verbs,
+                level,
+            })
+        })
+        .collect()
 }
 
 fn routes(file: Vec<FileRoute>) -> Result<Vec<Route>> {

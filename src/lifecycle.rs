@@ -12,7 +12,7 @@
 //! ```
 
 use crate::config::Rules;
-use crate::model::{Outcome, State};
+use crate::model::{Outcome, Risk, State};
 
 /// Something that moves a proposal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -187,14 +187,58 @@ pub fn supersedes(approved: &[String], other: &[String]) -> bool {
     other.iter().any(|k| approved.contains(k))
 }
 
-/// How many distinct operators must approve a proposal of this risk.
-pub fn quorum(risk: crate::model::Risk, rules: &Rules) -> u8 {
+/// How many distinct operators must approve a proposal of this risk, on its own.
+pub fn quorum(risk: Risk, rules: &Rules) -> u8 {
     match risk {
-        crate::model::Risk::Low => rules.quorum.low,
-        crate::model::Risk::Medium => rules.quorum.medium,
-        crate::model::Risk::High => rules.quorum.high,
+        Risk::Low => rules.quorum.low,
+        Risk::Medium => rules.quorum.medium,
+        Risk::High => rules.quorum.high,
     }
     .max(1)
+}
+
+/// Whether any risk level needs more than one operator (else every approval is one vote).
+pub fn any_quorum(rules: &Rules) -> bool {
+    [Risk::Low, Risk::Medium, Risk::High]
+        .into_iter()
+        .any(|r| quorum(r, rules) > 1)
+}
+
+/// A variant as the approval rule sees it: its logical keys and its risk (the policy's
+/// floor raised by the model's label, see [`crate::policy::Policy::risk`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Variant<'a> {
+    pub keys: &'a [String],
+    pub risk: Risk,
+}
+
+/// What approving one variant takes and does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovalPlan {
+    /// Distinct operators who must approve this variant.
+    pub need: u8,
+    /// Indexes into the pending siblings that its approval supersedes.
+    pub supersedes: Vec<usize>,
+}
+
+/// The quorum rule. Approving `variant` supersedes each pending sibling that does the
+/// same action ([`supersedes`]), so it needs the quorum of the riskiest of them and of
+/// itself: another spelling of an action, labelled lower, never cancels a variant waiting
+/// for more votes with fewer votes than that variant needs. Votes count per variant (a
+/// vote approves the bytes it was cast on): votes on a sibling do not count for it. The
+/// rule is applied again at every vote, against the siblings pending then.
+pub fn approval_plan(variant: Variant, pending: &[Variant], rules: &Rules) -> ApprovalPlan {
+    let supersedes: Vec<usize> = pending
+        .iter()
+        .enumerate()
+        .filter(|(_, other)| supersedes(variant.keys, other.keys))
+        .map(|(n, _)| n)
+        .collect();
+    let need = supersedes
+        .iter()
+        .map(|&n| quorum(pending[n].risk, rules))
+        .fold(quorum(variant.risk, rules), u8::max);
+    ApprovalPlan { need, supersedes }
 }
 
 /// The audit note of a supersede.
@@ -286,6 +330,51 @@ mod tests {
         ));
         // No keys: nothing to compare but the command itself.
         assert!(!covered_by_rejection(&[], &rejected));
+    }
+
+    #[test]
+    fn a_lower_risk_spelling_needs_the_quorum_of_the_riskier_variant_it_would_supersede() {
+        let rules = Rules {
+            quorum: crate::config::Quorum {
+                low: 1,
+                medium: 1,
+                high: 2,
+            },
+            ..Rules::default()
+        };
+        let k = |keys: &[&str]| keys.iter().map(|k| k.to_string()).collect::<Vec<_>>();
+        let (stop, compose_stop, start) = (k(&["stop:web"]), k(&["stop:web"]), k(&["start:web"]));
+        let low = |keys| Variant {
+            keys,
+            risk: Risk::Low,
+        };
+        let high = |keys| Variant {
+            keys,
+            risk: Risk::High,
+        };
+        // Alone, a low variant needs one vote, a high one two.
+        assert_eq!(approval_plan(low(&stop), &[], &rules).need, 1);
+        assert_eq!(approval_plan(high(&stop), &[], &rules).need, 2);
+        // A low spelling of the same action as a pending high one needs two, and says
+        // which sibling it would supersede.
+        let plan = approval_plan(low(&stop), &[low(&start), high(&compose_stop)], &rules);
+        assert_eq!(
+            plan,
+            ApprovalPlan {
+                need: 2,
+                supersedes: vec![1]
+            }
+        );
+        // A high variant of another action (a step, not a rival) does not raise it.
+        let plan = approval_plan(low(&stop), &[high(&start)], &rules);
+        assert_eq!((plan.need, plan.supersedes.len()), (1, 0));
+        // A high variant keeps its own quorum beside low rivals.
+        assert_eq!(
+            approval_plan(high(&stop), &[low(&compose_stop)], &rules).need,
+            2
+        );
+        // Without keys nothing is superseded: its own quorum.
+        assert_eq!(approval_plan(low(&[]), &[high(&[])], &rules).need, 1);
     }
 
     #[test]

@@ -65,7 +65,8 @@ impl State {
     }
 }
 
-/// Risk as the LLM rated it.
+/// How risky a proposal is: the `[policy] risk` floor raised by the model's label (see
+/// [`crate::policy::Policy::risk`]); as the model rated it when no rule matches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Risk {
     Low,
@@ -95,13 +96,15 @@ impl Risk {
 /// Who acts, for the audit trail and the card.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Actor {
-    /// Stable identity, e.g. `telegram:123456 @alice` or `local:root`.
+    /// Stable identity for the audit, the verified identity first, e.g.
+    /// `telegram:123456 @alice`, `local:alice`, `local:alice as "ops-bob"`.
     pub id: String,
-    /// How the card names them, e.g. `@alice`.
+    /// How the card names them, the verified identity first, e.g. `@alice`,
+    /// `alice (shell)`, `alice (shell, as "ops-bob")`.
     pub display: String,
-    /// Who this is when distinct approvals are counted: a Telegram user id (a renamed
-    /// account is the same person), or the local account that ran the command (`--as`
-    /// only names it), e.g. `telegram:123456`, `local-uid:0`.
+    /// Who this is when distinct approvals are counted, as its channel verified it: a
+    /// Telegram user id (a renamed account is the same person), or the account the kernel
+    /// says ran the command (`--as` only labels it), e.g. `telegram:123456`, `local:alice`.
     pub voter: String,
 }
 

@@ -381,7 +381,8 @@ fn a_rejected_command_is_suppressed_during_the_cooldown_then_reopens_with_its_hi
     assert_eq!(v["new"], 1);
     let card = stdout(&env.cmd(&["notify"]).ok());
     assert!(
-        card.contains("⚠ rejected 1 time(s) before, last by alice on Nov 22 14:30 UTC"),
+        card.contains("⚠ rejected 1 time(s) before, last by ")
+            && card.contains(" (shell, as \"alice\") on Nov 22 14:30 UTC"),
         "{card}"
     );
 }
@@ -712,7 +713,8 @@ fn history_lists_every_transition_and_sighting_in_order() {
     assert_eq!(h[3]["note"], "superseded by #2");
     let text = stdout(&env.cmd(&["history", "1"]).ok());
     assert!(
-        text.contains("pending -> cancelled  supersede by local:carol (superseded by #2)"),
+        text.contains("pending -> cancelled  supersede by local:")
+            && text.contains(" as \"carol\" (superseded by #2)"),
         "{text}"
     );
 }

@@ -438,7 +438,7 @@ fn quorum_of_two_needs_two_distinct_operators_a_double_press_counts_once_and_rej
     );
     tg.run(&["notify"]).ok();
     let pg = tg.card_with("restart postgresql");
-    assert!(tg.fake.message(pg).text.contains("approvals 1/2: dave"));
+    assert!(tg.fake.message(pg).text.contains("(shell, as \"dave\")"));
     tg.fake.tap(pg, BOB, "bob", "a:4");
     tg.poll();
     assert_eq!(tg.state_of(4), "approved");

@@ -1,5 +1,6 @@
 //! `approve`, `reject`, `cancel`, `retry`: the buttons' rules from the shell (the same
-//! compare-and-set and audit; the actor is `$USER` or `--as`).
+//! compare-and-set and audit). The voter is the account the kernel says runs the command
+//! (see `local_actor`); `--as` is only a label.
 
 use super::{find_proposal, local_actor, open_store, print_out};
 use crate::cli::{DecideArgs, RejectArgs};

@@ -156,7 +156,10 @@ fn check(config: &Config) -> Report {
     }
     match config.policy.check() {
         Ok(()) => r.ok("policy patterns compile"),
-        Err(why) => r.fail(why, "fix the pattern in [policy] deny (Rust regex syntax)"),
+        Err(why) => r.fail(
+            why,
+            "fix the pattern in [policy] deny or risk (Rust regex syntax)",
+        ),
     }
     match crate::redact::current().check() {
         Ok(()) if config.redaction.builtin => r.ok(format!(

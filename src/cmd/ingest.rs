@@ -134,7 +134,13 @@ fn prepare(config: &Config, item: &Item, warnings: &mut Vec<String>) -> Proposed
         display_id: item.display_id.clone(),
         command: item.command.clone(),
         reason: item.reason.clone(),
-        risk: item.risk,
+        // The policy's floor, raised by the model's label, never lowered by it.
+        risk: config.policy.risk(
+            item.risk,
+            &item.command,
+            &canon.canonical,
+            &canon.logical_keys,
+        ),
         denied_by: config.policy.denies(&item.command, &canon.canonical),
         subjects: canon.subjects(),
         cmd_hash: canon.cmd_hash,

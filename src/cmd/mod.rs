@@ -283,24 +283,144 @@ fn find_proposal(store: &mut Store, reference: &str) -> Result<Proposal> {
     }
 }
 
-/// The local operator: `--as NAME`, else $USER / $LOGNAME.
-fn local_actor(name: Option<&str>) -> Actor {
-    let name = name
-        .map(str::to_string)
-        .or_else(|| std::env::var("USER").ok())
-        .or_else(|| std::env::var("LOGNAME").ok())
-        .filter(|n| !n.trim().is_empty())
-        .unwrap_or_else(|| "local".into());
-    let name = crate::text::show_field(name.trim(), 64);
-    // The real account behind the shell (sudo's caller when there is one) is the voter:
-    // one account approving twice under two --as names counts once.
-    let account = match std::env::var("SUDO_UID").ok().filter(|u| !u.is_empty()) {
-        Some(uid) if nix::unistd::getuid().is_root() => uid,
-        _ => nix::unistd::getuid().to_string(),
+/// The local operator: the account the kernel says runs this command ([`verified_uid`]),
+/// named from the user database. `--as` is only a label shown after that name: it never
+/// makes another voter and never names someone else.
+fn local_actor(label: Option<&str>) -> Actor {
+    let uid = verified_uid();
+    let name = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| format!("uid{uid}"));
+    actor_for(&crate::text::show_field(&name, 64), label)
+}
+
+/// The actor of verified account `name`, with an optional `--as` label.
+fn actor_for(name: &str, label: Option<&str>) -> Actor {
+    let voter = format!("local:{name}");
+    match label.map(as_label).filter(|l| !l.is_empty() && l != name) {
+        Some(label) => Actor {
+            id: format!("{voter} as \"{label}\""),
+            display: format!("{name} (shell, as \"{label}\")"),
+            voter,
+        },
+        None => Actor {
+            id: voter.clone(),
+            display: format!("{name} (shell)"),
+            voter,
+        },
+    }
+}
+
+/// An `--as` label as shown: letters, digits and `-_.@+` (anything else becomes `_`), at
+/// most 32 characters, so it cannot close its quotes or pass for another voter's entry.
+fn as_label(label: &str) -> String {
+    label
+        .trim()
+        .chars()
+        .take(32)
+        .map(|c| {
+            if c.is_alphanumeric() || "-_.@+".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// The uid whose vote a command-line decision is: the real uid. When that is root, sudo's
+/// caller (`SUDO_UID`) instead, but only when sudo set it: our parent process is sudo and
+/// runs with that real uid (sudo keeps its caller's real uid). `SUDO_UID` typed into a
+/// root shell, or passed through anything else, is ignored: the vote is root's.
+fn verified_uid() -> u32 {
+    let real = nix::unistd::getuid().as_raw();
+    let sudo_uid = std::env::var("SUDO_UID").ok();
+    trusted_uid(real, sudo_uid.as_deref(), || {
+        parent_process(nix::unistd::getppid().as_raw())
+    })
+}
+
+/// [`verified_uid`]'s rule; `parent` gives the parent process's executable file name and
+/// real uid.
+fn trusted_uid(
+    real: u32,
+    sudo_uid: Option<&str>,
+    parent: impl FnOnce() -> Option<(String, u32)>,
+) -> u32 {
+    if real != 0 {
+        return real;
+    }
+    let Some(claimed) = sudo_uid.and_then(|u| u.trim().parse::<u32>().ok()) else {
+        return real;
     };
-    Actor {
-        id: format!("local:{name}"),
-        display: name,
-        voter: format!("local-uid:{account}"),
+    match parent() {
+        Some((exe, parent_uid)) if exe == "sudo" && parent_uid == claimed => claimed,
+        _ => real,
+    }
+}
+
+/// The executable file name (`/proc/PID/exe`) and real uid (`Uid:` in `/proc/PID/status`)
+/// of process `pid`.
+fn parent_process(pid: i32) -> Option<(String, u32)> {
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok()?;
+    let name = exe.file_name()?.to_str()?.to_string();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    Some((name, real_uid_in_status(&status)?))
+}
+
+/// The real uid of a `/proc/PID/status` text: the first field of its `Uid:` line.
+fn real_uid_in_status(status: &str) -> Option<u32> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sudo_uid_counts_only_when_a_sudo_parent_of_that_real_uid_set_it() {
+        let sudo_by = |uid| move || Some(("sudo".to_string(), uid));
+        // Not root: the real uid, whatever the environment says.
+        assert_eq!(trusted_uid(1000, Some("0"), sudo_by(0)), 1000);
+        // Root under sudo, run by uid 1000: the caller.
+        assert_eq!(trusted_uid(0, Some("1000"), sudo_by(1000)), 1000);
+        // Root typing SUDO_UID by hand: root.
+        assert_eq!(trusted_uid(0, Some("1000"), || Some(("bash".into(), 0))), 0);
+        // A sudo run by someone else than SUDO_UID says (root's sudo, env SUDO_UID=...).
+        assert_eq!(trusted_uid(0, Some("1000"), sudo_by(0)), 0);
+        // A program merely named like sudo elsewhere is still checked by uid; garbage
+        // and unknown parents are root.
+        assert_eq!(trusted_uid(0, Some("x"), sudo_by(1000)), 0);
+        assert_eq!(trusted_uid(0, Some("1000"), || None), 0);
+        assert_eq!(trusted_uid(0, None, sudo_by(1000)), 0);
+        let status = "Name:\tsudo\nUmask:\t0022\nUid:\t1000\t0\t0\t0\nGid:\t1000\t0\t0\t0\n";
+        assert_eq!(real_uid_in_status(status), Some(1000));
+        assert_eq!(real_uid_in_status("Name: x\n"), None);
+    }
+
+    #[test]
+    fn an_as_label_follows_the_verified_name_and_never_makes_another_voter() {
+        let plain = actor_for("alice", None);
+        assert_eq!(
+            (plain.voter.as_str(), plain.display.as_str()),
+            ("local:alice", "alice (shell)")
+        );
+        let labelled = actor_for("alice", Some("ops-bob"));
+        assert_eq!(labelled.voter, "local:alice");
+        assert_eq!(labelled.display, "alice (shell, as \"ops-bob\")");
+        assert_eq!(labelled.id, "local:alice as \"ops-bob\"");
+        // A label cannot close its quotes or pose as a list of voters.
+        let forged = actor_for("alice", Some("x\"), @u222 (telegram"));
+        assert_eq!(forged.display, "alice (shell, as \"x____@u222__telegram\")");
+        assert_eq!(actor_for("alice", Some("alice")).display, "alice (shell)");
     }
 }

@@ -46,6 +46,36 @@ pub(crate) fn approvers(c: &mut dyn Conn, id: i64) -> Result<Vec<(String, String
     Ok(out)
 }
 
+/// What approving pending proposal `id` takes now ([`lifecycle::approval_plan`]): the
+/// votes it needs and the ids of the pending siblings of its cluster it would supersede.
+pub(crate) fn approval_plan(
+    c: &mut dyn Conn,
+    id: i64,
+    cluster_id: i64,
+    keys: &[String],
+    risk: Risk,
+    rules: &Rules,
+) -> Result<(u8, Vec<i64>)> {
+    let mut siblings: Vec<(i64, Vec<String>, Risk)> = Vec::new();
+    for row in c.query(
+        "SELECT id, logical_keys, risk FROM proposals
+         WHERE cluster_id = ?1 AND state = 'pending' AND id <> ?2 ORDER BY id",
+        &[&cluster_id, &id],
+    )? {
+        let other_keys: Vec<String> = serde_json::from_str(&row.text(1)?).unwrap_or_default();
+        // An unreadable risk counts as the riskiest.
+        let other_risk = Risk::from_str_opt(&row.text(2)?).unwrap_or(Risk::High);
+        siblings.push((row.int(0)?, other_keys, other_risk));
+    }
+    let pending: Vec<lifecycle::Variant> = siblings
+        .iter()
+        .map(|(_, keys, risk)| lifecycle::Variant { keys, risk: *risk })
+        .collect();
+    let plan = lifecycle::approval_plan(lifecycle::Variant { keys, risk }, &pending, rules);
+    let superseded = plan.supersedes.iter().map(|&n| siblings[n].0).collect();
+    Ok((plan.need, superseded))
+}
+
 /// The state and cluster of a proposal.
 fn proposal_state(c: &mut dyn Conn, id: i64) -> Result<Option<(State, i64)>> {
     let row = c.query_opt(
@@ -177,31 +207,38 @@ impl Store {
                 }
             }
             // Four eyes: each distinct operator's approval is counted in the audit; the
-            // proposal is approved when the risk's quorum is met.
-            let need = lifecycle::quorum(risk, &rules);
+            // proposal is approved when the quorum is met, the quorum of the riskiest
+            // variant its approval would supersede (itself included).
+            let (need, doomed) = approval_plan(c, proposal_id, cluster_id, &keys, risk, &rules)?;
             if need > 1 {
                 let voters = approvers(c, proposal_id)?;
+                let counted = u8::try_from(voters.len()).unwrap_or(u8::MAX);
                 if voters.iter().any(|(voter, _)| *voter == actor.voter) {
-                    return Ok(Step::AlreadyApproved(proposal_id, voters.len() as u8, need));
-                }
-                let have = voters.len() as u8 + 1;
-                record(
-                    c,
-                    Some(proposal_id),
-                    Some(State::Pending),
-                    Some(State::Pending),
-                    APPROVAL,
-                    &actor.voter,
-                    now,
-                    Some(&actor.display),
-                )?;
-                if have < need {
-                    owe_card(c, cluster_id)?;
-                    return Ok(Step::Applied(Change::Approval {
-                        id: proposal_id,
-                        have,
-                        need,
-                    }));
+                    // Counted before; the votes cast may meet a quorum that has fallen
+                    // since (the riskier sibling was decided), then this press applies it.
+                    if counted < need {
+                        return Ok(Step::AlreadyApproved(proposal_id, counted, need));
+                    }
+                } else {
+                    let have = counted.saturating_add(1);
+                    record(
+                        c,
+                        Some(proposal_id),
+                        Some(State::Pending),
+                        Some(State::Pending),
+                        APPROVAL,
+                        &actor.voter,
+                        now,
+                        Some(&actor.display),
+                    )?;
+                    if have < need {
+                        owe_card(c, cluster_id)?;
+                        return Ok(Step::Applied(Change::Approval {
+                            id: proposal_id,
+                            have,
+                            need,
+                        }));
+                    }
                 }
             }
             if transition(
@@ -219,20 +256,9 @@ impl Store {
             }
             // Only the pending siblings that do the same action are superseded; another
             // action on the same target (a start after a stop) stays to be decided.
-            let siblings = c.query(
-                "SELECT id, logical_keys FROM proposals
-                 WHERE cluster_id = ?1 AND state = 'pending' AND id <> ?2",
-                &[&cluster_id, &proposal_id],
-            )?;
             let note = lifecycle::supersede_note(proposal_id);
             let mut superseded = Vec::new();
-            for row in siblings {
-                let other_keys: Vec<String> =
-                    serde_json::from_str(&row.text(1)?).unwrap_or_default();
-                if !lifecycle::supersedes(&keys, &other_keys) {
-                    continue;
-                }
-                let other = row.int(0)?;
+            for other in doomed {
                 let moved = transition(
                     c,
                     other,

@@ -154,12 +154,30 @@ impl Store {
         let rules = self.rules;
         let c = self.conn();
         p.display_ids = display_ids(c, p.id)?;
-        p.quorum = lifecycle::quorum(p.risk, &rules);
-        if p.quorum > 1 {
+        p.quorum = match p.state {
+            // What approving it takes now: the riskiest variant it would supersede counts.
+            State::Pending if lifecycle::any_quorum(&rules) => {
+                let (need, _) = super::decide::approval_plan(
+                    c,
+                    p.id,
+                    p.cluster_id,
+                    &p.logical_keys,
+                    p.risk,
+                    &rules,
+                )?;
+                need
+            }
+            _ => lifecycle::quorum(p.risk, &rules),
+        };
+        if lifecycle::any_quorum(&rules) {
             p.approvals = super::decide::approvers(c, p.id)?
                 .into_iter()
                 .map(|(_, shown)| shown)
                 .collect();
+            // Once decided, the votes it took (a sibling may have needed more than it).
+            if p.state != State::Pending {
+                p.quorum = p.quorum.max(p.approvals.len().min(9) as u8);
+            }
         }
         if matches!(p.state, State::Pending | State::Approved) {
             p.expires_at = Some(lifecycle::expires_at(p.first_seen_at, &rules));
