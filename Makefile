@@ -25,7 +25,7 @@ run: build
 	@OPSGATE_DB=$(DEMO_DB) $(BIN) notify
 
 test:
-	$(CARGO) test --locked
+	$(CARGO) test --locked --no-fail-fast
 
 lint:
 	$(CARGO) fmt --all -- --check

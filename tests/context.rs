@@ -114,7 +114,8 @@ fn lists_the_queue(env: &Env) {
         .lines()
         .find(|l| l.contains(" rejected "))
         .unwrap_or_else(|| panic!("no rejection:\n{text}"));
-    assert!(rejected.contains("by alice"), "{rejected}");
+    // The actor is the verified account, the `--as` label after it.
+    assert!(rejected.contains("(shell, as \"alice\")"), "{rejected}");
     assert!(
         rejected.contains("reason: watchtower updates the blog too"),
         "{rejected}"
@@ -143,7 +144,13 @@ fn lists_the_queue(env: &Env) {
     let decided = v["decided"].as_array().unwrap();
     assert_eq!(decided.len(), 3);
     let by_state = |s: &str| decided.iter().find(|e| e["state"] == s).unwrap();
-    assert_eq!(by_state("rejected")["decided_by"], "alice");
+    assert!(
+        by_state("rejected")["decided_by"]
+            .as_str()
+            .is_some_and(|d| d.ends_with("(shell, as \"alice\")")),
+        "{}",
+        by_state("rejected")["decided_by"]
+    );
     assert_eq!(
         by_state("rejected")["note"],
         "watchtower updates the blog too"
@@ -267,7 +274,11 @@ fn reworded_rejection(env: &Env) {
     env.cmd(&["reject", "1", "--as", "alice", "--reason", "bans are fine"])
         .ok();
     env.cmd(&["notify"]).telegram(&fake, "1001").ok();
-    assert!(fake.message(message).text.contains("rejected by alice"));
+    let text = fake.message(message).text;
+    assert!(
+        text.contains("rejected by ") && text.contains("as \"alice\""),
+        "{text}"
+    );
     let out = env
         .cmd(&["ingest", "--source", "vps-1", "--json"])
         .stdin(proposals(&["sudo systemctl restart fail2ban.service"]))
