@@ -71,7 +71,7 @@ pub fn masks_with(r: &Redactor, command: &str) -> Masks {
             Mapped::Unmaskable => shown += 1,
         }
     }
-    let spans = merge(spans);
+    let spans = redact::merge(spans);
     if !spans.is_empty() && !keeps_words(command, &tokens, &sources, &spans) {
         return Masks {
             spans: Vec::new(),
@@ -448,18 +448,6 @@ fn expansions(text: &str, sources: &[Sourced]) -> Vec<(SourcedKind, usize, Vec<S
 fn byte_offsets(text: &str) -> Vec<usize> {
     let mut out: Vec<usize> = text.char_indices().map(|(i, _)| i).collect();
     out.push(text.len());
-    out
-}
-
-fn merge(mut spans: Vec<(usize, usize)>) -> Vec<(usize, usize)> {
-    spans.sort_unstable();
-    let mut out: Vec<(usize, usize)> = Vec::with_capacity(spans.len());
-    for (s, e) in spans {
-        match out.last_mut() {
-            Some(last) if s <= last.1 => last.1 = last.1.max(e),
-            _ => out.push((s, e)),
-        }
-    }
     out
 }
 

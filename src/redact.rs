@@ -499,7 +499,8 @@ fn collect_group(
     }
 }
 
-fn merge(mut spans: Vec<(usize, usize)>) -> Vec<(usize, usize)> {
+/// Spans sorted, overlapping ones merged.
+pub fn merge(mut spans: Vec<(usize, usize)>) -> Vec<(usize, usize)> {
     spans.sort_unstable();
     let mut out: Vec<(usize, usize)> = Vec::with_capacity(spans.len());
     for (s, e) in spans {
