@@ -101,9 +101,14 @@ impl Store {
     /// The version of the identity grammar the stored keys were derived with (1 before
     /// it was recorded: docker only).
     pub fn grammar_version(&mut self) -> Result<i64> {
+        self.stored_version("grammar_version")
+    }
+
+    /// A version kept in `meta` under `key` (1 before it was recorded).
+    fn stored_version(&mut self, key: &str) -> Result<i64> {
         let v = self
             .conn()
-            .query_opt("SELECT value FROM meta WHERE key = 'grammar_version'", &[])?;
+            .query_opt("SELECT value FROM meta WHERE key = ?1", &[&key])?;
         Ok(match v {
             Some(row) => row.text(0)?.parse().unwrap_or(1),
             None => 1,
@@ -144,13 +149,7 @@ impl Store {
     /// The version of the canonical form the stored cmd_hashes were derived with (1
     /// before it was recorded).
     pub fn canon_version(&mut self) -> Result<i64> {
-        let v = self
-            .conn()
-            .query_opt("SELECT value FROM meta WHERE key = 'canon_version'", &[])?;
-        Ok(match v {
-            Some(row) => row.text(0)?.parse().unwrap_or(1),
-            None => 1,
-        })
+        self.stored_version("canon_version")
     }
 
     /// Derives the identity (cmd_hash, canonical form, keys, subjects) of every in-flight
