@@ -11,6 +11,7 @@ pub fn command() -> clap::Command {
     for (_, code, meaning) in crate::error::TABLE {
         after.push_str(&format!("  {code:<3} {meaning}\n"));
     }
+    after.push_str(&format!("\n{}\n", crate::error::RUN_EXIT));
     Cli::command().after_help(after)
 }
 
@@ -32,10 +33,11 @@ pub const VERSION: &str = concat!(
 #[derive(Debug, Parser)]
 #[command(name = "opsgate", version = VERSION, max_term_width = 100)]
 pub struct Cli {
-    /// SQLite database file
-    #[arg(long, global = true, env = "OPSGATE_DB", value_name = "PATH")]
+    /// Database: a SQLite file path or a postgres:// URL
+    #[arg(long, global = true, env = "OPSGATE_DB", value_name = "PATH|URL")]
     pub db: Option<PathBuf>,
-    /// TOML config file; the environment and flags override its values
+    /// TOML config file; the environment and flags override its values. Default: the user's
+    /// ~/.config/opsgate/opsgate.toml if it exists, else /etc/opsgate/opsgate.toml
     #[arg(long, global = true, env = "OPSGATE_CONFIG", value_name = "PATH")]
     pub config: Option<PathBuf>,
     /// More output (repeatable)
@@ -65,8 +67,16 @@ pub enum Command {
     /// Long-running: long-poll button presses and deliver cards until SIGTERM or Ctrl-C
     Serve(ServeArgs),
     /// Run approved proposals: exactly the text the operator approved, with /bin/sh -c
+    ///
+    /// Exits 0 when an approved command fails: its failure and exit code are recorded
+    /// (`opsgate show`, `exit_code` in --json); non-zero only when opsgate itself failed
     Run(RunArgs),
-    /// Approve a pending proposal (the other pending variants of its card are cancelled)
+    /// Approve a pending proposal (pending variants doing the same action are cancelled)
+    ///
+    /// The card's pending variants that do the same action (share a logical key with it,
+    /// e.g. `docker stop X` and `docker compose stop X`) are cancelled as superseded;
+    /// variants with other verbs (`docker start X` after a stop) are steps and stay to
+    /// decide. Reject rejects every variant the card shows
     Approve(DecideArgs),
     /// Reject a pending proposal
     Reject(RejectArgs),
@@ -87,6 +97,9 @@ pub enum Command {
     Authority,
     /// Check the database, the configuration and the Telegram connection; say what to fix
     Doctor(DoctorArgs),
+    /// Telegram setup helpers (`telegram ids`: the chat id and operators' user ids)
+    #[command(subcommand)]
+    Telegram(TelegramCommand),
     /// Copy a host's history (audit included) into another database, all or nothing
     Migrate(MigrateArgs),
     /// Counts for monitoring: proposals by state, cards owed, the oldest pending, last ingests
@@ -112,6 +125,28 @@ const CONFIRM_IGNORED: &str =
 /// `--confirm` on `retry`: an interrupted run's outcome is unknown.
 const CONFIRM_RETRY: &str =
     "Retry although the interrupted run's outcome is unknown: the command may have completed and may run a second time";
+
+#[derive(Debug, Subcommand)]
+pub enum TelegramCommand {
+    /// Print the chats the bot has seen and who wrote there: add the bot to the chat, send
+    /// any message, run this
+    ///
+    /// Reads the updates waiting at Telegram (getUpdates) without confirming any: a later
+    /// `poll` or `serve` still gets every button press. Needs only the token. Telegram
+    /// allows one getUpdates at a time and keeps updates only until a poller fetches them:
+    /// run it while `opsgate serve` is stopped (or between cron `poll`s); beside a running
+    /// poller, or with a webhook set on the bot, Telegram answers 409 and nothing is read.
+    /// In a group with the bot's privacy mode on, the bot sees only commands and
+    /// mentions: send `/start@yourbot`
+    Ids(TelegramIdsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TelegramIdsArgs {
+    /// Print JSON: {"chats": [{"id", "type", "title"}], "users": [{"id", "username", "name", "chats"}]}
+    #[arg(long)]
+    pub json: bool,
+}
 
 #[derive(Debug, Args)]
 pub struct DoctorArgs {

@@ -5,9 +5,14 @@
 //! [`Config`] before any work starts.
 //!
 //! Precedence, as in cargo and most CLIs: command-line flags, then the environment, then
-//! the config file (`--config` / `OPSGATE_CONFIG`), then the defaults. `doctor` shows
-//! where each value came from ([`Config::provenance`]). A leading `~/` in a path is the
-//! home directory.
+//! the config file, then the defaults. `doctor` shows where each value came from
+//! ([`Config::provenance`]). A leading `~/` in a path is the home directory.
+//!
+//! One config file is read, never several merged ([`discover`]): `--config`, else
+//! `OPSGATE_CONFIG`, else the user's own (`$XDG_CONFIG_HOME/opsgate/opsgate.toml`) when it
+//! exists, else the host's (`/etc/opsgate/opsgate.toml`) when it exists. A personal file
+//! is something its owner made on purpose, so it wins over the host's; an account without
+//! one (root, `sudo -u opsgate`, cron) reaches the host's file and so the service's queue.
 
 use crate::error::{Error, Kind};
 use crate::policy::Policy;
@@ -51,7 +56,19 @@ pub const CONFIG_FILE: Setting = setting(
     Some("OPSGATE_CONFIG"),
     None,
     "",
-    "TOML config file (`--config`); the environment and flags override its values",
+    "TOML config file (`--config`); the environment and flags override its values. Unset: the user's config file if it exists, else the system's",
+);
+pub const CONFIG_HOME: Setting = setting(
+    Some("XDG_CONFIG_HOME"),
+    None,
+    "$HOME/.config",
+    "base of the user's config file (`opsgate/opsgate.toml`), read when it exists and no --config / OPSGATE_CONFIG is given",
+);
+pub const SYSTEM_CONFIG: Setting = setting(
+    Some("OPSGATE_SYSTEM_CONFIG"),
+    None,
+    "/etc/opsgate/opsgate.toml",
+    "the host's config file, read when it exists and there is no --config, OPSGATE_CONFIG nor user config file (set it for another prefix, or in tests)",
 );
 pub const TOKEN: Setting = setting(
     Some("OPSGATE_TELEGRAM_TOKEN"),
@@ -226,6 +243,8 @@ pub const STATE_HOME: Setting = setting(
 pub const SETTINGS: &[Setting] = &[
     DB,
     CONFIG_FILE,
+    CONFIG_HOME,
+    SYSTEM_CONFIG,
     TOKEN,
     TOKEN_FILE,
     CHAT_ID,
@@ -493,8 +512,13 @@ pub struct Config {
     pub db: DbLocation,
     /// Sources whose proposals `run` executes here (`[runner] sources`).
     pub runner_sources: Vec<String>,
-    /// The config file, if one was given (child processes get it too).
+    /// The config file read, if any (child processes get it as `--config`).
     pub config_path: Option<PathBuf>,
+    /// Why that file (or none) was read, for `doctor` ([`discover`]).
+    pub config_why: String,
+    /// Where the database location came from (`--db`, `OPSGATE_DB`, `db in FILE`, the
+    /// default), for messages about a missing database.
+    pub db_from: String,
     /// Fixed clock from [`NOW`], if set.
     pub fixed_now: Option<i64>,
     /// Where every SQL statement is logged ([`SQL_LOG`]), for diagnostics.
@@ -507,8 +531,10 @@ pub struct Config {
     pub secrets: Vec<Secret>,
     pub redaction: Redaction,
     pub verbosity: i8,
-    /// Telegram, when a token is configured.
+    /// Telegram, when a token and a chat are configured.
     pub telegram: Option<TelegramConfig>,
+    /// The bot, whenever a token is configured (with or without a chat).
+    pub bot: Option<BotAccess>,
     /// Set when Telegram is half configured (a chat or operators without a token): what
     /// is missing. Commands that deliver cards or take presses refuse with it (78) rather
     /// than stay silent.
@@ -613,6 +639,15 @@ impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("<redacted>")
     }
+}
+
+/// What reaching the Bot API takes: the token, the URL and the time bound. Set whenever a
+/// token is, even without a chat (`opsgate telegram ids` finds the chat with it).
+#[derive(Debug, Clone)]
+pub struct BotAccess {
+    pub token: Secret,
+    pub api_url: Option<String>,
+    pub timeout: Duration,
 }
 
 /// Telegram settings, validated.
@@ -728,19 +763,22 @@ impl Config {
     /// Builds the configuration from the command line (`--db`, `--config`, both already
     /// merged with their environment variables by clap) and the environment.
     pub fn new(db: Option<PathBuf>, config: Option<PathBuf>, verbosity: i8) -> Result<Config> {
+        let found = discover(config)?;
+        let config = found.path.clone();
         let file = match &config {
             Some(path) => read_file_config(path)?,
             None => FileConfig::default(),
         };
         let mut provenance = Vec::new();
-        if let Some(path) = &config {
+        if let (Some(path), Some(origin)) = (&config, found.origin) {
             provenance.push(Provenance {
                 name: format!("--config / {}", env_name(CONFIG_FILE)),
-                origin: flag_or_env(CONFIG_FILE, path),
+                origin,
                 shown: path.display().to_string(),
                 overridden_file: false,
             });
         }
+        let db_from;
         // clap has merged --db with OPSGATE_DB already; the flag wins over both.
         let db_flag = db.map(|p| (flag_or_env(DB, &p), p));
         let db = match (db_flag, file.db) {
@@ -748,6 +786,10 @@ impl Config {
                 return Err(config_error(format!("--db / {} is empty", env_name(DB))))
             }
             (Some((origin, p)), from_file) => {
+                db_from = match origin {
+                    Origin::Env => env_name(DB).to_string(),
+                    _ => "--db".to_string(),
+                };
                 provenance.push(Provenance {
                     name: format!("--db / {} / db", env_name(DB)),
                     origin,
@@ -757,6 +799,10 @@ impl Config {
                 DbLocation::parse(expand_home(p).as_os_str())?
             }
             (None, Some(p)) => {
+                db_from = format!(
+                    "db in {}",
+                    config.as_deref().unwrap_or(Path::new("?")).display()
+                );
                 provenance.push(Provenance {
                     name: "db".into(),
                     origin: Origin::File,
@@ -767,6 +813,7 @@ impl Config {
             }
             (None, None) => {
                 let p = default_db()?;
+                db_from = format!("the default, {}; no config file sets db", DB.default);
                 provenance.push(Provenance {
                     name: "db".into(),
                     origin: Origin::Default,
@@ -843,15 +890,22 @@ impl Config {
         .into_iter()
         .flatten()
         .collect::<Vec<_>>();
-        let mut telegram = telegram(file_telegram, &mut provenance)?;
-        let telegram_missing = (telegram.is_none() && !half_set.is_empty()).then(|| {
-            format!(
-                "Telegram is half configured: {} set but no bot token; set {} (or {}, or telegram.token_file), or remove them",
-                half_set.join(", "),
-                env_name(TOKEN),
-                env_name(TOKEN_FILE)
-            )
-        });
+        let (mut telegram, bot) = telegram(file_telegram, &mut provenance)?;
+        let telegram_missing = if bot.is_some() && telegram.is_none() {
+            Some(format!(
+                "Telegram is half configured: a bot token is set but no chat; set {} (or telegram.chat_id): `opsgate telegram ids` lists the chats the bot has seen",
+                env_name(CHAT_ID)
+            ))
+        } else {
+            (telegram.is_none() && !half_set.is_empty()).then(|| {
+                format!(
+                    "Telegram is half configured: {} set but no bot token; set {} (or {}, or telegram.token_file), or remove them",
+                    half_set.join(", "),
+                    env_name(TOKEN),
+                    env_name(TOKEN_FILE)
+                )
+            })
+        };
         let routes = routes(file.route)?;
         match &mut telegram {
             Some(tg) => tg.routes = routes,
@@ -875,10 +929,13 @@ impl Config {
                 public_env: runner.public_env.clone(),
             },
             config_path: config.clone(),
+            config_why: found.why,
+            db_from,
             fixed_now: now_override()?,
             sql_log: non_empty_env(SQL_LOG).map(PathBuf::from),
             verbosity,
             telegram,
+            bot,
             telegram_missing,
             rules,
             run_timeout: Duration::from_millis(run_timeout.max(1000) as u64),
@@ -919,6 +976,118 @@ impl Config {
         }
         Ok(tg)
     }
+}
+
+/// The config file chosen by [`discover`] and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    pub path: Option<PathBuf>,
+    /// Flag or environment when the file was named; `None` when discovered (or none).
+    pub origin: Option<Origin>,
+    /// One line for `doctor`: which rule picked it, and what else was there.
+    pub why: String,
+}
+
+/// Which config file to read (see the module doc): `explicit` is clap's merge of
+/// `--config` and `OPSGATE_CONFIG`, which must exist; otherwise the user's file, then the
+/// host's, each only when it exists. A path that cannot be looked at is an error naming
+/// it, never a silent "no config file".
+pub fn discover(explicit: Option<PathBuf>) -> Result<Found> {
+    if let Some(path) = explicit {
+        let origin = flag_or_env(CONFIG_FILE, &path);
+        let why = match origin {
+            Origin::Env => format!("named by {}", env_name(CONFIG_FILE)),
+            _ => "named by --config".to_string(),
+        };
+        return Ok(Found {
+            path: Some(path),
+            origin: Some(origin),
+            why,
+        });
+    }
+    let system = system_config();
+    let exists = |path: &Path| -> Result<bool> {
+        path.try_exists().map_err(|e| {
+            Error::new(
+                if e.kind() == std::io::ErrorKind::PermissionDenied {
+                    Kind::Permission
+                } else {
+                    Kind::Config
+                },
+                format!("cannot look at config file {}: {e}", path.display()),
+            )
+            .into()
+        })
+    };
+    // A user config this account may not look at (another user's HOME kept by `su` or
+    // `setpriv`) is not this account's: skipped, and said so by `doctor`.
+    let mut unreadable = String::new();
+    if let Some(user) = user_config() {
+        let found = match user.try_exists() {
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                unreadable = format!(" ({} skipped: permission denied)", user.display());
+                false
+            }
+            _ => exists(&user)?,
+        };
+        if found {
+            let shadowed = if exists(&system)? {
+                format!("; the host's {} is not read", system.display())
+            } else {
+                String::new()
+            };
+            return Ok(Found {
+                path: Some(user),
+                origin: None,
+                why: format!(
+                    "the user's config file (no --config nor {}){shadowed}",
+                    env_name(CONFIG_FILE)
+                ),
+            });
+        }
+    }
+    if exists(&system)? {
+        return Ok(Found {
+            path: Some(system),
+            origin: None,
+            why: format!(
+                "the host's config file (no --config, {} nor user config file){unreadable}",
+                env_name(CONFIG_FILE)
+            ),
+        });
+    }
+    let user = user_config()
+        .map(|p| format!("{}, ", p.display()))
+        .unwrap_or_default();
+    Ok(Found {
+        path: None,
+        origin: None,
+        why: format!(
+            "no config file: no --config nor {}, and neither {user}nor {} exists (flags, environment and defaults only){unreadable}",
+            env_name(CONFIG_FILE),
+            system.display()
+        ),
+    })
+}
+
+/// The user's config file: `$XDG_CONFIG_HOME/opsgate/opsgate.toml`, else
+/// `$HOME/.config/opsgate/opsgate.toml`.
+fn user_config() -> Option<PathBuf> {
+    let base = match non_empty_env(CONFIG_HOME) {
+        Some(dir) => PathBuf::from(dir),
+        None => PathBuf::from(
+            std::env::var("HOME")
+                .ok()
+                .filter(|v| !v.trim().is_empty())?,
+        )
+        .join(".config"),
+    };
+    Some(base.join("opsgate").join("opsgate.toml"))
+}
+
+/// The host's config file: [`SYSTEM_CONFIG`] or its default.
+fn system_config() -> PathBuf {
+    PathBuf::from(non_empty_env(SYSTEM_CONFIG).unwrap_or_else(|| SYSTEM_CONFIG.default.into()))
 }
 
 fn read_file_config(path: &Path) -> Result<FileConfig> {
@@ -1040,7 +1209,12 @@ fn now_override() -> Result<Option<i64>> {
     }
 }
 
-fn telegram(file: FileTelegram, prov: &mut Vec<Provenance>) -> Result<Option<TelegramConfig>> {
+/// The Telegram settings (token, chat and the rest) and the bot access; a token without a
+/// chat is the bot alone (the caller makes that a half configuration).
+fn telegram(
+    file: FileTelegram,
+    prov: &mut Vec<Provenance>,
+) -> Result<(Option<TelegramConfig>, Option<BotAccess>)> {
     let secret = |_: &String| "(secret)".to_string();
     let path_shown = |p: &PathBuf| p.display().to_string();
     // The environment's token (a file or the value) wins over the file's token_file.
@@ -1064,7 +1238,9 @@ fn telegram(file: FileTelegram, prov: &mut Vec<Provenance>) -> Result<Option<Tel
             token.map(|t| t.trim().to_string())
         }
     };
-    let Some(token) = token else { return Ok(None) };
+    let Some(token) = token else {
+        return Ok((None, None));
+    };
     if !valid_token(&token) {
         return Err(config_error(format!(
             "the Telegram token ({} or token file) is malformed; expected <bot id>:<secret> as BotFather prints it",
@@ -1080,12 +1256,7 @@ fn telegram(file: FileTelegram, prov: &mut Vec<Provenance>) -> Result<Option<Tel
             ))
         })?),
     };
-    let chat_id = pick(prov, CHAT_ID, env_chat, file.chat_id, i64::to_string).ok_or_else(|| {
-        config_error(format!(
-            "a Telegram token is set but no chat: set {} (or telegram.chat_id)",
-            env_name(CHAT_ID)
-        ))
-    })?;
+    let chat_id = pick(prov, CHAT_ID, env_chat, file.chat_id, i64::to_string);
     let env_operators = match non_empty_env(OPERATORS) {
         None => None,
         Some(raw) => Some(
@@ -1131,15 +1302,26 @@ fn telegram(file: FileTelegram, prov: &mut Vec<Provenance>) -> Result<Option<Tel
         format!("{t}s")
     })
     .unwrap_or(15);
-    Ok(Some(TelegramConfig {
+    let access = BotAccess {
         token: Secret(token),
-        chat_id,
-        operators,
         api_url,
         timeout: Duration::from_secs(timeout.clamp(1, 300)),
-        max_wait: Duration::from_secs(file.max_wait_secs.unwrap_or(60).min(3600)),
-        routes: Vec::new(),
-    }))
+    };
+    let Some(chat_id) = chat_id else {
+        return Ok((None, Some(access)));
+    };
+    Ok((
+        Some(TelegramConfig {
+            token: access.token.clone(),
+            chat_id,
+            operators,
+            api_url: access.api_url.clone(),
+            timeout: access.timeout,
+            max_wait: Duration::from_secs(file.max_wait_secs.unwrap_or(60).min(3600)),
+            routes: Vec::new(),
+        }),
+        Some(access),
+    ))
 }
 
 /// The names executed commands get from opsgate's environment, always.

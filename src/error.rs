@@ -21,6 +21,9 @@ pub enum Kind {
     BadInput,
     /// The proposal named on the command line does not exist.
     NotFound,
+    /// A command that only reads (or decides) was pointed at a SQLite file that does not
+    /// exist: it never creates one, and says which setting named the path.
+    NoDatabase,
     /// A file could not be read or written: read-only filesystem, full disk, I/O error.
     Io,
     /// Temporary: the database is locked past the busy timeout or unreachable, Telegram
@@ -34,12 +37,13 @@ pub enum Kind {
 }
 
 /// Every kind with its exit code and the line `--help` and the README print for it.
-pub const TABLE: [(Kind, u8, &str); 9] = [
+pub const TABLE: [(Kind, u8, &str); 10] = [
     (Kind::Internal, 1, "internal error, or Telegram refused a request"),
     (Kind::Conflict, 3, "the action no longer applies in the proposal's state (or needs --confirm)"),
     (Kind::Usage, 64, "usage error: an unknown option, a missing argument, a value out of range"),
     (Kind::BadInput, 65, "bad input; nothing written"),
     (Kind::NotFound, 66, "no such proposal"),
+    (Kind::NoDatabase, 66, "no such database: a command that reads or decides never creates one; the message names the path and the setting that chose it"),
     (Kind::Io, 74, "a file could not be read or written: read-only, disk full, I/O error"),
     (Kind::Temporary, 75, "temporary failure (database locked or down, Telegram unreachable or rate-limited, another poller); retry, nothing was lost"),
     (Kind::Permission, 77, "permission denied on the database or its directory (never reported as \"no proposals\" or \"does not exist\")"),
@@ -48,6 +52,9 @@ pub const TABLE: [(Kind, u8, &str); 9] = [
 
 /// Success.
 pub const OK: u8 = 0;
+
+/// What `run`'s exit code says when an approved command fails (help, man page, README).
+pub const RUN_EXIT: &str = "`opsgate run` exits 0 when an approved command it started fails or times out: the failure is the command's, not opsgate's, and is recorded (state failed, its exit code and output in `opsgate show`, `exit_code` in `run --json`); run's own exit code is non-zero only when opsgate itself failed (e.g. 75: database locked)";
 
 impl Kind {
     /// The exit code of this kind (see [`TABLE`]).

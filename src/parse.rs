@@ -103,6 +103,13 @@ pub enum ParseError {
         index: usize,
         why: String,
     },
+    /// Past [`IN_MEMORY`] the input streams, and a stream is read only as plain JSON or
+    /// JSON Lines: an envelope, fences or prose around the JSON are refused as what they
+    /// are, never as "no proposal array" or "malformed JSON at byte 0".
+    OverInMemory {
+        /// What the stream found.
+        why: String,
+    },
 }
 
 impl fmt::Display for ParseError {
@@ -146,6 +153,12 @@ impl fmt::Display for ParseError {
             ParseError::InvalidItem { index, why } => {
                 write!(f, "proposal {index}: {why} (--strict refuses invalid items)")
             }
+            ParseError::OverInMemory { why } => write!(
+                f,
+                "input over {} MiB limit ({why}): past {} MiB only a plain JSON proposal array (or an object holding one) or JSON Lines is read, not an LLM envelope, fences or prose around the JSON; unwrap it first (e.g. jq -r .result) or split the input",
+                IN_MEMORY >> 20,
+                IN_MEMORY >> 20
+            ),
         }
     }
 }
@@ -775,6 +788,8 @@ pub enum Input<R> {
 pub struct Streaming<R> {
     reader: CountingReader<std::io::Chain<std::io::Cursor<Vec<u8>>, std::io::Take<R>>>,
     first_line: Vec<u8>,
+    /// The input's first non-blank byte opens JSON.
+    starts_json: bool,
     limits: Limits,
 }
 
@@ -793,6 +808,10 @@ pub fn read_input<R: Read>(mut reader: R, limits: &Limits) -> anyhow::Result<Inp
     // Only a short first line can be a JSON Lines item.
     let probe = &head[..head.len().min(MAX_JSONL_PROBE + 1)];
     let first_line = probe.split(|b| *b == b'\n').next().unwrap_or(&[]).to_vec();
+    let starts_json = head
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|b| matches!(b, b'{' | b'['));
     let reader = CountingReader {
         inner: std::io::Cursor::new(head).chain(reader.take(limits.max_input_bytes as u64 + 1)),
         count: 0,
@@ -800,6 +819,7 @@ pub fn read_input<R: Read>(mut reader: R, limits: &Limits) -> anyhow::Result<Inp
     Ok(Input::Stream(Streaming {
         reader,
         first_line,
+        starts_json,
         limits: *limits,
     }))
 }
@@ -823,7 +843,22 @@ impl<R: Read> Streaming<R> {
             }
             .into());
         }
-        streamed
+        let starts_json = self.starts_json;
+        streamed.map_err(|e| match e.downcast_ref::<ParseError>() {
+            // Whole-input parsing would have unwrapped an envelope: say why it was not.
+            Some(ParseError::NoProposalArray { found }) => ParseError::OverInMemory {
+                why: format!("the JSON is {found}, an envelope is not unwrapped when streaming"),
+            }
+            .into(),
+            Some(ParseError::Malformed { .. } | ParseError::Truncated { .. }) if !starts_json => {
+                ParseError::OverInMemory {
+                    why: "it does not start with JSON: text before the JSON is not read when streaming"
+                        .into(),
+                }
+                .into()
+            }
+            _ => e,
+        })
     }
 }
 

@@ -2,7 +2,7 @@
 //! compare-and-set and audit). The voter is the account the kernel says runs the command
 //! (see `local_actor`); `--as` is only a label.
 
-use super::{find_proposal, local_actor, open_store, print_out};
+use super::{find_proposal, local_actor, open_existing, print_out};
 use crate::cli::{DecideArgs, RejectArgs};
 use crate::config::Config;
 use crate::error::{self, Error, Kind};
@@ -42,7 +42,7 @@ pub fn reject(config: &Config, args: RejectArgs) -> Result<u8> {
         )
         .into());
     }
-    let mut store = open_store(config)?;
+    let mut store = open_existing(config)?;
     let p = find_proposal(&mut store, &args.reference)?;
     let actor = local_actor(args.actor.as_deref());
     let outcome = store.reject(p.id, &actor, reason, &Via::default(), config.now())?;
@@ -54,7 +54,7 @@ fn decide(
     args: &DecideArgs,
     apply: impl Fn(&mut Store, i64, &Actor, &Via, i64) -> Result<Decided>,
 ) -> Result<u8> {
-    let mut store = open_store(config)?;
+    let mut store = open_existing(config)?;
     let p = find_proposal(&mut store, &args.reference)?;
     let actor = local_actor(args.actor.as_deref());
     let outcome = apply(&mut store, p.id, &actor, &Via::default(), config.now())?;

@@ -139,8 +139,12 @@ fn check(config: &Config) -> Report {
     let mut r = Report::default();
     r.ok(format!("opsgate {}", crate::cli::VERSION));
     match &config.config_path {
-        Some(p) => r.ok(format!("config file {} parsed", p.display())),
-        None => r.ok("no config file (flags, environment and defaults only)"),
+        Some(p) => r.ok(format!(
+            "config file {} parsed ({})",
+            p.display(),
+            config.config_why
+        )),
+        None => r.ok(config.config_why.clone()),
     }
     // Where each value came from (secrets masked), flags > environment > file > defaults.
     for p in &config.provenance {
@@ -193,7 +197,7 @@ fn check_database(config: &Config, r: &mut Report) {
             }
             Ok(false) => {
                 check_disk(path, r);
-                check_missing(path, r);
+                check_missing(path, &config.db_from, r);
                 return;
             }
             Ok(true) => check_file(path, r),
@@ -203,11 +207,15 @@ fn check_database(config: &Config, r: &mut Report) {
     let mut store = match Store::open_at(&config.db, config.rules) {
         Ok(s) => s,
         Err(e) => {
-            r.fail_as(
-                error::kind_of(&e, super::CLASSIFIERS),
-                format!("database {shown}: {e:#}"),
-                "point --db / OPSGATE_DB at an opsgate database, or move this file away",
-            );
+            // The message names what is wrong (a file that is not opsgate's says so
+            // itself); the fix follows the kind, never a guess about the file.
+            let kind = error::kind_of(&e, super::CLASSIFIERS);
+            let fix = match kind {
+                Kind::Temporary => "start the database server (or wait for it) and check the URL's host and port, then retry",
+                Kind::Permission => "run as the database's owner (see the systemd unit's User=), or grant the role its rights",
+                _ => "fix what the message names; the database is set by --db, OPSGATE_DB or db in the config file",
+            };
+            r.fail_as(kind, format!("database {shown}: {e:#}"), fix);
             return;
         }
     };
@@ -243,7 +251,9 @@ fn check_disk(path: &std::path::Path, r: &mut Report) {
 }
 
 /// A database not created yet: can it be, by this user?
-fn check_missing(path: &std::path::Path, r: &mut Report) {
+/// A missing database is reported, never created: `doctor` is the tool that says which
+/// setting chose the path (the commands that read refuse it with exit 66).
+fn check_missing(path: &std::path::Path, from: &str, r: &mut Report) {
     let parent = path
         .ancestors()
         .skip(1)
@@ -258,8 +268,8 @@ fn check_missing(path: &std::path::Path, r: &mut Report) {
     });
     if writable {
         r.warn(
-            format!("database {} does not exist yet", path.display()),
-            "it is created by the first `opsgate ingest`",
+            format!("database {} does not exist yet (from {from})", path.display()),
+            "it is created by the first `opsgate ingest`; if the service already has a queue, point --db, OPSGATE_DB or the config file's db at it",
         );
     } else {
         r.fail_as(
@@ -339,6 +349,13 @@ fn check_store(store: &mut Store, r: &mut Report) {
 
 fn check_telegram(config: &Config, r: &mut Report) {
     let Some(tg) = &config.telegram else {
+        if let Some(why) = &config.telegram_missing {
+            r.warn(
+                why.clone(),
+                "add the bot to the chat, send it any message there, then `opsgate telegram ids` prints the chat id and each sender's user id",
+            );
+            return;
+        }
         r.warn(
             "Telegram is not configured: cards print to stdout",
             "set OPSGATE_TELEGRAM_TOKEN_FILE (or telegram.token_file) and OPSGATE_TELEGRAM_CHAT_ID",

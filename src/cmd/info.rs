@@ -46,7 +46,11 @@ pub fn man(args: &ManArgs) -> Result<u8> {
 /// Every page as (file name, roff): the main page first, then one per visible
 /// subcommand. No `help` subcommand page: `opsgate help X` is `opsgate X --help`.
 fn man_pages() -> Result<Vec<(String, String)>> {
-    let mut cmd = crate::cli::command().disable_help_subcommand(true);
+    // The help's closing text becomes ENVIRONMENT and EXIT STATUS sections on every page,
+    // not clap_mangen's `.SH EXTRA`.
+    let mut cmd = crate::cli::command()
+        .after_help(None::<&str>)
+        .disable_help_subcommand(true);
     cmd.build();
     let mut subs = Vec::new();
     collect(&cmd, &mut subs);
@@ -56,6 +60,11 @@ fn man_pages() -> Result<Vec<(String, String)>> {
         man.render(&mut out)
             .with_context(|| format!("rendering the man page {name}"))?;
         let mut roff = String::from_utf8_lossy(&out).into_owned();
+        let closing = closing_sections();
+        match roff.find(".SH VERSION") {
+            Some(at) => roff.insert_str(at, &closing),
+            None => roff.push_str(&closing),
+        }
         if !see_also.is_empty() {
             let refs: Vec<String> = see_also
                 .iter()
@@ -84,5 +93,41 @@ fn collect(cmd: &clap::Command, out: &mut Vec<clap::Command>) {
     for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
         out.push(sub.clone());
         collect(sub, out);
+    }
+}
+
+/// The ENVIRONMENT and EXIT STATUS sections, from the settings table and the exit-code
+/// table (the same ones `--help` and the README list).
+fn closing_sections() -> String {
+    let mut out = String::from(".SH ENVIRONMENT\n");
+    for s in crate::config::SETTINGS {
+        let Some(env) = s.env else { continue };
+        let default = if s.default.is_empty() {
+            String::new()
+        } else {
+            format!(" (default {})", s.default)
+        };
+        out.push_str(&format!(
+            ".TP\n\\fB{}\\fR\n{}\n",
+            roff_escape(env),
+            roff_escape(&format!("{}{default}", s.help))
+        ));
+    }
+    out.push_str(".SH \"EXIT STATUS\"\n.TP\n\\fB0\\fR\nsuccess\n");
+    for (_, code, meaning) in crate::error::TABLE {
+        out.push_str(&format!(".TP\n\\fB{code}\\fR\n{}\n", roff_escape(meaning)));
+    }
+    out.push_str(&format!(".PP\n{}\n", roff_escape(crate::error::RUN_EXIT)));
+    out
+}
+
+/// Text as a roff line: backslashes and hyphens escaped, a leading control character
+/// guarded.
+fn roff_escape(text: &str) -> String {
+    let escaped = text.replace('\\', "\\e").replace('-', "\\-");
+    if escaped.starts_with(['.', '\'']) {
+        format!("\\&{escaped}")
+    } else {
+        escaped
     }
 }

@@ -99,8 +99,7 @@ pub fn ingest(config: &Config, args: IngestArgs) -> Result<u8> {
                 json: false,
             },
         );
-        let committed =
-            "the ingest was committed; its cards were not all delivered (the next notify delivers them)";
+        let committed = "the ingest was committed; its cards were not all delivered";
         return match delivered {
             Ok(code) if code != error::OK => {
                 warn(config, committed);

@@ -1,6 +1,6 @@
 //! `list`, `show`, `history`: proposals and their timelines, as text or JSON.
 
-use super::{find_proposal, no_proposal, open_for_reading, print_out};
+use super::{find_proposal, open_existing, print_out};
 use crate::cli::{ListArgs, ShowArgs};
 use crate::config::Config;
 use crate::error::{self, Error, Kind};
@@ -176,10 +176,7 @@ pub fn list(config: &Config, args: ListArgs) -> Result<u8> {
     } else {
         "No proposals.\n"
     };
-    let Some(mut store) = open_for_reading(config)? else {
-        print_out(empty)?;
-        return Ok(error::OK);
-    };
+    let mut store = open_existing(config)?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, stdout.lock());
     let mut count = 0usize;
@@ -252,7 +249,7 @@ pub fn list(config: &Config, args: ListArgs) -> Result<u8> {
 }
 
 pub fn show(config: &Config, args: ShowArgs) -> Result<u8> {
-    let mut store = open_for_reading(config)?.ok_or_else(|| no_proposal(&args.reference))?;
+    let mut store = open_existing(config)?;
     let p = find_proposal(&mut store, &args.reference)?;
     let sightings = store.sightings(p.id)?;
     let transitions = store.transitions(p.id)?;
@@ -373,7 +370,7 @@ fn transition_line(t: &Transition) -> String {
 }
 
 pub fn history(config: &Config, args: ShowArgs) -> Result<u8> {
-    let mut store = open_for_reading(config)?.ok_or_else(|| no_proposal(&args.reference))?;
+    let mut store = open_existing(config)?;
     let p = find_proposal(&mut store, &args.reference)?;
     let vis = |s: &str| show_field(s, 4000);
     let cmd = |s: &str| {

@@ -15,6 +15,7 @@ mod poll;
 mod run;
 mod stats;
 mod sweep;
+mod telegram;
 
 use crate::canon;
 use crate::cli::{Cli, Command};
@@ -73,6 +74,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Sweep(args) => sweep::sweep(&config, args),
         Command::Authority => info::authority(),
         Command::Doctor(args) => doctor::doctor(&config, args.json),
+        Command::Telegram(crate::cli::TelegramCommand::Ids(args)) => telegram::ids(&config, &args),
         Command::Migrate(args) => migrate::migrate(&config, args),
         Command::Stats(args) => stats::stats(&config, args),
         Command::Context(args) => context::context(&config, args),
@@ -134,8 +136,8 @@ fn init_logs(verbosity: i8, serve: bool) {
 /// `[runner] env` / `pass_env` values whose names say they are secret.
 fn known_secrets(config: &Config) -> Vec<crate::config::Secret> {
     let mut out = Vec::new();
-    if let Some(tg) = &config.telegram {
-        out.push(tg.token.clone());
+    if let Some(bot) = &config.bot {
+        out.push(bot.token.clone());
     }
     if let DbLocation::Postgres(url) = &config.db {
         if let Some(p) = crate::config::url_password(url) {
@@ -227,8 +229,24 @@ fn open_location(location: &DbLocation, config: &Config) -> Result<Store> {
     Ok(store)
 }
 
-/// Opens the store for reading; a missing database is an empty one, not an error, and is
-/// not created. One the user may not look at is an error (77), never "no proposals".
+/// Opens the store of a command that reads or decides (`list`, `show`, `history`, `stats`,
+/// `context`, `notify --console`, `approve`...): a missing SQLite file is never created but
+/// refused (66), naming the path and the setting that chose it, so a shell pointed at the
+/// wrong database never shows an empty queue. One the user may not look at is an error
+/// (77), never "no proposals".
+fn open_existing(config: &Config) -> Result<Store> {
+    if let DbLocation::File(path) = &config.db {
+        if !db_file_exists(path)? {
+            return Err(no_database(config, path));
+        }
+    }
+    open_store(config)
+}
+
+/// Opens the store for `context` and `notify --console`: a missing database is an empty
+/// one, not an error, and is not created. `context` is the first step of every cycle
+/// (`opsgate-cycle`), before the first `ingest` creates the database at the same path.
+/// One the user may not look at is an error (77), never "no proposals".
 fn open_for_reading(config: &Config) -> Result<Option<Store>> {
     if let DbLocation::File(path) = &config.db {
         if !db_file_exists(path)? {
@@ -236,6 +254,22 @@ fn open_for_reading(config: &Config) -> Result<Option<Store>> {
         }
     }
     open_store(config).map(Some)
+}
+
+/// The error of a missing database file (exit 66).
+fn no_database(config: &Config, path: &std::path::Path) -> anyhow::Error {
+    let config_file = match &config.config_path {
+        Some(p) => format!("config file {}", p.display()),
+        None => "no config file".to_string(),
+    };
+    error::fail(
+        Kind::NoDatabase,
+        format!(
+            "no database at {} (from {}; {config_file}): nothing was created; point --db, OPSGATE_DB or the config file's db at the service's database (see `opsgate doctor`), or record proposals with `opsgate ingest` first",
+            path.display(),
+            config.db_from
+        ),
+    )
 }
 
 /// Whether the database file exists; a path this user cannot look into is an error that
@@ -283,32 +317,47 @@ fn find_proposal(store: &mut Store, reference: &str) -> Result<Proposal> {
     }
 }
 
-/// The local operator: the account the kernel says runs this command ([`verified_uid`]),
-/// named from the user database. `--as` is only a label shown after that name: it never
-/// makes another voter and never names someone else.
+/// The local operator: the person the kernel vouches for ([`verified_person`]), named
+/// from the user database, with the account the command runs as when that is someone
+/// else (`sudo -u opsgate opsgate approve 4` by alice: `local:alice (as opsgate)`). The
+/// vote is the person's. `--as` is only a label shown after that: it never makes another
+/// voter and never names someone else.
 fn local_actor(label: Option<&str>) -> Actor {
-    let uid = verified_uid();
-    let name = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
-        .ok()
-        .flatten()
-        .map(|u| u.name)
-        .filter(|n| !n.is_empty())
-        .unwrap_or_else(|| format!("uid{uid}"));
-    actor_for(&crate::text::show_field(&name, 64), label)
+    let account = nix::unistd::getuid().as_raw();
+    let person = verified_person(account);
+    let name = |uid: u32| {
+        let name = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+            .ok()
+            .flatten()
+            .map(|u| u.name)
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| format!("uid{uid}"));
+        crate::text::show_field(&name, 64)
+    };
+    let account = (person != account).then(|| name(account));
+    actor_for(&name(person), account.as_deref(), label)
 }
 
-/// The actor of verified account `name`, with an optional `--as` label.
-fn actor_for(name: &str, label: Option<&str>) -> Actor {
+/// The actor of verified person `name` running as `account` (when another), with an
+/// optional `--as` label.
+fn actor_for(name: &str, account: Option<&str>, label: Option<&str>) -> Actor {
     let voter = format!("local:{name}");
+    let (id, who) = match account {
+        Some(account) => (
+            format!("{voter} (as {account})"),
+            format!("{name} as {account}"),
+        ),
+        None => (voter.clone(), name.to_string()),
+    };
     match label.map(as_label).filter(|l| !l.is_empty() && l != name) {
         Some(label) => Actor {
-            id: format!("{voter} as \"{label}\""),
-            display: format!("{name} (shell, as \"{label}\")"),
+            id: format!("{id} as \"{label}\""),
+            display: format!("{who} (shell, as \"{label}\")"),
             voter,
         },
         None => Actor {
-            id: voter.clone(),
-            display: format!("{name} (shell)"),
+            id,
+            display: format!("{who} (shell)"),
             voter,
         },
     }
@@ -331,55 +380,89 @@ fn as_label(label: &str) -> String {
         .collect()
 }
 
-/// The uid whose vote a command-line decision is: the real uid. When that is root, sudo's
-/// caller (`SUDO_UID`) instead, but only when sudo set it: our parent process is sudo and
-/// runs with that real uid (sudo keeps its caller's real uid). `SUDO_UID` typed into a
-/// root shell, or passed through anything else, is ignored: the vote is root's.
-fn verified_uid() -> u32 {
-    let real = nix::unistd::getuid().as_raw();
+/// The uid of the person a command-line decision is from: sudo's caller (`SUDO_UID`) when
+/// sudo itself set it, else the real uid (`account`). `SUDO_UID` and `SUDO_USER` are
+/// environment variables anyone can set, so `SUDO_UID` counts only when our parent process
+/// is a running sudo (named `sudo`, effective uid 0: a setuid-root binary, which no user
+/// can fake; and, where we may read it, its executable a root-owned file named `sudo`)
+/// whose real uid is that `SUDO_UID`: sudo keeps its caller's real uid, so a shell under
+/// sudo that rewrites `SUDO_UID` before `exec opsgate` is caught. `SUDO_USER` is never
+/// read: the name comes from the user database.
+fn verified_person(account: u32) -> u32 {
     let sudo_uid = std::env::var("SUDO_UID").ok();
-    trusted_uid(real, sudo_uid.as_deref(), || {
+    trusted_uid(account, sudo_uid.as_deref(), || {
         parent_process(nix::unistd::getppid().as_raw())
     })
 }
 
-/// [`verified_uid`]'s rule; `parent` gives the parent process's executable file name and
-/// real uid.
+/// What [`verified_person`] checks of the parent process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Parent {
+    /// `Name:` of `/proc/PID/status`.
+    name: String,
+    real_uid: u32,
+    effective_uid: u32,
+    /// `/proc/PID/exe` is readable (we are root) and is not a root-owned file named sudo.
+    foreign_exe: bool,
+}
+
+/// [`verified_person`]'s rule; `parent` describes the parent process.
 fn trusted_uid(
-    real: u32,
+    account: u32,
     sudo_uid: Option<&str>,
-    parent: impl FnOnce() -> Option<(String, u32)>,
+    parent: impl FnOnce() -> Option<Parent>,
 ) -> u32 {
-    if real != 0 {
-        return real;
-    }
     let Some(claimed) = sudo_uid.and_then(|u| u.trim().parse::<u32>().ok()) else {
-        return real;
+        return account;
     };
     match parent() {
-        Some((exe, parent_uid)) if exe == "sudo" && parent_uid == claimed => claimed,
-        _ => real,
+        Some(p)
+            if p.name == "sudo"
+                && p.effective_uid == 0
+                && !p.foreign_exe
+                && p.real_uid == claimed =>
+        {
+            claimed
+        }
+        _ => account,
     }
 }
 
-/// The executable file name (`/proc/PID/exe`) and real uid (`Uid:` in `/proc/PID/status`)
-/// of process `pid`.
-fn parent_process(pid: i32) -> Option<(String, u32)> {
-    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok()?;
-    let name = exe.file_name()?.to_str()?.to_string();
+/// The parent process `pid` as [`Parent`], from `/proc/PID/status` (readable by anyone)
+/// and `/proc/PID/exe` (readable only by root for a setuid process).
+fn parent_process(pid: i32) -> Option<Parent> {
+    use std::os::unix::fs::MetadataExt;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    Some((name, real_uid_in_status(&status)?))
+    let name = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Name:"))?
+        .trim()
+        .to_string();
+    let (real_uid, effective_uid) = uids_in_status(&status)?;
+    let foreign_exe = match std::fs::read_link(format!("/proc/{pid}/exe")) {
+        Ok(exe) => {
+            let owner = std::fs::metadata(format!("/proc/{pid}/exe")).map(|m| m.uid());
+            exe.file_name().and_then(|n| n.to_str()) != Some("sudo") || owner.ok() != Some(0)
+        }
+        Err(_) => false,
+    };
+    Some(Parent {
+        name,
+        real_uid,
+        effective_uid,
+        foreign_exe,
+    })
 }
 
-/// The real uid of a `/proc/PID/status` text: the first field of its `Uid:` line.
-fn real_uid_in_status(status: &str) -> Option<u32> {
-    status
+/// The real and effective uid of a `/proc/PID/status` text: the first two fields of its
+/// `Uid:` line.
+fn uids_in_status(status: &str) -> Option<(u32, u32)> {
+    let mut fields = status
         .lines()
         .find_map(|l| l.strip_prefix("Uid:"))?
         .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
+        .map(|f| f.parse::<u32>().ok());
+    Some((fields.next()??, fields.next()??))
 }
 
 #[cfg(test)]
@@ -387,40 +470,74 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sudo_uid_counts_only_when_a_sudo_parent_of_that_real_uid_set_it() {
-        let sudo_by = |uid| move || Some(("sudo".to_string(), uid));
-        // Not root: the real uid, whatever the environment says.
-        assert_eq!(trusted_uid(1000, Some("0"), sudo_by(0)), 1000);
-        // Root under sudo, run by uid 1000: the caller.
+    fn sudo_uid_counts_only_when_a_running_sudo_of_that_real_uid_set_it() {
+        let sudo_by = |uid| {
+            move || {
+                Some(Parent {
+                    name: "sudo".into(),
+                    real_uid: uid,
+                    effective_uid: 0,
+                    foreign_exe: false,
+                })
+            }
+        };
+        // `sudo -u opsgate` by uid 1000: the caller, whatever account runs the command.
+        assert_eq!(trusted_uid(999, Some("1000"), sudo_by(1000)), 1000);
         assert_eq!(trusted_uid(0, Some("1000"), sudo_by(1000)), 1000);
-        // Root typing SUDO_UID by hand: root.
-        assert_eq!(trusted_uid(0, Some("1000"), || Some(("bash".into(), 0))), 0);
-        // A sudo run by someone else than SUDO_UID says (root's sudo, env SUDO_UID=...).
-        assert_eq!(trusted_uid(0, Some("1000"), sudo_by(0)), 0);
-        // A program merely named like sudo elsewhere is still checked by uid; garbage
-        // and unknown parents are root.
+        // A shell under sudo that rewrote SUDO_UID: sudo's real uid is still the caller's.
+        assert_eq!(trusted_uid(999, Some("1001"), sudo_by(1000)), 999);
+        // SUDO_UID typed by hand, under a shell or a fake "sudo" without root: the account.
+        let named = |name: &str, euid: u32, foreign_exe: bool| {
+            let name = name.to_string();
+            move || {
+                Some(Parent {
+                    name,
+                    real_uid: 1000,
+                    effective_uid: euid,
+                    foreign_exe,
+                })
+            }
+        };
+        assert_eq!(
+            trusted_uid(999, Some("1000"), named("bash", 999, false)),
+            999
+        );
+        assert_eq!(
+            trusted_uid(999, Some("1000"), named("sudo", 1000, false)),
+            999
+        );
+        assert_eq!(trusted_uid(0, Some("1000"), named("sudo", 0, true)), 0);
+        // Garbage and unknown parents are the account.
         assert_eq!(trusted_uid(0, Some("x"), sudo_by(1000)), 0);
         assert_eq!(trusted_uid(0, Some("1000"), || None), 0);
         assert_eq!(trusted_uid(0, None, sudo_by(1000)), 0);
         let status = "Name:\tsudo\nUmask:\t0022\nUid:\t1000\t0\t0\t0\nGid:\t1000\t0\t0\t0\n";
-        assert_eq!(real_uid_in_status(status), Some(1000));
-        assert_eq!(real_uid_in_status("Name: x\n"), None);
+        assert_eq!(uids_in_status(status), Some((1000, 0)));
+        assert_eq!(uids_in_status("Name: x\n"), None);
     }
 
     #[test]
     fn an_as_label_follows_the_verified_name_and_never_makes_another_voter() {
-        let plain = actor_for("alice", None);
+        let plain = actor_for("alice", None, None);
         assert_eq!(
             (plain.voter.as_str(), plain.display.as_str()),
             ("local:alice", "alice (shell)")
         );
-        let labelled = actor_for("alice", Some("ops-bob"));
+        let labelled = actor_for("alice", None, Some("ops-bob"));
         assert_eq!(labelled.voter, "local:alice");
         assert_eq!(labelled.display, "alice (shell, as \"ops-bob\")");
         assert_eq!(labelled.id, "local:alice as \"ops-bob\"");
         // A label cannot close its quotes or pose as a list of voters.
-        let forged = actor_for("alice", Some("x\"), @u222 (telegram"));
+        let forged = actor_for("alice", None, Some("x\"), @u222 (telegram"));
         assert_eq!(forged.display, "alice (shell, as \"x____@u222__telegram\")");
-        assert_eq!(actor_for("alice", Some("alice")).display, "alice (shell)");
+        assert_eq!(
+            actor_for("alice", None, Some("alice")).display,
+            "alice (shell)"
+        );
+        // Under `sudo -u opsgate`: the person votes, the account is recorded with them.
+        let sudo = actor_for("alice", Some("opsgate"), None);
+        assert_eq!(sudo.voter, "local:alice");
+        assert_eq!(sudo.id, "local:alice (as opsgate)");
+        assert_eq!(sudo.display, "alice as opsgate (shell)");
     }
 }

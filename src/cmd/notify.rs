@@ -78,10 +78,15 @@ pub fn finish_push(config: &Config, report: &PushReport) -> Result<u8> {
         eprintln!("opsgate: error: card {cluster}: {e}");
     }
     if let Some(e) = &report.stopped_by {
-        return Err(anyhow::Error::new(e.clone()).context(format!(
-            "{} card(s) still owed; the next notify delivers them",
-            report.still_owed
-        )));
+        // Said once, and only when true: a refused token or chat needs a fix first.
+        let when = match e {
+            crate::notify::telegram::TgError::Config(_) => {
+                "a notify delivers them once this is fixed"
+            }
+            _ => "the next notify delivers them",
+        };
+        return Err(anyhow::Error::new(e.clone())
+            .context(format!("{} card(s) still owed, {when}", report.still_owed)));
     }
     if !report.refused.is_empty() {
         return Ok(Kind::Internal.code());

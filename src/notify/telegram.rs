@@ -6,7 +6,7 @@
 //! strings (the store is channel-neutral). The bot token never leaves this module in any
 //! message: errors are redacted before they are returned.
 
-use crate::config::{Target, TelegramConfig};
+use crate::config::{BotAccess, Target, TelegramConfig};
 use crate::error::Kind;
 use crate::notify::Card;
 use crate::process::Stop;
@@ -114,6 +114,19 @@ pub enum Polled {
     Stop,
 }
 
+/// Where an update came from and who sent it, for `opsgate telegram ids`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seen {
+    pub chat_id: i64,
+    /// `group`, `supergroup`, `channel` or `private`.
+    pub chat_kind: String,
+    /// The group's title, or the private chat's user name.
+    pub chat_title: String,
+    pub user_id: Option<u64>,
+    pub username: Option<String>,
+    pub name: String,
+}
+
 /// What `doctor` learns about a chat.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChatCheck {
@@ -129,10 +142,21 @@ pub struct Telegram {
     bot: Bot,
     token: String,
     timeout: Duration,
+    /// The Bot API's base URL, as messages may show it (no token: that is in the path).
+    api: String,
 }
 
 impl Telegram {
     pub fn new(cfg: &TelegramConfig) -> anyhow::Result<Telegram> {
+        Telegram::connect(&BotAccess {
+            token: cfg.token.clone(),
+            api_url: cfg.api_url.clone(),
+            timeout: cfg.timeout,
+        })
+    }
+
+    /// A bot from its token alone (no chat needed): `opsgate telegram ids`.
+    pub fn connect(cfg: &BotAccess) -> anyhow::Result<Telegram> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -155,6 +179,10 @@ impl Telegram {
             bot,
             token: cfg.token.expose().to_string(),
             timeout: cfg.timeout,
+            api: cfg
+                .api_url
+                .clone()
+                .unwrap_or_else(|| crate::config::API_URL.default.to_string()),
         })
     }
 
@@ -188,14 +216,25 @@ impl Telegram {
             RequestError::RetryAfter(s) => TgError::RetryAfter(s.duration()),
             RequestError::Api(ApiError::MessageToEditNotFound) => TgError::MessageGone,
             RequestError::Api(ApiError::TerminatedByOtherGetUpdates) => TgError::Conflict,
-            RequestError::Api(
-                ApiError::InvalidToken | ApiError::ChatNotFound | ApiError::BotBlocked,
-            ) => TgError::Config(redact(e.to_string())),
+            // 409 with a webhook set: teloxide knows no variant for it.
+            RequestError::Api(ApiError::Unknown(m)) if m.starts_with("Conflict:") => {
+                TgError::Conflict
+            }
+            RequestError::Api(ApiError::InvalidToken) => TgError::Config(format!(
+                "the bot token is invalid (Telegram answered 401 Unauthorized): put the token @BotFather printed in {} or the token file (telegram.token_file)",
+                crate::config::TOKEN.env.unwrap_or_default()
+            )),
+            RequestError::Api(ApiError::ChatNotFound) => TgError::Config(
+                "chat not found: the bot is not in that chat, or the chat id is wrong (`opsgate telegram ids` lists the chats the bot has seen)".into(),
+            ),
+            RequestError::Api(ApiError::BotBlocked) => TgError::Config(
+                "the bot was blocked by the user of that private chat".into(),
+            ),
             RequestError::Api(ApiError::Unknown(m)) if is_server_side(&m) => {
                 TgError::Temporary(redact(m))
             }
             RequestError::Api(api) => TgError::Refused(redact(api.to_string())),
-            RequestError::Network(n) => TgError::Temporary(redact(n.to_string())),
+            RequestError::Network(n) => TgError::Temporary(unreachable(&self.api, n.as_ref())),
             RequestError::InvalidJson { .. } => {
                 TgError::Temporary("malformed answer from the Bot API".into())
             }
@@ -307,6 +346,45 @@ impl Telegram {
         req
     }
 
+    /// The waiting updates' chats and senders, read without confirming any update: no
+    /// offset (Telegram confirms updates only when a later call passes an offset above
+    /// their id, so the poller still gets every press), no long poll, and no
+    /// `allowed_updates` (which would replace the poller's). A poller's own getUpdates
+    /// running at the same time, or a webhook, makes Telegram answer 409.
+    pub fn peek(&self) -> Result<Vec<Seen>, TgError> {
+        let req = self.bot.get_updates().timeout(0);
+        let updates = self.call(self.timeout, async { req.await })?;
+        Ok(updates
+            .iter()
+            .filter_map(|u| {
+                let chat = u.chat()?;
+                let from = u.from();
+                let title = chat
+                    .title()
+                    .or(chat.username())
+                    .or(chat.first_name())
+                    .unwrap_or_default();
+                let kind = if chat.is_private() {
+                    "private"
+                } else if chat.is_supergroup() {
+                    "supergroup"
+                } else if chat.is_channel() {
+                    "channel"
+                } else {
+                    "group"
+                };
+                Some(Seen {
+                    chat_id: chat.id.0,
+                    chat_kind: kind.to_string(),
+                    chat_title: title.to_string(),
+                    user_id: from.map(|f| f.id.0),
+                    username: from.and_then(|f| f.username.clone()),
+                    name: from.map(|f| f.full_name()).unwrap_or_default(),
+                })
+            })
+            .collect())
+    }
+
     /// Answers a button press with a short toast. Failing to answer (a query that is too
     /// old, as cron-driven polling often finds) is not an error: the card carries the
     /// outcome.
@@ -374,6 +452,26 @@ impl Telegram {
             .url
             .map(|u| u.host_str().unwrap_or("an unnamed host").to_string()))
     }
+}
+
+/// A network failure as one line: the Bot API's base URL (never the request's, whose path
+/// holds the token) and the innermost cause (connection refused, a DNS failure, a
+/// timeout), not reqwest's "error sending request".
+fn unreachable(api: &str, e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    let timed_out = cause
+        .downcast_ref::<std::io::Error>()
+        .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        || cause.to_string().contains("timed out");
+    let what = if timed_out {
+        "timed out".to_string()
+    } else {
+        cause.to_string()
+    };
+    format!("cannot reach the Bot API at {api}: {what}")
 }
 
 fn message_id(message: &str) -> Result<MessageId, TgError> {

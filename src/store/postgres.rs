@@ -108,8 +108,16 @@ fn tls(root_cert: Option<&str>) -> Result<tokio_postgres_rustls::MakeRustlsConne
     match root_cert {
         Some(path) => {
             use rustls::pki_types::pem::PemObject;
-            let certs = rustls::pki_types::CertificateDer::pem_file_iter(path)
-                .with_context(|| format!("reading sslrootcert {path}"))?;
+            // A missing or unreadable file is the URL's setting, never "not an opsgate
+            // database": say which file and which setting names it (78).
+            let certs = rustls::pki_types::CertificateDer::pem_file_iter(path).map_err(|e| {
+                crate::error::fail(
+                    Kind::Config,
+                    format!(
+                        "cannot read the CA certificate file {path} named by sslrootcert= in the database URL (--db / OPSGATE_DB / db): {e}"
+                    ),
+                )
+            })?;
             for cert in certs {
                 let cert = cert.with_context(|| format!("reading sslrootcert {path}"))?;
                 roots

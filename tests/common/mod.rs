@@ -65,6 +65,19 @@ impl Env {
                     "XDG_STATE_HOME".into(),
                     self.state_home().display().to_string(),
                 ),
+                // No config file of this machine's user or host is discovered.
+                (
+                    "XDG_CONFIG_HOME".into(),
+                    self.dir.path().join("xdg-config").display().to_string(),
+                ),
+                (
+                    "OPSGATE_SYSTEM_CONFIG".into(),
+                    self.dir
+                        .path()
+                        .join("etc/opsgate.toml")
+                        .display()
+                        .to_string(),
+                ),
             ],
         }
     }
