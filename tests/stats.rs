@@ -258,9 +258,17 @@ fn man_dir_writes_a_page_per_subcommand_and_see_also_names_only_pages_that_exist
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     let cli = opsgate::cli::command();
+    // Nested subcommands (`telegram ids`) get a page of their own too.
     let mut expected: BTreeSet<String> = cli
         .get_subcommands()
-        .map(|s| format!("opsgate-{}.1", s.get_name()))
+        .flat_map(|s| {
+            let top = format!("opsgate-{}", s.get_name());
+            std::iter::once(format!("{top}.1")).chain(
+                s.get_subcommands()
+                    .filter(|n| n.get_name() != "help")
+                    .map(move |n| format!("{top}-{}.1", n.get_name())),
+            )
+        })
         .collect();
     expected.insert("opsgate.1".into());
     assert_eq!(written, expected);
