@@ -15,14 +15,17 @@ use anyhow::Result;
 use std::path::Path;
 use std::time::Duration;
 
+mod card_check;
+mod claims;
 mod copy;
 pub mod db;
-mod decide;
+mod decisions;
 mod ingest;
 mod outbox;
 mod postgres;
 mod query;
 mod sqlite;
+mod sweeps;
 
 pub use copy::Copied;
 pub use db::{Backend, Health, Level};
@@ -261,6 +264,38 @@ fn lock_card(c: &mut dyn Conn, cluster_id: i64) -> Result<()> {
         "SELECT cluster_id FROM cards WHERE cluster_id = ?1 FOR UPDATE",
         &[&cluster_id],
     )
+}
+
+/// The state and cluster of a proposal.
+fn proposal_state(c: &mut dyn Conn, id: i64) -> Result<Option<(State, i64)>> {
+    let row = c.query_opt(
+        "SELECT state, cluster_id FROM proposals WHERE id = ?1",
+        &[&id],
+    )?;
+    let Some(r) = row else {
+        return Ok(None);
+    };
+    match State::parse(&r.text(0)?) {
+        Some(state) => Ok(Some((state, r.int(1)?))),
+        None => Ok(None),
+    }
+}
+
+/// The cluster of a proposal, with its card locked; then its state (read under the lock).
+fn lock_proposal(c: &mut dyn Conn, id: i64) -> Result<Option<(State, i64)>> {
+    let Some((_, cluster_id)) = proposal_state(c, id)? else {
+        return Ok(None);
+    };
+    lock_card(c, cluster_id)?;
+    // The cluster may have changed (a fold) while we waited for the lock.
+    match proposal_state(c, id)? {
+        Some((state, now_in)) if now_in == cluster_id => Ok(Some((state, cluster_id))),
+        Some((_, other)) => {
+            lock_card(c, other)?;
+            proposal_state(c, id)
+        }
+        None => Ok(None),
+    }
 }
 
 /// How many ingests of `source` came after `ingest_id` (counted up to `limit`): the
