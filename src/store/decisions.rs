@@ -44,17 +44,14 @@ pub(crate) fn approvers(c: &mut dyn Conn, id: i64) -> Result<Vec<(String, String
     Ok(out)
 }
 
-/// What approving pending proposal `id` takes now ([`lifecycle::approval_plan`]): the
-/// votes it needs and the ids of the pending siblings of its cluster it would supersede.
-pub(crate) fn approval_plan(
+/// The other pending variants of cluster `cluster_id` (besides `id`): (id, keys, risk),
+/// oldest first.
+fn pending_siblings(
     c: &mut dyn Conn,
     id: i64,
     cluster_id: i64,
-    keys: &[String],
-    risk: Risk,
-    rules: &Rules,
-) -> Result<(u8, Vec<i64>)> {
-    let mut siblings: Vec<(i64, Vec<String>, Risk)> = Vec::new();
+) -> Result<Vec<(i64, Vec<String>, Risk)>> {
+    let mut siblings = Vec::new();
     for row in c.query(
         "SELECT id, logical_keys, risk FROM proposals
          WHERE cluster_id = ?1 AND state = 'pending' AND id <> ?2 ORDER BY id",
@@ -65,13 +62,48 @@ pub(crate) fn approval_plan(
         let other_risk = Risk::from_str_opt(&row.text(2)?).unwrap_or(Risk::High);
         siblings.push((row.int(0)?, other_keys, other_risk));
     }
-    let pending: Vec<lifecycle::Variant> = siblings
+    Ok(siblings)
+}
+
+fn variants(siblings: &[(i64, Vec<String>, Risk)]) -> Vec<lifecycle::Variant<'_>> {
+    siblings
         .iter()
         .map(|(_, keys, risk)| lifecycle::Variant { keys, risk: *risk })
-        .collect();
-    let plan = lifecycle::approval_plan(lifecycle::Variant { keys, risk }, &pending, rules);
+        .collect()
+}
+
+/// What approving pending proposal `id` takes now ([`lifecycle::approval_plan`]): the
+/// votes it needs and the ids of the pending siblings of its cluster it would supersede.
+pub(crate) fn approval_plan(
+    c: &mut dyn Conn,
+    id: i64,
+    cluster_id: i64,
+    keys: &[String],
+    risk: Risk,
+    rules: &Rules,
+) -> Result<(u8, Vec<i64>)> {
+    let siblings = pending_siblings(c, id, cluster_id)?;
+    let plan = lifecycle::approval_plan(
+        lifecycle::Variant { keys, risk },
+        &variants(&siblings),
+        rules,
+    );
     let superseded = plan.supersedes.iter().map(|&n| siblings[n].0).collect();
     Ok((plan.need, superseded))
+}
+
+/// Counts `actor`'s approval of pending proposal `id` towards its quorum (an audit row).
+fn record_vote(c: &mut dyn Conn, id: i64, actor: &Actor, now: i64) -> Result<()> {
+    record(
+        c,
+        Some(id),
+        Some(State::Pending),
+        Some(State::Pending),
+        APPROVAL,
+        &actor.voter,
+        now,
+        Some(&actor.display),
+    )
 }
 
 impl Store {
@@ -142,70 +174,75 @@ impl Store {
             let (last_seen, source) = (row.int(2)?, row.text(3)?);
             let risk = Risk::from_str_opt(&row.text(4)?).unwrap_or(Risk::High);
             let keys: Vec<String> = serde_json::from_str(&row.text(5)?).unwrap_or_default();
-            // Past its ttl a proposal can no longer be approved: it expires now, rather
-            // than be approved and then expire silently.
-            if lifecycle::expired(first_seen, now, &rules) {
-                let note = lifecycle::expiry_note(&rules);
-                transition(
-                    c,
-                    proposal_id,
-                    State::Pending,
-                    Verb::Expire,
-                    &sweeper(),
+            // The facts of the rule ([`lifecycle::approve`]), read under the card's lock.
+            let later_ingests = match last_ingest {
+                Some(last) if !confirmed_stale => {
+                    Some(later_ingests(c, &source, last, rules.stale_after_cycles)?)
+                }
+                _ => None,
+            };
+            let siblings = pending_siblings(c, proposal_id, cluster_id)?;
+            let voters: Vec<(String, String)> = if lifecycle::any_quorum(&rules) {
+                approvers(c, proposal_id)?
+            } else {
+                Vec::new()
+            };
+            let voter_ids: Vec<String> = voters.into_iter().map(|(v, _)| v).collect();
+            let pending = variants(&siblings);
+            let decision = lifecycle::approve(
+                &lifecycle::ApprovalFacts {
+                    first_seen_at: first_seen,
                     now,
-                    Some(&note),
-                )?;
-                owe_card(c, cluster_id)?;
-                return Ok(Step::Refuse(
-                    Some(proposal_id),
-                    Refusal::Expired {
-                        id: proposal_id,
-                        note,
-                    },
-                ));
-            }
-            if !confirmed_stale {
-                if let Some(last) = last_ingest {
-                    let later = later_ingests(c, &source, last, rules.stale_after_cycles)?;
-                    if lifecycle::stale(later, &rules) {
-                        return Ok(Step::Confirm(proposal_id, last_seen));
-                    }
-                }
-            }
-            // Four eyes: each distinct operator's approval is counted in the audit; the
-            // proposal is approved when the quorum is met, the quorum of the riskiest
-            // variant its approval would supersede (itself included).
-            let (need, doomed) = approval_plan(c, proposal_id, cluster_id, &keys, risk, &rules)?;
-            if need > 1 {
-                let voters = approvers(c, proposal_id)?;
-                let counted = u8::try_from(voters.len()).unwrap_or(u8::MAX);
-                if voters.iter().any(|(voter, _)| *voter == actor.voter) {
-                    // Counted before; the votes cast may meet a quorum that has fallen
-                    // since (the riskier sibling was decided), then this press applies it.
-                    if counted < need {
-                        return Ok(Step::AlreadyApproved(proposal_id, counted, need));
-                    }
-                } else {
-                    let have = counted.saturating_add(1);
-                    record(
+                    later_ingests,
+                    variant: lifecycle::Variant { keys: &keys, risk },
+                    pending: &pending,
+                    voters: &voter_ids,
+                    voter: &actor.voter,
+                },
+                &rules,
+            );
+            let (vote, doomed) = match decision {
+                lifecycle::Approval::Expire => {
+                    let note = lifecycle::expiry_note(&rules);
+                    transition(
                         c,
-                        Some(proposal_id),
-                        Some(State::Pending),
-                        Some(State::Pending),
-                        APPROVAL,
-                        &actor.voter,
+                        proposal_id,
+                        State::Pending,
+                        Verb::Expire,
+                        &sweeper(),
                         now,
-                        Some(&actor.display),
+                        Some(&note),
                     )?;
-                    if have < need {
-                        owe_card(c, cluster_id)?;
-                        return Ok(Step::Applied(Change::Approval {
+                    owe_card(c, cluster_id)?;
+                    return Ok(Step::Refuse(
+                        Some(proposal_id),
+                        Refusal::Expired {
                             id: proposal_id,
-                            have,
-                            need,
-                        }));
-                    }
+                            note,
+                        },
+                    ));
                 }
+                lifecycle::Approval::ConfirmStale => {
+                    return Ok(Step::Confirm(proposal_id, last_seen))
+                }
+                lifecycle::Approval::AlreadyCounted { have, need } => {
+                    return Ok(Step::AlreadyApproved(proposal_id, have, need))
+                }
+                lifecycle::Approval::Count { have, need } => {
+                    record_vote(c, proposal_id, actor, now)?;
+                    owe_card(c, cluster_id)?;
+                    return Ok(Step::Applied(Change::Approval {
+                        id: proposal_id,
+                        have,
+                        need,
+                    }));
+                }
+                lifecycle::Approval::Approve { vote, supersedes } => {
+                    (vote, supersedes.into_iter().map(|n| siblings[n].0))
+                }
+            };
+            if vote {
+                record_vote(c, proposal_id, actor, now)?;
             }
             if transition(
                 c,
