@@ -139,9 +139,28 @@ impl Row {
     }
 }
 
+/// Proposal ids taken in one transaction ([`Conn::next_proposal_id`]): where a backend
+/// keeps its counter in a row (SQLite), it is read once and written back once
+/// ([`Conn::keep_proposal_ids`]).
+#[derive(Debug, Default)]
+pub struct ProposalIds {
+    pub(super) next: Option<i64>,
+}
+
 /// A place to run SQL: a database connection, in a transaction or not.
 pub trait Conn {
     fn backend(&self) -> Backend;
+    /// Takes the next proposal id from the backend's sequence (ids are never reused: a
+    /// pruned id must not come back with another proposal's history).
+    fn next_proposal_id(&mut self, ids: &mut ProposalIds) -> Result<i64>;
+    /// Keeps the ids taken with `ids` taken (before the transaction commits).
+    fn keep_proposal_ids(&mut self, ids: &ProposalIds) -> Result<()>;
+    /// Takes the lock named `key` until the transaction ends, waiting for it: one writer
+    /// per key (one ingest of a source at a time). SQLite's single writer holds it already.
+    fn lock_key(&mut self, key: &str) -> Result<()>;
+    /// Takes the row locks a `SELECT ... FOR UPDATE` names, where the backend has row
+    /// locks (PostgreSQL); SQLite's single writer needs none.
+    fn lock(&mut self, sql: &str, params: &[&dyn ToParam]) -> Result<()>;
     /// Runs a statement; returns the number of rows changed.
     fn execute(&mut self, sql: &str, params: &[&dyn ToParam]) -> Result<u64>;
     /// Runs a query, handing each row to `each` as it is read.
@@ -171,15 +190,6 @@ pub trait ConnExt: Conn {
     fn query_one(&mut self, sql: &str, params: &[&dyn ToParam]) -> Result<Row> {
         self.query_opt(sql, params)?
             .ok_or_else(|| anyhow::anyhow!("a query that always returns a row returned none"))
-    }
-
-    /// Takes the row locks a `SELECT ... FOR UPDATE` names, where the backend has row
-    /// locks (PostgreSQL); SQLite's single writer needs none.
-    fn lock(&mut self, sql: &str, params: &[&dyn ToParam]) -> Result<()> {
-        if self.backend() == Backend::Postgres {
-            self.query(sql, params)?;
-        }
-        Ok(())
     }
 }
 
@@ -240,6 +250,9 @@ pub trait Database {
     /// Whether an error is a transient conflict worth running the transaction again for
     /// (PostgreSQL's serialization failures and deadlocks).
     fn retryable(&self, err: &anyhow::Error) -> bool;
+    /// Whether a write transaction can be lost to a conflict (a deadlock) and must be
+    /// replayable (PostgreSQL); SQLite's single writer never loses one.
+    fn conflicts(&self) -> bool;
     /// Schema version, and the newest this build knows.
     fn schema_version(&mut self) -> Result<i64>;
     fn known_schema_version(&self) -> i64;

@@ -75,7 +75,7 @@ impl Store {
         let rules = self.rules;
         // Only PostgreSQL can lose a transaction to a deadlock; SQLite's single writer never
         // needs a replay, so it keeps no copy of the items.
-        let replayable = self.db.backend() == Backend::Postgres;
+        let replayable = self.db.conflicts();
         let mut ingest = Ingest {
             store: self,
             open: false,
@@ -347,41 +347,27 @@ impl Ingest<'_> {
         let source = self.source.clone();
         let now = self.now;
         let c = self.tx();
-        // One ingest of a source at a time (PostgreSQL): dedup and seen counts stay exact.
-        if c.backend() == Backend::Postgres {
-            c.query(
-                "SELECT pg_advisory_xact_lock(hashtext(?1))",
-                &[&format!("opsgate ingest {source}")],
-            )?;
-        }
+        // One ingest of a source at a time: dedup and seen counts stay exact.
+        c.lock_key(&format!("opsgate ingest {source}"))?;
         let ingest_id = c
             .query_one(
                 "INSERT INTO ingests (source, at, items) VALUES (?1, ?2, 0) RETURNING id",
                 &[&source, &now],
             )?
             .int(0)?;
-        // Ids come from a sequence (never MAX(id) + 1: a pruned id must not come back
-        // with another proposal's history); a new cluster is named by its founding
-        // proposal's id in the same INSERT.
-        let next_id = if c.backend() == Backend::Sqlite {
-            c.query_one("SELECT next FROM sequences WHERE name = 'proposals'", &[])?
-                .int(0)?
-        } else {
-            0
-        };
         self.ingest_id = ingest_id;
-        self.next_id = next_id;
+        self.ids = ProposalIds::default();
         Ok(())
     }
 
+    /// Ids come from a sequence (never MAX(id) + 1: a pruned id must not come back
+    /// with another proposal's history); a new cluster is named by its founding
+    /// proposal's id in the same INSERT.
     fn allocate_id(&mut self) -> Result<i64> {
-        let c = self.tx();
-        if c.backend() == Backend::Postgres {
-            return c.query_one("SELECT nextval('proposal_ids')", &[])?.int(0);
-        }
-        let id = self.next_id;
-        self.next_id += 1;
-        Ok(id)
+        let mut ids = std::mem::take(&mut self.ids);
+        let id = self.tx().next_proposal_id(&mut ids);
+        self.ids = ids;
+        id
     }
 
     /// Records one proposal: a sighting of the in-flight proposal with the same
