@@ -3,6 +3,7 @@
 //! On PostgreSQL the ingests of one source queue on an advisory lock, and an ingest that
 //! loses a deadlock is replayed from the items it has seen.
 
+use super::db::ProposalIds;
 use super::*;
 use crate::model::{IngestReport, Proposed};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -83,7 +84,7 @@ impl Store {
             actor: Actor::system(format!("ingest:{source}"), "ingest"),
             now,
             ingest_id: 0,
-            next_id: 0,
+            ids: ProposalIds::default(),
             rules,
             report: IngestReport::default(),
             owed: BTreeSet::new(),
@@ -307,7 +308,7 @@ pub struct Ingest<'a> {
     actor: Actor,
     now: i64,
     ingest_id: i64,
-    next_id: i64,
+    ids: ProposalIds,
     rules: Rules,
     report: IngestReport,
     /// The hashes [`Ingest::prefetch`] was given (looked up again after a restart).
@@ -607,27 +608,22 @@ impl Ingest<'_> {
     }
 
     fn commit_once(&mut self) -> Result<()> {
-        let (source, ingest_id, items, next_id) = (
+        let (source, ingest_id, items) = (
             self.source.clone(),
             self.ingest_id,
             self.report.proposals as i64,
-            self.next_id,
         );
         let stale_after = self.rules.stale_after_cycles;
         self.flush_merges()?;
         self.flush_owed()?;
         self.flush_sightings()?;
+        let ids = std::mem::take(&mut self.ids);
         let c = self.tx();
         c.execute(
             "UPDATE ingests SET items = ?2 WHERE id = ?1",
             &[&ingest_id, &items],
         )?;
-        if c.backend() == Backend::Sqlite {
-            c.execute(
-                "UPDATE sequences SET next = ?1 WHERE name = 'proposals'",
-                &[&next_id],
-            )?;
-        }
+        c.keep_proposal_ids(&ids)?;
         // Pending proposals this ingest made stale (last proposed exactly
         // `stale_after_cycles` ingests ago: see `lifecycle::stale`) need their cards
         // redrawn.
