@@ -1,8 +1,20 @@
 //! The storage trait: what the store needs from a database, with a SQLite and a
-//! PostgreSQL implementation. The store's SQL is written once, in a neutral dialect:
-//! `?N` placeholders, `GREATEST(a, b)`, `FOR UPDATE [OF t] [SKIP LOCKED]` clauses (always
-//! last in a statement) that SQLite drops (its writers are serialized by `BEGIN IMMEDIATE` already), `CAST(? AS
-//! BIGINT)` where a parameter's type would be unknown. Each backend translates it.
+//! PostgreSQL implementation. Everything that differs between the backends lives behind it
+//! (in `store/sqlite.rs` and `store/postgres.rs`): proposal ids
+//! ([`Conn::next_proposal_id`]), the per-key lock ([`Conn::lock_key`]), row locks
+//! ([`Conn::lock`]), whether a transaction can be lost to a conflict
+//! ([`Database::conflicts`]). The rules above it never branch on the backend.
+//!
+//! The store's SQL is written once, in a neutral dialect, that each backend rewrites:
+//! - `?N` placeholders: PostgreSQL rewrites them to `$N` (outside string literals);
+//!   SQLite takes them as they are.
+//! - `GREATEST(a, b)`: SQLite rewrites it to `MAX(a, b)`.
+//! - A row-lock clause `FOR UPDATE [OF t] [SKIP LOCKED]` is always the last thing in a
+//!   statement: SQLite drops it (and everything after it), its writers are serialized by
+//!   `BEGIN IMMEDIATE` already; PostgreSQL keeps it.
+//! - `CAST(? AS BIGINT)` where a parameter's type would be unknown (both accept it).
+//!
+//! Nothing else is rewritten: any other construct must mean the same on both.
 
 use anyhow::Result;
 
