@@ -99,23 +99,46 @@ pub enum Value {
     Bool(bool),
 }
 
-/// One result row.
+/// One result row: its values, and the names of its columns (shared by the rows of one
+/// query), so a read names its column (`row.int("id")`) instead of counting to it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Row(pub Vec<Value>);
+pub struct Row(pub Vec<Value>, pub std::sync::Arc<[String]>);
+
+/// How a read picks its column: by name (`"id"`, as the SELECT names it: a table's
+/// column or an `AS` alias) or by position.
+pub trait Column: std::fmt::Display + Copy {
+    fn position(self, row: &Row) -> Result<usize>;
+}
+
+impl Column for usize {
+    fn position(self, _row: &Row) -> Result<usize> {
+        Ok(self)
+    }
+}
+
+impl Column for &str {
+    fn position(self, row: &Row) -> Result<usize> {
+        row.1
+            .iter()
+            .position(|name| name == self)
+            .ok_or_else(|| anyhow::anyhow!("no column {self} in a row of {:?}", row.1))
+    }
+}
 
 impl Row {
-    fn value(&self, i: usize) -> Result<&Value> {
+    fn value(&self, i: impl Column) -> Result<&Value> {
+        let n = i.position(self)?;
         self.0
-            .get(i)
+            .get(n)
             .ok_or_else(|| anyhow::anyhow!("no column {i} in a row of {}", self.0.len()))
     }
 
-    pub fn int(&self, i: usize) -> Result<i64> {
+    pub fn int(&self, i: impl Column) -> Result<i64> {
         self.opt_int(i)?
             .ok_or_else(|| anyhow::anyhow!("column {i} is NULL, expected a number"))
     }
 
-    pub fn opt_int(&self, i: usize) -> Result<Option<i64>> {
+    pub fn opt_int(&self, i: impl Column) -> Result<Option<i64>> {
         match self.value(i)? {
             Value::Null => Ok(None),
             Value::Int(v) => Ok(Some(*v)),
@@ -126,12 +149,12 @@ impl Row {
         }
     }
 
-    pub fn text(&self, i: usize) -> Result<String> {
+    pub fn text(&self, i: impl Column) -> Result<String> {
         self.opt_text(i)?
             .ok_or_else(|| anyhow::anyhow!("column {i} is NULL, expected text"))
     }
 
-    pub fn opt_text(&self, i: usize) -> Result<Option<String>> {
+    pub fn opt_text(&self, i: impl Column) -> Result<Option<String>> {
         match self.value(i)? {
             Value::Null => Ok(None),
             Value::Text(t) => Ok(Some(t.clone())),
@@ -140,7 +163,7 @@ impl Row {
         }
     }
 
-    pub fn bool(&self, i: usize) -> Result<bool> {
+    pub fn bool(&self, i: impl Column) -> Result<bool> {
         match self.value(i)? {
             Value::Bool(b) => Ok(*b),
             Value::Int(v) => Ok(*v != 0),
@@ -338,6 +361,17 @@ pub fn to_postgres(sql: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_read_by_name_finds_its_column_wherever_the_select_put_it() {
+        let names: std::sync::Arc<[String]> = ["id", "state"].map(String::from).into();
+        let row = Row(vec![Value::Int(7), Value::Text("pending".into())], names);
+        assert_eq!(row.int("id").ok(), Some(7));
+        assert_eq!(row.text("state").ok().as_deref(), Some("pending"));
+        assert_eq!(row.int(0usize).ok(), Some(7));
+        let missing = row.int("risk").map_err(|e| e.to_string());
+        assert!(missing.is_err_and(|e| e.contains("no column risk")));
+    }
 
     #[test]
     fn neutral_sql_translates_per_backend() {

@@ -170,10 +170,12 @@ impl Store {
                  FROM proposals WHERE id = ?1",
                 &[&proposal_id],
             )?;
-            let (first_seen, last_ingest) = (row.int(0)?, row.opt_int(1)?);
-            let (last_seen, source) = (row.int(2)?, row.text(3)?);
-            let risk = Risk::from_str_opt(&row.text(4)?).unwrap_or(Risk::High);
-            let keys: Vec<String> = serde_json::from_str(&row.text(5)?).unwrap_or_default();
+            let (first_seen, last_ingest) =
+                (row.int("first_seen_at")?, row.opt_int("last_ingest_id")?);
+            let (last_seen, source) = (row.int("last_seen_at")?, row.text("source")?);
+            let risk = Risk::from_str_opt(&row.text("risk")?).unwrap_or(Risk::High);
+            let keys: Vec<String> =
+                serde_json::from_str(&row.text("logical_keys")?).unwrap_or_default();
             // The facts of the rule ([`lifecycle::approve`]), read under the card's lock.
             let later_ingests = match last_ingest {
                 Some(last) if !confirmed_stale => {

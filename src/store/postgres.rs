@@ -424,11 +424,15 @@ impl Conn for PgDb {
         let stmt = self.statement(sql);
         let binds: Vec<Bind<'_>> = params.iter().map(|p| Bind(p.param())).collect();
         let refs: Vec<(&(dyn ToSql + Sync), Type)> = typed(&binds).collect();
+        let mut names: Option<std::sync::Arc<[String]>> = None;
         for row in self.client.query_typed(&stmt, &refs)? {
             let values = (0..row.len())
                 .map(|i| value(&row, i))
                 .collect::<Result<Vec<_>>>()?;
-            each(Row(values))?;
+            let names = names
+                .get_or_insert_with(|| row.columns().iter().map(|c| c.name().to_string()).collect())
+                .clone();
+            each(Row(values, names))?;
         }
         Ok(())
     }

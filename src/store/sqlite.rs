@@ -239,6 +239,8 @@ fn run_query(
     let binds: Vec<Bind<'_>> = params.iter().map(|p| Bind(p.param())).collect();
     let mut stmt = conn.prepare_cached(&to_sqlite(sql))?;
     let columns = stmt.column_count();
+    let names: std::sync::Arc<[String]> =
+        stmt.column_names().into_iter().map(String::from).collect();
     let mut rows = stmt.query(rusqlite::params_from_iter(binds.iter()))?;
     while let Some(row) = rows.next()? {
         let mut values = Vec::with_capacity(columns);
@@ -251,7 +253,7 @@ fn run_query(
                 ValueRef::Blob(b) => Value::Text(String::from_utf8_lossy(b).into_owned()),
             });
         }
-        each(Row(values))?;
+        each(Row(values, names.clone()))?;
     }
     Ok(())
 }
