@@ -241,6 +241,89 @@ pub fn approval_plan(variant: Variant, pending: &[Variant], rules: &Rules) -> Ap
     ApprovalPlan { need, supersedes }
 }
 
+/// The facts approving one pending proposal depends on, as the store read them (under
+/// its card's lock).
+#[derive(Debug, Clone, Copy)]
+pub struct ApprovalFacts<'a> {
+    /// When the proposal was first seen (its ttl runs from then) and now.
+    pub first_seen_at: i64,
+    pub now: i64,
+    /// Ingests of its source after the last one that proposed it (counted up to
+    /// `stale_after_cycles`); `None` when not read: the operator confirmed a stale
+    /// approval, or no ingest proposed it.
+    pub later_ingests: Option<i64>,
+    /// The variant approved, and the other pending variants of its cluster.
+    pub variant: Variant<'a>,
+    pub pending: &'a [Variant<'a>],
+    /// The operators whose approval of this variant was counted, oldest first (may be
+    /// left empty when no risk level needs more than one: see [`any_quorum`]).
+    pub voters: &'a [String],
+    /// Who approves now.
+    pub voter: &'a str,
+}
+
+/// What an Approve press does, by the rules: checked in this order, expiry, staleness,
+/// quorum; then the supersede rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Approval {
+    /// Past its ttl: it expires now instead (refused, with the expiry note).
+    Expire,
+    /// Stale: the operator must confirm first.
+    ConfirmStale,
+    /// This voter's approval was counted before and the quorum is not met yet.
+    AlreadyCounted { have: u8, need: u8 },
+    /// Record this voter's approval; the quorum is not met yet.
+    Count { have: u8, need: u8 },
+    /// Approve it (recording this voter's approval first when `vote`: a quorum above one
+    /// met by this press), and supersede these pending siblings (indexes into `pending`).
+    Approve { vote: bool, supersedes: Vec<usize> },
+}
+
+/// The approval rule over the facts the store read ([`ApprovalFacts`]). Past its ttl a
+/// proposal can no longer be approved: it expires, rather than be approved and then expire
+/// silently. A stale one needs a confirmation. Four eyes: each distinct operator's
+/// approval is counted; the quorum is that of [`approval_plan`]. A voter counted before
+/// adds nothing, but the votes cast may meet a quorum that has fallen since (the riskier
+/// sibling was decided): then the press applies it.
+pub fn approve(facts: &ApprovalFacts, rules: &Rules) -> Approval {
+    if expired(facts.first_seen_at, facts.now, rules) {
+        return Approval::Expire;
+    }
+    if facts.later_ingests.is_some_and(|n| stale(n, rules)) {
+        return Approval::ConfirmStale;
+    }
+    let plan = approval_plan(facts.variant, facts.pending, rules);
+    let need = plan.need;
+    let mut vote = false;
+    if need > 1 {
+        let mut seen: Vec<&str> = Vec::new();
+        for v in facts.voters {
+            if !seen.contains(&v.as_str()) {
+                seen.push(v);
+            }
+        }
+        let counted = u8::try_from(seen.len()).unwrap_or(u8::MAX);
+        if seen.contains(&facts.voter) {
+            if counted < need {
+                return Approval::AlreadyCounted {
+                    have: counted,
+                    need,
+                };
+            }
+        } else {
+            let have = counted.saturating_add(1);
+            if have < need {
+                return Approval::Count { have, need };
+            }
+            vote = true;
+        }
+    }
+    Approval::Approve {
+        vote,
+        supersedes: plan.supersedes,
+    }
+}
+
 /// The audit note of a supersede.
 pub fn supersede_note(by: i64) -> String {
     format!("superseded by #{by}")
@@ -390,5 +473,214 @@ mod tests {
         assert!(in_cooldown(i64::MAX, i64::MAX - 1, &rules));
         assert_eq!(retention_cutoff(i64::MIN + 1, &rules), i64::MIN);
         assert!(stale(3, &rules) && !stale(2, &rules));
+    }
+
+    /// The approval rule's facts for one variant with keys `keys` at `risk`, first seen at
+    /// 0, pressed at `now` by `voter`, over `voters` and `pending`.
+    fn facts<'a>(
+        keys: &'a [String],
+        risk: Risk,
+        now: i64,
+        pending: &'a [Variant<'a>],
+        voters: &'a [String],
+        voter: &'a str,
+    ) -> ApprovalFacts<'a> {
+        ApprovalFacts {
+            first_seen_at: 0,
+            now,
+            later_ingests: None,
+            variant: Variant { keys, risk },
+            pending,
+            voters,
+            voter,
+        }
+    }
+
+    fn four_eyes_on_high() -> Rules {
+        Rules {
+            quorum: crate::config::Quorum {
+                low: 1,
+                medium: 1,
+                high: 2,
+            },
+            ..Rules::default()
+        }
+    }
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn an_approval_at_the_ttl_boundary_expires_and_one_just_before_approves() {
+        let rules = Rules::default();
+        let keys = strings(&["restart:web"]);
+        let at = facts(&keys, Risk::Low, rules.ttl_ms, &[], &[], "u:1");
+        assert_eq!(approve(&at, &rules), Approval::Expire);
+        let before = facts(&keys, Risk::Low, rules.ttl_ms - 1, &[], &[], "u:1");
+        assert_eq!(
+            approve(&before, &rules),
+            Approval::Approve {
+                vote: false,
+                supersedes: vec![]
+            }
+        );
+    }
+
+    #[test]
+    fn expiry_is_judged_before_staleness_and_quorum() {
+        let rules = four_eyes_on_high();
+        let keys = strings(&["stop:db"]);
+        let mut f = facts(&keys, Risk::High, rules.ttl_ms, &[], &[], "u:1");
+        f.later_ingests = Some(rules.stale_after_cycles);
+        assert_eq!(approve(&f, &rules), Approval::Expire);
+    }
+
+    #[test]
+    fn a_stale_approval_asks_for_a_confirmation_and_a_confirmed_one_is_not_read() {
+        let rules = Rules::default();
+        let keys = strings(&["restart:web"]);
+        let mut f = facts(&keys, Risk::Low, 1, &[], &[], "u:1");
+        f.later_ingests = Some(rules.stale_after_cycles);
+        assert_eq!(approve(&f, &rules), Approval::ConfirmStale);
+        f.later_ingests = Some(rules.stale_after_cycles - 1);
+        assert!(matches!(approve(&f, &rules), Approval::Approve { .. }));
+        // Confirmed (or never ingested): the store passes no count.
+        f.later_ingests = None;
+        assert!(matches!(approve(&f, &rules), Approval::Approve { .. }));
+        // Staleness off: never stale.
+        let off = Rules {
+            stale_after_cycles: 0,
+            ..rules
+        };
+        f.later_ingests = Some(1_000);
+        assert!(matches!(approve(&f, &off), Approval::Approve { .. }));
+    }
+
+    #[test]
+    fn a_quorum_of_two_counts_the_first_vote_and_approves_on_the_second_person() {
+        let rules = four_eyes_on_high();
+        let keys = strings(&["stop:db"]);
+        let first = facts(&keys, Risk::High, 1, &[], &[], "u:1");
+        assert_eq!(
+            approve(&first, &rules),
+            Approval::Count { have: 1, need: 2 }
+        );
+        let voters = strings(&["u:1"]);
+        let second = facts(&keys, Risk::High, 2, &[], &voters, "u:2");
+        assert_eq!(
+            approve(&second, &rules),
+            Approval::Approve {
+                vote: true,
+                supersedes: vec![]
+            }
+        );
+    }
+
+    #[test]
+    fn a_quorum_of_two_is_not_met_by_the_same_person_twice() {
+        let rules = four_eyes_on_high();
+        let keys = strings(&["stop:db"]);
+        let voters = strings(&["u:1"]);
+        let again = facts(&keys, Risk::High, 2, &[], &voters, "u:1");
+        assert_eq!(
+            approve(&again, &rules),
+            Approval::AlreadyCounted { have: 1, need: 2 }
+        );
+        // A voter listed twice (a replayed row) still counts once.
+        let twice = strings(&["u:1", "u:1"]);
+        let third = facts(&keys, Risk::High, 3, &[], &twice, "u:1");
+        assert_eq!(
+            approve(&third, &rules),
+            Approval::AlreadyCounted { have: 1, need: 2 }
+        );
+    }
+
+    #[test]
+    fn a_vote_counted_before_applies_a_quorum_that_has_fallen_since() {
+        // Two votes were cast while a riskier sibling raised the quorum to 3; that sibling
+        // was decided, so the quorum is 2 now: the same voter's press approves, without a
+        // new vote.
+        let rules = Rules {
+            quorum: crate::config::Quorum {
+                low: 1,
+                medium: 2,
+                high: 3,
+            },
+            ..Rules::default()
+        };
+        let keys = strings(&["stop:db"]);
+        let voters = strings(&["u:1", "u:2"]);
+        let f = facts(&keys, Risk::Medium, 5, &[], &voters, "u:2");
+        assert_eq!(
+            approve(&f, &rules),
+            Approval::Approve {
+                vote: false,
+                supersedes: vec![]
+            }
+        );
+    }
+
+    #[test]
+    fn a_quorum_of_one_records_no_vote() {
+        let rules = Rules::default();
+        let keys = strings(&["restart:web"]);
+        let f = facts(&keys, Risk::High, 1, &[], &[], "u:1");
+        assert_eq!(
+            approve(&f, &rules),
+            Approval::Approve {
+                vote: false,
+                supersedes: vec![]
+            }
+        );
+    }
+
+    #[test]
+    fn only_provably_same_actions_are_superseded_and_a_riskier_one_raises_the_quorum() {
+        let rules = four_eyes_on_high();
+        let stop = strings(&["stop:web"]);
+        let stop_other_spelling = strings(&["stop:web"]);
+        let start = strings(&["start:web"]);
+        let unknown: Vec<String> = Vec::new();
+        let pending = [
+            Variant {
+                keys: &start,
+                risk: Risk::High,
+            },
+            Variant {
+                keys: &stop_other_spelling,
+                risk: Risk::Low,
+            },
+            Variant {
+                keys: &unknown,
+                risk: Risk::High,
+            },
+        ];
+        // The start (another action) and the keyless variant (not provably the same)
+        // stay; their risk does not raise this approval's quorum.
+        let f = facts(&stop, Risk::Low, 1, &pending, &[], "u:1");
+        assert_eq!(
+            approve(&f, &rules),
+            Approval::Approve {
+                vote: false,
+                supersedes: vec![1]
+            }
+        );
+        // A riskier spelling of the same action raises the quorum to its own.
+        let riskier = [Variant {
+            keys: &stop_other_spelling,
+            risk: Risk::High,
+        }];
+        let f = facts(&stop, Risk::Low, 1, &riskier, &[], "u:1");
+        assert_eq!(approve(&f, &rules), Approval::Count { have: 1, need: 2 });
+        // A keyless variant supersedes nothing.
+        let f = facts(&unknown, Risk::Low, 1, &riskier, &[], "u:1");
+        assert_eq!(
+            approve(&f, &rules),
+            Approval::Approve {
+                vote: false,
+                supersedes: vec![]
+            }
+        );
     }
 }

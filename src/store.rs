@@ -15,14 +15,17 @@ use anyhow::Result;
 use std::path::Path;
 use std::time::Duration;
 
+mod card_check;
+mod claims;
 mod copy;
 pub mod db;
-mod decide;
+mod decisions;
 mod ingest;
 mod outbox;
 mod postgres;
 mod query;
 mod sqlite;
+mod sweeps;
 
 pub use copy::Copied;
 pub use db::{Backend, Health, Level};
@@ -263,6 +266,38 @@ fn lock_card(c: &mut dyn Conn, cluster_id: i64) -> Result<()> {
     )
 }
 
+/// The state and cluster of a proposal.
+fn proposal_state(c: &mut dyn Conn, id: i64) -> Result<Option<(State, i64)>> {
+    let row = c.query_opt(
+        "SELECT state, cluster_id FROM proposals WHERE id = ?1",
+        &[&id],
+    )?;
+    let Some(r) = row else {
+        return Ok(None);
+    };
+    match State::parse(&r.text(0)?) {
+        Some(state) => Ok(Some((state, r.int(1)?))),
+        None => Ok(None),
+    }
+}
+
+/// The cluster of a proposal, with its card locked; then its state (read under the lock).
+fn lock_proposal(c: &mut dyn Conn, id: i64) -> Result<Option<(State, i64)>> {
+    let Some((_, cluster_id)) = proposal_state(c, id)? else {
+        return Ok(None);
+    };
+    lock_card(c, cluster_id)?;
+    // The cluster may have changed (a fold) while we waited for the lock.
+    match proposal_state(c, id)? {
+        Some((state, now_in)) if now_in == cluster_id => Ok(Some((state, cluster_id))),
+        Some((_, other)) => {
+            lock_card(c, other)?;
+            proposal_state(c, id)
+        }
+        None => Ok(None),
+    }
+}
+
 /// How many ingests of `source` came after `ingest_id` (counted up to `limit`): the
 /// measure of staleness.
 fn later_ingests(c: &mut dyn Conn, source: &str, ingest_id: i64, limit: i64) -> Result<i64> {
@@ -285,44 +320,44 @@ fn cluster_name(c: &mut dyn Conn, cluster_id: i64) -> Result<Option<String>> {
 const PROPOSAL_SELECT: &str = "SELECT p.id, p.source, p.cmd_hash, p.command, p.canonical,
     p.logical_keys, p.cluster_id, p.state, p.risk, p.reason, p.seen_count, p.first_seen_at,
     p.last_seen_at, p.decided_by, p.decided_at,
-    (SELECT MIN(subject) FROM subjects WHERE proposal_id = p.cluster_id),
+    (SELECT MIN(subject) FROM subjects WHERE proposal_id = p.cluster_id) AS cluster,
     p.last_ingest_id, p.ended_at, p.started_at, p.exit_code, p.duration_ms,
     p.stdout_tail, p.stderr_tail, p.runner
     FROM proposals p";
 
 /// A proposal row, and the last ingest that proposed it (for staleness).
 fn proposal_from_row(r: &Row) -> Result<(Proposal, Option<i64>)> {
-    let keys = r.text(5)?;
-    let state = r.text(7)?;
-    let risk = r.text(8)?;
+    let keys = r.text("logical_keys")?;
+    let state = r.text("state")?;
+    let risk = r.text("risk")?;
     let proposal = Proposal {
-        id: r.int(0)?,
-        source: r.text(1)?,
-        cmd_hash: r.text(2)?,
-        command: r.text(3)?,
-        canonical: r.text(4)?,
+        id: r.int("id")?,
+        source: r.text("source")?,
+        cmd_hash: r.text("cmd_hash")?,
+        command: r.text("command")?,
+        canonical: r.text("canonical")?,
         logical_keys: serde_json::from_str(&keys)
             .map_err(|_| anyhow::anyhow!("unknown logical keys {keys:?}"))?,
-        cluster_id: r.int(6)?,
+        cluster_id: r.int("cluster_id")?,
         state: State::parse(&state).ok_or_else(|| anyhow::anyhow!("unknown state {state:?}"))?,
         risk: Risk::from_str_opt(&risk).ok_or_else(|| anyhow::anyhow!("unknown risk {risk:?}"))?,
-        reason: r.opt_text(9)?,
-        seen_count: r.int(10)?,
-        first_seen_at: r.int(11)?,
-        last_seen_at: r.int(12)?,
-        decided_by: r.opt_text(13)?,
-        decided_at: r.opt_int(14)?,
-        cluster: r.opt_text(15)?,
+        reason: r.opt_text("reason")?,
+        seen_count: r.int("seen_count")?,
+        first_seen_at: r.int("first_seen_at")?,
+        last_seen_at: r.int("last_seen_at")?,
+        decided_by: r.opt_text("decided_by")?,
+        decided_at: r.opt_int("decided_at")?,
+        cluster: r.opt_text("cluster")?,
         display_ids: Vec::new(),
         stale: false,
-        ended_at: r.opt_int(17)?,
+        ended_at: r.opt_int("ended_at")?,
         run: RunInfo {
-            started_at: r.opt_int(18)?,
-            exit_code: r.opt_int(19)?,
-            duration_ms: r.opt_int(20)?,
-            stdout_tail: r.opt_text(21)?,
-            stderr_tail: r.opt_text(22)?,
-            runner: r.opt_text(23)?,
+            started_at: r.opt_int("started_at")?,
+            exit_code: r.opt_int("exit_code")?,
+            duration_ms: r.opt_int("duration_ms")?,
+            stdout_tail: r.opt_text("stdout_tail")?,
+            stderr_tail: r.opt_text("stderr_tail")?,
+            runner: r.opt_text("runner")?,
         },
         prior_rejections: None::<PriorRejections>,
         again: None,
@@ -331,19 +366,19 @@ fn proposal_from_row(r: &Row) -> Result<(Proposal, Option<i64>)> {
         quorum: 1,
         expires_at: None,
     };
-    Ok((proposal, r.opt_int(16)?))
+    Ok((proposal, r.opt_int("last_ingest_id")?))
 }
 
 fn transition_from_row(r: &Row) -> Result<Transition> {
     Ok(Transition {
-        id: r.int(0)?,
-        proposal_id: r.opt_int(1)?,
-        from_state: r.opt_text(2)?,
-        to_state: r.opt_text(3)?,
-        action: r.text(4)?,
-        actor: r.text(5)?,
-        at: r.int(6)?,
-        note: r.opt_text(7)?,
+        id: r.int("id")?,
+        proposal_id: r.opt_int("proposal_id")?,
+        from_state: r.opt_text("from_state")?,
+        to_state: r.opt_text("to_state")?,
+        action: r.text("action")?,
+        actor: r.text("actor")?,
+        at: r.int("at")?,
+        note: r.opt_text("note")?,
     })
 }
 

@@ -7,7 +7,7 @@
 //! buttons on them carry old ids, so a press on one is refused as changed, and the card is
 //! owed a redraw with new buttons.
 
-use super::db::{Backend, Conn, ConnExt, Param, Row, ToParam, Value};
+use super::db::{Conn, ConnExt, Param, ProposalIds, Row, ToParam, Value};
 use super::Store;
 use crate::error::{Error, Kind};
 use anyhow::Result;
@@ -43,6 +43,7 @@ impl ToParam for Value {
 /// Old proposal-space ids (proposals, clusters, audit rows) to new ones in the target.
 struct Ids {
     map: HashMap<i64, i64>,
+    taken: ProposalIds,
 }
 
 impl Ids {
@@ -50,26 +51,13 @@ impl Ids {
         if let Some(new) = self.map.get(&old) {
             return Ok(*new);
         }
-        let new = next_proposal_id(c)?;
+        let new = c.next_proposal_id(&mut self.taken)?;
         self.map.insert(old, new);
         Ok(new)
     }
 
     fn opt(&mut self, c: &mut dyn Conn, old: Option<i64>) -> Result<Option<i64>> {
         old.map(|o| self.get(c, o)).transpose()
-    }
-}
-
-/// Takes one id from the target's proposal sequence.
-fn next_proposal_id(c: &mut dyn Conn) -> Result<i64> {
-    match c.backend() {
-        Backend::Postgres => c.query_one("SELECT nextval('proposal_ids')", &[])?.int(0),
-        Backend::Sqlite => c
-            .query_one(
-                "UPDATE sequences SET next = next + 1 WHERE name = 'proposals' RETURNING next - 1",
-                &[],
-            )?
-            .int(0),
     }
 }
 
@@ -167,6 +155,7 @@ fn copy(src: &mut dyn Conn, dst: &mut dyn Conn) -> Result<Copied> {
     }
     let mut ids = Ids {
         map: HashMap::new(),
+        taken: ProposalIds::default(),
     };
     let mut ingests: HashMap<i64, i64> = HashMap::new();
 
@@ -329,5 +318,6 @@ fn copy(src: &mut dyn Conn, dst: &mut dyn Conn) -> Result<Copied> {
             &[&r.0[0], &r.0[1]],
         )?;
     }
+    dst.keep_proposal_ids(&ids.taken)?;
     Ok(done)
 }

@@ -1,8 +1,20 @@
 //! The storage trait: what the store needs from a database, with a SQLite and a
-//! PostgreSQL implementation. The store's SQL is written once, in a neutral dialect:
-//! `?N` placeholders, `GREATEST(a, b)`, `FOR UPDATE [OF t] [SKIP LOCKED]` clauses (always
-//! last in a statement) that SQLite drops (its writers are serialized by `BEGIN IMMEDIATE` already), `CAST(? AS
-//! BIGINT)` where a parameter's type would be unknown. Each backend translates it.
+//! PostgreSQL implementation. Everything that differs between the backends lives behind it
+//! (in `store/sqlite.rs` and `store/postgres.rs`): proposal ids
+//! ([`Conn::next_proposal_id`]), the per-key lock ([`Conn::lock_key`]), row locks
+//! ([`Conn::lock`]), whether a transaction can be lost to a conflict
+//! ([`Database::conflicts`]). The rules above it never branch on the backend.
+//!
+//! The store's SQL is written once, in a neutral dialect, that each backend rewrites:
+//! - `?N` placeholders: PostgreSQL rewrites them to `$N` (outside string literals);
+//!   SQLite takes them as they are.
+//! - `GREATEST(a, b)`: SQLite rewrites it to `MAX(a, b)`.
+//! - A row-lock clause `FOR UPDATE [OF t] [SKIP LOCKED]` is always the last thing in a
+//!   statement: SQLite drops it (and everything after it), its writers are serialized by
+//!   `BEGIN IMMEDIATE` already; PostgreSQL keeps it.
+//! - `CAST(? AS BIGINT)` where a parameter's type would be unknown (both accept it).
+//!
+//! Nothing else is rewritten: any other construct must mean the same on both.
 
 use anyhow::Result;
 
@@ -87,23 +99,46 @@ pub enum Value {
     Bool(bool),
 }
 
-/// One result row.
+/// One result row: its values, and the names of its columns (shared by the rows of one
+/// query), so a read names its column (`row.int("id")`) instead of counting to it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Row(pub Vec<Value>);
+pub struct Row(pub Vec<Value>, pub std::sync::Arc<[String]>);
+
+/// How a read picks its column: by name (`"id"`, as the SELECT names it: a table's
+/// column or an `AS` alias) or by position.
+pub trait Column: std::fmt::Display + Copy {
+    fn position(self, row: &Row) -> Result<usize>;
+}
+
+impl Column for usize {
+    fn position(self, _row: &Row) -> Result<usize> {
+        Ok(self)
+    }
+}
+
+impl Column for &str {
+    fn position(self, row: &Row) -> Result<usize> {
+        row.1
+            .iter()
+            .position(|name| name == self)
+            .ok_or_else(|| anyhow::anyhow!("no column {self} in a row of {:?}", row.1))
+    }
+}
 
 impl Row {
-    fn value(&self, i: usize) -> Result<&Value> {
+    fn value(&self, i: impl Column) -> Result<&Value> {
+        let n = i.position(self)?;
         self.0
-            .get(i)
+            .get(n)
             .ok_or_else(|| anyhow::anyhow!("no column {i} in a row of {}", self.0.len()))
     }
 
-    pub fn int(&self, i: usize) -> Result<i64> {
+    pub fn int(&self, i: impl Column) -> Result<i64> {
         self.opt_int(i)?
             .ok_or_else(|| anyhow::anyhow!("column {i} is NULL, expected a number"))
     }
 
-    pub fn opt_int(&self, i: usize) -> Result<Option<i64>> {
+    pub fn opt_int(&self, i: impl Column) -> Result<Option<i64>> {
         match self.value(i)? {
             Value::Null => Ok(None),
             Value::Int(v) => Ok(Some(*v)),
@@ -114,12 +149,12 @@ impl Row {
         }
     }
 
-    pub fn text(&self, i: usize) -> Result<String> {
+    pub fn text(&self, i: impl Column) -> Result<String> {
         self.opt_text(i)?
             .ok_or_else(|| anyhow::anyhow!("column {i} is NULL, expected text"))
     }
 
-    pub fn opt_text(&self, i: usize) -> Result<Option<String>> {
+    pub fn opt_text(&self, i: impl Column) -> Result<Option<String>> {
         match self.value(i)? {
             Value::Null => Ok(None),
             Value::Text(t) => Ok(Some(t.clone())),
@@ -128,7 +163,7 @@ impl Row {
         }
     }
 
-    pub fn bool(&self, i: usize) -> Result<bool> {
+    pub fn bool(&self, i: impl Column) -> Result<bool> {
         match self.value(i)? {
             Value::Bool(b) => Ok(*b),
             Value::Int(v) => Ok(*v != 0),
@@ -139,9 +174,28 @@ impl Row {
     }
 }
 
+/// Proposal ids taken in one transaction ([`Conn::next_proposal_id`]): where a backend
+/// keeps its counter in a row (SQLite), it is read once and written back once
+/// ([`Conn::keep_proposal_ids`]).
+#[derive(Debug, Default)]
+pub struct ProposalIds {
+    pub(super) next: Option<i64>,
+}
+
 /// A place to run SQL: a database connection, in a transaction or not.
 pub trait Conn {
     fn backend(&self) -> Backend;
+    /// Takes the next proposal id from the backend's sequence (ids are never reused: a
+    /// pruned id must not come back with another proposal's history).
+    fn next_proposal_id(&mut self, ids: &mut ProposalIds) -> Result<i64>;
+    /// Keeps the ids taken with `ids` taken (before the transaction commits).
+    fn keep_proposal_ids(&mut self, ids: &ProposalIds) -> Result<()>;
+    /// Takes the lock named `key` until the transaction ends, waiting for it: one writer
+    /// per key (one ingest of a source at a time). SQLite's single writer holds it already.
+    fn lock_key(&mut self, key: &str) -> Result<()>;
+    /// Takes the row locks a `SELECT ... FOR UPDATE` names, where the backend has row
+    /// locks (PostgreSQL); SQLite's single writer needs none.
+    fn lock(&mut self, sql: &str, params: &[&dyn ToParam]) -> Result<()>;
     /// Runs a statement; returns the number of rows changed.
     fn execute(&mut self, sql: &str, params: &[&dyn ToParam]) -> Result<u64>;
     /// Runs a query, handing each row to `each` as it is read.
@@ -171,15 +225,6 @@ pub trait ConnExt: Conn {
     fn query_one(&mut self, sql: &str, params: &[&dyn ToParam]) -> Result<Row> {
         self.query_opt(sql, params)?
             .ok_or_else(|| anyhow::anyhow!("a query that always returns a row returned none"))
-    }
-
-    /// Takes the row locks a `SELECT ... FOR UPDATE` names, where the backend has row
-    /// locks (PostgreSQL); SQLite's single writer needs none.
-    fn lock(&mut self, sql: &str, params: &[&dyn ToParam]) -> Result<()> {
-        if self.backend() == Backend::Postgres {
-            self.query(sql, params)?;
-        }
-        Ok(())
     }
 }
 
@@ -240,6 +285,9 @@ pub trait Database {
     /// Whether an error is a transient conflict worth running the transaction again for
     /// (PostgreSQL's serialization failures and deadlocks).
     fn retryable(&self, err: &anyhow::Error) -> bool;
+    /// Whether a write transaction can be lost to a conflict (a deadlock) and must be
+    /// replayable (PostgreSQL); SQLite's single writer never loses one.
+    fn conflicts(&self) -> bool;
     /// Schema version, and the newest this build knows.
     fn schema_version(&mut self) -> Result<i64>;
     fn known_schema_version(&self) -> i64;
@@ -313,6 +361,17 @@ pub fn to_postgres(sql: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_read_by_name_finds_its_column_wherever_the_select_put_it() {
+        let names: std::sync::Arc<[String]> = ["id", "state"].map(String::from).into();
+        let row = Row(vec![Value::Int(7), Value::Text("pending".into())], names);
+        assert_eq!(row.int("id").ok(), Some(7));
+        assert_eq!(row.text("state").ok().as_deref(), Some("pending"));
+        assert_eq!(row.int(0usize).ok(), Some(7));
+        let missing = row.int("risk").map_err(|e| e.to_string());
+        assert!(missing.is_err_and(|e| e.contains("no column risk")));
+    }
 
     #[test]
     fn neutral_sql_translates_per_backend() {

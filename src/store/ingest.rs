@@ -3,6 +3,7 @@
 //! On PostgreSQL the ingests of one source queue on an advisory lock, and an ingest that
 //! loses a deadlock is replayed from the items it has seen.
 
+use super::db::ProposalIds;
 use super::*;
 use crate::model::{IngestReport, Proposed};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -75,7 +76,7 @@ impl Store {
         let rules = self.rules;
         // Only PostgreSQL can lose a transaction to a deadlock; SQLite's single writer never
         // needs a replay, so it keeps no copy of the items.
-        let replayable = self.db.backend() == Backend::Postgres;
+        let replayable = self.db.conflicts();
         let mut ingest = Ingest {
             store: self,
             open: false,
@@ -83,7 +84,7 @@ impl Store {
             actor: Actor::system(format!("ingest:{source}"), "ingest"),
             now,
             ingest_id: 0,
-            next_id: 0,
+            ids: ProposalIds::default(),
             rules,
             report: IngestReport::default(),
             owed: BTreeSet::new(),
@@ -307,7 +308,7 @@ pub struct Ingest<'a> {
     actor: Actor,
     now: i64,
     ingest_id: i64,
-    next_id: i64,
+    ids: ProposalIds,
     rules: Rules,
     report: IngestReport,
     /// The hashes [`Ingest::prefetch`] was given (looked up again after a restart).
@@ -347,41 +348,27 @@ impl Ingest<'_> {
         let source = self.source.clone();
         let now = self.now;
         let c = self.tx();
-        // One ingest of a source at a time (PostgreSQL): dedup and seen counts stay exact.
-        if c.backend() == Backend::Postgres {
-            c.query(
-                "SELECT pg_advisory_xact_lock(hashtext(?1))",
-                &[&format!("opsgate ingest {source}")],
-            )?;
-        }
+        // One ingest of a source at a time: dedup and seen counts stay exact.
+        c.lock_key(&format!("opsgate ingest {source}"))?;
         let ingest_id = c
             .query_one(
                 "INSERT INTO ingests (source, at, items) VALUES (?1, ?2, 0) RETURNING id",
                 &[&source, &now],
             )?
             .int(0)?;
-        // Ids come from a sequence (never MAX(id) + 1: a pruned id must not come back
-        // with another proposal's history); a new cluster is named by its founding
-        // proposal's id in the same INSERT.
-        let next_id = if c.backend() == Backend::Sqlite {
-            c.query_one("SELECT next FROM sequences WHERE name = 'proposals'", &[])?
-                .int(0)?
-        } else {
-            0
-        };
         self.ingest_id = ingest_id;
-        self.next_id = next_id;
+        self.ids = ProposalIds::default();
         Ok(())
     }
 
+    /// Ids come from a sequence (never MAX(id) + 1: a pruned id must not come back
+    /// with another proposal's history); a new cluster is named by its founding
+    /// proposal's id in the same INSERT.
     fn allocate_id(&mut self) -> Result<i64> {
-        let c = self.tx();
-        if c.backend() == Backend::Postgres {
-            return c.query_one("SELECT nextval('proposal_ids')", &[])?.int(0);
-        }
-        let id = self.next_id;
-        self.next_id += 1;
-        Ok(id)
+        let mut ids = std::mem::take(&mut self.ids);
+        let id = self.tx().next_proposal_id(&mut ids);
+        self.ids = ids;
+        id
     }
 
     /// Records one proposal: a sighting of the in-flight proposal with the same
@@ -621,27 +608,22 @@ impl Ingest<'_> {
     }
 
     fn commit_once(&mut self) -> Result<()> {
-        let (source, ingest_id, items, next_id) = (
+        let (source, ingest_id, items) = (
             self.source.clone(),
             self.ingest_id,
             self.report.proposals as i64,
-            self.next_id,
         );
         let stale_after = self.rules.stale_after_cycles;
         self.flush_merges()?;
         self.flush_owed()?;
         self.flush_sightings()?;
+        let ids = std::mem::take(&mut self.ids);
         let c = self.tx();
         c.execute(
             "UPDATE ingests SET items = ?2 WHERE id = ?1",
             &[&ingest_id, &items],
         )?;
-        if c.backend() == Backend::Sqlite {
-            c.execute(
-                "UPDATE sequences SET next = ?1 WHERE name = 'proposals'",
-                &[&next_id],
-            )?;
-        }
+        c.keep_proposal_ids(&ids)?;
         // Pending proposals this ingest made stale (last proposed exactly
         // `stale_after_cycles` ingests ago: see `lifecycle::stale`) need their cards
         // redrawn.

@@ -4,7 +4,10 @@
 //! under an advisory lock, `READ COMMITTED` transactions whose writers lock a cluster's
 //! card row first, claims with `FOR UPDATE SKIP LOCKED`, ids from a sequence.
 
-use super::db::{to_postgres, Backend, Conn, Database, Health, Param, Row, ToParam, Tracer, Value};
+use super::db::{
+    to_postgres, Backend, Conn, ConnExt, Database, Health, Param, ProposalIds, Row, ToParam,
+    Tracer, Value,
+};
 use crate::error::{Error, Kind};
 use anyhow::{Context, Result};
 use bytes::BytesMut;
@@ -393,6 +396,25 @@ impl Conn for PgDb {
         Backend::Postgres
     }
 
+    fn next_proposal_id(&mut self, _ids: &mut ProposalIds) -> Result<i64> {
+        self.query_one("SELECT nextval('proposal_ids')", &[])?
+            .int(0)
+    }
+
+    fn keep_proposal_ids(&mut self, _ids: &ProposalIds) -> Result<()> {
+        Ok(())
+    }
+
+    fn lock_key(&mut self, key: &str) -> Result<()> {
+        self.query("SELECT pg_advisory_xact_lock(hashtext(?1))", &[&key])?;
+        Ok(())
+    }
+
+    fn lock(&mut self, sql: &str, params: &[&dyn ToParam]) -> Result<()> {
+        self.query(sql, params)?;
+        Ok(())
+    }
+
     fn execute(&mut self, sql: &str, params: &[&dyn ToParam]) -> Result<u64> {
         let stmt = self.statement(sql);
         let binds: Vec<Bind<'_>> = params.iter().map(|p| Bind(p.param())).collect();
@@ -410,11 +432,15 @@ impl Conn for PgDb {
         let stmt = self.statement(sql);
         let binds: Vec<Bind<'_>> = params.iter().map(|p| Bind(p.param())).collect();
         let refs: Vec<(&(dyn ToSql + Sync), Type)> = typed(&binds).collect();
+        let mut names: Option<std::sync::Arc<[String]>> = None;
         for row in self.client.query_typed(&stmt, &refs)? {
             let values = (0..row.len())
                 .map(|i| value(&row, i))
                 .collect::<Result<Vec<_>>>()?;
-            each(Row(values))?;
+            let names = names
+                .get_or_insert_with(|| row.columns().iter().map(|c| c.name().to_string()).collect())
+                .clone();
+            each(Row(values, names))?;
         }
         Ok(())
     }
@@ -441,6 +467,10 @@ impl Database for PgDb {
 
     fn rollback(&mut self) {
         let _ = self.client.batch_execute("ROLLBACK");
+    }
+
+    fn conflicts(&self) -> bool {
+        true
     }
 
     fn retryable(&self, err: &anyhow::Error) -> bool {

@@ -157,7 +157,7 @@ impl Store {
         p.quorum = match p.state {
             // What approving it takes now: the riskiest variant it would supersede counts.
             State::Pending if lifecycle::any_quorum(&rules) => {
-                let (need, _) = super::decide::approval_plan(
+                let (need, _) = super::decisions::approval_plan(
                     c,
                     p.id,
                     p.cluster_id,
@@ -170,7 +170,7 @@ impl Store {
             _ => lifecycle::quorum(p.risk, &rules),
         };
         if lifecycle::any_quorum(&rules) {
-            p.approvals = super::decide::approvers(c, p.id)?
+            p.approvals = super::decisions::approvers(c, p.id)?
                 .into_iter()
                 .map(|(_, shown)| shown)
                 .collect();

@@ -2,7 +2,10 @@
 //! writers are serialized and row locks are not needed), numbered migrations in
 //! `PRAGMA user_version`, `PRAGMA application_id` to refuse foreign files.
 
-use super::db::{to_sqlite, Backend, Conn, Database, Health, Param, Row, ToParam, Tracer, Value};
+use super::db::{
+    to_sqlite, Backend, Conn, ConnExt, Database, Health, Param, ProposalIds, Row, ToParam, Tracer,
+    Value,
+};
 use crate::error::{Error, Kind};
 use anyhow::{Context, Result};
 use rusqlite::types::{ToSqlOutput, ValueRef};
@@ -236,6 +239,8 @@ fn run_query(
     let binds: Vec<Bind<'_>> = params.iter().map(|p| Bind(p.param())).collect();
     let mut stmt = conn.prepare_cached(&to_sqlite(sql))?;
     let columns = stmt.column_count();
+    let names: std::sync::Arc<[String]> =
+        stmt.column_names().into_iter().map(String::from).collect();
     let mut rows = stmt.query(rusqlite::params_from_iter(binds.iter()))?;
     while let Some(row) = rows.next()? {
         let mut values = Vec::with_capacity(columns);
@@ -248,7 +253,7 @@ fn run_query(
                 ValueRef::Blob(b) => Value::Text(String::from_utf8_lossy(b).into_owned()),
             });
         }
-        each(Row(values))?;
+        each(Row(values, names.clone()))?;
     }
     Ok(())
 }
@@ -256,6 +261,35 @@ fn run_query(
 impl Conn for SqliteDb {
     fn backend(&self) -> Backend {
         Backend::Sqlite
+    }
+
+    fn next_proposal_id(&mut self, ids: &mut ProposalIds) -> Result<i64> {
+        let next = match ids.next {
+            Some(next) => next,
+            None => self
+                .query_one("SELECT next FROM sequences WHERE name = 'proposals'", &[])?
+                .int(0)?,
+        };
+        ids.next = Some(next.saturating_add(1));
+        Ok(next)
+    }
+
+    fn keep_proposal_ids(&mut self, ids: &ProposalIds) -> Result<()> {
+        if let Some(next) = ids.next {
+            self.execute(
+                "UPDATE sequences SET next = ?1 WHERE name = 'proposals'",
+                &[&next],
+            )?;
+        }
+        Ok(())
+    }
+
+    fn lock_key(&mut self, _key: &str) -> Result<()> {
+        Ok(())
+    }
+
+    fn lock(&mut self, _sql: &str, _params: &[&dyn ToParam]) -> Result<()> {
+        Ok(())
     }
 
     fn execute(&mut self, sql: &str, params: &[&dyn ToParam]) -> Result<u64> {
@@ -301,6 +335,10 @@ impl Database for SqliteDb {
         if !self.conn.is_autocommit() {
             let _ = self.conn.execute_batch("ROLLBACK");
         }
+    }
+
+    fn conflicts(&self) -> bool {
+        false
     }
 
     fn retryable(&self, _err: &anyhow::Error) -> bool {
