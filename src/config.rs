@@ -95,6 +95,12 @@ pub const MAX_WAIT: Setting = setting(
     "60",
     "total seconds of 429 waiting in one run",
 );
+pub const STATUS_MESSAGE: Setting = setting(
+    Some("OPSGATE_TELEGRAM_STATUS"),
+    Some("telegram.status_message"),
+    "false",
+    "one status message per source (last cycle, the model's summary masked, open cards), edited each cycle and pinned where the bot may pin",
+);
 pub const TTL: Setting = setting(
     None,
     Some("lifecycle.ttl"),
@@ -233,6 +239,7 @@ pub const SETTINGS: &[Setting] = &[
     API_URL,
     TIMEOUT,
     MAX_WAIT,
+    STATUS_MESSAGE,
     TTL,
     STALE_AFTER,
     REJECT_COOLDOWN,
@@ -629,6 +636,8 @@ pub struct TelegramConfig {
     pub max_wait: Duration,
     /// `[[route]]` entries, first match wins; no match: `chat_id` and `operators`.
     pub routes: Vec<Route>,
+    /// Keep one status message per source in its route's chat.
+    pub status_message: bool,
 }
 
 /// The TOML file.
@@ -714,6 +723,7 @@ struct FileTelegram {
     api_url: Option<String>,
     timeout_secs: Option<u64>,
     max_wait_secs: Option<u64>,
+    status_message: Option<bool>,
 }
 
 fn config_error(message: String) -> anyhow::Error {
@@ -1131,6 +1141,23 @@ fn telegram(file: FileTelegram, prov: &mut Vec<Provenance>) -> Result<Option<Tel
         format!("{t}s")
     })
     .unwrap_or(15);
+    let env_status = match non_empty_env(STATUS_MESSAGE) {
+        None => None,
+        Some(raw) => Some(match raw.trim() {
+            "1" | "true" | "on" | "yes" => true,
+            "0" | "false" | "off" | "no" => false,
+            _ => {
+                return Err(config_error(format!(
+                    "{}={raw:?}: expected true or false",
+                    env_name(STATUS_MESSAGE)
+                )))
+            }
+        }),
+    };
+    let status_message = pick(prov, STATUS_MESSAGE, env_status, file.status_message, |b| {
+        b.to_string()
+    })
+    .unwrap_or(false);
     Ok(Some(TelegramConfig {
         token: Secret(token),
         chat_id,
@@ -1139,6 +1166,7 @@ fn telegram(file: FileTelegram, prov: &mut Vec<Provenance>) -> Result<Option<Tel
         timeout: Duration::from_secs(timeout.clamp(1, 300)),
         max_wait: Duration::from_secs(file.max_wait_secs.unwrap_or(60).min(3600)),
         routes: Vec::new(),
+        status_message,
     }))
 }
 
