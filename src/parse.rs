@@ -690,19 +690,25 @@ mod tests {
 
     #[test]
     fn the_summary_beside_the_proposals_is_kept_and_bounded() {
-        let p = parse(r#"{"summary": "  disk 91%, nginx down  ", "approval_needed": []}"#)
-            .expect("ok");
+        let p =
+            parse(r#"{"summary": "  disk 91%, nginx down  ", "approval_needed": []}"#).expect("ok");
         assert_eq!(p.summary.as_deref(), Some("disk 91%, nginx down"));
         let inner = r#"{\"summary\": \"all quiet\", \"approval_needed\": [{\"command\": \"a\"}]}"#;
         let claude = format!(r#"{{"type":"result","result":"```json\n{inner}\n```"}}"#);
-        assert_eq!(parse(&claude).expect("ok").summary.as_deref(), Some("all quiet"));
+        assert_eq!(
+            parse(&claude).expect("ok").summary.as_deref(),
+            Some("all quiet")
+        );
         let long = format!(
             r#"{{"summary": "{}", "approval_needed": []}}"#,
             "x".repeat(MAX_SUMMARY_CHARS + 10)
         );
         let kept = parse(&long).expect("ok").summary.expect("a summary");
         assert_eq!(kept.chars().count(), MAX_SUMMARY_CHARS);
-        for none in [r#"{"summary": 7, "approval_needed": []}"#, r#"[{"command": "a"}]"#] {
+        for none in [
+            r#"{"summary": 7, "approval_needed": []}"#,
+            r#"[{"command": "a"}]"#,
+        ] {
             assert_eq!(parse(none).expect("ok").summary, None, "{none}");
         }
     }

@@ -16,7 +16,9 @@ const TOKEN_SECRET: &str = "ghp_abcdefghijklmnopqrstuvwxyz0123456789";
 const PASSWORD_SECRET: &str = "hunter2-Pa55-word";
 
 fn secret_summary() -> String {
-    format!("disk 91% full; the env dump shows PGPASSWORD={PASSWORD_SECRET} and token {TOKEN_SECRET}")
+    format!(
+        "disk 91% full; the env dump shows PGPASSWORD={PASSWORD_SECRET} and token {TOKEN_SECRET}"
+    )
 }
 
 fn cycle(summary: &str, commands: &[&str]) -> String {
@@ -67,7 +69,10 @@ fn no_secret_reached_the_bot_api(fake: &Fake) {
     for call in fake.state.lock().unwrap().calls.iter() {
         let body = call.body.to_string();
         for secret in [TOKEN_SECRET, PASSWORD_SECRET] {
-            assert!(!body.contains(secret), "{secret} reached the Bot API: {body}");
+            assert!(
+                !body.contains(secret),
+                "{secret} reached the Bot API: {body}"
+            );
         }
     }
 }
@@ -98,7 +103,10 @@ fn status_message_story(env: &Env) {
     assert_eq!(fake.count("sendmessage"), 2, "{:?}", fake.messages());
     let status = status_id(&fake);
     let text = fake.message(status).text;
-    assert!(text.contains("Last cycle: Nov 22 14:00 UTC · 1 proposal"), "{text}");
+    assert!(
+        text.contains("Last cycle: Nov 22 14:00 UTC · 1 proposal"),
+        "{text}"
+    );
     assert!(text.contains("disk 91% full"), "{text}");
     assert!(text.contains("•••• (secret"), "{text}");
     assert!(text.contains("#1 pending"), "{text}");
@@ -106,12 +114,21 @@ fn status_message_story(env: &Env) {
     assert_eq!(fake.count("pinchatmessage"), 1);
     assert_eq!(fake.state.lock().unwrap().pinned, vec![status]);
     let pin = &fake.calls("pinchatmessage")[0];
-    assert_eq!(pin.body["disable_notification"], json!(true), "{:?}", pin.body);
+    assert_eq!(
+        pin.body["disable_notification"],
+        json!(true),
+        "{:?}",
+        pin.body
+    );
 
     // A notify with nothing changed: no Bot API call at all.
     let before = fake.total_calls();
     notify(env, &fake, "2026-11-22T14:00:20Z");
-    assert_eq!(fake.total_calls(), before, "an unchanged status costs no call");
+    assert_eq!(
+        fake.total_calls(),
+        before,
+        "an unchanged status costs no call"
+    );
 
     // Cycle 2 in the same minute, the same picture: the card is edited (seen twice), the
     // status message is not touched.
@@ -126,18 +143,26 @@ fn status_message_story(env: &Env) {
 
     // Cycle 3, an hour later and quiet: the time and the summary change; the same
     // message is edited in place, nothing new is sent, nothing pinned again.
-    cycle_and_notify(
-        env,
-        &fake,
-        "2026-11-22T15:00:00Z",
-        &cycle("all quiet", &[]),
+    cycle_and_notify(env, &fake, "2026-11-22T15:00:00Z", &cycle("all quiet", &[]));
+    assert_eq!(
+        fake.count("sendmessage"),
+        2,
+        "a quiet cycle sends no new message"
     );
-    assert_eq!(fake.count("sendmessage"), 2, "a quiet cycle sends no new message");
     assert_eq!(edits_of(&fake, status), 1);
     let text = fake.message(status).text;
-    assert!(text.contains("Last cycle: Nov 22 15:00 UTC · 0 proposals"), "{text}");
-    assert!(text.contains("all quiet") && !text.contains("disk 91%"), "{text}");
-    assert!(text.contains("#1 pending"), "the open card stays listed: {text}");
+    assert!(
+        text.contains("Last cycle: Nov 22 15:00 UTC · 0 proposals"),
+        "{text}"
+    );
+    assert!(
+        text.contains("all quiet") && !text.contains("disk 91%"),
+        "{text}"
+    );
+    assert!(
+        text.contains("#1 pending"),
+        "the open card stays listed: {text}"
+    );
 
     // A decision changes the open cards: one more edit.
     env.cmd(&["reject", "1", "--reason", "not now"]).ok();
@@ -154,12 +179,26 @@ fn a_refused_pin_is_not_an_error_and_is_not_retried_each_cycle() {
     let env = Env::new();
     let fake = Fake::start();
     fake.state.lock().unwrap().no_pin.insert(CHAT);
-    cycle_and_notify(&env, &fake, "2026-11-22T14:00:00Z", &cycle("s1", &["uptime"]));
+    cycle_and_notify(
+        &env,
+        &fake,
+        "2026-11-22T14:00:00Z",
+        &cycle("s1", &["uptime"]),
+    );
     let status = status_id(&fake);
     assert_eq!(fake.count("pinchatmessage"), 1);
-    cycle_and_notify(&env, &fake, "2026-11-22T15:00:00Z", &cycle("s2", &["uptime"]));
+    cycle_and_notify(
+        &env,
+        &fake,
+        "2026-11-22T15:00:00Z",
+        &cycle("s2", &["uptime"]),
+    );
     assert_eq!(edits_of(&fake, status), 1);
-    assert_eq!(fake.count("pinchatmessage"), 1, "a refused pin is not asked again");
+    assert_eq!(
+        fake.count("pinchatmessage"),
+        1,
+        "a refused pin is not asked again"
+    );
 }
 
 #[test]
@@ -189,7 +228,10 @@ fn status_and_context_on_postgresql_too() {
 fn status_on_the_console(env: &Env) {
     env.cmd(&["ingest", "--source", "vps-1"])
         .env("OPSGATE_NOW", "2026-11-22T14:00:00Z")
-        .stdin(cycle(&secret_summary(), &["docker restart web", "docker stop web"]))
+        .stdin(cycle(
+            &secret_summary(),
+            &["docker restart web", "docker stop web"],
+        ))
         .ok();
     env.cmd(&["ingest", "--source", "db-2"])
         .env("OPSGATE_NOW", "2026-11-22T14:05:00Z")
@@ -198,18 +240,35 @@ fn status_on_the_console(env: &Env) {
 
     let text = stdout(&env.cmd(&["status", "--source", "vps-1"]).ok());
     assert!(text.contains("vps-1 · status"), "{text}");
-    assert!(text.contains("Last cycle: Nov 22 14:00 UTC · 2 proposals"), "{text}");
-    assert!(text.contains("disk 91% full") && text.contains("•••• (secret"), "{text}");
+    assert!(
+        text.contains("Last cycle: Nov 22 14:00 UTC · 2 proposals"),
+        "{text}"
+    );
+    assert!(
+        text.contains("disk 91% full") && text.contains("•••• (secret"),
+        "{text}"
+    );
     assert!(text.contains("#1 pending, #2 pending"), "{text}");
     assert!(!text.contains("db-2"), "{text}");
     let all = stdout(&env.cmd(&["status"]).ok());
-    assert!(all.find("db-2 · status") < all.find("vps-1 · status"), "{all}");
+    assert!(
+        all.find("db-2 · status") < all.find("vps-1 · status"),
+        "{all}"
+    );
 
     let v: Value = serde_json::from_slice(&env.cmd(&["status", "--json"]).ok().stdout).unwrap();
-    let vps = v.as_array().unwrap().iter().find(|s| s["source"] == "vps-1").unwrap();
+    let vps = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["source"] == "vps-1")
+        .unwrap();
     assert_eq!(vps["last_cycle_at"], "2026-11-22T14:00:00Z");
     let summary = vps["summary"].as_str().unwrap();
-    assert!(summary.contains("disk 91% full") && summary.contains("••••"), "{summary}");
+    assert!(
+        summary.contains("disk 91% full") && summary.contains("••••"),
+        "{summary}"
+    );
     assert_eq!(vps["open_cards_total"], 1);
     let states: Vec<&str> = vps["open_cards"][0]["proposals"]
         .as_array()

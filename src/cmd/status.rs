@@ -28,7 +28,9 @@ pub fn status(config: &Config, args: StatusArgs) -> Result<u8> {
         let whose = source
             .map(|s| format!(" of source {}", show_field(s, 128)))
             .unwrap_or_default();
-        print_out(&format!("No cycle{whose} yet: nothing has been ingested.\n"))?;
+        print_out(&format!(
+            "No cycle{whose} yet: nothing has been ingested.\n"
+        ))?;
         return Ok(error::OK);
     }
     let texts: Vec<String> = statuses.iter().map(|s| render_status(s).plain).collect();

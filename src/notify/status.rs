@@ -28,7 +28,11 @@ pub fn render_status(status: &SourceStatus) -> Card {
         "Last cycle: {} · {} proposal{}\n",
         day_hhmm(status.last_cycle_at),
         status.last_cycle_proposals,
-        if status.last_cycle_proposals == 1 { "" } else { "s" }
+        if status.last_cycle_proposals == 1 {
+            ""
+        } else {
+            "s"
+        }
     ));
     match &status.summary {
         Some(summary) => {
@@ -62,7 +66,11 @@ pub fn render_status(status: &SourceStatus) -> Card {
             }
             (None, None) => String::new(),
         };
-        w.text(&format!("• card {}: {} · ", card.cluster_id, states.join(", ")));
+        w.text(&format!(
+            "• card {}: {} · ",
+            card.cluster_id,
+            states.join(", ")
+        ));
         w.tagged("code", &title);
         w.text("\n");
     }

@@ -12,8 +12,8 @@ use crate::notify::Card;
 use crate::process::Stop;
 use std::time::Duration;
 use teloxide::payloads::{
-    AnswerCallbackQuerySetters, EditMessageTextSetters, GetUpdatesSetters,
-    PinChatMessageSetters, SendMessageSetters,
+    AnswerCallbackQuerySetters, EditMessageTextSetters, GetUpdatesSetters, PinChatMessageSetters,
+    SendMessageSetters,
 };
 use teloxide::prelude::Requester;
 use teloxide::types::{

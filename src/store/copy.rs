@@ -170,7 +170,8 @@ fn copy(src: &mut dyn Conn, dst: &mut dyn Conn) -> Result<Copied> {
     };
     let mut ingests: HashMap<i64, i64> = HashMap::new();
 
-    pages(src, "ingests", "id", "id, source, at, items, summary", |r| {
+    let columns = "id, source, at, items, summary";
+    pages(src, "ingests", "id", columns, |r| {
         let new = dst
             .query_one(
                 "INSERT INTO ingests (source, at, items, summary) VALUES (?1, ?2, ?3, ?4)

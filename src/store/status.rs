@@ -149,7 +149,12 @@ impl Store {
     }
 
     /// Records what `source`'s status message on `channel` now shows, in one transaction.
-    pub fn mark_status_sent(&mut self, source: &str, channel: &str, sent: &StatusRef) -> Result<()> {
+    pub fn mark_status_sent(
+        &mut self,
+        source: &str,
+        channel: &str,
+        sent: &StatusRef,
+    ) -> Result<()> {
         self.transact("to record a status message", |c| {
             c.execute(
                 "INSERT INTO status_messages (source, channel, chat, message, content_hash, pinned)

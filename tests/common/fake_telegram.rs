@@ -576,9 +576,12 @@ async fn handle(
             let id = body["message_id"].as_i64().unwrap_or(0);
             let mut st = state.lock().unwrap();
             if st.no_pin.contains(&chat) {
-                return bad(400, "Bad Request: not enough rights to manage pinned messages in the chat");
+                return bad(
+                    400,
+                    "Bad Request: not enough rights to manage pinned messages in the chat",
+                );
             }
-            if !st.messages.get(&id).is_some_and(|m| m.chat_id == chat) {
+            if st.messages.get(&id).is_none_or(|m| m.chat_id != chat) {
                 return bad(400, "Bad Request: message to pin not found");
             }
             st.pinned.push(id);
