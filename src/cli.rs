@@ -107,6 +107,9 @@ pub enum Command {
     /// The queue as the model should see it, for its next prompt: in-flight proposals and
     /// recent decisions and outcomes, masked, fenced as data, within a byte budget
     Context(ContextArgs),
+    /// Each source's picture, as its status message shows it: the last cycle, the model's
+    /// summary (masked) and the open cards with their states
+    Status(StatusArgs),
     /// Print a shell completion script
     Completions {
         /// The shell to print the script for
@@ -178,6 +181,16 @@ pub struct ContextArgs {
           value_parser = clap::value_parser!(u64).range(256..=16 << 20))]
     pub budget: u64,
     /// Print the same content as a JSON object
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Only this source; default: every source that has had a cycle
+    #[arg(long, value_name = "NAME")]
+    pub source: Option<String>,
+    /// Print the same content as a JSON array, one object per source
     #[arg(long)]
     pub json: bool,
 }

@@ -112,6 +112,12 @@ pub const MAX_WAIT: Setting = setting(
     "60",
     "total seconds of 429 waiting in one run",
 );
+pub const STATUS_MESSAGE: Setting = setting(
+    Some("OPSGATE_TELEGRAM_STATUS"),
+    Some("telegram.status_message"),
+    "false",
+    "one status message per source (last cycle, the model's summary masked, open cards), edited each cycle and pinned where the bot may pin",
+);
 pub const TTL: Setting = setting(
     None,
     Some("lifecycle.ttl"),
@@ -252,6 +258,7 @@ pub const SETTINGS: &[Setting] = &[
     API_URL,
     TIMEOUT,
     MAX_WAIT,
+    STATUS_MESSAGE,
     TTL,
     STALE_AFTER,
     REJECT_COOLDOWN,
@@ -664,6 +671,8 @@ pub struct TelegramConfig {
     pub max_wait: Duration,
     /// `[[route]]` entries, first match wins; no match: `chat_id` and `operators`.
     pub routes: Vec<Route>,
+    /// Keep one status message per source in its route's chat.
+    pub status_message: bool,
 }
 
 /// The TOML file.
@@ -749,6 +758,7 @@ struct FileTelegram {
     api_url: Option<String>,
     timeout_secs: Option<u64>,
     max_wait_secs: Option<u64>,
+    status_message: Option<bool>,
 }
 
 fn config_error(message: String) -> anyhow::Error {
@@ -1302,6 +1312,23 @@ fn telegram(
         format!("{t}s")
     })
     .unwrap_or(15);
+    let env_status = match non_empty_env(STATUS_MESSAGE) {
+        None => None,
+        Some(raw) => Some(match raw.trim() {
+            "1" | "true" | "on" | "yes" => true,
+            "0" | "false" | "off" | "no" => false,
+            _ => {
+                return Err(config_error(format!(
+                    "{}={raw:?}: expected true or false",
+                    env_name(STATUS_MESSAGE)
+                )))
+            }
+        }),
+    };
+    let status_message = pick(prov, STATUS_MESSAGE, env_status, file.status_message, |b| {
+        b.to_string()
+    })
+    .unwrap_or(false);
     let access = BotAccess {
         token: Secret(token),
         api_url,
@@ -1319,6 +1346,7 @@ fn telegram(
             timeout: access.timeout,
             max_wait: Duration::from_secs(file.max_wait_secs.unwrap_or(60).min(3600)),
             routes: Vec::new(),
+            status_message,
         }),
         Some(access),
     ))

@@ -9,11 +9,13 @@
 
 mod console;
 mod outbox;
+mod status;
 pub mod telegram;
 mod words;
 
 pub use console::console_text;
 pub use outbox::{deliver_quietly, push_owed, PushReport};
+pub use status::render_status;
 pub use words::describe;
 
 use crate::model::{Action, ClusterView, Proposal, State};

@@ -18,6 +18,9 @@ pub const MAX_COMMAND_BYTES: usize = 64 * 1024;
 pub const MAX_REASON_CHARS: usize = 4000;
 /// Longest display id kept, in characters.
 pub const MAX_ID_CHARS: usize = 128;
+/// Longest cycle summary kept, in characters; a longer one is cut (it is untrusted text
+/// shown to operators and given back to the model).
+pub const MAX_SUMMARY_CHARS: usize = 2000;
 /// How many envelopes may be nested before the input is refused.
 const MAX_ENVELOPE_DEPTH: usize = 4;
 /// How many `{`/`[` positions in prose are tried before giving up.
@@ -63,6 +66,9 @@ pub struct Parsed {
     /// Items skipped as invalid.
     pub invalid: usize,
     pub warnings: Vec<String>,
+    /// The cycle's `summary`, when the model wrote one beside its proposal array (cut to
+    /// [`MAX_SUMMARY_CHARS`]).
+    pub summary: Option<String>,
 }
 
 /// Why an input was refused. Every variant maps to exit code 65.
@@ -188,26 +194,31 @@ pub fn parse_text(text: &str, limits: &Limits) -> Result<Parsed, ParseError> {
     if text.trim().trim_start_matches('\u{feff}').is_empty() {
         return Err(ParseError::Empty);
     }
-    let values = find_proposals(text, 0)?;
-    build(values, limits)
+    let (values, summary) = find_proposals(text, 0)?;
+    let mut parsed = build(values, limits)?;
+    parsed.summary = summary;
+    Ok(parsed)
 }
+
+/// Proposal values and the summary beside them.
+type Proposals = (Vec<Value>, Option<String>);
 
 /// What a JSON document turned out to be.
 enum Found {
-    /// The proposal values.
-    Proposals(Vec<Value>),
+    /// The proposal values, and the summary beside them.
+    Proposals(Vec<Value>, Option<String>),
     /// JSON, but no proposal array in it; names what was there.
     Other(String),
 }
 
 /// Locates the proposal array in text: whole-text JSON, JSON Lines, fenced blocks, then
 /// the first balanced JSON value in prose.
-fn find_proposals(text: &str, depth: usize) -> Result<Vec<Value>, ParseError> {
+fn find_proposals(text: &str, depth: usize) -> Result<Proposals, ParseError> {
     let trimmed = text.trim().trim_start_matches('\u{feff}');
     let mut first_other: Option<String> = None;
-    let mut consider = |found: Found| -> Option<Vec<Value>> {
+    let mut consider = |found: Found| -> Option<Proposals> {
         match found {
-            Found::Proposals(v) => Some(v),
+            Found::Proposals(v, summary) => Some((v, summary)),
             Found::Other(what) => {
                 first_other.get_or_insert(what);
                 None
@@ -382,14 +393,14 @@ fn interpret(value: Value, depth: usize) -> Result<Found, ParseError> {
     match value {
         Value::Array(items) => {
             if items.is_empty() || items.iter().any(is_proposal) {
-                return Ok(Found::Proposals(items));
+                return Ok(Found::Proposals(items, None));
             }
             // An array of events or messages (Claude Code, streamed APIs): the last one that
             // holds proposals wins.
             let mut last_other = None;
             for item in items.into_iter().rev() {
                 match interpret(item, depth)? {
-                    Found::Proposals(v) => return Ok(Found::Proposals(v)),
+                    found @ Found::Proposals(..) => return Ok(found),
                     Found::Other(what) => {
                         last_other.get_or_insert(what);
                     }
@@ -402,8 +413,12 @@ fn interpret(value: Value, depth: usize) -> Result<Found, ParseError> {
         Value::Object(mut obj) => {
             for key in ARRAY_KEYS {
                 match obj.remove(key) {
-                    Some(Value::Array(items)) => return Ok(Found::Proposals(items)),
-                    Some(Value::Null) => return Ok(Found::Proposals(Vec::new())),
+                    Some(Value::Array(items)) => {
+                        return Ok(Found::Proposals(items, summary_of(obj.get("summary"))))
+                    }
+                    Some(Value::Null) => {
+                        return Ok(Found::Proposals(Vec::new(), summary_of(obj.get("summary"))))
+                    }
                     Some(other) => {
                         return Ok(Found::Other(format!(
                             "\"{key}\" holding {}",
@@ -414,12 +429,12 @@ fn interpret(value: Value, depth: usize) -> Result<Found, ParseError> {
                 }
             }
             if is_proposal_map(&obj) {
-                return Ok(Found::Proposals(vec![Value::Object(obj)]));
+                return Ok(Found::Proposals(vec![Value::Object(obj)], None));
             }
             match envelope_text(&obj) {
                 Some(text) if depth < MAX_ENVELOPE_DEPTH => {
                     match find_proposals(&text, depth + 1) {
-                        Ok(items) => Ok(Found::Proposals(items)),
+                        Ok((items, summary)) => Ok(Found::Proposals(items, summary)),
                         Err(ParseError::NoJson { .. } | ParseError::Empty) => Ok(Found::Other(
                             "an LLM envelope whose text holds no JSON".into(),
                         )),
@@ -434,6 +449,15 @@ fn interpret(value: Value, depth: usize) -> Result<Found, ParseError> {
             }
         }
         other => Ok(Found::Other(kind_of(&other).into())),
+    }
+}
+
+/// The `summary` the model wrote beside its proposals: a non-blank string, trimmed and
+/// cut to [`MAX_SUMMARY_CHARS`]. Anything else is no summary.
+fn summary_of(value: Option<&Value>) -> Option<String> {
+    match value {
+        Some(Value::String(s)) if !s.trim().is_empty() => Some(cut(s.trim(), MAX_SUMMARY_CHARS)),
+        _ => None,
     }
 }
 
@@ -678,6 +702,31 @@ mod tests {
     }
 
     #[test]
+    fn the_summary_beside_the_proposals_is_kept_and_bounded() {
+        let p =
+            parse(r#"{"summary": "  disk 91%, nginx down  ", "approval_needed": []}"#).expect("ok");
+        assert_eq!(p.summary.as_deref(), Some("disk 91%, nginx down"));
+        let inner = r#"{\"summary\": \"all quiet\", \"approval_needed\": [{\"command\": \"a\"}]}"#;
+        let claude = format!(r#"{{"type":"result","result":"```json\n{inner}\n```"}}"#);
+        assert_eq!(
+            parse(&claude).expect("ok").summary.as_deref(),
+            Some("all quiet")
+        );
+        let long = format!(
+            r#"{{"summary": "{}", "approval_needed": []}}"#,
+            "x".repeat(MAX_SUMMARY_CHARS + 10)
+        );
+        let kept = parse(&long).expect("ok").summary.expect("a summary");
+        assert_eq!(kept.chars().count(), MAX_SUMMARY_CHARS);
+        for none in [
+            r#"{"summary": 7, "approval_needed": []}"#,
+            r#"[{"command": "a"}]"#,
+        ] {
+            assert_eq!(parse(none).expect("ok").summary, None, "{none}");
+        }
+    }
+
+    #[test]
     fn field_rules() {
         let p = parse(
             r#"[{"id": 7, "command": "a", "risk": "HIGH", "cmd_hash": "abc"},
@@ -882,6 +931,8 @@ pub struct Streamed {
     pub items: usize,
     pub invalid: usize,
     pub warnings: Vec<String>,
+    /// The `summary` beside the proposal array, as [`Parsed::summary`].
+    pub summary: Option<String>,
 }
 
 /// Streams proposals from plain JSON (an object whose proposal array sits under one of the
@@ -1020,6 +1071,9 @@ impl<'de> serde::de::Visitor<'de> for TopVisitor<'_, '_> {
             if !found && ARRAY_KEYS.contains(&key.as_str()) {
                 map.next_value_seed(ArraySeed { sink: self.sink })?;
                 found = true;
+            } else if key == "summary" {
+                let value = map.next_value::<Value>()?;
+                self.sink.out.summary = summary_of(Some(&value));
             } else {
                 map.next_value::<serde::de::IgnoredAny>()?;
             }

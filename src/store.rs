@@ -25,6 +25,7 @@ mod outbox;
 mod postgres;
 mod query;
 mod sqlite;
+mod status;
 mod sweeps;
 
 pub use copy::Copied;
@@ -33,6 +34,7 @@ use db::{Conn, ConnExt, Database, Row, ToParam};
 pub use ingest::{Identity, Ingest, Rehash, Rekey};
 pub use outbox::{Delivered, OwedCard};
 pub use query::{CardOf, Context, Lookup, StateCount, Stats};
+pub use status::{OpenCard, SourceStatus, StatusRef, STATUS_CARDS};
 
 /// The kind of a database error, for the exit code (each backend knows its own).
 pub fn classify(cause: &(dyn std::error::Error + 'static)) -> Option<Kind> {

@@ -34,8 +34,13 @@ pub fn hhmm_from(ms: i64, reference: i64) -> String {
     if t.date_naive() == r.date_naive() {
         hhmm(ms)
     } else {
-        t.format("%b %-d %H:%M UTC").to_string()
+        day_hhmm(ms)
     }
+}
+
+/// `Nov 24 14:00 UTC`: a time with its day, at minute resolution (a status message).
+pub fn day_hhmm(ms: i64) -> String {
+    utc(ms).format("%b %-d %H:%M UTC").to_string()
 }
 
 /// Parses an RFC 3339 time (`2026-11-22T14:00:00Z`, with an offset or fractional seconds)

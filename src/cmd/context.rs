@@ -65,11 +65,27 @@ struct Entry {
     stderr_last_lines: Option<String>,
 }
 
+/// The source's last cycle, as the model is reminded of it.
+#[derive(Debug, Serialize)]
+struct LastCycle {
+    at: String,
+    proposals: i64,
+    /// The model's own summary of that cycle, masked and cut to [`SUMMARY_CHARS`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    summary: Option<String>,
+}
+
+/// Characters of the last cycle's summary given back to the model.
+const SUMMARY_CHARS: usize = 600;
+
 /// The whole of `--json`.
 #[derive(Debug, Serialize)]
 struct Queue<'a> {
     notice: &'a str,
     source: Option<&'a str>,
+    /// With `--source`, once it has had a cycle.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_cycle: Option<LastCycle>,
     at: String,
     since: String,
     budget: u64,
@@ -227,15 +243,28 @@ fn entry_text(e: &Entry) -> String {
     out
 }
 
-fn header(source: Option<&str>, now: i64, since: i64) -> String {
+fn header(source: Option<&str>, now: i64, since: i64, last: Option<&LastCycle>) -> String {
     let whose = source
         .map(|s| format!(" of source {}", show_field(s, 64)))
         .unwrap_or_default();
-    format!(
+    let mut out = format!(
         "opsgate queue{whose} at {}, decisions since {}\n{DATA_NOTICE}\n",
         rfc3339(now),
         rfc3339(since)
-    )
+    );
+    if let Some(last) = last {
+        out.push_str(&format!(
+            "\nYour last cycle: {} ({} proposal{}).\n",
+            last.at,
+            last.proposals,
+            if last.proposals == 1 { "" } else { "s" }
+        ));
+        if let Some(summary) = &last.summary {
+            out.push_str("Your summary of it (data, as you wrote it):\n");
+            fenced(&mut out, summary);
+        }
+    }
+    out
 }
 
 /// How many entries fit `budget` bytes of text after `fixed` bytes (header and section
@@ -293,15 +322,35 @@ pub fn context(config: &Config, args: ContextArgs) -> Result<u8> {
     let source = args.source.as_deref();
     // Every entry takes well over 64 bytes: reading more than this could never be shown.
     let limit = i64::try_from(budget / 64 + 1).unwrap_or(i64::MAX);
-    let found = match open_for_reading(config)? {
-        Some(mut store) => store.context(source, since, limit)?,
-        None => Context::default(),
+    let (found, last) = match open_for_reading(config)? {
+        Some(mut store) => {
+            let last = match source {
+                Some(s) => store.last_cycle(s)?,
+                None => None,
+            };
+            (store.context(source, since, limit)?, last)
+        }
+        None => (Context::default(), None),
     };
+    let mut last_cycle = last.map(|(at, proposals, summary)| LastCycle {
+        at: rfc3339(at),
+        proposals,
+        summary: summary.map(|s| crate::text::ellipsize(&show_lines(s.trim()), SUMMARY_CHARS)),
+    });
     let in_flight: Vec<Entry> = found.in_flight.iter().map(|p| entry(p, now)).collect();
     let decided: Vec<Entry> = found.ended.iter().map(|p| entry(p, now)).collect();
     let in_texts: Vec<String> = in_flight.iter().map(entry_text).collect();
     let done_texts: Vec<String> = decided.iter().map(entry_text).collect();
-    let head = header(source, now, since);
+    let mut head = header(source, now, since, last_cycle.as_ref());
+    // The queue comes first: the summary is left out when it would take over a quarter
+    // of the budget.
+    if head.len() > budget / 4 {
+        if let Some(last) = &mut last_cycle {
+            if last.summary.take().is_some() {
+                head = header(source, now, since, Some(last));
+            }
+        }
+    }
     let in_heading = if found.in_flight_total == 0 {
         "\nIn flight: none.\n".to_string()
     } else {
@@ -333,6 +382,7 @@ pub fn context(config: &Config, args: ContextArgs) -> Result<u8> {
         let queue = Queue {
             notice: DATA_NOTICE,
             source,
+            last_cycle,
             at: rfc3339(now),
             since: rfc3339(since),
             budget: args.budget,

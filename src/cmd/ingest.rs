@@ -42,7 +42,8 @@ pub fn ingest(config: &Config, args: IngestArgs) -> Result<u8> {
                 .map(|item| prepare(config, item, &mut warnings))
                 .collect();
             let mut store = open_store(config)?;
-            let report = store.ingest(source, &prepared, config.now())?;
+            let report =
+                store.ingest_cycle(source, &prepared, parsed.summary.as_deref(), config.now())?;
             // Kept only for -v, which lists what was hashed.
             let hashes: Vec<(String, String)> = prepared
                 .into_iter()
@@ -58,6 +59,7 @@ pub fn ingest(config: &Config, args: IngestArgs) -> Result<u8> {
                 let proposed = prepare(config, &item, &mut warnings);
                 ingest.add(&proposed)
             })?;
+            ingest.set_summary(streamed.summary.as_deref());
             let report = ingest.commit()?;
             warnings.extend(streamed.warnings);
             (report, streamed.invalid, Vec::new())

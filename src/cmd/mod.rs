@@ -14,6 +14,7 @@ mod notify;
 mod poll;
 mod run;
 mod stats;
+mod status;
 mod sweep;
 mod telegram;
 
@@ -78,6 +79,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Migrate(args) => migrate::migrate(&config, args),
         Command::Stats(args) => stats::stats(&config, args),
         Command::Context(args) => context::context(&config, args),
+        Command::Status(args) => status::status(&config, args),
         Command::Completions { .. } | Command::Man(_) => Ok(error::OK),
     }
 }

@@ -1,10 +1,10 @@
 //! The outbox loop: delivers the cards the store says a channel is owed, through the
 //! channel's adapter, and records each delivery right after the channel answers.
 
-use super::render;
 use super::telegram::{Telegram, TgError, CHANNEL};
-use crate::config::{Config, TelegramConfig};
-use crate::store::{Delivered, Store};
+use super::{render, render_status};
+use crate::config::{Config, Target, TelegramConfig};
+use crate::store::{Delivered, StatusRef, Store};
 use anyhow::Result;
 use std::time::Duration;
 
@@ -24,10 +24,16 @@ pub struct PushReport {
     /// Another process was delivering cards: this run sent nothing (what is owed stays
     /// owed for it or the next run).
     pub busy: bool,
+    /// Status messages sent anew and edited in place (unchanged ones cost no call).
+    pub statuses_sent: usize,
+    pub statuses_edited: usize,
 }
 
 /// What a card's old message says once the card moved to another route's chat.
 const MOVED: &str = "This card moved to another chat (its route changed). Decide it there.";
+
+/// What a status message's old message says once its source routes to another chat.
+const STATUS_MOVED: &str = "This status message moved to another chat (its route changed).";
 
 /// Owed cards read per query.
 const OWED_PAGE: i64 = 100;
@@ -51,7 +57,8 @@ pub fn push_owed(
     let max_wait = cfg.max_wait;
     let mut report = PushReport::default();
     store.ensure_channel(CHANNEL)?;
-    if store.owed_cards_after(CHANNEL, i64::MIN, 1)?.is_empty() {
+    let statuses = owed_statuses(store, cfg)?;
+    if statuses.is_empty() && store.owed_cards_after(CHANNEL, i64::MIN, 1)?.is_empty() {
         return Ok(report); // nothing owed: no lease, no write, no client
     }
     let built;
@@ -66,7 +73,12 @@ pub fn push_owed(
         report.busy = true;
         return Ok(report);
     }
-    let result = deliver(store, tg, cfg, max_wait, report);
+    let result = deliver(store, tg, cfg, max_wait, report).and_then(|report| {
+        if report.stopped_by.is_some() {
+            return Ok(report);
+        }
+        deliver_statuses(store, tg, cfg, statuses, report)
+    });
     store.unlock(OUTBOX_LOCK);
     result
 }
@@ -114,52 +126,188 @@ fn deliver(
                 report.unchanged += 1;
                 continue;
             }
-            let mut existing = message;
-            loop {
-                let result = match &existing {
-                    None => tg.send(&target, &card),
-                    Some(id) => tg.edit(target.chat_id, id, &card).map(|_| id.clone()),
-                };
-                match result {
-                    Ok(id) => {
-                        store.mark_delivered(CHANNEL, card_row, &delivered(Some(&id)))?;
-                        tracing::debug!(card = card_row.cluster_id, chat = target.chat_id, message = %id, "card delivered");
-                        if let Some((old_chat, old_message)) = &moved_from {
-                            // Best effort: the old message's buttons are refused anyway
-                            // (its chat is not the card's any more).
-                            let _ = tg.retire(*old_chat, old_message, MOVED);
-                        }
-                        if existing.is_none() {
-                            report.sent += 1;
-                        } else {
-                            report.edited += 1;
-                        }
-                        break;
+            match send_or_edit(tg, &target, message, &card, &mut waited, max_wait) {
+                Sent::Done { id, new } => {
+                    store.mark_delivered(CHANNEL, card_row, &delivered(Some(&id)))?;
+                    tracing::debug!(card = card_row.cluster_id, chat = target.chat_id, message = %id, "card delivered");
+                    if let Some((old_chat, old_message)) = &moved_from {
+                        // Best effort: the old message's buttons are refused anyway
+                        // (its chat is not the card's any more).
+                        let _ = tg.retire(*old_chat, old_message, MOVED);
                     }
-                    Err(TgError::MessageGone) if existing.is_some() => existing = None,
-                    Err(TgError::RetryAfter(d)) if waited + d <= max_wait => {
-                        tracing::info!(card = card_row.cluster_id, wait = %crate::time::human_duration(d.as_millis() as i64), "Telegram 429: waiting");
-                        waited += d;
-                        if !tg.sleep_or_stop(d) {
-                            report.still_owed = store.owed_count(CHANNEL)?;
-                            return Ok(report);
-                        }
+                    if new {
+                        report.sent += 1;
+                    } else {
+                        report.edited += 1;
                     }
-                    Err(e @ TgError::Refused(_)) => {
-                        tracing::warn!(card = card_row.cluster_id, error = %e, "Telegram refused a card");
-                        report.refused.push((card_row.cluster_id, e));
-                        break;
-                    }
-                    Err(e) => {
-                        report.still_owed = store.owed_count(CHANNEL)?;
-                        report.stopped_by = Some(e);
-                        return Ok(report);
-                    }
+                }
+                Sent::Refused(e) => {
+                    tracing::warn!(card = card_row.cluster_id, error = %e, "Telegram refused a card");
+                    report.refused.push((card_row.cluster_id, e));
+                }
+                Sent::Stop(e) => {
+                    report.still_owed = store.owed_count(CHANNEL)?;
+                    report.stopped_by = e;
+                    return Ok(report);
                 }
             }
         }
     }
     report.still_owed = report.refused.len();
+    Ok(report)
+}
+
+/// How one send-or-edit ended.
+enum Sent {
+    /// Delivered as message `id`; `new` when it was sent rather than edited.
+    Done { id: String, new: bool },
+    /// The channel refused this message for good; it stays owed.
+    Refused(TgError),
+    /// The run stops: a temporary failure (`Some`), or the stop flag (`None`).
+    Stop(Option<TgError>),
+}
+
+/// Sends `card` to `target`, or edits `existing` there in place: a deleted message is sent
+/// anew, a 429 is waited out while the run's `waited` stays within `max_wait`. The one
+/// delivery rule for cards and status messages alike.
+fn send_or_edit(
+    tg: &Telegram,
+    target: &Target<'_>,
+    mut existing: Option<String>,
+    card: &super::Card,
+    waited: &mut Duration,
+    max_wait: Duration,
+) -> Sent {
+    loop {
+        let result = match &existing {
+            None => tg.send(target, card),
+            Some(id) => tg.edit(target.chat_id, id, card).map(|_| id.clone()),
+        };
+        match result {
+            Ok(id) => {
+                return Sent::Done {
+                    id,
+                    new: existing.is_none(),
+                }
+            }
+            Err(TgError::MessageGone) if existing.is_some() => existing = None,
+            Err(TgError::RetryAfter(d)) if *waited + d <= max_wait => {
+                tracing::info!(chat = target.chat_id, wait = %crate::time::human_duration(d.as_millis() as i64), "Telegram 429: waiting");
+                *waited += d;
+                if !tg.sleep_or_stop(d) {
+                    return Sent::Stop(None);
+                }
+            }
+            Err(e @ TgError::Refused(_)) => return Sent::Refused(e),
+            Err(e) => return Sent::Stop(Some(e)),
+        }
+    }
+}
+
+/// A source's status message that differs from what its chat shows (or was never sent).
+struct OwedStatus {
+    source: String,
+    card: super::Card,
+    hash: String,
+    /// What was sent before, if anything.
+    before: Option<StatusRef>,
+}
+
+/// The status messages that must be sent or edited: each source's picture rendered from
+/// the store and compared with the hash of what its route's chat shows; an unchanged one
+/// costs nothing (reads only).
+fn owed_statuses(store: &mut Store, cfg: &TelegramConfig) -> Result<Vec<OwedStatus>> {
+    if !cfg.status_message {
+        return Ok(Vec::new());
+    }
+    let mut owed = Vec::new();
+    for status in store.statuses(None)? {
+        let card = render_status(&status);
+        let hash = card.content_hash();
+        let before = store.status_message(&status.source, CHANNEL)?;
+        let chat = status_route(cfg, &status.source).chat_id.to_string();
+        let unchanged = before
+            .as_ref()
+            .is_some_and(|b| b.chat == chat && b.content_hash == hash);
+        if !unchanged {
+            owed.push(OwedStatus {
+                source: status.source,
+                card,
+                hash,
+                before,
+            });
+        }
+    }
+    Ok(owed)
+}
+
+/// Where a source's status message goes: the chat its cards route to (the route of its
+/// low-risk cards, when routes split a source by risk).
+fn status_route<'a>(cfg: &'a TelegramConfig, source: &str) -> Target<'a> {
+    cfg.route(source, crate::model::Risk::Low.as_str())
+}
+
+/// Delivers owed status messages through [`send_or_edit`]; a new one is pinned without a
+/// notification, and a refused pin (no pin right, a private chat) is only logged.
+fn deliver_statuses(
+    store: &mut Store,
+    tg: &Telegram,
+    cfg: &TelegramConfig,
+    owed: Vec<OwedStatus>,
+    mut report: PushReport,
+) -> Result<PushReport> {
+    let mut waited = Duration::ZERO;
+    for o in owed {
+        let target = status_route(cfg, &o.source);
+        let chat = target.chat_id.to_string();
+        let (existing, moved_from) = match &o.before {
+            Some(b) if b.chat == chat => (Some(b.message.clone()), None),
+            Some(b) => (None, Some(b)),
+            None => (None, None),
+        };
+        match send_or_edit(tg, &target, existing, &o.card, &mut waited, cfg.max_wait) {
+            Sent::Done { id, new } => {
+                let pinned = if new {
+                    match tg.pin(target.chat_id, &id) {
+                        Ok(()) => true,
+                        Err(e) => {
+                            tracing::info!(chat = target.chat_id, error = %e, "status message not pinned");
+                            false
+                        }
+                    }
+                } else {
+                    o.before.as_ref().is_some_and(|b| b.pinned)
+                };
+                store.mark_status_sent(
+                    &o.source,
+                    CHANNEL,
+                    &StatusRef {
+                        chat: chat.clone(),
+                        message: id,
+                        content_hash: o.hash,
+                        pinned,
+                    },
+                )?;
+                if let Some(old) = moved_from {
+                    if let Ok(old_chat) = old.chat.parse::<i64>() {
+                        let _ = tg.retire(old_chat, &old.message, STATUS_MOVED);
+                    }
+                }
+                if new {
+                    report.statuses_sent += 1;
+                } else {
+                    report.statuses_edited += 1;
+                }
+            }
+            Sent::Refused(e) => {
+                tracing::warn!(source = %o.source, error = %e, "Telegram refused a status message");
+            }
+            Sent::Stop(e) => {
+                report.stopped_by = e;
+                return Ok(report);
+            }
+        }
+    }
     Ok(report)
 }
 

@@ -12,7 +12,8 @@ use crate::notify::Card;
 use crate::process::Stop;
 use std::time::Duration;
 use teloxide::payloads::{
-    AnswerCallbackQuerySetters, EditMessageTextSetters, GetUpdatesSetters, SendMessageSetters,
+    AnswerCallbackQuerySetters, EditMessageTextSetters, GetUpdatesSetters, PinChatMessageSetters,
+    SendMessageSetters,
 };
 use teloxide::prelude::Requester;
 use teloxide::types::{
@@ -289,6 +290,16 @@ impl Telegram {
             Err(TgError::Refused(m)) if m.contains("not modified") => Ok(()),
             Err(e) => Err(e),
         }
+    }
+
+    /// Pins a message without notifying the chat (a status message). Needs the pin right
+    /// in groups; the caller treats a refusal as harmless.
+    pub fn pin(&self, chat: i64, message: &str) -> Result<(), TgError> {
+        let req = self
+            .bot
+            .pin_chat_message(ChatId(chat), message_id(message)?)
+            .disable_notification(true);
+        self.call(self.timeout, async { req.await }).map(|_| ())
     }
 
     /// Fetches updates from `offset`, waiting up to `wait` for the first one.

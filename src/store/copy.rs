@@ -159,11 +159,13 @@ fn copy(src: &mut dyn Conn, dst: &mut dyn Conn) -> Result<Copied> {
     };
     let mut ingests: HashMap<i64, i64> = HashMap::new();
 
-    pages(src, "ingests", "id", "id, source, at, items", |r| {
+    let columns = "id, source, at, items, summary";
+    pages(src, "ingests", "id", columns, |r| {
         let new = dst
             .query_one(
-                "INSERT INTO ingests (source, at, items) VALUES (?1, ?2, ?3) RETURNING id",
-                &[&r.0[1], &r.0[2], &r.0[3]],
+                "INSERT INTO ingests (source, at, items, summary) VALUES (?1, ?2, ?3, ?4)
+                 RETURNING id",
+                &[&r.0[1], &r.0[2], &r.0[3], &r.0[4]],
             )?
             .int(0)?;
         ingests.insert(r.int(0)?, new);

@@ -60,7 +60,20 @@ const OWED_BATCH: usize = 500;
 impl Store {
     /// Records one ingest cycle: all of it or none of it.
     pub fn ingest(&mut self, source: &str, items: &[Proposed], now: i64) -> Result<IngestReport> {
+        self.ingest_cycle(source, items, None, now)
+    }
+
+    /// Records one ingest cycle with the summary the model wrote for it (kept with the
+    /// cycle: the status message and `opsgate status` show it).
+    pub fn ingest_cycle(
+        &mut self,
+        source: &str,
+        items: &[Proposed],
+        summary: Option<&str>,
+        now: i64,
+    ) -> Result<IngestReport> {
         let mut ingest = self.begin_ingest(source, now)?;
+        ingest.set_summary(summary);
         let hashes: Vec<&str> = items.iter().map(|i| i.cmd_hash.as_str()).collect();
         ingest.prefetch(&hashes)?;
         for item in items {
@@ -94,6 +107,7 @@ impl Store {
             rejections: None,
             sightings: Vec::new(),
             replay: replayable.then(Vec::new),
+            summary: None,
         };
         ingest.start()?;
         Ok(ingest)
@@ -326,6 +340,8 @@ pub struct Ingest<'a> {
     /// What was added, to run again after a deadlock (PostgreSQL); `None` past
     /// [`REPLAY_ITEMS`].
     replay: Option<Vec<Proposed>>,
+    /// The model's summary of this cycle, written with the ingest row at commit.
+    summary: Option<String>,
 }
 
 impl Drop for Ingest<'_> {
@@ -596,6 +612,11 @@ impl Ingest<'_> {
         Ok(())
     }
 
+    /// Keeps the model's summary of this cycle with it (written at commit).
+    pub fn set_summary(&mut self, summary: Option<&str>) {
+        self.summary = summary.map(str::to_string);
+    }
+
     /// Commits the whole ingest.
     pub fn commit(mut self) -> Result<IngestReport> {
         loop {
@@ -618,10 +639,11 @@ impl Ingest<'_> {
         self.flush_owed()?;
         self.flush_sightings()?;
         let ids = std::mem::take(&mut self.ids);
+        let summary = self.summary.clone();
         let c = self.tx();
         c.execute(
-            "UPDATE ingests SET items = ?2 WHERE id = ?1",
-            &[&ingest_id, &items],
+            "UPDATE ingests SET items = ?2, summary = ?3 WHERE id = ?1",
+            &[&ingest_id, &items, &summary],
         )?;
         c.keep_proposal_ids(&ids)?;
         // Pending proposals this ingest made stale (last proposed exactly

@@ -23,6 +23,7 @@ use std::time::Duration;
 pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/postgres/001_init.sql"),
     include_str!("migrations/postgres/002_flat_indexes.sql"),
+    include_str!("migrations/postgres/003_cycle_summaries.sql"),
 ];
 
 /// The advisory lock key migrations run under ("opsgate" in ASCII, as a number).
@@ -157,6 +158,7 @@ const NEEDED: &[(&str, &str)] = &[
     ("cursors", "SELECT,INSERT,UPDATE"),
     ("leases", "SELECT,INSERT,UPDATE,DELETE"),
     ("meta", "SELECT,INSERT,UPDATE,DELETE"),
+    ("status_messages", "SELECT,INSERT,UPDATE,DELETE"),
 ];
 
 impl PgDb {

@@ -28,6 +28,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/sqlite/003_stamps_and_ids.sql"),
     include_str!("migrations/sqlite/004_deliveries.sql"),
     include_str!("migrations/sqlite/005_flat_indexes.sql"),
+    include_str!("migrations/sqlite/006_cycle_summaries.sql"),
 ];
 
 /// The kind of a SQLite error, for the exit code: busy or locked is temporary, a

@@ -71,6 +71,10 @@ pub struct FakeState {
     pub muted: HashSet<i64>,
     /// A webhook URL, as `setWebhook` would leave it: getUpdates then fails with 409.
     pub webhook: Option<String>,
+    /// Chats where the bot lacks the pin right: `pinChatMessage` fails with 400.
+    pub no_pin: HashSet<i64>,
+    /// Messages pinned, in order.
+    pub pinned: Vec<i64>,
 }
 
 pub struct Fake {
@@ -566,6 +570,22 @@ async fn handle(
                 );
             }
             ok(json!({"status": "member", "user": user_json}))
+        }
+        "pinchatmessage" => {
+            let chat = body["chat_id"].as_i64().unwrap_or(0);
+            let id = body["message_id"].as_i64().unwrap_or(0);
+            let mut st = state.lock().unwrap();
+            if st.no_pin.contains(&chat) {
+                return bad(
+                    400,
+                    "Bad Request: not enough rights to manage pinned messages in the chat",
+                );
+            }
+            if st.messages.get(&id).is_none_or(|m| m.chat_id != chat) {
+                return bad(400, "Bad Request: message to pin not found");
+            }
+            st.pinned.push(id);
+            ok(json!(true))
         }
         "getwebhookinfo" => {
             let st = state.lock().unwrap();
