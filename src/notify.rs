@@ -287,10 +287,6 @@ fn render_with(view: &ClusterView, detail: Detail, max_in_flight: usize) -> Card
             hhmm(p.first_seen_at),
             hhmm_from(p.last_seen_at, p.first_seen_at)
         ));
-        if let Some(line) = runs_as(view.runs_as.as_deref(), &p.command) {
-            w.text(&line);
-            w.text("\n");
-        }
         let shown_command = crate::mask::show_command_full(&p.command);
         secrets_hidden += shown_command.hidden;
         if let Some(why) = shown_command.unmasked_why {
@@ -324,6 +320,11 @@ fn render_with(view: &ClusterView, detail: Detail, max_in_flight: usize) -> Card
             w.text(&keys.join(" "));
         }
         w.text("\n");
+        // Who it runs as, right under what runs.
+        if let Some(line) = runs_as(view.runs_as.as_deref(), &p.command) {
+            w.text(&line);
+            w.text("\n");
+        }
         if detail.ids_shown > 0 && !p.display_ids.is_empty() {
             let skip = p.display_ids.len().saturating_sub(detail.ids_shown);
             w.text("ids: ");
