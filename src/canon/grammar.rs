@@ -1653,7 +1653,6 @@ const UNIT_SUFFIXES: [&str; 11] = [
 
 /// How a card names a subject: `container web`, `unit fail2ban.service`,
 /// `deployment shop/api`.
-
 pub fn subject_label(subject: &str) -> String {
     // A template unit's instance is part of its name (`unit:postgresql@15-main.service`):
     // a unit's place follows the `@` after its type suffix.
