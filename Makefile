@@ -63,7 +63,7 @@ deb: build
 	$(REL_BIN) completions zsh > target/deb/completions/_opsgate
 	$(REL_BIN) completions fish > target/deb/completions/opsgate.fish
 	for unit in examples/deploy/*.service examples/deploy/*.timer; do \
-		sed 's#/usr/local/bin/#/usr/bin/#g' "$$unit" > "target/deb/systemd/$${unit##*/}" || exit $$?; \
+		sed 's#/usr/local/bin#/usr/bin#g' "$$unit" > "target/deb/systemd/$${unit##*/}" || exit $$?; \
 	done
 	$(CARGO) deb --no-build --output target/debian/
 
