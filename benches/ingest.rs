@@ -693,5 +693,6 @@ fn sample_view() -> opsgate::model::ClusterView {
             ),
         ],
         merged_into: None,
+        runs_as: Some("opsgate".into()),
     }
 }

@@ -166,6 +166,18 @@ pub struct StatsArgs {
     /// Print a JSON object
     #[arg(long)]
     pub json: bool,
+    /// Only these sources (repeatable, or a comma list); default: `[runner] sources`, the
+    /// host's own (required with PostgreSQL, so a fleet's hosts each count their own once)
+    #[arg(
+        long = "source",
+        value_name = "NAME",
+        value_delimiter = ',',
+        conflicts_with = "all_sources"
+    )]
+    pub sources: Vec<String>,
+    /// Every source in the database (the fleet view of a shared PostgreSQL store)
+    #[arg(long)]
+    pub all_sources: bool,
 }
 
 #[derive(Debug, Args)]

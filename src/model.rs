@@ -291,6 +291,9 @@ pub struct ClusterView {
     /// A line for the operators that no state shows: a first tap on a stale proposal
     /// waiting for its second (a cron poll answers too late for the toast to show).
     pub note: Option<String>,
+    /// The account approved commands run as (`run` executes them as itself: the service
+    /// account), shown on the card; `None` when not known.
+    pub runs_as: Option<String>,
 }
 
 impl ClusterView {

@@ -18,7 +18,7 @@ pub use outbox::{deliver_quietly, push_owed, PushReport};
 pub use status::render_status;
 pub use words::describe;
 
-use crate::model::{Action, ClusterView, Proposal, State};
+use crate::model::{Action, ClusterView, Proposal, Risk, State};
 use crate::text::{escape_html, show_field, show_lines, show_prose};
 use crate::time::{hhmm, hhmm_from, human_duration};
 use sha2::{Digest, Sha256};
@@ -282,7 +282,8 @@ fn render_with(view: &ClusterView, detail: Detail, max_in_flight: usize) -> Card
         w.text(&format!("{}. #{} {}", n + 1, p.id, p.state.as_str()));
         w.html.push_str("</b>");
         w.text(&format!(
-            " · risk {} · seen {}× · first {} · last {}\n",
+            " · {} risk {} · seen {}× · first {} · last {}\n",
+            risk_mark(p.risk),
             p.risk.as_str(),
             p.seen_count,
             hhmm(p.first_seen_at),
@@ -321,6 +322,11 @@ fn render_with(view: &ClusterView, detail: Detail, max_in_flight: usize) -> Card
             w.text(&keys.join(" "));
         }
         w.text("\n");
+        // Who it runs as, right under what runs.
+        if let Some(line) = runs_as(view.runs_as.as_deref(), &p.command) {
+            w.text(&line);
+            w.text("\n");
+        }
         if detail.ids_shown > 0 && !p.display_ids.is_empty() {
             let skip = p.display_ids.len().saturating_sub(detail.ids_shown);
             w.text("ids: ");
@@ -412,6 +418,66 @@ fn render_with(view: &ClusterView, detail: Detail, max_in_flight: usize) -> Card
         shown,
         stamp,
     }
+}
+
+/// Risk at a glance: 🟢 low, 🟡 medium, 🔴 high.
+fn risk_mark(risk: Risk) -> &'static str {
+    match risk {
+        Risk::Low => "🟢",
+        Risk::Medium => "🟡",
+        Risk::High => "🔴",
+    }
+}
+
+/// Who the command runs as: `👤 runs as opsgate` (the account `run` executes it as),
+/// `👤 runs as opsgate, via sudo as root` when the command starts with `sudo` (`-u USER`
+/// names another target). Without a known account, only the sudo part.
+fn runs_as(account: Option<&str>, command: &str) -> Option<String> {
+    let via =
+        sudo_target(command).map(|user| format!("via sudo as {}", show_field(&user, NAME_CHARS)));
+    match (account, via) {
+        (Some(account), Some(via)) => Some(format!(
+            "👤 runs as {}, {via}",
+            show_field(account, NAME_CHARS)
+        )),
+        (Some(account), None) => Some(format!(
+            "👤 runs as {} (no sudo)",
+            show_field(account, NAME_CHARS)
+        )),
+        (None, Some(via)) => Some(format!("👤 runs {via}")),
+        (None, None) => None,
+    }
+}
+
+/// The user a command that starts with `sudo` runs as: `-u USER` (`-uUSER`, `--user=USER`,
+/// `--user USER`), else root. `None` when the command does not start with sudo.
+fn sudo_target(command: &str) -> Option<String> {
+    let mut words = command.split_whitespace();
+    if words.next()? != "sudo" {
+        return None;
+    }
+    let unquote = |w: &str| w.trim_matches(|c| c == '\'' || c == '"').to_string();
+    // sudo's options that take a value (other than the user).
+    const VALUED: [&str; 9] = ["-g", "-p", "-C", "-D", "-r", "-t", "-T", "-U", "-h"];
+    let mut user = None;
+    while let Some(w) = words.next() {
+        if w == "--" || !w.starts_with('-') {
+            break;
+        }
+        if w == "-u" || w == "--user" {
+            user = words.next().map(unquote);
+        } else if let Some(u) = w.strip_prefix("--user=") {
+            user = Some(unquote(u));
+        } else if let Some(u) = w.strip_prefix("-u") {
+            user = Some(unquote(u));
+        } else if VALUED.contains(&w) {
+            words.next();
+        }
+    }
+    Some(
+        user.filter(|u| !u.is_empty())
+            .unwrap_or_else(|| "root".into()),
+    )
 }
 
 /// " on HOST": the machine that ran it, from the runner's id.
@@ -641,7 +707,7 @@ fn cut_command(shown: &str, max: usize) -> Cut {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::model::{Risk, RunInfo};
+    use crate::model::RunInfo;
 
     pub(crate) fn proposal(id: i64, command: &str) -> Proposal {
         Proposal {
@@ -682,7 +748,25 @@ mod tests {
             proposals,
             merged_into: None,
             note: None,
+            runs_as: Some("opsgate".into()),
         }
+    }
+
+    #[test]
+    fn sudo_names_its_target_user() {
+        assert_eq!(sudo_target("docker ps"), None);
+        assert_eq!(
+            sudo_target("sudo systemctl restart x").as_deref(),
+            Some("root")
+        );
+        assert_eq!(sudo_target("sudo -n -u alice id").as_deref(), Some("alice"));
+        assert_eq!(sudo_target("sudo -ualice id").as_deref(), Some("alice"));
+        assert_eq!(sudo_target("sudo --user=bob id").as_deref(), Some("bob"));
+        assert_eq!(
+            sudo_target("sudo -g adm -u 'carol' id").as_deref(),
+            Some("carol")
+        );
+        assert_eq!(sudo_target("sudoku").as_deref(), None);
     }
 
     #[test]

@@ -16,6 +16,22 @@ pub fn host_name() -> String {
         .unwrap_or_else(|| "localhost".into())
 }
 
+/// The account this process runs as (its effective uid, named from the user database,
+/// else `uid N`): the account `run` executes approved commands as.
+pub fn account_name() -> String {
+    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NAME.get_or_init(|| {
+        let uid = nix::unistd::geteuid();
+        nix::unistd::User::from_uid(uid)
+            .ok()
+            .flatten()
+            .map(|u| u.name)
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| format!("uid {uid}"))
+    })
+    .clone()
+}
+
 /// This process as a runner: `host:pid:start-time`, so a reused pid is not mistaken for
 /// it, and a shared store knows which host it runs on.
 pub fn runner_id() -> String {

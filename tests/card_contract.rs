@@ -609,3 +609,98 @@ fn the_parser_takes_proposals_only_from_the_documented_places() {
     }
     assert!(!env.db.exists(), "nothing written");
 }
+
+/// The account the test binary runs as: `run` executes approved commands as itself.
+fn this_account() -> String {
+    let out = std::process::Command::new("id")
+        .arg("-un")
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// An approved command writing to `/root/…` ran as the service account without sudo and
+/// failed with Permission denied: nothing on the card said who it would run as.
+#[test]
+fn a_card_says_who_the_command_runs_as_and_whether_sudo_changes_it() {
+    let env = Env::new();
+    let fake = Fake::start();
+    env.ingest(
+        "h",
+        &proposals(&[
+            "tee /root/.ssh/authorized_keys < /tmp/keys",
+            "sudo truncate -s 0 /var/log/big.log",
+            "sudo -u postgres psql -c 'VACUUM'",
+        ]),
+    );
+    env.cmd(&["notify"]).telegram(&fake, "1001").ok();
+    let me = this_account();
+    let texts: Vec<String> = fake.messages().into_values().map(|m| m.text).collect();
+    let card = |needle: &str| -> &String {
+        texts
+            .iter()
+            .find(|t| t.contains(needle))
+            .unwrap_or_else(|| panic!("no card with {needle}: {texts:?}"))
+    };
+    let tee = card("authorized_keys");
+    assert!(tee.contains(&format!("👤 runs as {me} (no sudo)")), "{tee}");
+    let truncate = card("truncate -s 0");
+    assert!(
+        truncate.contains(&format!("👤 runs as {me}, via sudo as root")),
+        "{truncate}"
+    );
+    let psql = card("VACUUM");
+    assert!(
+        psql.contains(&format!("👤 runs as {me}, via sudo as postgres")),
+        "{psql}"
+    );
+    // The console card says the same.
+    let console = stdout(&env.cmd(&["notify", "--console"]).ok());
+    assert!(
+        console.contains(&format!("👤 runs as {me}, via sudo as postgres")),
+        "{console}"
+    );
+}
+
+/// High risk looked like low: the same grey `risk high` as `risk low`.
+#[test]
+fn high_risk_does_not_look_like_low_on_the_card() {
+    let env = Env::new();
+    let fake = Fake::start();
+    let items = json!({"approval_needed": [
+        {"id": "a", "command": "docker ps", "risk": "low"},
+        {"id": "b", "command": "docker restart cache", "risk": "medium"},
+        {"id": "c", "command": "docker rm -f db", "risk": "high"},
+    ]});
+    env.ingest("h", &items.to_string());
+    env.cmd(&["notify"]).telegram(&fake, "1001").ok();
+    let texts: Vec<String> = fake.messages().into_values().map(|m| m.text).collect();
+    for (command, mark) in [
+        ("docker ps", "🟢 risk low"),
+        ("docker restart cache", "🟡 risk medium"),
+        ("docker rm -f db", "🔴 risk high"),
+    ] {
+        let text = texts
+            .iter()
+            .find(|t| t.contains(command))
+            .unwrap_or_else(|| panic!("no card for {command}: {texts:?}"));
+        assert!(text.contains(mark), "{command}: {text}");
+    }
+}
+
+/// A templated unit was titled `unit postgresql on 15-main.service`: the instance read
+/// as a host.
+#[test]
+fn a_template_unit_card_is_titled_with_its_whole_unit_name() {
+    let env = Env::new();
+    let fake = Fake::start();
+    env.ingest(
+        "h",
+        &proposals(&["systemctl restart postgresql@15-main.service"]),
+    );
+    env.cmd(&["notify"]).telegram(&fake, "1001").ok();
+    let text = fake.messages().into_values().next().unwrap().text;
+    let title = text.lines().next().unwrap();
+    assert!(title.contains("unit postgresql@15-main.service"), "{title}");
+    assert!(!title.contains(" on 15-main"), "{title}");
+}

@@ -6,6 +6,11 @@
 //! A temporary root stands in for the host: `/usr/local/bin` (opsgate, opsgate-cycle and a
 //! fake `claude`), `/etc/opsgate` and `/var/lib/...` are substituted by directories in it;
 //! nothing else in the files is changed.
+//!
+//! With the Debian package installed (`OPSGATE_DEB=/` after `dpkg -i`, or the directory
+//! the .deb was unpacked into), the host's programs are the package's `/usr/bin/opsgate`
+//! and `/usr/bin/opsgate-cycle`, and the crontab and example config the ones it installed
+//! under `/usr/share/doc/opsgate/examples`.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -24,6 +29,62 @@ fn repo() -> &'static Path {
 fn read(rel: &str) -> String {
     let path = repo().join(rel);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
+/// Where the Debian package is installed, when `OPSGATE_DEB` names it.
+fn deb_root() -> Option<PathBuf> {
+    std::env::var_os("OPSGATE_DEB")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+}
+
+/// Where the package installs an example of the repository (`examples/...`).
+const SHIPPED: [(&str, &str); 4] = [
+    (
+        "examples/deploy/crontab",
+        "usr/share/doc/opsgate/examples/crontab",
+    ),
+    (
+        "examples/opsgate.toml",
+        "usr/share/doc/opsgate/examples/opsgate.toml",
+    ),
+    (
+        "examples/prompt-template.md",
+        "usr/share/doc/opsgate/examples/prompt-template.md",
+    ),
+    (
+        "examples/deploy/sudoers",
+        "usr/share/doc/opsgate/examples/sudoers",
+    ),
+];
+
+/// A deployment file as the host has it: the installed package's copy when
+/// `OPSGATE_DEB` is set, else the repository's.
+fn shipped(rel: &str) -> PathBuf {
+    match (deb_root(), SHIPPED.iter().find(|(r, _)| *r == rel)) {
+        (Some(root), Some((_, installed))) => root.join(installed),
+        _ => repo().join(rel),
+    }
+}
+
+/// The text of a deployment file as the host has it ([`shipped`]).
+fn read_shipped(rel: &str) -> String {
+    let path = shipped(rel);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
+/// opsgate and opsgate-cycle: the package's, or this build's and the repository's.
+fn programs() -> (PathBuf, PathBuf) {
+    match deb_root() {
+        Some(root) => (
+            root.join("usr/bin/opsgate"),
+            root.join("usr/bin/opsgate-cycle"),
+        ),
+        None => (
+            PathBuf::from(env!("CARGO_BIN_EXE_opsgate")),
+            repo().join("examples/deploy/opsgate-cycle"),
+        ),
+    }
 }
 
 fn show(out: &Output) -> String {
@@ -104,12 +165,9 @@ impl Host {
         let root = tempfile::tempdir().unwrap();
         let bin = root.path().join("usr/local/bin");
         std::fs::create_dir_all(&bin).unwrap();
-        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_opsgate"), bin.join("opsgate")).unwrap();
-        std::os::unix::fs::symlink(
-            repo().join("examples/deploy/opsgate-cycle"),
-            bin.join("opsgate-cycle"),
-        )
-        .unwrap();
+        let (opsgate, cycle) = programs();
+        std::os::unix::fs::symlink(opsgate, bin.join("opsgate")).unwrap();
+        std::os::unix::fs::symlink(cycle, bin.join("opsgate-cycle")).unwrap();
         let r = root.path().display();
         std::fs::write(root.path().join("llm-answer"), answer).unwrap();
         write_script(
@@ -316,7 +374,7 @@ fn the_prompt_template_uses_only_the_placeholders_opsgate_cycle_fills() {
 
 #[test]
 fn every_crontab_line_runs_under_cron_s_bare_environment_quietly() {
-    let tab = parse_crontab(&read("examples/deploy/crontab"));
+    let tab = parse_crontab(&read_shipped("examples/deploy/crontab"));
     let path = tab
         .vars
         .iter()
@@ -349,7 +407,7 @@ fn every_crontab_line_runs_under_cron_s_bare_environment_quietly() {
     std::fs::create_dir_all(&host.etc).unwrap();
     install_telegram(&host, &fake);
     std::fs::copy(
-        repo().join("examples/prompt-template.md"),
+        shipped("examples/prompt-template.md"),
         host.etc.join("prompt.md"),
     )
     .unwrap();
@@ -392,7 +450,7 @@ fn install_telegram(host: &Host, fake: &Fake) {
     let token = host.etc.join("telegram-token");
     std::fs::write(&token, format!("{}\n", fake_telegram::TOKEN)).unwrap();
     std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let toml = host.subst(&configure(&read("examples/opsgate.toml"), fake));
+    let toml = host.subst(&configure(&read_shipped("examples/opsgate.toml"), fake));
     std::fs::write(host.etc.join("opsgate.toml"), toml).unwrap();
 }
 
@@ -770,4 +828,130 @@ fn the_readme_quick_start_as_written_ends_in_a_completed_command() {
         queue.contains("stdout, last lines:\n```\nFilesystem"),
         "{queue}"
     );
+}
+
+/// The Debian package (`make deb`, then `dpkg -i`; `OPSGATE_DEB=/`): the programs, the
+/// systemd units naming them in /usr/bin, the sysusers file, man pages, completions and
+/// the examples are where README says; its opsgate is this version, its doctor runs, and
+/// its crontab's lines run (every_crontab_line_runs_under_cron_s_bare_environment_quietly
+/// and the quick start run through the package's programs under the same variable).
+#[test]
+fn the_debian_package_installs_its_programs_units_man_pages_and_completions() {
+    let root = deb_root();
+    if !common::require(
+        "deb",
+        root.is_none().then(|| {
+            "OPSGATE_DEB is not set (make deb; dpkg -i target/debian/opsgate_*.deb; OPSGATE_DEB=/)"
+                .to_string()
+        }),
+    ) {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let root = root.unwrap();
+    let mode = |rel: &str| {
+        let path = root.join(rel);
+        let meta = std::fs::metadata(&path)
+            .unwrap_or_else(|e| panic!("the package installs {}: {e}", path.display()));
+        meta.permissions().mode() & 0o777
+    };
+    for program in ["usr/bin/opsgate", "usr/bin/opsgate-cycle"] {
+        assert_eq!(mode(program), 0o755, "{program}");
+    }
+    let units = root.join("usr/lib/systemd/system");
+    for unit in [
+        "opsgate-serve.service",
+        "opsgate-ingest.service",
+        "opsgate-ingest.timer",
+    ] {
+        assert_eq!(mode(&format!("usr/lib/systemd/system/{unit}")), 0o644);
+        let text = std::fs::read_to_string(units.join(unit)).unwrap();
+        assert!(
+            !text.contains("/usr/local/bin"),
+            "{unit} names /usr/local/bin"
+        );
+        if unit.ends_with(".service") {
+            let parsed = parse_unit(&text);
+            let exec = one(&parsed, unit, "ExecStart");
+            let program = exec.split_whitespace().next().unwrap();
+            assert!(program.starts_with("/usr/bin/"), "{unit}: {exec}");
+            assert!(
+                root.join(program.trim_start_matches('/')).exists(),
+                "{unit} runs {program}, which the package installs"
+            );
+        }
+    }
+    let mut files = vec![
+        "usr/lib/sysusers.d/opsgate.conf".to_string(),
+        "usr/share/bash-completion/completions/opsgate".into(),
+        "usr/share/zsh/vendor-completions/_opsgate".into(),
+        "usr/share/fish/vendor_completions.d/opsgate.fish".into(),
+        "usr/share/man/man1/opsgate.1.gz".into(),
+    ];
+    files.extend(SHIPPED.iter().map(|(_, installed)| installed.to_string()));
+    let cli = opsgate::cli::command();
+    files.extend(
+        cli.get_subcommands()
+            .map(|s| format!("usr/share/man/man1/opsgate-{}.1.gz", s.get_name())),
+    );
+    for file in &files {
+        assert_eq!(mode(file), 0o644, "{file}");
+    }
+    // The examples are the repository's, byte for byte.
+    for (rel, installed) in SHIPPED {
+        assert_eq!(
+            std::fs::read(root.join(installed)).unwrap(),
+            std::fs::read(repo().join(rel)).unwrap(),
+            "{installed}"
+        );
+    }
+    let opsgate = root.join("usr/bin/opsgate");
+    let out = Command::new(&opsgate).arg("--version").output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(env!("CARGO_PKG_VERSION")),
+        "{}",
+        show(&out)
+    );
+    // Its doctor, on a database of its own.
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(&opsgate)
+        .arg("doctor")
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("OPSGATE_DB", dir.path().join("opsgate.db"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("ok    opsgate "),
+        "{}",
+        show(&out)
+    );
+    // Installed for real (`dpkg -i`): the postinst made the users and their directories.
+    if root == Path::new("/") {
+        for user in ["opsgate", "opsgate-llm"] {
+            let out = Command::new("getent")
+                .args(["passwd", user])
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "the package creates the user {user}");
+        }
+        let meta = std::fs::metadata("/var/lib/opsgate").unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o700);
+        // The opsgate user's doctor, with the crontab's environment.
+        let out = Command::new("runuser")
+            .args([
+                "-u",
+                "opsgate",
+                "--",
+                "env",
+                "-i",
+                "PATH=/usr/bin:/bin",
+                "XDG_STATE_HOME=/var/lib",
+            ])
+            .args([opsgate.to_str().unwrap(), "doctor"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", show(&out));
+    }
 }

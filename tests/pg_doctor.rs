@@ -122,3 +122,127 @@ fn host_names_resolve_through_the_system_resolver_for_postgres_and_telegram() {
     assert!(text.contains("ok    PostgreSQL 1"), "{text}");
     assert!(text.contains("ok    Telegram getMe: @"), "{text}");
 }
+
+/// The README's hardened SQL blocks of "Many hosts", verbatim, in order: the roles and
+/// the database, the schema's rights and default privileges, the audit's REVOKE.
+fn readme_hardened_sql() -> Vec<String> {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let start = readme.find("## Many hosts").unwrap();
+    let section = &readme[start..];
+    let section = &section[..section[3..].find("\n## ").unwrap()];
+    let hardened = &section[section.find("Hardened").expect("a Hardened paragraph")..];
+    let mut blocks = Vec::new();
+    let mut rest = hardened;
+    while let Some(open) = rest.find("```sql\n") {
+        let body = &rest[open + 7..];
+        let close = body.find("```").unwrap();
+        blocks.push(body[..close].to_string());
+        rest = &body[close + 3..];
+    }
+    assert_eq!(blocks.len(), 3, "three hardened SQL blocks: {blocks:?}");
+    blocks
+}
+
+/// Runs each statement on its own, as psql does (CREATE DATABASE refuses a transaction).
+fn psql(client: &mut postgres::Client, sql: &str) {
+    for statement in sql.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+        client
+            .batch_execute(statement)
+            .unwrap_or_else(|e| panic!("{statement}: {e:?}"));
+    }
+}
+
+/// The hardened setup was incomplete (no admin role or ownership, nothing on re-granting
+/// after a migration, and `doctor` as the admin warned about the admin). Here the README's
+/// blocks run verbatim (names made unique on the shared test cluster): the admin migrates,
+/// the runtime role ingests, approves and runs, a table the admin adds later is usable by
+/// the runtime role without a re-grant, and `doctor` is clean as either role.
+#[test]
+fn the_readmes_hardened_postgres_setup_works_verbatim_with_an_admin_and_a_runtime_role() {
+    let Some(pg) = common::pg::Pg::shared() else {
+        return;
+    };
+    let blocks = readme_hardened_sql();
+    let name = format!("hard{}", std::process::id());
+    // `opsgate_admin` and `opsgate` (the runtime role and the database) get unique names.
+    let rename = |sql: &str| {
+        regex::Regex::new(r"\bopsgate")
+            .unwrap()
+            .replace_all(sql, &name)
+            .into_owned()
+    };
+    let (admin, runtime) = (format!("{name}_admin"), name.clone());
+    let url_as = |role: &str| {
+        format!(
+            "postgres://{role}@127.0.0.1:{}/{name}?sslmode=disable",
+            pg.port
+        )
+    };
+    // As the superuser: the roles and the database, then the schema's rights in it.
+    psql(&mut pg.client("postgres"), &rename(&blocks[0]));
+    psql(&mut pg.client(&name), &rename(&blocks[1]));
+
+    let mut env = Env::new();
+    // The admin creates the tables (doctor applies the migrations).
+    let (code, text) = doctor(&env, &url_as(&admin));
+    assert_eq!(code, Some(0), "{text}");
+    // The audit's REVOKE, as the admin.
+    psql(&mut pg.client_for(&url_as(&admin)), &rename(&blocks[2]));
+    let (code, text) = doctor(&env, &url_as(&admin));
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains(&format!(
+            "ok    role {admin} owns the tables (the admin role: it applies migrations); opsgate runs as {runtime}"
+        )),
+        "{text}"
+    );
+    assert!(!text.contains("warn  role"), "doctor as the admin: {text}");
+
+    // The runtime role does the day's work.
+    env.url = Some(url_as(&runtime));
+    env.ingest("web-1", &cycle(0, &["echo hardened"]));
+    env.cmd(&["approve", "1"]).ok();
+    let out = env.cmd(&["run", "--source", "web-1", "--json"]).ok();
+    assert!(stdout(&out).contains("\"completed\""), "{}", stdout(&out));
+    let (code, text) = doctor(&env, &url_as(&runtime));
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains(&format!(
+            "ok    role {runtime} has the rights opsgate needs"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "ok    role {runtime} cannot UPDATE or DELETE the audit"
+        )),
+        "{text}"
+    );
+    assert!(
+        !text.contains("warn  role"),
+        "doctor as the runtime role: {text}"
+    );
+    let mut rt = pg.client_for(&url_as(&runtime));
+    let denied = rt
+        .batch_execute("UPDATE transitions SET note = 'x'")
+        .unwrap_err();
+    assert!(
+        format!("{denied:?}").contains("permission denied"),
+        "{denied:?}"
+    );
+    assert!(rt.batch_execute("CREATE TABLE sneaky (x INT)").is_err());
+
+    // A later migration, as the admin: its table and sequence are the runtime role's to
+    // use with no re-grant, thanks to the default privileges.
+    pg.client_for(&url_as(&admin))
+        .batch_execute("CREATE TABLE later (id BIGSERIAL PRIMARY KEY, v TEXT)")
+        .unwrap();
+    rt.batch_execute("INSERT INTO later (v) VALUES ('after the upgrade')")
+        .unwrap();
+    let n: i64 = rt
+        .query_one("SELECT COUNT(*) FROM later", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1);
+}

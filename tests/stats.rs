@@ -16,7 +16,10 @@ const T2: &str = "2026-11-22T12:00:00Z";
 const ODD: &str = "we\"ird\\src";
 
 fn stats_json(env: &Env) -> Value {
-    let out = env.cmd(&["stats", "--json"]).env("OPSGATE_NOW", T2).ok();
+    let out = env
+        .cmd(&["stats", "--json", "--all-sources"])
+        .env("OPSGATE_NOW", T2)
+        .ok();
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -72,7 +75,11 @@ fn counts_after_ingest_approve_and_run(env: &Env) {
     assert_eq!(v["last_ingests"][ODD], T1);
     assert_eq!(v["cards_owed"]["telegram"], 2);
 
-    let table = stdout(&env.cmd(&["stats"]).env("OPSGATE_NOW", T2).ok());
+    let table = stdout(
+        &env.cmd(&["stats", "--all-sources"])
+            .env("OPSGATE_NOW", T2)
+            .ok(),
+    );
     assert!(table.contains("SOURCE"), "{table}");
     assert!(table.contains("oldest pending: 2h ago"), "{table}");
     assert!(table.contains("cards owed: 2 (telegram)"), "{table}");
@@ -82,7 +89,7 @@ fn counts_after_ingest_approve_and_run(env: &Env) {
     );
 
     let text = stdout(
-        &env.cmd(&["stats", "--prometheus"])
+        &env.cmd(&["stats", "--prometheus", "--all-sources"])
             .env("OPSGATE_NOW", T2)
             .ok(),
     );
@@ -101,8 +108,15 @@ fn counts_after_ingest_approve_and_run(env: &Env) {
     assert_eq!(get(p, &[("state", "pending"), ("source", ODD)]), 1.0);
     assert_eq!(get(p, &[("state", "expired"), ("source", ODD)]), 0.0);
     assert_eq!(get(p, &[("state", "completed"), ("source", "vps-1")]), 1.0);
-    assert_eq!(get("opsgate_oldest_pending_age_seconds", &[]), 7200.0);
-    assert_eq!(get("opsgate_cards_owed", &[("channel", "telegram")]), 2.0);
+    let age = "opsgate_oldest_pending_age_seconds";
+    assert_eq!(get(age, &[("source", "vps-1")]), 7200.0);
+    assert_eq!(get(age, &[("source", ODD)]), 3600.0);
+    let owed = "opsgate_cards_owed";
+    assert_eq!(
+        get(owed, &[("channel", "telegram"), ("source", "vps-1")]),
+        1.0
+    );
+    assert_eq!(get(owed, &[("channel", "telegram"), ("source", ODD)]), 1.0);
     assert_eq!(
         get(
             "opsgate_last_ingest_timestamp_seconds",
@@ -114,12 +128,29 @@ fn counts_after_ingest_approve_and_run(env: &Env) {
         get("opsgate_last_ingest_timestamp_seconds", &[("source", ODD)]),
         T0_SECS + 3600.0
     );
-    assert_eq!(get("opsgate_runs_total", &[("outcome", "completed")]), 1.0);
-    assert_eq!(get("opsgate_runs_total", &[("outcome", "failed")]), 1.0);
+    let runs = "opsgate_runs_total";
     assert_eq!(
-        get("opsgate_runs_total", &[("outcome", "interrupted")]),
+        get(runs, &[("outcome", "completed"), ("source", "vps-1")]),
+        1.0
+    );
+    assert_eq!(
+        get(runs, &[("outcome", "failed"), ("source", "vps-1")]),
+        1.0
+    );
+    assert_eq!(
+        get(runs, &[("outcome", "interrupted"), ("source", ODD)]),
         0.0
     );
+    assert!(
+        text.contains("# TYPE opsgate_runs_total counter\n"),
+        "{text}"
+    );
+    for (name, labels) in samples.keys() {
+        assert!(
+            labels.contains_key("source"),
+            "{name}{labels:?} has no source"
+        );
+    }
     assert!(
         text.contains(r#"source="we\"ird\\src""#),
         "label values are escaped:\n{text}"
@@ -236,16 +267,107 @@ fn stats_counts_after_ingests_approvals_and_runs_on_postgres() {
 #[test]
 fn stats_of_a_missing_database_are_zeros_and_create_nothing() {
     let env = Env::new();
-    let text = stdout(&env.cmd(&["stats", "--prometheus"]).ok());
+    let config = env.dir.path().join("opsgate.toml");
+    std::fs::write(&config, "[runner]\nsources = [\"web-1\"]\n").unwrap();
+    let text = stdout(
+        &env.cmd(&["stats", "--prometheus"])
+            .env("OPSGATE_CONFIG", config.to_str().unwrap())
+            .ok(),
+    );
     let samples = parse_exposition(&text);
+    let web1 = BTreeMap::from([("source".to_string(), "web-1".to_string())]);
     assert_eq!(
-        samples[&(
-            "opsgate_oldest_pending_age_seconds".to_string(),
-            BTreeMap::new()
-        )],
+        samples[&("opsgate_oldest_pending_age_seconds".to_string(), web1)],
         0.0
     );
     assert!(!env.db.exists());
+}
+
+/// Two hosts on one PostgreSQL store, each with `[runner] sources` naming its own: the
+/// default `stats` of each counts only its own proposals, so the fleet's sum over both
+/// hosts' exports counts each proposal once (it counted every one twice when every host
+/// exported the whole queue).
+#[test]
+fn each_host_counts_only_its_own_sources_on_a_shared_postgres_so_a_fleet_sum_counts_once() {
+    let Some(env) = Env::postgres() else { return };
+    env.cmd(&["ingest", "--source", "web-1"])
+        .stdin(cycle(0, &["echo a", "echo b", "echo c"]))
+        .env("OPSGATE_NOW", T0)
+        .ok();
+    env.cmd(&["ingest", "--source", "db-1"])
+        .stdin(cycle(0, &["echo d"]))
+        .env("OPSGATE_NOW", T1)
+        .ok();
+    let host = |source: &str| {
+        let config = env.dir.path().join(format!("{source}.toml"));
+        std::fs::write(&config, format!("[runner]\nsources = [\"{source}\"]\n")).unwrap();
+        config.display().to_string()
+    };
+    let (web1, db1) = (host("web-1"), host("db-1"));
+    let pending = |args: &[&str], config: Option<&str>| -> BTreeMap<String, f64> {
+        let mut run = env.cmd(args).env("OPSGATE_NOW", T2);
+        if let Some(config) = config {
+            run = run.env("OPSGATE_CONFIG", config);
+        }
+        let text = stdout(&run.ok());
+        parse_exposition(&text)
+            .into_iter()
+            .filter(|((name, labels), _)| {
+                name == "opsgate_proposals" && labels["state"] == "pending"
+            })
+            .map(|((_, labels), v)| (labels["source"].clone(), v))
+            .collect()
+    };
+    let web = pending(&["stats", "--prometheus"], Some(&web1));
+    let db = pending(&["stats", "--prometheus"], Some(&db1));
+    assert_eq!(web, BTreeMap::from([("web-1".to_string(), 3.0)]));
+    assert_eq!(db, BTreeMap::from([("db-1".to_string(), 1.0)]));
+    let fleet: f64 = web.values().chain(db.values()).sum();
+    assert_eq!(fleet, 4.0, "the fleet's sum counts each proposal once");
+    // The fleet view, and a comma list, name both.
+    let all = pending(&["stats", "--prometheus", "--all-sources"], Some(&web1));
+    assert_eq!(all.values().sum::<f64>(), 4.0, "{all:?}");
+    let listed = pending(&["stats", "--prometheus", "--source", "web-1,db-1"], None);
+    assert_eq!(listed, all);
+    // JSON and the table follow the same choice.
+    let v: Value = serde_json::from_slice(
+        &env.cmd(&["stats", "--json"])
+            .env("OPSGATE_CONFIG", &db1)
+            .env("OPSGATE_NOW", T2)
+            .ok()
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(v["by_state"]["pending"], 1, "{v}");
+    assert_eq!(v["sources"], serde_json::json!(["db-1"]), "{v}");
+    assert_eq!(v["oldest_pending_at"], T1, "{v}");
+    // Without a source of its own, a host on the shared store is told to name one.
+    let out = env.cmd(&["stats"]).output();
+    assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--all-sources"), "{}", stderr(&out));
+    assert!(stdout(&out).is_empty());
+}
+
+#[test]
+fn runs_total_is_typed_as_a_counter_and_the_rest_as_gauges() {
+    let env = Env::new();
+    populate(&env);
+    let text = stdout(&env.cmd(&["stats", "--prometheus"]).ok());
+    parse_exposition(&text);
+    let types: BTreeMap<&str, &str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_once(' '))
+        .collect();
+    for (name, kind) in &types {
+        let want = if name.ends_with("_total") {
+            "counter"
+        } else {
+            "gauge"
+        };
+        assert_eq!(kind, &want, "{name}");
+    }
+    assert_eq!(types["opsgate_runs_total"], "counter");
 }
 
 #[test]

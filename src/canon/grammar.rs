@@ -1636,10 +1636,37 @@ fn cri(family: &Family, words: &[Option<&str>], scope: &Scope, keys: &mut Vec<St
     }
 }
 
+/// systemd's unit types, as a unit name ends.
+const UNIT_SUFFIXES: [&str; 11] = [
+    ".service",
+    ".socket",
+    ".device",
+    ".mount",
+    ".automount",
+    ".swap",
+    ".target",
+    ".path",
+    ".timer",
+    ".slice",
+    ".scope",
+];
+
 /// How a card names a subject: `container web`, `unit fail2ban.service`,
 /// `deployment shop/api`.
 pub fn subject_label(subject: &str) -> String {
+    // A template unit's instance is part of its name (`unit:postgresql@15-main.service`):
+    // a unit's place follows the `@` after its type suffix.
     let (body, place) = match subject.split_once('@') {
+        Some((kind, _)) if kind.starts_with("unit:") || kind.starts_with("user-unit:") => {
+            match subject
+                .match_indices('@')
+                .map(|(i, _)| i)
+                .find(|&i| UNIT_SUFFIXES.iter().any(|s| subject[..i].ends_with(s)))
+            {
+                Some(i) => (&subject[..i], Some(&subject[i + 1..])),
+                None => (subject, None),
+            }
+        }
         Some((body, place)) => (body, Some(place)),
         None => (subject, None),
     };

@@ -1,11 +1,15 @@
 //! `stats`: counts for monitoring (proposals by state and source, cards owed, the oldest
 //! pending proposal, last ingests, runs by outcome) as a table, JSON or the Prometheus
-//! text format. Reads only; a missing database reports zeros.
+//! text format, for this host's own sources: `--source`, else `[runner] sources` (the
+//! sources `run` executes here); `--all-sources` for every one. A shared PostgreSQL store
+//! holds the whole fleet's queue, so there a host must name its own: every host
+//! exporting the whole queue would count each proposal once per host. Reads only; a
+//! missing database reports zeros.
 
 use super::{open_for_reading, print_out};
 use crate::cli::StatsArgs;
-use crate::config::Config;
-use crate::error;
+use crate::config::{Config, DbLocation};
+use crate::error::{self, Error, Kind};
 use crate::model::State;
 use crate::store::Stats;
 use crate::text::show_field;
@@ -18,23 +22,76 @@ use std::collections::BTreeSet;
 const OUTCOMES: [State; 3] = [State::Completed, State::Failed, State::Interrupted];
 
 pub fn stats(config: &Config, args: StatsArgs) -> Result<u8> {
+    let chosen = chosen_sources(config, &args)?;
     let stats = match open_for_reading(config)? {
         Some(mut store) => store.stats()?,
         None => Stats::default(),
     };
-    let now = config.now();
+    let stats = match &chosen {
+        Some(sources) => stats.only(sources),
+        None => stats,
+    };
+    let report = Report {
+        sources: match chosen {
+            Some(sources) => sources.into_iter().collect(),
+            None => present(&stats),
+        },
+        stats,
+        now: config.now(),
+    };
     let text = if args.prometheus {
-        prometheus(&stats, now)
+        prometheus(&report)
     } else if args.json {
-        format!("{}\n", as_json(&stats, now))
+        format!("{}\n", as_json(&report))
     } else {
-        table(&stats, now)
+        table(&report)
     };
     print_out(&text)?;
     Ok(error::OK)
 }
 
-/// Proposals in `state`, over every source.
+/// The sources reported: `--source` (a list or repeated), else `[runner] sources`; `None`
+/// for every source (`--all-sources`, or a host's own SQLite file that names none).
+fn chosen_sources(config: &Config, args: &StatsArgs) -> Result<Option<Vec<String>>> {
+    if args.all_sources {
+        return Ok(None);
+    }
+    let flags: Vec<String> = args
+        .sources
+        .iter()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    if !args.sources.is_empty() && flags.is_empty() {
+        return Err(Error::new(Kind::Usage, "--source: expected a source name").into());
+    }
+    let sources = if flags.is_empty() {
+        config.runner_sources.clone()
+    } else {
+        flags
+    };
+    if sources.is_empty() {
+        if matches!(config.db, DbLocation::Postgres(_)) {
+            return Err(Error::new(
+                Kind::Usage,
+                "a shared PostgreSQL store holds every host's proposals: name this host's with --source NAME (or [runner] sources) so each proposal is counted once across the fleet, or ask for --all-sources",
+            )
+            .into());
+        }
+        return Ok(None);
+    }
+    Ok(Some(sources))
+}
+
+/// What is reported: the figures of the chosen sources, and those sources (with zeros
+/// for any that has nothing yet).
+struct Report {
+    stats: Stats,
+    sources: BTreeSet<String>,
+    now: i64,
+}
+
+/// Proposals in `state`, over every reported source.
 fn in_state(stats: &Stats, state: State) -> i64 {
     stats
         .proposals
@@ -44,24 +101,60 @@ fn in_state(stats: &Stats, state: State) -> i64 {
         .sum()
 }
 
-/// Every source with proposals or ingests, in order.
-fn sources(stats: &Stats) -> BTreeSet<&str> {
+/// Proposals of `source` in `state`.
+fn of_source(stats: &Stats, source: &str, state: State) -> i64 {
     stats
         .proposals
         .iter()
-        .map(|c| c.source.as_str())
-        .chain(stats.last_ingests.iter().map(|(s, _)| s.as_str()))
+        .find(|c| c.source == source && c.state == state.as_str())
+        .map_or(0, |c| c.count)
+}
+
+/// Every source with proposals or ingests, in order.
+fn present(stats: &Stats) -> BTreeSet<String> {
+    stats
+        .proposals
+        .iter()
+        .map(|c| c.source.clone())
+        .chain(stats.last_ingests.iter().map(|(s, _)| s.clone()))
         .collect()
 }
 
-fn age_ms(stats: &Stats, now: i64) -> Option<i64> {
-    stats.oldest_pending_at.map(|at| (now - at).max(0))
+/// When the oldest pending proposal of the reported sources was first seen.
+fn oldest_pending_at(stats: &Stats) -> Option<i64> {
+    stats.oldest_pending.iter().map(|(_, at)| *at).min()
 }
 
-fn table(stats: &Stats, now: i64) -> String {
+fn age_ms(at: Option<i64>, now: i64) -> Option<i64> {
+    at.map(|at| (now - at).max(0))
+}
+
+/// Cards each channel owes the reported sources, summed over them.
+fn owed_by_channel(stats: &Stats) -> Vec<(&str, i64)> {
+    stats
+        .channels
+        .iter()
+        .map(|ch| {
+            let n = stats
+                .cards_owed
+                .iter()
+                .filter(|(c, _, _)| c == ch)
+                .map(|(_, _, n)| n)
+                .sum();
+            (ch.as_str(), n)
+        })
+        .collect()
+}
+
+fn table(report: &Report) -> String {
+    let Report {
+        stats,
+        sources,
+        now,
+    } = report;
+    let now = *now;
     let mut out = String::new();
-    let sources = sources(stats);
-    if sources.is_empty() {
+    if stats.proposals.is_empty() {
         out.push_str("no proposals yet\n");
     } else {
         let width = sources
@@ -81,7 +174,8 @@ fn table(stats: &Stats, now: i64) -> String {
         }
         out.push('\n');
     }
-    match (stats.oldest_pending_at, age_ms(stats, now)) {
+    let oldest = oldest_pending_at(stats);
+    match (oldest, age_ms(oldest, now)) {
         (Some(at), Some(age)) => out.push_str(&format!(
             "oldest pending: {} ago (first seen {})\n",
             human_duration(age),
@@ -89,8 +183,7 @@ fn table(stats: &Stats, now: i64) -> String {
         )),
         _ => out.push_str("oldest pending: none pending\n"),
     }
-    let owed: Vec<String> = stats
-        .cards_owed
+    let owed: Vec<String> = owed_by_channel(stats)
         .iter()
         .map(|(channel, n)| format!("{n} ({})", show_field(channel, 32)))
         .collect();
@@ -118,7 +211,8 @@ fn table(stats: &Stats, now: i64) -> String {
     out
 }
 
-fn as_json(stats: &Stats, now: i64) -> Value {
+fn as_json(report: &Report) -> Value {
+    let stats = &report.stats;
     let rows: Vec<Value> = stats
         .proposals
         .iter()
@@ -128,10 +222,9 @@ fn as_json(stats: &Stats, now: i64) -> Value {
         .iter()
         .map(|s| (s.as_str().to_string(), json!(in_state(stats, *s))))
         .collect();
-    let owed: Map<String, Value> = stats
-        .cards_owed
-        .iter()
-        .map(|(channel, n)| (channel.clone(), json!(n)))
+    let owed: Map<String, Value> = owed_by_channel(stats)
+        .into_iter()
+        .map(|(channel, n)| (channel.to_string(), json!(n)))
         .collect();
     let ingests: Map<String, Value> = stats
         .last_ingests
@@ -142,11 +235,13 @@ fn as_json(stats: &Stats, now: i64) -> Value {
         .iter()
         .map(|s| (s.as_str().to_string(), json!(in_state(stats, *s))))
         .collect();
+    let oldest = oldest_pending_at(stats);
     json!({
+        "sources": report.sources,
         "proposals": rows,
         "by_state": by_state,
-        "oldest_pending_at": stats.oldest_pending_at.map(rfc3339),
-        "oldest_pending_age_seconds": age_ms(stats, now).map(|ms| ms / 1000),
+        "oldest_pending_at": oldest.map(rfc3339),
+        "oldest_pending_age_seconds": age_ms(oldest, report.now).map(|ms| ms / 1000),
         "cards_owed": owed,
         "last_ingests": ingests,
         "runs": runs,
@@ -174,76 +269,104 @@ fn seconds(ms: i64) -> String {
 }
 
 /// The Prometheus text exposition format (version 0.0.4), for node_exporter's textfile
-/// collector: every metric with its HELP and TYPE lines, samples after them. Every
-/// state of every known source is listed, zeros included, so an alert compares a
-/// number instead of testing for absence.
-fn prometheus(stats: &Stats, now: i64) -> String {
+/// collector: every metric with its HELP and TYPE lines, samples after them. Every series
+/// carries the `source` it counts, so hosts that each report their own sources add up to
+/// the fleet once (`sum(opsgate_proposals{state="pending"})`). Every state of every
+/// reported source is listed, zeros included, so an alert compares a number instead of
+/// testing for absence.
+fn prometheus(report: &Report) -> String {
+    let Report {
+        stats,
+        sources,
+        now,
+    } = report;
     let mut out = String::new();
-    let mut metric = |name: &str, help: &str, samples: Vec<(String, String)>| {
+    let mut metric = |name: &str, kind: &str, help: &str, samples: Vec<(String, String)>| {
         out.push_str(&format!("# HELP opsgate_{name} {help}\n"));
-        out.push_str(&format!("# TYPE opsgate_{name} gauge\n"));
+        out.push_str(&format!("# TYPE opsgate_{name} {kind}\n"));
         for (labels, value) in samples {
             out.push_str(&format!("opsgate_{name}{labels} {value}\n"));
         }
     };
+    let src = |source: &str| format!("source=\"{}\"", label(source));
     let mut proposals = Vec::new();
-    for source in sources(stats) {
+    for source in sources {
         for state in State::ALL {
-            let n = stats
-                .proposals
-                .iter()
-                .find(|c| c.source == source && c.state == state.as_str())
-                .map_or(0, |c| c.count);
             proposals.push((
-                format!(
-                    "{{state=\"{}\",source=\"{}\"}}",
-                    state.as_str(),
-                    label(source)
-                ),
-                n.to_string(),
+                format!("{{state=\"{}\",{}}}", state.as_str(), src(source)),
+                of_source(stats, source, state).to_string(),
             ));
         }
     }
     metric(
         "proposals",
+        "gauge",
         "Proposals stored, by state and source.",
         proposals,
     );
     metric(
         "oldest_pending_age_seconds",
-        "Seconds since the oldest pending proposal was first seen (0 when none is pending).",
-        vec![(String::new(), seconds(age_ms(stats, now).unwrap_or(0)))],
+        "gauge",
+        "Seconds since the source's oldest pending proposal was first seen (0 when none is pending).",
+        sources
+            .iter()
+            .map(|source| {
+                let at = stats
+                    .oldest_pending
+                    .iter()
+                    .find(|(s, _)| s == source)
+                    .map(|(_, at)| *at);
+                (
+                    format!("{{{}}}", src(source)),
+                    seconds(age_ms(at, *now).unwrap_or(0)),
+                )
+            })
+            .collect(),
     );
+    let mut owed = Vec::new();
+    for channel in &stats.channels {
+        for source in sources {
+            let n = stats
+                .cards_owed
+                .iter()
+                .find(|(c, s, _)| c == channel && s == source)
+                .map_or(0, |(_, _, n)| *n);
+            owed.push((
+                format!("{{channel=\"{}\",{}}}", label(channel), src(source)),
+                n.to_string(),
+            ));
+        }
+    }
     metric(
         "cards_owed",
-        "Cards not yet delivered (or changed since delivery), by channel.",
-        stats
-            .cards_owed
-            .iter()
-            .map(|(channel, n)| (format!("{{channel=\"{}\"}}", label(channel)), n.to_string()))
-            .collect(),
+        "gauge",
+        "Cards not yet delivered (or changed since delivery), by channel and source.",
+        owed,
     );
     metric(
         "last_ingest_timestamp_seconds",
+        "gauge",
         "Unix time of the last ingest, by source.",
         stats
             .last_ingests
             .iter()
-            .map(|(source, at)| (format!("{{source=\"{}\"}}", label(source)), seconds(*at)))
+            .map(|(source, at)| (format!("{{{}}}", src(source)), seconds(*at)))
             .collect(),
     );
+    let mut runs = Vec::new();
+    for source in sources {
+        for outcome in OUTCOMES {
+            runs.push((
+                format!("{{outcome=\"{}\",{}}}", outcome.as_str(), src(source)),
+                of_source(stats, source, outcome).to_string(),
+            ));
+        }
+    }
     metric(
         "runs_total",
-        "Proposals whose run ended in each outcome, as stored (retention prunes them).",
-        OUTCOMES
-            .iter()
-            .map(|s| {
-                (
-                    format!("{{outcome=\"{}\"}}", s.as_str()),
-                    in_state(stats, *s).to_string(),
-                )
-            })
-            .collect(),
+        "counter",
+        "Runs that ended in each outcome, by source, counted from the stored proposals (a retention prune lowers it, which Prometheus reads as a counter reset).",
+        runs,
     );
     out
 }

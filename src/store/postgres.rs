@@ -521,18 +521,36 @@ impl Database for PgDb {
             )),
         }
         // The audit must be append-only for this role too: with the documented REVOKE
-        // applied, it cannot even ask.
+        // applied, it cannot even ask. The admin role that owns the tables (and applies
+        // the migrations) may, by ownership: that is the hardened setup when opsgate runs
+        // as other roles (logins with the runtime's rights and without the audit's
+        // UPDATE and DELETE), and names them.
         let rights = self.client.query_one(
             "SELECT has_table_privilege(current_user, 'transitions', 'UPDATE')
                  OR has_table_privilege(current_user, 'transitions', 'DELETE')
                  OR has_table_privilege(current_user, 'transitions', 'TRUNCATE'),
-                    current_user",
+                    current_user,
+                    pg_get_userbyid(c.relowner) = current_user,
+                    (SELECT string_agg(r.rolname, ', ' ORDER BY r.rolname) FROM pg_roles r
+                     WHERE r.rolcanlogin AND NOT r.rolsuper AND NOT r.rolbypassrls
+                       AND r.rolname <> current_user
+                       AND has_table_privilege(r.oid, 'proposals', 'INSERT')
+                       AND has_table_privilege(r.oid, 'transitions', 'INSERT')
+                       AND NOT has_table_privilege(r.oid, 'transitions', 'UPDATE')
+                       AND NOT has_table_privilege(r.oid, 'transitions', 'DELETE')
+                       AND NOT has_table_privilege(r.oid, 'transitions', 'TRUNCATE'))
+             FROM pg_class c WHERE c.oid = 'transitions'::regclass",
             &[],
         );
         match rights {
             Ok(row) => {
                 let (may, user): (bool, String) = (row.get(0), row.get(1));
-                if may {
+                let (owner, runtime): (bool, Option<String>) = (row.get(2), row.get(3));
+                if let (true, true, Some(runtime)) = (may, owner, &runtime) {
+                    lines.push(Health::ok(format!(
+                        "role {user} owns the tables (the admin role: it applies migrations); opsgate runs as {runtime}, which cannot UPDATE or DELETE the audit"
+                    )));
+                } else if may {
                     lines.push(Health::warn(
                         format!("role {user} may UPDATE/DELETE the audit (transitions); a trigger refuses it, a privilege would too"),
                         format!("REVOKE UPDATE, DELETE, TRUNCATE ON transitions FROM {user} (run opsgate as a role that does not own the tables)"),

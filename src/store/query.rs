@@ -408,6 +408,7 @@ impl Store {
             source,
             proposals,
             merged_into,
+            runs_as: Some(crate::process::account_name()),
         })
     }
 
@@ -490,11 +491,12 @@ impl Store {
         rows.iter().map(|r| Ok((r.text(0)?, r.int(1)?))).collect()
     }
 
-    /// The figures `opsgate stats` reports, in four grouped reads: proposals by state and
-    /// source (one pass over the table: a handful of groups, no per-row work), the oldest
-    /// pending proposal (the expiry index in order, first pending row), each source's
-    /// last ingest (a covering-index pass, then one row per source) and the cards each
-    /// channel is owed (its owed index).
+    /// The figures `opsgate stats` reports, in five grouped reads, each by source (a
+    /// handful of groups, no per-row work, so a host keeps only its own sources' rows):
+    /// proposals by state and source (one pass over the table), the oldest pending
+    /// proposal of each source (the expiry index's pending rows), each source's last
+    /// ingest (a covering-index pass, then one row per source), the channels, and the
+    /// cards each channel owes each source (the owed index).
     pub fn stats(&mut self) -> Result<Stats> {
         let c = self.conn();
         let mut proposals = Vec::new();
@@ -509,16 +511,16 @@ impl Store {
             });
         }
         // `state IN (...)` names the expiry index's own condition, so both planners read
-        // that index in order and stop at the first pending row.
-        let oldest_pending_at = c
-            .query_opt(
-                "SELECT first_seen_at FROM proposals
-                 WHERE state IN ('pending','approved') AND state = 'pending'
-                 ORDER BY first_seen_at LIMIT 1",
-                &[],
-            )?
-            .map(|r| r.int(0))
-            .transpose()?;
+        // that index instead of the table.
+        let mut oldest_pending = Vec::new();
+        for r in c.query(
+            "SELECT source, MIN(first_seen_at) FROM proposals
+             WHERE state IN ('pending','approved') AND state = 'pending'
+             GROUP BY source",
+            &[],
+        )? {
+            oldest_pending.push((r.text(0)?, r.int(1)?));
+        }
         let mut last_ingests = Vec::new();
         for r in c.query(
             "SELECT i.source, i.at FROM ingests i
@@ -527,23 +529,31 @@ impl Store {
         )? {
             last_ingests.push((r.text(0)?, r.int(1)?));
         }
+        let mut channels = Vec::new();
+        for r in c.query("SELECT name FROM channels", &[])? {
+            channels.push(r.text(0)?);
+        }
         let mut cards_owed = Vec::new();
         for r in c.query(
-            "SELECT ch.name, (SELECT COUNT(*) FROM deliveries d
-                              WHERE d.channel = ch.name AND d.rev > d.sent_rev)
-             FROM channels ch",
+            "SELECT d.channel, c.source, COUNT(*) FROM deliveries d
+             JOIN cards c ON c.cluster_id = d.cluster_id
+             WHERE d.rev > d.sent_rev
+             GROUP BY d.channel, c.source",
             &[],
         )? {
-            cards_owed.push((r.text(0)?, r.int(1)?));
+            cards_owed.push((r.text(0)?, r.text(1)?, r.int(2)?));
         }
         // Sorted here, byte by byte: the same order whatever the database's collation.
         proposals.sort_by(|a, b| (&a.state, &a.source).cmp(&(&b.state, &b.source)));
+        oldest_pending.sort();
         last_ingests.sort();
+        channels.sort();
         cards_owed.sort();
         Ok(Stats {
             proposals,
-            oldest_pending_at,
+            oldest_pending,
             last_ingests,
+            channels,
             cards_owed,
         })
     }
@@ -562,17 +572,32 @@ pub struct Context {
     pub ended_total: i64,
 }
 
-/// What `opsgate stats` reports, read by [`Store::stats`].
+/// What `opsgate stats` reports, read by [`Store::stats`]: every figure by source, so
+/// a host reporting on a shared store keeps its own sources' ([`Stats::only`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Stats {
     /// Proposals by state and source (groups that have any), ordered by both.
     pub proposals: Vec<StateCount>,
-    /// When the oldest pending proposal was first seen (ms), if any is pending.
-    pub oldest_pending_at: Option<i64>,
+    /// When each source's oldest pending proposal was first seen (ms), by source.
+    pub oldest_pending: Vec<(String, i64)>,
     /// Each source's last ingest: (source, when in ms), by source.
     pub last_ingests: Vec<(String, i64)>,
-    /// Cards each channel opsgate has used is owed: (channel, count), by channel.
-    pub cards_owed: Vec<(String, i64)>,
+    /// The channels opsgate has used, in order.
+    pub channels: Vec<String>,
+    /// Cards owed: (channel, source, count) for each pair that owes any, in order.
+    pub cards_owed: Vec<(String, String, i64)>,
+}
+
+impl Stats {
+    /// The figures of these sources only (channels are kept).
+    pub fn only(mut self, sources: &[String]) -> Stats {
+        let keep = |s: &String| sources.contains(s);
+        self.proposals.retain(|c| keep(&c.source));
+        self.oldest_pending.retain(|(s, _)| keep(s));
+        self.last_ingests.retain(|(s, _)| keep(s));
+        self.cards_owed.retain(|(_, s, _)| keep(s));
+        self
+    }
 }
 
 /// How many proposals of one source are in one state.
