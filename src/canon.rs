@@ -26,8 +26,10 @@ pub const GRAMMAR_VERSION: i64 = 2;
 
 /// The version of the canonical form: raised whenever the cmd_hash of a command changes
 /// (2: quoted reserved words keep their quotes, commands sh rejects are opaque, newlines
-/// sh skips are no `;`), so stored in-flight proposals are re-hashed once.
-pub const CANON_VERSION: i64 = 2;
+/// sh skips are no `;`; 3: optional separators, a case pattern's `(`, a redirection's
+/// place among the words, line continuations in words and `${NAME}` written one way), so
+/// stored in-flight proposals are re-hashed once.
+pub const CANON_VERSION: i64 = 3;
 
 /// Number of hex digits of sha256 kept as `cmd_hash`.
 pub const HASH_LEN: usize = crate::model::CMD_HASH_LEN;
@@ -641,9 +643,11 @@ fn read_word(
             }
             '\\' => {
                 match chars.get(i + 1) {
-                    // A line continuation: nothing in the value, kept verbatim in raw text
-                    // so an expansion around it reads back the same.
-                    Some('\n') => raw.push_str("\\\n"),
+                    // A line continuation: nothing, as for sh, which removes it before it
+                    // reads words (`$HO\<newline>ME` is `$HOME`). Kept verbatim only
+                    // after a lone `$`, which this reader took for a literal one.
+                    Some('\n') if raw.ends_with('$') => raw.push_str("\\\n"),
+                    Some('\n') => {}
                     Some(&next) => {
                         raw.push('\\');
                         raw.push(next);
@@ -660,7 +664,13 @@ fn read_word(
             }
             '$' => {
                 let end = skip_dollar(chars, i)?;
-                raw.extend(&chars[i..end]);
+                match plain_braced(chars, i, end) {
+                    Some(name) => {
+                        raw.push('$');
+                        raw.push_str(&name);
+                    }
+                    None => raw.extend(&chars[i..end]),
+                }
                 expanding = true;
                 rec.push(SourceChar::Expansion { start: i, end });
                 i = end;
@@ -717,6 +727,24 @@ fn read_word(
     }
     flush(&mut word, &mut lit, &mut raw, &mut expanding);
     Ok((word, i))
+}
+
+/// `${NAME}` (or `${1}`, `${@}`, ...) at `start..end` when nothing that could continue
+/// the name follows: it is `$NAME`, and is written so.
+fn plain_braced(chars: &[char], start: usize, end: usize) -> Option<String> {
+    if chars.get(start + 1) != Some(&'{') || end < start + 4 || chars.get(end - 1) != Some(&'}') {
+        return None;
+    }
+    let inner: String = chars[start + 2..end - 1].iter().collect();
+    let simple = is_name(&inner)
+        || (inner.chars().count() == 1
+            && inner
+                .chars()
+                .all(|c| c.is_ascii_digit() || "@*?$!".contains(c)));
+    let continues = chars
+        .get(end)
+        .is_some_and(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '\\');
+    (simple && !continues).then_some(inner)
 }
 
 fn is_name(s: &str) -> bool {
@@ -1076,22 +1104,120 @@ struct ReadCommand {
 /// Tokenizes `command` and checks it against sh's grammar ([`syntax`]): a command sh
 /// would reject, or one whose later lines an alias it defines could change, is an error
 /// (opaque), so it never shares the identity of one that runs.
+///
+/// The tokens are then written the one way sh's grammar allows for each choice it leaves
+/// to the writer: a `;` before every reserved word that closes a list (`fi }` is
+/// `fi ; }`, `for i do` is `for i ; do`), none before `)` or `;;` (`(a;)` is `(a)`), a
+/// `;;` after a case's last item, no `(` before a case pattern, and a simple command's
+/// redirections after its words (see [`Simple`]).
 fn read_command(command: &str) -> Result<ReadCommand, TokenizeError> {
     let lexed = lex(command)?;
     let marks = syntax::check(&lexed)?;
-    let mut tokens = Vec::with_capacity(lexed.tokens.len());
+    let mut tokens = Vec::with_capacity(lexed.tokens.len() + 2);
+    let mut simple = Simple::default();
     for (token, mark) in lexed.tokens.into_iter().zip(marks) {
         match mark {
-            syntax::Mark::LineBreak => {}
-            syntax::Mark::Separator => tokens.push(Token::Op(";".into())),
-            syntax::Mark::Reserved | syntax::Mark::Plain => tokens.push(token),
+            syntax::Mark::LineBreak | syntax::Mark::Optional => continue,
+            syntax::Mark::Plain if simple.takes(&token) => {
+                simple.push(token);
+                continue;
+            }
+            _ => {}
+        }
+        simple.flush(&mut tokens);
+        match (mark, token) {
+            (syntax::Mark::Separator, _) => tokens.push(Token::Op(";".into())),
+            (syntax::Mark::Reserved, Token::Word(word)) => {
+                match word.bare_text() {
+                    Some("esac") => match tokens.last_mut() {
+                        Some(Token::Op(op)) if op == ";" => *op = ";;".into(),
+                        Some(Token::Op(op)) if op == ";;" => {}
+                        Some(Token::Word(w)) if w.bare_text() == Some("in") => {}
+                        _ => tokens.push(Token::Op(";;".into())),
+                    },
+                    Some("}" | "fi" | "done" | "then" | "do" | "else" | "elif") if !matches!(tokens.last(), Some(Token::Op(op)) if op == ";" || op == "&") =>
+                    {
+                        tokens.push(Token::Op(";".into()));
+                    }
+                    _ => {}
+                }
+                tokens.push(Token::Word(word));
+            }
+            (_, token) => tokens.push(token),
         }
     }
+    simple.flush(&mut tokens);
     // `a;` is `a`.
     if matches!(tokens.last(), Some(Token::Op(op)) if op == ";") {
         tokens.pop();
     }
     Ok(ReadCommand { tokens })
+}
+
+/// The words and redirections of the simple command being read. sh expands a simple
+/// command's words apart from its redirections and applies the redirections in their
+/// order: where a redirection stands among the words means nothing (`foo >a bar` is
+/// `foo bar >a`), their order among themselves does (`2>&1 >f` is not `>f 2>&1`).
+#[derive(Default)]
+struct Simple {
+    words: Vec<Token>,
+    redirections: Vec<Token>,
+    /// The last redirection still needs its target word.
+    open: bool,
+    /// A redirection came before the first word.
+    redirected_first: bool,
+}
+
+impl Simple {
+    /// Whether `token` (marked plain) belongs to a simple command: a word, or a
+    /// redirection operator (`&>` and `|&` are two of sh's operators, not one).
+    fn takes(&self, token: &Token) -> bool {
+        match token {
+            Token::Word(_) | Token::HereDoc(_) => true,
+            Token::Op(op) => is_redirection(op),
+        }
+    }
+
+    fn push(&mut self, token: Token) {
+        match token {
+            Token::Word(_) if self.open => {
+                self.open = false;
+                self.redirections.push(token);
+            }
+            Token::Word(_) => {
+                if self.words.is_empty() && !self.redirections.is_empty() {
+                    self.redirected_first = true;
+                }
+                self.words.push(token);
+            }
+            Token::Op(_) => {
+                self.open = true;
+                self.redirections.push(token);
+            }
+            Token::HereDoc(_) => self.redirections.push(token),
+        }
+    }
+
+    fn flush(&mut self, tokens: &mut Vec<Token>) {
+        // `>a if` runs a command named `if`; `if >a` would read a reserved word.
+        let keep_order = self.redirected_first
+            && matches!(self.words.first(),
+                Some(Token::Word(w)) if w.bare_text().is_some_and(|t| RESERVED.contains(&t)));
+        if keep_order {
+            // All redirections first: the first word stays a plain word.
+            tokens.append(&mut self.redirections);
+            tokens.append(&mut self.words);
+        } else {
+            tokens.append(&mut self.words);
+            tokens.append(&mut self.redirections);
+        }
+        *self = Simple::default();
+    }
+}
+
+/// A redirection operator of sh (`>`, `2>&`, `<<`, ...; not bash's `&>`).
+fn is_redirection(op: &str) -> bool {
+    op.contains(['<', '>']) && !op.starts_with('&')
 }
 
 /// Logical keys of every simple command in a token list (see [`grammar`]), sorted and

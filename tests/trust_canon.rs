@@ -332,3 +332,96 @@ fn rehash_story(env: &common::Env) {
     let one = list.iter().find(|p| p["id"] == 1).unwrap();
     assert_eq!(one["seen_count"], 3, "{one:?}");
 }
+
+/// Issue 24: spellings sh's grammar leaves to the writer share one cmd_hash; each class
+/// with a near miss that must not.
+fn assert_same(pairs: &[(&str, &str)]) {
+    for (a, b) in pairs {
+        assert_eq!(hash(a), hash(b), "{a:?} and {b:?}");
+        assert!(canonicalize(a).fallback.is_none(), "{a:?}");
+        assert_stable(a);
+        assert_stable(b);
+    }
+}
+
+#[test]
+fn an_optional_separator_is_no_new_command() {
+    assert_same(&[
+        ("(echo a;)", "(echo a)"),
+        ("(echo a;\n)", "(echo a)"),
+        (
+            "{ if true; then echo a; fi }",
+            "{ if true; then echo a; fi; }",
+        ),
+        ("{ { echo a; } }", "{ { echo a; }; }"),
+        (
+            "if { true; } then echo a; fi",
+            "if { true; }; then echo a; fi",
+        ),
+        ("for i do echo $i; done", "for i; do echo $i; done"),
+        ("for i do echo $i; done", "for i\ndo echo $i; done"),
+        ("case a in a) echo a;; esac", "case a in a) echo a; esac"),
+        ("case a in a) echo a;; esac", "case a in a) echo a\nesac"),
+        ("case a in a) echo a;; esac", "case a in a) echo a; ;; esac"),
+        ("case a in a) ;; esac", "case a in a) esac"),
+        ("case a in (a) echo a;; esac", "case a in a) echo a;; esac"),
+        (
+            "case a in (a|b) echo a;; (*) echo b;; esac",
+            "case a in a|b) echo a;; *) echo b; esac",
+        ),
+    ]);
+    // `&` is meaning, and `esac` is a pattern only after `(`.
+    assert_all_differ(&["{ echo a & }", "{ echo a; }"]);
+    assert_ne!(
+        hash("case esac in (esac) echo a;; esac"),
+        hash("case esac in esac) echo a;; esac")
+    );
+    assert_stable("case esac in (esac) echo a;; esac");
+}
+
+#[test]
+fn a_redirection_among_the_words_is_the_same_command() {
+    assert_same(&[
+        ("echo a >f b", "echo a b >f"),
+        (">f echo a b", "echo a b >f"),
+        ("echo >f a 2>&1 b", "echo a b >f 2>&1"),
+        ("cat <<EOF a\nx\nEOF", "cat a <<EOF\nx\nEOF"),
+        ("X=1 >f echo a", "X=1 echo a >f"),
+        ("{ echo a; } >f", "{ echo a; } > f"),
+    ]);
+    // The order of redirections among themselves is meaning.
+    assert_all_differ(&[
+        "echo a >f 2>&1",
+        "echo a 2>&1 >f",
+        "echo a >f >g",
+        "echo a >g >f",
+    ]);
+    // `>f if` runs a command named `if`; `if >f` would not parse the same.
+    assert_ne!(hash(">f if x"), hash("if x >f"));
+    assert_stable(">f if x");
+    // bash's `&>` is `&` then `>` to sh: nothing moves across it.
+    assert_ne!(hash("echo a &> f b"), hash("echo a b &> f"));
+}
+
+#[test]
+fn a_line_continuation_inside_a_word_with_an_expansion_is_nothing() {
+    assert_same(&[
+        ("echo a\\\n$b", "echo a$b"),
+        ("echo $HO\\\nME", "echo $HOME"),
+        ("echo \"$a\"\\\nb", "echo \"$a\"b"),
+    ]);
+    // After a lone `$` it stays: `$\<newline>(x)` is a command substitution to sh.
+    assert_ne!(hash("echo $\\\n(x)"), hash("echo $ (x)"));
+}
+
+#[test]
+fn braces_around_a_name_nothing_continues_are_no_new_command() {
+    assert_same(&[
+        ("echo ${b}", "echo $b"),
+        ("echo ${b}.txt", "echo $b.txt"),
+        ("echo ${1} ${@}", "echo $1 $@"),
+    ]);
+    assert_all_differ(&["echo ${b}c", "echo $bc"]);
+    assert_all_differ(&["echo ${1}0", "echo $10"]);
+    assert_all_differ(&["echo ${b}\\\nc", "echo $b\\\nc"]);
+}

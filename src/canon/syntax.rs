@@ -28,6 +28,9 @@ pub(crate) enum Mark {
     Separator,
     /// A newline sh skips (after `&&`, `{`, `then`, `;`, an empty line, ...).
     LineBreak,
+    /// A token sh reads but that adds nothing: the `(` before a case pattern, a `;`
+    /// before `)` or `;;` (`(a;)` is `(a)`).
+    Optional,
 }
 
 /// dash's reserved words: recognized only unquoted, and only where a command may start
@@ -238,8 +241,8 @@ impl Parser<'_> {
 
     fn list(&mut self, kind: ListKind) -> Result<(), TokenizeError> {
         let mut first = true;
-        // The newline that ended the last command, when nothing followed it yet.
-        let mut last_newline: Option<usize> = None;
+        // The newline or `;` that ended the last command, when nothing followed it yet.
+        let mut last_separator: Option<usize> = None;
         loop {
             if kind != ListKind::Line {
                 self.skip_newlines();
@@ -259,25 +262,30 @@ impl Parser<'_> {
                 ListKind::CaseBody => true,
             };
             if may_end && self.at_list_end() {
-                // Before `)` and `;;` no `;` is needed: `(a<newline>)` is `(a)`.
-                if let Some(at) = last_newline {
+                // Before `)` and `;;` no `;` is needed: `(a<newline>)` and `(a;)` are
+                // `(a)`.
+                if let Some(at) = last_separator {
                     if matches!(self.peek(), Sym::RParen | Sym::DSemi) {
-                        self.marks[at] = Mark::LineBreak;
+                        self.marks[at] = Mark::Optional;
                     }
                 }
                 return Ok(());
             }
             first = false;
-            last_newline = None;
+            last_separator = None;
             let before = self.capable;
             self.and_or()?;
             if kind == ListKind::Line {
                 self.top_items.push(self.capable > before);
             }
             match self.peek() {
-                Sym::Semi | Sym::Amp => self.take(Mark::Plain),
+                Sym::Semi => {
+                    last_separator = Some(self.index());
+                    self.take(Mark::Plain);
+                }
+                Sym::Amp => self.take(Mark::Plain),
                 Sym::Newline => {
-                    last_newline = Some(self.index());
+                    last_separator = Some(self.index());
                     self.take(Mark::Separator);
                     if kind == ListKind::Line {
                         return Ok(());
@@ -435,7 +443,20 @@ impl Parser<'_> {
                 return Ok(());
             }
             if self.peek() == Sym::LParen {
-                self.take(Mark::Plain);
+                // `(a)` is `a)`, except before `esac`, which is a pattern only after `(`.
+                let before_esac = match self.syms.get(self.pos + 1) {
+                    Some((Sym::Word, t)) => {
+                        !self.lexed.quoted.get(*t).copied().unwrap_or(true)
+                            && matches!(self.lexed.tokens.get(*t),
+                            Some(Token::Word(w)) if w.bare_text() == Some("esac"))
+                    }
+                    _ => true,
+                };
+                self.take(if before_esac {
+                    Mark::Plain
+                } else {
+                    Mark::Optional
+                });
             }
             self.expect(Sym::Word)?;
             while self.peek() == Sym::Pipe {
