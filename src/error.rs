@@ -19,11 +19,10 @@ pub enum Kind {
     /// Bad input: no JSON, no proposal array, a limit exceeded, an invalid item under
     /// `--strict`. Nothing was written.
     BadInput,
-    /// The proposal named on the command line does not exist.
+    /// What the command line names does not exist: the proposal, or the SQLite file of
+    /// a command that only reads or decides (it never creates one, and says which setting
+    /// named the path).
     NotFound,
-    /// A command that only reads (or decides) was pointed at a SQLite file that does not
-    /// exist: it never creates one, and says which setting named the path.
-    NoDatabase,
     /// A file could not be read or written: read-only filesystem, full disk, I/O error.
     Io,
     /// Temporary: the database is locked past the busy timeout or unreachable, Telegram
@@ -37,13 +36,12 @@ pub enum Kind {
 }
 
 /// Every kind with its exit code and the line `--help` and the README print for it.
-pub const TABLE: [(Kind, u8, &str); 10] = [
+pub const TABLE: [(Kind, u8, &str); 9] = [
     (Kind::Internal, 1, "internal error, or Telegram refused a request"),
     (Kind::Conflict, 3, "the action no longer applies in the proposal's state (or needs --confirm)"),
     (Kind::Usage, 64, "usage error: an unknown option, a missing argument, a value out of range"),
     (Kind::BadInput, 65, "bad input; nothing written"),
-    (Kind::NotFound, 66, "no such proposal"),
-    (Kind::NoDatabase, 66, "no such database: a command that reads or decides never creates one; the message names the path and the setting that chose it"),
+    (Kind::NotFound, 66, "no such proposal, or no such database (a command that reads or decides never creates one; the message names the path and the setting that chose it)"),
     (Kind::Io, 74, "a file could not be read or written: read-only, disk full, I/O error"),
     (Kind::Temporary, 75, "temporary failure (database locked or down, Telegram unreachable or rate-limited, another poller); retry, nothing was lost"),
     (Kind::Permission, 77, "permission denied on the database or its directory (never reported as \"no proposals\" or \"does not exist\")"),

@@ -265,7 +265,7 @@ fn no_database(config: &Config, path: &std::path::Path) -> anyhow::Error {
         None => "no config file".to_string(),
     };
     error::fail(
-        Kind::NoDatabase,
+        Kind::NotFound,
         format!(
             "no database at {} (from {}; {config_file}): nothing was created; point --db, OPSGATE_DB or the config file's db at the service's database (see `opsgate doctor`), or record proposals with `opsgate ingest` first",
             path.display(),
