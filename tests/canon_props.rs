@@ -238,7 +238,14 @@ proptest! {
             if i > 0 { spaced.push_str(&" ".repeat(gaps[i % gaps.len()])); }
             spaced.push_str(w);
         }
-        prop_assert_eq!(canonicalize(&single).cmd_hash, canonicalize(&spaced).cmd_hash);
+        let (one, other) = (canonicalize(&single), canonicalize(&spaced));
+        // A line sh rejects (`do -`, `in a`: a reserved word where a command starts) is
+        // opaque, identified by its exact bytes, spaces included: the property is about
+        // the commands sh runs. Whether a line is opaque never depends on the spacing.
+        prop_assert_eq!(one.fallback.is_some(), other.fallback.is_some(), "{:?}", single);
+        if one.fallback.is_none() {
+            prop_assert_eq!(one.cmd_hash, other.cmd_hash);
+        }
     }
 }
 
