@@ -852,8 +852,14 @@ fn commands_that_change_a_file_name_it_as_a_subject() {
         assert_eq!(got, want, "{command:?}: keys {:?}", keys(command));
     }
     // One verb for every change of a file: two edits share the key (and so the card).
-    assert_eq!(keys("sed -i s/a/b/ /etc/x.conf"), keys("sudo tee /etc//x.conf"));
-    assert_eq!(keys("rm /etc/x.conf"), vec!["edit:file:/etc/x.conf".to_string()]);
+    assert_eq!(
+        keys("sed -i s/a/b/ /etc/x.conf"),
+        keys("sudo tee /etc//x.conf")
+    );
+    assert_eq!(
+        keys("rm /etc/x.conf"),
+        vec!["edit:file:/etc/x.conf".to_string()]
+    );
 }
 
 #[test]
@@ -901,7 +907,10 @@ fn reading_a_file_backups_and_uncertain_paths_give_no_file_key() {
 fn different_files_share_no_file_key() {
     for (a, b) in [
         ("sed -i s/a/b/ /etc/x.conf", "sed -i s/a/b/ /etc/y.conf"),
-        ("cd /etc && sed -i s/a/b/ x.conf", "cd /opt && sed -i s/a/b/ x.conf"),
+        (
+            "cd /etc && sed -i s/a/b/ x.conf",
+            "cd /opt && sed -i s/a/b/ x.conf",
+        ),
         ("echo a > /etc/x.conf", "echo a > /etc/x.conf.d/x.conf"),
         ("sudo crontab -u a -r", "sudo crontab -u b -r"),
         (
@@ -910,13 +919,22 @@ fn different_files_share_no_file_key() {
         ),
     ] {
         let (ka, kb) = (keys(a), keys(b));
-        assert!(!ka.is_empty() && !kb.is_empty(), "{a:?} {ka:?} / {b:?} {kb:?}");
-        assert!(ka.iter().all(|k| !kb.contains(k)), "{a:?} / {b:?}: {ka:?} {kb:?}");
+        assert!(
+            !ka.is_empty() && !kb.is_empty(),
+            "{a:?} {ka:?} / {b:?} {kb:?}"
+        );
+        assert!(
+            ka.iter().all(|k| !kb.contains(k)),
+            "{a:?} / {b:?}: {ka:?} {kb:?}"
+        );
     }
     assert_eq!(
         subject_label("file:/etc/pgbouncer/pgbouncer.ini"),
         "file /etc/pgbouncer/pgbouncer.ini"
     );
     assert_eq!(subject_label("crontab:root"), "crontab of user root");
-    assert_eq!(subject_label("cert:a.example.com"), "certificate a.example.com");
+    assert_eq!(
+        subject_label("cert:a.example.com"),
+        "certificate a.example.com"
+    );
 }

@@ -143,7 +143,10 @@ fn approving_one_edit_of_a_file_never_cancels_another_edit_of_it() {
             first["logical_keys"],
             serde_json::json!(["edit:file:/etc/pgbouncer/pgbouncer.ini"])
         );
-        assert_eq!(first["cluster_id"], second["cluster_id"], "one card: {list:?}");
+        assert_eq!(
+            first["cluster_id"], second["cluster_id"],
+            "one card: {list:?}"
+        );
         let (first_id, second_id) = (
             first["id"].as_i64().unwrap(),
             second["id"].as_i64().unwrap(),

@@ -450,7 +450,12 @@ pub const FAMILIES: &[Family] = &[
         ],
         valued: &[],
         verbs: &[("(any change to a file)", "edit")],
-        read_only: &["sed without -i", "patch --dry-run", "crontab -l", "certbot certificates"],
+        read_only: &[
+            "sed without -i",
+            "patch --dry-run",
+            "crontab -l",
+            "certbot certificates",
+        ],
         targets: Targets::Files,
     },
 ];
@@ -1701,14 +1706,7 @@ const MOVE_VALUED: &[&str] = &["-S", "--suffix", "-t", "--target-directory"];
 const FILE_TOOLS: &[FileTool] = &[
     FileTool {
         program: "sed",
-        valued: &[
-            "-e",
-            "--expression",
-            "-f",
-            "--file",
-            "-l",
-            "--line-length",
-        ],
+        valued: &["-e", "--expression", "-f", "--file", "-l", "--line-length"],
         needs: &["-i", "--in-place"],
         never: &[],
         changes: Changes::SedFiles,
@@ -1949,10 +1947,7 @@ fn is_backup_name(path: &str) -> bool {
     });
     let digits: Vec<u32> = name.chars().filter_map(|c| c.to_digit(10)).collect();
     // Four digits of a year 19xx/20xx followed by at least a month and a day.
-    let dated = name
-        .char_indices()
-        .any(|(i, _)| looks_dated(&name[i..]))
-        && digits.len() >= 8;
+    let dated = name.char_indices().any(|(i, _)| looks_dated(&name[i..])) && digits.len() >= 8;
     backupish || dated
 }
 
@@ -2029,8 +2024,7 @@ fn crontab(words: &[Option<&str>], scope: &Scope, keys: &mut Vec<String>) {
     if parsed.has(&["-l"]) {
         return;
     }
-    if !parsed.has(&["-e", "-r"]) && parsed.positional.is_empty() && !words.contains(&Some("-"))
-    {
+    if !parsed.has(&["-e", "-r"]) && parsed.positional.is_empty() && !words.contains(&Some("-")) {
         return; // reads a crontab from standard input only when told (`-`)
     }
     let user = match parsed.place(&["-u"]) {
