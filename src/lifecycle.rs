@@ -159,7 +159,17 @@ pub fn in_cooldown(rejected_at: i64, now: i64, rules: &Rules) -> bool {
 /// sighting of that rejection, as the same command is. A proposal without keys is judged
 /// by its exact command only.
 pub fn covered_by_rejection(keys: &[String], rejected: &[String]) -> bool {
-    !keys.is_empty() && keys.iter().all(|k| rejected.contains(k))
+    names_the_action(keys) && !keys.is_empty() && keys.iter().all(|k| rejected.contains(k))
+}
+
+/// Whether a proposal's keys say what it does, not only what it touches. An `edit:` key
+/// (a file, crontab or certificate a command changes: `edit:file:/etc/x.conf`) names the
+/// target but not the change (two `sed -i` scripts on one file are two actions): it puts
+/// the proposal on the card of that target, but a proposal with one is never the same
+/// action as another, so it neither supersedes nor is superseded, nor repeats a
+/// rejection; it is judged by its exact command only.
+pub fn names_the_action(keys: &[String]) -> bool {
+    !keys.iter().any(|k| k.starts_with("edit:"))
 }
 
 /// Rejections that ended after this are still in their cooldown (see [`in_cooldown`]).
@@ -183,8 +193,11 @@ pub fn expiry_note(rules: &Rules) -> String {
 /// Whether approving a proposal with logical keys `approved` supersedes a pending sibling
 /// with keys `other`: only when they do the same action to the same target (a shared key,
 /// `stop:web`). A stop and a start on one card are steps, not alternatives: both stay.
+/// A proposal that edits a file is never provably the same action ([`names_the_action`]).
 pub fn supersedes(approved: &[String], other: &[String]) -> bool {
-    other.iter().any(|k| approved.contains(k))
+    names_the_action(approved)
+        && names_the_action(other)
+        && other.iter().any(|k| approved.contains(k))
 }
 
 /// How many distinct operators must approve a proposal of this risk, on its own.

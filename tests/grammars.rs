@@ -710,9 +710,13 @@ fn in_flight_proposals_keyed_by_an_older_grammar_are_rekeyed_once() {
     drop(conn);
     let list = env.list_json(&[]);
     let keys: Vec<&serde_json::Value> = list.iter().map(|p| &p["logical_keys"]).collect();
+    // The copy's destination is a file subject too (grammar 3).
     assert_eq!(
         keys[0],
-        &serde_json::json!(["restart:unit:fail2ban.service"])
+        &serde_json::json!([
+            "edit:file:/etc/fail2ban/jail.d/a.conf",
+            "restart:unit:fail2ban.service"
+        ])
     );
     assert_eq!(
         keys[1],
@@ -720,7 +724,10 @@ fn in_flight_proposals_keyed_by_an_older_grammar_are_rekeyed_once() {
     );
     assert_eq!(
         keys[2],
-        &serde_json::json!(["restart:unit:fail2ban.service"])
+        &serde_json::json!([
+            "edit:file:/etc/fail2ban/jail.d/b.conf",
+            "restart:unit:fail2ban.service"
+        ])
     );
     assert_eq!(
         env.store().grammar_version().unwrap(),
@@ -783,4 +790,151 @@ fn the_bundled_samples_are_the_shared_samples_byte_for_byte() {
         compared += 1;
     }
     assert!(compared >= 4, "{compared}");
+}
+
+/// Issue 24: files as subjects. Rows: (command, the file/unit subjects it must name).
+#[test]
+fn commands_that_change_a_file_name_it_as_a_subject() {
+    let f = "file:/etc/x.conf";
+    let rows: &[(&str, &[&str])] = &[
+        ("sed -i s/a/b/ /etc/x.conf", &[f]),
+        ("sudo sed -i.bak -e s/a/b/ /etc//./x.conf", &[f]),
+        ("cd /etc && sed -i s/a/b/ x.conf", &[f]),
+        ("sudo -D /etc sed --in-place 's/c/d/' ./x.conf", &[f]),
+        ("echo a | sudo tee -a /etc/x.conf", &[f]),
+        ("echo a >> /etc/x.conf", &[f]),
+        ("cd /etc && echo a > x.conf 2>/dev/null", &[f]),
+        ("sudo sh -c 'echo a > /etc/x.conf'", &[f]),
+        ("cp /tmp/new.conf /etc/x.conf", &[f]),
+        ("install -m 644 /tmp/new.conf /etc/", &["file:/etc/new.conf"]),
+        ("mv /etc/x.conf /etc/y.conf", &[f, "file:/etc/y.conf"]),
+        ("rm -f /etc/x.conf", &[f]),
+        ("truncate -s 0 /etc/x.conf", &[f]),
+        ("chmod 600 /etc/x.conf", &[f]),
+        ("chown root:root /etc/x.conf", &[f]),
+        (
+            "ln -sf /etc/nginx/sites-available/api /etc/nginx/sites-enabled/",
+            &["file:/etc/nginx/sites-enabled/api"],
+        ),
+        ("patch /etc/x.conf < /tmp/fix.diff", &[f]),
+        ("sudo crontab -u backup -r", &["crontab:backup"]),
+        ("sudo crontab /tmp/cron.txt", &["crontab:root"]),
+        (
+            "sudo certbot certonly --nginx --cert-name api.example.com",
+            &["cert:api.example.com"],
+        ),
+        // The issue's first example: the quadlet edit names its unit, as the restart does.
+        (
+            "sudo sed -i 's/^Memory=512m$/Memory=1g/' /etc/containers/systemd/billing-worker.container && sudo systemctl daemon-reload",
+            &[
+                "file:/etc/containers/systemd/billing-worker.container",
+                "unit:billing-worker.service",
+            ],
+        ),
+        ("systemctl restart billing-worker", &["unit:billing-worker.service"]),
+        (
+            "rm /etc/containers/systemd/shop.pod",
+            &["file:/etc/containers/systemd/shop.pod", "unit:shop-pod.service"],
+        ),
+        // The issue's second example: the mv's source end, whatever follows it.
+        (
+            "sudo mv /etc/nginx/sites-enabled/api.conf.bak /root/api.conf.bak-20261203 && sudo nginx -t",
+            &["file:/etc/nginx/sites-enabled/api.conf.bak"],
+        ),
+        (
+            "sudo mv /etc/nginx/sites-enabled/api.conf.bak /root/ && sudo systemctl start certbot",
+            &["file:/etc/nginx/sites-enabled/api.conf.bak", "unit:certbot.service"],
+        ),
+    ];
+    for (command, want) in rows {
+        let got = subjects(command);
+        let want: BTreeSet<String> = want.iter().map(|s| s.to_string()).collect();
+        assert_eq!(got, want, "{command:?}: keys {:?}", keys(command));
+    }
+    // One verb for every change of a file: two edits share the key (and so the card).
+    assert_eq!(
+        keys("sed -i s/a/b/ /etc/x.conf"),
+        keys("sudo tee /etc//x.conf")
+    );
+    assert_eq!(
+        keys("rm /etc/x.conf"),
+        vec!["edit:file:/etc/x.conf".to_string()]
+    );
+}
+
+#[test]
+fn reading_a_file_backups_and_uncertain_paths_give_no_file_key() {
+    for command in [
+        // Reading.
+        "cat /etc/x.conf",
+        "grep -n a /etc/x.conf",
+        "sed -n 1,5p /etc/x.conf",
+        "sed s/a/b/ /etc/x.conf",
+        "wc -l < /etc/x.conf",
+        "patch --dry-run /etc/x.conf < /tmp/fix.diff",
+        "crontab -l",
+        "certbot certificates --cert-name api.example.com",
+        "docker logs web > /dev/null 2>&1",
+        "echo a >&2",
+        // Relative paths where the working directory is not certain.
+        "sed -i s/a/b/ x.conf",
+        "cd $DIR && sed -i s/a/b/ x.conf",
+        "cd etc && sed -i s/a/b/ x.conf",
+        "sudo -i sed -i s/a/b/ x.conf",
+        "echo a > x.conf",
+        "sed -i s/a/b/ ~/x.conf",
+        "sed -i s/a/b/ /etc/../etc/x.conf",
+        "rm -f /tmp/*.log",
+        "sed -i s/a/b/ \"$F\"",
+        // Backups to fresh names: the copy is no shared subject.
+        "cp -a /etc/x.conf /etc/x.conf.bak-20261203",
+        "cp /etc/x.conf /etc/x.conf.bak",
+        "cp /etc/x.conf /etc/x.conf.orig",
+        "cp /etc/x.conf /etc/x.conf~",
+        "cp /etc/x.conf /etc/x.conf.2026-12-03",
+        "cp -a /etc/x.conf /etc/x.conf.$(date +%F)",
+    ] {
+        assert_eq!(keys(command), Vec::<String>::new(), "{command:?}");
+    }
+    // A backup by mv keeps its source end.
+    assert_eq!(
+        keys("mv /etc/x.conf /root/x.conf.old"),
+        vec!["edit:file:/etc/x.conf".to_string()]
+    );
+}
+
+#[test]
+fn different_files_share_no_file_key() {
+    for (a, b) in [
+        ("sed -i s/a/b/ /etc/x.conf", "sed -i s/a/b/ /etc/y.conf"),
+        (
+            "cd /etc && sed -i s/a/b/ x.conf",
+            "cd /opt && sed -i s/a/b/ x.conf",
+        ),
+        ("echo a > /etc/x.conf", "echo a > /etc/x.conf.d/x.conf"),
+        ("sudo crontab -u a -r", "sudo crontab -u b -r"),
+        (
+            "certbot renew --cert-name a.example.com",
+            "certbot renew --cert-name b.example.com",
+        ),
+    ] {
+        let (ka, kb) = (keys(a), keys(b));
+        assert!(
+            !ka.is_empty() && !kb.is_empty(),
+            "{a:?} {ka:?} / {b:?} {kb:?}"
+        );
+        assert!(
+            ka.iter().all(|k| !kb.contains(k)),
+            "{a:?} / {b:?}: {ka:?} {kb:?}"
+        );
+    }
+    assert_eq!(
+        subject_label("file:/etc/pgbouncer/pgbouncer.ini"),
+        "file /etc/pgbouncer/pgbouncer.ini"
+    );
+    assert_eq!(subject_label("crontab:root"), "crontab of user root");
+    assert_eq!(
+        subject_label("cert:a.example.com"),
+        "certificate a.example.com"
+    );
 }

@@ -124,3 +124,40 @@ fn the_same_target_spelled_twice_still_supersedes() {
         );
     }
 }
+
+/// Issue 24: two different edits of one file share a card (one `edit:file:` key), but
+/// neither is provably the other: approving one must leave the other pending, and a
+/// rejection of one is not a rejection of the other.
+#[test]
+fn approving_one_edit_of_a_file_never_cancels_another_edit_of_it() {
+    let a = "sudo sed -i 's/^pool_mode = session$/pool_mode = transaction/' /etc/pgbouncer/pgbouncer.ini";
+    let b = "sudo sed -i 's/^max_client_conn = 100$/max_client_conn = 500/' /etc/pgbouncer/pgbouncer.ini";
+    for (approved, other) in [(a, b), (b, a)] {
+        let env = Env::new();
+        env.ingest("h", &cycle(0, &[approved, other]));
+        let list = env.list_json(&[]);
+        assert_eq!(list.len(), 2, "{list:?}");
+        let first = list.iter().find(|p| p["command"] == approved).unwrap();
+        let second = list.iter().find(|p| p["command"] == other).unwrap();
+        assert_eq!(
+            first["logical_keys"],
+            serde_json::json!(["edit:file:/etc/pgbouncer/pgbouncer.ini"])
+        );
+        assert_eq!(
+            first["cluster_id"], second["cluster_id"],
+            "one card: {list:?}"
+        );
+        let (first_id, second_id) = (
+            first["id"].as_i64().unwrap(),
+            second["id"].as_i64().unwrap(),
+        );
+        env.cmd(&["approve", &first_id.to_string()]).ok();
+        assert_eq!(env.state_of(first_id), "approved");
+        assert_eq!(
+            env.state_of(second_id),
+            "pending",
+            "approving one edit of the file cancelled another"
+        );
+        assert!(env.audit("supersede").is_empty());
+    }
+}

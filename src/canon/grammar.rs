@@ -49,6 +49,8 @@ pub enum Targets {
     Kube,
     /// crictl: containers, pods and images by id.
     Cri,
+    /// Tools that change files (`sed -i`, `tee`, `mv`, ...): see [`FILE_TOOLS`].
+    Files,
 }
 
 /// One tool family.
@@ -427,6 +429,34 @@ pub const FAMILIES: &[Family] = &[
         verbs: CRI_VERBS,
         read_only: CRI_READ_ONLY,
         targets: Targets::Cri,
+    },
+    Family {
+        name: "files",
+        programs: &[
+            &["sed"],
+            &["tee"],
+            &["mv"],
+            &["cp"],
+            &["install"],
+            &["rm"],
+            &["truncate"],
+            &["chmod"],
+            &["chown"],
+            &["chgrp"],
+            &["ln"],
+            &["patch"],
+            &["crontab"],
+            &["certbot"],
+        ],
+        valued: &[],
+        verbs: &[("(any change to a file)", "edit")],
+        read_only: &[
+            "sed without -i",
+            "patch --dry-run",
+            "crontab -l",
+            "certbot certificates",
+        ],
+        targets: Targets::Files,
     },
 ];
 
@@ -1120,6 +1150,7 @@ fn family_keys(
         Targets::Journal => journal(family, words, scope, keys),
         Targets::Kube => kube(family, words, scope, keys),
         Targets::Cri => cri(family, words, scope, keys),
+        Targets::Files => files(program, words, scope, keys),
     }
 }
 
@@ -1636,6 +1667,428 @@ fn cri(family: &Family, words: &[Option<&str>], scope: &Scope, keys: &mut Vec<St
     }
 }
 
+/// The verb of every file change: two changes of one file share a card, and since the
+/// key does not say what the change is, approving one never supersedes another (see
+/// `lifecycle::supersedes`).
+pub const EDIT: &str = "edit";
+
+/// Which operands a file tool changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Changes {
+    /// Every operand (`rm`, `truncate`, `tee`).
+    Every,
+    /// Every operand after the first (`chmod MODE FILE...`), unless `--reference`.
+    AfterFirst,
+    /// Every operand after the script (`sed -i SCRIPT FILE...`; with `-e`/`-f`, all).
+    SedFiles,
+    /// The destination (`cp`, `install`, `ln`): the last operand, or each source's name
+    /// in the target directory.
+    Destination,
+    /// Both ends (`mv`): every source and the destination.
+    BothEnds,
+    /// The first operand (`patch FILE`).
+    First,
+}
+
+/// A tool that changes files: its program, its options that take a value, the option
+/// without which it changes nothing (`sed -i`), options with which it changes nothing
+/// (`patch --dry-run`), and which operands it changes.
+struct FileTool {
+    program: &'static str,
+    valued: &'static [&'static str],
+    needs: &'static [&'static str],
+    never: &'static [&'static str],
+    changes: Changes,
+}
+
+const MOVE_VALUED: &[&str] = &["-S", "--suffix", "-t", "--target-directory"];
+
+const FILE_TOOLS: &[FileTool] = &[
+    FileTool {
+        program: "sed",
+        valued: &["-e", "--expression", "-f", "--file", "-l", "--line-length"],
+        needs: &["-i", "--in-place"],
+        never: &[],
+        changes: Changes::SedFiles,
+    },
+    FileTool {
+        program: "tee",
+        valued: &[],
+        needs: &[],
+        never: &[],
+        changes: Changes::Every,
+    },
+    FileTool {
+        program: "rm",
+        valued: &[],
+        needs: &[],
+        never: &[],
+        changes: Changes::Every,
+    },
+    FileTool {
+        program: "truncate",
+        valued: &["-s", "--size", "-r", "--reference"],
+        needs: &[],
+        never: &[],
+        changes: Changes::Every,
+    },
+    FileTool {
+        program: "chmod",
+        valued: &[],
+        needs: &[],
+        never: &[],
+        changes: Changes::AfterFirst,
+    },
+    FileTool {
+        program: "chown",
+        valued: &[],
+        needs: &[],
+        never: &[],
+        changes: Changes::AfterFirst,
+    },
+    FileTool {
+        program: "chgrp",
+        valued: &[],
+        needs: &[],
+        never: &[],
+        changes: Changes::AfterFirst,
+    },
+    FileTool {
+        program: "mv",
+        valued: MOVE_VALUED,
+        needs: &[],
+        never: &[],
+        changes: Changes::BothEnds,
+    },
+    FileTool {
+        program: "cp",
+        valued: MOVE_VALUED,
+        needs: &[],
+        never: &[],
+        changes: Changes::Destination,
+    },
+    FileTool {
+        program: "ln",
+        valued: MOVE_VALUED,
+        needs: &[],
+        never: &[],
+        changes: Changes::Destination,
+    },
+    FileTool {
+        program: "install",
+        valued: &[
+            "-S",
+            "--suffix",
+            "-t",
+            "--target-directory",
+            "-m",
+            "--mode",
+            "-o",
+            "--owner",
+            "-g",
+            "--group",
+        ],
+        needs: &[],
+        never: &[],
+        changes: Changes::Destination,
+    },
+    FileTool {
+        program: "patch",
+        valued: &[
+            "-p",
+            "--strip",
+            "-i",
+            "--input",
+            "-o",
+            "--output",
+            "-d",
+            "--directory",
+            "-B",
+            "--prefix",
+            "-D",
+            "--ifdef",
+            "-F",
+            "--fuzz",
+            "-r",
+            "--reject-file",
+            "-V",
+            "--version-control",
+            "-z",
+            "--suffix",
+            "-Y",
+            "--basename-prefix",
+            "-g",
+            "--get",
+            "--quoting-style",
+        ],
+        needs: &[],
+        // `-o`: the output file changes, not the original (not followed: no key); `-d`:
+        // the operand is read in another directory.
+        never: &["--dry-run", "-o", "--output", "-d", "--directory"],
+        changes: Changes::First,
+    },
+];
+
+/// Files, crontabs and certificates: `edit:file:/ABS/PATH` (`edit:unit:NAME.service`
+/// too for a quadlet), `edit:crontab:USER`, `edit:cert:NAME`.
+fn files(program: &str, words: &[Option<&str>], scope: &Scope, keys: &mut Vec<String>) {
+    match program {
+        "crontab" => return crontab(words, scope, keys),
+        "certbot" => return certbot(words, keys),
+        _ => {}
+    }
+    let Some(tool) = FILE_TOOLS.iter().find(|t| t.program == program) else {
+        return;
+    };
+    // `chmod --reference=F FILE`: every operand is a file.
+    let mut valued = tool.valued.to_vec();
+    if tool.changes == Changes::AfterFirst {
+        valued.extend(["--reference", "--from"]);
+    }
+    let parsed = parse_anywhere(words, &valued);
+    if (!tool.needs.is_empty() && !parsed.has(tool.needs)) || parsed.has(tool.never) {
+        return;
+    }
+    let operands = &parsed.positional;
+    let mut changed: Vec<Option<String>> = Vec::new();
+    let literal = |w: &Option<&str>| w.map(str::to_string);
+    match tool.changes {
+        Changes::Every => changed.extend(operands.iter().map(literal)),
+        Changes::AfterFirst => {
+            let skip = usize::from(!parsed.has(&["--reference"]));
+            changed.extend(operands.iter().skip(skip).map(literal));
+        }
+        Changes::SedFiles => {
+            let skip = usize::from(!parsed.has(&["-e", "--expression", "-f", "--file"]));
+            changed.extend(operands.iter().skip(skip).map(literal));
+        }
+        Changes::First => changed.extend(operands.first().map(literal)),
+        Changes::Destination | Changes::BothEnds => {
+            if program == "install" && parsed.has(&["-d", "--directory"]) {
+                changed.extend(operands.iter().map(literal));
+            } else {
+                let Ok(ends) = destinations(&parsed) else {
+                    return;
+                };
+                if tool.changes == Changes::BothEnds {
+                    changed.extend(ends.sources.iter().map(literal));
+                }
+                // A backup to a fresh name is no shared subject.
+                changed.extend(
+                    ends.destinations
+                        .into_iter()
+                        .filter(|d| d.as_deref().is_some_and(|d| !is_backup_name(d))),
+                );
+            }
+        }
+    }
+    for path in changed.iter().flatten() {
+        file_keys(path, scope, keys);
+    }
+}
+
+/// The sources and destinations of `cp`/`mv`/`ln`/`install`: `SRC DEST`, `SRC... DIR`,
+/// `-t DIR SRC...`, and `ln TARGET` (a link named after it in the working directory).
+struct Ends<'a> {
+    sources: Vec<Option<&'a str>>,
+    destinations: Vec<Option<String>>,
+}
+
+fn destinations<'a>(parsed: &Parsed<'a>) -> Result<Ends<'a>, Uncertain> {
+    let operands = &parsed.positional;
+    let into = |dir: &str, source: &Option<&str>| {
+        source.map(|s| format!("{}/{}", dir.trim_end_matches('/'), basename(s)))
+    };
+    if let Some(dir) = parsed.place(&["-t", "--target-directory"])? {
+        return Ok(Ends {
+            sources: operands.clone(),
+            destinations: operands.iter().map(|s| into(dir, s)).collect(),
+        });
+    }
+    match operands.as_slice() {
+        [] => Err(Uncertain),
+        // `ln -s TARGET`: the link is named after the target, in the working directory.
+        [only] => Ok(Ends {
+            sources: Vec::new(),
+            destinations: vec![into(".", only)],
+        }),
+        [sources @ .., last] => {
+            let Some(last) = last else {
+                return Err(Uncertain);
+            };
+            // Into a directory when it says so (`DIR/`) or takes several sources;
+            // `SRC DEST` changes what is at DEST whether it is a file or a directory.
+            let dir = last.ends_with('/') || sources.len() > 1;
+            let destinations = if dir && !parsed.has(&["-T", "--no-target-directory"]) {
+                sources.iter().map(|s| into(last, s)).collect()
+            } else {
+                vec![Some(last.to_string())]
+            };
+            Ok(Ends {
+                sources: sources.to_vec(),
+                destinations,
+            })
+        }
+    }
+}
+
+/// Whether a file name looks like a backup: `.bak`, `.orig`, `.old`, `.save`, `~`, or a
+/// date in its name (`x.conf.20261203`, `x.conf.bak-2026-12-03`).
+fn is_backup_name(path: &str) -> bool {
+    let name = basename(path);
+    if name.ends_with('~') {
+        return true;
+    }
+    let backupish = name.split(['.', '-', '_']).skip(1).any(|part| {
+        matches!(
+            part.to_ascii_lowercase().as_str(),
+            "bak" | "orig" | "old" | "save" | "backup" | "bk" | "prev" | "dist"
+        )
+    });
+    let digits: Vec<u32> = name.chars().filter_map(|c| c.to_digit(10)).collect();
+    // Four digits of a year 19xx/20xx followed by at least a month and a day.
+    let dated = name.char_indices().any(|(i, _)| looks_dated(&name[i..])) && digits.len() >= 8;
+    backupish || dated
+}
+
+fn looks_dated(s: &str) -> bool {
+    let b = s.as_bytes();
+    let digit = |i: usize| b.get(i).is_some_and(u8::is_ascii_digit);
+    (s.starts_with("19") || s.starts_with("20"))
+        && (0..4).all(digit)
+        && ((4..8).all(digit)
+            || (matches!(b.get(4), Some(b'-' | b'_' | b'.'))
+                && (5..7).all(digit)
+                && matches!(b.get(7), Some(b'-' | b'_' | b'.'))
+                && (8..10).all(digit)))
+}
+
+/// A file a command changes, as a subject: absolute, lexically clean; relative only in a
+/// working directory the line set for certain. No key for what cannot be certain: `..`
+/// (resolved after symbolic links), `~`, glob and brace patterns, devices (`/dev/null`).
+fn file_subject(path: &str, scope: &Scope) -> Option<String> {
+    if path.is_empty()
+        || path.starts_with('~')
+        || path.contains(['*', '?', '[', '{'])
+        || path.split('/').any(|c| c == "..")
+    {
+        return None;
+    }
+    let path = if path.starts_with('/') {
+        path.to_string()
+    } else {
+        match &scope.cwd {
+            Known::Set(dir) => format!("{dir}/{path}"),
+            _ => return None,
+        }
+    };
+    let path = clean_path(&path);
+    (path != "/" && path != "/dev" && !path.starts_with("/dev/")).then_some(path)
+}
+
+/// Quadlet's system directory: a unit file there generates a service.
+const QUADLET_DIR: &str = "/etc/containers/systemd";
+
+/// The unit a quadlet file generates (`NAME.container` -> `NAME.service`,
+/// `NAME.pod` -> `NAME-pod.service`, ...), by quadlet's default naming.
+fn quadlet_unit(path: &str) -> Option<String> {
+    let name = path.strip_prefix(QUADLET_DIR)?.strip_prefix('/')?;
+    if name.contains('/') {
+        return None;
+    }
+    let (stem, kind) = name.rsplit_once('.')?;
+    let unit = match kind {
+        "container" | "kube" => stem.to_string(),
+        "pod" | "volume" | "network" => format!("{stem}-{kind}"),
+        _ => return None,
+    };
+    (!stem.is_empty()).then(|| format!("{unit}.service"))
+}
+
+/// The keys of a change to the file at `path` (as written, read in `scope`).
+fn file_keys(path: &str, scope: &Scope, keys: &mut Vec<String>) {
+    let Some(path) = file_subject(path, scope) else {
+        return;
+    };
+    if let Some(unit) = quadlet_unit(&path) {
+        keys.push(format!("{EDIT}:{}", unit_subject(&unit, false, &[])));
+    }
+    keys.push(format!("{EDIT}:file:{path}"));
+}
+
+/// `crontab FILE`, `crontab -`, `-e`, `-r`: the crontab of the user (`-u USER`, else the
+/// user the command runs as). A crontab is named by its user, not by its file: where
+/// cron keeps it differs between distributions. `-l` only reads.
+fn crontab(words: &[Option<&str>], scope: &Scope, keys: &mut Vec<String>) {
+    let parsed = parse_anywhere(words, &["-u"]);
+    if parsed.has(&["-l"]) {
+        return;
+    }
+    if !parsed.has(&["-e", "-r"]) && parsed.positional.is_empty() && !words.contains(&Some("-")) {
+        return; // reads a crontab from standard input only when told (`-`)
+    }
+    let user = match parsed.place(&["-u"]) {
+        Err(Uncertain) => return,
+        Ok(Some(user)) => Some(user.to_string()),
+        Ok(None) => match &scope.user {
+            Known::Default => None,
+            Known::Set(user) => Some(user.clone()),
+            Known::Unknown => return,
+        },
+    };
+    match user {
+        Some(user) => keys.push(format!("{EDIT}:crontab:{user}")),
+        None => keys.push(format!("{EDIT}:crontab")),
+    }
+}
+
+/// `certbot ... --cert-name NAME`: the certificate lineage NAME, unless the command only
+/// reads (`certificates`, `--dry-run`) or keeps its certificates elsewhere
+/// (`--config-dir`).
+fn certbot(words: &[Option<&str>], keys: &mut Vec<String>) {
+    let parsed = parse_anywhere(
+        words,
+        &[
+            "--cert-name",
+            "-d",
+            "--domains",
+            "--domain",
+            "-m",
+            "--email",
+            "-w",
+            "--webroot-path",
+            "-a",
+            "--authenticator",
+            "-i",
+            "--installer",
+            "--config-dir",
+            "--work-dir",
+            "--logs-dir",
+            "--server",
+            "--preferred-challenges",
+            "--deploy-hook",
+            "--pre-hook",
+            "--post-hook",
+            "--key-type",
+            "--rsa-key-size",
+            "-c",
+            "--config",
+        ],
+    );
+    let reads = matches!(
+        parsed.positional.first(),
+        Some(Some("certificates" | "plugins" | "show_account" | "help"))
+    );
+    if reads || parsed.has(&["--dry-run", "--config-dir", "-c", "--config"]) {
+        return;
+    }
+    if let Ok(Some(name)) = parsed.place(&["--cert-name"]) {
+        if !name.is_empty() {
+            keys.push(format!("{EDIT}:cert:{name}"));
+        }
+    }
+}
+
 /// systemd's unit types, as a unit name ends.
 const UNIT_SUFFIXES: [&str; 11] = [
     ".service",
@@ -1654,6 +2107,14 @@ const UNIT_SUFFIXES: [&str; 11] = [
 /// How a card names a subject: `container web`, `unit fail2ban.service`,
 /// `deployment shop/api`.
 pub fn subject_label(subject: &str) -> String {
+    // A path or a name may hold `@`: these subjects have no place qualifier.
+    match subject.split_once(':') {
+        Some(("file", path)) => return format!("file {path}"),
+        Some(("crontab", user)) => return format!("crontab of user {user}"),
+        Some(("cert", name)) => return format!("certificate {name}"),
+        None if subject == "crontab" => return "crontab".to_string(),
+        _ => {}
+    }
     // A template unit's instance is part of its name (`unit:postgresql@15-main.service`):
     // a unit's place follows the `@` after its type suffix.
     let (body, place) = match subject.split_once('@') {

@@ -4,7 +4,7 @@
 //! are read in the [`Scope`] it runs in. What the walk cannot follow makes things
 //! unknown, never guessed: a key is only given for a target that is certain.
 
-use super::{as_strs, basename, prefixes, simple_command_keys, Builtins};
+use super::{as_strs, basename, file_keys, prefixes, simple_command_keys, Builtins};
 use crate::canon::{Part, Token, Word};
 use std::collections::BTreeMap;
 
@@ -207,12 +207,25 @@ pub(super) fn line_keys(tokens: &[Token], depth: usize, start: Scope, keys: &mut
     // may or may not run.
     let mut compound = 0usize;
     let mut words: Vec<&Word> = Vec::new();
-    let mut skip_next_word = false;
-    let mut command = |words: &mut Vec<&Word>, flow: &mut Flow, compound: &mut usize| {
-        if words.is_empty() {
+    // The redirection whose target is the next word: whether it writes to a file.
+    let mut target_next: Option<bool> = None;
+    // Files the current command's redirections write to (`>`, `>>`, `>|`, `&>`, `<>`).
+    let mut written: Vec<Option<String>> = Vec::new();
+    let mut command = |words: &mut Vec<&Word>,
+                       written: &mut Vec<Option<String>>,
+                       flow: &mut Flow,
+                       compound: &mut usize| {
+        if words.is_empty() && written.is_empty() {
             return;
         }
         let scope = flow.scope();
+        // Redirections are opened where the command starts, before it runs.
+        for file in written.drain(..).flatten() {
+            file_keys(&file, &scope, keys);
+        }
+        if words.is_empty() {
+            return;
+        }
         let outcome = simple_command(words, depth, &scope, compound, keys);
         flow.command(scope, outcome);
         words.clear();
@@ -220,16 +233,23 @@ pub(super) fn line_keys(tokens: &[Token], depth: usize, start: Scope, keys: &mut
     for token in tokens {
         match token {
             Token::Word(w) => {
-                if std::mem::take(&mut skip_next_word) {
-                    continue; // a redirection target
+                if let Some(writes) = target_next.take() {
+                    // A redirection target, never a command word.
+                    if writes {
+                        written.push(w.literal());
+                    }
+                    continue;
                 }
                 words.push(w);
             }
             // A here-document body is data, never a command.
             Token::HereDoc(_) => {}
-            Token::Op(op) if op.contains('<') || op.contains('>') => skip_next_word = true,
+            Token::Op(op) if op.contains('<') || op.contains('>') => {
+                let bare = op.trim_start_matches(|c: char| c.is_ascii_digit());
+                target_next = Some(matches!(bare, ">" | ">>" | ">|" | "&>" | "&>>" | "<>"));
+            }
             Token::Op(op) => {
-                command(&mut words, &mut flow, &mut compound);
+                command(&mut words, &mut written, &mut flow, &mut compound);
                 match op.as_str() {
                     "(" => {
                         let scope = flow.scope();
@@ -256,7 +276,7 @@ pub(super) fn line_keys(tokens: &[Token], depth: usize, start: Scope, keys: &mut
             }
         }
     }
-    command(&mut words, &mut flow, &mut compound);
+    command(&mut words, &mut written, &mut flow, &mut compound);
 }
 
 /// How the scope moves through an and-or list (`a && b || c`), pipelines and `&`.
