@@ -1230,6 +1230,7 @@ fn an_uncertain_database_or_a_read_gives_no_database_key() {
         "sudo -u postgres psql -c '\\c other' -c \"select pg_drop_replication_slot('x')\"",
         "sudo -u postgres psql -v s=x -c \"select pg_drop_replication_slot(:'s')\"",
         "mysql -h db -e 'USE other; DROP INDEX i ON t' shop",
+        "mysql -h db -e 'source /tmp/x.sql; DROP INDEX i ON t' shop",
         "redis-cli -x CONFIG SET maxmemory",
         // The database of a table is not certain (the runner's user names it).
         "psql -c 'VACUUM orders'",

@@ -1702,7 +1702,8 @@ fn cri(family: &Family, words: &[Option<&str>], scope: &Scope, keys: &mut Vec<St
     }
 }
 
-/// The verb of every file change: two changes of one file share a card, and since the
+/// The verb of every file change (and of a database object's change a key cannot spell,
+/// `grammar/sql.rs`): two changes of one file share a card, and since the
 /// key does not say what the change is, approving one never supersedes another (see
 /// `lifecycle::supersedes`).
 pub const EDIT: &str = "edit";

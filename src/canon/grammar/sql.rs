@@ -142,10 +142,15 @@ fn word_is(token: Option<&Token>, text: &str) -> bool {
     matches!(token, Some(Token::Word(w)) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case(text))
 }
 
-/// `USE db` and `SET search_path` change which objects the statements after them name.
+/// `USE db`, `SET search_path` and what may run them change which objects the
+/// statements after them name.
 fn changes_place(statement: &[Token]) -> bool {
     let first = statement.first();
-    if word_is(first, "use") || word_is(first, "connect") {
+    // MySQL's client commands: `use`, `connect`, `source FILE` (which may `USE`).
+    if ["use", "connect", "source", "delimiter"]
+        .iter()
+        .any(|w| word_is(first, w))
+    {
         return true;
     }
     let mut i = usize::from(word_is(first, "set"));
