@@ -1297,3 +1297,42 @@ fn cards_name_database_subjects_readably() {
         assert_eq!(subject_label(subject), label);
     }
 }
+
+/// Hostile SQL (deep nesting, long chains of operators) is refused by sqlparser's
+/// recursion limit, never a stack overflow, even on a test thread's small stack in a
+/// debug build; it gives no key.
+#[test]
+fn deeply_nested_sql_neither_overflows_the_stack_nor_gives_a_key() {
+    for sql in [
+        format!("select {}1{}", "(".repeat(5000), ")".repeat(5000)),
+        format!("select {}1{}", "(".repeat(49), ")".repeat(49)),
+        format!("select {}1", "-".repeat(5000)),
+        format!("select {}1", "not ".repeat(5000)),
+        format!("select {}1", "1+".repeat(20000)),
+        format!(
+            "select pg_drop_replication_slot({}'x'{})",
+            "(".repeat(60),
+            ")".repeat(60)
+        ),
+        format!("VACUUM {}", "t, ".repeat(5000)),
+        // Within the bound (96 tokens): nesting without brackets, chains of operators.
+        format!(
+            "select {}1{}",
+            "case when true then ".repeat(8),
+            " end".repeat(8)
+        ),
+        format!("select 1{}", "^1".repeat(45)),
+        format!("select 1{}", "::int".repeat(45)),
+        format!("select {}1", "@ ".repeat(90)),
+        format!("select {}1", "|/ ".repeat(90)),
+        format!("select 1{}", " is not null".repeat(30)),
+        format!("select a{}", " collate x".repeat(45)),
+        format!("select x{}", " between 1 and 2".repeat(20)),
+        format!("select {}1{}", "interval ".repeat(90), ""),
+        format!("select {}1", "- ~ ".repeat(45)),
+        format!("select {} 1 ", "exists ".repeat(90)),
+    ] {
+        let command = format!("sudo -u postgres psql -c \"{sql}\"");
+        assert!(keys(&command).is_empty(), "{:?}", keys(&command));
+    }
+}

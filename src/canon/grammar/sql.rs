@@ -109,6 +109,9 @@ pub(super) fn actions(text: &str, sql: Sql) -> Option<Vec<Action>> {
         if changes_place(&statement) {
             return None;
         }
+        if !small(&statement) {
+            continue; // no administrative statement looks like it
+        }
         if let Some(mut own) = hand_grammar(&statement, sql) {
             found.append(&mut own);
             continue;
@@ -132,6 +135,59 @@ pub(super) fn actions(text: &str, sql: Sql) -> Option<Vec<Action>> {
         statement_actions(&parsed, sql, &mut found);
     }
     Some(found)
+}
+
+/// Statements of at most [`MAX_TOKENS`] tokens, nested at most [`MAX_NESTING`] deep,
+/// are parsed: administrative statements are short, and a bound keeps the parser's
+/// recursion (and stack) small on hostile input whatever the thread's stack.
+const MAX_TOKENS: usize = 96;
+const MAX_NESTING: usize = 8;
+
+fn small(statement: &[Token]) -> bool {
+    let mut depth = 0usize;
+    let mut unary = 0usize;
+    for token in statement {
+        match token {
+            Token::Word(w) if w.keyword == Keyword::CASE => {
+                depth += 1;
+                if depth > MAX_NESTING {
+                    return false;
+                }
+            }
+            Token::Word(w) if w.keyword == Keyword::END => depth = depth.saturating_sub(1),
+            Token::LParen | Token::LBracket => {
+                depth += 1;
+                if depth > MAX_NESTING {
+                    return false;
+                }
+            }
+            Token::RParen | Token::RBracket => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        // A run of prefix operators (`- - - 1`, `NOT NOT ...`) nests as deep as it is long.
+        let prefix = match token {
+            Token::Word(w) => matches!(
+                w.keyword,
+                Keyword::NOT | Keyword::EXISTS | Keyword::INTERVAL | Keyword::PRIOR
+            ),
+            Token::Number(..)
+            | Token::SingleQuotedString(_)
+            | Token::DoubleQuotedString(_)
+            | Token::DollarQuotedString(_)
+            | Token::LParen
+            | Token::RParen
+            | Token::LBracket
+            | Token::RBracket
+            | Token::Comma
+            | Token::Period => false,
+            _ => true, // an operator
+        };
+        unary = if prefix { unary + 1 } else { 0 };
+        if unary > MAX_NESTING {
+            return false;
+        }
+    }
+    statement.len() <= MAX_TOKENS
 }
 
 fn is_keyword(token: Option<&Token>, keyword: Keyword) -> bool {
