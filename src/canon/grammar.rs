@@ -9,7 +9,9 @@
 //! Subjects are namespaced so that different managers never collide: docker and podman
 //! containers stay bare (`web`, stored rows rely on it), qualified by their daemon
 //! (`web@ssh://db`); other families carry a prefix (`unit:nginx.service`,
-//! `k8s:shop/deployment/api`, `journal:system`, `cri:ID`, `nerdctl:default/web`).
+//! `k8s:shop/deployment/api`, `journal:system`, `cri:ID`, `nerdctl:default/web`); files
+//! are `file:PATH`, and database objects name their server (and database):
+//! `pg-slot:standby_b@local:5432`, `pg-table:public.orders@db-1:5432/shop` (`db.rs`).
 //!
 //! Keys only for certain targets: whatever can change where a command acts, seen anywhere
 //! earlier in its line, is followed (`scope.rs`): the working directory (`cd`, `pushd`,
