@@ -1105,6 +1105,14 @@ fn database_keys_name_the_verb_and_the_target() {
             &["set=500:mysql-setting:max_connections@local:3306,as:root"],
         ),
         (
+            // CASCADE drops what depends on the index too: another verb, the same card.
+            "sudo -u postgres psql -d shop -c 'DROP INDEX i CASCADE; DROP TABLE t'",
+            &[
+                "drop-cascade:pg-index:i@local:5432/shop",
+                "drop:pg-table:t@local:5432/shop",
+            ],
+        ),
+        (
             "redis-cli -h cache FLUSHALL",
             &["flush:redis-db:all@cache:6379"],
         ),

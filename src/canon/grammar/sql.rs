@@ -672,8 +672,11 @@ fn statement_actions(statement: &Statement, sql: Sql, found: &mut Vec<Action>) {
             object_type,
             names,
             table,
+            cascade,
             ..
         } => {
+            // CASCADE drops what depends on the object too: another action.
+            let verb = if *cascade { "drop-cascade" } else { "drop" };
             let (kind, level) = match object_type {
                 ObjectType::Index => ("index", Level::Database),
                 ObjectType::Table => ("table", Level::Database),
@@ -690,7 +693,7 @@ fn statement_actions(statement: &Statement, sql: Sql, found: &mut Vec<Action>) {
                     },
                     _ => n,
                 };
-                found.push(Action::new("drop", kind, n, level));
+                found.push(Action::new(verb, kind, n, level));
             }
         }
         // One name, many definitions: the index is named, not the change.
