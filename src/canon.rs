@@ -22,7 +22,7 @@ pub use grammar::subject_label;
 
 /// The version of the identity grammar: raised whenever the keys a command yields change
 /// (never its cmd_hash), so stored in-flight proposals are re-keyed once.
-pub const GRAMMAR_VERSION: i64 = 3;
+pub const GRAMMAR_VERSION: i64 = 4;
 
 /// The version of the canonical form: raised whenever the cmd_hash of a command changes
 /// (2: quoted reserved words keep their quotes, commands sh rejects are opaque, newlines

@@ -163,7 +163,8 @@ pub fn covered_by_rejection(keys: &[String], rejected: &[String]) -> bool {
 }
 
 /// Whether a proposal's keys say what it does, not only what it touches. An `edit:` key
-/// (a file, crontab or certificate a command changes: `edit:file:/etc/x.conf`) names the
+/// (a file, crontab or certificate a command changes: `edit:file:/etc/x.conf`; a database
+/// object whose change the key does not spell: `edit:pg-index:NAME@...`) names the
 /// target but not the change (two `sed -i` scripts on one file are two actions): it puts
 /// the proposal on the card of that target, but a proposal with one is never the same
 /// action as another, so it neither supersedes nor is superseded, nor repeats a

@@ -938,3 +938,409 @@ fn different_files_share_no_file_key() {
         "certificate a.example.com"
     );
 }
+
+/// Issue 24: database and cache administration as subjects. Each group: spellings of one
+/// action that must share the key.
+#[test]
+fn spellings_of_one_database_action_share_its_key() {
+    let groups: &[(&str, &[&str])] = &[
+        (
+            "drop:pg-slot:standby_b@local:5432",
+            &[
+                // The issue's three spellings.
+                "sudo -u postgres psql -Atc \"select pg_drop_replication_slot('standby_b')\"",
+                "sudo -u postgres psql -v ON_ERROR_STOP=1 -Atc \"SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = 'standby_b' AND NOT active\"",
+                "sudo -u postgres psql -v ON_ERROR_STOP=1 -Atc \"SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = 'standby_b' AND NOT active\" && sudo -u postgres psql -c CHECKPOINT",
+                // A slot is the server's: the database connected to does not matter.
+                "psql -d app -c \"SELECT pg_catalog.pg_drop_replication_slot('standby_b')\"",
+                "psql -h /var/run/postgresql -p 5432 -c \"SELECT pg_drop_replication_slot('standby_b');\"",
+                "sudo -u postgres psql <<'EOF'\nSELECT pg_drop_replication_slot('standby_b');\nCHECKPOINT;\nEOF",
+                "sudo -u postgres psql -X -f - <<EOF\nselect pg_drop_replication_slot('standby_b')\nEOF",
+                "sudo -u postgres sh -c \"psql -c \\\"select pg_drop_replication_slot('standby_b')\\\"\"",
+            ],
+        ),
+        (
+            "set=20GB:pg-setting:max_slot_wal_keep_size@local:5432",
+            &[
+                "sudo -u postgres psql -c \"ALTER SYSTEM SET max_slot_wal_keep_size = '20GB'\"",
+                "sudo -u postgres psql -c \"alter system set MAX_SLOT_WAL_KEEP_SIZE to '20GB'; select pg_reload_conf();\"",
+                "sudo -u postgres psql -c \"ALTER SYSTEM SET max_slot_wal_keep_size = '20GB'\" -c 'SELECT pg_reload_conf()'",
+            ],
+        ),
+        (
+            "set=20GB:pg-setting:max_slot_wal_keep_size@db-1:5432",
+            &[
+                "psql -h db-1 -U postgres -c \"ALTER SYSTEM SET max_slot_wal_keep_size = '20GB'\"",
+                "psql 'host=db-1 user=postgres' -c \"ALTER SYSTEM SET max_slot_wal_keep_size = '20GB'\"",
+                "psql postgresql://postgres@db-1/postgres -c \"ALTER SYSTEM SET max_slot_wal_keep_size = '20GB'\"",
+                "PGHOST=db-1 psql -c \"ALTER SYSTEM SET max_slot_wal_keep_size = '20GB'\"",
+                "export PGHOST=db-1 && psql -c \"ALTER SYSTEM SET max_slot_wal_keep_size = '20GB'\"",
+            ],
+        ),
+        (
+            "reload:pg-config:server@local:5432",
+            &[
+                "sudo -u postgres psql -c 'SELECT pg_reload_conf()'",
+                "sudo -u postgres psql -tAc 'select pg_catalog.pg_reload_conf() as ok'",
+            ],
+        ),
+        (
+            "terminate:pg-backend:4242@local:5432",
+            &[
+                "sudo -u postgres psql -c 'SELECT pg_terminate_backend(4242)'",
+                "sudo -u postgres psql -c 'SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid = 4242'",
+            ],
+        ),
+        (
+            "vacuum:pg-table:public.orders@db-1:5432/shop",
+            &[
+                "psql -h db-1 -d shop -c 'VACUUM public.orders'",
+                "psql -h db-1 shop -c 'vacuum (verbose) PUBLIC.ORDERS'",
+                "psql -h db-1 -d shop -c 'VACUUM ANALYZE public.orders'",
+                "psql 'host=db-1 dbname=shop' -c 'VACUUM (ANALYZE, PARALLEL 4) public.orders'",
+                "psql postgresql://db-1:5432/shop -c 'VACUUM public.orders'",
+            ],
+        ),
+        (
+            "reindex:pg-index:orders_pkey@local:5432/postgres",
+            &[
+                "sudo -u postgres psql -c 'REINDEX INDEX orders_pkey'",
+                "sudo -u postgres psql -c 'REINDEX INDEX CONCURRENTLY orders_pkey'",
+                "sudo -u postgres psql -d postgres -c 'reindex (verbose) index orders_pkey'",
+            ],
+        ),
+        (
+            "drop:pg-index:idx_orders_day@local:5432/shop",
+            &[
+                "sudo -u postgres psql -d shop -c 'DROP INDEX idx_orders_day'",
+                "sudo -u postgres psql shop -c 'DROP INDEX CONCURRENTLY IF EXISTS idx_orders_day'",
+            ],
+        ),
+        (
+            "drop:pg-role:old_app@local:5432",
+            &[
+                "sudo -u postgres psql -c 'DROP ROLE old_app'",
+                "sudo -u postgres psql -c 'DROP USER IF EXISTS old_app'",
+            ],
+        ),
+        (
+            "set=500:mysql-setting:max_connections@db-2:3306",
+            &[
+                "mysql -h db-2 -e 'SET GLOBAL max_connections = 500'",
+                "mysql --host=db-2 -P 3306 --execute='set global max_connections=500'",
+            ],
+        ),
+        (
+            "set=2gb:redis-config:maxmemory@local:6379",
+            &[
+                "redis-cli CONFIG SET maxmemory 2gb",
+                "redis-cli -h 127.0.0.1 -p 6379 config set maxmemory 2gb",
+                "redis-cli -u redis://127.0.0.1:6379 CONFIG SET MAXMEMORY 2gb",
+            ],
+        ),
+        (
+            "flush:redis-db:2@cache:6379",
+            &[
+                "redis-cli -h cache -n 2 FLUSHDB",
+                "redis-cli -u redis://cache/2 flushdb async",
+            ],
+        ),
+    ];
+    for (key, spellings) in groups {
+        for spelling in *spellings {
+            assert!(
+                keys(spelling).iter().any(|k| k == key),
+                "{spelling:?} should give {key}, gives {:?}",
+                keys(spelling)
+            );
+        }
+    }
+}
+
+#[test]
+fn database_keys_name_the_verb_and_the_target() {
+    let table: &[(&str, &[&str])] = &[
+        (
+            "sudo -u postgres psql -c \"ALTER SYSTEM SET max_slot_wal_keep_size = '20GB'\" -c 'SELECT pg_reload_conf()'",
+            &[
+                "reload:pg-config:server@local:5432",
+                "set=20GB:pg-setting:max_slot_wal_keep_size@local:5432",
+            ],
+        ),
+        (
+            "sudo -u postgres psql -c 'ALTER SYSTEM RESET work_mem'",
+            &["reset:pg-setting:work_mem@local:5432"],
+        ),
+        (
+            // A value a key cannot spell: the setting is named, not the change.
+            "sudo -u postgres psql -c \"ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements,auto_explain'\"",
+            &["edit:pg-setting:shared_preload_libraries@local:5432"],
+        ),
+        (
+            "psql -h db-1 -d shop -c 'VACUUM FULL orders; ANALYZE customers; CLUSTER events'",
+            &[
+                "analyze:pg-table:customers@db-1:5432/shop",
+                "cluster:pg-table:events@db-1:5432/shop",
+                "vacuum-full:pg-table:orders@db-1:5432/shop",
+            ],
+        ),
+        (
+            "sudo -u postgres psql -d shop <<'SQL'\nCREATE INDEX CONCURRENTLY idx_a ON orders (a);\nALTER ROLE app CONNECTION LIMIT 50;\nSELECT pg_cancel_backend(77);\nSQL",
+            &[
+                "cancel:pg-backend:77@local:5432",
+                "edit:pg-index:idx_a@local:5432/shop",
+                "edit:pg-role:app@local:5432",
+            ],
+        ),
+        (
+            "mysql -h db -e 'KILL 42; KILL QUERY 43; DROP INDEX i ON t' shop",
+            &[
+                "cancel:mysql-backend:43@db:3306",
+                "drop:mysql-index:t.i@db:3306/shop",
+                "terminate:mysql-backend:42@db:3306",
+            ],
+        ),
+        (
+            "sudo mysql -e 'SET GLOBAL max_connections = 500'",
+            &["set=500:mysql-setting:max_connections@local:3306,as:root"],
+        ),
+        (
+            // CASCADE drops what depends on the index too: another verb, the same card.
+            "sudo -u postgres psql -d shop -c 'DROP INDEX i CASCADE; DROP TABLE t'",
+            &[
+                "drop-cascade:pg-index:i@local:5432/shop",
+                "drop:pg-table:t@local:5432/shop",
+            ],
+        ),
+        (
+            "redis-cli -h cache FLUSHALL",
+            &["flush:redis-db:all@cache:6379"],
+        ),
+        (
+            "redis-cli -s /run/redis/redis.sock CONFIG SET appendonly yes save ''",
+            &[
+                "edit:redis-config:save@/run/redis/redis.sock",
+                "set=yes:redis-config:appendonly@/run/redis/redis.sock",
+            ],
+        ),
+    ];
+    for (command, expected) in table {
+        assert_eq!(keys(command), *expected, "{command:?}");
+    }
+}
+
+/// Two commands on different servers, databases or objects: no shared subject.
+#[test]
+fn database_objects_in_different_places_share_no_key() {
+    let slot =
+        |prefix: &str| format!("{prefix} -c \"select pg_drop_replication_slot('standby_b')\"");
+    let pairs = [
+        (slot("sudo -u postgres psql"), slot("psql -h db-1")),
+        (slot("psql -h db-1"), slot("psql -h db-2")),
+        (slot("psql -h db-1"), slot("psql -h db-1 -p 5433")),
+        (slot("psql"), slot("psql -h localhost")),
+        (slot("PGPORT=5433 psql"), slot("psql")),
+        (slot("psql service=replica"), slot("psql")),
+        (
+            slot("psql -h db-1"),
+            "psql -h db-1 -c \"select pg_drop_replication_slot('standby_c')\"".to_string(),
+        ),
+        (
+            "psql -h db-1 -d shop -c 'VACUUM orders'".into(),
+            "psql -h db-1 -d blog -c 'VACUUM orders'".into(),
+        ),
+        (
+            "psql -h db-1 -d shop -c 'VACUUM orders'".into(),
+            "psql -h db-1 -d shop -c 'VACUUM archive.orders'".into(),
+        ),
+        (
+            "sudo -u postgres psql -c 'REINDEX TABLE orders'".into(),
+            "sudo -u app psql -c 'REINDEX TABLE orders'".into(),
+        ),
+        (
+            "sudo -u postgres psql -c 'SELECT pg_terminate_backend(1)'".into(),
+            "sudo -u postgres psql -c 'SELECT pg_terminate_backend(2)'".into(),
+        ),
+        (
+            "sudo -u postgres psql -c 'ALTER SYSTEM SET work_mem = 1' ".into(),
+            "sudo -u postgres psql -c 'ALTER SYSTEM SET maintenance_work_mem = 1'".into(),
+        ),
+        (
+            "mysql -h db -e 'SET GLOBAL max_connections = 500'".into(),
+            "mysql -h db -P 3307 -e 'SET GLOBAL max_connections = 500'".into(),
+        ),
+        (
+            "mysql -e 'SET GLOBAL max_connections = 500'".into(),
+            "sudo mysql -e 'SET GLOBAL max_connections = 500'".into(),
+        ),
+        (
+            "redis-cli -n 1 flushdb".into(),
+            "redis-cli -n 2 flushdb".into(),
+        ),
+        (
+            "redis-cli flushdb".into(),
+            "redis-cli -p 6380 flushdb".into(),
+        ),
+        ("redis-cli flushall".into(), "redis-cli flushdb".into()),
+        (
+            "redis-cli config set maxmemory 1gb".into(),
+            "redis-cli -h cache config set maxmemory 1gb".into(),
+        ),
+        // The same name under another manager.
+        (
+            "sudo -u postgres psql -c 'DROP INDEX i'".into(),
+            "sudo -u postgres mysql -e 'DROP INDEX i ON t' postgres".into(),
+        ),
+    ];
+    for (a, b) in &pairs {
+        let (sa, sb) = (subjects(a), subjects(b));
+        assert!(
+            !sa.is_empty() && !sb.is_empty(),
+            "{a:?} {sa:?} / {b:?} {sb:?}"
+        );
+        assert!(sa.is_disjoint(&sb), "{a:?} and {b:?} share {sa:?}");
+    }
+}
+
+/// The wrong-merge guard: a server or database the line does not make certain, SQL that
+/// is not in the line or may act elsewhere, and reading, give no key.
+#[test]
+fn an_uncertain_database_or_a_read_gives_no_database_key() {
+    for command in [
+        // Reads.
+        "sudo -u postgres psql -c 'SELECT * FROM pg_stat_activity'",
+        "sudo -u postgres psql -Atc \"SELECT slot_name, active FROM pg_replication_slots\"",
+        "sudo -u postgres psql -c CHECKPOINT",
+        "sudo -u postgres psql -l",
+        "mysql -e 'SHOW PROCESSLIST'",
+        "redis-cli CONFIG GET maxmemory",
+        "redis-cli INFO memory",
+        // A selection no literal pins.
+        "sudo -u postgres psql -c 'SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE state = $$idle$$'",
+        "sudo -u postgres psql -c \"SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE NOT active\"",
+        "sudo -u postgres psql -c \"SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = 'a' OR slot_name = 'b'\"",
+        // The server is decided at run time or by something the line changed.
+        "psql -h \"$DB\" -c \"select pg_drop_replication_slot('x')\"",
+        "export PGHOST=$H; psql -c \"select pg_drop_replication_slot('x')\"",
+        "export PGHOST=db-1; sudo -u postgres psql -c \"select pg_drop_replication_slot('x')\"",
+        "PGSERVICEFILE=/tmp/s psql service=a -c \"select pg_drop_replication_slot('x')\"",
+        "psql 'host=a,b' -c \"select pg_drop_replication_slot('x')\"",
+        "psql -h db-1 'host=db-2' -c \"select pg_drop_replication_slot('x')\"",
+        "psql --cluster 15/main -c \"select pg_drop_replication_slot('x')\"",
+        "mysql --defaults-file=/etc/x.cnf -e 'KILL 4'",
+        "redis-cli -h $R flushall",
+        "redis-cli -u redis://a -h b flushall",
+        // The SQL is not in the line, or may move before it acts.
+        "sudo -u postgres psql -f /tmp/drop.sql",
+        "sudo -u postgres psql -c \"$SQL\"",
+        "sudo -u postgres psql <<EOF\nSELECT pg_drop_replication_slot('$SLOT');\nEOF",
+        "sudo -u postgres psql < /tmp/drop.sql",
+        "sudo -u postgres psql -c '\\c other' -c \"select pg_drop_replication_slot('x')\"",
+        "sudo -u postgres psql -v s=x -c \"select pg_drop_replication_slot(:'s')\"",
+        "mysql -h db -e 'USE other; DROP INDEX i ON t' shop",
+        "mysql -h db -e 'source /tmp/x.sql; DROP INDEX i ON t' shop",
+        "redis-cli -x CONFIG SET maxmemory",
+        // The database of a table is not certain (the runner's user names it).
+        "psql -c 'VACUUM orders'",
+        "psql -h db-1 -c 'VACUUM orders'",
+        "sudo -u postgres psql -c 'SET search_path = x; VACUUM orders'",
+        // Statements sqlparser or the grammar does not read.
+        "sudo -u postgres psql -c 'VACUUM'",
+        "sudo -u postgres psql -c 'REINDEX DATABASE shop'",
+        "sudo -u postgres psql -c 'ALTER SYSTEM RESET ALL'",
+        "sudo -u postgres psql -c 'VACUUM orders (a)'",
+    ] {
+        assert!(
+            keys(command).is_empty(),
+            "{command:?} gave {:?}",
+            keys(command)
+        );
+    }
+    // A server-wide object keeps its key when only the database is uncertain.
+    assert_eq!(
+        keys("psql -c \"select pg_drop_replication_slot('x')\""),
+        ["drop:pg-slot:x@local:5432"]
+    );
+}
+
+#[test]
+fn cards_name_database_subjects_readably() {
+    for (subject, label) in [
+        (
+            "pg-slot:standby_b@local:5432",
+            "slot standby_b on local:5432",
+        ),
+        (
+            "pg-setting:max_slot_wal_keep_size@db-1:5432",
+            "setting max_slot_wal_keep_size on db-1:5432",
+        ),
+        (
+            "pg-config:server@local:5432",
+            "configuration of server on local:5432",
+        ),
+        ("pg-backend:4242@local:5432", "backend 4242 on local:5432"),
+        ("pg-role:app@db-1:5432", "role app on db-1:5432"),
+        (
+            "pg-table:public.orders@db-1:5432/shop",
+            "table public.orders in shop on db-1:5432",
+        ),
+        (
+            "pg-index:orders_pkey@local:5432/postgres",
+            "index orders_pkey in postgres on local:5432",
+        ),
+        (
+            "mysql-setting:max_connections@db:3306",
+            "MySQL setting max_connections on db:3306",
+        ),
+        ("redis-db:2@cache:6379", "redis database 2 on cache:6379"),
+        (
+            "redis-db:all@cache:6379",
+            "every redis database on cache:6379",
+        ),
+        (
+            "redis-config:maxmemory@local:6379",
+            "redis setting maxmemory on local:6379",
+        ),
+    ] {
+        assert_eq!(subject_label(subject), label);
+    }
+}
+
+/// Hostile SQL (deep nesting, long chains of operators) is refused by sqlparser's
+/// recursion limit, never a stack overflow, even on a test thread's small stack in a
+/// debug build; it gives no key.
+#[test]
+fn deeply_nested_sql_neither_overflows_the_stack_nor_gives_a_key() {
+    for sql in [
+        format!("select {}1{}", "(".repeat(5000), ")".repeat(5000)),
+        format!("select {}1{}", "(".repeat(49), ")".repeat(49)),
+        format!("select {}1", "-".repeat(5000)),
+        format!("select {}1", "not ".repeat(5000)),
+        format!("select {}1", "1+".repeat(20000)),
+        format!(
+            "select pg_drop_replication_slot({}'x'{})",
+            "(".repeat(60),
+            ")".repeat(60)
+        ),
+        format!("VACUUM {}", "t, ".repeat(5000)),
+        // Within the bound (96 tokens): nesting without brackets, chains of operators.
+        format!(
+            "select {}1{}",
+            "case when true then ".repeat(8),
+            " end".repeat(8)
+        ),
+        format!("select 1{}", "^1".repeat(45)),
+        format!("select 1{}", "::int".repeat(45)),
+        format!("select {}1", "@ ".repeat(90)),
+        format!("select {}1", "|/ ".repeat(90)),
+        format!("select 1{}", " is not null".repeat(30)),
+        format!("select a{}", " collate x".repeat(45)),
+        format!("select x{}", " between 1 and 2".repeat(20)),
+        format!("select {}1{}", "interval ".repeat(90), ""),
+        format!("select {}1", "- ~ ".repeat(45)),
+        format!("select {} 1 ", "exists ".repeat(90)),
+    ] {
+        let command = format!("sudo -u postgres psql -c \"{sql}\"");
+        assert!(keys(&command).is_empty(), "{:?}", keys(&command));
+    }
+}

@@ -48,6 +48,15 @@ const DIFFERENT_TARGETS: &[(&str, &str)] = &[
         "sudo -u bob systemctl --user restart x",
     ),
     ("sudo -u alice podman stop web", "docker stop web"),
+    // Issue 24: one slot name on two servers, one table name in two databases.
+    (
+        "psql -h db-1 -c \"select pg_drop_replication_slot('standby_b')\"",
+        "sudo -u postgres psql -c \"select pg_drop_replication_slot('standby_b')\"",
+    ),
+    (
+        "psql -h db-1 -d shop -c 'VACUUM FULL orders'",
+        "psql -h db-1 -d blog -c 'VACUUM FULL orders'",
+    ),
 ];
 
 #[test]
@@ -160,4 +169,69 @@ fn approving_one_edit_of_a_file_never_cancels_another_edit_of_it() {
         );
         assert!(env.audit("supersede").is_empty());
     }
+}
+
+/// Issue 24: the three spellings an hourly bot gave for dropping one orphaned replication
+/// slot were three cards. They are one action on one slot: one card, and approving any
+/// one of them supersedes the other two.
+#[test]
+fn three_spellings_of_dropping_one_replication_slot_make_one_card() {
+    let spellings = [
+        "sudo -u postgres psql -Atc \"select pg_drop_replication_slot('standby_b')\"",
+        "sudo -u postgres psql -v ON_ERROR_STOP=1 -Atc \"SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = 'standby_b' AND NOT active\"",
+        "sudo -u postgres psql -v ON_ERROR_STOP=1 -Atc \"SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = 'standby_b' AND NOT active\" && sudo -u postgres psql -c CHECKPOINT",
+    ];
+    let env = Env::new();
+    env.ingest("h", &cycle(0, &spellings));
+    let list = env.list_json(&[]);
+    assert_eq!(list.len(), 3, "{list:?}");
+    for p in &list {
+        assert_eq!(
+            p["logical_keys"],
+            serde_json::json!(["drop:pg-slot:standby_b@local:5432"]),
+            "{p}"
+        );
+        assert_eq!(p["cluster_id"], list[0]["cluster_id"], "one card: {list:?}");
+    }
+    let id = |p: &serde_json::Value| p["id"].as_i64().unwrap();
+    env.cmd(&["approve", &id(&list[1]).to_string()]).ok();
+    assert_eq!(env.state_of(id(&list[1])), "approved");
+    assert_eq!(env.state_of(id(&list[0])), "cancelled");
+    assert_eq!(env.state_of(id(&list[2])), "cancelled");
+    // `hash --json` names the subject the card shows.
+    let out = env.cmd(&["hash", "--json", spellings[0]]).ok();
+    let hash: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        hash["subjects"],
+        serde_json::json!(["pg-slot:standby_b@local:5432"])
+    );
+}
+
+/// Two values of one setting share the setting's card but are two actions: approving one
+/// leaves the other pending. Two spellings of one value are one action.
+#[test]
+fn approving_one_value_of_a_setting_never_cancels_another_value() {
+    let twenty = "sudo -u postgres psql -c \"ALTER SYSTEM SET max_slot_wal_keep_size = '20GB'\"";
+    let twenty_again =
+        "sudo -u postgres psql -c \"alter system set max_slot_wal_keep_size to '20GB'; select pg_reload_conf()\"";
+    let thirty = "sudo -u postgres psql -c \"ALTER SYSTEM SET max_slot_wal_keep_size = '30GB'\"";
+    let env = Env::new();
+    env.ingest("h", &cycle(0, &[twenty, twenty_again, thirty]));
+    let list = env.list_json(&[]);
+    assert_eq!(list.len(), 3, "{list:?}");
+    let find = |command: &str| {
+        let p = list.iter().find(|p| p["command"] == command).unwrap();
+        (p["id"].as_i64().unwrap(), p["cluster_id"].clone())
+    };
+    let ((a, card), (b, card_b), (c, card_c)) = (find(twenty), find(twenty_again), find(thirty));
+    assert_eq!(card, card_b, "{list:?}");
+    assert_eq!(card, card_c, "{list:?}");
+    env.cmd(&["approve", &a.to_string()]).ok();
+    assert_eq!(env.state_of(a), "approved");
+    assert_eq!(env.state_of(b), "cancelled", "the same value spelled again");
+    assert_eq!(
+        env.state_of(c),
+        "pending",
+        "another value is another action"
+    );
 }

@@ -9,7 +9,9 @@
 //! Subjects are namespaced so that different managers never collide: docker and podman
 //! containers stay bare (`web`, stored rows rely on it), qualified by their daemon
 //! (`web@ssh://db`); other families carry a prefix (`unit:nginx.service`,
-//! `k8s:shop/deployment/api`, `journal:system`, `cri:ID`, `nerdctl:default/web`).
+//! `k8s:shop/deployment/api`, `journal:system`, `cri:ID`, `nerdctl:default/web`); files
+//! are `file:PATH`, and database objects name their server (and database):
+//! `pg-slot:standby_b@local:5432`, `pg-table:public.orders@db-1:5432/shop` (`db.rs`).
 //!
 //! Keys only for certain targets: whatever can change where a command acts, seen anywhere
 //! earlier in its line, is followed (`scope.rs`): the working directory (`cd`, `pushd`,
@@ -22,7 +24,9 @@
 //! takes the key away from the commands that depend on it. Commands that do not depend
 //! on it keep their keys (`cd $X && docker stop web` is still `stop:web`).
 
+mod db;
 mod scope;
+mod sql;
 
 use super::{is_name, tokenize, Token};
 use scope::{clean_path, line_keys, Known, Scope};
@@ -51,6 +55,9 @@ pub enum Targets {
     Cri,
     /// Tools that change files (`sed -i`, `tee`, `mv`, ...): see [`FILE_TOOLS`].
     Files,
+    /// Database and cache clients (`psql`, `mysql`, `redis-cli`): what their SQL or
+    /// command administers, on the server they connect to (`grammar/db.rs`).
+    Databases,
 }
 
 /// One tool family.
@@ -457,6 +464,29 @@ pub const FAMILIES: &[Family] = &[
             "certbot certificates",
         ],
         targets: Targets::Files,
+    },
+    Family {
+        name: "databases",
+        programs: &[&["psql"], &["mysql"], &["mariadb"], &["redis-cli"]],
+        valued: &[],
+        verbs: &[
+            ("pg_drop_replication_slot", "drop"),
+            ("ALTER SYSTEM SET, SET GLOBAL, CONFIG SET", "set=VALUE"),
+            ("ALTER SYSTEM RESET", "reset"),
+            ("pg_reload_conf", "reload"),
+            ("pg_terminate_backend, KILL", "terminate"),
+            ("pg_cancel_backend, KILL QUERY", "cancel"),
+            ("VACUUM", "vacuum"),
+            ("VACUUM FULL", "vacuum-full"),
+            ("ANALYZE", "analyze"),
+            ("REINDEX", "reindex"),
+            ("CLUSTER", "cluster"),
+            ("DROP INDEX, DROP TABLE, DROP ROLE", "drop"),
+            ("CREATE INDEX, CREATE ROLE, ALTER ROLE", "edit"),
+            ("FLUSHALL, FLUSHDB", "flush"),
+        ],
+        read_only: &["SELECT without an administrative function", "psql -l"],
+        targets: Targets::Databases,
     },
 ];
 
@@ -899,6 +929,7 @@ fn simple_command_keys(
     words: &[Option<&str>],
     depth: usize,
     scope: &Scope,
+    stdin: Option<&str>,
     keys: &mut Vec<String>,
 ) {
     let prefix = prefixes(words, scope);
@@ -926,7 +957,7 @@ fn simple_command_keys(
             });
             if matches {
                 let rest = &words[i + invocation.len()..];
-                family_keys(family, program, rest, &prefix.scope, keys);
+                family_keys(family, program, rest, &prefix.scope, stdin, keys);
                 return;
             }
         }
@@ -1135,6 +1166,7 @@ fn family_keys(
     program: &str,
     words: &[Option<&str>],
     scope: &Scope,
+    stdin: Option<&str>,
     keys: &mut Vec<String>,
 ) {
     match family.targets {
@@ -1151,6 +1183,11 @@ fn family_keys(
         Targets::Kube => kube(family, words, scope, keys),
         Targets::Cri => cri(family, words, scope, keys),
         Targets::Files => files(program, words, scope, keys),
+        Targets::Databases => match program {
+            "psql" => db::psql(words, scope, stdin, keys),
+            "redis-cli" => db::redis(words, scope, keys),
+            _ => db::mysql(words, scope, stdin, keys),
+        },
     }
 }
 
@@ -1667,7 +1704,8 @@ fn cri(family: &Family, words: &[Option<&str>], scope: &Scope, keys: &mut Vec<St
     }
 }
 
-/// The verb of every file change: two changes of one file share a card, and since the
+/// The verb of every file change (and of a database object's change a key cannot spell,
+/// `grammar/sql.rs`): two changes of one file share a card, and since the
 /// key does not say what the change is, approving one never supersedes another (see
 /// `lifecycle::supersedes`).
 pub const EDIT: &str = "edit";
@@ -2104,6 +2142,31 @@ const UNIT_SUFFIXES: [&str; 11] = [
     ".scope",
 ];
 
+/// A database subject's kind (`pg-slot`, `redis-db`): how a card names its family and
+/// its kind (`("", "slot")`, `("redis ", "database")`).
+fn db_kind(kind: &str) -> Option<(&'static str, &'static str)> {
+    let (family, what) = kind.split_once('-')?;
+    let family = match family {
+        "pg" => "",
+        "mysql" => "MySQL ",
+        "redis" => "redis ",
+        _ => return None,
+    };
+    let what = match what {
+        "slot" => "slot",
+        "setting" | "config" if family == "redis " => "setting",
+        "setting" => "setting",
+        "config" => "configuration of",
+        "backend" => "backend",
+        "role" => "role",
+        "table" => "table",
+        "index" => "index",
+        "db" => "database",
+        _ => return None,
+    };
+    Some((family, what))
+}
+
 /// How a card names a subject: `container web`, `unit fail2ban.service`,
 /// `deployment shop/api`.
 pub fn subject_label(subject: &str) -> String {
@@ -2145,6 +2208,20 @@ pub fn subject_label(subject: &str) -> String {
             None => format!("compose service {path}"),
         },
         Some(("prune", what)) => format!("{what} prune"),
+        Some((kind, name)) if db_kind(kind).is_some() => {
+            let (family, what) = db_kind(kind).unwrap_or_default();
+            // A table or index lives in one database of its server: `in DB on HOST:PORT`.
+            if let Some((server, database)) = place.and_then(|p| p.split_once('/')) {
+                if matches!(what, "table" | "index") && !server.is_empty() {
+                    return format!("{family}{what} {name} in {database} on {server}");
+                }
+            }
+            if what == "database" && name == "all" {
+                format!("every {family}{what}")
+            } else {
+                format!("{family}{what} {name}")
+            }
+        }
         Some(("k8s", rest)) => match rest.split_once(':') {
             Some(("file", file)) => format!("manifest {file}"),
             _ => {

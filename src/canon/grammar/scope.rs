@@ -26,6 +26,20 @@ const PLACE_VARS: &[&str] = &[
     "CONTAINER_RUNTIME_ENDPOINT",
     "XDG_RUNTIME_DIR",
     "DBUS_SESSION_BUS_ADDRESS",
+    "PGHOST",
+    "PGHOSTADDR",
+    "PGPORT",
+    "PGDATABASE",
+    "PGUSER",
+    "PGSERVICE",
+    "PGSERVICEFILE",
+    "PGSYSCONFDIR",
+    "PGOPTIONS",
+    "PGCLUSTER",
+    "MYSQL_HOST",
+    "MYSQL_TCP_PORT",
+    "MYSQL_UNIX_PORT",
+    "REDISCLI_RCFILE",
 ];
 
 /// What a line knows about one thing that chooses where a command acts.
@@ -211,10 +225,16 @@ pub(super) fn line_keys(tokens: &[Token], depth: usize, start: Scope, keys: &mut
     let mut target_next: Option<bool> = None;
     // Files the current command's redirections write to (`>`, `>>`, `>|`, `&>`, `<>`).
     let mut written: Vec<Option<String>> = Vec::new();
+    // What the current command reads on its standard input: a here-document's body when
+    // the shell does not expand it (a quoted delimiter, or a body without `$`, `` ` ``
+    // or `\`); `None` for anything else.
+    let mut stdin: Option<&str> = None;
     let mut command = |words: &mut Vec<&Word>,
                        written: &mut Vec<Option<String>>,
+                       stdin: &mut Option<&str>,
                        flow: &mut Flow,
                        compound: &mut usize| {
+        let input = stdin.take();
         if words.is_empty() && written.is_empty() {
             return;
         }
@@ -226,7 +246,7 @@ pub(super) fn line_keys(tokens: &[Token], depth: usize, start: Scope, keys: &mut
         if words.is_empty() {
             return;
         }
-        let outcome = simple_command(words, depth, &scope, compound, keys);
+        let outcome = simple_command(words, depth, &scope, compound, input, keys);
         flow.command(scope, outcome);
         words.clear();
     };
@@ -242,14 +262,29 @@ pub(super) fn line_keys(tokens: &[Token], depth: usize, start: Scope, keys: &mut
                 }
                 words.push(w);
             }
-            // A here-document body is data, never a command.
-            Token::HereDoc(_) => {}
+            // A here-document body is data, never a command: the input of its command.
+            Token::HereDoc(doc) => {
+                if doc.fd.is_empty() || doc.fd == "0" {
+                    let literal = doc.quoted || !doc.body.contains(['$', '`', '\\']);
+                    stdin = literal.then_some(doc.body.as_str());
+                }
+            }
             Token::Op(op) if op.contains('<') || op.contains('>') => {
                 let bare = op.trim_start_matches(|c: char| c.is_ascii_digit());
                 target_next = Some(matches!(bare, ">" | ">>" | ">|" | "&>" | "&>>" | "<>"));
+                let fd = &op[..op.len() - bare.len()];
+                if bare.starts_with('<') && (fd.is_empty() || fd == "0") {
+                    stdin = None; // another file
+                }
             }
             Token::Op(op) => {
-                command(&mut words, &mut written, &mut flow, &mut compound);
+                command(
+                    &mut words,
+                    &mut written,
+                    &mut stdin,
+                    &mut flow,
+                    &mut compound,
+                );
                 match op.as_str() {
                     "(" => {
                         let scope = flow.scope();
@@ -276,7 +311,13 @@ pub(super) fn line_keys(tokens: &[Token], depth: usize, start: Scope, keys: &mut
             }
         }
     }
-    command(&mut words, &mut written, &mut flow, &mut compound);
+    command(
+        &mut words,
+        &mut written,
+        &mut stdin,
+        &mut flow,
+        &mut compound,
+    );
 }
 
 /// How the scope moves through an and-or list (`a && b || c`), pipelines and `&`.
@@ -487,6 +528,7 @@ fn simple_command(
     depth: usize,
     scope: &Scope,
     compound: &mut usize,
+    stdin: Option<&str>,
     keys: &mut Vec<String>,
 ) -> Outcome {
     let literal: Vec<Option<String>> = words.iter().map(|w| w.literal()).collect();
@@ -523,6 +565,7 @@ fn simple_command(
             &as_strs(&literal[i.min(literal.len())..]),
             depth,
             scope,
+            stdin,
             keys,
         );
     }
