@@ -630,13 +630,21 @@ mod tests {
         let why = bound(cmd, &binding(Risk::High, twice, Some("approve")), &rules).unwrap_err();
         assert!(why.contains("1 of the 2"), "{why}");
         let two = vec![vote("u:1", cmd), vote("u:2", cmd)];
-        assert_eq!(bound(cmd, &binding(Risk::High, two, Some("retry")), &rules), Ok(()));
+        assert_eq!(
+            bound(cmd, &binding(Risk::High, two, Some("retry")), &rules),
+            Ok(())
+        );
         // An approval recorded before digests existed binds nothing.
         let legacy = Vote {
             voter: "u:1".into(),
             digest: None,
         };
-        assert!(bound(cmd, &binding(Risk::Low, vec![legacy], Some("approve")), &rules).is_err());
+        assert!(bound(
+            cmd,
+            &binding(Risk::Low, vec![legacy], Some("approve")),
+            &rules
+        )
+        .is_err());
     }
 
     #[test]
@@ -750,14 +758,14 @@ mod tests {
     }
 
     #[test]
-    fn a_quorum_of_one_records_no_vote() {
+    fn a_quorum_of_one_records_the_one_vote_that_binds_the_bytes() {
         let rules = Rules::default();
         let keys = strings(&["restart:web"]);
         let f = facts(&keys, Risk::High, 1, &[], &[], "u:1");
         assert_eq!(
             approve(&f, &rules),
             Approval::Approve {
-                vote: false,
+                vote: true,
                 supersedes: vec![]
             }
         );
@@ -790,7 +798,7 @@ mod tests {
         assert_eq!(
             approve(&f, &rules),
             Approval::Approve {
-                vote: false,
+                vote: true,
                 supersedes: vec![1]
             }
         );
@@ -806,7 +814,7 @@ mod tests {
         assert_eq!(
             approve(&f, &rules),
             Approval::Approve {
-                vote: false,
+                vote: true,
                 supersedes: vec![]
             }
         );

@@ -70,6 +70,11 @@ CREATE POLICY deciders_keys ON meta
     USING (NOT opsgate_is_host() OR (key NOT LIKE 'reason:%' AND key NOT LIKE 'confirm:%'))
     WITH CHECK (NOT opsgate_is_host() OR (key NOT LIKE 'reason:%' AND key NOT LIKE 'confirm:%'));
 
+-- The channels' read positions (the Telegram update offset) move with decisions only: a
+-- host reads them, never moves them (it could skip presses).
+ALTER TABLE cursors ENABLE ROW LEVEL SECURITY;
+CREATE POLICY deciders_move ON cursors USING (true) WITH CHECK (NOT opsgate_is_host());
+
 -- What row-level security cannot say: a host never moves a proposal to approved, never
 -- changes the bytes (or the source) of a proposal, never changes the risk of one that was
 -- decided on.
