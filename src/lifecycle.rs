@@ -618,16 +618,19 @@ mod tests {
         let one = binding(Risk::Low, vec![vote("u:1", cmd)], Some("approve"));
         assert_eq!(bound(cmd, &one, &rules), Ok(()));
         // The bytes changed after the approval.
-        let why = bound("docker restart web; rm -rf /", &one, &rules).unwrap_err();
+        let why = bound("docker restart web; rm -rf /", &one, &rules).expect_err("refused");
         assert!(why.contains("not the one approved"), "{why}");
         // Flipped to approved by no decision, or approved by nobody.
-        let why = bound(cmd, &binding(Risk::Low, vec![], Some("claim")), &rules).unwrap_err();
+        let why =
+            bound(cmd, &binding(Risk::Low, vec![], Some("claim")), &rules).expect_err("refused");
         assert!(why.contains("no decision approved it"), "{why}");
-        let why = bound(cmd, &binding(Risk::Low, vec![], Some("approve")), &rules).unwrap_err();
+        let why =
+            bound(cmd, &binding(Risk::Low, vec![], Some("approve")), &rules).expect_err("refused");
         assert!(why.contains("no recorded approval"), "{why}");
         // A high risk needs two distinct voters of these bytes; a repeated voter counts once.
         let twice = vec![vote("u:1", cmd), vote("u:1", cmd)];
-        let why = bound(cmd, &binding(Risk::High, twice, Some("approve")), &rules).unwrap_err();
+        let why =
+            bound(cmd, &binding(Risk::High, twice, Some("approve")), &rules).expect_err("refused");
         assert!(why.contains("1 of the 2"), "{why}");
         let two = vec![vote("u:1", cmd), vote("u:2", cmd)];
         assert_eq!(

@@ -148,10 +148,7 @@ const ALLOWED: &[(&str, &str)] = &[
         "PostgreSQL only: which login role is a host confined to which sources (row-level \
          security, migration 4); a SQLite file has one host and no roles",
     ),
-    (
-        "fleet_hosts.source: text",
-        "the same mapping (see above)",
-    ),
+    ("fleet_hosts.source: text", "the same mapping (see above)"),
     (
         "status_messages.pinned: integer",
         "SQLite has no boolean type: the flag is 0/1 there, boolean on PostgreSQL",
