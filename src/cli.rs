@@ -151,8 +151,8 @@ pub enum TelegramCommand {
 #[derive(Debug, Subcommand)]
 pub enum FleetCommand {
     /// Print the SQL that creates host NAME's own login role, confined by row-level
-    /// security to its sources: `opsgate fleet add-host web-1 | psql`, as the database
-    /// owner
+    /// security to its sources: `opsgate fleet add-host web-1 | psql`, as a
+    /// superuser
     ///
     /// The role sees and changes only the rows of its sources, inserts only under them,
     /// and never decides: it cannot approve, write approval rows or change the audit.

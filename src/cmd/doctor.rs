@@ -328,13 +328,13 @@ fn check_confinement(store: &mut Store, r: &mut Report) {
                     "role {role} is a host of sources {sources} but is not confined: {}",
                     found.breaches.join("; ")
                 ),
-                format!("as the database owner: opsgate fleet add-host {role} | psql (and REVOKE what it should not have; ALTER ROLE {role} NOBYPASSRLS)"),
+                format!("as a superuser: opsgate fleet add-host {role} | psql (and REVOKE what it should not have; ALTER ROLE {role} NOSUPERUSER NOBYPASSRLS)"),
             );
         }
     } else if found.hosts == 0 {
         r.warn(
             format!("no host roles: role {role} is shared, so any host holding it can read, rewrite and approve every host's proposals"),
-            "give each host its own role: opsgate fleet add-host HOSTNAME | psql (as the database owner), and its own db line",
+            "give each host its own role: opsgate fleet add-host HOSTNAME | psql (as a superuser), and its own db line",
         );
     } else {
         r.ok(format!(

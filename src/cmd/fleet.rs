@@ -1,9 +1,8 @@
 //! `opsgate fleet add-host NAME [--source S]... [--apply]`: the SQL that gives a host of a
 //! shared PostgreSQL database its own login role, confined to its sources (invariant 3).
-//! The SQL goes to standard output, so `opsgate fleet add-host web-1 | psql` run by the
-//! database owner sets the host up; everything else (the `db` line for that host, with the
-//! new role's password) goes to standard error, never to the pipe's SQL stream as text to
-//! run. With `--apply` the statements run on the configured connection instead.
+//! The SQL goes to standard output, so `opsgate fleet add-host web-1 | psql` run by a
+//! superuser sets the host up; everything else (the `db` line for that host, with the new
+//! role's password) goes to standard error. With `--apply` the statements run on the configured connection instead.
 
 use super::{open_store, print_out};
 use crate::cli::AddHostArgs;
@@ -64,8 +63,9 @@ pub fn add_host(config: &Config, args: AddHostArgs) -> Result<u8> {
     } else {
         let mut sql = format!(
             "-- opsgate fleet add-host {}: a login role confined to sources {sources_shown}\n\
-             -- Run as the database owner (or a superuser) on the opsgate database, after its\n\
-             -- tables exist. The role's password is set only when the role is new.\n\
+             -- Run on the opsgate database, after its tables exist, as a superuser (or a role\n\
+             -- that may create roles and grant on the tables). The password is set only when\n\
+             -- the role is new.\n\
              BEGIN;\n",
             args.name
         );

@@ -47,7 +47,7 @@ fn literal(text: &str) -> String {
 /// The statements that make `role` a host confined to `sources` (idempotent: run again
 /// after an upgrade, it grants the rights again and keeps the role's password): the login
 /// role with `password` when it is new, its rights, and its rows in `fleet_hosts`.
-/// The database owner (or a superuser) runs them.
+/// A superuser (or a role that may create roles and grant on the tables) runs them.
 pub fn add_host_statements(role: &str, sources: &[String], password: &str) -> Vec<String> {
     let r = ident(role);
     let mut out = vec![format!(
@@ -55,10 +55,9 @@ pub fn add_host_statements(role: &str, sources: &[String], password: &str) -> Ve
         literal(role),
         literal(password)
     )];
-    // Rights that would bypass the policies, taken away should the role have had them.
-    out.push(format!(
-        "ALTER ROLE {r} NOSUPERUSER NOBYPASSRLS NOCREATEROLE NOCREATEDB"
-    ));
+    // A new role has neither SUPERUSER nor BYPASSRLS (either bypasses the policies); an
+    // existing role given one is not changed here (that takes a superuser): `doctor` on
+    // the host fails it.
     out.push(format!("GRANT USAGE ON SCHEMA public TO {r}"));
     for (table, rights) in HOST_GRANTS {
         out.push(format!("GRANT {rights} ON {table} TO {r}"));
