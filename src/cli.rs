@@ -102,6 +102,10 @@ pub enum Command {
     Telegram(TelegramCommand),
     /// Copy a host's history (audit included) into another database, all or nothing
     Migrate(MigrateArgs),
+    /// A fleet on one PostgreSQL database: `fleet add-host NAME` gives a host its own
+    /// role, confined to its sources
+    #[command(subcommand)]
+    Fleet(FleetCommand),
     /// Counts for monitoring: proposals by state, cards owed, the oldest pending, last ingests
     Stats(StatsArgs),
     /// The queue as the model should see it, for its next prompt: in-flight proposals and
@@ -142,6 +146,34 @@ pub enum TelegramCommand {
     /// In a group with the bot's privacy mode on, the bot sees only commands and
     /// mentions: send `/start@yourbot`
     Ids(TelegramIdsArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FleetCommand {
+    /// Print the SQL that creates host NAME's own login role, confined by row-level
+    /// security to its sources: `opsgate fleet add-host web-1 | psql`, as a
+    /// superuser
+    ///
+    /// The role sees and changes only the rows of its sources, inserts only under them,
+    /// and never decides: it cannot approve, write approval rows or change the audit.
+    /// Deciding (serve, poll, notify, operators' approve/reject) is for a role that is not
+    /// a host. The SQL is on standard output; the `db` line to put on that host (with the
+    /// new role's password) on standard error. Running it again (after an upgrade) grants
+    /// the rights again and keeps the password
+    AddHost(AddHostArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AddHostArgs {
+    /// The host's role name (letters, digits, `_`, `-`, `.`), e.g. its hostname
+    pub name: String,
+    /// A source the host may write and run (repeatable); default: NAME
+    #[arg(long = "source", value_name = "SOURCE")]
+    pub sources: Vec<String>,
+    /// Execute the SQL with the configured database connection (as its owner) instead of
+    /// printing it
+    #[arg(long)]
+    pub apply: bool,
 }
 
 #[derive(Debug, Args)]

@@ -33,6 +33,9 @@ pub enum Verb {
     Claim,
     /// A runner gives a claim back without running it (the policy denies it now).
     Abandon,
+    /// A runner refuses to run a claim whose bytes are not bound to enough approvals
+    /// ([`bound`]): it fails, not run.
+    Unbound,
     /// The command exited 0.
     Succeed,
     /// The command failed, timed out or was killed.
@@ -75,6 +78,7 @@ const TABLE: &[(State, Verb, Next)] = &[
     (Pending, Deny, Next::To(Rejected)),
     (Approved, Claim, Next::To(Executing)),
     (Executing, Abandon, Next::To(Cancelled)),
+    (Executing, Unbound, Next::To(Failed)),
     // A sweep may have interrupted a runner that was only slow: its result still counts.
     (Executing, Succeed, Next::To(Completed)),
     (Interrupted, Succeed, Next::To(Completed)),
@@ -105,6 +109,7 @@ impl Verb {
             Deny => "deny",
             Claim => "claim",
             Abandon => "cancel",
+            Unbound => NOT_RUN,
             Succeed | Fail => "finish",
             Interrupt => "interrupt",
             Expire => "expire",
@@ -288,8 +293,9 @@ pub enum Approval {
     AlreadyCounted { have: u8, need: u8 },
     /// Record this voter's approval; the quorum is not met yet.
     Count { have: u8, need: u8 },
-    /// Approve it (recording this voter's approval first when `vote`: a quorum above one
-    /// met by this press), and supersede these pending siblings (indexes into `pending`).
+    /// Approve it (recording this voter's approval first when `vote`: every approval
+    /// that was not counted before, as it binds the bytes to the voter, see [`bound`]),
+    /// and supersede these pending siblings (indexes into `pending`).
     Approve { vote: bool, supersedes: Vec<usize> },
 }
 
@@ -308,7 +314,9 @@ pub fn approve(facts: &ApprovalFacts, rules: &Rules) -> Approval {
     }
     let plan = approval_plan(facts.variant, facts.pending, rules);
     let need = plan.need;
-    let mut vote = false;
+    // Every approval is recorded (with the digest of what it approved): the runner runs
+    // only bytes that enough recorded approvals name.
+    let mut vote = !facts.voters.iter().any(|v| v == facts.voter);
     if need > 1 {
         let mut seen: Vec<&str> = Vec::new();
         for v in facts.voters {
@@ -336,6 +344,75 @@ pub fn approve(facts: &ApprovalFacts, rules: &Rules) -> Approval {
         vote,
         supersedes: plan.supersedes,
     }
+}
+
+/// The audit action of a claim the runner refused to run ([`Verb::Unbound`]).
+pub const NOT_RUN: &str = "not-run";
+
+/// The full sha256 (hex) of a raw command: what an approval row binds.
+pub fn command_digest(raw: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(raw.as_bytes()))
+}
+
+/// One recorded approval of a proposal: who, and the digest of the bytes approved (none on
+/// an approval recorded before approvals were bound to bytes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Vote {
+    pub voter: String,
+    pub digest: Option<String>,
+}
+
+/// What the runner knows about a claimed proposal from the audit, read in its claim's
+/// transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Binding {
+    /// Its risk now (a host cannot change it once decided on, see the PostgreSQL roles).
+    pub risk: Risk,
+    /// Its recorded approvals, oldest first.
+    pub votes: Vec<Vote>,
+    /// The audit action of its newest change of state before the claim (`approve`, or
+    /// `retry` after an interrupted run); `None` when the audit has none.
+    pub last_move: Option<String>,
+}
+
+/// Whether the runner may execute `command` (the bytes it is about to run), the rule of
+/// invariant 3: a decision moved the proposal to approved (its newest change of state
+/// before the claim is an approve or a retry), and at least the quorum of its risk of
+/// distinct voters approved exactly these bytes. `Err` says why not, for the audit and
+/// the card.
+pub fn bound(command: &str, binding: &Binding, rules: &Rules) -> Result<(), String> {
+    if !matches!(binding.last_move.as_deref(), Some("approve" | "retry")) {
+        return Err(format!(
+            "not run: no decision approved it (its last recorded change is {})",
+            binding.last_move.as_deref().unwrap_or("none")
+        ));
+    }
+    let digest = command_digest(command);
+    let mut voters: Vec<&str> = Vec::new();
+    for v in &binding.votes {
+        if v.digest.as_deref() == Some(digest.as_str()) && !voters.contains(&v.voter.as_str()) {
+            voters.push(&v.voter);
+        }
+    }
+    let need = usize::from(quorum(binding.risk, rules));
+    if voters.len() >= need {
+        return Ok(());
+    }
+    if voters.is_empty() {
+        if let Some(other) = binding.votes.iter().find_map(|v| v.digest.as_deref()) {
+            return Err(format!(
+                "not run: its command is not the one approved (approved sha256 {}, now {})",
+                &other[..other.len().min(16)],
+                &digest[..16]
+            ));
+        }
+        return Err("not run: no recorded approval of these bytes".into());
+    }
+    Err(format!(
+        "not run: {} of the {need} approvals its risk needs are recorded for these bytes",
+        voters.len()
+    ))
 }
 
 /// The audit note of a supersede.
@@ -380,8 +457,8 @@ mod tests {
     #[test]
     fn every_in_flight_state_can_end_and_no_terminal_state_moves() {
         let verbs = [
-            Approve, Reject, Cancel, Retry, Supersede, Deny, Claim, Abandon, Succeed, Fail,
-            Interrupt, Expire,
+            Approve, Reject, Cancel, Retry, Supersede, Deny, Claim, Abandon, Unbound, Succeed,
+            Fail, Interrupt, Expire,
         ];
         for state in State::ALL {
             let moves: Vec<State> = verbs
@@ -526,6 +603,55 @@ mod tests {
     }
 
     #[test]
+    fn the_runner_runs_only_bytes_a_decision_and_enough_approvals_name() {
+        let rules = four_eyes_on_high();
+        let cmd = "docker restart web";
+        let vote = |voter: &str, bytes: &str| Vote {
+            voter: voter.into(),
+            digest: Some(command_digest(bytes)),
+        };
+        let binding = |risk, votes: Vec<Vote>, last: Option<&str>| Binding {
+            risk,
+            votes,
+            last_move: last.map(String::from),
+        };
+        assert_eq!(command_digest(cmd).len(), 64);
+        let one = binding(Risk::Low, vec![vote("u:1", cmd)], Some("approve"));
+        assert_eq!(bound(cmd, &one, &rules), Ok(()));
+        // The bytes changed after the approval.
+        let why = bound("docker restart web; rm -rf /", &one, &rules).expect_err("refused");
+        assert!(why.contains("not the one approved"), "{why}");
+        // Flipped to approved by no decision, or approved by nobody.
+        let why =
+            bound(cmd, &binding(Risk::Low, vec![], Some("claim")), &rules).expect_err("refused");
+        assert!(why.contains("no decision approved it"), "{why}");
+        let why =
+            bound(cmd, &binding(Risk::Low, vec![], Some("approve")), &rules).expect_err("refused");
+        assert!(why.contains("no recorded approval"), "{why}");
+        // A high risk needs two distinct voters of these bytes; a repeated voter counts once.
+        let twice = vec![vote("u:1", cmd), vote("u:1", cmd)];
+        let why =
+            bound(cmd, &binding(Risk::High, twice, Some("approve")), &rules).expect_err("refused");
+        assert!(why.contains("1 of the 2"), "{why}");
+        let two = vec![vote("u:1", cmd), vote("u:2", cmd)];
+        assert_eq!(
+            bound(cmd, &binding(Risk::High, two, Some("retry")), &rules),
+            Ok(())
+        );
+        // An approval recorded before digests existed binds nothing.
+        let legacy = Vote {
+            voter: "u:1".into(),
+            digest: None,
+        };
+        assert!(bound(
+            cmd,
+            &binding(Risk::Low, vec![legacy], Some("approve")),
+            &rules
+        )
+        .is_err());
+    }
+
+    #[test]
     fn an_approval_at_the_ttl_boundary_expires_and_one_just_before_approves() {
         let rules = Rules::default();
         let keys = strings(&["restart:web"]);
@@ -535,7 +661,7 @@ mod tests {
         assert_eq!(
             approve(&before, &rules),
             Approval::Approve {
-                vote: false,
+                vote: true,
                 supersedes: vec![]
             }
         );
@@ -636,14 +762,14 @@ mod tests {
     }
 
     #[test]
-    fn a_quorum_of_one_records_no_vote() {
+    fn a_quorum_of_one_records_the_one_vote_that_binds_the_bytes() {
         let rules = Rules::default();
         let keys = strings(&["restart:web"]);
         let f = facts(&keys, Risk::High, 1, &[], &[], "u:1");
         assert_eq!(
             approve(&f, &rules),
             Approval::Approve {
-                vote: false,
+                vote: true,
                 supersedes: vec![]
             }
         );
@@ -676,7 +802,7 @@ mod tests {
         assert_eq!(
             approve(&f, &rules),
             Approval::Approve {
-                vote: false,
+                vote: true,
                 supersedes: vec![1]
             }
         );
@@ -692,7 +818,7 @@ mod tests {
         assert_eq!(
             approve(&f, &rules),
             Approval::Approve {
-                vote: false,
+                vote: true,
                 supersedes: vec![]
             }
         );

@@ -544,7 +544,11 @@ fn lifecycle_lines(w: &mut Writer, p: &Proposal, detail: Detail) {
         w.text(&format!("{verb} by "));
         w.text(&show_field(by, FIELD_CHARS));
         w.text(&format!(" at {}", hhmm_from(at, p.first_seen_at)));
-        if let Some(note) = &p.decision_note {
+        if let Some(note) = p
+            .decision_note
+            .as_ref()
+            .filter(|_| p.state != State::Failed)
+        {
             w.text(": ");
             w.tagged("i", &show_prose(note, 200));
         }
@@ -580,7 +584,12 @@ fn lifecycle_lines(w: &mut Writer, p: &Proposal, detail: Detail) {
                     "no exit code after {} (timed out or killed)",
                     human_duration(ms)
                 ),
-                _ => String::new(),
+                // Never run: the runner refused it, and says why.
+                _ => p
+                    .decision_note
+                    .as_ref()
+                    .map(|n| format!("— {}", show_prose(n, 300)))
+                    .unwrap_or_default(),
             };
             w.text(&format!(
                 "{} {} {how}",

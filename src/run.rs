@@ -256,6 +256,9 @@ pub enum Ran {
     Denied { pattern: String },
     /// The claim was taken away before the exec: not run.
     Lost,
+    /// Its bytes are not bound to enough approvals ([`crate::lifecycle::bound`]): failed,
+    /// not run, with the reason.
+    Unbound { why: String },
     /// It ran; `state` is what was recorded (`None` when the claim was lost meanwhile).
     Finished {
         outcome: Outcome,
@@ -297,6 +300,16 @@ pub fn run_approved(
         let Some(claimed) = store.claim(&runner, sources, LEASE_MS, config.now())? else {
             break;
         };
+        // Invariant 3: only bytes a decision and enough recorded approvals name are run.
+        // A row moved to approved by anything else, or a command changed after its
+        // approval, fails here, audited, and its card says why.
+        let binding = store.binding(claimed.id)?;
+        if let Err(why) = crate::lifecycle::bound(&claimed.command, &binding, &config.rules) {
+            tracing::warn!(id = claimed.id, cmd_hash = %claimed.cmd_hash, %why, "run refused");
+            store.refuse_unbound(claimed.id, &runner, &why, config.now())?;
+            done(&claimed, &Ran::Unbound { why });
+            continue;
+        }
         // The policy as it is now, not as it was at ingest: a pattern added since the
         // approval still stops the command.
         let canonical = crate::canon::canonicalize(&claimed.command).canonical;

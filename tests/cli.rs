@@ -634,7 +634,7 @@ fn doctor_checks_the_database_and_says_what_to_fix() {
     let out = stdout(&env.cmd(&["doctor"]).ok());
     assert!(
         out.contains("integrity_check: ok")
-            && out.contains("schema version 6")
+            && out.contains("schema version 7")
             && out.contains("1 pending"),
         "{out}"
     );

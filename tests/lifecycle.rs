@@ -103,6 +103,7 @@ fn approve_run_complete_with_the_output_on_the_card() {
         transitions(&env, "1"),
         [
             "new>pending",
+            "pending>pending", // the approval row, bound to the bytes approved
             "pending>approved",
             "approved>executing",
             "executing>completed"
@@ -257,6 +258,7 @@ fn a_runner_killed_mid_command_is_interrupted_and_never_rerun_until_retry() {
         transitions(&env, "1"),
         [
             "new>pending",
+            "pending>pending", // the approval row, bound to the bytes approved
             "pending>approved",
             "approved>executing",
             "executing>interrupted",

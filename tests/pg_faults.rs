@@ -338,7 +338,9 @@ fn serialization_failures_and_deadlocks_are_retried_and_commit_once() {
     env.ingest("h", &cycle(0, &["docker stop web"]));
     fail_next_audit_rows(&pg, &env, "40P01", 2);
     env.cmd(&["approve", "1"]).ok();
-    assert_eq!(attempts(&pg, &env), 3);
+    // Two failures, then the commit's two audit rows: the approval (bound to the bytes)
+    // and the move to approved.
+    assert_eq!(attempts(&pg, &env), 4);
     assert_eq!(env.list_json(&[])[0]["state"], "approved");
 
     // A conflict that never clears: 8 attempts, then a temporary failure, nothing changed.

@@ -144,6 +144,12 @@ const ALLOWED: &[(&str, &str)] = &[
         "PostgreSQL's migration bookkeeping; SQLite keeps its version in PRAGMA user_version",
     ),
     (
+        "fleet_hosts.role: text",
+        "PostgreSQL only: which login role is a host confined to which sources (row-level \
+         security, migration 4); a SQLite file has one host and no roles",
+    ),
+    ("fleet_hosts.source: text", "the same mapping (see above)"),
+    (
         "status_messages.pinned: integer",
         "SQLite has no boolean type: the flag is 0/1 there, boolean on PostgreSQL",
     ),

@@ -5,7 +5,7 @@ use super::print_out;
 use crate::config::{Config, DbLocation, Origin};
 use crate::error::{self, Kind};
 use crate::notify::telegram::{Telegram, TgError};
-use crate::store::{Level, Store};
+use crate::store::{Backend, Level, Store};
 use anyhow::Result;
 use serde_json::json;
 
@@ -302,6 +302,48 @@ fn check_file(path: &std::path::Path, r: &mut Report) {
     }
 }
 
+/// Invariant 3 on a shared database: a host's role is confined to its sources. A host
+/// role that can read or write another source's rows, approve or change the audit fails;
+/// one role shared by every host works, with a warning.
+fn check_confinement(store: &mut Store, r: &mut Report) {
+    let found = match store.confinement() {
+        Ok(found) => found,
+        Err(e) => {
+            return r.fail(
+                format!("checking the role's confinement: {e:#}"),
+                "check the server",
+            )
+        }
+    };
+    let role = crate::text::show_field(&found.role, 64);
+    if !found.sources.is_empty() {
+        let sources = found.sources.join(", ");
+        if found.breaches.is_empty() {
+            r.ok(format!(
+                "role {role} is a host confined to sources {sources}: it sees no other source's rows, cannot write them, approve, or change the audit"
+            ));
+        } else {
+            r.fail(
+                format!(
+                    "role {role} is a host of sources {sources} but is not confined: {}",
+                    found.breaches.join("; ")
+                ),
+                format!("as a superuser: opsgate fleet add-host {role} | psql (and REVOKE what it should not have; ALTER ROLE {role} NOSUPERUSER NOBYPASSRLS)"),
+            );
+        }
+    } else if found.hosts == 0 {
+        r.warn(
+            format!("no host roles: role {role} is shared, so any host holding it can read, rewrite and approve every host's proposals"),
+            "give each host its own role: opsgate fleet add-host HOSTNAME | psql (as a superuser), and its own db line",
+        );
+    } else {
+        r.ok(format!(
+            "role {role} is a decider (not a host; {} host roles are confined): use it only for serve, poll, notify and operators",
+            found.hosts
+        ));
+    }
+}
+
 fn check_store(store: &mut Store, r: &mut Report) {
     let known = store.known_schema_version();
     match store.schema_version() {
@@ -318,6 +360,9 @@ fn check_store(store: &mut Store, r: &mut Report) {
             Level::Warn => r.warn(h.what, fix),
             Level::Fail => r.fail(h.what, fix),
         }
+    }
+    if store.backend() == Backend::Postgres {
+        check_confinement(store, r);
     }
     match store.last_ingests() {
         Ok(ingests) => {

@@ -5,6 +5,7 @@
 mod context;
 mod decide;
 mod doctor;
+mod fleet;
 mod hash;
 mod info;
 mod ingest;
@@ -77,6 +78,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Doctor(args) => doctor::doctor(&config, args.json),
         Command::Telegram(crate::cli::TelegramCommand::Ids(args)) => telegram::ids(&config, &args),
         Command::Migrate(args) => migrate::migrate(&config, args),
+        Command::Fleet(crate::cli::FleetCommand::AddHost(args)) => fleet::add_host(&config, args),
         Command::Stats(args) => stats::stats(&config, args),
         Command::Context(args) => context::context(&config, args),
         Command::Status(args) => status::status(&config, args),

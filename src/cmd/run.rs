@@ -101,6 +101,13 @@ pub fn run(config: &Config, args: RunArgs) -> Result<u8> {
                     "state": "cancelled", "exit_code": null, "timed_out": false,
                     "duration_ms": 0}));
             }
+            Ran::Unbound { why } => {
+                // Said even with -q: a refused run is a security event, not a result.
+                eprintln!("opsgate: #{} {why}", claimed.id);
+                results.push(json!({"id": claimed.id, "cmd_hash": claimed.cmd_hash,
+                    "state": "failed", "exit_code": null, "timed_out": false,
+                    "duration_ms": 0, "note": why}));
+            }
             Ran::Lost => warn(
                 config,
                 &format!("#{} not run: its claim was taken away", claimed.id),

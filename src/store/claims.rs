@@ -103,7 +103,75 @@ impl Store {
     /// Gives back a claimed proposal without running it (executing -> cancelled), with
     /// the reason: a policy that denies it now.
     pub fn abandon(&mut self, id: i64, runner: &str, why: &str, now: i64) -> Result<bool> {
-        self.transact("to abandon a claim", |c| {
+        let policy = Actor::system("policy", "policy");
+        self.give_back(id, runner, Verb::Abandon, &policy, why, now)
+    }
+
+    /// What the audit says approved claimed proposal `id` ([`lifecycle::Binding`]): its
+    /// approvals with their digests, and its newest change of state before the claim.
+    /// Read from the audit, which a host role can append to but never approve in.
+    pub fn binding(&mut self, id: i64) -> Result<lifecycle::Binding> {
+        let c = self.conn();
+        let risk = c
+            .query_one("SELECT risk FROM proposals WHERE id = ?1", &[&id])?
+            .text(0)?;
+        let mut votes = Vec::new();
+        for r in c.query(
+            "SELECT actor, digest FROM transitions WHERE proposal_id = ?1 AND action = ?2
+             ORDER BY id",
+            &[&id, &super::decisions::APPROVAL],
+        )? {
+            votes.push(lifecycle::Vote {
+                voter: r.text("actor")?,
+                digest: r.opt_text("digest")?,
+            });
+        }
+        // The newest change of state other than the claim itself.
+        let last_move = c
+            .query_opt(
+                "SELECT action FROM transitions
+                 WHERE proposal_id = ?1 AND action <> ?2
+                   AND COALESCE(from_state, '') <> COALESCE(to_state, '')
+                 ORDER BY id DESC LIMIT 1",
+                &[&id, &Verb::Claim.audit_name()],
+            )?
+            .map(|r| r.text(0))
+            .transpose()?;
+        Ok(lifecycle::Binding {
+            // An unreadable risk counts as the riskiest.
+            risk: Risk::from_str_opt(&risk).unwrap_or(Risk::High),
+            votes,
+            last_move,
+        })
+    }
+
+    /// Refuses to run a claimed proposal whose bytes are not bound to its approvals
+    /// (executing -> failed, not run), with the reason ([`lifecycle::bound`]), audited and
+    /// owed to its card.
+    pub fn refuse_unbound(&mut self, id: i64, runner: &str, why: &str, now: i64) -> Result<bool> {
+        let actor = Actor::system(format!("runner:{runner}"), "runner");
+        let refused = self.give_back(id, runner, Verb::Unbound, &actor, why, now)?;
+        if refused {
+            // Never started: no run to show.
+            self.conn().execute(
+                "UPDATE proposals SET started_at = NULL, lease_until = NULL WHERE id = ?1",
+                &[&id],
+            )?;
+        }
+        Ok(refused)
+    }
+
+    /// Ends a claim without running its command, by `verb`, with the reason.
+    fn give_back(
+        &mut self,
+        id: i64,
+        runner: &str,
+        verb: Verb,
+        actor: &Actor,
+        why: &str,
+        now: i64,
+    ) -> Result<bool> {
+        self.transact("to give a claim back", |c| {
             let Some((State::Executing, cluster_id)) = lock_proposal(c, id)? else {
                 return Ok(false);
             };
@@ -113,16 +181,7 @@ impl Store {
             if owner.as_deref() != Some(runner) {
                 return Ok(false);
             }
-            let policy = Actor::system("policy", "policy");
-            let moved = transition(
-                c,
-                id,
-                State::Executing,
-                Verb::Abandon,
-                &policy,
-                now,
-                Some(why),
-            )?;
+            let moved = transition(c, id, State::Executing, verb, actor, now, Some(why))?;
             owe_card(c, cluster_id)?;
             Ok(moved.is_some())
         })

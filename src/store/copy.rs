@@ -247,15 +247,17 @@ fn copy(src: &mut dyn Conn, dst: &mut dyn Conn) -> Result<Copied> {
         src,
         "transitions",
         "id",
-        "id, proposal_id, from_state, to_state, action, actor, at, note",
+        "id, proposal_id, from_state, to_state, action, actor, at, note, digest, stamp",
         |r| {
             let proposal = ids.opt(dst, r.opt_int(1)?)?;
+            // The digest and stamp of an approval travel with it: the bytes stay bound.
             dst.execute(
                 "INSERT INTO transitions (proposal_id, from_state, to_state, action, actor,
-                     at, note)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                     at, note, digest, stamp)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 &[
-                    &proposal, &r.0[2], &r.0[3], &r.0[4], &r.0[5], &r.0[6], &r.0[7],
+                    &proposal, &r.0[2], &r.0[3], &r.0[4], &r.0[5], &r.0[6], &r.0[7], &r.0[8],
+                    &r.0[9],
                 ],
             )?;
             done.transitions += 1;

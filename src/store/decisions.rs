@@ -92,18 +92,33 @@ pub(crate) fn approval_plan(
     Ok((plan.need, superseded))
 }
 
-/// Counts `actor`'s approval of pending proposal `id` towards its quorum (an audit row).
-fn record_vote(c: &mut dyn Conn, id: i64, actor: &Actor, now: i64) -> Result<()> {
-    record(
-        c,
-        Some(id),
-        Some(State::Pending),
-        Some(State::Pending),
-        APPROVAL,
-        &actor.voter,
-        now,
-        Some(&actor.display),
-    )
+/// Counts `actor`'s approval of pending proposal `id` towards its quorum (an audit row),
+/// bound to the bytes approved: the full sha256 of its raw command as stored now, under
+/// the card's lock, and the stamp of the card pressed (none from the CLI). The runner
+/// runs only bytes enough such rows name ([`lifecycle::bound`]).
+fn record_vote(c: &mut dyn Conn, id: i64, actor: &Actor, via: &Via, now: i64) -> Result<()> {
+    let command = c
+        .query_one("SELECT command FROM proposals WHERE id = ?1", &[&id])?
+        .text(0)?;
+    let digest = lifecycle::command_digest(&command);
+    let stamp = via.card.as_ref().map(|card| card.stamp.as_str());
+    c.execute(
+        "INSERT INTO transitions (proposal_id, from_state, to_state, action, actor, at, note,
+                                  digest, stamp)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        &[
+            &id,
+            &State::Pending.as_str(),
+            &State::Pending.as_str(),
+            &APPROVAL,
+            &actor.voter,
+            &now,
+            &actor.display,
+            &digest,
+            &stamp,
+        ],
+    )?;
+    Ok(())
 }
 
 impl Store {
@@ -231,7 +246,7 @@ impl Store {
                     return Ok(Step::AlreadyApproved(proposal_id, have, need))
                 }
                 lifecycle::Approval::Count { have, need } => {
-                    record_vote(c, proposal_id, actor, now)?;
+                    record_vote(c, proposal_id, actor, via, now)?;
                     owe_card(c, cluster_id)?;
                     return Ok(Step::Applied(Change::Approval {
                         id: proposal_id,
@@ -244,7 +259,7 @@ impl Store {
                 }
             };
             if vote {
-                record_vote(c, proposal_id, actor, now)?;
+                record_vote(c, proposal_id, actor, via, now)?;
             }
             if transition(
                 c,

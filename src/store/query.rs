@@ -235,6 +235,17 @@ impl Store {
                 .map(|r| r.opt_text(0))
                 .transpose()?
                 .flatten();
+        } else if p.state == State::Failed {
+            // A run the runner refused (its bytes not bound to its approvals) says why.
+            p.decision_note = c
+                .query_opt(
+                    "SELECT note FROM transitions WHERE proposal_id = ?1 AND action = ?2
+                     ORDER BY id DESC LIMIT 1",
+                    &[&p.id, &lifecycle::NOT_RUN],
+                )?
+                .map(|r| r.opt_text(0))
+                .transpose()?
+                .flatten();
         }
         Ok(())
     }

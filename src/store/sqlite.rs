@@ -29,6 +29,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/sqlite/004_deliveries.sql"),
     include_str!("migrations/sqlite/005_flat_indexes.sql"),
     include_str!("migrations/sqlite/006_cycle_summaries.sql"),
+    include_str!("migrations/sqlite/007_bound_approvals.sql"),
 ];
 
 /// The kind of a SQLite error, for the exit code: busy or locked is temporary, a
