@@ -175,7 +175,11 @@ fn a_host_130s_ahead_does_not_take_a_live_claim() {
         .unwrap();
     wait_until("the command to start", || started.exists());
     assert_eq!(state(&env, 1), "executing");
-    for args in [&["sweep"][..], &["sweep", "--all"], &["sweep", "--source", "b"]] {
+    for args in [
+        &["sweep"][..],
+        &["sweep", "--all"],
+        &["sweep", "--source", "b"],
+    ] {
         let out = env.cmd(args).env("OPSGATE_CLOCK_SKEW", "+130s").ok();
         assert!(
             stderr(&out).contains("ahead of the database's"),
@@ -201,7 +205,11 @@ fn a_host_25h_ahead_expires_nothing_of_the_others() {
     skewed(&["ingest", "--source", "b"])
         .stdin(cycle(0, &["docker stop three"]))
         .ok();
-    for args in [&["sweep"][..], &["sweep", "--source", "b"], &["sweep", "--all"]] {
+    for args in [
+        &["sweep"][..],
+        &["sweep", "--source", "b"],
+        &["sweep", "--all"],
+    ] {
         skewed(args).ok();
     }
     let list = env.list_json(&[]);
@@ -216,7 +224,9 @@ fn a_host_25h_ahead_expires_nothing_of_the_others() {
         .collect();
     assert_eq!(list.len(), 3);
     assert!(
-        states.iter().all(|(_, s)| s == "pending" || s == "approved"),
+        states
+            .iter()
+            .all(|(_, s)| s == "pending" || s == "approved"),
         "{states:?}"
     );
     // B's proposal was first seen at the database's time, not 25 h ahead.

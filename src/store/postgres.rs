@@ -255,8 +255,15 @@ impl PgDb {
     /// The schema version; `None` before the first migration. One round trip, which also
     /// reads the database's clock.
     fn version(&mut self) -> Result<Option<i64>> {
+        // The lock timeout of statements outside a transaction (reads) rides along as
+        // this session's setting. Through a pooler the session is shared: the setting
+        // stays on the server connection, the same value for every opsgate client;
+        // every transaction sets its own with `SET LOCAL` regardless.
         let read = self.client.query_typed_one(
-            &format!("SELECT version, {DB_NOW_MS} FROM opsgate_schema"),
+            &format!(
+                "SELECT version, {DB_NOW_MS}, set_config('lock_timeout', '{LOCK_TIMEOUT}', false)
+                 FROM opsgate_schema"
+            ),
             &[],
         );
         match read {
@@ -331,6 +338,10 @@ impl PgDb {
             MIGRATIONS.len()
         ))?;
         tx.commit().context("committing migrations")?;
+        self.client.query_typed(
+            &format!("SELECT set_config('lock_timeout', '{LOCK_TIMEOUT}', false)"),
+            &[],
+        )?;
         Ok(())
     }
 
@@ -624,7 +635,35 @@ impl Database for PgDb {
                 (&hold_ms, Type::INT8),
             ],
         )?;
-        Ok(got.is_some())
+        if got.is_some() {
+            return Ok(true);
+        }
+        // Held: by a process of this host that is gone (it crashed, or the database went
+        // away before it could release it), it is taken over at once; another host's
+        // holder is judged by its lease alone.
+        let holder = self.client.query_typed_opt(
+            "SELECT holder FROM leases WHERE name = $1",
+            &[(&name, Type::TEXT)],
+        )?;
+        let Some(holder) = holder.map(|r| r.get::<_, String>(0)) else {
+            return Ok(false);
+        };
+        if crate::process::runner_alive(&holder) {
+            return Ok(false);
+        }
+        let taken = self.client.query_typed_opt(
+            &format!(
+                "UPDATE leases SET holder = $2, until = {DB_NOW_MS} + $3
+                 WHERE name = $1 AND holder = $4 RETURNING holder"
+            ),
+            &[
+                (&name, Type::TEXT),
+                (&self.holder, Type::TEXT),
+                (&hold_ms, Type::INT8),
+                (&holder, Type::TEXT),
+            ],
+        )?;
+        Ok(taken.is_some())
     }
 
     fn unlock(&mut self, name: &str) {
