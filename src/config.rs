@@ -1261,7 +1261,10 @@ fn skew_override() -> Result<i64> {
 /// the instant it was taken (advanced by the monotonic clock, so a host clock that jumps
 /// changes nothing), or a pinned time ([`NOW`]). Shared by the clones of a [`Config`].
 #[derive(Debug, Clone, Default)]
-pub struct DbClock(std::sync::Arc<std::sync::Mutex<Option<(i64, Option<std::time::Instant>)>>>);
+pub struct DbClock(std::sync::Arc<std::sync::Mutex<Option<Reading>>>);
+
+/// A time of the database's clock, and the instant it was read (`None`: pinned).
+type Reading = (i64, Option<std::time::Instant>);
 
 impl DbClock {
     fn set(&self, at: i64, pinned: bool) {
