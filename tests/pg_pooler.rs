@@ -251,3 +251,52 @@ fn a_host_25h_ahead_expires_nothing_of_the_others() {
         stdout(&out)
     );
 }
+
+/// Expiry by a host is its own: at a time past the ttl (pinned for every process with
+/// `OPSGATE_NOW`, which stands in for the database's clock), host b's sweep expires b's
+/// proposals only; the decider's `sweep --all` expires the rest.
+#[test]
+fn a_hosts_sweep_expires_only_its_own_sources_and_sweep_all_every_source() {
+    let Some(env) = Env::pgbouncer() else { return };
+    let at = |hours: i64| (1_795_356_000i64 + hours * 3600).to_string();
+    for (source, command) in [("a", "docker stop one"), ("b", "docker stop two")] {
+        env.cmd(&["ingest", "--source", source])
+            .env("OPSGATE_NOW", &at(0))
+            .stdin(cycle(0, &[command]))
+            .ok();
+    }
+    let states = || -> Vec<(String, String)> {
+        let mut v: Vec<_> = env
+            .list_json(&["--all"])
+            .iter()
+            .map(|p| {
+                (
+                    p["source"].as_str().unwrap().to_string(),
+                    p["state"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    env.cmd(&["sweep", "--source", "b"])
+        .env("OPSGATE_NOW", &at(25))
+        .ok();
+    assert_eq!(
+        states(),
+        [
+            ("a".into(), "pending".into()),
+            ("b".into(), "expired".into())
+        ]
+    );
+    env.cmd(&["sweep", "--all"])
+        .env("OPSGATE_NOW", &at(25))
+        .ok();
+    assert_eq!(
+        states(),
+        [
+            ("a".into(), "expired".into()),
+            ("b".into(), "expired".into())
+        ]
+    );
+}
