@@ -387,6 +387,13 @@ pub struct SweepArgs {
     /// Print the counts as JSON
     #[arg(long)]
     pub json: bool,
+    /// Only proposals of this source (repeatable). Default on PostgreSQL: `[runner]
+    /// sources` (a host sweeps its own); none configured: every source
+    #[arg(long = "source", value_name = "NAME", conflicts_with = "all")]
+    pub sources: Vec<String>,
+    /// Every source, whatever `[runner] sources` says (the decider's or an operator's sweep)
+    #[arg(long)]
+    pub all: bool,
 }
 
 #[derive(Debug, Args)]

@@ -224,7 +224,13 @@ pub const NOW: Setting = setting(
     Some("OPSGATE_NOW"),
     None,
     "",
-    "pin the clock (RFC 3339 or unix seconds): tests and replays",
+    "pin the clock (RFC 3339 or unix seconds): tests and replays; on PostgreSQL it stands in for the database's clock",
+);
+pub const CLOCK_SKEW: Setting = setting(
+    Some("OPSGATE_CLOCK_SKEW"),
+    None,
+    "",
+    "tests: move this host's clock (e.g. +130s, -25h) to show that on PostgreSQL only the database's clock counts",
 );
 pub const SQL_LOG: Setting = setting(
     Some("OPSGATE_SQL_LOG"),
@@ -277,6 +283,7 @@ pub const SETTINGS: &[Setting] = &[
     RUNNER_PUBLIC_ENV,
     ROUTES,
     NOW,
+    CLOCK_SKEW,
     SQL_LOG,
     LOG,
     STATE_HOME,
@@ -528,6 +535,10 @@ pub struct Config {
     pub db_from: String,
     /// Fixed clock from [`NOW`], if set.
     pub fixed_now: Option<i64>,
+    /// How far this host's clock is moved ([`CLOCK_SKEW`], tests), in milliseconds.
+    pub clock_skew: i64,
+    /// The database's clock, once a shared database was opened ([`Config::now`]).
+    pub db_clock: DbClock,
     /// Where every SQL statement is logged ([`SQL_LOG`]), for diagnostics.
     pub sql_log: Option<PathBuf>,
     /// `[runner] env` and `pass_env`: added to the base environment of executed commands.
@@ -942,6 +953,8 @@ impl Config {
             config_why: found.why,
             db_from,
             fixed_now: now_override()?,
+            clock_skew: skew_override()?,
+            db_clock: DbClock::default(),
             sql_log: non_empty_env(SQL_LOG).map(PathBuf::from),
             verbosity,
             telegram,
@@ -954,9 +967,28 @@ impl Config {
         })
     }
 
-    /// Current time in unix milliseconds.
+    /// Current time in unix milliseconds: the database's clock once a shared database
+    /// (PostgreSQL) was opened, so every lease, expiry, staleness and cooldown of the
+    /// fleet is judged on one clock; this host's clock otherwise (SQLite).
     pub fn now(&self) -> i64 {
-        self.fixed_now.unwrap_or_else(crate::time::system_now_ms)
+        self.db_clock.read().unwrap_or_else(|| self.host_now())
+    }
+
+    /// This host's clock ([`NOW`] pins it, [`CLOCK_SKEW`] moves it).
+    pub fn host_now(&self) -> i64 {
+        self.fixed_now
+            .unwrap_or_else(crate::time::system_now_ms)
+            .saturating_add(self.clock_skew)
+    }
+
+    /// Takes the database's clock from `server` (its time now, as just read): from now on
+    /// [`Config::now`] is that clock, advanced by this host's monotonic clock. A pinned
+    /// clock ([`NOW`]) stands in for the server's. Returns the difference of this host's
+    /// clock from the database's, in milliseconds (positive: the host is ahead).
+    pub fn use_db_clock(&self, server: i64) -> i64 {
+        let db = self.fixed_now.unwrap_or(server);
+        self.db_clock.set(db, self.fixed_now.is_some());
+        self.host_now().saturating_sub(db)
     }
 
     /// Telegram settings with at least one operator, for commands that apply decisions.
@@ -1204,6 +1236,49 @@ fn default_db() -> Result<PathBuf> {
             env_name(DB),
             env_name(STATE_HOME)
         ))),
+    }
+}
+
+fn skew_override() -> Result<i64> {
+    let Some(v) = non_empty_env(CLOCK_SKEW) else {
+        return Ok(0);
+    };
+    let (sign, digits) = match v.strip_prefix('-') {
+        Some(rest) => (-1, rest),
+        None => (1, v.strip_prefix('+').unwrap_or(&v)),
+    };
+    crate::time::parse_duration(digits)
+        .map(|ms| sign * ms)
+        .ok_or_else(|| {
+            config_error(format!(
+                "{}={v:?} is not a duration; expected e.g. +130s, -25h",
+                env_name(CLOCK_SKEW)
+            ))
+        })
+}
+
+/// The database's clock as this process knows it: a reading of the server's time and
+/// the instant it was taken (advanced by the monotonic clock, so a host clock that jumps
+/// changes nothing), or a pinned time ([`NOW`]). Shared by the clones of a [`Config`].
+#[derive(Debug, Clone, Default)]
+pub struct DbClock(std::sync::Arc<std::sync::Mutex<Option<Reading>>>);
+
+/// A time of the database's clock, and the instant it was read (`None`: pinned).
+type Reading = (i64, Option<std::time::Instant>);
+
+impl DbClock {
+    fn set(&self, at: i64, pinned: bool) {
+        let read = (!pinned).then(std::time::Instant::now);
+        if let Ok(mut clock) = self.0.lock() {
+            *clock = Some((at, read));
+        }
+    }
+
+    fn read(&self) -> Option<i64> {
+        let clock = *self.0.lock().ok()?;
+        let (at, read) = clock?;
+        let since = read.map_or(0, |r| i64::try_from(r.elapsed().as_millis()).unwrap_or(0));
+        Some(at.saturating_add(since))
     }
 }
 

@@ -109,6 +109,12 @@ impl Store {
         Ok(())
     }
 
+    /// The database's clock (unix milliseconds) where it is shared (PostgreSQL); `None`
+    /// where this host's clock is the database's (SQLite).
+    pub fn server_time(&mut self) -> Result<Option<i64>> {
+        self.db.server_time()
+    }
+
     /// Backend health for `doctor`.
     pub fn health(&mut self) -> Vec<Health> {
         self.db.health()

@@ -1,6 +1,6 @@
 //! One conformance suite, two backends: every lifecycle story runs against an embedded
 //! SQLite file and a real PostgreSQL database (a throw-away cluster; see common/pg.rs),
-//! through the real binary.
+//! directly and through PgBouncer in transaction mode, through the real binary.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -24,6 +24,17 @@ macro_rules! stories {
                 #[test]
                 fn $name() {
                     if let Some(env) = super::Env::postgres() {
+                        super::$name(&env);
+                    }
+                }
+            )*
+        }
+        /// The same stories through PgBouncer in transaction mode.
+        mod pgbouncer {
+            $(
+                #[test]
+                fn $name() {
+                    if let Some(env) = super::Env::pgbouncer() {
                         super::$name(&env);
                     }
                 }

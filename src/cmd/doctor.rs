@@ -219,7 +219,42 @@ fn check_database(config: &Config, r: &mut Report) {
             return;
         }
     };
+    check_clock(config, &mut store, r);
     check_store(&mut store, r);
+}
+
+/// On a shared database, this host's clock against the database's: the database's
+/// decides every lease and expiry, so a host far off is a misconfiguration to fix, not a
+/// danger; SQLite has one clock.
+fn check_clock(config: &Config, store: &mut Store, r: &mut Report) {
+    let server = match store.server_time() {
+        Ok(Some(server)) => server,
+        Ok(None) => return,
+        Err(e) => {
+            r.warn(
+                format!("reading the database's clock: {e:#}"),
+                "check the server",
+            );
+            return;
+        }
+    };
+    let skew = config.use_db_clock(server);
+    let off = crate::time::human_duration(skew.abs());
+    let bound = crate::time::human_duration(super::CLOCK_SKEW_BOUND_MS);
+    if skew.abs() > super::CLOCK_SKEW_BOUND_MS {
+        r.warn(
+            format!(
+                "this host's clock is {off} {} the database's (more than {bound}); opsgate judges leases and expiry on the database's clock",
+                if skew > 0 { "ahead of" } else { "behind" }
+            ),
+            "synchronize this host's clock (NTP: chrony or systemd-timesyncd)",
+        );
+    } else {
+        r.ok(format!(
+            "this host's clock is within {bound} of the database's ({} ms)",
+            skew
+        ));
+    }
 }
 
 /// Free space where the database lives: SQLite needs room for its WAL and for growth.

@@ -87,11 +87,17 @@ pub fn run(cli: Cli) -> Result<u8> {
 }
 
 /// A sweep, logged when it changed anything. This host's spooled outcomes are recorded
-/// first, and a runner whose outcome waits in the spool is never judged gone.
-fn sweep_now(config: &Config, store: &mut Store) -> Result<crate::model::Swept> {
+/// first, and a runner whose outcome waits in the spool is never judged gone. `sources`
+/// scopes it (a host sweeps its own); empty: every source (the decider's sweep).
+fn sweep_now(
+    config: &Config,
+    store: &mut Store,
+    sources: &[String],
+) -> Result<crate::model::Swept> {
     let replayed = crate::run::replay(store, config)?;
     let mut swept = store.sweep(
         config.now(),
+        sources,
         &crate::process::runner_alive,
         &|id, runner| crate::run::spooled(config, id, runner),
     )?;
@@ -201,9 +207,34 @@ fn open_store(config: &Config) -> Result<Store> {
     open_location(&config.db, config)
 }
 
+/// How far this host's clock may be from a shared database's before `doctor` and the
+/// logs say so (the database's clock decides; a host this far off is misconfigured).
+pub const CLOCK_SKEW_BOUND_MS: i64 = 30_000;
+
+/// On a shared database, makes its clock this process's ([`Config::use_db_clock`]) and
+/// warns in the logs when this host's clock is more than [`CLOCK_SKEW_BOUND_MS`] off.
+/// Returns the difference (host minus database), `None` on SQLite (one clock).
+fn sync_clock(config: &Config, store: &mut Store) -> Result<Option<i64>> {
+    let Some(server) = store.server_time()? else {
+        return Ok(None);
+    };
+    let skew = config.use_db_clock(server);
+    if skew.abs() > CLOCK_SKEW_BOUND_MS {
+        tracing::warn!(
+            host_minus_database = %crate::time::human_duration(skew.abs()),
+            ahead = skew > 0,
+            "this host's clock is {} {} the database's; opsgate uses the database's clock, fix this host's (NTP)",
+            crate::time::human_duration(skew.abs()),
+            if skew > 0 { "ahead of" } else { "behind" },
+        );
+    }
+    Ok(Some(skew))
+}
+
 /// Opens the store at `location` (see [`open_store`]).
 fn open_location(location: &DbLocation, config: &Config) -> Result<Store> {
     let mut store = Store::open_at(location, config.rules)?;
+    sync_clock(config, &mut store)?;
     if let Some(log) = &config.sql_log {
         store.trace_to(log)?;
     }

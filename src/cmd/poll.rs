@@ -18,8 +18,14 @@ use std::time::Duration;
 /// The lease that keeps one poller per database.
 const POLLER_LOCK: &str = "poller";
 
-fn take_poller_lock(store: &mut Store) -> Result<()> {
-    if store.try_lock(POLLER_LOCK)? {
+/// How long a poller's lease lasts beyond its longest wait for updates without being
+/// renewed (`serve` renews it every round): a poller that died frees it after this.
+const POLLER_HOLD: Duration = Duration::from_secs(120);
+
+/// Takes the poller's lease, or renews it for `wait` (the round's long poll) and
+/// [`POLLER_HOLD`].
+fn take_poller_lock(store: &mut Store, wait: Duration) -> Result<()> {
+    if store.try_lock(POLLER_LOCK, wait + POLLER_HOLD)? {
         return Ok(());
     }
     Err(Error::new(
@@ -52,7 +58,7 @@ pub fn poll(config: &Config, args: PollArgs) -> Result<u8> {
     let tg_cfg = config.telegram_for_decisions()?;
     let mut store = open_store(config)?;
     let tg = Telegram::new(tg_cfg)?;
-    take_poller_lock(&mut store)?;
+    take_poller_lock(&mut store, Duration::ZERO)?;
     let result = (|| -> Result<(Handled, PushReport)> {
         let offset = store.cursor(CHANNEL)?;
         let updates = tg.updates(offset, Duration::ZERO)?;
@@ -96,7 +102,8 @@ pub fn serve(config: &Config, args: ServeArgs) -> Result<u8> {
     let stop = Stop::on_signals().context("listening for SIGTERM and SIGINT")?;
     let mut store = open_store(config)?;
     let tg = Telegram::new(tg_cfg)?.with_stop(stop.clone());
-    take_poller_lock(&mut store)?;
+    let wait = Duration::from_secs(args.poll_timeout);
+    take_poller_lock(&mut store, wait)?;
     let (_, bot) = tg.me()?;
     tracing::info!(
         bot = %bot,
@@ -105,14 +112,18 @@ pub fn serve(config: &Config, args: ServeArgs) -> Result<u8> {
         execute = args.execute,
         "serving; stop with SIGTERM or Ctrl-C"
     );
-    let wait = Duration::from_secs(args.poll_timeout);
     let sweep_every = Duration::from_secs(args.sweep_every.max(1));
     let mut last_sweep: Option<std::time::Instant> = None;
     let mut runner: Option<std::process::Child> = None;
     let result = (|| -> Result<()> {
         while !stop.requested() {
+            // Renewed every round: a serve that stalled past its lease stops here rather
+            // than poll beside the poller that took it over.
+            take_poller_lock(&mut store, wait)?;
             if last_sweep.is_none_or(|t| t.elapsed() >= sweep_every) {
-                super::sweep_now(config, &mut store)?;
+                // The decider's sweep is fleet-wide, and re-reads the database's clock.
+                super::sync_clock(config, &mut store)?;
+                super::sweep_now(config, &mut store, &[])?;
                 last_sweep = Some(std::time::Instant::now());
             }
             if args.execute {

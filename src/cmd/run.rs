@@ -50,7 +50,8 @@ pub fn run(config: &Config, args: RunArgs) -> Result<u8> {
     let mut store = open_store(config)?;
     // A runner that died leaves its proposals executing: they become interrupted here,
     // and are never run again without a Retry.
-    super::sweep_now(config, &mut store)?;
+    let scope = super::sweep::scope(config, &[], &sources);
+    super::sweep_now(config, &mut store, &scope)?;
     if args.dry_run {
         let approved: Vec<_> = store
             .list(&[State::Approved], None)?

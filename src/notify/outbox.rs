@@ -42,6 +42,13 @@ const OWED_PAGE: i64 = 100;
 /// same owed card.
 const OUTBOX_LOCK: &str = "outbox";
 
+/// How long the deliverer's lease lasts without renewal: one card's send and the 429
+/// waits allowed. It is renewed before each card, so a deliverer that stalls past it
+/// stops instead of sending beside the next one.
+fn outbox_hold(max_wait: Duration) -> Duration {
+    max_wait + Duration::from_secs(60)
+}
+
 /// Delivers every owed card: sends new ones, edits changed ones, records each delivery in
 /// its own transaction right after Telegram's answer. Stops at the first temporary failure
 /// (nothing is lost: the cards stay owed) and waits out 429s within `max_wait` in total.
@@ -69,7 +76,7 @@ pub fn push_owed(
             &built
         }
     };
-    if !store.try_lock(OUTBOX_LOCK)? {
+    if !store.try_lock(OUTBOX_LOCK, outbox_hold(max_wait))? {
         report.busy = true;
         return Ok(report);
     }
@@ -98,6 +105,12 @@ fn deliver(
         let Some(last) = owed.last() else { break };
         after = last.cluster_id;
         for card_row in &owed {
+            if !store.try_lock(OUTBOX_LOCK, outbox_hold(max_wait))? {
+                // The lease ran out and another deliverer took it: it sends the rest.
+                report.busy = true;
+                report.still_owed = store.owed_count(CHANNEL)?;
+                return Ok(report);
+            }
             let view = store.cluster(card_row.cluster_id)?;
             let card = render(&view);
             let hash = card.content_hash();

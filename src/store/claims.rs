@@ -81,11 +81,15 @@ impl Store {
     /// is still executing under `runner` (its lease now ends `lease_ms` from now), false
     /// when the claim is gone (interrupted by a sweep, finished or cancelled).
     pub fn renew_claim(&mut self, id: i64, runner: &str, lease_ms: i64, now: i64) -> Result<bool> {
-        let changed = self.conn().execute(
-            "UPDATE proposals SET lease_until = ?3
-             WHERE id = ?1 AND state = 'executing' AND runner = ?2",
-            &[&id, &runner, &now.saturating_add(lease_ms)],
-        )?;
+        // A transaction of its own: its lock timeout is set per transaction (a pooler
+        // keeps no session setting).
+        let changed = self.transact("to renew a claim", |c| {
+            c.execute(
+                "UPDATE proposals SET lease_until = ?3
+                 WHERE id = ?1 AND state = 'executing' AND runner = ?2",
+                &[&id, &runner, &now.saturating_add(lease_ms)],
+            )
+        })?;
         Ok(changed == 1)
     }
 

@@ -297,11 +297,17 @@ pub trait Database {
     fn describe(&self) -> String;
     /// Logs every statement run from now on to `log` (diagnostics).
     fn trace(&mut self, log: Tracer);
-    /// Takes the named lock for as long as this connection lives (or until
-    /// [`Database::unlock`]), without waiting: false when another process holds it. A
-    /// process that dies releases it; taking or holding it writes nothing.
-    fn try_lock(&mut self, name: &str) -> Result<bool>;
+    /// Takes the named lock without waiting, or renews it when this process holds it
+    /// already: false when another process holds it. Held until [`Database::unlock`] or
+    /// the process ends: SQLite's is a file lock (a process that dies releases it);
+    /// PostgreSQL's is a lease row that lasts `hold` on the database's clock unless taken
+    /// again (a pooler shares sessions, so no session lock would exclude anything).
+    fn try_lock(&mut self, name: &str, hold: std::time::Duration) -> Result<bool>;
     fn unlock(&mut self, name: &str);
+    /// The database's clock in unix milliseconds where the database is shared
+    /// (PostgreSQL: every lease, expiry and cooldown is judged on it); `None` where the
+    /// host's clock is the database's (SQLite).
+    fn server_time(&mut self) -> Result<Option<i64>>;
 }
 
 /// A statement log (`OPSGATE_SQL_LOG`): each statement on one line, as the store wrote

@@ -151,11 +151,12 @@ impl Store {
         self.transact("to confirm an event", |c| advance(c, Some(cursor)))
     }
 
-    /// Takes the named lock (one poller, one card deliverer) for this process, without
-    /// waiting: false when another process holds it. Released by [`Store::unlock`] or
-    /// when the process ends, however it ends; neither writes to the database.
-    pub fn try_lock(&mut self, name: &str) -> Result<bool> {
-        self.db.try_lock(name)
+    /// Takes the named lock (one poller, one card deliverer) for this process without
+    /// waiting, or renews it: false when another process holds it. Released by
+    /// [`Store::unlock`] or when the process ends, however it ends (on PostgreSQL a lease
+    /// row that runs out `hold` after it was last taken, on the database's clock).
+    pub fn try_lock(&mut self, name: &str, hold: std::time::Duration) -> Result<bool> {
+        self.db.try_lock(name, hold)
     }
 
     pub fn unlock(&mut self, name: &str) {

@@ -3,6 +3,13 @@
 //! the system's certificates or the `sslrootcert` file of the URL, numbered migrations
 //! under an advisory lock, `READ COMMITTED` transactions whose writers lock a cluster's
 //! card row first, claims with `FOR UPDATE SKIP LOCKED`, ids from a sequence.
+//!
+//! It keeps no session state, so a pooler in transaction mode (PgBouncer's
+//! `pool_mode = transaction`, which may hand each transaction another server connection)
+//! is a supported setup: no startup parameters (the lock timeout is `SET LOCAL` in each
+//! transaction), only unnamed statements (`query_typed`, the simple protocol), the
+//! migration lock is a transaction's advisory lock, and the poller's and the card
+//! deliverer's locks are lease rows judged on the database's clock.
 
 use super::db::{
     to_postgres, Backend, Conn, ConnExt, Database, Health, Param, ProposalIds, Row, ToParam,
@@ -30,8 +37,12 @@ pub(super) const MIGRATIONS: &[&str] = &[
 /// The advisory lock key migrations run under ("opsgate" in ASCII, as a number).
 const MIGRATION_LOCK: i64 = 0x6f_7073_6761_7465;
 
-/// How long a statement waits for a row lock before the run fails as temporary.
+/// How long a statement waits for a row lock before the run fails as temporary (set in
+/// each transaction: a pooler refuses startup parameters and shares sessions).
 const LOCK_TIMEOUT: &str = "15s";
+
+/// The database's clock in unix milliseconds: the one clock of a shared database.
+pub(super) const DB_NOW_MS: &str = "(extract(epoch FROM clock_timestamp()) * 1000)::int8";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The kind of a PostgreSQL error, for the exit code: a lost or refused connection, a
@@ -66,6 +77,11 @@ pub struct PgDb {
     /// Neutral SQL -> PostgreSQL SQL, translated once per process.
     statements: HashMap<String, String>,
     tracer: Option<Tracer>,
+    /// The database's clock as read on connecting (with the schema version: no round
+    /// trip of its own), handed out once by [`Database::server_time`].
+    clock_at_open: Option<(i64, std::time::Instant)>,
+    /// This process's name on lease rows (host, pid and start time).
+    holder: String,
 }
 
 /// A URL as opsgate reads it: `sslrootcert=` is taken out (opsgate loads the file) and
@@ -165,15 +181,18 @@ const NEEDED: &[(&str, &str)] = &[
 impl PgDb {
     /// The current role, and the table rights and sequences it lacks.
     fn missing_rights(&mut self) -> Result<(String, Vec<String>)> {
-        let user: String = self.client.query_one("SELECT current_user", &[])?.get(0);
+        let user: String = self
+            .client
+            .query_typed_one("SELECT current_user::text", &[])?
+            .get(0);
         let mut missing = Vec::new();
         for (table, rights) in NEEDED {
             for right in rights.split(',') {
                 let has: bool = self
                     .client
-                    .query_one(
+                    .query_typed_one(
                         "SELECT has_table_privilege(current_user, $1, $2)",
-                        &[table, &right],
+                        &[(table, Type::TEXT), (&right, Type::TEXT)],
                     )?
                     .get(0);
                 if !has {
@@ -189,9 +208,9 @@ impl PgDb {
         ] {
             let has: bool = self
                 .client
-                .query_one(
+                .query_typed_one(
                     "SELECT has_sequence_privilege(current_user, $1, 'USAGE')",
-                    &[&seq],
+                    &[(&seq, Type::TEXT)],
                 )?
                 .get(0);
             if !has {
@@ -211,13 +230,9 @@ impl PgDb {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
+        // No `options` startup parameter: a pooler in transaction mode refuses it (or
+        // drops it silently); the lock timeout is set in each transaction instead.
         config.application_name("opsgate");
-        // The lock timeout travels in the startup packet: no round trip of its own.
-        let options = match config.get_options() {
-            Some(o) => format!("{o} -c lock_timeout={LOCK_TIMEOUT}"),
-            None => format!("-c lock_timeout={LOCK_TIMEOUT}"),
-        };
-        config.options(&options);
         // Loading the system's certificates costs milliseconds: only when TLS may be used.
         let connected = if config.get_ssl_mode() == postgres::config::SslMode::Disable {
             config.connect(postgres::NoTls)
@@ -230,58 +245,73 @@ impl PgDb {
             shown,
             statements: HashMap::new(),
             tracer: None,
+            clock_at_open: None,
+            holder: crate::process::runner_id(),
         };
         db.migrate()
             .with_context(|| format!("preparing database {}", db.shown))?;
         Ok(db)
     }
 
-    /// The schema version; `None` before the first migration. One round trip.
+    /// The schema version; `None` before the first migration. One round trip, which also
+    /// reads the database's clock.
     fn version(&mut self) -> Result<Option<i64>> {
-        match self
-            .client
-            .query_typed_one("SELECT version FROM opsgate_schema", &[])
-        {
-            Ok(row) => Ok(Some(i64::from(row.get::<_, i32>(0)))),
+        // The lock timeout of statements outside a transaction (reads) rides along as
+        // this session's setting. Through a pooler the session is shared: the setting
+        // stays on the server connection, the same value for every opsgate client;
+        // every transaction sets its own with `SET LOCAL` regardless.
+        let read = self.client.query_typed_one(
+            &format!(
+                "SELECT version, {DB_NOW_MS}, set_config('lock_timeout', '{LOCK_TIMEOUT}', false)
+                 FROM opsgate_schema"
+            ),
+            &[],
+        );
+        match read {
+            Ok(row) => {
+                self.clock_at_open = Some((row.get(1), std::time::Instant::now()));
+                Ok(Some(i64::from(row.get::<_, i32>(0))))
+            }
             Err(e) if e.code() == Some(&SqlState::UNDEFINED_TABLE) => Ok(None),
             Err(e) => Err(e.into()),
         }
     }
 
+    /// Applies the missing migrations in one transaction, under a transaction-scoped
+    /// advisory lock: several first uses at once queue on it, the first migrates and the
+    /// others find it done. Released at commit or rollback, it is never left held on a
+    /// pooled server connection, and no statement is named.
     fn migrate(&mut self) -> Result<()> {
         if self.version()? == Some(MIGRATIONS.len() as i64) {
             return Ok(());
         }
-        // Two hosts migrating at once: the second waits here, then finds it done.
-        self.client
-            .query("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])?;
-        let result = self.migrate_locked();
-        let _ = self
-            .client
-            .query("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]);
-        result
-    }
-
-    fn migrate_locked(&mut self) -> Result<()> {
-        let current = match self.version()? {
-            Some(v) => v,
-            None => {
-                let foreign: bool = self
-                    .client
-                    .query_one("SELECT to_regclass('proposals') IS NOT NULL", &[])?
-                    .get(0);
-                if foreign {
-                    return Err(Error::new(
-                        Kind::Config,
-                        format!(
-                            "{} has a proposals table but no opsgate schema version; refusing to touch it",
-                            self.shown
-                        ),
-                    )
-                    .into());
-                }
-                0
-            }
+        let mut tx = self.client.transaction()?;
+        tx.batch_execute("SET LOCAL lock_timeout = '120s'")?;
+        tx.query_typed(
+            "SELECT pg_advisory_xact_lock($1)",
+            &[(&MIGRATION_LOCK, Type::INT8)],
+        )?;
+        let row = tx.query_typed_one(
+            "SELECT to_regclass('opsgate_schema') IS NOT NULL, to_regclass('proposals') IS NOT NULL",
+            &[],
+        )?;
+        let (versioned, foreign): (bool, bool) = (row.get(0), row.get(1));
+        let current = if versioned {
+            i64::from(
+                tx.query_typed_one("SELECT version FROM opsgate_schema", &[])?
+                    .get::<_, i32>(0),
+            )
+        } else if foreign {
+            return Err(Error::new(
+                Kind::Config,
+                format!(
+                    "{} has a proposals table but no opsgate schema version; refusing to touch it",
+                    self.shown
+                ),
+            )
+            .into());
+        } else {
+            0
         };
         if current > MIGRATIONS.len() as i64 {
             return Err(Error::new(
@@ -294,20 +324,25 @@ impl PgDb {
             )
             .into());
         }
-        let mut tx = self.client.transaction()?;
-        if current == 0 {
-            tx.batch_execute("CREATE TABLE opsgate_schema (version INTEGER NOT NULL)")?;
-            tx.batch_execute("INSERT INTO opsgate_schema (version) VALUES (0)")?;
+        if !versioned {
+            tx.batch_execute(
+                "CREATE TABLE opsgate_schema (version INTEGER NOT NULL);
+                 INSERT INTO opsgate_schema (version) VALUES (0)",
+            )?;
         }
         for (n, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
             tx.batch_execute(sql)
                 .with_context(|| format!("applying migration {}", n + 1))?;
         }
-        tx.execute(
-            "UPDATE opsgate_schema SET version = $1",
-            &[&(MIGRATIONS.len() as i32)],
-        )?;
+        tx.batch_execute(&format!(
+            "UPDATE opsgate_schema SET version = {}",
+            MIGRATIONS.len()
+        ))?;
         tx.commit().context("committing migrations")?;
+        self.client.query_typed(
+            &format!("SELECT set_config('lock_timeout', '{LOCK_TIMEOUT}', false)"),
+            &[],
+        )?;
         Ok(())
     }
 
@@ -459,8 +494,10 @@ impl Database for PgDb {
     }
 
     fn begin(&mut self, what: &str) -> Result<()> {
+        // One round trip: the lock timeout lives and dies with the transaction, so a
+        // pooled server connection carries nothing to the next client.
         self.client
-            .batch_execute("BEGIN")
+            .batch_execute(&format!("BEGIN; SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
             .with_context(|| format!("starting a transaction {what}"))
     }
 
@@ -496,7 +533,10 @@ impl Database for PgDb {
 
     fn health(&mut self) -> Vec<Health> {
         let mut lines = Vec::new();
-        match self.client.query_one("SHOW server_version", &[]) {
+        match self
+            .client
+            .query_typed_one("SELECT current_setting('server_version')", &[])
+        {
             Ok(row) => lines.push(Health::ok(format!(
                 "PostgreSQL {}",
                 row.get::<_, String>(0)
@@ -526,11 +566,11 @@ impl Database for PgDb {
         // the migrations) may, by ownership: that is the hardened setup when opsgate runs
         // as other roles (logins with the runtime's rights and without the audit's
         // UPDATE and DELETE), and names them.
-        let rights = self.client.query_one(
+        let rights = self.client.query_typed_one(
             "SELECT has_table_privilege(current_user, 'transitions', 'UPDATE')
                  OR has_table_privilege(current_user, 'transitions', 'DELETE')
                  OR has_table_privilege(current_user, 'transitions', 'TRUNCATE'),
-                    current_user,
+                    current_user::text,
                     pg_get_userbyid(c.relowner) = current_user,
                     (SELECT string_agg(r.rolname, ', ' ORDER BY r.rolname) FROM pg_roles r
                      WHERE r.rolcanlogin AND NOT r.rolsuper AND NOT r.rolbypassrls
@@ -578,23 +618,71 @@ impl Database for PgDb {
         self.tracer = Some(log);
     }
 
-    fn try_lock(&mut self, name: &str) -> Result<bool> {
-        // A session-level advisory lock: held until unlocked or the connection ends.
-        let got: bool = self
-            .client
-            .query_typed_one(
-                "SELECT pg_try_advisory_lock(hashtext($1))",
-                &[(&format!("opsgate lock {name}"), Type::TEXT)],
-            )?
-            .get(0);
-        Ok(got)
+    fn try_lock(&mut self, name: &str, hold: Duration) -> Result<bool> {
+        // A lease row, judged on the database's clock: taken when free or run out,
+        // renewed when this process holds it. No session state, so it excludes through a
+        // pooler too; a holder that dies frees it when `hold` has passed.
+        let hold_ms = i64::try_from(hold.as_millis()).unwrap_or(i64::MAX);
+        let got = self.client.query_typed_opt(
+            &format!(
+                "INSERT INTO leases (name, holder, until) VALUES ($1, $2, {DB_NOW_MS} + $3)
+                 ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, until = excluded.until
+                 WHERE leases.holder = excluded.holder OR leases.until < {DB_NOW_MS}
+                 RETURNING holder"
+            ),
+            &[
+                (&name, Type::TEXT),
+                (&self.holder, Type::TEXT),
+                (&hold_ms, Type::INT8),
+            ],
+        )?;
+        if got.is_some() {
+            return Ok(true);
+        }
+        // Held: by a process of this host that is gone (it crashed, or the database went
+        // away before it could release it), it is taken over at once; another host's
+        // holder is judged by its lease alone.
+        let holder = self.client.query_typed_opt(
+            "SELECT holder FROM leases WHERE name = $1",
+            &[(&name, Type::TEXT)],
+        )?;
+        let Some(holder) = holder.map(|r| r.get::<_, String>(0)) else {
+            return Ok(false);
+        };
+        if crate::process::runner_alive(&holder) {
+            return Ok(false);
+        }
+        let taken = self.client.query_typed_opt(
+            &format!(
+                "UPDATE leases SET holder = $2, until = {DB_NOW_MS} + $3
+                 WHERE name = $1 AND holder = $4 RETURNING holder"
+            ),
+            &[
+                (&name, Type::TEXT),
+                (&self.holder, Type::TEXT),
+                (&hold_ms, Type::INT8),
+                (&holder, Type::TEXT),
+            ],
+        )?;
+        Ok(taken.is_some())
     }
 
     fn unlock(&mut self, name: &str) {
         let _ = self.client.query_typed(
-            "SELECT pg_advisory_unlock(hashtext($1))",
-            &[(&format!("opsgate lock {name}"), Type::TEXT)],
+            "DELETE FROM leases WHERE name = $1 AND holder = $2",
+            &[(&name, Type::TEXT), (&self.holder, Type::TEXT)],
         );
+    }
+
+    fn server_time(&mut self) -> Result<Option<i64>> {
+        if let Some((at, read)) = self.clock_at_open.take() {
+            let since = i64::try_from(read.elapsed().as_millis()).unwrap_or(0);
+            return Ok(Some(at.saturating_add(since)));
+        }
+        let row = self
+            .client
+            .query_typed_one(&format!("SELECT {DB_NOW_MS}"), &[])?;
+        Ok(Some(row.get(0)))
     }
 }
 

@@ -393,7 +393,7 @@ impl Database for SqliteDb {
         self.tracer = Some(log);
     }
 
-    fn try_lock(&mut self, name: &str) -> Result<bool> {
+    fn try_lock(&mut self, name: &str, _hold: std::time::Duration) -> Result<bool> {
         if self.locks.contains_key(name) {
             return Ok(true);
         }
@@ -425,6 +425,10 @@ impl Database for SqliteDb {
     fn unlock(&mut self, name: &str) {
         // Closing the file releases the lock.
         self.locks.remove(name);
+    }
+
+    fn server_time(&mut self) -> Result<Option<i64>> {
+        Ok(None)
     }
 }
 

@@ -17,20 +17,40 @@ impl Store {
     /// executing for the spool's replay, never interrupted. A runner that vanished without
     /// an outcome leaves a proposal whose outcome is unknown (the command may have
     /// completed): the interrupt's note says so.
+    ///
+    /// `sources` scopes every rule to those sources' proposals (a host sweeps its own);
+    /// empty: every source (the decider's sweep). `now` is the database's clock on a
+    /// shared database, so a host whose clock is wrong judges no lease and expires
+    /// nothing early.
     pub fn sweep(
         &mut self,
         now: i64,
+        sources: &[String],
         alive: &dyn Fn(&str) -> bool,
         spooled: &dyn Fn(i64, &str) -> bool,
     ) -> Result<Swept> {
         let sweeper = sweeper();
         let rules = self.rules;
+        // `?3`... name the sources; ?1 and ?2 are each statement's own (the first one's
+        // ?1 is a placeholder kept for the numbering: `?1 = ?1`).
+        let scope = if sources.is_empty() {
+            String::new()
+        } else {
+            let marks: Vec<String> = (0..sources.len()).map(|n| format!("?{}", n + 3)).collect();
+            format!(" AND source IN ({})", marks.join(", "))
+        };
+        let (expiry_cutoff, retention_cutoff) = (
+            lifecycle::expiry_cutoff(now, &rules),
+            lifecycle::retention_cutoff(now, &rules),
+        );
         let (interrupted, expired) = self.transact("to sweep", |c| {
             let (mut interrupted, mut expired) = (0, 0);
             let executing = c.query(
-                "SELECT id, runner, lease_until, cluster_id FROM proposals
-                 WHERE state = 'executing' LIMIT ?1",
-                &[&SWEEP_BATCH],
+                &format!(
+                    "SELECT id, runner, lease_until, cluster_id FROM proposals
+                     WHERE state = 'executing' AND ?1 = ?1{scope} LIMIT ?2"
+                ),
+                &scoped(&0i64, &SWEEP_BATCH, sources),
             )?;
             for row in executing {
                 let (id, runner) = (row.int(0)?, row.opt_text(1)?);
@@ -63,10 +83,12 @@ impl Store {
                 }
             }
             let expiring = c.query(
-                "SELECT id, state, cluster_id FROM proposals
-                 WHERE state IN ('pending','approved') AND first_seen_at < ?1
-                 ORDER BY first_seen_at LIMIT ?2",
-                &[&lifecycle::expiry_cutoff(now, &rules), &SWEEP_BATCH],
+                &format!(
+                    "SELECT id, state, cluster_id FROM proposals
+                     WHERE state IN ('pending','approved') AND first_seen_at < ?1{scope}
+                     ORDER BY first_seen_at LIMIT ?2"
+                ),
+                &scoped(&expiry_cutoff, &SWEEP_BATCH, sources),
             )?;
             let note = lifecycle::expiry_note(&rules);
             for row in expiring {
@@ -88,9 +110,12 @@ impl Store {
         // inherits it.
         let pruned = self.transact("to prune", |c| {
             let doomed = c.query(
-                "SELECT id, cluster_id FROM proposals WHERE ended_at IS NOT NULL AND ended_at < ?1
-                 ORDER BY ended_at LIMIT ?2",
-                &[&lifecycle::retention_cutoff(now, &rules), &SWEEP_BATCH],
+                &format!(
+                    "SELECT id, cluster_id FROM proposals
+                     WHERE ended_at IS NOT NULL AND ended_at < ?1{scope}
+                     ORDER BY ended_at LIMIT ?2"
+                ),
+                &scoped(&retention_cutoff, &SWEEP_BATCH, sources),
             )?;
             let mut pruned = 0;
             let mut clusters = BTreeSet::new();
@@ -114,6 +139,17 @@ impl Store {
             pruned,
         })
     }
+}
+
+/// A sweep statement's parameters: its own two, then the sources of its scope.
+fn scoped<'a>(
+    first: &'a dyn db::ToParam,
+    second: &'a dyn db::ToParam,
+    sources: &'a [String],
+) -> Vec<&'a dyn db::ToParam> {
+    let mut params = vec![first, second];
+    params.extend(sources.iter().map(|s| s as &dyn db::ToParam));
+    params
 }
 
 /// The actor of time-based changes.

@@ -46,6 +46,16 @@ impl Env {
         Some(env)
     }
 
+    /// An environment whose database is a fresh PostgreSQL database reached through
+    /// PgBouncer in transaction mode (see [`pg::Bouncer`]), or `None` without them.
+    pub fn pgbouncer() -> Option<Env> {
+        let pg = pg::Pg::shared()?;
+        let bouncer = pg::Bouncer::shared()?;
+        let mut env = Env::new();
+        env.url = Some(bouncer.through(&pg.fresh_db()));
+        Some(env)
+    }
+
     /// The `--db` value: the path or the URL.
     pub fn db_value(&self) -> String {
         match &self.url {

@@ -238,3 +238,120 @@ impl Pg {
         &self.dir
     }
 }
+
+/// A PgBouncer (the distribution's package) in transaction mode in front of a cluster,
+/// with the package's defaults otherwise: no `ignore_startup_parameters`, no prepared
+/// statement support (1.18), a small pool so server connections are shared between
+/// clients. Started on a free 127.0.0.1 port, stopped when the test process ends.
+pub struct Bouncer {
+    pub port: u16,
+    dir: PathBuf,
+}
+
+static SHARED_BOUNCER: OnceLock<Result<Bouncer, String>> = OnceLock::new();
+
+fn pgbouncer_bin() -> Option<PathBuf> {
+    ["/usr/sbin/pgbouncer", "/usr/bin/pgbouncer"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+}
+
+impl Bouncer {
+    /// The pooler in front of [`Pg::shared`], shared by a test binary's tests; `None`
+    /// (SKIPPED, or a failure under CI) without PostgreSQL or pgbouncer.
+    pub fn shared() -> Option<&'static Bouncer> {
+        let pg = Pg::shared()?;
+        match SHARED_BOUNCER.get_or_init(|| Bouncer::try_start(pg)) {
+            Ok(b) => Some(b),
+            Err(why) => {
+                super::need::require("pgbouncer", Some(why.clone()));
+                None
+            }
+        }
+    }
+
+    fn try_start(pg: &Pg) -> Result<Bouncer, String> {
+        let Some(bin) = pgbouncer_bin() else {
+            return Err("no pgbouncer (install the pgbouncer package)".into());
+        };
+        let dir = std::env::temp_dir().join(format!(
+            "opsgate-pgbouncer-{}-{}",
+            std::process::id(),
+            DATABASES.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let port = free_port();
+        let ini = dir.join("pgbouncer.ini");
+        std::fs::write(dir.join("userlist.txt"), "\"opsgate\" \"\"\n").unwrap();
+        std::fs::write(
+            &ini,
+            format!(
+                "[databases]\n* = host=127.0.0.1 port={pg}\n\n[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\nauth_type = trust\nauth_file = {dir}/userlist.txt\npool_mode = transaction\ndefault_pool_size = 4\nmax_client_conn = 500\nlogfile = {dir}/pgbouncer.log\npidfile = {dir}/pgbouncer.pid\n",
+                pg = pg.port,
+                dir = dir.display()
+            ),
+        )
+        .unwrap();
+        if is_root() {
+            let _ = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(&dir)
+                .status();
+        }
+        let out = as_owner(&bin)
+            .arg("-d")
+            .arg(&ini)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("starting pgbouncer: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "pgbouncer did not start: {}{}",
+                String::from_utf8_lossy(&out.stderr),
+                std::fs::read_to_string(dir.join("pgbouncer.log")).unwrap_or_default()
+            ));
+        }
+        let bouncer = Bouncer { port, dir };
+        bouncer.watchdog();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if std::time::Instant::now() > deadline {
+                return Err("pgbouncer does not listen".into());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Ok(bouncer)
+    }
+
+    /// Stops pgbouncer and removes its directory once this test process has ended.
+    fn watchdog(&self) {
+        let script = format!(
+            "while kill -0 {pid} 2>/dev/null; do sleep 1; done; kill $(cat {dir}/pgbouncer.pid) 2>/dev/null; sleep 1; rm -rf {dir}",
+            pid = std::process::id(),
+            dir = self.dir.display(),
+        );
+        use std::os::unix::process::CommandExt;
+        let _ = Command::new("sh")
+            .args(["-c", &script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn();
+    }
+
+    /// A URL of the cluster behind (from [`Pg::fresh_db`]) rewritten to go through the
+    /// pooler.
+    pub fn through(&self, url: &str) -> String {
+        let (head, tail) = url.split_once("@127.0.0.1:").unwrap();
+        let rest = &tail[tail.find('/').unwrap()..];
+        format!("{head}@127.0.0.1:{}{rest}", self.port)
+    }
+
+    /// The pooler's log (what it refused, which clients it closed).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("pgbouncer.log")).unwrap_or_default()
+    }
+}
