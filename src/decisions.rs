@@ -299,3 +299,178 @@ pub fn handle_events(
     }
     Ok(handled)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    //! The seam with a second channel: a fake one, in memory, shows that the outbox and
+    //! the decision loop need nothing of Telegram (what a Slack folder will rely on).
+
+    use super::*;
+    use crate::model::{Proposed, Risk, State};
+    use crate::notify::{self, Card, ChannelError, Polled, Presser};
+    use std::cell::RefCell;
+    use std::time::Duration;
+
+    /// A channel that records what it is sent; one chat `C1`, one operator `fake:U1`.
+    #[derive(Default)]
+    struct Fake {
+        sent: RefCell<Vec<(String, String, Card)>>,
+        edits: RefCell<usize>,
+        answers: RefCell<Vec<String>>,
+    }
+
+    impl Channel for Fake {
+        fn name(&self) -> &'static str {
+            "fake"
+        }
+        fn route(&self, _source: &str, _risk: &str) -> Target {
+            Target {
+                chat: "C1".into(),
+                topic: None,
+                operators: vec!["fake:U1".into()],
+            }
+        }
+        fn is_operator_anywhere(&self, presser: &str) -> bool {
+            presser == "fake:U1"
+        }
+        fn status_message(&self) -> bool {
+            false
+        }
+        fn max_wait(&self) -> Duration {
+            Duration::ZERO
+        }
+        fn content_hash(&self, card: &Card) -> String {
+            card.hash_with(&card.text())
+        }
+        fn connect(&self) -> anyhow::Result<()> {
+            Ok(())
+        }
+        fn send(&self, to: &Target, card: &Card) -> Result<String, ChannelError> {
+            let mut sent = self.sent.borrow_mut();
+            let message = format!("m{}", sent.len() + 1);
+            sent.push((to.chat.clone(), message.clone(), card.clone()));
+            Ok(message)
+        }
+        fn edit(&self, _chat: &str, _message: &str, _card: &Card) -> Result<(), ChannelError> {
+            *self.edits.borrow_mut() += 1;
+            Ok(())
+        }
+        fn retire(&self, _chat: &str, _message: &str, _text: &str) -> Result<(), ChannelError> {
+            Ok(())
+        }
+        fn pin(&self, _chat: &str, _message: &str) -> Result<(), ChannelError> {
+            Ok(())
+        }
+        fn ask(&self, _to: &Target, _text: &str) -> Result<String, ChannelError> {
+            Ok("prompt".into())
+        }
+        fn answer(&self, _press: &Press, text: &str) -> Result<(), ChannelError> {
+            self.answers.borrow_mut().push(text.to_string());
+            Ok(())
+        }
+        fn fetch(&self, _after: Option<i64>, _wait: Duration) -> Result<Polled, ChannelError> {
+            Ok(Polled::Events(Vec::new()))
+        }
+        fn whoami(&self) -> Result<String, ChannelError> {
+            Ok("fake bot".into())
+        }
+        fn sleep_or_stop(&self, _d: Duration) -> bool {
+            true
+        }
+    }
+
+    fn proposed(command: &str) -> Proposed {
+        let canon = crate::canon::canonicalize(command);
+        Proposed {
+            display_id: None,
+            command: command.into(),
+            reason: None,
+            risk: Risk::Low,
+            denied_by: None,
+            subjects: canon.subjects(),
+            cmd_hash: canon.cmd_hash,
+            canonical: canon.canonical,
+            logical_keys: canon.logical_keys,
+        }
+    }
+
+    fn press(presser: &str, chat: &str, message: &str, data: String) -> Press {
+        Press {
+            id: "q".into(),
+            presser: Presser {
+                id: presser.into(),
+                display: presser.into(),
+            },
+            chat: Some(chat.into()),
+            message: Some(message.into()),
+            data: Some(data),
+        }
+    }
+
+    #[test]
+    fn a_second_channel_delivers_and_decides_through_the_seam_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(
+            &dir.path().join("db.sqlite"),
+            crate::config::Rules::default(),
+        )
+        .unwrap();
+        let now = 1_700_000_000_000;
+        store
+            .ingest("web", &[proposed("docker restart web")], now)
+            .unwrap();
+        let fake = Fake::default();
+
+        let report = notify::push_owed(&mut store, &fake).unwrap();
+        assert_eq!((report.sent, report.edited), (1, 0));
+        let (chat, message, card) = fake.sent.borrow()[0].clone();
+        assert_eq!((chat.as_str(), message.as_str()), ("C1", "m1"));
+        let approve = card.callback_data(&card.buttons[0][0]);
+        // Nothing changed: no call.
+        let again = notify::push_owed(&mut store, &fake).unwrap();
+        assert_eq!((again.sent, again.edited), (0, 0));
+
+        let outsider = press("fake:U9", "C1", "m1", approve.clone());
+        let events = vec![Incoming {
+            position: 7,
+            press: Some(outsider),
+            said: None,
+        }];
+        let handled = handle_events(&mut store, &fake, false, events, now, &|_| {}).unwrap();
+        assert_eq!(handled.refused, 1);
+        // The same user id on another channel is another person.
+        let telegram_twin = press("telegram:U1", "C1", "m1", approve.clone());
+        let outcome = apply_press(&mut store, &fake, false, &telegram_twin, 8, now).unwrap();
+        assert_eq!(outcome, Decided::Refused(Refusal::NotOperator));
+
+        let operator = press("fake:U1", "C1", "m1", approve);
+        let events = vec![Incoming {
+            position: 9,
+            press: Some(operator),
+            said: None,
+        }];
+        let handled = handle_events(&mut store, &fake, false, events, now, &|_| {}).unwrap();
+        assert_eq!(handled.applied, 1, "{:?}", fake.answers.borrow());
+        let id = card.shown[0];
+        let cluster = card_cluster(&mut store, id);
+        let view = store.cluster(cluster).unwrap();
+        let p = view.proposals.iter().find(|p| p.id == id).unwrap();
+        assert_eq!(p.state, State::Approved);
+        assert!(p.decided_by.as_deref().unwrap().contains("fake:U1"));
+        assert_eq!(store.cursor("fake").unwrap(), Some(10));
+        assert_eq!(store.cursor("telegram").unwrap(), None);
+        // The decided card is edited in place on the channel that showed it.
+        notify::push_owed(&mut store, &fake).unwrap();
+        assert_eq!(*fake.edits.borrow(), 1);
+        assert_eq!(fake.sent.borrow().len(), 1);
+    }
+
+    fn card_cluster(store: &mut Store, id: i64) -> i64 {
+        store
+            .card_route(CardOf::Proposal(id))
+            .unwrap()
+            .map(|(c, _, _)| c)
+            .unwrap()
+    }
+}

@@ -51,3 +51,38 @@ pub fn fits(card: &Card) -> bool {
 pub fn content_hash(card: &Card) -> String {
     card.hash_with(&html(card))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{ClusterView, State};
+
+    /// The hash of what Telegram is sent is stored with each delivery: if formatting a
+    /// neutral card changed one byte of the HTML (or of the buttons), every card would be
+    /// edited once after an upgrade. Pinned to the value the Telegram-typed renderer gave.
+    #[test]
+    fn the_telegram_content_hash_of_a_card_is_what_the_telegram_typed_renderer_gave() {
+        let mut approved = crate::notify::tests::proposal(2, "docker stop web && echo '<b>' &");
+        approved.state = State::Approved;
+        let view = ClusterView {
+            cluster_id: 1,
+            source: "host".into(),
+            name: Some("web".into()),
+            proposals: vec![
+                crate::notify::tests::proposal(1, "docker restart web"),
+                approved,
+            ],
+            merged_into: None,
+            note: Some("a <note>".into()),
+            runs_as: Some("opsgate".into()),
+        };
+        let card = crate::notify::render(&view);
+        assert!(html(&card).starts_with("<b>🖥 host · container web</b>  [card 1]\n"));
+        assert!(
+            html(&card).contains("<pre>docker stop web &amp;&amp; echo '&lt;b&gt;' &amp;</pre>")
+        );
+        assert_eq!(content_hash(&card), PINNED_CARD_HASH);
+    }
+
+    const PINNED_CARD_HASH: &str = "f34822be537d4207e3260bd1a5cfc296";
+}
