@@ -1,11 +1,12 @@
 //! Stage 4, notify: one card per cluster, rendered from store state.
 //!
-//! Rendering is pure (a [`ClusterView`] in, a [`Card`] out) and never touches the network
-//! or the database; [`outbox`] delivers what the store says is owed through a channel
-//! adapter (Telegram in [`telegram`], the only async code), [`console`] prints cards, and
-//! [`words`] says what a decision did. A card shows each command's raw text exactly, with
-//! every character that is not printable ASCII made visible, because that text is what
-//! would run.
+//! Rendering is pure (a [`ClusterView`] in, a channel-neutral [`Card`] out) and never
+//! touches the network or the database. Each chat channel formats a card its own way and
+//! sits behind the [`Channel`] seam ([`channel`]); [`channels`] registers them (Telegram
+//! in [`telegram`], the only async code). [`outbox`] delivers what the store says is owed
+//! through any channel, [`console`] prints cards, and [`words`] says what a decision did.
+//! A card shows each command's raw text exactly, with every character that is not
+//! printable ASCII made visible, because that text is what would run.
 
 mod channel;
 pub mod channels;
@@ -196,10 +197,11 @@ fn fits(card: &Card) -> bool {
 }
 
 /// Renders a cluster's card: a pure function of the view. The card must fit every
-/// registered channel's limits (Telegram's: 4096 UTF-16 units); among the ways to make it fit (less detail, fewer variants listed), it takes
-/// the one that shows the most commands in full, since only those get buttons, then the
-/// one that lists the most variants, then the most detail. Variants left off are
-/// counted, without buttons.
+/// registered channel's limits (Telegram's: 4096 UTF-16 units), so its buttons and stamp
+/// are the same on every channel. Among the ways to make it fit (less detail, fewer
+/// variants listed), it takes the one that shows the most commands in full, since only
+/// those get buttons, then the one that lists the most variants, then the most detail.
+/// Variants left off are counted, without buttons.
 pub fn render(view: &ClusterView) -> Card {
     let all = view.in_flight().count();
     let mut best: Option<((usize, usize), Card)> = None;

@@ -47,12 +47,22 @@ pub fn configured(config: &Config) -> Vec<Box<dyn Channel + '_>> {
         .collect()
 }
 
-/// The channels that take presses; errs when one is not configured for decisions.
+/// The channels that take presses: every channel configured (or half configured, which
+/// errs with what is missing). With none configured, the first registered channel's error
+/// says how to configure it.
 pub fn for_decisions<'a>(config: &'a Config, stop: &Stop) -> Result<Vec<Box<dyn Channel + 'a>>> {
-    CHANNELS
-        .iter()
-        .map(|c| (c.decide)(config, stop.clone()))
-        .collect()
+    let mut out = Vec::new();
+    for c in CHANNELS {
+        if (c.complete)(config).is_err() || (c.deliver)(config).is_some() {
+            out.push((c.decide)(config, stop.clone())?);
+        }
+    }
+    if out.is_empty() {
+        if let Some(first) = CHANNELS.first() {
+            out.push((first.decide)(config, stop.clone())?);
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
