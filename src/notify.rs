@@ -64,6 +64,36 @@ pub struct Span {
     pub text: String,
 }
 
+impl Span {
+    /// The masked secrets of a [`Style::Command`] span: the byte ranges of its
+    /// `•••• (secret, N chars)` markers (or a marker's `••••` when a cut shortened it), so
+    /// a channel may style them. Exact, because a command is shown with every character
+    /// other than printable ASCII escaped: a `•` on a card is always a mask's.
+    pub fn masks(&self) -> Vec<std::ops::Range<usize>> {
+        if self.style != Style::Command {
+            return Vec::new();
+        }
+        const DOTS: &str = "••••";
+        let mut out = Vec::new();
+        let mut from = 0;
+        while let Some(at) = self.text[from..].find(DOTS) {
+            let start = from + at;
+            let mut end = start + DOTS.len();
+            let rest = &self.text[end..];
+            if let Some(tail) = rest.strip_prefix(" (secret, ") {
+                if let Some(close) = tail.find(" chars)") {
+                    if tail[..close].bytes().all(|b| b.is_ascii_digit()) {
+                        end += " (secret, ".len() + close + " chars)".len();
+                    }
+                }
+            }
+            out.push(start..end);
+            from = end;
+        }
+        out
+    }
+}
+
 /// A rendered card, channel-neutral: its text as styled pieces, its buttons, and what the
 /// card check needs (the commands shown in full, the stamp). A channel formats it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -916,6 +946,29 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_command_span_names_its_masks_and_nothing_else() {
+        let cmd =
+            "curl -H 'Authorization: Bearer ghp_0123456789abcdefghijklmnopqrstuvwxyzAB' https://x";
+        let card = render(&view(vec![proposal(1, cmd)]));
+        let command = card
+            .body
+            .iter()
+            .find(|s| s.style == Style::Command)
+            .unwrap();
+        let masks = command.masks();
+        assert_eq!(masks.len(), 1, "{}", command.text);
+        let marker = &command.text[masks[0].clone()];
+        assert!(
+            marker.starts_with("••••") && marker.ends_with(" chars)"),
+            "{marker}"
+        );
+        assert!(!command.text.replace(marker, "").contains('•'));
+        // A literal bullet in a command is escaped, never taken for a mask.
+        let card = render(&view(vec![proposal(1, "echo ••••")]));
+        assert!(card.body.iter().all(|s| s.masks().is_empty()));
     }
 
     #[test]
