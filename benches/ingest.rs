@@ -634,7 +634,7 @@ fn main() {
         let t = Instant::now();
         let mut len = 0;
         for _ in 0..20_000 {
-            len += opsgate::notify::render(&view).html.len();
+            len += opsgate::notify::telegram::format::html(&opsgate::notify::render(&view)).len();
         }
         render_times.push(t.elapsed());
         std::hint::black_box(len);

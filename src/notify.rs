@@ -1,46 +1,105 @@
 //! Stage 4, notify: one card per cluster, rendered from store state.
 //!
-//! Rendering is pure (a [`ClusterView`] in, a [`Card`] out) and never touches the network
-//! or the database; [`outbox`] delivers what the store says is owed through a channel
-//! adapter (Telegram in [`telegram`], the only async code), [`console`] prints cards, and
-//! [`words`] says what a decision did. A card shows each command's raw text exactly, with
-//! every character that is not printable ASCII made visible, because that text is what
-//! would run.
+//! Rendering is pure (a [`ClusterView`] in, a channel-neutral [`Card`] out) and never
+//! touches the network or the database. Each chat channel formats a card its own way and
+//! sits behind the [`Channel`] seam ([`channel`]); [`channels`] registers them (Telegram
+//! in [`telegram`], the only async code). [`outbox`] delivers what the store says is owed
+//! through any channel, [`console`] prints cards, and [`words`] says what a decision did.
+//! A card shows each command's raw text exactly, with every character that is not
+//! printable ASCII made visible, because that text is what would run.
 
+mod channel;
+pub mod channels;
 mod console;
 mod outbox;
 mod status;
 pub mod telegram;
 mod words;
 
+pub use channel::{
+    classify, Channel, ChannelError, Failure, Incoming, Polled, Press, Presser, Said, Target,
+};
 pub use console::console_text;
 pub use outbox::{deliver_quietly, push_owed, PushReport};
 pub use status::render_status;
 pub use words::describe;
 
 use crate::model::{Action, ClusterView, Proposal, Risk, State};
-use crate::text::{escape_html, show_field, show_lines, show_prose};
+use crate::text::{show_field, show_lines, show_prose};
 use crate::time::{hhmm, hhmm_from, human_duration};
 use sha2::{Digest, Sha256};
 
-/// Telegram's limit on message text after entity parsing, in UTF-16 code units.
-pub const MAX_CARD_CHARS: usize = 4096;
-
-/// A button: its label and what it asks for (a row reference, never a command). Its
-/// callback data is `action.callback_data(&card.stamp)`.
+/// A button: its label and what it asks for (a row reference, never a command). What it
+/// carries when pressed is `action.callback_data(&card.stamp)`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Button {
     pub label: String,
     pub action: Action,
 }
 
-/// A rendered card.
+/// What a piece of a card's text is; each channel's formatter gives each kind its own
+/// look (Telegram: bold, `<pre>`, `<code>`, italics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Style {
+    /// Plain text (already shown by one of the `show_*` functions).
+    Text,
+    /// The card's title: the host and the subject (or the status message's source).
+    Title,
+    /// A variant's heading: its number, id and state.
+    Heading,
+    /// The exact command that runs, secrets already masked as `••••`: a block of its own.
+    Command,
+    /// The end of a run's output: a block of its own.
+    Output,
+    /// A short literal inline: a hash, a reworded command, a card's subject.
+    Code,
+    /// Somebody else's words (the model's reason, an operator's note): marked as such.
+    Prose,
+}
+
+/// One piece of a card's text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Span {
+    pub style: Style,
+    pub text: String,
+}
+
+impl Span {
+    /// The masked secrets of a [`Style::Command`] span: the byte ranges of its
+    /// `•••• (secret, N chars)` markers (or a marker's `••••` when a cut shortened it), so
+    /// a channel may style them. Exact, because a command is shown with every character
+    /// other than printable ASCII escaped: a `•` on a card is always a mask's.
+    pub fn masks(&self) -> Vec<std::ops::Range<usize>> {
+        if self.style != Style::Command {
+            return Vec::new();
+        }
+        const DOTS: &str = "••••";
+        let mut out = Vec::new();
+        let mut from = 0;
+        while let Some(at) = self.text[from..].find(DOTS) {
+            let start = from + at;
+            let mut end = start + DOTS.len();
+            let rest = &self.text[end..];
+            if let Some(tail) = rest.strip_prefix(" (secret, ") {
+                if let Some(close) = tail.find(" chars)") {
+                    if tail[..close].bytes().all(|b| b.is_ascii_digit()) {
+                        end += " (secret, ".len() + close + " chars)".len();
+                    }
+                }
+            }
+            out.push(start..end);
+            from = end;
+        }
+        out
+    }
+}
+
+/// A rendered card, channel-neutral: its text as styled pieces, its buttons, and what the
+/// card check needs (the commands shown in full, the stamp). A channel formats it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Card {
-    /// Telegram HTML (parse mode HTML): every dynamic string escaped.
-    pub html: String,
-    /// The same text as the operator reads it (what HTML parsing leaves), for the console.
-    pub plain: String,
+    /// The text, in order; its trailing whitespace is not part of the card.
+    pub body: Vec<Span>,
     /// Rows of buttons.
     pub buttons: Vec<Vec<Button>>,
     /// In-flight proposals whose whole command is on the card: the only ones with buttons.
@@ -50,10 +109,22 @@ pub struct Card {
 }
 
 impl Card {
-    /// Hash of everything that would be sent: equal hashes need no API call.
-    pub fn content_hash(&self) -> String {
+    /// The text as the operator reads it (what every formatter leaves of it), for the
+    /// console and `--json`.
+    pub fn text(&self) -> String {
+        let mut s = String::new();
+        for span in &self.body {
+            s.push_str(&span.text);
+        }
+        s.truncate(s.trim_end().len());
+        s
+    }
+
+    /// Hash of everything a channel would send (its formatted text and the buttons):
+    /// equal hashes need no API call.
+    pub fn hash_with(&self, formatted: &str) -> String {
         let mut h = Sha256::new();
-        h.update(self.html.as_bytes());
+        h.update(formatted.as_bytes());
         for row in &self.buttons {
             for b in row {
                 h.update([0]);
@@ -70,11 +141,6 @@ impl Card {
     pub fn callback_data(&self, button: &Button) -> String {
         button.action.callback_data(&self.stamp)
     }
-
-    /// Length as Telegram counts it: UTF-16 code units of the parsed text.
-    pub fn visible_len(&self) -> usize {
-        self.plain.encode_utf16().count()
-    }
 }
 
 /// Longest LLM id, subject or key shown on a card, in characters.
@@ -82,31 +148,28 @@ const FIELD_CHARS: usize = 64;
 /// Longest source name or cluster name shown in a card's header.
 const NAME_CHARS: usize = 128;
 
-/// Builds HTML and its parsed text side by side, so the length Telegram will count is
-/// known exactly. Every piece of untrusted text arrives already shown (escaped) by one of
-/// the `show_*` functions.
+/// Builds a card's text piece by piece. Every piece of untrusted text arrives already
+/// shown (made visible, cut) by one of the `show_*` functions; formatters escape it.
 #[derive(Default)]
 struct Writer {
-    html: String,
-    plain: String,
+    body: Vec<Span>,
 }
 
 impl Writer {
-    /// Appends text that is already safe to show (escaped for HTML here).
+    /// Appends plain text.
     fn text(&mut self, s: &str) {
-        self.html.push_str(&escape_html(s));
-        self.plain.push_str(s);
+        match self.body.last_mut() {
+            Some(last) if last.style == Style::Text => last.text.push_str(s),
+            _ => self.styled(Style::Text, s),
+        }
     }
 
-    /// Appends safe text inside a tag.
-    fn tagged(&mut self, tag: &str, s: &str) {
-        self.html.push_str(&format!("<{tag}>"));
-        self.text(s);
-        self.html.push_str(&format!("</{tag}>"));
-    }
-
-    fn len(&self) -> usize {
-        self.plain.encode_utf16().count()
+    /// Appends a piece of another kind (kept even when empty: a formatter may mark it).
+    fn styled(&mut self, style: Style, s: &str) {
+        self.body.push(Span {
+            style,
+            text: s.to_string(),
+        });
     }
 }
 
@@ -158,15 +221,17 @@ const DETAIL_LEVELS: [Detail; 5] = [
     },
 ];
 
+/// Whether a card fits every registered channel's limits (a card is the same on each).
 fn fits(card: &Card) -> bool {
-    card.visible_len() <= MAX_CARD_CHARS && card.html.len() < 64 * 1024
+    channels::fits_everywhere(card)
 }
 
-/// Renders a cluster's card: a pure function of the view. The card must fit Telegram's
-/// limit; among the ways to make it fit (less detail, fewer variants listed), it takes
-/// the one that shows the most commands in full, since only those get buttons, then the
-/// one that lists the most variants, then the most detail. Variants left off are
-/// counted, without buttons.
+/// Renders a cluster's card: a pure function of the view. The card must fit every
+/// registered channel's limits (Telegram's: 4096 UTF-16 units), so its buttons and stamp
+/// are the same on every channel. Among the ways to make it fit (less detail, fewer
+/// variants listed), it takes the one that shows the most commands in full, since only
+/// those get buttons, then the one that lists the most variants, then the most detail.
+/// Variants left off are counted, without buttons.
 pub fn render(view: &ClusterView) -> Card {
     let all = view.in_flight().count();
     let mut best: Option<((usize, usize), Card)> = None;
@@ -217,15 +282,14 @@ fn render_with(view: &ClusterView, detail: Detail, max_in_flight: usize) -> Card
     let mut shown: Vec<i64> = Vec::new();
 
     // The host first: with one queue for many hosts, where it runs is the first question.
-    w.html.push_str("<b>");
-    w.text("🖥 ");
-    w.text(&show_field(&view.source, NAME_CHARS));
-    w.text(" · ");
-    match &view.name {
-        Some(name) => w.text(&show_field(&crate::canon::subject_label(name), NAME_CHARS)),
-        None => w.text(&format!("command #{}", view.cluster_id)),
-    }
-    w.html.push_str("</b>");
+    let subject = match &view.name {
+        Some(name) => show_field(&crate::canon::subject_label(name), NAME_CHARS),
+        None => format!("command #{}", view.cluster_id),
+    };
+    w.styled(
+        Style::Title,
+        &format!("🖥 {} · {subject}", show_field(&view.source, NAME_CHARS)),
+    );
     w.text(&format!("  [card {}]\n", view.cluster_id));
 
     if let Some(into) = view.merged_into {
@@ -278,9 +342,10 @@ fn render_with(view: &ClusterView, detail: Detail, max_in_flight: usize) -> Card
             continue;
         }
         w.text("\n");
-        w.html.push_str("<b>");
-        w.text(&format!("{}. #{} {}", n + 1, p.id, p.state.as_str()));
-        w.html.push_str("</b>");
+        w.styled(
+            Style::Heading,
+            &format!("{}. #{} {}", n + 1, p.id, p.state.as_str()),
+        );
         w.text(&format!(
             " · {} risk {} · seen {}× · first {} · last {}\n",
             risk_mark(p.risk),
@@ -299,7 +364,7 @@ fn render_with(view: &ClusterView, detail: Detail, max_in_flight: usize) -> Card
             w.text("⚠ this command holds characters other than printable ASCII, shown as ⟦U+XXXX⟧: they are part of what runs\n");
         }
         let cut = cut_command(&visible, detail.command_chars);
-        w.tagged("pre", &cut.text);
+        w.styled(Style::Command, &cut.text);
         w.text("\n");
         if cut.elided > 0 {
             w.text(&format!(
@@ -309,9 +374,7 @@ fn render_with(view: &ClusterView, detail: Detail, max_in_flight: usize) -> Card
         } else if p.state.in_flight() {
             shown.push(p.id);
         }
-        w.html.push_str("<code>");
-        w.text(&p.cmd_hash);
-        w.html.push_str("</code>");
+        w.styled(Style::Code, &p.cmd_hash);
         if !p.logical_keys.is_empty() {
             let keys: Vec<String> = p
                 .logical_keys
@@ -345,7 +408,7 @@ fn render_with(view: &ClusterView, detail: Detail, max_in_flight: usize) -> Card
                 // A reason is the model's prose: one line, marked, so it cannot pass for
                 // another variant or command on the card.
                 w.text("reason: ");
-                w.tagged("i", &show_prose(reason, detail.reason_chars));
+                w.styled(Style::Prose, &show_prose(reason, detail.reason_chars));
                 w.text("\n");
             }
         }
@@ -408,12 +471,8 @@ fn render_with(view: &ClusterView, detail: Detail, max_in_flight: usize) -> Card
             )]);
         }
     }
-    let _ = w.len();
-    let plain = w.plain.trim_end().to_string();
-    let html = w.html.trim_end().to_string();
     Card {
-        html,
-        plain,
+        body: w.body,
         buttons,
         shown,
         stamp,
@@ -550,7 +609,7 @@ fn lifecycle_lines(w: &mut Writer, p: &Proposal, detail: Detail) {
             .filter(|_| p.state != State::Failed)
         {
             w.text(": ");
-            w.tagged("i", &show_prose(note, 200));
+            w.styled(Style::Prose, &show_prose(note, 200));
         }
         w.text("\n");
     }
@@ -559,8 +618,8 @@ fn lifecycle_lines(w: &mut Writer, p: &Proposal, detail: Detail) {
         if let Some(reworded) = &again.reworded {
             w.text(", last reworded as ");
             let shown = crate::mask::show_command(reworded).0;
-            w.tagged(
-                "code",
+            w.styled(
+                Style::Code,
                 &cut_command(&shown, detail.command_chars.min(200)).text,
             );
         }
@@ -638,7 +697,7 @@ fn lifecycle_lines(w: &mut Writer, p: &Proposal, detail: Detail) {
                     if lines > kept {
                         w.text(&format!("… {} more lines\n", lines - kept));
                     }
-                    w.tagged("pre", show_lines(&shown).trim_end());
+                    w.styled(Style::Output, show_lines(&shown).trim_end());
                     w.text("\n");
                 }
             }
@@ -717,6 +776,7 @@ fn cut_command(shown: &str, max: usize) -> Cut {
 mod tests {
     use super::*;
     use crate::model::RunInfo;
+    use crate::notify::telegram::format::{html, visible_len, MAX_CARD_CHARS};
 
     pub(crate) fn proposal(id: i64, command: &str) -> Proposal {
         Proposal {
@@ -781,9 +841,9 @@ mod tests {
     #[test]
     fn html_escapes_every_dynamic_string() {
         let card = render(&view(vec![proposal(1, "echo '<b>' &amp; > /tmp/x")]));
-        assert!(card.html.contains("echo '&lt;b&gt;' &amp;amp; &gt; /tmp/x"));
-        assert!(card.html.contains("because &lt;reasons&gt; &amp; more"));
-        assert!(card.plain.contains("echo '<b>' &amp; > /tmp/x"));
+        assert!(html(&card).contains("echo '&lt;b&gt;' &amp;amp; &gt; /tmp/x"));
+        assert!(html(&card).contains("because &lt;reasons&gt; &amp; more"));
+        assert!(card.text().contains("echo '<b>' &amp; > /tmp/x"));
         assert_eq!(
             card.callback_data(&card.buttons[0][0]),
             format!("a:1:{}", card.stamp)
@@ -798,9 +858,9 @@ mod tests {
     #[test]
     fn invisible_characters_are_shown_and_flagged() {
         let card = render(&view(vec![proposal(1, "rm -rf /tmp/\u{202E}txt.sh")]));
-        assert!(card.plain.contains("⟦U+202E⟧"));
-        assert!(card.plain.contains("⚠ this command holds characters"));
-        assert!(!card.plain.contains('\u{202E}'));
+        assert!(card.text().contains("⟦U+202E⟧"));
+        assert!(card.text().contains("⚠ this command holds characters"));
+        assert!(!card.text().contains('\u{202E}'));
     }
 
     #[test]
@@ -808,11 +868,11 @@ mod tests {
         let cmd = format!("echo {}\u{200B}{}", "a".repeat(5000), "b".repeat(5000));
         let card = render(&view(vec![proposal(1, &cmd)]));
         assert!(
-            card.visible_len() <= MAX_CARD_CHARS,
+            visible_len(&card) <= MAX_CARD_CHARS,
             "{}",
-            card.visible_len()
+            visible_len(&card)
         );
-        assert!(card.plain.contains("⟦U+200B⟧"));
+        assert!(card.text().contains("⟦U+200B⟧"));
         assert!(card.shown.is_empty());
         assert!(card
             .buttons
@@ -827,13 +887,13 @@ mod tests {
             .map(|i| proposal(i, &format!("docker restart web{i} {}", "x".repeat(100))))
             .collect();
         let card = render(&view(ps));
-        assert!(card.visible_len() <= MAX_CARD_CHARS);
+        assert!(visible_len(&card) <= MAX_CARD_CHARS);
         assert_eq!(
-            card.html.matches("<pre>").count(),
-            card.html.matches("</pre>").count()
+            html(&card).matches("<pre>").count(),
+            html(&card).matches("</pre>").count()
         );
         assert!(card
-            .plain
+            .text()
             .contains("more variant(s) in flight, not shown here"));
     }
 
@@ -866,12 +926,12 @@ mod tests {
                     .collect();
                 let v = view(ps);
                 let card = render(&v);
-                assert!(card.visible_len() <= MAX_CARD_CHARS, "{len} x {size}");
+                assert!(visible_len(&card) <= MAX_CARD_CHARS, "{len} x {size}");
                 let mut pending_buttons = 0;
                 for b in card.buttons.iter().flatten() {
                     if let Some(command) = command_of(&v, &card, &card.callback_data(b)) {
                         assert!(
-                            card.plain.contains(&format!("{command}\n")),
+                            card.text().contains(&format!("{command}\n")),
                             "{len} x {size}: button {} acts on a command not shown in full",
                             card.callback_data(b)
                         );
@@ -898,6 +958,29 @@ mod tests {
     }
 
     #[test]
+    fn a_command_span_names_its_masks_and_nothing_else() {
+        let cmd =
+            "curl -H 'Authorization: Bearer ghp_0123456789abcdefghijklmnopqrstuvwxyzAB' https://x";
+        let card = render(&view(vec![proposal(1, cmd)]));
+        let command = card
+            .body
+            .iter()
+            .find(|s| s.style == Style::Command)
+            .unwrap();
+        let masks = command.masks();
+        assert_eq!(masks.len(), 1, "{}", command.text);
+        let marker = &command.text[masks[0].clone()];
+        assert!(
+            marker.starts_with("••••") && marker.ends_with(" chars)"),
+            "{marker}"
+        );
+        assert!(!command.text.replace(marker, "").contains('•'));
+        // A literal bullet in a command is escaped, never taken for a mask.
+        let card = render(&view(vec![proposal(1, "echo ••••")]));
+        assert!(card.body.iter().all(|s| s.masks().is_empty()));
+    }
+
+    #[test]
     fn fields_are_one_line_and_escaped() {
         let mut p = proposal(1, "docker restart db");
         p.display_ids = vec!["x\n\n2. #9 pending\n<pre>rm -rf /</pre>".into()];
@@ -905,10 +988,10 @@ mod tests {
         let mut v = view(vec![p]);
         v.name = Some("web\u{202E}\nfake".into());
         let card = render(&v);
-        assert!(!card.plain.contains("\n2. #9"), "{}", card.plain);
-        assert!(card.plain.contains("x⟦U+000A⟧⟦U+000A⟧2. #9 pending"));
-        assert!(card.plain.contains("stop:web⟦U+000A⟧evil"));
-        assert!(card.plain.contains("web⟦U+202E⟧⟦U+000A⟧fake"));
-        assert_eq!(card.html.matches("<pre>").count(), 1);
+        assert!(!card.text().contains("\n2. #9"), "{}", card.text());
+        assert!(card.text().contains("x⟦U+000A⟧⟦U+000A⟧2. #9 pending"));
+        assert!(card.text().contains("stop:web⟦U+000A⟧evil"));
+        assert!(card.text().contains("web⟦U+202E⟧⟦U+000A⟧fake"));
+        assert_eq!(html(&card).matches("<pre>").count(), 1);
     }
 }

@@ -31,6 +31,7 @@ use std::io::Write;
 /// What each adapter knows about its own errors, for the exit code.
 pub const CLASSIFIERS: &[error::Classifier] = &[
     crate::store::classify,
+    crate::notify::classify,
     crate::notify::telegram::classify,
     crate::parse::classify,
     error::classify_io,

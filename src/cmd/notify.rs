@@ -1,42 +1,48 @@
-//! `notify`: deliver the owed cards to Telegram, or print every in-flight card.
+//! `notify`: deliver the owed cards to every configured chat channel, or print every
+//! in-flight card.
 
 use super::{open_for_reading, open_store, print_out};
 use crate::cli::NotifyArgs;
 use crate::config::Config;
 use crate::error::{self, Kind};
-use crate::notify::{self, Card, PushReport};
+use crate::notify::{self, channels, Card, Failure, PushReport};
 use anyhow::Result;
 
 pub fn notify(config: &Config, args: NotifyArgs) -> Result<u8> {
     if !args.console {
-        config.telegram_complete()?;
+        channels::complete(config)?;
     }
-    let tg_cfg = match (&config.telegram, args.console) {
-        (Some(tg), false) => tg,
-        _ => {
-            let clusters = match open_for_reading(config)? {
-                Some(mut store) => store.in_flight_clusters(args.source.as_deref())?,
-                None => Vec::new(),
-            };
-            let cards: Vec<Card> = clusters.iter().map(notify::render).collect();
-            if args.json {
-                let v: Vec<serde_json::Value> = clusters
-                    .iter()
-                    .zip(&cards)
-                    .map(|(c, card)| {
-                        serde_json::json!({"card": c.cluster_id, "source": c.source,
-                            "text": card.plain, "approvable": card.shown})
-                    })
-                    .collect();
-                print_out(&format!("{}\n", serde_json::Value::Array(v)))?;
-            } else if config.verbosity >= 0 {
-                print_out(&notify::console_text(&cards))?;
-            }
-            return Ok(error::OK);
-        }
+    let configured = if args.console {
+        Vec::new()
+    } else {
+        channels::configured(config)
     };
+    if configured.is_empty() {
+        let clusters = match open_for_reading(config)? {
+            Some(mut store) => store.in_flight_clusters(args.source.as_deref())?,
+            None => Vec::new(),
+        };
+        let cards: Vec<Card> = clusters.iter().map(notify::render).collect();
+        if args.json {
+            let v: Vec<serde_json::Value> = clusters
+                .iter()
+                .zip(&cards)
+                .map(|(c, card)| {
+                    serde_json::json!({"card": c.cluster_id, "source": c.source,
+                        "text": card.text(), "approvable": card.shown})
+                })
+                .collect();
+            print_out(&format!("{}\n", serde_json::Value::Array(v)))?;
+        } else if config.verbosity >= 0 {
+            print_out(&notify::console_text(&cards))?;
+        }
+        return Ok(error::OK);
+    }
     let mut store = open_store(config)?;
-    let report = notify::push_owed(&mut store, tg_cfg, None)?;
+    let mut report = PushReport::default();
+    for ch in &configured {
+        report.add(notify::push_owed(&mut store, ch.as_ref())?);
+    }
     if args.json {
         let refused: Vec<serde_json::Value> = report
             .refused
@@ -80,9 +86,7 @@ pub fn finish_push(config: &Config, report: &PushReport) -> Result<u8> {
     if let Some(e) = &report.stopped_by {
         // Said once, and only when true: a refused token or chat needs a fix first.
         let when = match e {
-            crate::notify::telegram::TgError::Config(_) => {
-                "a notify delivers them once this is fixed"
-            }
+            e if e.failure == Failure::Config => "a notify delivers them once this is fixed",
             _ => "the next notify delivers them",
         };
         return Err(anyhow::Error::new(e.clone())

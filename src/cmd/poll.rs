@@ -1,5 +1,6 @@
 //! `poll` (one round of presses, cron-friendly) and `serve` (long polling, cards, sweeps
-//! and, with `--execute`, runs) for Telegram. One poller per database, by a lease.
+//! and, with `--execute`, runs) for every chat channel that takes presses. One poller per
+//! database, by a lease.
 
 use super::notify::finish_push;
 use super::{open_store, print_out};
@@ -7,8 +8,7 @@ use crate::cli::{PollArgs, ServeArgs};
 use crate::config::Config;
 use crate::decisions::{self, Handled};
 use crate::error::{self, Error, Kind};
-use crate::notify::telegram::{Polled, Telegram, TgError, CHANNEL};
-use crate::notify::{self, PushReport};
+use crate::notify::{self, channels, Channel, Failure, Polled, PushReport};
 use crate::process::Stop;
 use crate::store::Store;
 use anyhow::{Context, Result};
@@ -35,35 +35,43 @@ fn take_poller_lock(store: &mut Store, wait: Duration) -> Result<()> {
     .into())
 }
 
-/// Applies a batch of updates with this configuration.
+/// Applies a batch of a channel's events with this configuration.
 fn handle(
     store: &mut Store,
-    tg: &Telegram,
+    ch: &dyn Channel,
     config: &Config,
-    updates: Vec<crate::notify::telegram::Incoming>,
+    events: Vec<notify::Incoming>,
 ) -> Result<Handled> {
-    let tg_cfg = config.telegram_for_decisions()?;
-    decisions::handle_updates(
+    decisions::handle_events(
         store,
-        tg,
-        tg_cfg,
+        ch,
         config.policy.require_reason,
-        updates,
+        events,
         config.now(),
         &|message| super::warn(config, &message),
     )
 }
 
 pub fn poll(config: &Config, args: PollArgs) -> Result<u8> {
-    let tg_cfg = config.telegram_for_decisions()?;
+    let channels = channels::for_decisions(config, &Stop::default())?;
     let mut store = open_store(config)?;
-    let tg = Telegram::new(tg_cfg)?;
+    for ch in &channels {
+        ch.connect()?;
+    }
     take_poller_lock(&mut store, Duration::ZERO)?;
     let result = (|| -> Result<(Handled, PushReport)> {
-        let offset = store.cursor(CHANNEL)?;
-        let updates = tg.updates(offset, Duration::ZERO)?;
-        let handled = handle(&mut store, &tg, config, updates)?;
-        let report = notify::push_owed(&mut store, tg_cfg, Some(&tg))?;
+        let mut handled = Handled::default();
+        let mut report = PushReport::default();
+        for ch in &channels {
+            let ch = ch.as_ref();
+            let offset = store.cursor(ch.name())?;
+            let events = match ch.fetch(offset, Duration::ZERO)? {
+                Polled::Events(events) => events,
+                Polled::Stop => Vec::new(),
+            };
+            handled.add(handle(&mut store, ch, config, events)?);
+            report.add(notify::push_owed(&mut store, ch)?);
+        }
         Ok((handled, report))
     })();
     store.unlock(POLLER_LOCK);
@@ -93,25 +101,28 @@ pub fn poll(config: &Config, args: PollArgs) -> Result<u8> {
 }
 
 pub fn serve(config: &Config, args: ServeArgs) -> Result<u8> {
-    let tg_cfg = config.telegram_for_decisions()?;
+    let stop = Stop::on_signals().context("listening for SIGTERM and SIGINT")?;
+    let channels = channels::for_decisions(config, &stop)?;
     let sources = if args.execute {
         super::run::runner_sources(config, &args.sources)?
     } else {
         Vec::new()
     };
-    let stop = Stop::on_signals().context("listening for SIGTERM and SIGINT")?;
     let mut store = open_store(config)?;
-    let tg = Telegram::new(tg_cfg)?.with_stop(stop.clone());
+    for ch in &channels {
+        ch.connect()?;
+    }
     let wait = Duration::from_secs(args.poll_timeout);
     take_poller_lock(&mut store, wait)?;
-    let (_, bot) = tg.me()?;
-    tracing::info!(
-        bot = %bot,
-        chat = tg_cfg.chat_id,
-        routes = tg_cfg.routes.len(),
-        execute = args.execute,
-        "serving; stop with SIGTERM or Ctrl-C"
-    );
+    for ch in &channels {
+        let bot = ch.whoami()?;
+        tracing::info!(
+            channel = ch.name(),
+            bot = %bot,
+            execute = args.execute,
+            "serving; stop with SIGTERM or Ctrl-C"
+        );
+    }
     let sweep_every = Duration::from_secs(args.sweep_every.max(1));
     let mut last_sweep: Option<std::time::Instant> = None;
     let mut runner: Option<std::process::Child> = None;
@@ -137,24 +148,35 @@ pub fn serve(config: &Config, args: ServeArgs) -> Result<u8> {
                     runner = Some(spawn_runner(config, &sources)?);
                 }
             }
-            let report = notify::push_owed(&mut store, tg_cfg, Some(&tg))?;
-            if let Some(TgError::Config(m)) = &report.stopped_by {
-                return Err(TgError::Config(m.clone()).into());
-            }
-            if let Some(e) = &report.stopped_by {
-                tracing::warn!(error = %e, still_owed = report.still_owed, "cards not delivered");
-            }
-            let offset = store.cursor(CHANNEL)?;
-            match tg.updates_or_stop(offset, wait) {
-                Ok(Polled::Stop) => return Ok(()),
-                Ok(Polled::Updates(updates)) => {
-                    handle(&mut store, &tg, config, updates)?;
+            for (n, ch) in channels.iter().enumerate() {
+                let ch = ch.as_ref();
+                let report = notify::push_owed(&mut store, ch)?;
+                if let Some(e) = &report.stopped_by {
+                    if e.failure == Failure::Config {
+                        return Err(e.clone().into());
+                    }
+                    tracing::warn!(channel = ch.name(), error = %e, still_owed = report.still_owed, "cards not delivered");
                 }
-                Err(e @ (TgError::Conflict | TgError::Config(_))) => return Err(e.into()),
-                Err(e) => {
-                    tracing::warn!(error = %e, "getUpdates failed; retrying in 5s");
-                    if !tg.sleep_or_stop(Duration::from_secs(5)) {
-                        return Ok(());
+                // The long poll waits on the last channel; the others are only drained.
+                let wait = if n + 1 == channels.len() {
+                    wait
+                } else {
+                    Duration::ZERO
+                };
+                let offset = store.cursor(ch.name())?;
+                match ch.fetch(offset, wait) {
+                    Ok(Polled::Stop) => return Ok(()),
+                    Ok(Polled::Events(events)) => {
+                        handle(&mut store, ch, config, events)?;
+                    }
+                    Err(e) if matches!(e.failure, Failure::Conflict | Failure::Config) => {
+                        return Err(e.into())
+                    }
+                    Err(e) => {
+                        tracing::warn!(channel = ch.name(), error = %e, "fetching events failed; retrying in 5s");
+                        if !ch.sleep_or_stop(Duration::from_secs(5)) {
+                            return Ok(());
+                        }
                     }
                 }
             }

@@ -33,7 +33,7 @@ pub fn status(config: &Config, args: StatusArgs) -> Result<u8> {
         ))?;
         return Ok(error::OK);
     }
-    let texts: Vec<String> = statuses.iter().map(|s| render_status(s).plain).collect();
+    let texts: Vec<String> = statuses.iter().map(|s| render_status(s).text()).collect();
     print_out(&format!("{}\n", texts.join("\n\n")))?;
     Ok(error::OK)
 }

@@ -12,7 +12,7 @@ pub fn console_text(cards: &[Card]) -> String {
     let mut out = String::new();
     for card in cards {
         out.push_str("────────────────────────────────────────\n");
-        out.push_str(&card.plain);
+        out.push_str(&card.text());
         out.push('\n');
         // Reject on a card rejects the pending variants it shows: from the shell, one
         // `opsgate reject` each (the ones with an Approve button).

@@ -1,9 +1,8 @@
 //! The outbox loop: delivers the cards the store says a channel is owed, through the
-//! channel's adapter, and records each delivery right after the channel answers.
+//! [`Channel`] seam, and records each delivery right after the channel answers.
 
-use super::telegram::{Telegram, TgError, CHANNEL};
-use super::{render, render_status};
-use crate::config::{Config, Target, TelegramConfig};
+use super::{channels, render, render_status, Channel, ChannelError, Failure, Target};
+use crate::config::Config;
 use crate::store::{Delivered, StatusRef, Store};
 use anyhow::Result;
 use std::time::Duration;
@@ -18,15 +17,30 @@ pub struct PushReport {
     /// Cards still owed when the run stopped.
     pub still_owed: usize,
     /// Why the run stopped early, if it did.
-    pub stopped_by: Option<TgError>,
+    pub stopped_by: Option<ChannelError>,
     /// Cards the channel refused; they stay owed.
-    pub refused: Vec<(i64, TgError)>,
+    pub refused: Vec<(i64, ChannelError)>,
     /// Another process was delivering cards: this run sent nothing (what is owed stays
     /// owed for it or the next run).
     pub busy: bool,
     /// Status messages sent anew and edited in place (unchanged ones cost no call).
     pub statuses_sent: usize,
     pub statuses_edited: usize,
+}
+
+impl PushReport {
+    /// Adds another channel's run (the first reason to stop is kept).
+    pub fn add(&mut self, other: PushReport) {
+        self.sent += other.sent;
+        self.edited += other.edited;
+        self.unchanged += other.unchanged;
+        self.still_owed += other.still_owed;
+        self.stopped_by = self.stopped_by.take().or(other.stopped_by);
+        self.refused.extend(other.refused);
+        self.busy |= other.busy;
+        self.statuses_sent += other.statuses_sent;
+        self.statuses_edited += other.statuses_edited;
+    }
 }
 
 /// What a card's old message says once the card moved to another route's chat.
@@ -50,103 +64,88 @@ fn outbox_hold(max_wait: Duration) -> Duration {
 }
 
 /// Delivers every owed card: sends new ones, edits changed ones, records each delivery in
-/// its own transaction right after Telegram's answer. Stops at the first temporary failure
-/// (nothing is lost: the cards stay owed) and waits out 429s within `max_wait` in total.
+/// its own transaction right after the channel's answer. Stops at the first temporary
+/// failure (nothing is lost: the cards stay owed) and waits out rate limits within the
+/// channel's `max_wait` in total.
 ///
-/// `ready` is the client of a long-running command (poll, serve); without one, a client
-/// is built only once a card is owed (a run with nothing to send starts no runtime and no
-/// HTTP client).
-pub fn push_owed(
-    store: &mut Store,
-    cfg: &TelegramConfig,
-    ready: Option<&Telegram>,
-) -> Result<PushReport> {
-    let max_wait = cfg.max_wait;
+/// The channel's client starts only once a card is owed (a run with nothing to send
+/// starts no runtime and no HTTP client).
+pub fn push_owed(store: &mut Store, ch: &dyn Channel) -> Result<PushReport> {
+    let name = ch.name();
     let mut report = PushReport::default();
-    store.ensure_channel(CHANNEL)?;
-    let statuses = owed_statuses(store, cfg)?;
-    if statuses.is_empty() && store.owed_cards_after(CHANNEL, i64::MIN, 1)?.is_empty() {
+    store.ensure_channel(name)?;
+    let statuses = owed_statuses(store, ch)?;
+    if statuses.is_empty() && store.owed_cards_after(name, i64::MIN, 1)?.is_empty() {
         return Ok(report); // nothing owed: no lease, no write, no client
     }
-    let built;
-    let tg = match ready {
-        Some(tg) => tg,
-        None => {
-            built = Telegram::new(cfg)?;
-            &built
-        }
-    };
-    if !store.try_lock(OUTBOX_LOCK, outbox_hold(max_wait))? {
+    ch.connect()?;
+    if !store.try_lock(OUTBOX_LOCK, outbox_hold(ch.max_wait()))? {
         report.busy = true;
         return Ok(report);
     }
-    let result = deliver(store, tg, cfg, max_wait, report).and_then(|report| {
+    let result = deliver(store, ch, report).and_then(|report| {
         if report.stopped_by.is_some() {
             return Ok(report);
         }
-        deliver_statuses(store, tg, cfg, statuses, report)
+        deliver_statuses(store, ch, statuses, report)
     });
     store.unlock(OUTBOX_LOCK);
     result
 }
 
-fn deliver(
-    store: &mut Store,
-    tg: &Telegram,
-    cfg: &TelegramConfig,
-    max_wait: Duration,
-    mut report: PushReport,
-) -> Result<PushReport> {
+fn deliver(store: &mut Store, ch: &dyn Channel, mut report: PushReport) -> Result<PushReport> {
+    let name = ch.name();
     let mut waited = Duration::ZERO;
     // A page of owed cards at a time: a backlog of any size costs no memory.
     let mut after = i64::MIN;
     loop {
-        let owed = store.owed_cards_after(CHANNEL, after, OWED_PAGE)?;
+        let owed = store.owed_cards_after(name, after, OWED_PAGE)?;
         let Some(last) = owed.last() else { break };
         after = last.cluster_id;
         for card_row in &owed {
-            if !store.try_lock(OUTBOX_LOCK, outbox_hold(max_wait))? {
+            if !store.try_lock(OUTBOX_LOCK, outbox_hold(ch.max_wait()))? {
                 // The lease ran out and another deliverer took it: it sends the rest.
                 report.busy = true;
-                report.still_owed = store.owed_count(CHANNEL)?;
+                report.still_owed = store.owed_count(name)?;
                 return Ok(report);
             }
             let view = store.cluster(card_row.cluster_id)?;
             let card = render(&view);
-            let hash = card.content_hash();
+            let hash = ch.content_hash(&card);
             // Its route: a card with something still to decide whose route now names
             // another chat (the configuration changed, or a riskier variant joined it) is
             // sent anew there and its old message retired; a decided card is edited where
             // it is.
-            let mut target = cfg.route(&view.source, view.risk().as_str());
-            let sent_to = card_row.chat.as_deref().and_then(|c| c.parse::<i64>().ok());
+            let mut target = ch.route(&view.source, view.risk().as_str());
+            let sent_to = card_row.chat.clone();
             let moved_from = sent_to
-                .filter(|c| *c != target.chat_id && view.in_flight().next().is_some())
+                .clone()
+                .filter(|c| *c != target.chat && view.in_flight().next().is_some())
                 .zip(card_row.message.clone());
             if let (Some(chat), None, Some(_)) = (sent_to, &moved_from, &card_row.message) {
-                target.chat_id = chat; // edited in place
+                target.chat = chat; // edited in place
             }
-            let chat = target.chat_id.to_string();
+            let chat = target.chat.clone();
             let message = card_row.message.clone().filter(|_| moved_from.is_none());
             let delivered = |message| delivered(&chat, message, &hash, &card);
             if message.is_none() && view.in_flight().next().is_none() {
                 // Decided before its card went out: nothing to send.
-                store.mark_delivered(CHANNEL, card_row, &delivered(None))?;
+                store.mark_delivered(name, card_row, &delivered(None))?;
                 continue;
             }
             if message.is_some() && card_row.content_hash.as_deref() == Some(hash.as_str()) {
-                store.mark_delivered(CHANNEL, card_row, &delivered(message.as_deref()))?;
+                store.mark_delivered(name, card_row, &delivered(message.as_deref()))?;
                 report.unchanged += 1;
                 continue;
             }
-            match send_or_edit(tg, &target, message, &card, &mut waited, max_wait) {
+            match send_or_edit(ch, &target, message, &card, &mut waited) {
                 Sent::Done { id, new } => {
-                    store.mark_delivered(CHANNEL, card_row, &delivered(Some(&id)))?;
-                    tracing::debug!(card = card_row.cluster_id, chat = target.chat_id, message = %id, "card delivered");
+                    store.mark_delivered(name, card_row, &delivered(Some(&id)))?;
+                    tracing::debug!(channel = name, card = card_row.cluster_id, chat = %target.chat, message = %id, "card delivered");
                     if let Some((old_chat, old_message)) = &moved_from {
                         // Best effort: the old message's buttons are refused anyway
                         // (its chat is not the card's any more).
-                        let _ = tg.retire(*old_chat, old_message, MOVED);
+                        let _ = ch.retire(old_chat, old_message, MOVED);
                     }
                     if new {
                         report.sent += 1;
@@ -155,11 +154,11 @@ fn deliver(
                     }
                 }
                 Sent::Refused(e) => {
-                    tracing::warn!(card = card_row.cluster_id, error = %e, "Telegram refused a card");
+                    tracing::warn!(channel = name, card = card_row.cluster_id, error = %e, "the channel refused a card");
                     report.refused.push((card_row.cluster_id, e));
                 }
                 Sent::Stop(e) => {
-                    report.still_owed = store.owed_count(CHANNEL)?;
+                    report.still_owed = store.owed_count(name)?;
                     report.stopped_by = e;
                     return Ok(report);
                 }
@@ -175,44 +174,46 @@ enum Sent {
     /// Delivered as message `id`; `new` when it was sent rather than edited.
     Done { id: String, new: bool },
     /// The channel refused this message for good; it stays owed.
-    Refused(TgError),
+    Refused(ChannelError),
     /// The run stops: a temporary failure (`Some`), or the stop flag (`None`).
-    Stop(Option<TgError>),
+    Stop(Option<ChannelError>),
 }
 
 /// Sends `card` to `target`, or edits `existing` there in place: a deleted message is sent
-/// anew, a 429 is waited out while the run's `waited` stays within `max_wait`. The one
-/// delivery rule for cards and status messages alike.
+/// anew, a rate limit is waited out while the run's `waited` stays within the channel's
+/// `max_wait`. The one delivery rule for cards and status messages alike.
 fn send_or_edit(
-    tg: &Telegram,
-    target: &Target<'_>,
+    ch: &dyn Channel,
+    target: &Target,
     mut existing: Option<String>,
     card: &super::Card,
     waited: &mut Duration,
-    max_wait: Duration,
 ) -> Sent {
     loop {
         let result = match &existing {
-            None => tg.send(target, card),
-            Some(id) => tg.edit(target.chat_id, id, card).map(|_| id.clone()),
+            None => ch.send(target, card),
+            Some(id) => ch.edit(&target.chat, id, card).map(|_| id.clone()),
         };
-        match result {
+        let e = match result {
             Ok(id) => {
                 return Sent::Done {
                     id,
                     new: existing.is_none(),
                 }
             }
-            Err(TgError::MessageGone) if existing.is_some() => existing = None,
-            Err(TgError::RetryAfter(d)) if *waited + d <= max_wait => {
-                tracing::info!(chat = target.chat_id, wait = %crate::time::human_duration(d.as_millis() as i64), "Telegram 429: waiting");
+            Err(e) => e,
+        };
+        match e.failure {
+            Failure::MessageGone if existing.is_some() => existing = None,
+            Failure::RetryAfter(d) if *waited + d <= ch.max_wait() => {
+                tracing::info!(channel = ch.name(), chat = %target.chat, wait = %crate::time::human_duration(d.as_millis() as i64), "rate limited (429): waiting");
                 *waited += d;
-                if !tg.sleep_or_stop(d) {
+                if !ch.sleep_or_stop(d) {
                     return Sent::Stop(None);
                 }
             }
-            Err(e @ TgError::Refused(_)) => return Sent::Refused(e),
-            Err(e) => return Sent::Stop(Some(e)),
+            Failure::Refused => return Sent::Refused(e),
+            _ => return Sent::Stop(Some(e)),
         }
     }
 }
@@ -229,16 +230,16 @@ struct OwedStatus {
 /// The status messages that must be sent or edited: each source's picture rendered from
 /// the store and compared with the hash of what its route's chat shows; an unchanged one
 /// costs nothing (reads only).
-fn owed_statuses(store: &mut Store, cfg: &TelegramConfig) -> Result<Vec<OwedStatus>> {
-    if !cfg.status_message {
+fn owed_statuses(store: &mut Store, ch: &dyn Channel) -> Result<Vec<OwedStatus>> {
+    if !ch.status_message() {
         return Ok(Vec::new());
     }
     let mut owed = Vec::new();
     for status in store.statuses(None)? {
         let card = render_status(&status);
-        let hash = card.content_hash();
-        let before = store.status_message(&status.source, CHANNEL)?;
-        let chat = status_route(cfg, &status.source).chat_id.to_string();
+        let hash = ch.content_hash(&card);
+        let before = store.status_message(&status.source, ch.name())?;
+        let chat = status_route(ch, &status.source).chat;
         let unchanged = before
             .as_ref()
             .is_some_and(|b| b.chat == chat && b.content_hash == hash);
@@ -256,35 +257,34 @@ fn owed_statuses(store: &mut Store, cfg: &TelegramConfig) -> Result<Vec<OwedStat
 
 /// Where a source's status message goes: the chat its cards route to (the route of its
 /// low-risk cards, when routes split a source by risk).
-fn status_route<'a>(cfg: &'a TelegramConfig, source: &str) -> Target<'a> {
-    cfg.route(source, crate::model::Risk::Low.as_str())
+fn status_route(ch: &dyn Channel, source: &str) -> Target {
+    ch.route(source, crate::model::Risk::Low.as_str())
 }
 
 /// Delivers owed status messages through [`send_or_edit`]; a new one is pinned without a
 /// notification, and a refused pin (no pin right, a private chat) is only logged.
 fn deliver_statuses(
     store: &mut Store,
-    tg: &Telegram,
-    cfg: &TelegramConfig,
+    ch: &dyn Channel,
     owed: Vec<OwedStatus>,
     mut report: PushReport,
 ) -> Result<PushReport> {
     let mut waited = Duration::ZERO;
     for o in owed {
-        let target = status_route(cfg, &o.source);
-        let chat = target.chat_id.to_string();
+        let target = status_route(ch, &o.source);
+        let chat = target.chat.clone();
         let (existing, moved_from) = match &o.before {
             Some(b) if b.chat == chat => (Some(b.message.clone()), None),
             Some(b) => (None, Some(b)),
             None => (None, None),
         };
-        match send_or_edit(tg, &target, existing, &o.card, &mut waited, cfg.max_wait) {
+        match send_or_edit(ch, &target, existing, &o.card, &mut waited) {
             Sent::Done { id, new } => {
                 let pinned = if new {
-                    match tg.pin(target.chat_id, &id) {
+                    match ch.pin(&target.chat, &id) {
                         Ok(()) => true,
                         Err(e) => {
-                            tracing::info!(chat = target.chat_id, error = %e, "status message not pinned");
+                            tracing::info!(channel = ch.name(), chat = %target.chat, error = %e, "status message not pinned");
                             false
                         }
                     }
@@ -293,7 +293,7 @@ fn deliver_statuses(
                 };
                 store.mark_status_sent(
                     &o.source,
-                    CHANNEL,
+                    ch.name(),
                     &StatusRef {
                         chat: chat.clone(),
                         message: id,
@@ -302,9 +302,7 @@ fn deliver_statuses(
                     },
                 )?;
                 if let Some(old) = moved_from {
-                    if let Ok(old_chat) = old.chat.parse::<i64>() {
-                        let _ = tg.retire(old_chat, &old.message, STATUS_MOVED);
-                    }
+                    let _ = ch.retire(&old.chat, &old.message, STATUS_MOVED);
                 }
                 if new {
                     report.statuses_sent += 1;
@@ -313,7 +311,7 @@ fn deliver_statuses(
                 }
             }
             Sent::Refused(e) => {
-                tracing::warn!(source = %o.source, error = %e, "Telegram refused a status message");
+                tracing::warn!(channel = ch.name(), source = %o.source, error = %e, "the channel refused a status message");
             }
             Sent::Stop(e) => {
                 report.stopped_by = e;
@@ -339,27 +337,25 @@ fn delivered<'a>(
     }
 }
 
-/// Brings Telegram cards up to date after a local change; a failure only warns (the next
-/// notify delivers what is owed). Nothing happens, not even a network client, when
-/// Telegram is not configured.
+/// Brings every configured channel's cards up to date after a local change; a failure
+/// only warns (the next notify delivers what is owed). Nothing happens, not even a
+/// network client, when no channel is configured.
 pub fn deliver_quietly(config: &Config, store: &mut Store) {
-    let Some(tg_cfg) = &config.telegram else {
-        return;
-    };
     let warn = |message: String| {
         if config.verbosity >= 0 {
             eprintln!("opsgate: warning: {message}");
         }
     };
-    let result = push_owed(store, tg_cfg, None);
-    match result {
-        Ok(report) => {
-            if let Some(e) = report.stopped_by {
-                warn(format!(
-                    "cards not updated: {e}; the next notify delivers them"
-                ));
+    for ch in channels::configured(config) {
+        match push_owed(store, ch.as_ref()) {
+            Ok(report) => {
+                if let Some(e) = report.stopped_by {
+                    warn(format!(
+                        "cards not updated: {e}; the next notify delivers them"
+                    ));
+                }
             }
+            Err(e) => warn(format!("cards not updated: {e:#}")),
         }
-        Err(e) => warn(format!("cards not updated: {e:#}")),
     }
 }

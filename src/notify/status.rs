@@ -3,7 +3,7 @@
 //! outbox delivers it like a card (sent once, edited in place, no call when unchanged).
 //! Pure. The summary is the model's untrusted text: shown masked, made visible and cut.
 
-use super::{Card, Writer, MAX_CARD_CHARS};
+use super::{Card, Style, Writer};
 use crate::store::SourceStatus;
 use crate::text::{ellipsize, show_field, show_lines};
 use crate::time::day_hhmm;
@@ -15,14 +15,15 @@ const TITLE_CHARS: usize = 60;
 /// In-flight proposals of one card listed by id and state.
 const STATES_SHOWN: usize = 4;
 
-/// Renders `status`: the same text on Telegram (HTML) and the console (`plain`). The time
+/// Renders `status`: the same card on every channel and the console ([`Card::text`]). The time
 /// is at minute resolution, so each cycle (at least a minute apart) edits the message
 /// once, and a cycle or notify that changes nothing costs no call.
 pub fn render_status(status: &SourceStatus) -> Card {
     let mut w = Writer::default();
-    w.html.push_str("<b>");
-    w.text(&format!("📋 {} · status", show_field(&status.source, 128)));
-    w.html.push_str("</b>");
+    w.styled(
+        Style::Title,
+        &format!("📋 {} · status", show_field(&status.source, 128)),
+    );
     w.text("\n");
     w.text(&format!(
         "Last cycle: {} · {} proposal{}\n",
@@ -37,7 +38,10 @@ pub fn render_status(status: &SourceStatus) -> Card {
     match &status.summary {
         Some(summary) => {
             w.text("The model's summary (its words, secrets masked):\n");
-            w.tagged("i", &ellipsize(&show_lines(summary.trim()), SUMMARY_CHARS));
+            w.styled(
+                Style::Prose,
+                &ellipsize(&show_lines(summary.trim()), SUMMARY_CHARS),
+            );
             w.text("\n");
         }
         None => w.text("The model wrote no summary this cycle.\n"),
@@ -71,7 +75,7 @@ pub fn render_status(status: &SourceStatus) -> Card {
             card.cluster_id,
             states.join(", ")
         ));
-        w.tagged("code", &title);
+        w.styled(Style::Code, &title);
         w.text("\n");
     }
     let more = status.cards_total - status.cards.len() as i64;
@@ -82,12 +86,11 @@ pub fn render_status(status: &SourceStatus) -> Card {
         ));
     }
     let card = Card {
-        html: w.html.trim_end().to_string(),
-        plain: w.plain.trim_end().to_string(),
+        body: w.body,
         buttons: Vec::new(),
         shown: Vec::new(),
         stamp: String::new(),
     };
-    debug_assert!(card.visible_len() <= MAX_CARD_CHARS);
+    debug_assert!(super::channels::fits_everywhere(&card));
     card
 }

@@ -1,14 +1,25 @@
-//! Telegram adapter: delivers rendered cards and fetches button presses through teloxide.
+//! The Telegram channel: teloxide behind the [`Channel`](crate::notify::Channel) seam.
 //!
-//! The only async code in opsgate: a current-thread tokio runtime lives inside
-//! [`Telegram`] and every public method is a blocking call around one HTTP request, so
-//! the store is never touched from a tokio task. Message references leave this module as
-//! strings (the store is channel-neutral). The bot token never leaves this module in any
-//! message: errors are redacted before they are returned.
+//! [`Telegram`] (this file) is the client: the only async code in opsgate, a
+//! current-thread tokio runtime inside it, every public method a blocking call around one
+//! HTTP request, so the store is never touched from a tokio task. [`format`] turns a
+//! neutral card into Telegram HTML within Telegram's length budget; [`updates`] maps
+//! updates to neutral presses and replies and user ids to channel-scoped identities;
+//! [`channel`] implements the seam over the settings (`TelegramConfig`, its routes) and
+//! holds the registration line. Message references leave this folder as strings (the
+//! store is channel-neutral). The bot token never leaves it in any message: errors are
+//! redacted before they are returned.
 
-use crate::config::{BotAccess, Target, TelegramConfig};
+mod channel;
+pub mod format;
+mod updates;
+
+pub use channel::{TelegramChannel, REGISTRATION};
+pub use updates::scoped;
+
+use crate::config::{BotAccess, TelegramConfig};
 use crate::error::Kind;
-use crate::notify::Card;
+use crate::notify::{Card, Incoming, Polled};
 use crate::process::Stop;
 use std::time::Duration;
 use teloxide::payloads::{
@@ -18,7 +29,7 @@ use teloxide::payloads::{
 use teloxide::prelude::Requester;
 use teloxide::types::{
     AllowedUpdate, CallbackQueryId, ChatId, InlineKeyboardButton, InlineKeyboardMarkup, MessageId,
-    ParseMode, ThreadId, UpdateKind,
+    ParseMode, ThreadId,
 };
 use teloxide::{ApiError, Bot, RequestError};
 
@@ -74,45 +85,6 @@ pub fn classify(cause: &(dyn std::error::Error + 'static)) -> Option<Kind> {
         TgError::Refused(_) => Kind::Internal,
         _ => Kind::Temporary,
     })
-}
-
-/// A button press, reduced to what decisions need.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Press {
-    pub query_id: String,
-    pub user_id: u64,
-    pub username: Option<String>,
-    pub first_name: String,
-    pub chat_id: Option<i64>,
-    pub message_id: Option<i64>,
-    pub data: Option<String>,
-}
-
-/// A text message in a chat (an operator's reply with a rejection reason).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Said {
-    pub user_id: u64,
-    pub username: Option<String>,
-    pub first_name: String,
-    pub chat_id: i64,
-    pub text: String,
-    /// The message this one replies to.
-    pub reply_to: Option<i64>,
-}
-
-/// One update: its id and, when it is a button press or a text message, what it holds.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Incoming {
-    pub update_id: i64,
-    pub press: Option<Press>,
-    pub said: Option<Said>,
-}
-
-/// What a long poll returned.
-pub enum Polled {
-    Updates(Vec<Incoming>),
-    /// SIGTERM or Ctrl-C arrived while waiting.
-    Stop,
 }
 
 /// Where an update came from and who sent it, for `opsgate telegram ids`.
@@ -243,13 +215,13 @@ impl Telegram {
         }
     }
 
-    /// Sends a new card to its route's chat (and forum topic); returns its message id.
-    pub fn send(&self, to: &Target<'_>, card: &Card) -> Result<String, TgError> {
+    /// Sends a new card to a chat (and forum topic); returns its message id.
+    pub fn send(&self, chat: i64, topic: Option<i32>, card: &Card) -> Result<String, TgError> {
         let mut req = self
             .bot
-            .send_message(ChatId(to.chat_id), card.html.clone())
+            .send_message(ChatId(chat), format::html(card))
             .parse_mode(ParseMode::Html);
-        if let Some(topic) = to.topic {
+        if let Some(topic) = topic {
             req = req.message_thread_id(ThreadId(MessageId(topic)));
         }
         if !card.buttons.is_empty() {
@@ -264,7 +236,7 @@ impl Telegram {
         let id = message_id(message)?;
         let mut req = self
             .bot
-            .edit_message_text(ChatId(chat), id, card.html.clone())
+            .edit_message_text(ChatId(chat), id, format::html(card))
             .parse_mode(ParseMode::Html);
         // An empty keyboard removes the buttons.
         req = req.reply_markup(markup(card));
@@ -306,7 +278,7 @@ impl Telegram {
     pub fn updates(&self, offset: Option<i64>, wait: Duration) -> Result<Vec<Incoming>, TgError> {
         let req = self.updates_request(offset, wait);
         let updates = self.call(self.timeout + wait, async { req.await })?;
-        Ok(convert(updates))
+        Ok(updates::convert(updates))
     }
 
     /// Like [`Telegram::updates`], but returns [`Polled::Stop`] when the stop flag is
@@ -326,7 +298,7 @@ impl Telegram {
                 "no answer within {}",
                 crate::time::human_duration(bound.as_millis() as i64)
             ))),
-            Some(Ok(Ok(updates))) => Ok(Polled::Updates(convert(updates))),
+            Some(Ok(Ok(updates))) => Ok(Polled::Events(updates::convert(updates))),
             Some(Ok(Err(e))) => Err(self.classify(e)),
         }
     }
@@ -411,14 +383,14 @@ impl Telegram {
         }
     }
 
-    /// Sends a prompt that asks for a reply (Telegram shows the reply field) to the
-    /// card's chat and topic; returns its message id.
-    pub fn ask(&self, to: &Target<'_>, text: &str) -> Result<String, TgError> {
+    /// Sends a prompt that asks for a reply (Telegram shows the reply field) to a chat
+    /// and topic; returns its message id.
+    pub fn ask(&self, chat: i64, topic: Option<i32>, text: &str) -> Result<String, TgError> {
         let mut req = self
             .bot
-            .send_message(ChatId(to.chat_id), text.to_string())
+            .send_message(ChatId(chat), text.to_string())
             .reply_markup(teloxide::types::ForceReply::new().selective());
-        if let Some(topic) = to.topic {
+        if let Some(topic) = topic {
             req = req.message_thread_id(ThreadId(MessageId(topic)));
         }
         let msg = self.call(self.timeout, async { req.await })?;
@@ -514,43 +486,4 @@ fn markup(card: &Card) -> InlineKeyboardMarkup {
             .map(|b| InlineKeyboardButton::callback(b.label.clone(), card.callback_data(b)))
             .collect::<Vec<_>>()
     }))
-}
-
-fn convert(updates: Vec<teloxide::types::Update>) -> Vec<Incoming> {
-    updates
-        .into_iter()
-        .map(|u| {
-            let said = match &u.kind {
-                UpdateKind::Message(m) => match (m.from.as_ref(), m.text()) {
-                    (Some(from), Some(text)) => Some(Said {
-                        user_id: from.id.0,
-                        username: from.username.clone(),
-                        first_name: from.first_name.clone(),
-                        chat_id: m.chat.id.0,
-                        text: text.to_string(),
-                        reply_to: m.reply_to_message().map(|r| i64::from(r.id.0)),
-                    }),
-                    _ => None,
-                },
-                _ => None,
-            };
-            let press = match u.kind {
-                UpdateKind::CallbackQuery(q) => Some(Press {
-                    query_id: q.id.0.clone(),
-                    user_id: q.from.id.0,
-                    username: q.from.username.clone(),
-                    first_name: q.from.first_name.clone(),
-                    chat_id: q.message.as_ref().map(|m| m.chat().id.0),
-                    message_id: q.message.as_ref().map(|m| i64::from(m.id().0)),
-                    data: q.data.clone(),
-                }),
-                _ => None,
-            };
-            Incoming {
-                update_id: i64::from(u.id.0),
-                press,
-                said,
-            }
-        })
-        .collect()
 }
