@@ -1,9 +1,9 @@
 //! Where the database is: [`DbLocation`] (a SQLite file or a PostgreSQL URL), a URL's
 //! password found and masked, the state directory and the spool directory.
 
+use super::config_error;
 use super::layers::Env;
 use super::settings::{DB, STATE_HOME};
-use super::config_error;
 use anyhow::Result;
 use std::path::{Path, PathBuf};
 

@@ -110,7 +110,11 @@ pub(super) fn discover_in(explicit: Option<PathBuf>, env: &Env) -> Result<Found>
 
 /// The user's config file: `opsgate/opsgate.toml` in [`CONFIG_HOME`] (or its default).
 fn user_config(env: &Env) -> Option<PathBuf> {
-    Some(env.path_of(&CONFIG_HOME)?.join("opsgate").join("opsgate.toml"))
+    Some(
+        env.path_of(&CONFIG_HOME)?
+            .join("opsgate")
+            .join("opsgate.toml"),
+    )
 }
 
 /// The host's config file: [`SYSTEM_CONFIG`] or its default.
@@ -200,7 +204,10 @@ impl<'a> FileDoc<'a> {
                 return Err(self.unknown(key.span(), name, &top));
             }
             let prefix = format!("{name}.");
-            let fields: Vec<&str> = keys.iter().filter_map(|k| k.strip_prefix(&prefix)).collect();
+            let fields: Vec<&str> = keys
+                .iter()
+                .filter_map(|k| k.strip_prefix(&prefix))
+                .collect();
             if fields.is_empty() {
                 continue; // a leaf (`db`, `route`): its parser checks the value
             }

@@ -7,9 +7,9 @@
 //! about, and their error wording would replace the messages the tests and the README
 //! promise. What is left to layer is small: one [`Layers::get`] over the typed entries.
 
+use super::config_error;
 use super::file::{FileDoc, FileValue};
 use super::settings::{Entry, Raw, Setting, SETTINGS};
-use super::config_error;
 use anyhow::Result;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -73,7 +73,11 @@ impl Env {
             Some(s) => self.path_of(s)?,
             None => PathBuf::from(self.non_empty(var)?),
         };
-        Some(if rest.is_empty() { base } else { base.join(rest) })
+        Some(if rest.is_empty() {
+            base
+        } else {
+            base.join(rest)
+        })
     }
 }
 
@@ -141,7 +145,7 @@ impl<'a> Layers<'a> {
     }
 
     /// The environment's value, parsed.
-    pub fn from_env<T>(&self, entry: &Entry<T>) -> Result<Option<T>> {
+    pub fn env_of<T>(&self, entry: &Entry<T>) -> Result<Option<T>> {
         self.env
             .setting(entry)
             .map(|text| (entry.parse)(entry, Raw::Text(text)).map_err(config_error))
@@ -149,7 +153,7 @@ impl<'a> Layers<'a> {
     }
 
     /// The file's value, parsed.
-    pub fn from_file<T>(&self, entry: &Entry<T>) -> Result<Option<T>> {
+    pub fn file_of<T>(&self, entry: &Entry<T>) -> Result<Option<T>> {
         self.file_value(entry)
             .map(|v| (entry.parse)(entry, Raw::File(v)).map_err(config_error))
             .transpose()
@@ -180,8 +184,8 @@ impl<'a> Layers<'a> {
 
     /// The setting's value by precedence (environment, file, default), recorded.
     pub fn get<T>(&mut self, entry: &Entry<T>) -> Result<Option<T>> {
-        let env = self.from_env(entry)?;
-        let file = self.from_file(entry)?;
+        let env = self.env_of(entry)?;
+        let file = self.file_of(entry)?;
         self.choose(entry, env, file)
     }
 
@@ -204,7 +208,13 @@ impl<'a> Layers<'a> {
     }
 
     /// Records where a setting's value came from.
-    pub fn record(&mut self, setting: &Setting, origin: Origin, shown: String, overridden_file: bool) {
+    pub fn record(
+        &mut self,
+        setting: &Setting,
+        origin: Origin,
+        shown: String,
+        overridden_file: bool,
+    ) {
         self.record_as(setting, setting.label(), origin, shown, overridden_file);
     }
 

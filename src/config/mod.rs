@@ -148,9 +148,13 @@ impl Config {
         let mut layers = Layers::new(env, doc.as_ref());
         let config_name = format!("--config / {}", CONFIG_FILE.env_name());
         match (&config, found.origin) {
-            (Some(path), Some(origin)) => {
-                layers.record_as(&CONFIG_FILE, config_name, origin, path.display().to_string(), false)
-            }
+            (Some(path), Some(origin)) => layers.record_as(
+                &CONFIG_FILE,
+                config_name,
+                origin,
+                path.display().to_string(),
+                false,
+            ),
             (path, _) => layers.record_as(
                 &CONFIG_FILE,
                 config_name,
@@ -259,7 +263,7 @@ fn database(
     flag: Option<PathBuf>,
     config: Option<&Path>,
 ) -> Result<(DbLocation, String)> {
-    let file = layers.from_file(&DB)?;
+    let file = layers.file_of(&DB)?;
     let env = layers.env;
     match (flag, file) {
         (Some(p), _) if p.as_os_str().is_empty() => {
@@ -298,3 +302,6 @@ fn database(
 pub fn log_filter() -> Option<String> {
     Env::process().setting(&LOG).map(str::to_string)
 }
+
+#[cfg(test)]
+mod tests;

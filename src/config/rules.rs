@@ -2,9 +2,7 @@
 //! cooldown, retention, quorum), `[policy] risk` rules, the command timeout's bound and
 //! [`Redaction`]. The defaults are the settings table's ([`super::settings`]).
 
-use super::settings::{
-    self, Entry, Raw, Setting, REJECT_COOLDOWN, RETENTION, STALE_AFTER, TTL,
-};
+use super::settings::{self, Entry, Raw, Setting, REJECT_COOLDOWN, RETENTION, STALE_AFTER, TTL};
 use serde::Deserialize;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -79,7 +77,10 @@ pub(super) fn quorum(s: &Setting, raw: Raw<'_>) -> Result<Quorum, String> {
 }
 
 pub(super) fn show_quorum(q: &Quorum) -> String {
-    format!("{{ low = {}, medium = {}, high = {} }}", q.low, q.medium, q.high)
+    format!(
+        "{{ low = {}, medium = {}, high = {} }}",
+        q.low, q.medium, q.high
+    )
 }
 
 /// The longest command timeout accepted.

@@ -54,6 +54,7 @@ pub(super) fn pairs(s: &Setting, raw: Raw<'_>) -> Result<Vec<(String, String)>, 
 }
 
 /// `[runner] env` as `doctor` shows it: the names, never the values.
+#[allow(clippy::ptr_arg)] // an entry's `show` takes `&T`
 pub(super) fn show_pairs(pairs: &Vec<(String, String)>) -> String {
     let names: Vec<&str> = pairs.iter().map(|(n, _)| n.as_str()).collect();
     format!("{names:?} (values hidden)")

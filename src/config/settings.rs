@@ -174,6 +174,7 @@ pub(super) fn toml_value<T: DeserializeOwned>(s: &Setting, raw: Raw<'_>) -> Resu
 
 // ---- how doctor shows values ----
 
+#[allow(clippy::ptr_arg)] // an entry's `show` takes `&T`
 fn show_path(p: &PathBuf) -> String {
     p.display().to_string()
 }
@@ -202,6 +203,7 @@ fn show_instant(ms: &i64) -> String {
     crate::time::rfc3339(*ms)
 }
 
+#[allow(clippy::ptr_arg)] // an entry's `show` takes `&T`
 fn show_count<T>(v: &Vec<T>) -> String {
     match v.len() {
         1 => "1 entry".to_string(),
@@ -447,7 +449,7 @@ pub const REDACT: Entry<Vec<String>> = Entry {
     },
     default_value: || Some(Vec::new()),
     parse: toml_value,
-    show: show_debug,
+    show: show_count,
 };
 pub const REDACT_BUILTIN: Entry<bool> = Entry {
     setting: Setting {
@@ -599,7 +601,8 @@ pub const STATE_HOME: Entry<PathBuf> = Entry {
         env: Some("XDG_STATE_HOME"),
         key: None,
         default: "$HOME/.local/state",
-        help: "base of the default database path and of the spool of run outcomes (`opsgate/spool`)",
+        help:
+            "base of the default database path and of the spool of run outcomes (`opsgate/spool`)",
     },
     default_value: || None,
     parse: path,
@@ -677,4 +680,174 @@ pub fn markdown_table() -> String {
         ));
     }
     out
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// An entry whatever its type, for checks over the whole table.
+    pub(crate) trait AnyEntry {
+        fn setting(&self) -> &Setting;
+        /// The documented default parsed by the entry's parser, and the typed default,
+        /// both as `Debug` text (`None` for no default or a computed one).
+        fn defaults(&self) -> (Option<String>, Option<String>);
+        /// Parses `text`; the error, if any.
+        fn reject(&self, text: &str) -> Option<String>;
+    }
+
+    impl<T: std::fmt::Debug> AnyEntry for Entry<T> {
+        fn setting(&self) -> &Setting {
+            &self.setting
+        }
+        fn defaults(&self) -> (Option<String>, Option<String>) {
+            let documented = (!self.default.is_empty() && !self.computed_default()).then(|| {
+                let v = (self.parse)(self, Raw::Text(self.default))
+                    .unwrap_or_else(|e| panic!("{}'s default does not parse: {e}", self.name));
+                format!("{v:?}")
+            });
+            (documented, (self.default_value)().map(|v| format!("{v:?}")))
+        }
+        fn reject(&self, text: &str) -> Option<String> {
+            (self.parse)(self, Raw::Text(text)).err()
+        }
+    }
+
+    /// Every entry, type-erased; a test checks it is the whole table.
+    pub(crate) fn entries() -> Vec<&'static dyn AnyEntry> {
+        vec![
+            &DB,
+            &CONFIG_FILE,
+            &CONFIG_HOME,
+            &SYSTEM_CONFIG,
+            &TOKEN,
+            &TOKEN_FILE,
+            &CHAT_ID,
+            &OPERATORS,
+            &API_URL,
+            &TIMEOUT,
+            &MAX_WAIT,
+            &STATUS_MESSAGE,
+            &TTL,
+            &STALE_AFTER,
+            &REJECT_COOLDOWN,
+            &RETENTION,
+            &RUN_TIMEOUT,
+            &DENY,
+            &REQUIRE_REASON,
+            &REDACT,
+            &REDACT_BUILTIN,
+            &SECRET_RULES,
+            &QUORUM,
+            &RISK,
+            &RUNNER_SOURCES,
+            &RUNNER_ENV,
+            &RUNNER_PASS_ENV,
+            &RUNNER_PUBLIC_ENV,
+            &ROUTES,
+            &NOW,
+            &SQL_LOG,
+            &LOG,
+            &STATE_HOME,
+        ]
+    }
+
+    #[test]
+    fn the_entries_are_the_table_and_names_are_unique() {
+        let names: Vec<&str> = entries().iter().map(|e| e.setting().name).collect();
+        let table: Vec<&str> = SETTINGS.iter().map(|s| s.name).collect();
+        assert_eq!(names, table);
+        for (i, n) in names.iter().enumerate() {
+            assert!(!names[..i].contains(n), "{n} twice");
+        }
+    }
+
+    #[test]
+    fn a_documented_default_parses_to_the_typed_default() {
+        for e in entries() {
+            let s = e.setting();
+            let (documented, typed) = e.defaults();
+            assert_eq!(
+                documented, typed,
+                "{}: the documented default {:?} and the applied one differ",
+                s.name, s.default
+            );
+        }
+    }
+
+    #[test]
+    fn each_parser_rejects_a_bad_value_naming_the_variable_or_key() {
+        let bad: &[(&Setting, &str)] = &[
+            (&CHAT_ID, "general"),
+            (&OPERATORS, "1001, alice"),
+            (&API_URL, "ftp://api.telegram.org"),
+            (&TIMEOUT, "soon"),
+            (&MAX_WAIT, "a minute"),
+            (&STATUS_MESSAGE, "maybe"),
+            (&TTL, "forever"),
+            (&STALE_AFTER, "three"),
+            (&REJECT_COOLDOWN, "1 fortnight"),
+            (&RETENTION, "-"),
+            (&RUN_TIMEOUT, "8d"),
+            (&DENY, "\"rm\""),
+            (&REQUIRE_REASON, "\"yes\""),
+            (&REDACT, "5"),
+            (&REDACT_BUILTIN, "1"),
+            (&QUORUM, "{ high = 0 }"),
+            (&RISK, "[{ level = \"huge\", verbs = [\"rm\"] }]"),
+            (&RUNNER_SOURCES, "\"web\""),
+            (&RUNNER_ENV, "[\"1X=2\"]"),
+            (&RUNNER_PASS_ENV, "[\"OPSGATE_DB\"]"),
+            (&RUNNER_PUBLIC_ENV, "{}"),
+            (&ROUTES, "[{ chat_id = 1, risk = [\"x\"] }]"),
+            (&NOW, "yesterday"),
+        ];
+        let entries = entries();
+        for (setting, text) in bad {
+            let e = entries
+                .iter()
+                .find(|e| e.setting().name == setting.name)
+                .unwrap();
+            let err = e
+                .reject(text)
+                .unwrap_or_else(|| panic!("{} took {text:?}", setting.name));
+            let named = setting
+                .env
+                .into_iter()
+                .chain(setting.key)
+                .any(|n| err.contains(n.trim_start_matches("[[").trim_end_matches("]]")));
+            assert!(
+                named,
+                "{}: {err:?} names neither variable nor key",
+                setting.name
+            );
+        }
+    }
+
+    #[test]
+    fn the_error_of_a_variable_is_worded_as_before() {
+        assert_eq!(
+            CHAT_ID.parse.call_err(&CHAT_ID, "general"),
+            "OPSGATE_TELEGRAM_CHAT_ID=\"general\" is not a numeric chat id"
+        );
+        assert_eq!(
+            TTL.parse.call_err(&TTL, "forever"),
+            "lifecycle.ttl = \"forever\" is not a duration; expected e.g. 90s, 10m, 24h, 7d"
+        );
+        assert_eq!(
+            RUN_TIMEOUT.parse.call_err(&RUN_TIMEOUT, "8d"),
+            "lifecycle.run_timeout = \"8d\" is longer than 7d"
+        );
+    }
+
+    trait CallErr {
+        fn call_err(self, s: &Setting, text: &str) -> String;
+    }
+
+    impl<T: std::fmt::Debug> CallErr for fn(&Setting, Raw<'_>) -> Result<T, String> {
+        fn call_err(self, s: &Setting, text: &str) -> String {
+            self(s, Raw::Text(text)).unwrap_err()
+        }
+    }
 }

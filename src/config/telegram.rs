@@ -4,8 +4,8 @@
 
 use super::layers::{Layers, Origin};
 use super::settings::{
-    self, Raw, Setting, API_URL, CHAT_ID, MAX_WAIT, OPERATORS, ROUTES, STATUS_MESSAGE,
-    TIMEOUT, TOKEN, TOKEN_FILE,
+    self, Raw, Setting, API_URL, CHAT_ID, MAX_WAIT, OPERATORS, ROUTES, STATUS_MESSAGE, TIMEOUT,
+    TOKEN, TOKEN_FILE,
 };
 use super::{config_error, expand_home, Secret};
 use anyhow::{Context, Result};
@@ -209,10 +209,7 @@ pub(super) fn api_url(s: &Setting, raw: Raw<'_>) -> Result<String, String> {
         Raw::File(v) => v.de()?,
     };
     if !(url.starts_with("http://") || url.starts_with("https://")) {
-        return Err(format!(
-            "{} = {url:?}: expected an http(s) URL",
-            s.label()
-        ));
+        return Err(format!("{} = {url:?}: expected an http(s) URL", s.label()));
     }
     Ok(url)
 }
@@ -233,19 +230,24 @@ pub(super) fn resolve(layers: &mut Layers<'_>) -> Result<Resolved> {
     // The environment's token (a file or the value) wins over the file's token_file.
     let env_token = layers.env.setting(&TOKEN).is_some();
     let file_has_token = layers.file_sets(&TOKEN_FILE);
-    let env_file = layers.from_env(&TOKEN_FILE)?;
+    let env_file = layers.env_of(&TOKEN_FILE)?;
     let file_file = layers
-        .from_file(&TOKEN_FILE)?
+        .file_of(&TOKEN_FILE)?
         .map(|p| expand_home(p, layers.env))
         .filter(|_| !env_token);
     let token_file = layers.choose(&TOKEN_FILE, env_file, file_file)?;
     let token = match token_file {
         Some(path) => {
-            layers.record(&TOKEN, Origin::Default, "(secret, from the token file)".into(), false);
+            layers.record(
+                &TOKEN,
+                Origin::Default,
+                "(secret, from the token file)".into(),
+                false,
+            );
             Some(read_token_file(&path)?)
         }
         None => {
-            let env = layers.from_env(&TOKEN)?;
+            let env = layers.env_of(&TOKEN)?;
             let token = layers.choose(&TOKEN, env, None)?;
             if file_has_token && token.is_some() {
                 layers.mark_overridden(&TOKEN); // the file's token_file loses to the variable
@@ -269,10 +271,20 @@ pub(super) fn resolve(layers: &mut Layers<'_>) -> Result<Resolved> {
     let status_message = layers.get(&STATUS_MESSAGE)?.unwrap_or_default();
     let routes = layers.get(&ROUTES)?.unwrap_or_default();
     let half_set = [
-        layers.env.setting(&CHAT_ID).map(|_| CHAT_ID.env_name().to_string()),
-        layers.file_sets(&CHAT_ID).then(|| "telegram.chat_id".to_string()),
-        layers.env.setting(&OPERATORS).map(|_| OPERATORS.env_name().to_string()),
-        layers.file_sets(&OPERATORS).then(|| "telegram.operators".to_string()),
+        layers
+            .env
+            .setting(&CHAT_ID)
+            .map(|_| CHAT_ID.env_name().to_string()),
+        layers
+            .file_sets(&CHAT_ID)
+            .then(|| "telegram.chat_id".to_string()),
+        layers
+            .env
+            .setting(&OPERATORS)
+            .map(|_| OPERATORS.env_name().to_string()),
+        layers
+            .file_sets(&OPERATORS)
+            .then(|| "telegram.operators".to_string()),
         (!routes.is_empty()).then(|| "[[route]]".to_string()),
     ]
     .into_iter()
@@ -364,4 +376,3 @@ fn read_token_file(path: &Path) -> Result<String> {
         .with_context(|| format!("reading token file {}", path.display()))?;
     Ok(text.trim().to_string())
 }
-
