@@ -8,6 +8,10 @@
 //! default (`Entry::default_value`, the value applied) are tied by a unit test: the text
 //! parsed by the entry's own parser equals the typed value, and a `Config` built from
 //! nothing holds it. A default written `$VAR/...` is computed from the environment.
+//!
+//! Adding a setting: its entry here and its line in [`SETTINGS`] (and in the unit tests'
+//! list, which fails until it is there), one `layers.get(&ENTRY)` where `Config::build`
+//! uses it, and the README's table pasted from [`markdown_table`] (a test compares them).
 
 use super::rules::Quorum;
 use super::telegram::Route;
