@@ -190,7 +190,10 @@ impl<'a> FileDoc<'a> {
     /// Every key must be a setting's (or a section of settings); an unknown one is an
     /// error at its position, worded as serde words it.
     fn check_keys(&self) -> Result<()> {
-        let keys: Vec<&str> = SETTINGS.iter().filter_map(file_key).collect();
+        let keys: Vec<&str> = SETTINGS
+            .iter()
+            .filter_map(|s| file_key(s.setting()))
+            .collect();
         let mut top: Vec<&str> = Vec::new();
         for k in &keys {
             let first = k.split('.').next().unwrap_or(k);

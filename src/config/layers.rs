@@ -70,7 +70,7 @@ impl Env {
         let text = default.strip_prefix('$')?;
         let (var, rest) = text.split_once('/').unwrap_or((text, ""));
         let base = match SETTINGS.iter().find(|s| s.env == Some(var)) {
-            Some(s) => self.path_of(s)?,
+            Some(s) => self.path_of(s.setting())?,
             None => PathBuf::from(self.non_empty(var)?),
         };
         Some(if rest.is_empty() {

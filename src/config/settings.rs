@@ -9,9 +9,10 @@
 //! parsed by the entry's own parser equals the typed value, and a `Config` built from
 //! nothing holds it. A default written `$VAR/...` is computed from the environment.
 //!
-//! Adding a setting: its entry here and its line in [`SETTINGS`] (and in the unit tests'
-//! list, which fails until it is there), one `layers.get(&ENTRY)` where `Config::build`
-//! uses it, and the README's table pasted from [`markdown_table`] (a test compares them).
+//! Adding a setting: its entry here and its line in [`SETTINGS`], one
+//! `layers.get(&ENTRY)` where `Config::build` uses it (the unit test of applied defaults
+//! fails until it checks the new one), and the README's table pasted from
+//! [`markdown_table`] (a test compares them).
 
 use super::rules::Quorum;
 use super::telegram::Route;
@@ -78,6 +79,46 @@ impl<T> std::ops::Deref for Entry<T> {
     type Target = Setting;
     fn deref(&self) -> &Setting {
         &self.setting
+    }
+}
+
+/// An entry whatever its type: what the table ([`SETTINGS`]) holds. It dereferences to
+/// its [`Setting`], so `s.env`, `s.key` and `s.help` read as before.
+pub trait AnyEntry {
+    fn setting(&self) -> &Setting;
+    /// The documented default parsed by the entry's parser, and the typed default,
+    /// both as `Debug` text (`None` for no default or a computed one).
+    #[cfg(test)]
+    fn defaults(&self) -> (Option<String>, Option<String>);
+    /// Parses `text`; the error, if any.
+    #[cfg(test)]
+    fn reject(&self, text: &str) -> Option<String>;
+}
+
+impl<T: std::fmt::Debug> AnyEntry for Entry<T> {
+    fn setting(&self) -> &Setting {
+        &self.setting
+    }
+    #[cfg(test)]
+    #[allow(clippy::unwrap_used)]
+    fn defaults(&self) -> (Option<String>, Option<String>) {
+        let documented = (!self.default.is_empty() && !self.computed_default()).then(|| {
+            let v = (self.parse)(self, Raw::Text(self.default))
+                .unwrap_or_else(|e| panic!("{}'s default does not parse: {e}", self.name));
+            format!("{v:?}")
+        });
+        (documented, (self.default_value)().map(|v| format!("{v:?}")))
+    }
+    #[cfg(test)]
+    fn reject(&self, text: &str) -> Option<String> {
+        (self.parse)(self, Raw::Text(text)).err()
+    }
+}
+
+impl std::ops::Deref for dyn AnyEntry {
+    type Target = Setting;
+    fn deref(&self) -> &Setting {
+        self.setting()
     }
 }
 
@@ -614,40 +655,40 @@ pub const STATE_HOME: Entry<PathBuf> = Entry {
 };
 
 /// Every setting, in the order `--help`, `doctor` and the README list them.
-pub const SETTINGS: &[Setting] = &[
-    DB.setting,
-    CONFIG_FILE.setting,
-    CONFIG_HOME.setting,
-    SYSTEM_CONFIG.setting,
-    TOKEN.setting,
-    TOKEN_FILE.setting,
-    CHAT_ID.setting,
-    OPERATORS.setting,
-    API_URL.setting,
-    TIMEOUT.setting,
-    MAX_WAIT.setting,
-    STATUS_MESSAGE.setting,
-    TTL.setting,
-    STALE_AFTER.setting,
-    REJECT_COOLDOWN.setting,
-    RETENTION.setting,
-    RUN_TIMEOUT.setting,
-    DENY.setting,
-    REQUIRE_REASON.setting,
-    REDACT.setting,
-    REDACT_BUILTIN.setting,
-    SECRET_RULES.setting,
-    QUORUM.setting,
-    RISK.setting,
-    RUNNER_SOURCES.setting,
-    RUNNER_ENV.setting,
-    RUNNER_PASS_ENV.setting,
-    RUNNER_PUBLIC_ENV.setting,
-    ROUTES.setting,
-    NOW.setting,
-    SQL_LOG.setting,
-    LOG.setting,
-    STATE_HOME.setting,
+pub const SETTINGS: &[&dyn AnyEntry] = &[
+    &DB,
+    &CONFIG_FILE,
+    &CONFIG_HOME,
+    &SYSTEM_CONFIG,
+    &TOKEN,
+    &TOKEN_FILE,
+    &CHAT_ID,
+    &OPERATORS,
+    &API_URL,
+    &TIMEOUT,
+    &MAX_WAIT,
+    &STATUS_MESSAGE,
+    &TTL,
+    &STALE_AFTER,
+    &REJECT_COOLDOWN,
+    &RETENTION,
+    &RUN_TIMEOUT,
+    &DENY,
+    &REQUIRE_REASON,
+    &REDACT,
+    &REDACT_BUILTIN,
+    &SECRET_RULES,
+    &QUORUM,
+    &RISK,
+    &RUNNER_SOURCES,
+    &RUNNER_ENV,
+    &RUNNER_PASS_ENV,
+    &RUNNER_PUBLIC_ENV,
+    &ROUTES,
+    &NOW,
+    &SQL_LOG,
+    &LOG,
+    &STATE_HOME,
 ];
 
 /// The environment section of `--help`.
@@ -691,77 +732,9 @@ pub fn markdown_table() -> String {
 mod tests {
     use super::*;
 
-    /// An entry whatever its type, for checks over the whole table.
-    pub(crate) trait AnyEntry {
-        fn setting(&self) -> &Setting;
-        /// The documented default parsed by the entry's parser, and the typed default,
-        /// both as `Debug` text (`None` for no default or a computed one).
-        fn defaults(&self) -> (Option<String>, Option<String>);
-        /// Parses `text`; the error, if any.
-        fn reject(&self, text: &str) -> Option<String>;
-    }
-
-    impl<T: std::fmt::Debug> AnyEntry for Entry<T> {
-        fn setting(&self) -> &Setting {
-            &self.setting
-        }
-        fn defaults(&self) -> (Option<String>, Option<String>) {
-            let documented = (!self.default.is_empty() && !self.computed_default()).then(|| {
-                let v = (self.parse)(self, Raw::Text(self.default))
-                    .unwrap_or_else(|e| panic!("{}'s default does not parse: {e}", self.name));
-                format!("{v:?}")
-            });
-            (documented, (self.default_value)().map(|v| format!("{v:?}")))
-        }
-        fn reject(&self, text: &str) -> Option<String> {
-            (self.parse)(self, Raw::Text(text)).err()
-        }
-    }
-
-    /// Every entry, type-erased; a test checks it is the whole table.
-    pub(crate) fn entries() -> Vec<&'static dyn AnyEntry> {
-        vec![
-            &DB,
-            &CONFIG_FILE,
-            &CONFIG_HOME,
-            &SYSTEM_CONFIG,
-            &TOKEN,
-            &TOKEN_FILE,
-            &CHAT_ID,
-            &OPERATORS,
-            &API_URL,
-            &TIMEOUT,
-            &MAX_WAIT,
-            &STATUS_MESSAGE,
-            &TTL,
-            &STALE_AFTER,
-            &REJECT_COOLDOWN,
-            &RETENTION,
-            &RUN_TIMEOUT,
-            &DENY,
-            &REQUIRE_REASON,
-            &REDACT,
-            &REDACT_BUILTIN,
-            &SECRET_RULES,
-            &QUORUM,
-            &RISK,
-            &RUNNER_SOURCES,
-            &RUNNER_ENV,
-            &RUNNER_PASS_ENV,
-            &RUNNER_PUBLIC_ENV,
-            &ROUTES,
-            &NOW,
-            &SQL_LOG,
-            &LOG,
-            &STATE_HOME,
-        ]
-    }
-
     #[test]
-    fn the_entries_are_the_table_and_names_are_unique() {
-        let names: Vec<&str> = entries().iter().map(|e| e.setting().name).collect();
-        let table: Vec<&str> = SETTINGS.iter().map(|s| s.name).collect();
-        assert_eq!(names, table);
+    fn names_are_unique() {
+        let names: Vec<&str> = SETTINGS.iter().map(|e| e.name).collect();
         for (i, n) in names.iter().enumerate() {
             assert!(!names[..i].contains(n), "{n} twice");
         }
@@ -769,7 +742,7 @@ mod tests {
 
     #[test]
     fn a_documented_default_parses_to_the_typed_default() {
-        for e in entries() {
+        for e in SETTINGS {
             let s = e.setting();
             let (documented, typed) = e.defaults();
             assert_eq!(
@@ -807,9 +780,8 @@ mod tests {
             (&ROUTES, "[{ chat_id = 1, risk = [\"x\"] }]"),
             (&NOW, "yesterday"),
         ];
-        let entries = entries();
         for (setting, text) in bad {
-            let e = entries
+            let e = SETTINGS
                 .iter()
                 .find(|e| e.setting().name == setting.name)
                 .unwrap();

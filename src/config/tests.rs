@@ -2,7 +2,7 @@
 //! provenance says flag, environment, file or default for every setting.
 #![allow(clippy::unwrap_used)]
 
-use super::settings::{self, Entry, Raw};
+use super::settings::{Entry, Raw};
 use super::*;
 
 /// An environment with nothing of opsgate's: a home, and no host config file.
@@ -233,7 +233,7 @@ fn provenance_says_flag_environment_file_or_default_for_every_setting() {
     pairs.push(("OPSGATE_TELEGRAM_TOKEN", "123:abc"));
     let c = build(&pairs, Some("/srv/flag.db"), Some(&file)).unwrap();
     for s in SETTINGS {
-        origin_of(&c, s);
+        origin_of(&c, s.setting());
     }
     let p = origin_of(&c, &DB.setting);
     assert_eq!((p.origin, p.shown.as_str()), (Origin::Flag, "/srv/flag.db"));
@@ -308,5 +308,4 @@ fn a_variable_that_does_not_parse_names_itself() {
         err,
         "OPSGATE_TELEGRAM_TIMEOUT=\"soon\" is not a number of seconds"
     );
-    let _ = settings::SETTINGS;
 }
