@@ -237,6 +237,14 @@ impl<'a> Layers<'a> {
         });
     }
 
+    /// Where a recorded setting's value came from.
+    pub fn origin(&self, setting: &Setting) -> Option<Origin> {
+        self.provenance
+            .iter()
+            .find(|p| p.setting == setting.name)
+            .map(|p| p.origin)
+    }
+
     /// Notes that the config file set a setting too, and lost.
     pub fn mark_overridden(&mut self, setting: &Setting) {
         for p in &mut self.provenance {

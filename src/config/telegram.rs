@@ -238,9 +238,11 @@ pub(super) fn resolve(layers: &mut Layers<'_>) -> Result<Resolved> {
     let token_file = layers.choose(&TOKEN_FILE, env_file, file_file)?;
     let token = match token_file {
         Some(path) => {
+            // The token is the file's: shown with where the file's name came from.
+            let origin = layers.origin(&TOKEN_FILE).unwrap_or(Origin::Default);
             layers.record(
                 &TOKEN,
-                Origin::Default,
+                origin,
                 "(secret, from the token file)".into(),
                 false,
             );

@@ -309,3 +309,24 @@ fn a_variable_that_does_not_parse_names_itself() {
         "OPSGATE_TELEGRAM_TIMEOUT=\"soon\" is not a number of seconds"
     );
 }
+
+#[test]
+fn a_token_read_from_a_token_file_is_shown_with_the_file_s_origin() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "123:abc\n").unwrap();
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let file = dir.path().join("opsgate.toml");
+    let text = format!(
+        "[telegram]\ntoken_file = {:?}\n",
+        token.display().to_string()
+    );
+    std::fs::write(&file, text).unwrap();
+    let c = build(&bare(), None, Some(&file)).unwrap();
+    assert_eq!(c.bot.as_ref().unwrap().token.expose(), "123:abc");
+    let p = origin_of(&c, &TOKEN.setting);
+    assert_eq!(p.origin, Origin::File);
+    assert!(!p.shown.contains("abc"), "{p:?}");
+    assert_eq!(origin_of(&c, &TOKEN_FILE.setting).origin, Origin::File);
+}
