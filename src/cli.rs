@@ -34,11 +34,11 @@ pub const VERSION: &str = concat!(
 #[command(name = "opsgate", version = VERSION, max_term_width = 100)]
 pub struct Cli {
     /// Database: a SQLite file path or a postgres:// URL
-    #[arg(long, global = true, env = "OPSGATE_DB", value_name = "PATH|URL")]
+    #[arg(long, global = true, env = crate::config::DB.env_name(), value_name = "PATH|URL")]
     pub db: Option<PathBuf>,
     /// TOML config file; the environment and flags override its values. Default: the user's
     /// ~/.config/opsgate/opsgate.toml if it exists, else /etc/opsgate/opsgate.toml
-    #[arg(long, global = true, env = "OPSGATE_CONFIG", value_name = "PATH")]
+    #[arg(long, global = true, env = crate::config::CONFIG_FILE.env_name(), value_name = "PATH")]
     pub config: Option<PathBuf>,
     /// More output (repeatable)
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]

@@ -119,6 +119,40 @@ fn the_environment_overrides_the_config_file_and_doctor_says_where_each_value_ca
     );
 }
 
+/// Regression: `doctor` listed only the database, the config file and Telegram's values;
+/// every other setting's origin was invisible (issue 22).
+#[test]
+fn doctor_misses_no_setting_s_origin() {
+    let env = Env::new();
+    let config = write_config(
+        &env,
+        "[lifecycle]\nttl = \"1h\"\n[runner]\nenv = [\"API_KEY=s3cret-value\"]\n",
+    );
+    let out = env
+        .cmd(&["doctor"])
+        .env("OPSGATE_CONFIG", &config)
+        .env("OPSGATE_TELEGRAM_TIMEOUT", "20")
+        .output();
+    let text = stdout(&out);
+    for setting in opsgate::config::SETTINGS {
+        let name = format!("{} = ", setting.label());
+        assert!(
+            text.lines()
+                .any(|l| l.contains(&name) && l.contains(" (from the ")),
+            "doctor misses {name}: {text}"
+        );
+    }
+    for line in [
+        "lifecycle.ttl = 1h (from the config file)",
+        "OPSGATE_TELEGRAM_TIMEOUT / telegram.timeout_secs = 20s (from the environment)",
+        "lifecycle.retention = 90d (from the default)",
+        "runner.env = [\"API_KEY\"] (values hidden) (from the config file)",
+    ] {
+        assert!(text.contains(line), "{line}: {text}");
+    }
+    assert!(!text.contains("s3cret-value"), "{text}");
+}
+
 #[test]
 fn a_toml_error_names_the_line_and_the_reason() {
     let env = Env::new();

@@ -1,0 +1,380 @@
+//! The Telegram part of the configuration: the bot's access ([`BotAccess`]), the chat,
+//! operators and `[[route]]`s ([`TelegramConfig`], with the one routing rule
+//! [`TelegramConfig::route`]), the token file's checks, and the "half configured" rule.
+
+use super::layers::{Layers, Origin};
+use super::settings::{
+    self, Raw, Setting, API_URL, CHAT_ID, MAX_WAIT, OPERATORS, ROUTES, STATUS_MESSAGE, TIMEOUT,
+    TOKEN, TOKEN_FILE,
+};
+use super::{config_error, expand_home, Secret};
+use anyhow::{Context, Result};
+use serde::Deserialize;
+use std::path::Path;
+use std::time::Duration;
+
+/// A `[[route]]`: where the cards of some sources or risk levels go, and who decides them.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Source globs (`web-*`); empty: any source.
+    pub sources: Vec<glob::Pattern>,
+    /// Risk levels (`low`, `medium`, `high`); empty: any.
+    pub risks: Vec<String>,
+    pub chat_id: i64,
+    /// A forum topic (`message_thread_id`).
+    pub topic: Option<i32>,
+    /// Who may decide this route's cards; `None`: `telegram.operators`.
+    pub operators: Option<Vec<u64>>,
+}
+
+/// Where a card goes and who decides it: the first `[[route]]` that matches the card's
+/// source and risk, else the top-level chat and operators.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Target<'a> {
+    pub chat_id: i64,
+    pub topic: Option<i32>,
+    pub operators: &'a [u64],
+}
+
+impl Route {
+    fn matches(&self, source: &str, risk: &str) -> bool {
+        (self.sources.is_empty() || self.sources.iter().any(|g| g.matches(source)))
+            && (self.risks.is_empty() || self.risks.iter().any(|r| r == risk))
+    }
+}
+
+impl TelegramConfig {
+    /// The route of a card of `source` whose riskiest proposal is `risk` (`low`, `medium`
+    /// or `high`): the one home of the routing rule; delivery, authorization and prompts
+    /// all ask here.
+    pub fn route(&self, source: &str, risk: &str) -> Target<'_> {
+        match self.routes.iter().find(|r| r.matches(source, risk)) {
+            Some(r) => self.route_of_entry(r),
+            None => Target {
+                chat_id: self.chat_id,
+                topic: None,
+                operators: &self.operators,
+            },
+        }
+    }
+
+    /// Where an entry sends its cards and who decides them.
+    pub fn route_of_entry<'a>(&'a self, r: &'a Route) -> Target<'a> {
+        Target {
+            chat_id: r.chat_id,
+            topic: r.topic,
+            operators: r.operators.as_deref().unwrap_or(&self.operators),
+        }
+    }
+
+    /// Whether `user` decides the cards of some route (the top-level list included).
+    pub fn is_operator_anywhere(&self, user: u64) -> bool {
+        self.operators.contains(&user)
+            || self
+                .routes
+                .iter()
+                .any(|r| r.operators.as_ref().is_some_and(|o| o.contains(&user)))
+    }
+
+    /// Every chat cards may go to, the default first, each once.
+    pub fn chats(&self) -> Vec<i64> {
+        let mut chats = vec![self.chat_id];
+        for r in &self.routes {
+            if !chats.contains(&r.chat_id) {
+                chats.push(r.chat_id);
+            }
+        }
+        chats
+    }
+}
+
+/// What reaching the Bot API takes: the token, the URL and the time bound. Set whenever a
+/// token is, even without a chat (`opsgate telegram ids` finds the chat with it).
+#[derive(Debug, Clone)]
+pub struct BotAccess {
+    pub token: Secret,
+    pub api_url: Option<String>,
+    pub timeout: Duration,
+}
+
+/// Telegram settings, validated.
+#[derive(Debug, Clone)]
+pub struct TelegramConfig {
+    pub token: Secret,
+    pub chat_id: i64,
+    /// User ids allowed to decide; empty means nobody (poll and serve refuse to start).
+    pub operators: Vec<u64>,
+    pub api_url: Option<String>,
+    /// Bound on one request.
+    pub timeout: Duration,
+    /// Longest total wait for 429 `retry_after` in one run.
+    pub max_wait: Duration,
+    /// `[[route]]` entries, first match wins; no match: `chat_id` and `operators`.
+    pub routes: Vec<Route>,
+    /// Keep one status message per source in its route's chat.
+    pub status_message: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileRoute {
+    #[serde(default)]
+    sources: Vec<String>,
+    #[serde(default)]
+    risk: Vec<String>,
+    chat_id: i64,
+    topic: Option<i32>,
+    operators: Option<Vec<u64>>,
+}
+
+pub(super) fn routes(s: &Setting, raw: Raw<'_>) -> Result<Vec<Route>, String> {
+    let file: Vec<FileRoute> = settings::toml_value(s, raw)?;
+    file.into_iter()
+        .enumerate()
+        .map(|(n, r)| {
+            let sources = r
+                .sources
+                .iter()
+                .map(|g| {
+                    glob::Pattern::new(g)
+                        .map_err(|e| format!("route {}: source glob {g:?}: {e}", n + 1))
+                })
+                .collect::<Result<Vec<_>, String>>()?;
+            let risks = r
+                .risk
+                .iter()
+                .map(|risk| {
+                    let level = risk.trim().to_ascii_lowercase();
+                    match level.as_str() {
+                        "low" | "medium" | "high" => Ok(level),
+                        _ => Err(format!(
+                            "route {}: risk {risk:?}: expected low, medium or high",
+                            n + 1
+                        )),
+                    }
+                })
+                .collect::<Result<Vec<_>, String>>()?;
+            if r.operators.as_ref().is_some_and(Vec::is_empty) {
+                return Err(format!(
+                    "route {}: operators = []: nobody could decide its cards; leave it out to use telegram.operators",
+                    n + 1
+                ));
+            }
+            Ok(Route {
+                sources,
+                risks,
+                chat_id: r.chat_id,
+                topic: r.topic,
+                operators: r.operators,
+            })
+        })
+        .collect()
+}
+
+/// Parses a chat id.
+pub(super) fn chat_id(s: &Setting, raw: Raw<'_>) -> Result<i64, String> {
+    match raw {
+        Raw::Text(t) => t
+            .trim()
+            .parse::<i64>()
+            .map_err(|_| format!("{}={t:?} is not a numeric chat id", s.env_name())),
+        Raw::File(v) => v.de(),
+    }
+}
+
+/// Parses operators: comma-separated Telegram user ids (a list in the file).
+pub(super) fn user_ids(s: &Setting, raw: Raw<'_>) -> Result<Vec<u64>, String> {
+    match raw {
+        Raw::Text(t) => t
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|id| {
+                id.parse::<u64>().map_err(|_| {
+                    format!(
+                        "{}: {id:?} is not a Telegram user id; expected comma-separated numbers",
+                        s.env_name()
+                    )
+                })
+            })
+            .collect(),
+        Raw::File(v) => v.de(),
+    }
+}
+
+/// Parses the Bot API URL: http(s) only.
+pub(super) fn api_url(s: &Setting, raw: Raw<'_>) -> Result<String, String> {
+    let url: String = match raw {
+        Raw::Text(t) => t.to_string(),
+        Raw::File(v) => v.de()?,
+    };
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(format!("{} = {url:?}: expected an http(s) URL", s.label()));
+    }
+    Ok(url)
+}
+
+/// The Telegram settings, resolved.
+pub(super) struct Resolved {
+    /// When a token and a chat are configured.
+    pub telegram: Option<TelegramConfig>,
+    /// Whenever a token is.
+    pub bot: Option<BotAccess>,
+    /// What is missing when Telegram is half configured.
+    pub missing: Option<String>,
+}
+
+/// The Telegram settings (token, chat and the rest) and the bot access; a token without a
+/// chat is the bot alone (a half configuration), a chat or operators without a token too.
+pub(super) fn resolve(layers: &mut Layers<'_>) -> Result<Resolved> {
+    // The environment's token (a file or the value) wins over the file's token_file.
+    let env_token = layers.env.setting(&TOKEN).is_some();
+    let file_has_token = layers.file_sets(&TOKEN_FILE);
+    let env_file = layers.env_of(&TOKEN_FILE)?;
+    let file_file = layers
+        .file_of(&TOKEN_FILE)?
+        .map(|p| expand_home(p, layers.env))
+        .filter(|_| !env_token);
+    let token_file = layers.choose(&TOKEN_FILE, env_file, file_file)?;
+    let token = match token_file {
+        Some(path) => {
+            // The token is the file's: shown with where the file's name came from.
+            let origin = layers.origin(&TOKEN_FILE).unwrap_or(Origin::Default);
+            layers.record(
+                &TOKEN,
+                origin,
+                "(secret, from the token file)".into(),
+                false,
+            );
+            Some(read_token_file(&path)?)
+        }
+        None => {
+            let env = layers.env_of(&TOKEN)?;
+            let token = layers.choose(&TOKEN, env, None)?;
+            if file_has_token && token.is_some() {
+                layers.mark_overridden(&TOKEN); // the file's token_file loses to the variable
+            }
+            token.map(|t| t.trim().to_string())
+        }
+    };
+    if let Some(token) = &token {
+        if !valid_token(token) {
+            return Err(config_error(format!(
+                "the Telegram token ({} or token file) is malformed; expected <bot id>:<secret> as BotFather prints it",
+                TOKEN.env_name()
+            )));
+        }
+    }
+    let chat_id = layers.get(&CHAT_ID)?;
+    let operators = layers.get(&OPERATORS)?.unwrap_or_default();
+    let api_url = layers.get(&API_URL)?;
+    let timeout = layers.get(&TIMEOUT)?.unwrap_or_default();
+    let max_wait = layers.get(&MAX_WAIT)?.unwrap_or_default();
+    let status_message = layers.get(&STATUS_MESSAGE)?.unwrap_or_default();
+    let routes = layers.get(&ROUTES)?.unwrap_or_default();
+    let half_set = [
+        layers
+            .env
+            .setting(&CHAT_ID)
+            .map(|_| CHAT_ID.env_name().to_string()),
+        layers
+            .file_sets(&CHAT_ID)
+            .then(|| "telegram.chat_id".to_string()),
+        layers
+            .env
+            .setting(&OPERATORS)
+            .map(|_| OPERATORS.env_name().to_string()),
+        layers
+            .file_sets(&OPERATORS)
+            .then(|| "telegram.operators".to_string()),
+        (!routes.is_empty()).then(|| "[[route]]".to_string()),
+    ]
+    .into_iter()
+    .flatten()
+    .collect::<Vec<_>>();
+    let Some(token) = token else {
+        let missing = (!half_set.is_empty()).then(|| {
+            format!(
+                "Telegram is half configured: {} set but no bot token; set {} (or {}, or telegram.token_file), or remove them",
+                half_set.join(", "),
+                TOKEN.env_name(),
+                TOKEN_FILE.env_name()
+            )
+        });
+        if !routes.is_empty() && missing.is_none() {
+            return Err(config_error(
+                "[[route]] entries need Telegram configured (a token and a default chat_id)".into(),
+            ));
+        }
+        return Ok(Resolved {
+            telegram: None,
+            bot: None,
+            missing,
+        });
+    };
+    let access = BotAccess {
+        token: Secret::new(token),
+        api_url,
+        timeout: Duration::from_secs(timeout.clamp(1, 300)),
+    };
+    let Some(chat_id) = chat_id else {
+        return Ok(Resolved {
+            telegram: None,
+            missing: Some(format!(
+                "Telegram is half configured: a bot token is set but no chat; set {} (or telegram.chat_id): `opsgate telegram ids` lists the chats the bot has seen",
+                CHAT_ID.env_name()
+            )),
+            bot: Some(access),
+        });
+    };
+    Ok(Resolved {
+        telegram: Some(TelegramConfig {
+            token: access.token.clone(),
+            chat_id,
+            operators,
+            api_url: access.api_url.clone(),
+            timeout: access.timeout,
+            max_wait: Duration::from_secs(max_wait.min(3600)),
+            routes,
+            status_message,
+        }),
+        bot: Some(access),
+        missing: None,
+    })
+}
+
+fn valid_token(token: &str) -> bool {
+    match token.split_once(':') {
+        Some((id, secret)) => {
+            !id.is_empty()
+                && id.chars().all(|c| c.is_ascii_digit())
+                && !secret.is_empty()
+                && secret
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        }
+        None => false,
+    }
+}
+
+fn read_token_file(path: &Path) -> Result<String> {
+    let meta = std::fs::metadata(path)
+        .map_err(|e| config_error(format!("cannot read token file {}: {e}", path.display())))?;
+    if !meta.is_file() {
+        return Err(config_error(format!(
+            "token file {} is not a file; expected a file holding the bot token",
+            path.display()
+        )));
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(config_error(format!(
+            "token file {} is readable by group or others (mode {mode:o}); run chmod 600 on it",
+            path.display()
+        )));
+    }
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading token file {}", path.display()))?;
+    Ok(text.trim().to_string())
+}
