@@ -40,7 +40,7 @@ bench:
 
 # The long crash and concurrency runs behind RELIABILITY.md (the short ones run in make test).
 soak:
-	SOAK_KILLS=200 SOAK_SECONDS=60 SOAK_RUNS=2000 $(CARGO) test --locked --release --test soak -- --nocapture --test-threads=1
+	SOAK_KILLS=200 SOAK_SECONDS=60 SOAK_RUNS=2000 $(CARGO) test --locked --release --test it soak:: -- --nocapture --test-threads=1
 
 # Coverage-guided fuzzing of the parser and the canonicalizer (needs `cargo install
 # cargo-fuzz`; RUSTC_BOOTSTRAP lets the stable toolchain take its sanitizer flags).
