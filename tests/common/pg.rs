@@ -52,6 +52,23 @@ fn as_owner(program: &Path) -> Command {
     }
 }
 
+/// Runs `cleanup` (sh) in a detached process once this test process has ended, however
+/// it ends: throw-away servers never outlive their tests.
+fn when_this_process_ends(cleanup: &str) {
+    use std::os::unix::process::CommandExt;
+    let script = format!(
+        "while kill -0 {pid} 2>/dev/null; do sleep 1; done; {cleanup}",
+        pid = std::process::id()
+    );
+    let _ = Command::new("sh")
+        .args(["-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn();
+}
+
 fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap().port()
@@ -183,25 +200,19 @@ impl Pg {
 
     /// Stops the server and removes its directory once this test process has ended.
     fn watchdog(&self) {
-        let script = format!(
-            "while kill -0 {pid} 2>/dev/null; do sleep 1; done; {stop} -D {data} -m immediate stop >/dev/null 2>&1; rm -rf {dir}",
-            pid = std::process::id(),
+        when_this_process_ends(&format!(
+            "{stop} -D {data} -m immediate stop >/dev/null 2>&1; rm -rf {dir}",
             stop = if is_root() {
-                format!("runuser -u postgres -- {}", self.bin.join("pg_ctl").display())
+                format!(
+                    "runuser -u postgres -- {}",
+                    self.bin.join("pg_ctl").display()
+                )
             } else {
                 self.bin.join("pg_ctl").display().to_string()
             },
             data = self.dir.join("data").display(),
             dir = self.dir.display(),
-        );
-        use std::os::unix::process::CommandExt;
-        let _ = Command::new("sh")
-            .args(["-c", &script])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn();
+        ));
     }
 
     pub fn url(&self, database: &str) -> String {
@@ -327,19 +338,10 @@ impl Bouncer {
 
     /// Stops pgbouncer and removes its directory once this test process has ended.
     fn watchdog(&self) {
-        let script = format!(
-            "while kill -0 {pid} 2>/dev/null; do sleep 1; done; kill $(cat {dir}/pgbouncer.pid) 2>/dev/null; sleep 1; rm -rf {dir}",
-            pid = std::process::id(),
+        when_this_process_ends(&format!(
+            "kill $(cat {dir}/pgbouncer.pid) 2>/dev/null; sleep 1; rm -rf {dir}",
             dir = self.dir.display(),
-        );
-        use std::os::unix::process::CommandExt;
-        let _ = Command::new("sh")
-            .args(["-c", &script])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn();
+        ));
     }
 
     /// A URL of the cluster behind (from [`Pg::fresh_db`]) rewritten to go through the
