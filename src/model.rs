@@ -65,33 +65,9 @@ impl State {
     }
 }
 
-/// How risky a proposal is: the `[policy] risk` floor raised by the model's label (see
-/// [`crate::policy::Policy::risk`]); as the model rated it when no rule matches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Risk {
-    Low,
-    Medium,
-    High,
-}
-
-impl Risk {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Risk::Low => "low",
-            Risk::Medium => "medium",
-            Risk::High => "high",
-        }
-    }
-
-    pub fn from_str_opt(s: &str) -> Option<Risk> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "low" => Some(Risk::Low),
-            "medium" | "med" => Some(Risk::Medium),
-            "high" => Some(Risk::High),
-            _ => None,
-        }
-    }
-}
+/// How risky a proposal is (defined beside the policy that raises it, which sits below
+/// this layer).
+pub use crate::policy::Risk;
 
 /// Who acts, for the audit trail and the card.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,10 +1,36 @@
 //! The `[policy]` rules, in one place for ingest and run alike: deny patterns (matched
 //! against the raw command and its canonical form), risk floors (a proposal's risk is the
 //! policy's floor raised by the model's label, never lowered by it) and whether rejecting
-//! needs a reason. Imports only the regex compiler it shares with `redact` and the
-//! domain's [`Risk`].
+//! needs a reason. Imports only the regex compiler it shares with `redact`; [`Risk`] lives
+//! here (the model re-exports it) so the bottom layer imports nothing above it.
 
-use crate::model::Risk;
+/// How risky a proposal is: the `[policy] risk` floor raised by the model's label (see
+/// [`Policy::risk`]); as the model rated it when no rule matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Risk {
+    Low,
+    Medium,
+    High,
+}
+
+impl Risk {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Risk::Low => "low",
+            Risk::Medium => "medium",
+            Risk::High => "high",
+        }
+    }
+
+    pub fn from_str_opt(s: &str) -> Option<Risk> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "low" => Some(Risk::Low),
+            "medium" | "med" => Some(Risk::Medium),
+            "high" => Some(Risk::High),
+            _ => None,
+        }
+    }
+}
 
 /// One `[policy] risk` rule: commands it matches are at least `level`. A rule names a
 /// `pattern` (a regex over the raw and the canonical command), logical-key `verbs`

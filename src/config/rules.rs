@@ -118,7 +118,7 @@ pub(super) fn risk_rules(
     s: &Setting,
     raw: Raw<'_>,
 ) -> Result<Vec<crate::policy::RiskRule>, String> {
-    use crate::model::Risk;
+    use crate::policy::Risk;
     let file: Vec<FileRiskRule> = settings::toml_value(s, raw)?;
     file.into_iter()
         .enumerate()
