@@ -285,8 +285,8 @@ fn proposal_state(c: &mut dyn Conn, id: i64) -> Result<Option<(State, i64)>> {
     let Some(r) = row else {
         return Ok(None);
     };
-    match State::parse(&r.text(0)?) {
-        Some(state) => Ok(Some((state, r.int(1)?))),
+    match State::parse(&r.text("state")?) {
+        Some(state) => Ok(Some((state, r.int("cluster_id")?))),
         None => Ok(None),
     }
 }
@@ -312,19 +312,19 @@ fn lock_proposal(c: &mut dyn Conn, id: i64) -> Result<Option<(State, i64)>> {
 /// measure of staleness.
 fn later_ingests(c: &mut dyn Conn, source: &str, ingest_id: i64, limit: i64) -> Result<i64> {
     c.query_one(
-        "SELECT COUNT(*) FROM (SELECT 1 FROM ingests WHERE source = ?1 AND id > ?2 LIMIT ?3) AS later",
+        "SELECT COUNT(*) AS n FROM (SELECT 1 FROM ingests WHERE source = ?1 AND id > ?2 LIMIT ?3) AS later",
         &[&source, &ingest_id, &limit],
     )?
-    .int(0)
+    .int("n")
 }
 
 /// A cluster is named by the first subject of its founding proposal.
 fn cluster_name(c: &mut dyn Conn, cluster_id: i64) -> Result<Option<String>> {
     c.query_one(
-        "SELECT MIN(subject) FROM subjects WHERE proposal_id = ?1",
+        "SELECT MIN(subject) AS name FROM subjects WHERE proposal_id = ?1",
         &[&cluster_id],
     )?
-    .opt_text(0)
+    .opt_text("name")
 }
 
 const PROPOSAL_SELECT: &str = "SELECT p.id, p.source, p.cmd_hash, p.command, p.canonical,

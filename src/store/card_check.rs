@@ -62,7 +62,7 @@ pub(super) fn check_card(
         "SELECT merged_into FROM cards WHERE cluster_id = ?1",
         &[&cluster_id],
     )?;
-    match card.map(|r| r.opt_int(0)).transpose()? {
+    match card.map(|r| r.opt_int("merged_into")).transpose()? {
         None => return Ok(CardCheck::Refused(Refusal::NotThisCard)),
         Some(Some(into)) => return Ok(CardCheck::Refused(Refusal::MergedInto(into))),
         Some(None) => {}
@@ -75,14 +75,16 @@ pub(super) fn check_card(
     else {
         return Ok(CardCheck::Refused(Refusal::NotThisCard));
     };
-    if sent.opt_text(0)?.as_ref() != Some(chat) || sent.opt_text(1)?.as_ref() != Some(message) {
+    if sent.opt_text("chat")?.as_ref() != Some(chat)
+        || sent.opt_text("message")?.as_ref() != Some(message)
+    {
         return Ok(CardCheck::Refused(Refusal::NotThisCard));
     }
-    if sent.opt_text(2)?.as_ref() != Some(stamp) {
+    if sent.opt_text("stamp")?.as_ref() != Some(stamp) {
         return Ok(CardCheck::Changed);
     }
     let shown: Vec<i64> = sent
-        .opt_text(3)?
+        .opt_text("shown")?
         .and_then(|s| serde_json::from_str(&s).ok())
         .unwrap_or_default();
     let mut in_flight = Vec::new();
@@ -92,8 +94,8 @@ pub(super) fn check_card(
         ),
         &[&cluster_id],
     )? {
-        if let Some(state) = State::parse(&r.text(1)?) {
-            in_flight.push((r.int(0)?, state));
+        if let Some(state) = State::parse(&r.text("state")?) {
+            in_flight.push((r.int("id")?, state));
         }
     }
     if card_stamp(&in_flight, &shown, None) != *stamp {

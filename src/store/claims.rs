@@ -46,12 +46,12 @@ impl Store {
                 return Ok(None);
             };
             let claimed = Claimed {
-                id: row.int(0)?,
-                command: row.text(1)?,
-                cmd_hash: row.text(2)?,
+                id: row.int("id")?,
+                command: row.text("command")?,
+                cmd_hash: row.text("cmd_hash")?,
                 claimed_at: now,
             };
-            let cluster_id = row.int(3)?;
+            let cluster_id = row.int("cluster_id")?;
             let actor = Actor::system(format!("runner:{runner}"), "runner");
             if transition(
                 c,
@@ -118,7 +118,7 @@ impl Store {
         let c = self.conn();
         let risk = c
             .query_one("SELECT risk FROM proposals WHERE id = ?1", &[&id])?
-            .text(0)?;
+            .text("risk")?;
         let mut votes = Vec::new();
         for r in c.query(
             "SELECT actor, digest FROM transitions WHERE proposal_id = ?1 AND action = ?2
@@ -139,7 +139,7 @@ impl Store {
                  ORDER BY id DESC LIMIT 1",
                 &[&id, &Verb::Claim.audit_name()],
             )?
-            .map(|r| r.text(0))
+            .map(|r| r.text("action"))
             .transpose()?;
         Ok(lifecycle::Binding {
             // An unreadable risk counts as the riskiest.
@@ -181,7 +181,7 @@ impl Store {
             };
             let owner = c
                 .query_one("SELECT runner FROM proposals WHERE id = ?1", &[&id])?
-                .opt_text(0)?;
+                .opt_text("runner")?;
             if owner.as_deref() != Some(runner) {
                 return Ok(false);
             }
@@ -227,8 +227,8 @@ impl Store {
                 "SELECT runner, started_at FROM proposals WHERE id = ?1",
                 &[&id],
             )?;
-            let ours = claim.opt_text(0)?.as_deref() == Some(runner)
-                && claim.opt_int(1)? == Some(claimed_at);
+            let ours = claim.opt_text("runner")?.as_deref() == Some(runner)
+                && claim.opt_int("started_at")? == Some(claimed_at);
             if ours && matches!(from, State::Completed | State::Failed) {
                 return Ok(Some(from)); // recorded before: a replay
             }

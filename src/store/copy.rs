@@ -76,12 +76,12 @@ fn pages(
         let upto = src
             .query_one(
                 &format!(
-                    "SELECT MAX(k) FROM (SELECT {key} AS k FROM {table} WHERE {key} > ?1
+                    "SELECT MAX(k) AS upto FROM (SELECT {key} AS k FROM {table} WHERE {key} > ?1
                      ORDER BY {key} LIMIT {PAGE}) AS page"
                 ),
                 &[&after],
             )?
-            .opt_int(0)?;
+            .opt_int("upto")?;
         let Some(upto) = upto else { return Ok(()) };
         let rows = src.query(
             &format!(
@@ -112,14 +112,14 @@ fn copy(src: &mut dyn Conn, dst: &mut dyn Conn) -> Result<Copied> {
         "SELECT source FROM proposals UNION SELECT source FROM ingests ORDER BY 1",
         &[],
     )? {
-        done.sources.push(row.text(0)?);
+        done.sources.push(row.text("source")?);
     }
     let executing = src
         .query_one(
-            "SELECT COUNT(*) FROM proposals WHERE state = 'executing'",
+            "SELECT COUNT(*) AS n FROM proposals WHERE state = 'executing'",
             &[],
         )?
-        .int(0)?;
+        .int("n")?;
     if executing > 0 {
         return Err(Error::new(
             Kind::Conflict,
@@ -165,10 +165,15 @@ fn copy(src: &mut dyn Conn, dst: &mut dyn Conn) -> Result<Copied> {
             .query_one(
                 "INSERT INTO ingests (source, at, items, summary) VALUES (?1, ?2, ?3, ?4)
                  RETURNING id",
-                &[&r.0[1], &r.0[2], &r.0[3], &r.0[4]],
+                &[
+                    r.value("source")?,
+                    r.value("at")?,
+                    r.value("items")?,
+                    r.value("summary")?,
+                ],
             )?
-            .int(0)?;
-        ingests.insert(r.int(0)?, new);
+            .int("id")?;
+        ingests.insert(r.int("id")?, new);
         done.ingests += 1;
         Ok(())
     })?;
@@ -182,16 +187,12 @@ fn copy(src: &mut dyn Conn, dst: &mut dyn Conn) -> Result<Copied> {
          decided_at, ended_at, runner, lease_until, started_at, exit_code, duration_ms,
          stdout_tail, stderr_tail",
         |r| {
-            let id = ids.get(dst, r.int(0)?)?;
-            let cluster = ids.get(dst, r.int(6)?)?;
-            let ingest = r.opt_int(13)?.and_then(|i| ingests.get(&i).copied());
-            let mut params: Vec<&dyn ToParam> = Vec::with_capacity(24);
-            params.push(&id);
-            params.extend(r.0[1..6].iter().map(|v| v as &dyn ToParam));
-            params.push(&cluster);
-            params.extend(r.0[7..13].iter().map(|v| v as &dyn ToParam));
-            params.push(&ingest);
-            params.extend(r.0[14..24].iter().map(|v| v as &dyn ToParam));
+            let id = ids.get(dst, r.int("id")?)?;
+            let cluster = ids.get(dst, r.int("cluster_id")?)?;
+            let ingest = r
+                .opt_int("last_ingest_id")?
+                .and_then(|i| ingests.get(&i).copied());
+            let v = |name: &str| r.value(name);
             dst.execute(
                 "INSERT INTO proposals (id, source, cmd_hash, command, canonical,
                      logical_keys, cluster_id, state, risk, reason, first_seen_at,
@@ -200,7 +201,32 @@ fn copy(src: &mut dyn Conn, dst: &mut dyn Conn) -> Result<Copied> {
                      stdout_tail, stderr_tail)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,
                      ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24)",
-                &params,
+                &[
+                    &id,
+                    v("source")?,
+                    v("cmd_hash")?,
+                    v("command")?,
+                    v("canonical")?,
+                    v("logical_keys")?,
+                    &cluster,
+                    v("state")?,
+                    v("risk")?,
+                    v("reason")?,
+                    v("first_seen_at")?,
+                    v("last_seen_at")?,
+                    v("seen_count")?,
+                    &ingest,
+                    v("decided_by")?,
+                    v("decided_at")?,
+                    v("ended_at")?,
+                    v("runner")?,
+                    v("lease_until")?,
+                    v("started_at")?,
+                    v("exit_code")?,
+                    v("duration_ms")?,
+                    v("stdout_tail")?,
+                    v("stderr_tail")?,
+                ],
             )?;
             done.proposals += 1;
             Ok(())
@@ -213,10 +239,10 @@ fn copy(src: &mut dyn Conn, dst: &mut dyn Conn) -> Result<Copied> {
         "proposal_id",
         "proposal_id, source, subject",
         |r| {
-            let id = ids.get(dst, r.int(0)?)?;
+            let id = ids.get(dst, r.int("proposal_id")?)?;
             dst.execute(
                 "INSERT INTO subjects (proposal_id, source, subject) VALUES (?1, ?2, ?3)",
-                &[&id, &r.0[1], &r.0[2]],
+                &[&id, r.value("source")?, r.value("subject")?],
             )?;
             done.subjects += 1;
             Ok(())
@@ -229,14 +255,22 @@ fn copy(src: &mut dyn Conn, dst: &mut dyn Conn) -> Result<Copied> {
         "id",
         "id, proposal_id, ingest_id, display_id, command, reason, seen_at",
         |r| {
-            let proposal = ids.get(dst, r.int(1)?)?;
+            let proposal = ids.get(dst, r.int("proposal_id")?)?;
             // An ingest row is never pruned; a missing one (older files) keeps its number.
-            let ingest = ingests.get(&r.int(2)?).copied().unwrap_or(r.int(2)?);
+            let old = r.int("ingest_id")?;
+            let ingest = ingests.get(&old).copied().unwrap_or(old);
             dst.execute(
                 "INSERT INTO sightings (proposal_id, ingest_id, display_id, command, reason,
                      seen_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                &[&proposal, &ingest, &r.0[3], &r.0[4], &r.0[5], &r.0[6]],
+                &[
+                    &proposal,
+                    &ingest,
+                    r.value("display_id")?,
+                    r.value("command")?,
+                    r.value("reason")?,
+                    r.value("seen_at")?,
+                ],
             )?;
             done.sightings += 1;
             Ok(())
@@ -249,15 +283,23 @@ fn copy(src: &mut dyn Conn, dst: &mut dyn Conn) -> Result<Copied> {
         "id",
         "id, proposal_id, from_state, to_state, action, actor, at, note, digest, stamp",
         |r| {
-            let proposal = ids.opt(dst, r.opt_int(1)?)?;
+            let proposal = ids.opt(dst, r.opt_int("proposal_id")?)?;
+            let v = |name: &str| r.value(name);
             // The digest and stamp of an approval travel with it: the bytes stay bound.
             dst.execute(
                 "INSERT INTO transitions (proposal_id, from_state, to_state, action, actor,
                      at, note, digest, stamp)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 &[
-                    &proposal, &r.0[2], &r.0[3], &r.0[4], &r.0[5], &r.0[6], &r.0[7], &r.0[8],
-                    &r.0[9],
+                    &proposal,
+                    v("from_state")?,
+                    v("to_state")?,
+                    v("action")?,
+                    v("actor")?,
+                    v("at")?,
+                    v("note")?,
+                    v("digest")?,
+                    v("stamp")?,
                 ],
             )?;
             done.transitions += 1;
@@ -271,11 +313,11 @@ fn copy(src: &mut dyn Conn, dst: &mut dyn Conn) -> Result<Copied> {
         "cluster_id",
         "cluster_id, source, merged_into",
         |r| {
-            let cluster = ids.get(dst, r.int(0)?)?;
-            let merged = ids.opt(dst, r.opt_int(2)?)?;
+            let cluster = ids.get(dst, r.int("cluster_id")?)?;
+            let merged = ids.opt(dst, r.opt_int("merged_into")?)?;
             dst.execute(
                 "INSERT INTO cards (cluster_id, source, merged_into) VALUES (?1, ?2, ?3)",
-                &[&cluster, &r.0[1], &merged],
+                &[&cluster, r.value("source")?, &merged],
             )?;
             done.cards += 1;
             Ok(())
@@ -285,7 +327,7 @@ fn copy(src: &mut dyn Conn, dst: &mut dyn Conn) -> Result<Copied> {
     for r in src.query("SELECT name FROM channels", &[])? {
         dst.execute(
             "INSERT INTO channels (name) VALUES (?1) ON CONFLICT (name) DO NOTHING",
-            &[&r.0[0]],
+            &[r.value("name")?],
         )?;
     }
     // The buttons on a delivered card name old ids: the stamp goes (a press on it is
@@ -296,17 +338,24 @@ fn copy(src: &mut dyn Conn, dst: &mut dyn Conn) -> Result<Copied> {
         "cluster_id",
         "cluster_id, channel, rev, sent_rev, chat, message",
         |r| {
-            let cluster = ids.get(dst, r.int(0)?)?;
-            let sent = r.int(3)?;
-            let rev = if r.opt_text(5)?.is_some() {
-                r.int(2)?.max(sent + 1)
+            let cluster = ids.get(dst, r.int("cluster_id")?)?;
+            let sent = r.int("sent_rev")?;
+            let rev = if r.opt_text("message")?.is_some() {
+                r.int("rev")?.max(sent + 1)
             } else {
-                r.int(2)?
+                r.int("rev")?
             };
             dst.execute(
                 "INSERT INTO deliveries (cluster_id, channel, rev, sent_rev, chat, message)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                &[&cluster, &r.0[1], &rev, &sent, &r.0[4], &r.0[5]],
+                &[
+                    &cluster,
+                    r.value("channel")?,
+                    &rev,
+                    &sent,
+                    r.value("chat")?,
+                    r.value("message")?,
+                ],
             )?;
             done.deliveries += 1;
             Ok(())
@@ -319,7 +368,7 @@ fn copy(src: &mut dyn Conn, dst: &mut dyn Conn) -> Result<Copied> {
             "INSERT INTO cursors (channel, position) VALUES (?1, ?2)
              ON CONFLICT (channel) DO UPDATE
                  SET position = GREATEST(cursors.position, excluded.position)",
-            &[&r.0[0], &r.0[1]],
+            &[r.value("channel")?, r.value("position")?],
         )?;
     }
     dst.keep_proposal_ids(&ids.taken)?;

@@ -126,7 +126,8 @@ impl Column for &str {
 }
 
 impl Row {
-    fn value(&self, i: impl Column) -> Result<&Value> {
+    /// The value as it came (to pass on as a parameter: [`Value`] binds as itself).
+    pub fn value(&self, i: impl Column) -> Result<&Value> {
         let n = i.position(self)?;
         self.0
             .get(n)

@@ -35,9 +35,9 @@ pub(crate) fn approvers(c: &mut dyn Conn, id: i64) -> Result<Vec<(String, String
     )?;
     let mut out: Vec<(String, String)> = Vec::new();
     for r in rows {
-        let actor = r.text(0)?;
+        let actor = r.text("actor")?;
         if !out.iter().any(|(a, _)| *a == actor) {
-            let shown = r.opt_text(1)?.unwrap_or_else(|| actor.clone());
+            let shown = r.opt_text("note")?.unwrap_or_else(|| actor.clone());
             out.push((actor, shown));
         }
     }
@@ -57,10 +57,11 @@ fn pending_siblings(
          WHERE cluster_id = ?1 AND state = 'pending' AND id <> ?2 ORDER BY id",
         &[&cluster_id, &id],
     )? {
-        let other_keys: Vec<String> = serde_json::from_str(&row.text(1)?).unwrap_or_default();
+        let other_keys: Vec<String> =
+            serde_json::from_str(&row.text("logical_keys")?).unwrap_or_default();
         // An unreadable risk counts as the riskiest.
-        let other_risk = Risk::from_str_opt(&row.text(2)?).unwrap_or(Risk::High);
-        siblings.push((row.int(0)?, other_keys, other_risk));
+        let other_risk = Risk::from_str_opt(&row.text("risk")?).unwrap_or(Risk::High);
+        siblings.push((row.int("id")?, other_keys, other_risk));
     }
     Ok(siblings)
 }
@@ -99,7 +100,7 @@ pub(crate) fn approval_plan(
 fn record_vote(c: &mut dyn Conn, id: i64, actor: &Actor, via: &Via, now: i64) -> Result<()> {
     let command = c
         .query_one("SELECT command FROM proposals WHERE id = ?1", &[&id])?
-        .text(0)?;
+        .text("command")?;
     let digest = lifecycle::command_digest(&command);
     let stamp = via.card.as_ref().map(|card| card.stamp.as_str());
     c.execute(
@@ -316,7 +317,7 @@ impl Store {
                 "SELECT id, state FROM proposals WHERE cluster_id = ?1 ORDER BY id",
                 &[&cluster_id],
             )? {
-                states.push((r.int(0)?, r.text(1)?));
+                states.push((r.int("id")?, r.text("state")?));
             }
             let Some(&(first, _)) = states.first() else {
                 return Ok(Step::Refuse(None, Refusal::NoCard(cluster_id)));
@@ -372,10 +373,10 @@ impl Store {
             lock_card(c, cluster_id)?;
             let first = c
                 .query_one(
-                    "SELECT MIN(id) FROM proposals WHERE cluster_id = ?1 AND state = 'pending'",
+                    "SELECT MIN(id) AS first FROM proposals WHERE cluster_id = ?1 AND state = 'pending'",
                     &[&cluster_id],
                 )?
-                .opt_int(0)?;
+                .opt_int("first")?;
             let Some(first) = first else {
                 return Ok(Step::Refuse(None, Refusal::NothingPending));
             };
@@ -408,7 +409,7 @@ impl Store {
         self.transact("to record a prompt", |c| {
             let value = c
                 .query_opt("SELECT value FROM meta WHERE key = ?1 FOR UPDATE", &[&key])?
-                .map(|r| r.text(0))
+                .map(|r| r.text("value"))
                 .transpose()?;
             if let Some(mut request) =
                 value.and_then(|v| serde_json::from_str::<ReasonRequest>(&v).ok())
@@ -433,7 +434,7 @@ impl Store {
         self.transact("to take a reason request", |c| {
             let value = c
                 .query_opt("SELECT value FROM meta WHERE key = ?1 FOR UPDATE", &[&key])?
-                .map(|r| r.text(0))
+                .map(|r| r.text("value"))
                 .transpose()?;
             let request = value.and_then(|v| serde_json::from_str::<ReasonRequest>(&v).ok());
             Ok(match request {

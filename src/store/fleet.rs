@@ -125,16 +125,18 @@ fn allowed(c: &mut dyn Conn, sql: &str) -> Result<bool> {
 }
 
 fn probe(c: &mut dyn Conn) -> Result<Confinement> {
-    let role = c.query_one("SELECT current_user", &[])?.text(0)?;
+    let role = c
+        .query_one("SELECT current_user AS role", &[])?
+        .text("role")?;
     let hosts = c
-        .query_one("SELECT COUNT(DISTINCT role) FROM fleet_hosts", &[])?
-        .int(0)?;
+        .query_one("SELECT COUNT(DISTINCT role) AS hosts FROM fleet_hosts", &[])?
+        .int("hosts")?;
     let mut sources = Vec::new();
     for r in c.query(
         "SELECT source FROM fleet_hosts WHERE role = current_user ORDER BY source",
         &[],
     )? {
-        sources.push(r.text(0)?);
+        sources.push(r.text("source")?);
     }
     let mut breaches = Vec::new();
     if sources.is_empty() {
@@ -165,19 +167,22 @@ fn probe(c: &mut dyn Conn) -> Result<Confinement> {
            AND relkind = 'r' AND NOT relrowsecurity ORDER BY relname",
         &[],
     )? {
-        breaches.push(format!("row-level security is off on {}", r.text(0)?));
+        breaches.push(format!(
+            "row-level security is off on {}",
+            r.text("relname")?
+        ));
     }
     let marks: Vec<String> = (1..=sources.len()).map(|n| format!("?{n}")).collect();
     let params: Vec<&dyn ToParam> = sources.iter().map(|s| s as &dyn ToParam).collect();
     let foreign = c
         .query_one(
             &format!(
-                "SELECT COUNT(*) FROM proposals WHERE source NOT IN ({})",
+                "SELECT COUNT(*) AS n FROM proposals WHERE source NOT IN ({})",
                 marks.join(", ")
             ),
             &params,
         )?
-        .int(0)?;
+        .int("n")?;
     if foreign > 0 {
         breaches.push(format!("it reads {foreign} proposals of other sources"));
     }
@@ -198,19 +203,19 @@ fn probe(c: &mut dyn Conn) -> Result<Confinement> {
     let audit = c.query_one(
         "SELECT has_table_privilege(current_user, 'transitions', 'UPDATE')
              OR has_table_privilege(current_user, 'transitions', 'DELETE')
-             OR has_table_privilege(current_user, 'transitions', 'TRUNCATE')",
+             OR has_table_privilege(current_user, 'transitions', 'TRUNCATE') AS may_change",
         &[],
     )?;
-    if audit.bool(0)? {
+    if audit.bool("may_change")? {
         breaches.push("it may UPDATE or DELETE the audit".to_string());
     }
     let guard = c
         .query_one(
-            "SELECT COUNT(*) FROM pg_trigger
+            "SELECT COUNT(*) AS n FROM pg_trigger
              WHERE tgname = 'proposals_host_guard' AND tgenabled <> 'D'",
             &[],
         )?
-        .int(0)?;
+        .int("n")?;
     if guard == 0 {
         breaches.push("nothing stops it approving (trigger proposals_host_guard is off)".into());
     }

@@ -53,7 +53,7 @@ impl Store {
                     .conn()
                     .query("SELECT DISTINCT source FROM ingests", &[])?
                     .iter()
-                    .map(|r| r.text(0))
+                    .map(|r| r.text("source"))
                     .collect::<Result<Vec<String>>>()?;
                 // Byte order, whatever the database's collation.
                 all.sort();
@@ -76,7 +76,7 @@ impl Store {
                 "SELECT at, items, summary FROM ingests WHERE source = ?1 ORDER BY id DESC LIMIT 1",
                 &[&source],
             )?
-            .map(|r| Ok((r.int(0)?, r.int(1)?, r.opt_text(2)?)))
+            .map(|r| Ok((r.int("at")?, r.int("items")?, r.opt_text("summary")?)))
             .transpose()
     }
 
@@ -96,32 +96,32 @@ impl Store {
         status.cards_total = c
             .query_one(
                 &format!(
-                    "SELECT COUNT(DISTINCT cluster_id) FROM proposals
+                    "SELECT COUNT(DISTINCT cluster_id) AS n FROM proposals
                      WHERE source = ?1 AND state IN {IN_FLIGHT_SQL}"
                 ),
                 &[&source],
             )?
-            .int(0)?;
+            .int("n")?;
         let rows = c.query(
             &format!(
                 "SELECT p.cluster_id, p.id, p.state, p.command,
-                        (SELECT MIN(subject) FROM subjects WHERE proposal_id = p.cluster_id)
+                        (SELECT MIN(subject) FROM subjects WHERE proposal_id = p.cluster_id) AS name
                  FROM proposals p WHERE p.source = ?1 AND p.state IN {IN_FLIGHT_SQL}
                  ORDER BY p.cluster_id, p.id LIMIT ?2"
             ),
             &[&source, &STATUS_ROWS],
         )?;
         for r in &rows {
-            let cluster_id = r.int(0)?;
-            let state = State::parse(&r.text(2)?).unwrap_or(State::Pending);
-            let proposal = (r.int(1)?, state, r.text(3)?);
+            let cluster_id = r.int("cluster_id")?;
+            let state = State::parse(&r.text("state")?).unwrap_or(State::Pending);
+            let proposal = (r.int("id")?, state, r.text("command")?);
             let full = status.cards.len() == STATUS_CARDS;
             match status.cards.last_mut() {
                 Some(card) if card.cluster_id == cluster_id => card.proposals.push(proposal),
                 _ if full => break,
                 _ => status.cards.push(OpenCard {
                     cluster_id,
-                    name: r.opt_text(4)?,
+                    name: r.opt_text("name")?,
                     proposals: vec![proposal],
                 }),
             }
@@ -139,10 +139,10 @@ impl Store {
             )?
             .map(|r| {
                 Ok(StatusRef {
-                    chat: r.text(0)?,
-                    message: r.text(1)?,
-                    content_hash: r.text(2)?,
-                    pinned: r.bool(3)?,
+                    chat: r.text("chat")?,
+                    message: r.text("message")?,
+                    content_hash: r.text("content_hash")?,
+                    pinned: r.bool("pinned")?,
                 })
             })
             .transpose()

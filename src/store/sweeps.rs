@@ -53,8 +53,8 @@ impl Store {
                 &scoped(&0i64, &SWEEP_BATCH, sources),
             )?;
             for row in executing {
-                let (id, runner) = (row.int(0)?, row.opt_text(1)?);
-                let (lease, cluster_id) = (row.opt_int(2)?, row.int(3)?);
+                let (id, runner) = (row.int("id")?, row.opt_text("runner")?);
+                let (lease, cluster_id) = (row.opt_int("lease_until")?, row.int("cluster_id")?);
                 let why = match (&runner, lease) {
                     (Some(r), _) if !alive(r) => format!("runner {r} is gone"),
                     (_, Some(until)) if until < now => "the runner's lease expired".to_string(),
@@ -92,8 +92,8 @@ impl Store {
             )?;
             let note = lifecycle::expiry_note(&rules);
             for row in expiring {
-                let (id, cluster_id) = (row.int(0)?, row.int(2)?);
-                let Some(from) = State::parse(&row.text(1)?) else {
+                let (id, cluster_id) = (row.int("id")?, row.int("cluster_id")?);
+                let Some(from) = State::parse(&row.text("state")?) else {
                     continue;
                 };
                 lock_card(c, cluster_id)?;
@@ -120,8 +120,8 @@ impl Store {
             let mut pruned = 0;
             let mut clusters = BTreeSet::new();
             for row in &doomed {
-                pruned += c.execute("DELETE FROM proposals WHERE id = ?1", &[&row.int(0)?])?;
-                clusters.insert(row.int(1)?);
+                pruned += c.execute("DELETE FROM proposals WHERE id = ?1", &[&row.int("id")?])?;
+                clusters.insert(row.int("cluster_id")?);
             }
             for cluster in clusters {
                 c.execute(
