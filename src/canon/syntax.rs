@@ -410,8 +410,8 @@ impl Parser<'_> {
         let Some((inner_open, inner_close)) = self.last_subshell else {
             return;
         };
-        let skipped = |syms: std::ops::Range<usize>| {
-            syms.into_iter().all(|k| {
+        let skipped = |mut syms: std::ops::Range<usize>| {
+            syms.all(|k| {
                 matches!(
                     self.marks.get(self.syms[k].1),
                     Some(Mark::LineBreak | Mark::Optional)
