@@ -5,9 +5,11 @@
 //!
 //! Tokenization follows the shell that runs the command, POSIX `/bin/sh` (dash on Debian),
 //! closely enough to see through spelling (blanks, quoting style, escapes) while keeping
-//! meaning: anything the shell would expand (`$VAR`, `$(...)`, backticks, globs, braces,
-//! `~`) is kept verbatim, a double-quoted string holding an expansion stays double-quoted,
-//! and here-document bodies are data kept byte for byte. Blanks are space and tab only;
+//! meaning: anything the shell would expand (`$VAR`, `${..}`, `$((..))`, globs, braces,
+//! `~`) is kept verbatim, except the command inside `$(..)` or backticks, canonicalized as
+//! a command where that is exact, and `${NAME}` where nothing could continue the name; a
+//! double-quoted string holding an expansion stays double-quoted, and here-document
+//! bodies are data kept byte for byte. Blanks are space and tab only;
 //! every other character (`\r`, U+00A0, ...) is part of a word, as it is for sh. What it
 //! cannot model exactly (constructs that differ between shells, `$'..'`; here-documents
 //! inside command substitutions; anything that does not tokenize) makes the command
@@ -27,9 +29,11 @@ pub const GRAMMAR_VERSION: i64 = 4;
 /// The version of the canonical form: raised whenever the cmd_hash of a command changes
 /// (2: quoted reserved words keep their quotes, commands sh rejects are opaque, newlines
 /// sh skips are no `;`; 3: optional separators, a case pattern's `(`, a redirection's
-/// place among the words, line continuations in words and `${NAME}` written one way), so
-/// stored in-flight proposals are re-hashed once.
-pub const CANON_VERSION: i64 = 3;
+/// place among the words, line continuations in words and `${NAME}` written one way; 4:
+/// the command inside `$(..)` and backticks canonicalized as a command, a backtick
+/// command written `$(..)`, `${NAME}` inside double quotes, a subshell that is all of
+/// another one subshell), so stored in-flight proposals are re-hashed once.
+pub const CANON_VERSION: i64 = 4;
 
 /// Number of hex digits of sha256 kept as `cmd_hash`.
 pub const HASH_LEN: usize = crate::model::CMD_HASH_LEN;
@@ -664,20 +668,14 @@ fn read_word(
             }
             '$' => {
                 let end = skip_dollar(chars, i)?;
-                match plain_braced(chars, i, end) {
-                    Some(name) => {
-                        raw.push('$');
-                        raw.push_str(&name);
-                    }
-                    None => raw.extend(&chars[i..end]),
-                }
+                expansion_text(chars, i, end, false, &mut raw);
                 expanding = true;
                 rec.push(SourceChar::Expansion { start: i, end });
                 i = end;
             }
             '`' => {
                 let end = find_backtick_end(chars, i + 1)?;
-                raw.extend(&chars[i..=end]);
+                expansion_text(chars, i, end + 1, false, &mut raw);
                 expanding = true;
                 rec.push(SourceChar::Expansion {
                     start: i,
@@ -758,22 +756,16 @@ fn find_char(chars: &[char], from: usize, target: char) -> Option<usize> {
 }
 
 /// Reads a double-quoted string whose content starts at `from`. Returns the literal
-/// value, the raw inner text, whether it holds an expansion, and the index of the
-/// closing quote.
-fn read_double_quoted(
-    chars: &[char],
-    from: usize,
-) -> Result<(String, String, bool, usize), TokenizeError> {
-    read_double_quoted_sourced(chars, from, None)
-}
-
-/// [`read_double_quoted`], recording the source of each value character in `rec`.
+/// value, the inner text (as written, each expansion in its canonical text: see
+/// [`expansion_text`]), whether it holds an expansion, and the index of the closing
+/// quote; records the source of each value character in `rec`.
 fn read_double_quoted_sourced(
     chars: &[char],
     from: usize,
     mut rec: Option<&mut Vec<SourceChar>>,
 ) -> Result<(String, String, bool, usize), TokenizeError> {
     let mut value = String::new();
+    let mut inner = String::new();
     let mut expansion = false;
     let mut i = from;
     let lit = |rec: &mut Option<&mut Vec<SourceChar>>, c: char, at: usize| {
@@ -787,10 +779,7 @@ fn read_double_quoted_sourced(
     };
     while i < chars.len() {
         match chars[i] {
-            '"' => {
-                let inner = chars[from..i].iter().collect();
-                return Ok((value, inner, expansion, i));
-            }
+            '"' => return Ok((value, inner, expansion, i)),
             '\\' => {
                 match chars.get(i + 1) {
                     Some(&n) if matches!(n, '$' | '`' | '"' | '\\') => {
@@ -806,17 +795,20 @@ fn read_double_quoted_sourced(
                     }
                     None => return Err(TokenizeError("unbalanced \"")),
                 }
+                inner.extend(&chars[i..i + 2]);
                 i += 2;
             }
             // Inside double quotes `$'` and `$"` are a literal `$` in every shell.
             '$' if matches!(chars.get(i + 1), Some('\'' | '"')) => {
                 value.push('$');
+                inner.push('$');
                 lit(&mut rec, '$', i);
                 i += 1;
             }
             '$' => {
                 expansion = true;
                 let end = skip_dollar(chars, i)?;
+                expansion_text(chars, i, end, true, &mut inner);
                 if let Some(rec) = rec.as_deref_mut() {
                     rec.push(SourceChar::Expansion { start: i, end });
                 }
@@ -825,6 +817,7 @@ fn read_double_quoted_sourced(
             '`' => {
                 expansion = true;
                 let end = find_backtick_end(chars, i + 1)? + 1;
+                expansion_text(chars, i, end, true, &mut inner);
                 if let Some(rec) = rec.as_deref_mut() {
                     rec.push(SourceChar::Expansion { start: i, end });
                 }
@@ -832,6 +825,7 @@ fn read_double_quoted_sourced(
             }
             c => {
                 value.push(c);
+                inner.push(c);
                 lit(&mut rec, c, i);
                 i += 1;
             }
@@ -840,14 +834,117 @@ fn read_double_quoted_sourced(
     Err(TokenizeError("unbalanced \""))
 }
 
+/// Skips a double-quoted string whose content starts at `from`; returns the index of the
+/// closing quote. Only finds the end: nothing inside is read or canonicalized.
+fn skip_double_quoted(chars: &[char], from: usize, nesting: usize) -> Result<usize, TokenizeError> {
+    let mut i = from;
+    while i < chars.len() {
+        match chars[i] {
+            '"' => return Ok(i),
+            '\\' => i += 2,
+            '$' if matches!(chars.get(i + 1), Some('\'' | '"')) => i += 1,
+            '$' => i = skip_dollar_nested(chars, i, nesting)?,
+            '`' => i = find_backtick_end(chars, i + 1)? + 1,
+            _ => i += 1,
+        }
+    }
+    Err(TokenizeError("unbalanced \""))
+}
+
+/// Writes the canonical text of the expansion at `start..end` (a `$` expansion or a
+/// backtick command, `in_dq` inside double quotes) to `out`, each where it is exact:
+/// `${NAME}` with nothing after it that could continue the name is `$NAME`; the command
+/// of `$(..)` is canonicalized as a command (see [`substitution`]); a backtick command is
+/// that `$(..)` once its backslashes are read (see [`unbackquote`]). Everything else
+/// (arithmetic, `${..}` with an operator, what does not read as a command) byte for byte.
+fn expansion_text(chars: &[char], start: usize, end: usize, in_dq: bool, out: &mut String) {
+    let canonical = match (chars[start], chars.get(start + 1), chars.get(start + 2)) {
+        ('$', Some('{'), _) => plain_braced(chars, start, end).map(|name| format!("${name}")),
+        ('$', Some('('), next) if next != Some(&'(') && end >= start + 3 => {
+            substitution(&chars[start + 2..end - 1].iter().collect::<String>())
+        }
+        ('`', _, _) if end >= start + 2 => {
+            unbackquote(&chars[start + 1..end - 1], in_dq).and_then(|c| substitution(&c))
+        }
+        _ => None,
+    };
+    match canonical {
+        Some(text) => out.push_str(&text),
+        None => out.extend(&chars[start..end]),
+    }
+}
+
+/// `$(COMMAND)` with COMMAND canonicalized as a command at top level is (separators,
+/// redirections, quoting, nested substitutions), or `None` when it is not exact: COMMAND
+/// does not read as sh (or is opaque), or the result would not read back as one command
+/// substitution (a case pattern's `)` once its `(` is gone).
+fn substitution(command: &str) -> Option<String> {
+    let read = read_command(command).ok()?;
+    let body = render_tokens(&read.tokens);
+    // `$((` would start arithmetic.
+    let text = if body.starts_with('(') {
+        format!("$( {body})")
+    } else {
+        format!("$({body})")
+    };
+    let back: Vec<char> = text.chars().collect();
+    (skip_dollar(&back, 0).ok() == Some(back.len())).then_some(text)
+}
+
+/// The command between two backticks as `$(..)` holds it: sh removes a backslash before
+/// `\`, `` ` `` and `$` (and `"` inside double quotes) before it reads the command, and
+/// keeps every other. `None` for a line continuation: sh removes it there even inside
+/// single quotes, which `$(..)` does not.
+fn unbackquote(inner: &[char], in_dq: bool) -> Option<String> {
+    let mut out = String::with_capacity(inner.len());
+    let mut i = 0;
+    while i < inner.len() {
+        match (inner[i], inner.get(i + 1)) {
+            ('\\', Some('\n')) => return None,
+            ('\\', Some(&c)) if matches!(c, '\\' | '`' | '$') || (in_dq && c == '"') => {
+                out.push(c);
+                i += 2;
+            }
+            ('\\', Some(&c)) => {
+                out.push('\\');
+                out.push(c);
+                i += 2;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    Some(out)
+}
+
 /// Skips a `$` expansion starting at `start` (`$X`, `${..}`, `$(..)`, `$((..))`); returns
 /// the index after it. `$'..'` and `$".."` mean different things in dash and bash: refused.
 fn skip_dollar(chars: &[char], start: usize) -> Result<usize, TokenizeError> {
+    skip_dollar_nested(chars, start, 0)
+}
+
+/// Expansions nested deeper than this (`$($($(..)))`, `${a:-${b:-..}}`) are opaque: the
+/// scan and the canonicalization inside recurse.
+const MAX_EXPANSION_NESTING: usize = 32;
+
+/// [`skip_dollar`] for an expansion inside `nesting` others.
+fn skip_dollar_nested(
+    chars: &[char],
+    start: usize,
+    nesting: usize,
+) -> Result<usize, TokenizeError> {
+    if nesting >= MAX_EXPANSION_NESTING {
+        return Err(TokenizeError("expansions nested too deep"));
+    }
     let i = start + 1;
     match chars.get(i) {
-        Some('(') if chars.get(i + 1) == Some(&'(') => skip_balanced(chars, i + 1, ')', false),
-        Some('(') => skip_balanced(chars, i + 1, ')', true),
-        Some('{') => skip_balanced(chars, i + 1, '}', false),
+        Some('(') if chars.get(i + 1) == Some(&'(') => {
+            skip_balanced(chars, i + 1, ')', false, nesting)
+        }
+        Some('(') => skip_balanced(chars, i + 1, ')', true, nesting),
+        Some('{') => skip_balanced(chars, i + 1, '}', false, nesting),
         Some('\'') => Err(TokenizeError(
             "$'...' quoting means different things in sh and bash",
         )),
@@ -875,6 +972,7 @@ fn skip_balanced(
     from: usize,
     close: char,
     code: bool,
+    nesting: usize,
 ) -> Result<usize, TokenizeError> {
     let open = if close == ')' { '(' } else { '{' };
     let mut depth = 1usize;
@@ -890,9 +988,9 @@ fn skip_balanced(
             '\'' => {
                 i = find_char(chars, i + 1, '\'').ok_or(TokenizeError("unbalanced '"))? + 1;
             }
-            '"' => i = read_double_quoted(chars, i + 1)?.3 + 1,
+            '"' => i = skip_double_quoted(chars, i + 1, nesting + 1)? + 1,
             '`' => i = find_backtick_end(chars, i + 1)? + 1,
-            '$' => i = skip_dollar(chars, i)?,
+            '$' => i = skip_dollar_nested(chars, i, nesting + 1)?,
             '#' if code && at_word_start => {
                 while i < chars.len() && chars[i] != '\n' {
                     i += 1;

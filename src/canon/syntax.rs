@@ -29,7 +29,8 @@ pub(crate) enum Mark {
     /// A newline sh skips (after `&&`, `{`, `then`, `;`, an empty line, ...).
     LineBreak,
     /// A token sh reads but that adds nothing: the `(` before a case pattern, a `;`
-    /// before `)` or `;;` (`(a;)` is `(a)`).
+    /// before `)` or `;;` (`(a;)` is `(a)`), the parentheses of a subshell that is all
+    /// of another subshell (`( (a) )` is `(a)`).
     Optional,
 }
 
@@ -126,6 +127,7 @@ pub(crate) fn check(lexed: &Lexed) -> Result<Vec<Mark>, TokenizeError> {
         capable: 0,
         top_items: Vec::new(),
         depth: 0,
+        last_subshell: None,
     };
     parser.program()?;
     if let Some(first) = parser.top_items.iter().position(|c| *c) {
@@ -159,6 +161,9 @@ struct Parser<'a> {
     top_items: Vec<bool>,
     /// Commands being read, one inside the other.
     depth: usize,
+    /// When the command read last is a subshell without redirections: the symbols of its
+    /// `(` and `)`.
+    last_subshell: Option<(usize, usize)>,
 }
 
 impl Parser<'_> {
@@ -337,6 +342,7 @@ impl Parser<'_> {
     }
 
     fn command_at_depth(&mut self) -> Result<(), TokenizeError> {
+        let mut subshell = None;
         match self.reserved() {
             Some("if") => {
                 self.take(Mark::Reserved);
@@ -372,19 +378,56 @@ impl Parser<'_> {
             Some(_) => return Err(UNEXPECTED),
             None => match self.peek() {
                 Sym::LParen => {
+                    let open = self.pos;
                     self.take(Mark::Plain);
                     self.list(ListKind::Nested)?;
+                    let close = self.pos;
                     self.expect(Sym::RParen)?;
+                    self.drop_redundant_subshell(open, close);
+                    subshell = Some((open, close));
                 }
-                Sym::Word | Sym::Redir(_) => return self.simple_command(),
+                Sym::Word | Sym::Redir(_) => {
+                    let read = self.simple_command();
+                    self.last_subshell = None;
+                    return read;
+                }
                 _ => return Err(UNEXPECTED),
             },
         }
         // Redirections after a compound command.
         while let Sym::Redir(_) = self.peek() {
+            subshell = None;
             self.redirection()?;
         }
+        self.last_subshell = subshell;
         Ok(())
+    }
+
+    /// A subshell (symbols `open`..`close`) whose whole list is one subshell without
+    /// redirections runs that list as the inner one does: `( (a) )` is `(a)`. The inner
+    /// parentheses are dropped (the outer ones keep the redirections that follow).
+    fn drop_redundant_subshell(&mut self, open: usize, close: usize) {
+        let Some((inner_open, inner_close)) = self.last_subshell else {
+            return;
+        };
+        let skipped = |mut syms: std::ops::Range<usize>| {
+            syms.all(|k| {
+                matches!(
+                    self.marks.get(self.syms[k].1),
+                    Some(Mark::LineBreak | Mark::Optional)
+                )
+            })
+        };
+        let alone = open < inner_open
+            && inner_close < close
+            && skipped(open + 1..inner_open)
+            && skipped(inner_close + 1..close);
+        if alone {
+            for k in [inner_open, inner_close] {
+                let token = self.syms[k].1;
+                self.marks[token] = Mark::Optional;
+            }
+        }
     }
 
     fn redirection(&mut self) -> Result<(), TokenizeError> {

@@ -425,3 +425,129 @@ fn braces_around_a_name_nothing_continues_are_no_new_command() {
     assert_all_differ(&["echo ${1}0", "echo $10"]);
     assert_all_differ(&["echo ${b}\\\nc", "echo $b\\\nc"]);
 }
+
+/// Issue 24, part 2: what sh reads as a command inside `$(..)`, backticks and `${..}` is
+/// canonicalized where that is exact; arithmetic and `${..}` with an operator stay verbatim.
+#[test]
+fn a_command_substitution_is_canonicalized_as_a_command() {
+    assert_same(&[
+        ("echo $(foo  bar)", "echo $(foo bar)"),
+        ("echo $( foo bar; )", "echo $(foo bar)"),
+        ("echo $(foo\nbar)", "echo $(foo; bar)"),
+        ("echo $(foo # a comment\n)", "echo $(foo)"),
+        ("echo \"$(foo   \"a b\")\"", "echo \"$(foo 'a b')\""),
+        (
+            "x=$(docker inspect  -f \"{{.Id}}\" web)",
+            "x=$(docker inspect -f '{{.Id}}' web)",
+        ),
+        ("echo $(echo $(date  -u))", "echo $(echo $(date -u))"),
+        ("echo $(foo >f bar)", "echo $(foo bar >f)"),
+        ("echo $({\nfoo\n})", "echo $({ foo; })"),
+    ]);
+    assert_eq!(
+        canonicalize("echo $(foo   'a b')").canonical,
+        "echo $(foo 'a b')"
+    );
+    // Meaning inside stays meaning; arithmetic is no command.
+    assert_all_differ(&[
+        "echo $(foo 'a  b')",
+        "echo $(foo 'a b')",
+        "echo $(foo a b)",
+        "echo $(foo; bar)",
+        "echo $(foo && bar)",
+    ]);
+    assert_all_differ(&["echo $((1+2))", "echo $(( 1 + 2 ))"]);
+    // `$( (a) )` is a subshell inside the substitution, `$((a))` arithmetic.
+    assert_ne!(hash("echo $( (a) )"), hash("echo $((a))"));
+    assert_eq!(canonicalize("echo $( (a) )").canonical, "echo $( ( a ))");
+    assert_stable("echo $( (a) )");
+    // Not exact: a case pattern's `)` would close the substitution once its `(` is gone.
+    let case = "echo $(case a in (a) b;; esac)";
+    assert_eq!(canonicalize(case).canonical, case);
+    assert_stable(case);
+    // What does not read as sh inside stays as written.
+    assert_eq!(canonicalize("echo $(foo;;)").canonical, "echo $(foo;;)");
+}
+
+#[test]
+fn a_backtick_command_is_its_dollar_paren_form() {
+    assert_same(&[
+        ("echo `foo  bar`", "echo $(foo bar)"),
+        ("echo `echo \\`date\\``", "echo $(echo $(date))"),
+        ("echo `echo \\$HOME`", "echo $(echo $HOME)"),
+        ("echo `echo \\\\$HOME`", "echo $(echo \\$HOME)"),
+        ("echo `echo '\\\\'`", "echo $(echo '\\')"),
+        ("echo \"`echo \\\"a  b\\\"`\"", "echo \"$(echo 'a  b')\""),
+        ("echo `(a)`", "echo $( (a) )"),
+        ("x=`foo`; echo $x", "x=$(foo); echo $x"),
+    ]);
+    assert_all_differ(&[
+        // Outside double quotes `\"` keeps its backslash: the command prints `"a"`.
+        "echo `echo \\\"a\\\"`",
+        "echo $(echo \"a\")",
+    ]);
+    // sh removes a line continuation inside backticks even inside single quotes, `$(..)`
+    // does not: kept as written.
+    let continued = "echo `echo 'a\\\nb'`";
+    assert_eq!(canonicalize(continued).canonical, continued);
+    assert_ne!(hash(continued), hash("echo $(echo 'a\\\nb')"));
+}
+
+#[test]
+fn braces_around_a_name_inside_double_quotes_are_no_new_command() {
+    assert_same(&[
+        ("echo \"${b}\"", "echo \"$b\""),
+        ("echo \"${b}.txt\"", "echo \"$b.txt\""),
+        ("echo \"x${1}. ${@}\"", "echo \"x$1. $@\""),
+    ]);
+    assert_all_differ(&["echo \"${b}c\"", "echo \"$bc\""]);
+    assert_all_differ(&["echo \"${10}\"", "echo \"$10\""]);
+    assert_all_differ(&["echo \"${b:-x}\"", "echo \"$b\""]);
+}
+
+#[test]
+fn a_subshell_that_is_all_of_another_is_one_subshell() {
+    assert_same(&[
+        ("( (foo) )", "(foo)"),
+        ("((foo))", "(foo)"),
+        ("( ( (foo) ) )", "(foo)"),
+        ("( (foo); )", "(foo)"),
+        ("(\n(foo)\n)", "(foo)"),
+        ("( (foo) ) >f", "(foo) >f"),
+        ("( (foo; bar) )", "(foo; bar)"),
+        ("echo a && ( (foo) )", "echo a && (foo)"),
+    ]);
+    // Anything beside the inner subshell, or a redirection of it, is meaning.
+    assert_all_differ(&[
+        "(foo)",
+        "( (foo) >f )",
+        "( (foo) & )",
+        "( ! (foo) )",
+        "( (foo) | bar )",
+        "( (foo); (bar) )",
+        "(foo; bar)",
+    ]);
+    assert_eq!(canonicalize("( (foo) >f )").canonical, "( ( foo ) > f )");
+}
+
+#[test]
+fn deeply_nested_substitutions_are_opaque_not_a_crash() {
+    // It overflowed the stack at 20,000 levels (the scan recursed once per level).
+    let deep = format!("echo {}a{}", "$(echo ".repeat(20_000), ")".repeat(20_000));
+    let c = canonicalize(&deep);
+    assert!(c.fallback.is_some());
+    assert_eq!(c.canonical, deep);
+    let deep = format!(
+        "echo \"{}a{}\"",
+        "$(echo \"".repeat(20_000),
+        "\")".repeat(20_000)
+    );
+    assert!(canonicalize(&deep).fallback.is_some());
+    let fine = format!("echo {}a{}", "$(echo  ".repeat(20), ")".repeat(20));
+    let c = canonicalize(&fine);
+    assert!(c.fallback.is_none());
+    assert_eq!(
+        c.canonical,
+        format!("echo {}a{}", "$(echo ".repeat(20), ")".repeat(20))
+    );
+}
