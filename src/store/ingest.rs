@@ -1203,7 +1203,7 @@ impl Ingest<'_> {
 }
 
 /// `?2, ?3, ...` for `values`, and the parameters: `source` as `?1`, then `values`.
-fn among<'a>(source: &'a String, values: &'a [&'a str]) -> (String, Vec<&'a dyn ToParam>) {
+fn among<'a>(source: &'a dyn ToParam, values: &'a [&'a str]) -> (String, Vec<&'a dyn ToParam>) {
     let marks: Vec<String> = (2..values.len() + 2).map(|i| format!("?{i}")).collect();
     let mut params: Vec<&dyn ToParam> = vec![source];
     params.extend(values.iter().map(|v| v as &dyn ToParam));
