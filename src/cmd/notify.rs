@@ -5,7 +5,7 @@ use super::{open_for_reading, open_store, print_out};
 use crate::cli::NotifyArgs;
 use crate::config::Config;
 use crate::error::{self, Kind};
-use crate::notify::{self, channels, Card, Failure, PushReport};
+use crate::notify::{self, channels, Failure, PushReport};
 use anyhow::Result;
 
 pub fn notify(config: &Config, args: NotifyArgs) -> Result<u8> {
@@ -18,30 +18,19 @@ pub fn notify(config: &Config, args: NotifyArgs) -> Result<u8> {
         channels::configured(config)
     };
     if configured.is_empty() {
-        let clusters = match open_for_reading(config)? {
-            Some(mut store) => store.in_flight_clusters(args.source.as_deref())?,
-            None => Vec::new(),
-        };
-        let cards: Vec<Card> = clusters.iter().map(notify::render).collect();
-        if args.json {
-            let v: Vec<serde_json::Value> = clusters
-                .iter()
-                .zip(&cards)
-                .map(|(c, card)| {
-                    serde_json::json!({"card": c.cluster_id, "source": c.source,
-                        "text": card.text(), "approvable": card.shown})
-                })
-                .collect();
-            print_out(&format!("{}\n", serde_json::Value::Array(v)))?;
-        } else if config.verbosity >= 0 {
-            print_out(&notify::console_text(&cards))?;
-        }
-        return Ok(error::OK);
+        return print_cards(config, &args);
     }
     let mut store = open_store(config)?;
     let mut report = PushReport::default();
+    // `--source`: that source's cards only (a host's `ingest --notify`); else every
+    // source's, the decider's delivery.
+    let sources: Vec<String> = args.source.iter().cloned().collect();
+    let reach = notify::Reach {
+        sources: &sources,
+        until: None,
+    };
     for ch in &configured {
-        report.add(notify::push_owed(&mut store, ch.as_ref())?);
+        report.add(notify::push_within(&mut store, ch.as_ref(), reach)?);
     }
     if args.json {
         let refused: Vec<serde_json::Value> = report
@@ -62,14 +51,55 @@ pub fn notify(config: &Config, args: NotifyArgs) -> Result<u8> {
     finish_push(config, &report)
 }
 
-/// Prints what an outbox run did; the exit code says whether anything is still owed.
-pub fn finish_push(config: &Config, report: &PushReport) -> Result<u8> {
-    if report.busy {
-        if config.verbosity >= 0 {
-            print_out("cards: another opsgate process is delivering them\n")?;
+/// Prints every in-flight card (or its JSON) as it is read, a page of clusters at a time:
+/// a queue of any size streams in the memory of a page.
+fn print_cards(config: &Config, args: &NotifyArgs) -> Result<u8> {
+    let Some(mut store) = open_for_reading(config)? else {
+        if args.json {
+            print_out("[]\n")?;
+        } else if config.verbosity >= 0 {
+            print_out(notify::NO_CARDS)?;
         }
         return Ok(error::OK);
+    };
+    let loud = args.json || config.verbosity >= 0;
+    let mut buffer = String::new();
+    let mut printed = 0usize;
+    if args.json {
+        buffer.push('[');
     }
+    store.each_in_flight_cluster(args.source.as_deref(), &mut |view| {
+        let card = notify::render(&view);
+        if args.json {
+            if printed > 0 {
+                buffer.push(',');
+            }
+            let v = serde_json::json!({"card": view.cluster_id, "source": view.source,
+                "text": card.text(), "approvable": card.shown});
+            buffer.push_str(&v.to_string());
+        } else if loud {
+            buffer.push_str(&notify::console_card(&card));
+        }
+        printed += 1;
+        if buffer.len() >= PRINT_CHUNK {
+            print_out(&std::mem::take(&mut buffer))?;
+        }
+        Ok(())
+    })?;
+    if args.json {
+        buffer.push_str("]\n");
+    } else if printed == 0 && loud {
+        buffer.push_str(notify::NO_CARDS);
+    }
+    print_out(&buffer)?;
+    Ok(error::OK)
+}
+
+/// Bytes of console output gathered before they are written.
+const PRINT_CHUNK: usize = 64 * 1024;
+
+/// Prints what an outbox run did; the exit code says whether anything is still owed.
+pub fn finish_push(config: &Config, report: &PushReport) -> Result<u8> {
     if config.verbosity >= 0 {
         let mut line = format!(
             "cards: {} sent, {} edited, {} unchanged",
@@ -77,6 +107,11 @@ pub fn finish_push(config: &Config, report: &PushReport) -> Result<u8> {
         );
         if report.still_owed > 0 {
             line.push_str(&format!(", {} still owed", report.still_owed));
+            if report.busy {
+                line.push_str(" (another opsgate process is delivering some)");
+            } else if report.out_of_time {
+                line.push_str(" (for the next round)");
+            }
         }
         print_out(&format!("{line}\n"))?;
     }

@@ -185,6 +185,9 @@ impl Row {
 #[derive(Debug, Default)]
 pub struct ProposalIds {
     pub(super) next: Option<i64>,
+    /// Ids taken ahead from a server's sequence ([`Conn::reserve_proposal_ids`]), handed
+    /// out first, in order.
+    pub(super) reserved: std::collections::VecDeque<i64>,
 }
 
 /// A place to run SQL: a database connection, in a transaction or not.
@@ -195,6 +198,12 @@ pub trait Conn {
     fn next_proposal_id(&mut self, ids: &mut ProposalIds) -> Result<i64>;
     /// Keeps the ids taken with `ids` taken (before the transaction commits).
     fn keep_proposal_ids(&mut self, ids: &ProposalIds) -> Result<()>;
+    /// Takes `n` ids ahead in one round trip where ids come from a server's sequence (a
+    /// bulk ingest); a counter kept in a row needs nothing. Only ids that will be used
+    /// are reserved: one taken and not used is a gap in the numbering.
+    fn reserve_proposal_ids(&mut self, _ids: &mut ProposalIds, _n: usize) -> Result<()> {
+        Ok(())
+    }
     /// Takes the lock named `key` until the transaction ends, waiting for it: one writer
     /// per key (one ingest of a source at a time). SQLite's single writer holds it already.
     fn lock_key(&mut self, key: &str) -> Result<()>;

@@ -2,11 +2,23 @@
 //! streams), dedup by (source, cmd_hash) over every in-flight state, clusters by subject.
 //! On PostgreSQL the ingests of one source queue on an advisory lock, and an ingest that
 //! loses a deadlock is replayed from the items it has seen.
+//!
+//! A bulk load costs a few statements per hundred proposals, not several per proposal
+//! (a round trip each on PostgreSQL): items are taken [`LOOK_AHEAD`] at a time, what they
+//! need to know is read for all of them at once (their in-flight proposals, their
+//! rejections, their subjects' clusters, and as many ids as will be used), and new
+//! proposals with their audit rows, cards, deliveries and subjects are written as
+//! multi-row INSERTs ([`FRESH_BATCH`] rows each). Each item is still decided in order,
+//! against exactly what one at a time would see: written rows are flushed before
+//! anything reads or changes them (a sighting, a merge, a cluster joined or folded, a
+//! denial), and what the look-ahead read is kept up to date as items are decided. Plain
+//! statements with parameters only (no COPY, no temporary table): nothing outlives the
+//! transaction, so it works through a pooler in transaction mode.
 
 use super::db::ProposalIds;
 use super::*;
 use crate::model::{IngestReport, Proposed};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 /// Derives a command's logical keys and subjects.
 pub type Rekey<'a> = dyn Fn(&str) -> (Vec<String>, Vec<String>) + 'a;
@@ -29,6 +41,28 @@ const REPLAY_ITEMS: usize = 10_000;
 
 /// Sightings written per INSERT (SQLite allows 32766 parameters; 4 a row).
 const SIGHTINGS_BATCH: usize = 100;
+
+/// Items decided together: what they need to know is read in one query per kind.
+pub const LOOK_AHEAD: usize = 500;
+
+/// New proposals (and their audit rows, cards, subjects) written per INSERT (8
+/// parameters a proposal row).
+pub const FRESH_BATCH: usize = 100;
+
+/// A new proposal waiting for its INSERT.
+struct Fresh {
+    id: i64,
+    cmd_hash: String,
+    command: String,
+    canonical: String,
+    keys: String,
+    cluster: i64,
+    risk: String,
+    reason: Option<String>,
+}
+
+/// The newest rejection of a hash: id, decided at, cluster.
+type Rejected = (i64, Option<i64>, i64);
 
 /// A sighting waiting for its INSERT.
 struct Sighted {
@@ -108,6 +142,13 @@ impl Store {
             sightings: Vec::new(),
             replay: replayable.then(Vec::new),
             summary: None,
+            queue: Vec::new(),
+            rejected_by_hash: HashMap::new(),
+            subject_clusters: HashMap::new(),
+            folded: HashMap::new(),
+            fresh: Vec::new(),
+            fresh_cards: Vec::new(),
+            fresh_subjects: Vec::new(),
         };
         ingest.start()?;
         Ok(ingest)
@@ -340,6 +381,19 @@ pub struct Ingest<'a> {
     /// What was added, to run again after a deadlock (PostgreSQL); `None` past
     /// [`REPLAY_ITEMS`].
     replay: Option<Vec<Proposed>>,
+    /// Items added and not yet decided (up to [`LOOK_AHEAD`]).
+    queue: Vec<Proposed>,
+    /// The newest rejection of each hash looked ahead for (`None`: never rejected).
+    rejected_by_hash: HashMap<String, Option<Rejected>>,
+    /// The live cluster of each subject looked ahead for (`None`: no in-flight proposal).
+    subject_clusters: HashMap<String, Option<i64>>,
+    /// Clusters folded into another by this ingest: what the look-ahead read of them is
+    /// read through this.
+    folded: HashMap<i64, i64>,
+    /// New proposals, the cards they found and their subjects, not yet written.
+    fresh: Vec<Fresh>,
+    fresh_cards: Vec<i64>,
+    fresh_subjects: Vec<(i64, String)>,
     /// The model's summary of this cycle, written with the ingest row at commit.
     summary: Option<String>,
 }
@@ -390,24 +444,45 @@ impl Ingest<'_> {
     /// Records one proposal: a sighting of the in-flight proposal with the same
     /// `cmd_hash`, a sighting of a rejection still in its cooldown, or a new proposal
     /// (rejected at once when a policy pattern denies it, else joined to its cluster).
+    ///
+    /// Items are decided [`LOOK_AHEAD`] at a time (the rest at commit): an error may
+    /// surface at a later `add` or at [`Ingest::commit`]; either way nothing is kept.
     pub fn add(&mut self, item: &Proposed) -> Result<()> {
-        match self.add_once(item) {
-            Ok(()) => {
-                if let Some(replay) = &mut self.replay {
-                    if replay.len() < REPLAY_ITEMS {
-                        replay.push(item.clone());
-                    } else {
-                        self.replay = None;
-                    }
-                }
-                Ok(())
+        if let Some(replay) = &mut self.replay {
+            if replay.len() < REPLAY_ITEMS {
+                replay.push(item.clone());
+            } else {
+                self.replay = None;
             }
-            Err(e) if self.retryable(&e) => {
-                self.restart()?;
-                self.add(item)
-            }
-            Err(e) => Err(e),
         }
+        self.queue.push(item.clone());
+        if self.queue.len() >= LOOK_AHEAD {
+            self.drain()?;
+        }
+        Ok(())
+    }
+
+    /// Decides the queued items (replaying everything after a deadlock).
+    fn drain(&mut self) -> Result<()> {
+        loop {
+            match self.drain_once() {
+                Ok(()) => return Ok(()),
+                Err(e) if self.retryable(&e) => self.restart()?,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn drain_once(&mut self) -> Result<()> {
+        let items = std::mem::take(&mut self.queue);
+        if items.is_empty() {
+            return Ok(());
+        }
+        self.look_ahead(&items)?;
+        for item in &items {
+            self.add_once(item)?;
+        }
+        Ok(())
     }
 
     fn retryable(&self, e: &anyhow::Error) -> bool {
@@ -425,6 +500,13 @@ impl Ingest<'_> {
         self.rejections = None;
         self.known = None;
         self.sightings.clear();
+        self.queue.clear();
+        self.rejected_by_hash.clear();
+        self.subject_clusters.clear();
+        self.folded.clear();
+        self.fresh.clear();
+        self.fresh_cards.clear();
+        self.fresh_subjects.clear();
         self.replay = Some(Vec::new());
         std::thread::sleep(backoff(1));
         self.start()?;
@@ -435,7 +517,7 @@ impl Ingest<'_> {
         for item in &items {
             self.add(item)?;
         }
-        Ok(())
+        self.drain()
     }
 
     fn add_once(&mut self, item: &Proposed) -> Result<()> {
@@ -443,6 +525,7 @@ impl Ingest<'_> {
         let (source, now, ingest_id) = (self.source.clone(), self.now, self.ingest_id);
         let proposal_id =
             if let Some((id, old_risk, cluster_id)) = self.in_flight(&item.cmd_hash)? {
+                let cluster_id = self.resolve(cluster_id);
                 // Keep the highest risk any cycle gave it. Once decided, what the operator
                 // approved stays as they saw it: later sightings only count. Written with
                 // the other sightings' counts in one statement (`flush_merges`).
@@ -484,6 +567,9 @@ impl Ingest<'_> {
             } else if let Some(pattern) = &item.denied_by {
                 // Recorded as history, never clustered, no card.
                 let id = self.insert_proposal(item, None)?;
+                // The denial changes the row and makes it this hash's newest rejection.
+                self.flush_fresh()?;
+                self.rejected_by_hash.remove(&item.cmd_hash);
                 transition(
                     self.tx(),
                     id,
@@ -501,19 +587,29 @@ impl Ingest<'_> {
                 // in-flight proposal of each subject names it, found without reading
                 // older history.
                 for subject in &item.subjects {
-                    let row = self.tx().query_opt(
-                        &format!(
-                            "SELECT p.cluster_id FROM subjects s
-                             JOIN proposals p ON p.id = s.proposal_id
-                             WHERE s.source = ?1 AND s.subject = ?2
-                             AND p.state IN {IN_FLIGHT_SQL}
-                             ORDER BY s.proposal_id DESC LIMIT 1"
-                        ),
-                        &[&source, subject],
-                    )?;
-                    if let Some(row) = row {
-                        clusters.insert(row.int(0)?);
+                    let live = match self.subject_clusters.get(subject) {
+                        Some(live) => *live,
+                        None => {
+                            let row = self.tx().query_opt(
+                                &format!(
+                                    "SELECT p.cluster_id FROM subjects s
+                                     JOIN proposals p ON p.id = s.proposal_id
+                                     WHERE s.source = ?1 AND s.subject = ?2
+                                     AND p.state IN {IN_FLIGHT_SQL}
+                                     ORDER BY s.proposal_id DESC LIMIT 1"
+                                ),
+                                &[&source, subject],
+                            )?;
+                            row.map(|r| r.int(0)).transpose()?
+                        }
+                    };
+                    if let Some(cluster) = live {
+                        clusters.insert(self.resolve(cluster));
                     }
+                }
+                if !clusters.is_empty() {
+                    // The clusters' rows are locked, read and changed below.
+                    self.flush_fresh()?;
                 }
                 // The oldest cluster survives; the others fold into it. Their cards are
                 // locked in one order (ascending), as every writer does.
@@ -524,6 +620,7 @@ impl Ingest<'_> {
                 if let Some(survivor) = survivor {
                     for &other in clusters.iter().skip(1) {
                         fold_cluster(self.tx(), other, survivor)?;
+                        self.folded.insert(other, survivor);
                     }
                     owe_card(self.tx(), survivor)?;
                     self.report.clustered += 1;
@@ -537,30 +634,22 @@ impl Ingest<'_> {
                 if survivor.is_none() {
                     self.report.new += 1;
                 }
-                let c = self.tx();
+                // Its card (with a delivery per channel) when it founds a cluster, and its
+                // subjects: written with the next multi-row INSERTs.
+                let cluster = survivor.unwrap_or(id);
                 if survivor.is_none() {
-                    c.execute(
-                        "INSERT INTO cards (cluster_id, source) VALUES (?1, ?2)",
-                        &[&id, &source],
-                    )?;
-                    c.execute(
-                        "INSERT INTO deliveries (cluster_id, channel)
-                     SELECT CAST(?1 AS BIGINT), name FROM channels",
-                        &[&id],
-                    )?;
+                    self.fresh_cards.push(id);
                 }
                 for subject in &item.subjects {
-                    c.execute(
-                        "INSERT INTO subjects (proposal_id, source, subject) VALUES (?1, ?2, ?3)",
-                        &[&id, &source, subject],
-                    )?;
+                    self.fresh_subjects.push((id, subject.clone()));
+                    self.subject_clusters.insert(subject.clone(), Some(cluster));
                 }
-                if let Some(known) = &mut self.known {
-                    let cluster = survivor.unwrap_or(id);
-                    known.insert(
-                        item.cmd_hash.clone(),
-                        Some((id, item.risk.as_str().to_string(), cluster)),
-                    );
+                self.known.get_or_insert_with(HashMap::new).insert(
+                    item.cmd_hash.clone(),
+                    Some((id, item.risk.as_str().to_string(), cluster)),
+                );
+                if self.fresh.len() >= FRESH_BATCH {
+                    self.flush_fresh()?;
                 }
                 id
             };
@@ -578,6 +667,7 @@ impl Ingest<'_> {
 
     /// Writes the buffered sightings in one multi-row INSERT.
     fn flush_sightings(&mut self) -> Result<()> {
+        self.flush_fresh()?;
         let rows = std::mem::take(&mut self.sightings);
         if rows.is_empty() {
             return Ok(());
@@ -619,6 +709,7 @@ impl Ingest<'_> {
 
     /// Commits the whole ingest.
     pub fn commit(mut self) -> Result<IngestReport> {
+        self.drain()?;
         loop {
             match self.commit_once() {
                 Ok(()) => return Ok(std::mem::take(&mut self.report)),
@@ -668,6 +759,7 @@ impl Ingest<'_> {
 
     /// Marks the cards sightings changed as owed, in one statement per [`OWED_BATCH`].
     fn flush_owed(&mut self) -> Result<()> {
+        self.flush_fresh()?;
         let owed: Vec<i64> = std::mem::take(&mut self.owed).into_iter().collect();
         owe_cards(self.tx(), &owed)
     }
@@ -721,6 +813,7 @@ impl Ingest<'_> {
     /// Writes the sightings' counts, reasons and risks: one UPDATE per
     /// [`MERGES_BATCH`] proposals.
     fn flush_merges(&mut self) -> Result<()> {
+        self.flush_fresh()?;
         let merges: Vec<(i64, Merge)> = std::mem::take(&mut self.merges).into_iter().collect();
         if merges.is_empty() {
             return Ok(());
@@ -782,17 +875,22 @@ impl Ingest<'_> {
     fn rejected_in_cooldown(&mut self, item: &Proposed) -> Result<Option<(i64, i64)>> {
         let source = self.source.clone();
         let (now, rules) = (self.now, self.rules);
-        let last = self.tx().query_opt(
-            "SELECT id, decided_at, cluster_id FROM proposals
-             WHERE source = ?1 AND cmd_hash = ?2 AND state = 'rejected'
-             ORDER BY id DESC LIMIT 1",
-            &[&source, &item.cmd_hash],
-        )?;
-        if let Some(r) = last {
-            if let Some(at) = r.opt_int(1)? {
-                if lifecycle::in_cooldown(at, now, &rules) {
-                    return Ok(Some((r.int(0)?, r.int(2)?)));
-                }
+        let last = match self.rejected_by_hash.get(&item.cmd_hash) {
+            Some(last) => *last,
+            None => self
+                .tx()
+                .query_opt(
+                    "SELECT id, decided_at, cluster_id FROM proposals
+                     WHERE source = ?1 AND cmd_hash = ?2 AND state = 'rejected'
+                     ORDER BY id DESC LIMIT 1",
+                    &[&source, &item.cmd_hash],
+                )?
+                .map(|r| Ok::<_, anyhow::Error>((r.int(0)?, r.opt_int(1)?, r.int(2)?)))
+                .transpose()?,
+        };
+        if let Some((id, Some(at), cluster)) = last {
+            if lifecycle::in_cooldown(at, now, &rules) {
+                return Ok(Some((id, cluster)));
             }
         }
         if item.logical_keys.is_empty() {
@@ -839,43 +937,277 @@ impl Ingest<'_> {
 
     /// Inserts a new pending proposal in `cluster` (or a cluster of its own) with its
     /// audit row; returns its id.
+    /// (written with its audit row by the next [`Ingest::flush_fresh`]).
     fn insert_proposal(&mut self, item: &Proposed, cluster: Option<i64>) -> Result<i64> {
         let id = self.allocate_id()?;
-        let (source, now, ingest_id) = (self.source.clone(), self.now, self.ingest_id);
-        let actor = self.actor.id.clone();
-        let keys = serde_json::to_string(&item.logical_keys)?;
-        let c = self.tx();
-        c.execute(
-            "INSERT INTO proposals (id, source, cmd_hash, command, canonical, logical_keys,
-                 cluster_id, state, risk, reason, first_seen_at, last_seen_at, seen_count,
-                 last_ingest_id)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?9, ?10, ?10, 1, ?11)",
-            &[
-                &id,
-                &source,
-                &item.cmd_hash,
-                &item.command,
-                &item.canonical,
-                &keys,
-                &cluster.unwrap_or(id),
-                &item.risk.as_str(),
-                &item.reason,
-                &now,
-                &ingest_id,
-            ],
-        )?;
-        record(
-            c,
-            Some(id),
-            None,
-            Some(State::Pending),
-            "propose",
-            &actor,
-            now,
-            None,
-        )?;
+        self.fresh.push(Fresh {
+            id,
+            cmd_hash: item.cmd_hash.clone(),
+            command: item.command.clone(),
+            canonical: item.canonical.clone(),
+            keys: serde_json::to_string(&item.logical_keys)?,
+            cluster: cluster.unwrap_or(id),
+            risk: item.risk.as_str().to_string(),
+            reason: item.reason.clone(),
+        });
         Ok(id)
     }
+
+    /// A cluster as it is now: the one it was folded into, if it was.
+    fn resolve(&self, mut cluster: i64) -> i64 {
+        while let Some(&into) = self.folded.get(&cluster) {
+            cluster = into;
+        }
+        cluster
+    }
+
+    /// Reads what the queued `items` need, for all of them at once: the in-flight
+    /// proposal of each hash not known yet (its card locked, in ascending order), the
+    /// newest rejection of each hash that is not in flight, the live cluster of each of
+    /// their subjects, and the ids the new proposals among them will take.
+    fn look_ahead(&mut self, items: &[Proposed]) -> Result<()> {
+        let source = self.source.clone();
+        let known = self.known.get_or_insert_with(HashMap::new);
+        let mut hashes: Vec<&str> = items
+            .iter()
+            .map(|i| i.cmd_hash.as_str())
+            .filter(|h| !known.contains_key(*h))
+            .collect();
+        hashes.sort_unstable();
+        hashes.dedup();
+        let mut found = Vec::new();
+        for chunk in hashes.chunks(LOOK_AHEAD) {
+            let (marks, params) = among(&source, chunk);
+            let rows = self.tx().query(
+                &format!(
+                    "SELECT p.cmd_hash, p.id, p.risk, p.cluster_id FROM proposals p
+                     JOIN cards c ON c.cluster_id = p.cluster_id
+                     WHERE p.source = ?1 AND p.cmd_hash IN ({marks}) AND p.state IN {IN_FLIGHT_SQL}
+                     ORDER BY p.cluster_id FOR UPDATE OF c"
+                ),
+                &params,
+            )?;
+            for r in rows {
+                found.push((r.text(0)?, (r.int(1)?, r.text(2)?, r.int(3)?)));
+            }
+        }
+        let known = self.known.get_or_insert_with(HashMap::new);
+        for h in &hashes {
+            known.insert(h.to_string(), None);
+        }
+        for (hash, in_flight) in found {
+            known.insert(hash, Some(in_flight));
+        }
+        // What only an item without an in-flight proposal needs.
+        let open: Vec<&Proposed> = items
+            .iter()
+            .filter(|i| known.get(&i.cmd_hash).is_some_and(Option::is_none))
+            .collect();
+        let mut hashes: Vec<&str> = open
+            .iter()
+            .map(|i| i.cmd_hash.as_str())
+            .filter(|h| !self.rejected_by_hash.contains_key(*h))
+            .collect();
+        hashes.sort_unstable();
+        hashes.dedup();
+        for chunk in hashes.chunks(LOOK_AHEAD) {
+            let (marks, params) = among(&source, chunk);
+            let rows = self.store.db.conn().query(
+                &format!(
+                    "SELECT cmd_hash, id, decided_at, cluster_id FROM proposals
+                     WHERE source = ?1 AND cmd_hash IN ({marks}) AND state = 'rejected'"
+                ),
+                &params,
+            )?;
+            for h in chunk {
+                self.rejected_by_hash.insert(h.to_string(), None);
+            }
+            // The newest of each hash (no sort in the database: the index is by hash).
+            for r in rows {
+                let row = (r.int(1)?, r.opt_int(2)?, r.int(3)?);
+                let newest = self.rejected_by_hash.entry(r.text(0)?).or_insert(None);
+                if newest.is_none_or(|n| n.0 < row.0) {
+                    *newest = Some(row);
+                }
+            }
+        }
+        let mut subjects: Vec<&str> = open
+            .iter()
+            .flat_map(|i| i.subjects.iter().map(String::as_str))
+            .filter(|s| !self.subject_clusters.contains_key(*s))
+            .collect();
+        subjects.sort_unstable();
+        subjects.dedup();
+        for chunk in subjects.chunks(LOOK_AHEAD) {
+            let (marks, params) = among(&source, chunk);
+            let rows = self.store.db.conn().query(
+                &format!(
+                    "SELECT s.subject, s.proposal_id, p.cluster_id FROM subjects s
+                     JOIN proposals p ON p.id = s.proposal_id
+                     WHERE s.source = ?1 AND s.subject IN ({marks})
+                     AND p.state IN {IN_FLIGHT_SQL}"
+                ),
+                &params,
+            )?;
+            for s in chunk {
+                self.subject_clusters.insert(s.to_string(), None);
+            }
+            // The newest in-flight proposal of each subject names its cluster.
+            let mut newest: HashMap<String, (i64, i64)> = HashMap::new();
+            for r in rows {
+                let (id, cluster) = (r.int(1)?, r.int(2)?);
+                let entry = newest.entry(r.text(0)?).or_insert((id, cluster));
+                if entry.0 < id {
+                    *entry = (id, cluster);
+                }
+            }
+            for (subject, (_, cluster)) in newest {
+                self.subject_clusters.insert(subject, Some(cluster));
+            }
+        }
+        let n = self.count_new(items)?;
+        let mut ids = std::mem::take(&mut self.ids);
+        let reserved = self.tx().reserve_proposal_ids(&mut ids, n);
+        self.ids = ids;
+        reserved
+    }
+
+    /// How many of `items` will be new proposals, decided as [`Ingest::add_once`] does
+    /// (up to the first denial, which changes what later items find).
+    fn count_new(&mut self, items: &[Proposed]) -> Result<usize> {
+        let mut new_hashes = HashSet::new();
+        let mut n = 0;
+        for item in items {
+            if new_hashes.contains(item.cmd_hash.as_str())
+                || self.in_flight(&item.cmd_hash)?.is_some()
+                || self.rejected_in_cooldown(item)?.is_some()
+            {
+                continue;
+            }
+            n += 1;
+            if item.denied_by.is_some() {
+                break;
+            }
+            new_hashes.insert(item.cmd_hash.as_str());
+        }
+        Ok(n)
+    }
+
+    /// Writes the new proposals not yet written, with their audit rows, their cards (a
+    /// delivery per channel) and their subjects: one multi-row INSERT each per
+    /// [`FRESH_BATCH`].
+    fn flush_fresh(&mut self) -> Result<()> {
+        if self.fresh.is_empty() && self.fresh_cards.is_empty() && self.fresh_subjects.is_empty() {
+            return Ok(());
+        }
+        let rows = std::mem::take(&mut self.fresh);
+        let cards = std::mem::take(&mut self.fresh_cards);
+        let subjects = std::mem::take(&mut self.fresh_subjects);
+        let (source, now, ingest_id) = (self.source.clone(), self.now, self.ingest_id);
+        let actor = self.actor.id.clone();
+        let c = self.store.db.conn();
+        for chunk in rows.chunks(FRESH_BATCH) {
+            let mut values = Vec::with_capacity(chunk.len());
+            let mut params: Vec<&dyn ToParam> = vec![&source, &now, &ingest_id];
+            for (k, r) in chunk.iter().enumerate() {
+                let b = 4 + 8 * k;
+                values.push(format!(
+                    "(?{b}, ?1, ?{}, ?{}, ?{}, ?{}, ?{}, 'pending', ?{}, ?{}, ?2, ?2, 1, ?3)",
+                    b + 1,
+                    b + 2,
+                    b + 3,
+                    b + 4,
+                    b + 5,
+                    b + 6,
+                    b + 7
+                ));
+                params.extend([
+                    &r.id as &dyn ToParam,
+                    &r.cmd_hash,
+                    &r.command,
+                    &r.canonical,
+                    &r.keys,
+                    &r.cluster,
+                    &r.risk,
+                    &r.reason,
+                ]);
+            }
+            c.execute(
+                &format!(
+                    "INSERT INTO proposals (id, source, cmd_hash, command, canonical, logical_keys,
+                         cluster_id, state, risk, reason, first_seen_at, last_seen_at, seen_count,
+                         last_ingest_id)
+                     VALUES {}",
+                    values.join(", ")
+                ),
+                &params,
+            )?;
+            // Their audit rows, as `record` writes them, in the same order.
+            let values: Vec<String> = (0..chunk.len())
+                .map(|k| format!("(?{}, NULL, 'pending', 'propose', ?1, ?2, NULL)", k + 3))
+                .collect();
+            let mut params: Vec<&dyn ToParam> = vec![&actor, &now];
+            params.extend(chunk.iter().map(|r| &r.id as &dyn ToParam));
+            c.execute(
+                &format!(
+                    "INSERT INTO transitions (proposal_id, from_state, to_state, action, actor, at, note)
+                     VALUES {}",
+                    values.join(", ")
+                ),
+                &params,
+            )?;
+        }
+        for chunk in cards.chunks(FRESH_BATCH) {
+            let values: Vec<String> = (0..chunk.len())
+                .map(|k| format!("(?{}, ?1)", k + 2))
+                .collect();
+            let mut params: Vec<&dyn ToParam> = vec![&source];
+            params.extend(chunk.iter().map(|id| id as &dyn ToParam));
+            c.execute(
+                &format!(
+                    "INSERT INTO cards (cluster_id, source) VALUES {}",
+                    values.join(", ")
+                ),
+                &params,
+            )?;
+            let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("?{i}")).collect();
+            let params: Vec<&dyn ToParam> = chunk.iter().map(|id| id as &dyn ToParam).collect();
+            c.execute(
+                &format!(
+                    "INSERT INTO deliveries (cluster_id, channel)
+                     SELECT c.cluster_id, ch.name FROM cards c CROSS JOIN channels ch
+                     WHERE c.cluster_id IN ({})",
+                    marks.join(", ")
+                ),
+                &params,
+            )?;
+        }
+        for chunk in subjects.chunks(FRESH_BATCH) {
+            let values: Vec<String> = (0..chunk.len())
+                .map(|k| format!("(?{}, ?1, ?{})", 2 + 2 * k, 3 + 2 * k))
+                .collect();
+            let mut params: Vec<&dyn ToParam> = vec![&source];
+            for (id, subject) in chunk {
+                params.extend([id as &dyn ToParam, subject]);
+            }
+            c.execute(
+                &format!(
+                    "INSERT INTO subjects (proposal_id, source, subject) VALUES {}",
+                    values.join(", ")
+                ),
+                &params,
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// `?2, ?3, ...` for `values`, and the parameters: `source` as `?1`, then `values`.
+fn among<'a>(source: &'a dyn ToParam, values: &'a [&'a str]) -> (String, Vec<&'a dyn ToParam>) {
+    let marks: Vec<String> = (2..values.len() + 2).map(|i| format!("?{i}")).collect();
+    let mut params: Vec<&dyn ToParam> = vec![source];
+    params.extend(values.iter().map(|v| v as &dyn ToParam));
+    (marks.join(", "), params)
 }
 
 /// Moves the in-flight proposals of `from` into `into` and marks `from`'s card as folded.

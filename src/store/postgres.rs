@@ -434,9 +434,29 @@ impl Conn for PgDb {
         Backend::Postgres
     }
 
-    fn next_proposal_id(&mut self, _ids: &mut ProposalIds) -> Result<i64> {
+    fn next_proposal_id(&mut self, ids: &mut ProposalIds) -> Result<i64> {
+        if let Some(id) = ids.reserved.pop_front() {
+            return Ok(id);
+        }
         self.query_one("SELECT nextval('proposal_ids')", &[])?
             .int(0)
+    }
+
+    fn reserve_proposal_ids(&mut self, ids: &mut ProposalIds, n: usize) -> Result<()> {
+        if n == 0 {
+            return Ok(());
+        }
+        let mut taken = Vec::with_capacity(n);
+        for row in self.query(
+            "SELECT nextval('proposal_ids') FROM generate_series(1, ?1)",
+            &[&n],
+        )? {
+            taken.push(row.int(0)?);
+        }
+        // Ascending, so ids follow the input's order as one at a time would.
+        taken.sort_unstable();
+        ids.reserved.extend(taken);
+        Ok(())
     }
 
     fn keep_proposal_ids(&mut self, _ids: &ProposalIds) -> Result<()> {

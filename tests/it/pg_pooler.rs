@@ -300,3 +300,67 @@ fn a_hosts_sweep_expires_only_its_own_sources_and_sweep_all_every_source() {
         ]
     );
 }
+
+/// A bulk ingest through the pooler (multi-row statements, unnamed, nothing kept past
+/// the transaction) decides exactly as SQLite does, one item at a time: new cards,
+/// repeats merged, clusters joined and folded, the same ids.
+#[test]
+fn a_bulk_ingest_through_pgbouncer_decides_as_sqlite_does() {
+    let Some(pooled) = Env::pgbouncer() else {
+        return;
+    };
+    let mut commands = Vec::new();
+    for i in 0..400 {
+        commands.push(format!("docker restart a{i}"));
+        commands.push(format!("docker restart b{i}"));
+        // Links a{i}'s and b{i}'s cards: the newer folds into the older.
+        commands.push(format!("docker stop a{i} b{i}"));
+    }
+    for i in 0..150 {
+        commands.push(format!("docker restart a{i}"));
+    }
+    let refs: Vec<&str> = commands.iter().map(String::as_str).collect();
+    let input = cycle(0, &refs);
+    let local = Env::new();
+    let picture = |env: &Env| {
+        let report = env
+            .cmd(&[
+                "ingest",
+                "--source",
+                "h",
+                "--json",
+                "--max-proposals",
+                "5000",
+            ])
+            .stdin(&input)
+            .ok();
+        let again = env
+            .cmd(&[
+                "ingest",
+                "--source",
+                "h",
+                "--json",
+                "--max-proposals",
+                "5000",
+            ])
+            .stdin(&input)
+            .ok();
+        let rows: Vec<(i64, i64, i64, String)> = env
+            .list_json(&[])
+            .iter()
+            .map(|p| {
+                (
+                    p["id"].as_i64().unwrap(),
+                    p["cluster_id"].as_i64().unwrap(),
+                    p["seen_count"].as_i64().unwrap(),
+                    p["command"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        (stdout(&report), stdout(&again), rows)
+    };
+    let (sqlite, pg) = (picture(&local), picture(&pooled));
+    assert!(sqlite.0.contains("\"new\":800"), "{}", sqlite.0);
+    assert_eq!(sqlite.2.len(), 1200);
+    assert_eq!(sqlite, pg);
+}
