@@ -241,12 +241,9 @@ fn live_backends_cpu(server: &pg::Pg) -> f64 {
     else {
         return 0.0;
     };
-    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-        .unwrap_or_default();
-    children
-        .split_whitespace()
-        .map(|c| proc_cpu(c).0)
-        .sum()
+    let children =
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    children.split_whitespace().map(|c| proc_cpu(c).0).sum()
 }
 
 fn server_cpu(server: &pg::Pg) -> f64 {
@@ -280,7 +277,9 @@ fn scenario(server: &pg::Pg, hosts: usize, pooled: bool) -> Figures {
         "{hosts} hosts, {}",
         if pooled { "pgbouncer" } else { "direct" }
     );
-    println!("\n== {label}: {minutes} simulated minutes of {minute:?}, an hourly cycle every {hour} ==");
+    println!(
+        "\n== {label}: {minutes} simulated minutes of {minute:?}, an hourly cycle every {hour} =="
+    );
     let root = tempfile::tempdir().unwrap();
     let owner = server.fresh_db();
     let dbname = owner

@@ -273,7 +273,9 @@ impl Bouncer {
     /// (SKIPPED, or a failure under CI) without PostgreSQL or pgbouncer.
     pub fn shared() -> Option<&'static Bouncer> {
         let pg = Pg::shared()?;
-        match SHARED_BOUNCER.get_or_init(|| Bouncer::try_start(pg, &[], "default_pool_size = 4\nmax_client_conn = 500\n")) {
+        match SHARED_BOUNCER.get_or_init(|| {
+            Bouncer::try_start(pg, &[], "default_pool_size = 4\nmax_client_conn = 500\n")
+        }) {
             Ok(b) => Some(b),
             Err(why) => {
                 super::need::require("pgbouncer", Some(why.clone()));
