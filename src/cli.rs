@@ -471,7 +471,7 @@ pub struct NotifyArgs {
     /// Print every in-flight card to stdout even when Telegram is configured
     #[arg(long)]
     pub console: bool,
-    /// With the console: only this source's cards
+    /// Only this source's cards (printed, or delivered to the channels)
     #[arg(long, value_name = "NAME")]
     pub source: Option<String>,
     /// Print what was delivered as JSON: {"sent", "edited", "unchanged", "still_owed", ...}

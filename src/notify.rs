@@ -19,8 +19,8 @@ mod words;
 pub use channel::{
     classify, Channel, ChannelError, Failure, Incoming, Polled, Press, Presser, Said, Target,
 };
-pub use console::console_text;
-pub use outbox::{deliver_quietly, push_owed, PushReport};
+pub use console::{console_card, console_text, NO_CARDS};
+pub use outbox::{deliver_quietly, push_owed, push_within, PushReport, Reach};
 pub use status::render_status;
 pub use words::describe;
 

@@ -402,7 +402,7 @@ pub fn run_approved(
             "run ended"
         );
         done(&claimed, &Ran::Finished { outcome, state });
-        crate::notify::deliver_quietly(config, store);
+        crate::notify::deliver_quietly(config, store, sources);
     }
     Ok(())
 }

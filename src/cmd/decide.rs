@@ -77,7 +77,7 @@ fn report(config: &Config, store: &mut Store, id: i64, outcome: Decided, json: b
         }
     };
     if matches!(outcome, Decided::Applied(_)) {
-        deliver_quietly(config, store);
+        deliver_quietly(config, store, &[]);
     }
     if json {
         let state = match store.find(&id.to_string())? {

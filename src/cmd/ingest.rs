@@ -93,11 +93,13 @@ pub fn ingest(config: &Config, args: IngestArgs) -> Result<u8> {
     if args.notify {
         // The ingest is committed whatever happens now: a failure says so, and its exit
         // code (75: retry) is about the cards only.
+        // A host delivers its own source's cards (on SQLite, one host: every source's).
+        let scope = super::sweep::scope(config, &[], &[source.to_string()]);
         let delivered = notify::notify(
             config,
             NotifyArgs {
                 console: false,
-                source: None,
+                source: scope.into_iter().next(),
                 json: false,
             },
         );

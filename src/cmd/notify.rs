@@ -40,8 +40,15 @@ pub fn notify(config: &Config, args: NotifyArgs) -> Result<u8> {
     }
     let mut store = open_store(config)?;
     let mut report = PushReport::default();
+    // `--source`: that source's cards only (a host's `ingest --notify`); else every
+    // source's, the decider's delivery.
+    let sources: Vec<String> = args.source.iter().cloned().collect();
+    let reach = notify::Reach {
+        sources: &sources,
+        until: None,
+    };
     for ch in &configured {
-        report.add(notify::push_owed(&mut store, ch.as_ref())?);
+        report.add(notify::push_within(&mut store, ch.as_ref(), reach)?);
     }
     if args.json {
         let refused: Vec<serde_json::Value> = report
@@ -64,12 +71,6 @@ pub fn notify(config: &Config, args: NotifyArgs) -> Result<u8> {
 
 /// Prints what an outbox run did; the exit code says whether anything is still owed.
 pub fn finish_push(config: &Config, report: &PushReport) -> Result<u8> {
-    if report.busy {
-        if config.verbosity >= 0 {
-            print_out("cards: another opsgate process is delivering them\n")?;
-        }
-        return Ok(error::OK);
-    }
     if config.verbosity >= 0 {
         let mut line = format!(
             "cards: {} sent, {} edited, {} unchanged",
@@ -77,6 +78,11 @@ pub fn finish_push(config: &Config, report: &PushReport) -> Result<u8> {
         );
         if report.still_owed > 0 {
             line.push_str(&format!(", {} still owed", report.still_owed));
+            if report.busy {
+                line.push_str(" (another opsgate process is delivering some)");
+            } else if report.out_of_time {
+                line.push_str(" (for the next round)");
+            }
         }
         print_out(&format!("{line}\n"))?;
     }

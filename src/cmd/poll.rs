@@ -13,7 +13,7 @@ use crate::process::Stop;
 use crate::store::Store;
 use anyhow::{Context, Result};
 use serde_json::json;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The lease that keeps one poller per database.
 const POLLER_LOCK: &str = "poller";
@@ -21,6 +21,12 @@ const POLLER_LOCK: &str = "poller";
 /// How long a poller's lease lasts beyond its longest wait for updates without being
 /// renewed (`serve` renews it every round): a poller that died frees it after this.
 const POLLER_HOLD: Duration = Duration::from_secs(120);
+
+/// How long one round delivers cards: a poll round (cron, every minute) and each `serve`
+/// round stay short whatever the backlog, so presses are read again soon and rounds never
+/// overlap the next poller. The send in progress ends; what is left stays owed for the
+/// next round (the leases, on the database's clock, outlast a round by far).
+pub const ROUND_DELIVERY: Duration = Duration::from_secs(1);
 
 /// Takes the poller's lease, or renews it for `wait` (the round's long poll) and
 /// [`POLLER_HOLD`].
@@ -70,7 +76,11 @@ pub fn poll(config: &Config, args: PollArgs) -> Result<u8> {
                 Polled::Stop => Vec::new(),
             };
             handled.add(handle(&mut store, ch, config, events)?);
-            report.add(notify::push_owed(&mut store, ch)?);
+            let reach = notify::Reach {
+                sources: &[],
+                until: Some(Instant::now() + ROUND_DELIVERY),
+            };
+            report.add(notify::push_within(&mut store, ch, reach)?);
         }
         Ok((handled, report))
     })();
@@ -85,6 +95,7 @@ pub fn poll(config: &Config, args: PollArgs) -> Result<u8> {
             "cards_sent": report.sent,
             "cards_edited": report.edited,
             "cards_still_owed": report.still_owed,
+            "cards_left_for_next_round": report.out_of_time,
         });
         print_out(&format!("{v}\n"))?;
     } else if config.verbosity >= 0 {
@@ -150,15 +161,20 @@ pub fn serve(config: &Config, args: ServeArgs) -> Result<u8> {
             }
             for (n, ch) in channels.iter().enumerate() {
                 let ch = ch.as_ref();
-                let report = notify::push_owed(&mut store, ch)?;
+                let reach = notify::Reach {
+                    sources: &[],
+                    until: Some(Instant::now() + ROUND_DELIVERY),
+                };
+                let report = notify::push_within(&mut store, ch, reach)?;
                 if let Some(e) = &report.stopped_by {
                     if e.failure == Failure::Config {
                         return Err(e.clone().into());
                     }
                     tracing::warn!(channel = ch.name(), error = %e, still_owed = report.still_owed, "cards not delivered");
                 }
-                // The long poll waits on the last channel; the others are only drained.
-                let wait = if n + 1 == channels.len() {
+                // The long poll waits on the last channel; the others are only drained,
+                // and so is every channel while cards are left for the next round.
+                let wait = if n + 1 == channels.len() && !report.out_of_time {
                     wait
                 } else {
                     Duration::ZERO

@@ -142,7 +142,8 @@ pub fn run(config: &Config, args: RunArgs) -> Result<u8> {
         },
     )?;
     printed?;
-    deliver_quietly(config, &mut store);
+    // This host's cards only (the same scope as its sweep): the fleet's are the decider's.
+    deliver_quietly(config, &mut store, &scope);
     if args.json {
         print_out(&format!("{}\n", Value::Array(results)))?;
     } else if results.is_empty() && config.verbosity >= 0 {

@@ -53,7 +53,7 @@ pub fn sweep(config: &Config, args: SweepArgs) -> Result<u8> {
         ))?;
     }
     if swept.replayed + swept.interrupted + swept.expired > 0 {
-        deliver_quietly(config, &mut store);
+        deliver_quietly(config, &mut store, &sources);
     }
     Ok(error::OK)
 }

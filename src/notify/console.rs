@@ -4,13 +4,22 @@
 use super::Card;
 use crate::model::Action;
 
+/// What the console says when no card is in flight.
+pub const NO_CARDS: &str = "No proposals in flight.\n";
+
 /// The cards as text, each button as `[label: opsgate approve 12]`.
 pub fn console_text(cards: &[Card]) -> String {
     if cards.is_empty() {
-        return "No proposals in flight.\n".into();
+        return NO_CARDS.into();
     }
+    cards.iter().map(console_card).collect()
+}
+
+/// One card as text, each button as `[label: opsgate approve 12]` (printed as it is
+/// read, so a queue of any size streams).
+pub fn console_card(card: &Card) -> String {
     let mut out = String::new();
-    for card in cards {
+    {
         out.push_str("────────────────────────────────────────\n");
         out.push_str(&card.text());
         out.push('\n');

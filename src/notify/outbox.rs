@@ -1,11 +1,21 @@
 //! The outbox loop: delivers the cards the store says a channel is owed, through the
 //! [`Channel`] seam, and records each delivery right after the channel answers.
+//!
+//! Who delivers what (the cost of a host stays its own as the fleet grows): a host's
+//! `run`, `sweep` and `ingest --notify` deliver only the owed cards and status messages
+//! of its own sources ([`Reach::sources`], the same scope as its sweep); the decider
+//! (`notify`, `poll`, `serve`, an operator's decision) delivers every source's, so a
+//! card whose host never runs again is still delivered. Each source's cards have their
+//! own deliverer lease (`outbox:SOURCE`): hosts deliver side by side, and two processes
+//! never send the same card. A poll round delivers within a time budget
+//! ([`Reach::until`]); what is left stays owed for the next round.
 
 use super::{channels, render, render_status, Channel, ChannelError, Failure, Target};
 use crate::config::Config;
 use crate::store::{Delivered, StatusRef, Store};
 use anyhow::Result;
-use std::time::Duration;
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
 
 /// What one outbox run did.
 #[derive(Debug, Default)]
@@ -20,9 +30,11 @@ pub struct PushReport {
     pub stopped_by: Option<ChannelError>,
     /// Cards the channel refused; they stay owed.
     pub refused: Vec<(i64, ChannelError)>,
-    /// Another process was delivering cards: this run sent nothing (what is owed stays
-    /// owed for it or the next run).
+    /// Another process was delivering some source's cards: this run left them (what is
+    /// owed stays owed for it or the next run).
     pub busy: bool,
+    /// The run's time budget ran out: what is left stays owed for the next round.
+    pub out_of_time: bool,
     /// Status messages sent anew and edited in place (unchanged ones cost no call).
     pub statuses_sent: usize,
     pub statuses_edited: usize,
@@ -38,6 +50,7 @@ impl PushReport {
         self.stopped_by = self.stopped_by.take().or(other.stopped_by);
         self.refused.extend(other.refused);
         self.busy |= other.busy;
+        self.out_of_time |= other.out_of_time;
         self.statuses_sent += other.statuses_sent;
         self.statuses_edited += other.statuses_edited;
     }
@@ -52,9 +65,27 @@ const STATUS_MOVED: &str = "This status message moved to another chat (its route
 /// Owed cards read per query.
 const OWED_PAGE: i64 = 100;
 
-/// The lock that keeps one card deliverer per database, so two processes never send the
-/// same owed card.
-const OUTBOX_LOCK: &str = "outbox";
+/// Which owed cards a delivery takes on, and until when.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Reach<'a> {
+    /// The sources whose cards and status messages it delivers; empty: every source (the
+    /// decider's delivery).
+    pub sources: &'a [String],
+    /// When it stops starting new sends (the one in progress ends): a bounded round.
+    pub until: Option<Instant>,
+}
+
+impl Reach<'_> {
+    fn out_of_time(&self) -> bool {
+        self.until.is_some_and(|t| Instant::now() >= t)
+    }
+}
+
+/// The lease that keeps one deliverer of `source`'s cards and status message, so two
+/// processes never send the same card while hosts deliver their own side by side.
+fn outbox_lock(source: &str) -> String {
+    format!("outbox:{source}")
+}
 
 /// How long the deliverer's lease lasts without renewal: one card's send and the 429
 /// waits allowed. It is renewed before each card, so a deliverer that stalls past it
@@ -63,51 +94,102 @@ fn outbox_hold(max_wait: Duration) -> Duration {
     max_wait + Duration::from_secs(60)
 }
 
-/// Delivers every owed card: sends new ones, edits changed ones, records each delivery in
-/// its own transaction right after the channel's answer. Stops at the first temporary
-/// failure (nothing is lost: the cards stay owed) and waits out rate limits within the
-/// channel's `max_wait` in total.
+/// The sources' deliverer leases one run holds, takes and gives up.
+struct Leases {
+    hold: Duration,
+    held: BTreeSet<String>,
+    /// Sources another process delivers: left alone for the rest of this run.
+    busy: BTreeSet<String>,
+}
+
+impl Leases {
+    /// Takes (or renews) `source`'s lease; false when another process holds it.
+    fn take(&mut self, store: &mut Store, source: &str) -> Result<bool> {
+        if self.busy.contains(source) {
+            return Ok(false);
+        }
+        if store.try_lock(&outbox_lock(source), self.hold)? {
+            self.held.insert(source.to_string());
+            return Ok(true);
+        }
+        // Never taken, or the lease ran out and another deliverer took it: it sends them.
+        self.held.remove(source);
+        self.busy.insert(source.to_string());
+        Ok(false)
+    }
+
+    fn release(self, store: &mut Store) {
+        for source in &self.held {
+            store.unlock(&outbox_lock(source));
+        }
+    }
+}
+
+/// Delivers every owed card of every source (the decider's delivery): see [`push_within`].
+pub fn push_owed(store: &mut Store, ch: &dyn Channel) -> Result<PushReport> {
+    push_within(store, ch, Reach::default())
+}
+
+/// Delivers the owed cards within `reach`: sends new ones, edits changed ones, records
+/// each delivery in its own transaction right after the channel's answer. Stops at the
+/// first temporary failure or when `reach.until` passes (nothing is lost: the cards stay
+/// owed) and waits out rate limits within the channel's `max_wait` in total.
 ///
 /// The channel's client starts only once a card is owed (a run with nothing to send
 /// starts no runtime and no HTTP client).
-pub fn push_owed(store: &mut Store, ch: &dyn Channel) -> Result<PushReport> {
+pub fn push_within(store: &mut Store, ch: &dyn Channel, reach: Reach<'_>) -> Result<PushReport> {
     let name = ch.name();
-    let mut report = PushReport::default();
+    let report = PushReport::default();
     store.ensure_channel(name)?;
-    let statuses = owed_statuses(store, ch)?;
-    if statuses.is_empty() && store.owed_cards_after(name, i64::MIN, 1)?.is_empty() {
+    let statuses = owed_statuses(store, ch, reach.sources)?;
+    if statuses.is_empty()
+        && store
+            .owed_cards_after(name, reach.sources, i64::MIN, 1)?
+            .is_empty()
+    {
         return Ok(report); // nothing owed: no lease, no write, no client
     }
     ch.connect()?;
-    if !store.try_lock(OUTBOX_LOCK, outbox_hold(ch.max_wait()))? {
-        report.busy = true;
-        return Ok(report);
-    }
-    let result = deliver(store, ch, report).and_then(|report| {
-        if report.stopped_by.is_some() {
+    let mut leases = Leases {
+        hold: outbox_hold(ch.max_wait()),
+        held: BTreeSet::new(),
+        busy: BTreeSet::new(),
+    };
+    let result = deliver(store, ch, reach, &mut leases, report).and_then(|report| {
+        if report.stopped_by.is_some() || report.out_of_time {
             return Ok(report);
         }
-        deliver_statuses(store, ch, statuses, report)
+        deliver_statuses(store, ch, statuses, reach, &mut leases, report)
     });
-    store.unlock(OUTBOX_LOCK);
-    result
+    leases.release(store);
+    let mut report = result?;
+    report.still_owed = store.owed_count(name, reach.sources)?;
+    Ok(report)
 }
 
-fn deliver(store: &mut Store, ch: &dyn Channel, mut report: PushReport) -> Result<PushReport> {
+fn deliver(
+    store: &mut Store,
+    ch: &dyn Channel,
+    reach: Reach<'_>,
+    leases: &mut Leases,
+    mut report: PushReport,
+) -> Result<PushReport> {
     let name = ch.name();
     let mut waited = Duration::ZERO;
     // A page of owed cards at a time: a backlog of any size costs no memory.
     let mut after = i64::MIN;
     loop {
-        let owed = store.owed_cards_after(name, after, OWED_PAGE)?;
+        let owed = store.owed_cards_after(name, reach.sources, after, OWED_PAGE)?;
         let Some(last) = owed.last() else { break };
         after = last.cluster_id;
         for card_row in &owed {
-            if !store.try_lock(OUTBOX_LOCK, outbox_hold(ch.max_wait()))? {
-                // The lease ran out and another deliverer took it: it sends the rest.
-                report.busy = true;
-                report.still_owed = store.owed_count(name)?;
+            if reach.out_of_time() {
+                report.out_of_time = true;
                 return Ok(report);
+            }
+            if !leases.take(store, &card_row.source)? {
+                report.busy = true;
+                continue;
             }
             let view = store.cluster(card_row.cluster_id)?;
             let card = render(&view);
@@ -158,14 +240,12 @@ fn deliver(store: &mut Store, ch: &dyn Channel, mut report: PushReport) -> Resul
                     report.refused.push((card_row.cluster_id, e));
                 }
                 Sent::Stop(e) => {
-                    report.still_owed = store.owed_count(name)?;
                     report.stopped_by = e;
                     return Ok(report);
                 }
             }
         }
     }
-    report.still_owed = report.refused.len();
     Ok(report)
 }
 
@@ -230,12 +310,25 @@ struct OwedStatus {
 /// The status messages that must be sent or edited: each source's picture rendered from
 /// the store and compared with the hash of what its route's chat shows; an unchanged one
 /// costs nothing (reads only).
-fn owed_statuses(store: &mut Store, ch: &dyn Channel) -> Result<Vec<OwedStatus>> {
+fn owed_statuses(
+    store: &mut Store,
+    ch: &dyn Channel,
+    sources: &[String],
+) -> Result<Vec<OwedStatus>> {
     if !ch.status_message() {
         return Ok(Vec::new());
     }
+    let pictures = if sources.is_empty() {
+        store.statuses(None)?
+    } else {
+        let mut some = Vec::new();
+        for source in sources {
+            some.extend(store.statuses(Some(source))?);
+        }
+        some
+    };
     let mut owed = Vec::new();
-    for status in store.statuses(None)? {
+    for status in pictures {
         let card = render_status(&status);
         let hash = ch.content_hash(&card);
         let before = store.status_message(&status.source, ch.name())?;
@@ -267,10 +360,20 @@ fn deliver_statuses(
     store: &mut Store,
     ch: &dyn Channel,
     owed: Vec<OwedStatus>,
+    reach: Reach<'_>,
+    leases: &mut Leases,
     mut report: PushReport,
 ) -> Result<PushReport> {
     let mut waited = Duration::ZERO;
     for o in owed {
+        if reach.out_of_time() {
+            report.out_of_time = true;
+            return Ok(report);
+        }
+        if !leases.take(store, &o.source)? {
+            report.busy = true;
+            continue;
+        }
         let target = status_route(ch, &o.source);
         let chat = target.chat.clone();
         let (existing, moved_from) = match &o.before {
@@ -337,17 +440,22 @@ fn delivered<'a>(
     }
 }
 
-/// Brings every configured channel's cards up to date after a local change; a failure
-/// only warns (the next notify delivers what is owed). Nothing happens, not even a
-/// network client, when no channel is configured.
-pub fn deliver_quietly(config: &Config, store: &mut Store) {
+/// Brings the cards of `sources` (empty: every source, the decider's) up to date on every
+/// configured channel after a local change; a failure only warns (the next notify
+/// delivers what is owed). Nothing happens, not even a network client, when no channel
+/// is configured.
+pub fn deliver_quietly(config: &Config, store: &mut Store, sources: &[String]) {
     let warn = |message: String| {
         if config.verbosity >= 0 {
             eprintln!("opsgate: warning: {message}");
         }
     };
     for ch in channels::configured(config) {
-        match push_owed(store, ch.as_ref()) {
+        let reach = Reach {
+            sources,
+            until: None,
+        };
+        match push_within(store, ch.as_ref(), reach) {
             Ok(report) => {
                 if let Some(e) = report.stopped_by {
                     warn(format!(

@@ -9,6 +9,8 @@ use crate::model::Cursor;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OwedCard {
     pub cluster_id: i64,
+    /// The source whose card it is (a card never changes source).
+    pub source: String,
     pub chat: Option<String>,
     pub message: Option<String>,
     pub content_hash: Option<String>,
@@ -66,43 +68,56 @@ impl Store {
 
     /// Cards owed to `channel`, oldest cluster first.
     pub fn owed_cards(&mut self, channel: &str) -> Result<Vec<OwedCard>> {
-        self.owed_cards_after(channel, i64::MIN, i64::MAX)
+        self.owed_cards_after(channel, &[], i64::MIN, i64::MAX)
     }
 
-    /// Up to `limit` cards owed to `channel` with a cluster id above `after`, oldest
-    /// first: the outbox reads them a page at a time, so a backlog costs no memory.
+    /// Up to `limit` cards of `sources` (empty: every source) owed to `channel` with a
+    /// cluster id above `after`, oldest first: the outbox reads them a page at a time, so
+    /// a backlog costs no memory, and a host reads only its own sources' cards.
     pub fn owed_cards_after(
         &mut self,
         channel: &str,
+        sources: &[String],
         after: i64,
         limit: i64,
     ) -> Result<Vec<OwedCard>> {
+        let mut params: Vec<&dyn ToParam> = vec![&channel, &after, &limit];
+        let among = among_sources(sources, 4, &mut params);
         let rows = self.conn().query(
-            "SELECT cluster_id, chat, message, content_hash, rev FROM deliveries
-             WHERE channel = ?1 AND rev > sent_rev AND cluster_id > ?2
-             ORDER BY cluster_id LIMIT ?3",
-            &[&channel, &after, &limit],
+            &format!(
+                "SELECT d.cluster_id, c.source, d.chat, d.message, d.content_hash, d.rev
+                 FROM deliveries d JOIN cards c ON c.cluster_id = d.cluster_id
+                 WHERE d.channel = ?1 AND d.rev > d.sent_rev AND d.cluster_id > ?2{among}
+                 ORDER BY d.cluster_id LIMIT ?3"
+            ),
+            &params,
         )?;
         rows.iter()
             .map(|r| {
                 Ok(OwedCard {
                     cluster_id: r.int(0)?,
-                    chat: r.opt_text(1)?,
-                    message: r.opt_text(2)?,
-                    content_hash: r.opt_text(3)?,
-                    rev: r.int(4)?,
+                    source: r.text(1)?,
+                    chat: r.opt_text(2)?,
+                    message: r.opt_text(3)?,
+                    content_hash: r.opt_text(4)?,
+                    rev: r.int(5)?,
                 })
             })
             .collect()
     }
 
-    /// How many cards `channel` is owed (a count of the owed index).
-    pub fn owed_count(&mut self, channel: &str) -> Result<usize> {
+    /// How many cards of `sources` (empty: every source) `channel` is owed.
+    pub fn owed_count(&mut self, channel: &str, sources: &[String]) -> Result<usize> {
+        let mut params: Vec<&dyn ToParam> = vec![&channel];
+        let among = among_sources(sources, 2, &mut params);
         Ok(self
             .conn()
             .query_one(
-                "SELECT COUNT(*) FROM deliveries WHERE channel = ?1 AND rev > sent_rev",
-                &[&channel],
+                &format!(
+                    "SELECT COUNT(*) FROM deliveries d JOIN cards c ON c.cluster_id = d.cluster_id
+                     WHERE d.channel = ?1 AND d.rev > d.sent_rev{among}"
+                ),
+                &params,
             )?
             .int(0)? as usize)
     }
@@ -203,6 +218,23 @@ impl Store {
             Ok(())
         })
     }
+}
+
+/// ` AND c.source IN (?first, ...)` over `sources` (their parameters appended to
+/// `params`), or nothing when `sources` is empty (every source).
+fn among_sources<'a>(
+    sources: &'a [String],
+    first: usize,
+    params: &mut Vec<&'a dyn ToParam>,
+) -> String {
+    if sources.is_empty() {
+        return String::new();
+    }
+    let marks: Vec<String> = (first..first + sources.len())
+        .map(|i| format!("?{i}"))
+        .collect();
+    params.extend(sources.iter().map(|s| s as &dyn ToParam));
+    format!(" AND c.source IN ({})", marks.join(", "))
 }
 
 /// Moves a channel's cursor forward (never back), in the caller's transaction.

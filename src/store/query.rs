@@ -3,6 +3,9 @@
 use super::*;
 use crate::model::{ClusterView, Sighting, CMD_HASH_LEN};
 
+/// In-flight clusters read per query when they are all listed.
+const CLUSTER_PAGE: i64 = 100;
+
 /// What a button names: a proposal on a card, or the card.
 #[derive(Debug, Clone, Copy)]
 pub enum CardOf {
@@ -366,19 +369,44 @@ impl Store {
 
     /// Every cluster that has a proposal in flight, oldest first.
     pub fn in_flight_clusters(&mut self, source: Option<&str>) -> Result<Vec<ClusterView>> {
-        let rows = self.conn().query(
-            &format!(
-                "SELECT DISTINCT cluster_id FROM proposals
-                 WHERE state IN {IN_FLIGHT_SQL} AND (CAST(?1 AS TEXT) IS NULL OR source = ?1)
-                 ORDER BY cluster_id"
-            ),
-            &[&source],
-        )?;
-        let mut out = Vec::with_capacity(rows.len());
-        for r in rows {
-            out.push(self.cluster(r.int(0)?)?);
-        }
+        let mut out = Vec::new();
+        self.each_in_flight_cluster(source, &mut |view| {
+            out.push(view);
+            Ok(())
+        })?;
         Ok(out)
+    }
+
+    /// Hands every cluster that has a proposal in flight to `each`, oldest first, read a
+    /// page of [`CLUSTER_PAGE`] at a time: a queue of any size costs the memory of a page.
+    pub fn each_in_flight_cluster(
+        &mut self,
+        source: Option<&str>,
+        each: &mut dyn FnMut(ClusterView) -> Result<()>,
+    ) -> Result<()> {
+        let mut after = i64::MIN;
+        loop {
+            let rows = self.conn().query(
+                &format!(
+                    "SELECT DISTINCT cluster_id FROM proposals
+                     WHERE state IN {IN_FLIGHT_SQL} AND (CAST(?1 AS TEXT) IS NULL OR source = ?1)
+                     AND cluster_id > ?2
+                     ORDER BY cluster_id LIMIT ?3"
+                ),
+                &[&source, &after, &CLUSTER_PAGE],
+            )?;
+            let ids = rows
+                .iter()
+                .map(|r| r.int(0))
+                .collect::<Result<Vec<i64>>>()?;
+            let Some(&last) = ids.last() else {
+                return Ok(());
+            };
+            after = last;
+            for id in ids {
+                each(self.cluster(id)?)?;
+            }
+        }
     }
 
     /// One cluster with all its proposals.

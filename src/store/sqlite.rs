@@ -398,7 +398,7 @@ impl Database for SqliteDb {
             return Ok(true);
         }
         let mut path = self.path.clone().into_os_string();
-        path.push(format!("-{name}.lock"));
+        path.push(format!("-{}.lock", lock_file_word(name)));
         let file = {
             use std::os::unix::fs::OpenOptionsExt;
             std::fs::OpenOptions::new()
@@ -429,6 +429,24 @@ impl Database for SqliteDb {
 
     fn server_time(&mut self) -> Result<Option<i64>> {
         Ok(None)
+    }
+}
+
+/// A lock's name as a file name beside the database: itself when it is a plain word
+/// (`poller`, `outbox:web-1`), else a digest of it (a source may hold `/` or spaces).
+fn lock_file_word(name: &str) -> String {
+    let plain = name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'));
+    if plain {
+        name.to_string()
+    } else {
+        use sha2::{Digest, Sha256};
+        format!(
+            "lock-{}",
+            &hex::encode(Sha256::digest(name.as_bytes()))[..16]
+        )
     }
 }
 

@@ -14,6 +14,7 @@ mod conformance;
 mod context;
 mod deploy;
 mod examples;
+mod fleet_cost;
 mod grammars;
 mod hostile;
 mod lifecycle;
