@@ -273,7 +273,9 @@ impl Bouncer {
     /// (SKIPPED, or a failure under CI) without PostgreSQL or pgbouncer.
     pub fn shared() -> Option<&'static Bouncer> {
         let pg = Pg::shared()?;
-        match SHARED_BOUNCER.get_or_init(|| Bouncer::try_start(pg)) {
+        match SHARED_BOUNCER.get_or_init(|| {
+            Bouncer::try_start(pg, &[], "default_pool_size = 4\nmax_client_conn = 500\n")
+        }) {
             Ok(b) => Some(b),
             Err(why) => {
                 super::need::require("pgbouncer", Some(why.clone()));
@@ -282,7 +284,21 @@ impl Bouncer {
         }
     }
 
-    fn try_start(pg: &Pg) -> Result<Bouncer, String> {
+    /// A pooler of its own in front of `pg` (the fleet bench's): `users` are let in
+    /// besides `opsgate` (pgbouncer's `trust` still needs each name in its auth file), and
+    /// `settings` are `[pgbouncer]` lines (pool and client limits) in place of the shared
+    /// pooler's small pool.
+    pub fn start_for(pg: &Pg, users: &[String], settings: &str) -> Option<Bouncer> {
+        match Bouncer::try_start(pg, users, settings) {
+            Ok(b) => Some(b),
+            Err(why) => {
+                super::need::require("pgbouncer", Some(why));
+                None
+            }
+        }
+    }
+
+    fn try_start(pg: &Pg, users: &[String], settings: &str) -> Result<Bouncer, String> {
         let Some(bin) = pgbouncer_bin() else {
             return Err("no pgbouncer (install the pgbouncer package)".into());
         };
@@ -295,11 +311,15 @@ impl Bouncer {
         std::fs::create_dir_all(&dir).unwrap();
         let port = free_port();
         let ini = dir.join("pgbouncer.ini");
-        std::fs::write(dir.join("userlist.txt"), "\"opsgate\" \"\"\n").unwrap();
+        let userlist: String = std::iter::once("opsgate")
+            .chain(users.iter().map(String::as_str))
+            .map(|u| format!("\"{u}\" \"\"\n"))
+            .collect();
+        std::fs::write(dir.join("userlist.txt"), userlist).unwrap();
         std::fs::write(
             &ini,
             format!(
-                "[databases]\n* = host=127.0.0.1 port={pg}\n\n[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\nauth_type = trust\nauth_file = {dir}/userlist.txt\npool_mode = transaction\ndefault_pool_size = 4\nmax_client_conn = 500\nlogfile = {dir}/pgbouncer.log\npidfile = {dir}/pgbouncer.pid\n",
+                "[databases]\n* = host=127.0.0.1 port={pg}\n\n[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\nauth_type = trust\nauth_file = {dir}/userlist.txt\npool_mode = transaction\n{settings}logfile = {dir}/pgbouncer.log\npidfile = {dir}/pgbouncer.pid\n",
                 pg = pg.port,
                 dir = dir.display()
             ),
