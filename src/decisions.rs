@@ -220,9 +220,10 @@ impl Handled {
     }
 }
 
-/// Applies a channel's events in order. Each decision commits with its cursor; a
-/// database error stops the batch before the cursor moves past the failing event, so the
-/// channel delivers it again. Warnings (a prompt or an answer that could not be sent) go
+/// Applies a channel's events in order. Each decision commits with its cursor, and the
+/// channel is told ([`Channel::confirm`]) right after; a database error stops the batch
+/// before the cursor moves past the failing event, so the channel delivers it again (and
+/// a channel that acknowledges events has not acknowledged it). Warnings (a prompt or an answer that could not be sent) go
 /// to `warn`.
 pub fn handle_events(
     store: &mut Store,
@@ -236,10 +237,12 @@ pub fn handle_events(
     let offset = store.cursor(ch.name())?.unwrap_or(0);
     for update in events {
         if update.position < offset {
+            ch.confirm(update.position);
             continue; // already handled: a redelivery
         }
         if let Some(said) = &update.said {
             let decided = apply_message(store, ch, said, update.position, now)?;
+            ch.confirm(update.position);
             if let Some(outcome) = &decided {
                 tracing::info!(user = %said.presser.id, chat = %said.chat,
                     outcome = %crate::notify::describe(outcome), "rejection reason");
@@ -253,10 +256,14 @@ pub fn handle_events(
         }
         let Some(press) = update.press else {
             store.advance_cursor(&cursor_after(ch, update.position))?;
+            ch.confirm(update.position);
             handled.other += 1;
             continue;
         };
         let outcome = apply_press(store, ch, require_reason, &press, update.position, now)?;
+        // Committed with its cursor: acknowledged before the answer and the prompt, which
+        // are network calls that may take their time.
+        ch.confirm(update.position);
         if let Decided::AskReason { cluster_id } = outcome {
             let who = &press.presser.display;
             let prompt = format!(

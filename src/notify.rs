@@ -13,6 +13,7 @@ pub mod channels;
 mod console;
 mod outbox;
 mod status;
+pub mod slack;
 pub mod telegram;
 mod words;
 

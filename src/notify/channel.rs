@@ -160,6 +160,17 @@ pub trait Channel {
     /// Events from position `after` on, waiting up to `wait` for the first; returns
     /// [`Polled::Stop`] when the stop flag is raised first.
     fn fetch(&self, after: Option<i64>, wait: Duration) -> Result<Polled, ChannelError>;
+    /// The event at `position` committed (its decision and the cursor past it): a channel
+    /// whose events must be acknowledged (Slack's Socket Mode envelopes) does it now. Called
+    /// by the decision loop right after each event's commit, before any answer or prompt
+    /// is sent; Telegram's cursor is its acknowledgement, so by default nothing happens.
+    fn confirm(&self, _position: i64) {}
+    /// Whether presses reach this channel only while it is connected (Slack's Socket
+    /// Mode delivers a press once, to a connection open at the moment): a one-shot `poll`
+    /// then listens for a while rather than only draining what is kept for it.
+    fn live_only(&self) -> bool {
+        false
+    }
     /// Who this channel is connected as (a bot's name), for the logs.
     fn whoami(&self) -> Result<String, ChannelError>;
     /// Sleeps, waking early when the stop flag is raised; false then.

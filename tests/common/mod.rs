@@ -1,6 +1,7 @@
 //! Test harness: drives the real `opsgate` binary with a throw-away database.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod fake_slack_socket;
 pub mod fake_telegram;
 pub mod need;
 pub mod pg;
