@@ -325,6 +325,10 @@ mod tests {
         sent: RefCell<Vec<(String, String, Card)>>,
         edits: RefCell<usize>,
         answers: RefCell<Vec<String>>,
+        /// Confirms and answers in order; a confirm names the cursor another connection
+        /// to the database saw at that moment (the commit is visible before it).
+        log: RefCell<Vec<String>>,
+        db: Option<std::path::PathBuf>,
     }
 
     impl Channel for Fake {
@@ -374,7 +378,17 @@ mod tests {
         }
         fn answer(&self, _press: &Press, text: &str) -> Result<(), ChannelError> {
             self.answers.borrow_mut().push(text.to_string());
+            self.log.borrow_mut().push("answer".into());
             Ok(())
+        }
+        fn confirm(&self, position: i64) {
+            let cursor = self.db.as_ref().and_then(|db| {
+                let mut other = Store::open(db, crate::config::Rules::default()).unwrap();
+                other.cursor("fake").unwrap()
+            });
+            self.log
+                .borrow_mut()
+                .push(format!("confirm {position} cursor {cursor:?}"));
         }
         fn fetch(&self, _after: Option<i64>, _wait: Duration) -> Result<Polled, ChannelError> {
             Ok(Polled::Events(Vec::new()))
@@ -479,5 +493,60 @@ mod tests {
             .unwrap()
             .map(|(c, _, _)| c)
             .unwrap()
+    }
+
+    #[test]
+    fn each_event_is_confirmed_after_its_commit_and_before_its_answer() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("db.sqlite");
+        let mut store = Store::open(&db, crate::config::Rules::default()).unwrap();
+        let now = 1_700_000_000_000;
+        store
+            .ingest("web", &[proposed("docker restart web")], now)
+            .unwrap();
+        let fake = Fake {
+            db: Some(db),
+            ..Fake::default()
+        };
+        notify::push_owed(&mut store, &fake).unwrap();
+        let card = fake.sent.borrow()[0].2.clone();
+        let approve = card.callback_data(&card.buttons[0][0]);
+        let events = vec![
+            Incoming {
+                position: 3,
+                press: Some(press("fake:U9", "C1", "m1", approve.clone())),
+                said: None,
+            },
+            Incoming {
+                position: 4,
+                press: Some(press("fake:U1", "C1", "m1", approve)),
+                said: None,
+            },
+            Incoming {
+                position: 5,
+                press: None,
+                said: None,
+            },
+        ];
+        handle_events(&mut store, &fake, false, events, now, &|_| {}).unwrap();
+        assert_eq!(
+            *fake.log.borrow(),
+            [
+                "confirm 3 cursor Some(4)",
+                "answer",
+                "confirm 4 cursor Some(5)",
+                "answer",
+                "confirm 5 cursor Some(6)",
+            ]
+        );
+        // A redelivery of a handled event is confirmed again, and changes nothing.
+        fake.log.borrow_mut().clear();
+        let again = vec![Incoming {
+            position: 4,
+            press: None,
+            said: None,
+        }];
+        handle_events(&mut store, &fake, false, again, now, &|_| {}).unwrap();
+        assert_eq!(*fake.log.borrow(), ["confirm 4 cursor Some(6)"]);
     }
 }

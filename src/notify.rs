@@ -12,8 +12,8 @@ mod channel;
 pub mod channels;
 mod console;
 mod outbox;
-mod status;
 pub mod slack;
+mod status;
 pub mod telegram;
 mod words;
 

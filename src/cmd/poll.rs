@@ -1,6 +1,15 @@
 //! `poll` (one round of presses, cron-friendly) and `serve` (long polling, cards, sweeps
 //! and, with `--execute`, runs) for every chat channel that takes presses. One poller per
 //! database, by a lease.
+//!
+//! A channel that gets presses only while connected (Slack's Socket Mode: a press is
+//! delivered once, to the connection open at the moment, and must be acknowledged
+//! within 3 s) is listened to by `poll` for `--listen` seconds; presses made while no
+//! poll runs are lost, so a Slack deployment wants `serve`. With more than one channel,
+//! `serve` gives each a short wait ([`SHARED_WAIT`]) instead of one long poll, so neither
+//! channel's presses wait for the other's long poll (Slack's session reads its socket on
+//! a thread of its own and acknowledges in time regardless; the short wait is what lets
+//! the decision commit first).
 
 use super::notify::finish_push;
 use super::{open_store, print_out};
@@ -22,6 +31,9 @@ const POLLER_LOCK: &str = "poller";
 /// renewed (`serve` renews it every round): a poller that died frees it after this.
 const POLLER_HOLD: Duration = Duration::from_secs(120);
 
+/// Each channel's wait in one round of `serve` when there is more than one.
+const SHARED_WAIT: Duration = Duration::from_secs(1);
+
 /// Takes the poller's lease, or renews it for `wait` (the round's long poll) and
 /// [`POLLER_HOLD`].
 fn take_poller_lock(store: &mut Store, wait: Duration) -> Result<()> {
@@ -30,7 +42,7 @@ fn take_poller_lock(store: &mut Store, wait: Duration) -> Result<()> {
     }
     Err(Error::new(
         Kind::Temporary,
-        "another opsgate poller is reading Telegram updates for this database; only one may run at a time",
+        "another opsgate poller is reading chat events for this database; only one may run at a time",
     )
     .into())
 }
@@ -58,19 +70,39 @@ pub fn poll(config: &Config, args: PollArgs) -> Result<u8> {
     for ch in &channels {
         ch.connect()?;
     }
-    take_poller_lock(&mut store, Duration::ZERO)?;
+    let listen = Duration::from_secs(args.listen);
+    let lease = if channels.iter().any(|c| c.live_only()) {
+        listen
+    } else {
+        Duration::ZERO
+    };
+    take_poller_lock(&mut store, lease)?;
     let result = (|| -> Result<(Handled, PushReport)> {
         let mut handled = Handled::default();
         let mut report = PushReport::default();
         for ch in &channels {
             let ch = ch.as_ref();
-            let offset = store.cursor(ch.name())?;
-            let events = match ch.fetch(offset, Duration::ZERO)? {
-                Polled::Events(events) => events,
-                Polled::Stop => Vec::new(),
-            };
-            handled.add(handle(&mut store, ch, config, events)?);
-            report.add(notify::push_owed(&mut store, ch)?);
+            // A channel that keeps presses is drained; one that delivers them only to an
+            // open connection is listened to until `--listen` has passed.
+            let until = std::time::Instant::now()
+                + if ch.live_only() {
+                    listen
+                } else {
+                    Duration::ZERO
+                };
+            loop {
+                let left = until.saturating_duration_since(std::time::Instant::now());
+                let offset = store.cursor(ch.name())?;
+                let events = match ch.fetch(offset, left)? {
+                    Polled::Events(events) => events,
+                    Polled::Stop => break,
+                };
+                handled.add(handle(&mut store, ch, config, events)?);
+                report.add(notify::push_owed(&mut store, ch)?);
+                if left.is_zero() {
+                    break;
+                }
+            }
         }
         Ok((handled, report))
     })();
@@ -148,7 +180,7 @@ pub fn serve(config: &Config, args: ServeArgs) -> Result<u8> {
                     runner = Some(spawn_runner(config, &sources)?);
                 }
             }
-            for (n, ch) in channels.iter().enumerate() {
+            for ch in &channels {
                 let ch = ch.as_ref();
                 let report = notify::push_owed(&mut store, ch)?;
                 if let Some(e) = &report.stopped_by {
@@ -157,11 +189,11 @@ pub fn serve(config: &Config, args: ServeArgs) -> Result<u8> {
                     }
                     tracing::warn!(channel = ch.name(), error = %e, still_owed = report.still_owed, "cards not delivered");
                 }
-                // The long poll waits on the last channel; the others are only drained.
-                let wait = if n + 1 == channels.len() {
-                    wait
+                // One channel long-polls; several take turns with short waits.
+                let wait = if channels.len() > 1 {
+                    wait.min(SHARED_WAIT)
                 } else {
-                    Duration::ZERO
+                    wait
                 };
                 let offset = store.cursor(ch.name())?;
                 match ch.fetch(offset, wait) {

@@ -211,7 +211,11 @@ async fn connection(mut socket: WebSocket, state: Arc<Mutex<SocketState>>) {
     };
     let hello = json!({"type": "hello", "num_connections": 1,
         "connection_info": {"app_id": "A1"}, "debug_info": {"host": "fake"}});
-    if socket.send(Message::Text(hello.to_string().into())).await.is_ok() {
+    if socket
+        .send(Message::Text(hello.to_string().into()))
+        .await
+        .is_ok()
+    {
         // Envelopes go here only once `hello` is out, as on Slack.
         state.lock().unwrap().current = Some(n);
         loop {

@@ -23,7 +23,10 @@ fn events(socket: &Socket, after: i64, n: usize) -> Vec<Incoming> {
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut out: Vec<Incoming> = Vec::new();
     while out.len() < n && Instant::now() < deadline {
-        match socket.fetch(Some(after), Duration::from_millis(500)).unwrap() {
+        match socket
+            .fetch(Some(after), Duration::from_millis(500))
+            .unwrap()
+        {
             Polled::Events(events) => {
                 for e in events {
                     if !out.iter().any(|o| o.position == e.position) {
@@ -62,12 +65,23 @@ fn a_press_is_acknowledged_after_its_confirm_and_other_envelopes_at_once() {
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(fake.ack_of(&press), None, "acknowledged before its commit");
     socket.confirm(40);
-    let latency = fake.wait_ack(&press, SLACK_ACK_LIMIT).expect("acknowledged");
+    // At once after the confirm (not by the session's own deadline, 2.5 s after arrival).
+    let latency = fake
+        .wait_ack(&press, Duration::from_millis(1000))
+        .expect("acknowledged right after the confirm");
     assert!(latency < SLACK_ACK_LIMIT, "{latency:?}");
     for (id, latency, _) in fake.acks() {
-        assert!(latency < SLACK_ACK_LIMIT, "{id} acknowledged after {latency:?}");
+        assert!(
+            latency < SLACK_ACK_LIMIT,
+            "{id} acknowledged after {latency:?}"
+        );
     }
-    assert_eq!(fake.acks().len(), 3, "each envelope once: {:?}", fake.acks());
+    assert_eq!(
+        fake.acks().len(),
+        3,
+        "each envelope once: {:?}",
+        fake.acks()
+    );
 }
 
 #[test]
@@ -79,7 +93,9 @@ fn a_press_whose_decision_is_late_is_still_acknowledged_within_three_seconds() {
     let got = events(&socket, 0, 1);
     assert_eq!(got.len(), 1);
     // Never confirmed (the loop is busy): the session acknowledges it in time itself.
-    let latency = fake.wait_ack(&press, Duration::from_secs(10)).expect("acknowledged");
+    let latency = fake
+        .wait_ack(&press, Duration::from_secs(10))
+        .expect("acknowledged");
     assert!(
         latency >= Duration::from_secs(2) && latency < SLACK_ACK_LIMIT,
         "{latency:?}"
@@ -104,7 +120,9 @@ fn a_disconnect_reconnects_without_losing_or_repeating_a_press() {
     assert_eq!(got[0].position, 1);
     assert_eq!(got[0].press.as_ref().unwrap().presser.id, "slack:U2");
     socket.confirm(1);
-    let latency = fake.wait_ack(&after, SLACK_ACK_LIMIT).expect("acknowledged");
+    let latency = fake
+        .wait_ack(&after, SLACK_ACK_LIMIT)
+        .expect("acknowledged");
     assert!(latency < SLACK_ACK_LIMIT);
     // Nothing else arrives: the press before the refresh is not handed out again.
     match socket.fetch(Some(2), Duration::from_millis(500)).unwrap() {
@@ -131,9 +149,16 @@ fn a_press_read_before_a_disconnect_is_acknowledged_on_its_own_connection() {
     fake.disconnect();
     fake.wait_connections(2);
     socket.confirm(got[0].position);
-    let latency = fake.wait_ack(&before, SLACK_ACK_LIMIT).expect("acknowledged");
+    let latency = fake
+        .wait_ack(&before, SLACK_ACK_LIMIT)
+        .expect("acknowledged");
     assert!(latency < SLACK_ACK_LIMIT);
-    let on = fake.acks().into_iter().find(|(id, _, _)| *id == before).unwrap().2;
+    let on = fake
+        .acks()
+        .into_iter()
+        .find(|(id, _, _)| *id == before)
+        .unwrap()
+        .2;
     assert_eq!(on, 1, "acknowledged on the connection it came on");
 }
 

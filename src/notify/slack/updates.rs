@@ -230,7 +230,9 @@ fn press(payload: Value) -> Option<Press> {
 /// A person's `message` event as something said; the bot's own messages and edits,
 /// joins and other subtypes are not.
 fn said(payload: Value) -> Option<Said> {
-    let m = serde_json::from_value::<EventCallback>(payload).ok()?.event?;
+    let m = serde_json::from_value::<EventCallback>(payload)
+        .ok()?
+        .event?;
     if m.kind != "message" || m.subtype.is_some() || m.bot_id.is_some() {
         return None;
     }
@@ -454,9 +456,8 @@ enum Report {
     Closed(u64, String),
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<
-    tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
->;
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 impl Session {
     async fn run(mut self) {
@@ -607,7 +608,9 @@ struct Connection {
 
 async fn ack(ws: &mut Ws, envelope: &str) -> Result<(), String> {
     let body = serde_json::json!({ "envelope_id": envelope }).to_string();
-    ws.send(Message::text(body)).await.map_err(|e| e.to_string())
+    ws.send(Message::text(body))
+        .await
+        .map_err(|e| e.to_string())
 }
 
 impl Connection {
