@@ -35,10 +35,10 @@ mod telegram;
 pub use db::{mask_url, spool_dir, url_password, DbLocation};
 pub use file::{discover, Found};
 pub use layers::{Env, Origin, Provenance};
+pub use routes::{Dest, Route};
 pub use rules::{Quorum, Redaction, Rules, MAX_RUN_TIMEOUT};
 pub use runner::BASE_ENV;
 pub use settings::*;
-pub use routes::{Dest, Route};
 pub use slack::{channel_id as slack_channel_id, SlackConfig, SlackTarget};
 pub use telegram::{BotAccess, Target, TelegramConfig};
 
@@ -315,9 +315,7 @@ impl Config {
                 SLACK_CHANNEL.env_name()
             ))
         })?;
-        if slack.operators.is_empty()
-            && slack.own_routes().all(|(_, t)| t.operators.is_empty())
-        {
+        if slack.operators.is_empty() && slack.own_routes().all(|(_, t)| t.operators.is_empty()) {
             return Err(config_error(format!(
                 "no Slack operators configured: set {} (or slack.operators) to the Slack user ids allowed to decide; refusing to accept button presses from anyone",
                 SLACK_OPERATORS.env_name()

@@ -180,9 +180,7 @@ fn route(n: usize, r: FileRoute) -> Result<Route, String> {
             let operators = match r.operators {
                 None => None,
                 Some(FileOperators::Slack(ids)) if ids.is_empty() => return Err(empty("slack")),
-                Some(FileOperators::Telegram(ids)) if ids.is_empty() => {
-                    return Err(empty("slack"))
-                }
+                Some(FileOperators::Telegram(ids)) if ids.is_empty() => return Err(empty("slack")),
                 Some(FileOperators::Slack(ids)) => Some(
                     ids.iter()
                         .map(|u| super::slack::user_id(u).map_err(|e| format!("route {n}: {e}")))

@@ -14,8 +14,8 @@
 //! fails until it checks the new one), and the README's table pasted from
 //! [`markdown_table`] (a test compares them).
 
-use super::rules::Quorum;
 use super::routes::Route;
+use super::rules::Quorum;
 use crate::policy::RiskRule;
 use serde::de::DeserializeOwned;
 use std::path::PathBuf;

@@ -62,10 +62,7 @@ impl SlackConfig {
     /// Where a route's destination sends its cards, when it is a Slack channel.
     pub fn route_of_entry<'a>(&'a self, dest: &'a Dest) -> Option<SlackTarget<'a>> {
         match dest {
-            Dest::Slack {
-                channel,
-                operators,
-            } => Some(SlackTarget {
+            Dest::Slack { channel, operators } => Some(SlackTarget {
                 channel,
                 operators: operators.as_deref().unwrap_or(&self.operators),
             }),
@@ -192,7 +189,9 @@ pub(super) fn resolve(layers: &mut Layers<'_>) -> Result<Resolved> {
     let half_set = [
         channel.is_some().then(|| SLACK_CHANNEL.label()),
         (!operators.is_empty()).then(|| SLACK_OPERATORS.label()),
-        app_token.is_some().then(|| SLACK_APP_TOKEN.env_name().to_string()),
+        app_token
+            .is_some()
+            .then(|| SLACK_APP_TOKEN.env_name().to_string()),
         own_routes.then(|| "[[route]] slack_channel".to_string()),
     ]
     .into_iter()

@@ -5,8 +5,8 @@
 use super::layers::{Layers, Origin};
 use super::routes::{self, Dest, Route};
 use super::settings::{
-    Entry, Raw, Setting, API_URL, CHAT_ID, MAX_WAIT, OPERATORS, ROUTES, STATUS_MESSAGE, TIMEOUT, TOKEN,
-    TOKEN_FILE,
+    Entry, Raw, Setting, API_URL, CHAT_ID, MAX_WAIT, OPERATORS, ROUTES, STATUS_MESSAGE, TIMEOUT,
+    TOKEN, TOKEN_FILE,
 };
 use super::{config_error, expand_home, Secret};
 use anyhow::{Context, Result};
@@ -64,7 +64,8 @@ impl TelegramConfig {
 
     /// Whether `user` decides the cards of some route (the top-level list included).
     pub fn is_operator_anywhere(&self, user: u64) -> bool {
-        self.operators.contains(&user) || self.own_routes().any(|(_, t)| t.operators.contains(&user))
+        self.operators.contains(&user)
+            || self.own_routes().any(|(_, t)| t.operators.contains(&user))
     }
 
     /// Every chat cards may go to, the default first, each once.
@@ -273,12 +274,7 @@ pub(super) fn secret_of(
         Some(path) => {
             // The token is the file's: shown with where the file's name came from.
             let origin = layers.origin(file).unwrap_or(Origin::Default);
-            layers.record(
-                value,
-                origin,
-                "(secret, from the token file)".into(),
-                false,
-            );
+            layers.record(value, origin, "(secret, from the token file)".into(), false);
             Some(read_token_file(&path)?)
         }
         None => {

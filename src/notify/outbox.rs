@@ -44,8 +44,7 @@ impl PushReport {
 }
 
 /// What a card's old message says once the card moved to another route's chat.
-const MOVED: &str =
-    "This card moved to another chat (its route changed). Decide it there.";
+const MOVED: &str = "This card moved to another chat (its route changed). Decide it there.";
 
 /// What a status message's old message says once its source routes to another chat.
 const STATUS_MOVED: &str = "This status message moved to another chat (its route changed).";

@@ -233,7 +233,11 @@ fn ok(mut v: Value) -> Response {
 }
 
 fn err(code: &str) -> Response {
-    (StatusCode::OK, axum::Json(json!({"ok": false, "error": code}))).into_response()
+    (
+        StatusCode::OK,
+        axum::Json(json!({"ok": false, "error": code})),
+    )
+        .into_response()
 }
 
 /// A form body (`a=b&c=d`), percent-decoded, as a JSON object of strings.
@@ -363,8 +367,10 @@ async fn handle(
         Some((_, true)) => Ok(()),
     };
     match method.as_str() {
-        "auth.test" => ok(json!({"url": "https://opsgate-test.slack.com/", "team": "opsgate-test",
-            "user": "opsgate", "team_id": "T0TEAM0001", "user_id": BOT_USER, "bot_id": "B0BOT00001"})),
+        "auth.test" => ok(
+            json!({"url": "https://opsgate-test.slack.com/", "team": "opsgate-test",
+            "user": "opsgate", "team_id": "T0TEAM0001", "user_id": BOT_USER, "bot_id": "B0BOT00001"}),
+        ),
         "apps.connections.open" => ok(json!({"url": st.ws_url})),
         "conversations.info" => match st.channels.get(&channel) {
             None => err("channel_not_found"),

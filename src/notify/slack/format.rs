@@ -6,8 +6,8 @@
 //! Slack shows literally. Each button row is an `actions` block whose buttons carry the
 //! card's stamp in their `value` ([`Card::callback_data`]). Pure.
 
-use crate::notify::{Card, Style};
 use crate::model::Action;
+use crate::notify::{Card, Style};
 use serde_json::{json, Value};
 
 /// Slack's limit on a section's text, in characters.

@@ -207,7 +207,8 @@ impl Slack {
         text: &str,
         blocks: Option<Value>,
     ) -> Result<String, ChannelError> {
-        let mut body = json!({"channel": channel, "text": text, "unfurl_links": false, "unfurl_media": false});
+        let mut body =
+            json!({"channel": channel, "text": text, "unfurl_links": false, "unfurl_media": false});
         if let Some(ts) = thread_ts {
             body["thread_ts"] = json!(ts);
         }
