@@ -60,16 +60,17 @@ pub fn apply_press(
     };
     // The card's route decides where its buttons count and whose presses do.
     let (card, route) = route_of(store, ch, action)?;
-    if *chat != route.chat {
-        // A press on a card left in its old chat by a route change: the card is redrawn,
-        // so the outbox moves it to its route's chat (and retires this message).
+    let Some(route) = route.filter(|r| r.chat == *chat) else {
+        // A press on a card left in its old chat by a route change (to another chat or
+        // another channel): the card is redrawn, so the outbox moves it to its route's
+        // chat (and retires this message).
         if let Some(card) = card {
             if store.delivered_chat(card, ch.name())?.as_deref() == Some(chat.as_str()) {
                 store.redraw_card(card)?;
             }
         }
         return refuse(store, proposal_ref, Refusal::WrongChat);
-    }
+    };
     if !route.operators.iter().any(|o| o == presser) {
         return refuse(store, proposal_ref, Refusal::OtherRoute);
     }
@@ -128,9 +129,13 @@ pub fn apply_press(
     }
 }
 
-/// The route of the card a button acts on; a button naming no card gets the default route
-/// (the store refuses it afterwards).
-fn route_of(store: &mut Store, ch: &dyn Channel, action: Action) -> Result<(Option<i64>, Target)> {
+/// The route of the card a button acts on (`None`: a route sends it to another channel);
+/// a button naming no card gets the default route (the store refuses it afterwards).
+fn route_of(
+    store: &mut Store,
+    ch: &dyn Channel,
+    action: Action,
+) -> Result<(Option<i64>, Option<Target>)> {
     let of = match action {
         Action::Approve(id) | Action::Cancel(id) | Action::Retry(id) => CardOf::Proposal(id),
         Action::Reject(cluster) => CardOf::Card(cluster),
@@ -270,10 +275,13 @@ pub fn handle_events(
                 "{who}: reply to this message with the reason for rejecting card {cluster_id} (within 10 minutes)."
             );
             let (_, to) = route_of(store, ch, Action::Reject(cluster_id))?;
-            match ch.ask(&to, &prompt) {
-                Ok(prompt_id) => store
-                    .note_reason_prompt(&press.presser.id, &prompt_ref(&to.chat, &prompt_id))?,
-                Err(e) => {
+            // Asked only where the card is: a press elsewhere was refused before.
+            match to.map(|to| ch.ask(&to, &prompt).map(|id| (to.chat, id))) {
+                None => {}
+                Some(Ok((chat, prompt_id))) => {
+                    store.note_reason_prompt(&press.presser.id, &prompt_ref(&chat, &prompt_id))?
+                }
+                Some(Err(e)) => {
                     tracing::warn!(error = %e, "could not ask for a rejection reason");
                     warn(format!("could not ask for a rejection reason: {e}"))
                 }
@@ -335,12 +343,12 @@ mod tests {
         fn name(&self) -> &'static str {
             "fake"
         }
-        fn route(&self, _source: &str, _risk: &str) -> Target {
-            Target {
+        fn route(&self, _source: &str, _risk: &str) -> Option<Target> {
+            Some(Target {
                 chat: "C1".into(),
                 topic: None,
                 operators: vec!["fake:U1".into()],
-            }
+            })
         }
         fn is_operator_anywhere(&self, presser: &str) -> bool {
             presser == "fake:U1"

@@ -61,7 +61,10 @@ pub struct Said {
     pub presser: Presser,
     pub chat: String,
     pub text: String,
-    /// The message this one replies to.
+    /// The message this one replies to: on Telegram the replied-to message's id; on
+    /// Slack the `thread_ts` of a threaded reply (the reason prompt is the thread's root,
+    /// so a reply in the prompt's thread names the prompt's `ts`, the reference
+    /// [`Channel::ask`] returned).
     pub reply_to: Option<String>,
 }
 
@@ -132,8 +135,9 @@ pub trait Channel {
     /// The name deliveries, cursors and identities are stored under (`telegram`).
     fn name(&self) -> &'static str;
     /// The route of a card of `source` whose riskiest proposal is `risk` (`low`,
-    /// `medium`, `high`).
-    fn route(&self, source: &str, risk: &str) -> Target;
+    /// `medium`, `high`); `None` when a `[[route]]` sends such cards to another channel
+    /// (this channel then shows them nowhere and refuses presses on them).
+    fn route(&self, source: &str, risk: &str) -> Option<Target>;
     /// Whether `presser` (a channel-scoped id) decides the cards of some route.
     fn is_operator_anywhere(&self, presser: &str) -> bool;
     /// Keep one status message per source in its route's chat.

@@ -53,7 +53,7 @@ use tokio::sync::{mpsc as ampsc, watch};
 use tokio_tungstenite::tungstenite::Message;
 
 /// The name identities are scoped with.
-const NAME: &str = "slack";
+use super::channel::NAME;
 
 /// How long an interactive envelope may wait for its decision before the session
 /// acknowledges it itself (Slack's limit is 3 s).
