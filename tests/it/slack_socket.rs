@@ -196,3 +196,357 @@ fn a_replayed_envelope_is_handed_out_once() {
         Polled::Stop => panic!("stopped"),
     }
 }
+
+// ---- the real binary: `opsgate serve` / `opsgate poll` against the fake Web API and the
+// fake Socket Mode server ----
+
+use super::common::fake_slack::{FakeSlack, CHANNEL};
+use super::common::{fake_telegram, stderr, wait_until, Env};
+use serde_json::{json, Value};
+
+const ALICE: &str = "U0ALICE001";
+const BOB: &str = "U0BOB00001";
+const MALLORY: &str = "U0MALLORY1";
+
+/// An opsgate with Slack (Alice and Bob operate), a fake Web API and a fake socket.
+struct Sk {
+    env: Env,
+    web: FakeSlack,
+    ws: FakeSocket,
+    config: std::path::PathBuf,
+}
+
+impl Sk {
+    fn new(config: &str) -> Sk {
+        let env = Env::new();
+        let path = env.dir.path().join("opsgate.toml");
+        std::fs::write(&path, config).unwrap();
+        let web = FakeSlack::start();
+        let ws = FakeSocket::start();
+        web.set_ws_url(&ws.url);
+        Sk {
+            env,
+            web,
+            ws,
+            config: path,
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> super::common::Run {
+        self.env
+            .cmd(args)
+            .slack(&self.web, &format!("{ALICE},{BOB}"))
+            .env("OPSGATE_CONFIG", self.config.to_str().unwrap())
+    }
+
+    /// Ingests commands with their risk labels, one cycle.
+    fn ingest(&self, commands: &[(&str, &str)]) {
+        let items: Vec<Value> = commands
+            .iter()
+            .enumerate()
+            .map(|(i, (command, risk))| {
+                json!({"id": format!("x{i}"), "command": command, "reason": "r", "risk": risk})
+            })
+            .collect();
+        let input = json!({"summary": "s", "approval_needed": items}).to_string();
+        self.run(&["ingest", "--source", "h"]).stdin(input).ok();
+    }
+
+    /// `opsgate serve` in the background, its log in the test's directory.
+    fn serve(&self, run: super::common::Run) -> Serve {
+        let log = self.env.dir.path().join("serve.log");
+        let mut cmd = run.command();
+        cmd.stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        Serve {
+            child: cmd.spawn().unwrap(),
+            log,
+        }
+    }
+
+    /// The card (message `ts`) whose text shows `needle`, once serve has sent it.
+    fn card_with(&self, needle: &str) -> String {
+        let mut found = None;
+        wait_until(&format!("a card showing {needle}"), || {
+            found = self
+                .web
+                .messages()
+                .into_iter()
+                .find(|(_, m)| m.shown().contains(needle))
+                .map(|(ts, _)| ts);
+            found.is_some()
+        });
+        found.unwrap()
+    }
+
+    /// The value of the button on card `ts` that starts with `prefix` (`a:1`).
+    fn button(&self, ts: &str, prefix: &str) -> String {
+        let values = self.web.message(ts).values();
+        values
+            .iter()
+            .find(|v| v.starts_with(&format!("{prefix}:")))
+            .unwrap_or_else(|| panic!("no {prefix} button on {ts}: {values:?}"))
+            .clone()
+    }
+
+    fn press(&self, user: &str, ts: &str, value: &str) -> String {
+        let name = user.to_lowercase();
+        self.ws.press(user, &name, CHANNEL, ts, value)
+    }
+}
+
+struct Serve {
+    child: std::process::Child,
+    log: std::path::PathBuf,
+}
+
+impl Serve {
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, and a clean exit.
+    fn stop(mut self) -> String {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        let status = self.child.wait().unwrap();
+        let log = self.log();
+        assert!(status.success(), "serve failed: {log}");
+        log
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Every envelope the fake sent was acknowledged once, within Slack's 3 seconds.
+fn assert_all_acknowledged_in_time(ws: &FakeSocket, sent: &[&str]) {
+    for id in sent {
+        let latency = ws
+            .wait_ack(id, Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("{id} never acknowledged: {:?}", ws.acks()));
+        assert!(
+            latency < SLACK_ACK_LIMIT,
+            "{id} acknowledged after {latency:?}"
+        );
+        let times = ws.acks().iter().filter(|(e, _, _)| e == id).count();
+        assert_eq!(times, 1, "{id} acknowledged {times} times");
+    }
+}
+
+#[test]
+fn an_operators_slack_press_is_applied_once_however_replayed_and_acknowledged_after_its_commit() {
+    let sk = Sk::new("");
+    sk.ingest(&[("docker stop X", "low")]);
+    let serve = sk.serve(sk.run(&["serve", "--poll-timeout", "1"]));
+    let card = sk.card_with("docker stop X");
+    let approve = sk.button(&card, "a:1");
+    sk.ws.wait_connections(1);
+    let first = sk.press(ALICE, &card, &approve);
+    // Acknowledged only once the approval committed.
+    let latency = sk
+        .ws
+        .wait_ack(&first, Duration::from_secs(10))
+        .expect("ack");
+    assert_eq!(
+        sk.env.state_of(1),
+        "approved",
+        "acknowledged before its commit"
+    );
+    assert!(latency < SLACK_ACK_LIMIT, "{latency:?}");
+    // A second click, and Slack's envelope sent again with the same id.
+    let again = sk.press(ALICE, &card, &approve);
+    let payload =
+        super::common::fake_slack_socket::block_actions(ALICE, "alice", CHANNEL, &card, &approve);
+    sk.ws.push_raw(
+        &first,
+        json!({"envelope_id": first, "type": "interactive", "payload": payload}),
+    );
+    assert!(sk.ws.wait_ack(&again, Duration::from_secs(10)).is_some());
+    wait_until("the replay acknowledged", || {
+        sk.ws.acks().iter().filter(|(e, _, _)| *e == first).count() == 2
+    });
+    let log = serve.stop();
+    assert_eq!(sk.env.audit("approve").len(), 1, "applied once: {log}");
+    assert!(sk.env.audit("approve")[0]
+        .1
+        .starts_with(&format!("slack:{ALICE} @")));
+    for (id, latency, _) in sk.ws.acks() {
+        assert!(latency < SLACK_ACK_LIMIT, "{id} after {latency:?}");
+    }
+    // The presser was answered, and the card edited in place to say who approved.
+    let ephemerals = sk.web.state.lock().unwrap().ephemerals.clone();
+    assert!(
+        ephemerals
+            .iter()
+            .any(|(_, u, t)| u == ALICE && t.contains("Done")),
+        "{ephemerals:?}"
+    );
+    assert_eq!(sk.web.messages().len(), 1);
+    assert!(
+        sk.web.message(&card).shown().contains("approved"),
+        "{}",
+        sk.web.message(&card).shown()
+    );
+}
+
+#[test]
+fn slack_presses_by_an_outsider_in_another_channel_or_on_a_stale_card_change_nothing_and_are_audited(
+) {
+    let sk = Sk::new("");
+    sk.ingest(&[("docker stop X", "low")]);
+    let serve = sk.serve(sk.run(&["serve", "--poll-timeout", "1"]));
+    let card = sk.card_with("docker stop X");
+    let approve = sk.button(&card, "a:1");
+    sk.ws.wait_connections(1);
+    let outsider = sk.press(MALLORY, &card, &approve);
+    let elsewhere = sk.ws.press(ALICE, "alice", "C0THEROOM1", &card, &approve);
+    wait_until("two refusals", || sk.env.audit("refused").len() == 2);
+    // A new variant joins the card: the stamp Alice saw is stale.
+    let edits = sk.web.count("chat.update");
+    sk.ingest(&[("docker stop X", "low"), ("docker container stop X", "low")]);
+    wait_until("the card edited", || sk.web.count("chat.update") > edits);
+    let stale = sk.press(ALICE, &card, &approve);
+    wait_until("three refusals", || sk.env.audit("refused").len() == 3);
+    let log = serve.stop();
+    assert_all_acknowledged_in_time(&sk.ws, &[&outsider, &elsewhere, &stale]);
+    let refused = sk.env.audit("refused");
+    let notes: Vec<String> = refused
+        .iter()
+        .map(|r| r.2.clone().unwrap_or_default())
+        .collect();
+    assert!(
+        refused[0].1.contains(MALLORY) && notes[0].contains("not an operator"),
+        "{notes:?}"
+    );
+    assert!(notes[1].contains("not the chat of this card"), "{notes:?}");
+    assert!(notes[2].contains("card changed"), "{notes:?}");
+    assert!(sk.env.audit("approve").is_empty(), "{log}");
+    assert_eq!(sk.env.state_of(1), "pending");
+}
+
+#[test]
+fn a_high_risk_slack_card_needs_two_slack_users() {
+    let sk = Sk::new("[policy]\nquorum = { high = 2 }\n");
+    sk.ingest(&[("systemctl restart nginx", "high")]);
+    let serve = sk.serve(sk.run(&["serve", "--poll-timeout", "1"]));
+    let card = sk.card_with("restart nginx");
+    let approve = sk.button(&card, "a:1");
+    sk.ws.wait_connections(1);
+    let a1 = sk.press(ALICE, &card, &approve);
+    let a2 = sk.press(ALICE, &card, &approve);
+    assert!(sk.ws.wait_ack(&a2, Duration::from_secs(10)).is_some());
+    assert_eq!(sk.env.state_of(1), "pending", "one Slack user is one vote");
+    let b = sk.press(BOB, &card, &approve);
+    wait_until("approved by the second user", || {
+        sk.env.state_of(1) == "approved"
+    });
+    serve.stop();
+    assert_all_acknowledged_in_time(&sk.ws, &[&a1, &a2, &b]);
+    let voters: Vec<String> = sk.env.audit("approval").into_iter().map(|r| r.1).collect();
+    assert_eq!(voters.len(), 2, "{voters:?}");
+    assert!(
+        voters[0].starts_with(&format!("slack:{ALICE}")),
+        "{voters:?}"
+    );
+    assert!(voters[1].starts_with(&format!("slack:{BOB}")), "{voters:?}");
+}
+
+#[test]
+fn a_disconnect_envelope_loses_no_slack_press_and_applies_none_twice() {
+    let sk = Sk::new("");
+    sk.ingest(&[("docker stop X", "low"), ("systemctl restart nginx", "low")]);
+    let serve = sk.serve(sk.run(&["serve", "--poll-timeout", "1"]));
+    let card_x = sk.card_with("docker stop X");
+    let card_n = sk.card_with("restart nginx");
+    sk.ws.wait_connections(1);
+    let before = sk.press(ALICE, &card_x, &sk.button(&card_x, "a:1"));
+    assert!(sk.ws.wait_ack(&before, Duration::from_secs(10)).is_some());
+    sk.ws.disconnect();
+    sk.ws.wait_connections(2);
+    let after = sk.press(ALICE, &card_n, &sk.button(&card_n, "a:2"));
+    wait_until("the press after the reconnect applied", || {
+        sk.env.state_of(2) == "approved"
+    });
+    // Slack refreshes again: still nothing applied twice.
+    sk.ws.disconnect();
+    sk.ws.wait_connections(3);
+    let log = serve.stop();
+    assert_all_acknowledged_in_time(&sk.ws, &[&before, &after]);
+    assert_eq!(sk.env.state_of(1), "approved");
+    assert_eq!(sk.env.audit("approve").len(), 2, "{log}");
+    assert!(sk.ws.state.lock().unwrap().lost.is_empty());
+    assert!(!log.contains("ERROR"), "{log}");
+}
+
+#[test]
+fn one_serve_applies_presses_from_telegram_and_slack() {
+    let sk = Sk::new("");
+    let tg = fake_telegram::Fake::start();
+    sk.ingest(&[("docker stop X", "low"), ("systemctl restart nginx", "low")]);
+    let serve = sk.serve(
+        sk.run(&["serve", "--poll-timeout", "20"])
+            .telegram(&tg, "1001"),
+    );
+    let card = sk.card_with("restart nginx");
+    wait_until("the Telegram cards", || tg.count("sendMessage") == 2);
+    sk.ws.wait_connections(1);
+    let tg_card = *tg
+        .messages()
+        .iter()
+        .find(|(_, m)| m.text.contains("docker stop X"))
+        .unwrap()
+        .0;
+    tg.tap(tg_card, 1001, "alice", "a:1");
+    let slack = sk.press(BOB, &card, &sk.button(&card, "a:2"));
+    wait_until("both presses applied", || {
+        sk.env.state_of(1) == "approved" && sk.env.state_of(2) == "approved"
+    });
+    // The Slack press waited for no Telegram long poll (20 s here).
+    assert_all_acknowledged_in_time(&sk.ws, &[&slack]);
+    let log = serve.stop();
+    let actors: Vec<String> = sk.env.audit("approve").into_iter().map(|r| r.1).collect();
+    assert!(
+        actors.iter().any(|a| a.starts_with("telegram:1001")),
+        "{actors:?} {log}"
+    );
+    assert!(
+        actors
+            .iter()
+            .any(|a| a.starts_with(&format!("slack:{BOB}"))),
+        "{actors:?}"
+    );
+}
+
+#[test]
+fn a_cron_poll_applies_the_slack_presses_made_while_it_listens_and_only_those() {
+    let sk = Sk::new("");
+    sk.ingest(&[("docker stop X", "low")]);
+    sk.run(&["notify"]).ok();
+    let card = sk.card_with("docker stop X");
+    let approve = sk.button(&card, "a:1");
+    // Made while nobody is connected: Slack shows the operator an error; nothing applies.
+    let missed = sk.press(ALICE, &card, &approve);
+    assert_eq!(sk.ws.state.lock().unwrap().lost, [missed]);
+    let run = sk.run(&["poll", "--json", "--listen", "4"]);
+    let child = std::thread::spawn(move || run.output_unless_hung());
+    sk.ws.wait_connections(1);
+    let pressed = sk.press(ALICE, &card, &approve);
+    let out = child.join().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["applied"], 1, "{v}");
+    assert_all_acknowledged_in_time(&sk.ws, &[&pressed]);
+    assert_eq!(sk.env.state_of(1), "approved");
+    // poll disconnected when it was done.
+    wait_until("the poll's connection closed", || {
+        sk.ws.open_connections() == 0
+    });
+}
