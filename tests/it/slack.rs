@@ -386,3 +386,39 @@ fn the_slack_app_manifest_declares_socket_mode_interactivity_and_the_scopes() {
         "says which scope the app-level token needs"
     );
 }
+
+#[test]
+fn a_status_message_on_slack_is_pinned_once_and_edited_in_place() {
+    let sl = Sl::new();
+    let notify = || {
+        sl.run(&["notify"]).env("OPSGATE_SLACK_STATUS", "true").ok();
+    };
+    sl.env.ingest("h", &cycle(0, &["docker restart web"]));
+    notify();
+    assert_eq!(
+        sl.fake.count("chat.postMessage"),
+        2,
+        "the card and the status message"
+    );
+    assert_eq!(sl.fake.count("pins.add"), 1);
+    let pinned = sl.fake.state.lock().unwrap().pinned.clone();
+    assert_eq!(pinned.len(), 1);
+    let status = sl.fake.message(&pinned[0].1);
+    assert!(
+        status.values().is_empty(),
+        "a status message has no buttons"
+    );
+    sl.env.ingest("h", &cycle(1, &["docker restart web"]));
+    notify();
+    assert_eq!(
+        sl.fake.count("chat.postMessage"),
+        2,
+        "edited, not sent again"
+    );
+    assert_eq!(sl.fake.count("pins.add"), 1);
+    // A refused pin is harmless: the next source's status message is still sent.
+    sl.fake.state.lock().unwrap().no_pin.insert(CHANNEL.into());
+    sl.env.ingest("g", &cycle(0, &["docker restart db"]));
+    notify();
+    assert_eq!(sl.fake.count("chat.postMessage"), 4);
+}
