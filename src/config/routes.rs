@@ -205,3 +205,86 @@ fn route(n: usize, r: FileRoute) -> Result<Route, String> {
     };
     Ok(Route { sources, risks, to })
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::config::settings::ROUTES;
+
+    fn parse_text(text: &str) -> Result<Vec<Route>, String> {
+        parse(&ROUTES, Raw::Text(text))
+    }
+
+    #[test]
+    fn a_telegram_route_reads_as_before_and_a_slack_route_names_its_channel() {
+        let routes = parse_text(
+            r#"[{ sources = ["db-*"], risk = ["high"], chat_id = -100111, topic = 7, operators = [222] },
+                { risk = ["high"], slack_channel = "C0456EFGH", operators = ["U045CD6EF"] },
+                { sources = ["web-*"], channel = "slack", slack_channel = "C0123ABCD" }]"#,
+        )
+        .unwrap();
+        assert_eq!(
+            routes[0].to,
+            Dest::Telegram {
+                chat_id: -100111,
+                topic: Some(7),
+                operators: Some(vec![222])
+            }
+        );
+        assert_eq!(
+            routes[1].to,
+            Dest::Slack {
+                channel: "C0456EFGH".into(),
+                operators: Some(vec!["U045CD6EF".into()])
+            }
+        );
+        assert_eq!(routes[2].to.channel(), "slack");
+        assert_eq!(first(&routes, "db-1", "high"), Some(&routes[0].to));
+        assert_eq!(first(&routes, "web-1", "high"), Some(&routes[1].to));
+        assert_eq!(first(&routes, "web-1", "low"), Some(&routes[2].to));
+        assert_eq!(first(&routes, "other", "low"), None);
+    }
+
+    #[test]
+    fn a_route_that_mixes_channels_or_names_a_channel_by_name_is_refused() {
+        for (text, says) in [
+            (
+                r#"[{ chat_id = 1, slack_channel = "C0123ABCD" }]"#,
+                "chat_id and topic are Telegram's",
+            ),
+            (
+                r#"[{ channel = "telegram", chat_id = 1, slack_channel = "C0123ABCD" }]"#,
+                "slack_channel is for",
+            ),
+            (
+                r#"[{ channel = "slack", chat_id = 1 }]"#,
+                "chat_id and topic are Telegram's",
+            ),
+            (
+                r##"[{ slack_channel = "#ops" }]"##,
+                "not a Slack channel id",
+            ),
+            (
+                r#"[{ slack_channel = "C0123ABCD", operators = [1] }]"#,
+                "Slack user ids",
+            ),
+            (
+                r#"[{ chat_id = 1, operators = ["U012AB3CD"] }]"#,
+                "Telegram user ids",
+            ),
+            (
+                r#"[{ slack_channel = "C0123ABCD", operators = [] }]"#,
+                "slack.operators",
+            ),
+            (
+                r#"[{ channel = "teams", chat_id = 1 }]"#,
+                "expected \"telegram\" or \"slack\"",
+            ),
+            (r#"[{ sources = ["web-*"] }]"#, "missing field `chat_id`"),
+        ] {
+            let e = parse_text(text).unwrap_err();
+            assert!(e.contains("route 1") && e.contains(says), "{text}: {e}");
+        }
+    }
+}

@@ -297,26 +297,6 @@ fn provenance_says_flag_environment_file_or_default_for_every_setting() {
     );
     // The table's order, as doctor lists them.
     let order: Vec<&str> = c.provenance.iter().map(|p| p.setting).collect();
-    // Slack's once a bot token and a channel are there.
-    pairs.push(("OPSGATE_SLACK_BOT_TOKEN", "xoxb-1-abc"));
-    pairs.push(("OPSGATE_SLACK_CHANNEL", "C0123ABCD"));
-    let c = build(&pairs, None, None).unwrap();
-    let slack = c.slack.as_ref().unwrap();
-    check(
-        &SLACK_API_URL,
-        slack.api_url == documented(&SLACK_API_URL),
-        slack.api_url.clone(),
-    );
-    check(
-        &SLACK_MAX_WAIT,
-        slack.max_wait == Duration::from_secs(documented(&SLACK_MAX_WAIT)),
-        format!("{:?}", slack.max_wait),
-    );
-    check(
-        &SLACK_STATUS_MESSAGE,
-        slack.status_message == documented(&SLACK_STATUS_MESSAGE),
-        format!("{:?}", slack.status_message),
-    );
     let table: Vec<&str> = SETTINGS.iter().map(|s| s.name).collect();
     assert_eq!(order, table);
 }

@@ -319,3 +319,106 @@ fn doctor_checks_the_bot_token_the_channels_and_the_app_token() {
         "{text}"
     );
 }
+
+#[test]
+fn a_card_routed_to_slack_after_a_config_change_is_retired_on_telegram() {
+    let sl = Sl::new();
+    let tg = Fake::start();
+    let config = sl.env.dir.path().join("opsgate.toml");
+    std::fs::write(&config, "").unwrap();
+    let notify = || {
+        sl.env
+            .cmd(&["notify"])
+            .env("OPSGATE_CONFIG", config.to_str().unwrap())
+            .slack(&sl.fake, ALICE)
+            .telegram(&tg, "1001")
+            .ok()
+    };
+    sl.env.ingest("web-1", &cycle(0, &["docker restart web"]));
+    notify();
+    assert_eq!(
+        (tg.count("sendMessage"), sl.fake.count("chat.postMessage")),
+        (1, 1)
+    );
+    let on_telegram = *tg.messages().keys().next().unwrap();
+    std::fs::write(
+        &config,
+        format!("[[route]]\nsources = [\"web-*\"]\nslack_channel = \"{CHANNEL}\"\n"),
+    )
+    .unwrap();
+    sl.env.ingest("web-1", &cycle(1, &["docker restart web"]));
+    notify();
+    let old = tg.message(on_telegram);
+    assert!(old.text.contains("moved to another chat"), "{}", old.text);
+    assert!(
+        tg.raw_buttons(on_telegram).is_empty(),
+        "no buttons left on Telegram"
+    );
+    assert_eq!(tg.count("sendMessage"), 1, "nothing new on Telegram");
+    let slack = sl.fake.message(&sl.only_message()).shown();
+    assert!(
+        slack.contains("seen 2×"),
+        "edited in place on Slack: {slack}"
+    );
+}
+
+#[test]
+fn the_slack_app_manifest_declares_socket_mode_interactivity_and_the_scopes() {
+    let manifest = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/slack-app-manifest.yml"
+    ))
+    .unwrap();
+    for line in [
+        "socket_mode_enabled: true",
+        "is_enabled: true",
+        "- chat:write",
+        "- channels:read",
+        "- groups:read",
+        "- pins:write",
+        "- channels:history",
+        "- groups:history",
+    ] {
+        assert!(manifest.contains(line), "the manifest lacks {line}");
+    }
+    assert!(
+        manifest.contains("connections:write"),
+        "says which scope the app-level token needs"
+    );
+}
+
+#[test]
+fn a_status_message_on_slack_is_pinned_once_and_edited_in_place() {
+    let sl = Sl::new();
+    let notify = || {
+        sl.run(&["notify"]).env("OPSGATE_SLACK_STATUS", "true").ok();
+    };
+    sl.env.ingest("h", &cycle(0, &["docker restart web"]));
+    notify();
+    assert_eq!(
+        sl.fake.count("chat.postMessage"),
+        2,
+        "the card and the status message"
+    );
+    assert_eq!(sl.fake.count("pins.add"), 1);
+    let pinned = sl.fake.state.lock().unwrap().pinned.clone();
+    assert_eq!(pinned.len(), 1);
+    let status = sl.fake.message(&pinned[0].1);
+    assert!(
+        status.values().is_empty(),
+        "a status message has no buttons"
+    );
+    sl.env.ingest("h", &cycle(1, &["docker restart web"]));
+    notify();
+    assert_eq!(
+        sl.fake.count("chat.postMessage"),
+        2,
+        "edited, not sent again"
+    );
+    assert_eq!(sl.fake.count("pins.add"), 1);
+    // A refused pin is harmless: the next source's status message is still sent.
+    sl.fake.state.lock().unwrap().no_pin.insert(CHANNEL.into());
+    sl.env.ingest("g", &cycle(0, &["docker restart db"]));
+    notify();
+    assert_eq!(sl.fake.count("chat.postMessage"), 4);
+}

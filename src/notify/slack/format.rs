@@ -67,21 +67,31 @@ fn literal(style: Style, text: &str) -> bool {
     matches!(style, Style::Command | Style::Output) && text.contains("```")
 }
 
-/// `text` cut into pieces whose formatted length stays within the section limit.
+/// `text` cut into pieces whose formatted length stays within the section limit (one
+/// pass: a character's escaped width is known, the style's markers are counted once).
 fn pieces(style: Style, text: &str) -> Vec<String> {
     let whole = piece(style, text);
     if whole.chars().count() <= MAX_SECTION_CHARS {
         return vec![whole];
     }
+    let markers = piece(style, "x").chars().count() - 1;
+    let budget = MAX_SECTION_CHARS - markers;
     let mut out = Vec::new();
     let mut chunk = String::new();
+    let mut len = 0;
     for c in text.chars() {
-        chunk.push(c);
-        if piece(style, &chunk).chars().count() > MAX_SECTION_CHARS {
-            chunk.pop();
+        let width = match c {
+            '&' => 5,
+            '<' | '>' => 4,
+            _ => 1,
+        };
+        if len + width > budget && !chunk.is_empty() {
             out.push(piece(style, &chunk));
-            chunk = c.to_string();
+            chunk.clear();
+            len = 0;
         }
+        chunk.push(c);
+        len += width;
     }
     if !chunk.is_empty() {
         out.push(piece(style, &chunk));
