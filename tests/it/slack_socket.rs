@@ -2,6 +2,7 @@
 //! (`common::fake_slack_socket`): acknowledgements within Slack's 3 seconds (a press's
 //! after its decision commits), reconnects after `disconnect` or a lost socket, positions
 //! that continue from the stored cursor.
+#![allow(clippy::unwrap_used)]
 
 use super::common::fake_slack_socket::FakeSocket;
 use opsgate::notify::slack::updates::{Opener, Socket, ACK_DEADLINE};
