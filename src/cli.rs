@@ -484,6 +484,11 @@ pub struct PollArgs {
     /// Print the outcome as JSON
     #[arg(long)]
     pub json: bool,
+    /// Seconds a channel that gets presses only while connected (Slack) listens before
+    /// poll disconnects (0 to 300); Telegram keeps presses and is only drained
+    #[arg(long, default_value_t = 20, value_name = "SECS",
+          value_parser = clap::value_parser!(u64).range(0..=300))]
+    pub listen: u64,
 }
 
 #[derive(Debug, Args)]

@@ -60,16 +60,17 @@ pub fn apply_press(
     };
     // The card's route decides where its buttons count and whose presses do.
     let (card, route) = route_of(store, ch, action)?;
-    if *chat != route.chat {
-        // A press on a card left in its old chat by a route change: the card is redrawn,
-        // so the outbox moves it to its route's chat (and retires this message).
+    let Some(route) = route.filter(|r| r.chat == *chat) else {
+        // A press on a card left in its old chat by a route change (to another chat or
+        // another channel): the card is redrawn, so the outbox moves it to its route's
+        // chat (and retires this message).
         if let Some(card) = card {
             if store.delivered_chat(card, ch.name())?.as_deref() == Some(chat.as_str()) {
                 store.redraw_card(card)?;
             }
         }
         return refuse(store, proposal_ref, Refusal::WrongChat);
-    }
+    };
     if !route.operators.iter().any(|o| o == presser) {
         return refuse(store, proposal_ref, Refusal::OtherRoute);
     }
@@ -128,9 +129,13 @@ pub fn apply_press(
     }
 }
 
-/// The route of the card a button acts on; a button naming no card gets the default route
-/// (the store refuses it afterwards).
-fn route_of(store: &mut Store, ch: &dyn Channel, action: Action) -> Result<(Option<i64>, Target)> {
+/// The route of the card a button acts on (`None`: a route sends it to another channel);
+/// a button naming no card gets the default route (the store refuses it afterwards).
+fn route_of(
+    store: &mut Store,
+    ch: &dyn Channel,
+    action: Action,
+) -> Result<(Option<i64>, Option<Target>)> {
     let of = match action {
         Action::Approve(id) | Action::Cancel(id) | Action::Retry(id) => CardOf::Proposal(id),
         Action::Reject(cluster) => CardOf::Card(cluster),
@@ -220,9 +225,10 @@ impl Handled {
     }
 }
 
-/// Applies a channel's events in order. Each decision commits with its cursor; a
-/// database error stops the batch before the cursor moves past the failing event, so the
-/// channel delivers it again. Warnings (a prompt or an answer that could not be sent) go
+/// Applies a channel's events in order. Each decision commits with its cursor, and the
+/// channel is told ([`Channel::confirm`]) right after; a database error stops the batch
+/// before the cursor moves past the failing event, so the channel delivers it again (and
+/// a channel that acknowledges events has not acknowledged it). Warnings (a prompt or an answer that could not be sent) go
 /// to `warn`.
 pub fn handle_events(
     store: &mut Store,
@@ -236,10 +242,12 @@ pub fn handle_events(
     let offset = store.cursor(ch.name())?.unwrap_or(0);
     for update in events {
         if update.position < offset {
+            ch.confirm(update.position);
             continue; // already handled: a redelivery
         }
         if let Some(said) = &update.said {
             let decided = apply_message(store, ch, said, update.position, now)?;
+            ch.confirm(update.position);
             if let Some(outcome) = &decided {
                 tracing::info!(user = %said.presser.id, chat = %said.chat,
                     outcome = %crate::notify::describe(outcome), "rejection reason");
@@ -253,20 +261,27 @@ pub fn handle_events(
         }
         let Some(press) = update.press else {
             store.advance_cursor(&cursor_after(ch, update.position))?;
+            ch.confirm(update.position);
             handled.other += 1;
             continue;
         };
         let outcome = apply_press(store, ch, require_reason, &press, update.position, now)?;
+        // Committed with its cursor: acknowledged before the answer and the prompt, which
+        // are network calls that may take their time.
+        ch.confirm(update.position);
         if let Decided::AskReason { cluster_id } = outcome {
             let who = &press.presser.display;
             let prompt = format!(
                 "{who}: reply to this message with the reason for rejecting card {cluster_id} (within 10 minutes)."
             );
             let (_, to) = route_of(store, ch, Action::Reject(cluster_id))?;
-            match ch.ask(&to, &prompt) {
-                Ok(prompt_id) => store
-                    .note_reason_prompt(&press.presser.id, &prompt_ref(&to.chat, &prompt_id))?,
-                Err(e) => {
+            // Asked only where the card is: a press elsewhere was refused before.
+            match to.map(|to| ch.ask(&to, &prompt).map(|id| (to.chat, id))) {
+                None => {}
+                Some(Ok((chat, prompt_id))) => {
+                    store.note_reason_prompt(&press.presser.id, &prompt_ref(&chat, &prompt_id))?
+                }
+                Some(Err(e)) => {
                     tracing::warn!(error = %e, "could not ask for a rejection reason");
                     warn(format!("could not ask for a rejection reason: {e}"))
                 }
@@ -318,18 +333,22 @@ mod tests {
         sent: RefCell<Vec<(String, String, Card)>>,
         edits: RefCell<usize>,
         answers: RefCell<Vec<String>>,
+        /// Confirms and answers in order; a confirm names the cursor another connection
+        /// to the database saw at that moment (the commit is visible before it).
+        log: RefCell<Vec<String>>,
+        db: Option<std::path::PathBuf>,
     }
 
     impl Channel for Fake {
         fn name(&self) -> &'static str {
             "fake"
         }
-        fn route(&self, _source: &str, _risk: &str) -> Target {
-            Target {
+        fn route(&self, _source: &str, _risk: &str) -> Option<Target> {
+            Some(Target {
                 chat: "C1".into(),
                 topic: None,
                 operators: vec!["fake:U1".into()],
-            }
+            })
         }
         fn is_operator_anywhere(&self, presser: &str) -> bool {
             presser == "fake:U1"
@@ -367,7 +386,17 @@ mod tests {
         }
         fn answer(&self, _press: &Press, text: &str) -> Result<(), ChannelError> {
             self.answers.borrow_mut().push(text.to_string());
+            self.log.borrow_mut().push("answer".into());
             Ok(())
+        }
+        fn confirm(&self, position: i64) {
+            let cursor = self.db.as_ref().and_then(|db| {
+                let mut other = Store::open(db, crate::config::Rules::default()).unwrap();
+                other.cursor("fake").unwrap()
+            });
+            self.log
+                .borrow_mut()
+                .push(format!("confirm {position} cursor {cursor:?}"));
         }
         fn fetch(&self, _after: Option<i64>, _wait: Duration) -> Result<Polled, ChannelError> {
             Ok(Polled::Events(Vec::new()))
@@ -472,5 +501,60 @@ mod tests {
             .unwrap()
             .map(|(c, _, _)| c)
             .unwrap()
+    }
+
+    #[test]
+    fn each_event_is_confirmed_after_its_commit_and_before_its_answer() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("db.sqlite");
+        let mut store = Store::open(&db, crate::config::Rules::default()).unwrap();
+        let now = 1_700_000_000_000;
+        store
+            .ingest("web", &[proposed("docker restart web")], now)
+            .unwrap();
+        let fake = Fake {
+            db: Some(db),
+            ..Fake::default()
+        };
+        notify::push_owed(&mut store, &fake).unwrap();
+        let card = fake.sent.borrow()[0].2.clone();
+        let approve = card.callback_data(&card.buttons[0][0]);
+        let events = vec![
+            Incoming {
+                position: 3,
+                press: Some(press("fake:U9", "C1", "m1", approve.clone())),
+                said: None,
+            },
+            Incoming {
+                position: 4,
+                press: Some(press("fake:U1", "C1", "m1", approve)),
+                said: None,
+            },
+            Incoming {
+                position: 5,
+                press: None,
+                said: None,
+            },
+        ];
+        handle_events(&mut store, &fake, false, events, now, &|_| {}).unwrap();
+        assert_eq!(
+            *fake.log.borrow(),
+            [
+                "confirm 3 cursor Some(4)",
+                "answer",
+                "confirm 4 cursor Some(5)",
+                "answer",
+                "confirm 5 cursor Some(6)",
+            ]
+        );
+        // A redelivery of a handled event is confirmed again, and changes nothing.
+        fake.log.borrow_mut().clear();
+        let again = vec![Incoming {
+            position: 4,
+            press: None,
+            said: None,
+        }];
+        handle_events(&mut store, &fake, false, again, now, &|_| {}).unwrap();
+        assert_eq!(*fake.log.borrow(), ["confirm 4 cursor Some(6)"]);
     }
 }

@@ -12,6 +12,7 @@ mod channel;
 pub mod channels;
 mod console;
 mod outbox;
+pub mod slack;
 mod status;
 pub mod telegram;
 mod words;

@@ -1,10 +1,14 @@
-//! `opsgate doctor`: checks the database, the configuration and the Telegram connection,
-//! and says what to fix. Reads only; the one network call is `getMe`.
+//! `opsgate doctor`: checks the database, the configuration and the Telegram and Slack
+//! connections, and says what to fix. Reads only: Telegram's `getMe`, `getChat` and
+//! `getWebhookInfo`; Slack's `auth.test`, `conversations.info` and
+//! `apps.connections.open` (the socket it names is never opened).
 
 use super::print_out;
 use crate::config::{Config, DbLocation, Origin};
 use crate::error::{self, Kind};
+use crate::notify::slack::Slack;
 use crate::notify::telegram::{Telegram, TgError};
+use crate::notify::{ChannelError, Failure};
 use crate::store::{Backend, Level, Store};
 use anyhow::Result;
 use serde_json::json;
@@ -181,6 +185,7 @@ fn check(config: &Config) -> Report {
     }
     check_database(config, &mut r);
     check_telegram(config, &mut r);
+    check_slack(config, &mut r);
     r
 }
 
@@ -436,6 +441,10 @@ fn check_telegram(config: &Config, r: &mut Report) {
             );
             return;
         }
+        if config.slack.is_some() {
+            r.ok("Telegram is not configured (Slack is)");
+            return;
+        }
         r.warn(
             "Telegram is not configured: cards print to stdout",
             "set OPSGATE_TELEGRAM_TOKEN_FILE (or telegram.token_file) and OPSGATE_TELEGRAM_CHAT_ID",
@@ -446,7 +455,7 @@ fn check_telegram(config: &Config, r: &mut Report) {
         "Telegram token present (not shown), chat {}",
         tg.chat_id
     ));
-    if tg.operators.is_empty() && tg.routes.iter().all(|r| r.operators.is_none()) {
+    if tg.operators.is_empty() && tg.own_routes().all(|(_, t)| t.operators.is_empty()) {
         r.fail(
             "no operators: poll and serve refuse to start, nobody can approve from Telegram",
             "set OPSGATE_TELEGRAM_OPERATORS (or telegram.operators) to the user ids allowed to decide",
@@ -464,23 +473,11 @@ fn check_telegram(config: &Config, r: &mut Report) {
         ));
     }
     let mut all_operators: Vec<u64> = tg.operators.clone();
-    for route in &tg.routes {
-        let target = tg.route_of_entry(route);
+    for (route, target) in tg.own_routes() {
         all_operators.extend(target.operators);
         r.ok(format!(
-            "route {}{}: chat {}{}, {} operator(s)",
-            if route.sources.is_empty() {
-                "any source".to_string()
-            } else {
-                let globs: Vec<&str> = route.sources.iter().map(|g| g.as_str()).collect();
-                globs.join(" ")
-            },
-            if route.risks.is_empty() {
-                String::new()
-            } else {
-                let risks: Vec<&str> = route.risks.iter().map(|r| r.as_str()).collect();
-                format!(", risk {}", risks.join(" "))
-            },
+            "route {}: chat {}{}, {} operator(s)",
+            route.describe(),
             target.chat_id,
             target
                 .topic
@@ -570,6 +567,112 @@ fn check_telegram(config: &Config, r: &mut Report) {
             "getWebhookInfo failed".into(),
             &e,
             "check the network and telegram.api_url",
+        ),
+    }
+}
+
+fn check_slack(config: &Config, r: &mut Report) {
+    let Some(sl) = &config.slack else {
+        if let Some(why) = &config.slack_missing {
+            r.warn(
+                why.clone(),
+                "see README, \"Slack\": the bot token, the channel id and the operators' user ids",
+            );
+        }
+        return; // Slack is optional: nothing to say when it is not configured
+    };
+    r.ok(format!(
+        "Slack bot token present (not shown), channel {}",
+        sl.channel
+    ));
+    if sl.operators.is_empty() && sl.own_routes().all(|(_, t)| t.operators.is_empty()) {
+        r.fail(
+            "no Slack operators: nobody can approve from Slack",
+            "set OPSGATE_SLACK_OPERATORS (or slack.operators) to the Slack user ids (U…) allowed to decide",
+        );
+    } else {
+        r.ok(format!(
+            "{} Slack operator(s): {:?}",
+            sl.operators.len(),
+            sl.operators
+        ));
+    }
+    for (route, target) in sl.own_routes() {
+        r.ok(format!(
+            "route {}: Slack channel {}, {} operator(s)",
+            route.describe(),
+            target.channel,
+            target.operators.len()
+        ));
+    }
+    let client = match Slack::new(sl) {
+        Ok(c) => c,
+        Err(e) => {
+            r.fail(format!("Slack client: {e:#}"), "check slack.api_url");
+            return;
+        }
+    };
+    let fail = |r: &mut Report, what: String, e: &ChannelError, fix: &str| {
+        let kind = match e.failure {
+            Failure::Config | Failure::Refused => Kind::Config,
+            _ => Kind::Temporary,
+        };
+        r.fail_as(kind, format!("{what}: {e}"), fix);
+    };
+    match client.whoami() {
+        Ok(me) => r.ok(format!(
+            "Slack auth.test: @{} in {} (id {})",
+            me.user, me.team, me.user_id
+        )),
+        Err(e) => {
+            fail(
+                r,
+                "Slack auth.test failed".into(),
+                &e,
+                "check the bot token (xoxb-…, OAuth & Permissions), the network, and slack.api_url",
+            );
+            return;
+        }
+    }
+    for channel in sl.channels() {
+        match client.conversation(channel) {
+            Ok(c) if c.is_archived => r.fail(
+                format!("Slack channel {channel} (#{}) is archived", c.name),
+                "unarchive it, or route the cards to another channel",
+            ),
+            Ok(c) if c.is_member => r.ok(format!(
+                "Slack channel {channel} (#{}): the app is a member",
+                crate::text::show_field(&c.name, 64)
+            )),
+            Ok(c) => r.fail(
+                format!(
+                    "Slack channel {channel} (#{}): the app is not a member, so it cannot post there",
+                    crate::text::show_field(&c.name, 64)
+                ),
+                "invite the app: /invite @opsgate in that channel",
+            ),
+            Err(e) => fail(
+                r,
+                format!("Slack channel {channel}: conversations.info failed"),
+                &e,
+                "check the channel id (C…, from the channel's details) and invite the app there",
+            ),
+        }
+    }
+    if sl.app_token.is_none() {
+        r.warn(
+            "no Slack app-level token: cards are sent, but presses (Socket Mode) cannot arrive",
+            "set OPSGATE_SLACK_APP_TOKEN_FILE (or slack.app_token_file) to a file holding the xapp-… token",
+        );
+        return;
+    }
+    match client.open_connection() {
+        Ok(_) => r.ok("Slack app-level token: apps.connections.open answered (Socket Mode is on)"),
+        Err(e) => fail(
+            r,
+            "Slack app-level token refused".into(),
+            &e,
+            "the app-level token is xapp-… with the connections:write scope (Basic Information, App-Level Tokens), and Socket Mode must be on",
         ),
     }
 }

@@ -143,12 +143,16 @@ fn init_logs(verbosity: i8, serve: bool) {
     drop(result); // already set (tests calling run twice): keep the first
 }
 
-/// The secret values opsgate itself holds: the bot token, the database password, and
+/// The secret values opsgate itself holds: the bot tokens, the database password, and
 /// `[runner] env` / `pass_env` values whose names say they are secret.
 fn known_secrets(config: &Config) -> Vec<crate::config::Secret> {
     let mut out = Vec::new();
     if let Some(bot) = &config.bot {
         out.push(bot.token.clone());
+    }
+    if let Some(slack) = &config.slack {
+        out.push(slack.bot_token.clone());
+        out.extend(slack.app_token.clone());
     }
     if let DbLocation::Postgres(url) = &config.db {
         if let Some(p) = crate::config::url_password(url) {

@@ -1,6 +1,15 @@
 //! `poll` (one round of presses, cron-friendly) and `serve` (long polling, cards, sweeps
 //! and, with `--execute`, runs) for every chat channel that takes presses. One poller per
 //! database, by a lease.
+//!
+//! A channel that gets presses only while connected (Slack's Socket Mode: a press is
+//! delivered once, to the connection open at the moment, and must be acknowledged
+//! within 3 s) is listened to by `poll` for `--listen` seconds; presses made while no
+//! poll runs are lost, so a Slack deployment wants `serve`. With more than one channel,
+//! `serve` gives each a short wait ([`SHARED_WAIT`]) instead of one long poll, so neither
+//! channel's presses wait for the other's long poll (Slack's session reads its socket on
+//! a thread of its own and acknowledges in time regardless; the short wait is what lets
+//! the decision commit first).
 
 use super::notify::finish_push;
 use super::{open_store, print_out};
@@ -28,6 +37,9 @@ const POLLER_HOLD: Duration = Duration::from_secs(120);
 /// next round (the leases, on the database's clock, outlast a round by far).
 pub const ROUND_DELIVERY: Duration = Duration::from_secs(1);
 
+/// Each channel's wait in one round of `serve` when there is more than one.
+const SHARED_WAIT: Duration = Duration::from_secs(1);
+
 /// Takes the poller's lease, or renews it for `wait` (the round's long poll) and
 /// [`POLLER_HOLD`].
 fn take_poller_lock(store: &mut Store, wait: Duration) -> Result<()> {
@@ -36,7 +48,7 @@ fn take_poller_lock(store: &mut Store, wait: Duration) -> Result<()> {
     }
     Err(Error::new(
         Kind::Temporary,
-        "another opsgate poller is reading Telegram updates for this database; only one may run at a time",
+        "another opsgate poller is reading chat events for this database; only one may run at a time",
     )
     .into())
 }
@@ -64,23 +76,43 @@ pub fn poll(config: &Config, args: PollArgs) -> Result<u8> {
     for ch in &channels {
         ch.connect()?;
     }
-    take_poller_lock(&mut store, Duration::ZERO)?;
+    let listen = Duration::from_secs(args.listen);
+    let lease = if channels.iter().any(|c| c.live_only()) {
+        listen
+    } else {
+        Duration::ZERO
+    };
+    take_poller_lock(&mut store, lease)?;
     let result = (|| -> Result<(Handled, PushReport)> {
         let mut handled = Handled::default();
         let mut report = PushReport::default();
         for ch in &channels {
             let ch = ch.as_ref();
-            let offset = store.cursor(ch.name())?;
-            let events = match ch.fetch(offset, Duration::ZERO)? {
-                Polled::Events(events) => events,
-                Polled::Stop => Vec::new(),
-            };
-            handled.add(handle(&mut store, ch, config, events)?);
-            let reach = notify::Reach {
-                sources: &[],
-                until: Some(Instant::now() + ROUND_DELIVERY),
-            };
-            report.add(notify::push_within(&mut store, ch, reach)?);
+            // A channel that keeps presses is drained; one that delivers them only to an
+            // open connection is listened to until `--listen` has passed.
+            let until = std::time::Instant::now()
+                + if ch.live_only() {
+                    listen
+                } else {
+                    Duration::ZERO
+                };
+            loop {
+                let left = until.saturating_duration_since(std::time::Instant::now());
+                let offset = store.cursor(ch.name())?;
+                let events = match ch.fetch(offset, left)? {
+                    Polled::Events(events) => events,
+                    Polled::Stop => break,
+                };
+                handled.add(handle(&mut store, ch, config, events)?);
+                let reach = notify::Reach {
+                    sources: &[],
+                    until: Some(Instant::now() + ROUND_DELIVERY),
+                };
+                report.add(notify::push_within(&mut store, ch, reach)?);
+                if left.is_zero() {
+                    break;
+                }
+            }
         }
         Ok((handled, report))
     })();
@@ -159,7 +191,7 @@ pub fn serve(config: &Config, args: ServeArgs) -> Result<u8> {
                     runner = Some(spawn_runner(config, &sources)?);
                 }
             }
-            for (n, ch) in channels.iter().enumerate() {
+            for ch in &channels {
                 let ch = ch.as_ref();
                 let reach = notify::Reach {
                     sources: &[],
@@ -172,12 +204,14 @@ pub fn serve(config: &Config, args: ServeArgs) -> Result<u8> {
                     }
                     tracing::warn!(channel = ch.name(), error = %e, still_owed = report.still_owed, "cards not delivered");
                 }
-                // The long poll waits on the last channel; the others are only drained,
-                // and so is every channel while cards are left for the next round.
-                let wait = if n + 1 == channels.len() && !report.out_of_time {
-                    wait
-                } else {
+                // One channel long-polls; several take turns with short waits; none
+                // waits while cards are left for the next round.
+                let wait = if report.out_of_time {
                     Duration::ZERO
+                } else if channels.len() > 1 {
+                    wait.min(SHARED_WAIT)
+                } else {
+                    wait
                 };
                 let offset = store.cursor(ch.name())?;
                 match ch.fetch(offset, wait) {

@@ -19,23 +19,28 @@
 //! Files: `settings` (the table and the common parsers), `layers` (precedence and
 //! provenance), `file` (discovery and the TOML file), `rules` (lifecycle, quorum, risk,
 //! redaction), `db` (where the database is), `runner` (executed commands' environment),
-//! `telegram` (the bot, chats, operators, routes).
+//! `telegram` (the bot, chats, operators), `slack` (its tokens, channel, operators),
+//! `routes` (the `[[route]]`s of every channel and the routing rule).
 
 mod db;
 mod file;
 pub mod layers;
+mod routes;
 mod rules;
 mod runner;
 pub mod settings;
+mod slack;
 mod telegram;
 
 pub use db::{mask_url, spool_dir, url_password, DbLocation};
 pub use file::{discover, Found};
 pub use layers::{Env, Origin, Provenance};
+pub use routes::{Dest, Route};
 pub use rules::{Quorum, Redaction, Rules, MAX_RUN_TIMEOUT};
 pub use runner::BASE_ENV;
 pub use settings::*;
-pub use telegram::{BotAccess, Route, Target, TelegramConfig};
+pub use slack::{channel_id as slack_channel_id, SlackConfig, SlackTarget};
+pub use telegram::{BotAccess, Target, TelegramConfig};
 
 use crate::error::{Error, Kind};
 use crate::policy::Policy;
@@ -81,6 +86,10 @@ pub struct Config {
     /// is missing. Commands that deliver cards or take presses refuse with it (78) rather
     /// than stay silent.
     pub telegram_missing: Option<String>,
+    /// Slack, when a bot token and a channel are configured.
+    pub slack: Option<SlackConfig>,
+    /// Set when Slack is half configured: what is missing.
+    pub slack_missing: Option<String>,
     /// Lifecycle timing.
     pub rules: Rules,
     /// Default bound on one executed command.
@@ -195,6 +204,7 @@ impl Config {
         let runner_env = runner::resolve(&pass_env, pairs, env);
         let public_env = layers.get(&RUNNER_PUBLIC_ENV)?.unwrap_or_default();
         let tg = telegram::resolve(&mut layers)?;
+        let slack = slack::resolve(&mut layers)?;
         let redaction = Redaction {
             builtin: layers.get(&REDACT_BUILTIN)?.unwrap_or_default(),
             patterns: layers.get(&REDACT)?.unwrap_or_default(),
@@ -222,6 +232,8 @@ impl Config {
             telegram: tg.telegram,
             bot: tg.bot,
             telegram_missing: tg.missing,
+            slack: slack.slack,
+            slack_missing: slack.missing,
             rules,
             run_timeout: Duration::from_millis(run_timeout.max(1000) as u64),
             policy,
@@ -272,13 +284,51 @@ impl Config {
                 CHAT_ID.env_name()
             ))
         })?;
-        if tg.operators.is_empty() && tg.routes.iter().all(|r| r.operators.is_none()) {
+        if tg.operators.is_empty() && tg.own_routes().all(|(_, t)| t.operators.is_empty()) {
             return Err(config_error(format!(
                 "no operators configured: set {} (or telegram.operators) to the Telegram user ids allowed to decide; refusing to accept button presses from anyone",
                 OPERATORS.env_name()
             )));
         }
         Ok(tg)
+    }
+}
+
+impl Config {
+    /// Refuses a half-configured Slack (exit 78, naming what is missing).
+    pub fn slack_complete(&self) -> Result<()> {
+        match &self.slack_missing {
+            Some(why) => Err(config_error(why.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Slack settings with at least one operator and the app-level token, for commands
+    /// that take presses.
+    pub fn slack_for_decisions(&self) -> Result<&SlackConfig> {
+        self.slack_complete()?;
+        let slack = self.slack.as_ref().ok_or_else(|| {
+            config_error(format!(
+                "Slack is not configured: set {} (or {}, or slack.bot_token_file) and {}",
+                SLACK_BOT_TOKEN.env_name(),
+                SLACK_BOT_TOKEN_FILE.env_name(),
+                SLACK_CHANNEL.env_name()
+            ))
+        })?;
+        if slack.operators.is_empty() && slack.own_routes().all(|(_, t)| t.operators.is_empty()) {
+            return Err(config_error(format!(
+                "no Slack operators configured: set {} (or slack.operators) to the Slack user ids allowed to decide; refusing to accept button presses from anyone",
+                SLACK_OPERATORS.env_name()
+            )));
+        }
+        if slack.app_token.is_none() {
+            return Err(config_error(format!(
+                "Slack presses arrive over Socket Mode: set {} (or {}, or slack.app_token_file) to the app-level token (xapp-…, scope connections:write)",
+                SLACK_APP_TOKEN.env_name(),
+                SLACK_APP_TOKEN_FILE.env_name()
+            )));
+        }
+        Ok(slack)
     }
 }
 

@@ -14,8 +14,8 @@
 //! fails until it checks the new one), and the README's table pasted from
 //! [`markdown_table`] (a test compares them).
 
+use super::routes::Route;
 use super::rules::Quorum;
-use super::telegram::Route;
 use crate::policy::RiskRule;
 use serde::de::DeserializeOwned;
 use std::path::PathBuf;
@@ -425,6 +425,114 @@ pub const STATUS_MESSAGE: Entry<bool> = Entry {
     parse: switch,
     show: show_display,
 };
+pub const SLACK_BOT_TOKEN: Entry<String> = Entry {
+    setting: Setting {
+        name: "slack_bot_token",
+        env: Some("OPSGATE_SLACK_BOT_TOKEN"),
+        key: None,
+        default: "",
+        help: "Slack bot token `xoxb-…` for the Web API (never a command-line argument, never printed)",
+    },
+    default_value: || None,
+    parse: text,
+    show: show_secret,
+};
+pub const SLACK_BOT_TOKEN_FILE: Entry<PathBuf> = Entry {
+    setting: Setting {
+        name: "slack_bot_token_file",
+        env: Some("OPSGATE_SLACK_BOT_TOKEN_FILE"),
+        key: Some("slack.bot_token_file"),
+        default: "",
+        help: "file holding the Slack bot token; refused if readable by group or others",
+    },
+    default_value: || None,
+    parse: path,
+    show: show_path,
+};
+pub const SLACK_APP_TOKEN: Entry<String> = Entry {
+    setting: Setting {
+        name: "slack_app_token",
+        env: Some("OPSGATE_SLACK_APP_TOKEN"),
+        key: None,
+        default: "",
+        help: "Slack app-level token `xapp-…` (scope connections:write) for Socket Mode: presses (never printed)",
+    },
+    default_value: || None,
+    parse: text,
+    show: show_secret,
+};
+pub const SLACK_APP_TOKEN_FILE: Entry<PathBuf> = Entry {
+    setting: Setting {
+        name: "slack_app_token_file",
+        env: Some("OPSGATE_SLACK_APP_TOKEN_FILE"),
+        key: Some("slack.app_token_file"),
+        default: "",
+        help: "file holding the Slack app-level token; refused if readable by group or others",
+    },
+    default_value: || None,
+    parse: path,
+    show: show_path,
+};
+pub const SLACK_CHANNEL: Entry<String> = Entry {
+    setting: Setting {
+        name: "slack_channel",
+        env: Some("OPSGATE_SLACK_CHANNEL"),
+        key: Some("slack.channel"),
+        default: "",
+        help: "id of the Slack channel cards go to (`C0123ABCD`, not its name); the app must be a member",
+    },
+    default_value: || None,
+    parse: super::slack::channel,
+    show: show_display,
+};
+pub const SLACK_OPERATORS: Entry<Vec<String>> = Entry {
+    setting: Setting {
+        name: "slack_operators",
+        env: Some("OPSGATE_SLACK_OPERATORS"),
+        key: Some("slack.operators"),
+        default: "",
+        help: "Slack user ids allowed to decide (`U012AB3CD`, comma-separated)",
+    },
+    default_value: || None,
+    parse: super::slack::user_ids,
+    show: show_debug,
+};
+pub const SLACK_API_URL: Entry<String> = Entry {
+    setting: Setting {
+        name: "slack_api_url",
+        env: Some("OPSGATE_SLACK_API_URL"),
+        key: Some("slack.api_url"),
+        default: "https://slack.com/api",
+        help: "Slack Web API base URL (tests)",
+    },
+    default_value: || Some("https://slack.com/api".to_string()),
+    parse: super::telegram::api_url,
+    show: show_display,
+};
+pub const SLACK_MAX_WAIT: Entry<u64> = Entry {
+    setting: Setting {
+        name: "slack_max_wait",
+        env: None,
+        key: Some("slack.max_wait_secs"),
+        default: "60",
+        help: "total seconds of Slack 429 (`Retry-After`) waiting in one run",
+    },
+    default_value: || Some(60),
+    parse: seconds,
+    show: show_seconds,
+};
+pub const SLACK_STATUS_MESSAGE: Entry<bool> = Entry {
+    setting: Setting {
+        name: "slack_status_message",
+        env: Some("OPSGATE_SLACK_STATUS"),
+        key: Some("slack.status_message"),
+        default: "false",
+        help: "one status message per source in its Slack channel, edited each cycle and pinned",
+    },
+    default_value: || Some(false),
+    parse: switch,
+    show: show_display,
+};
 pub const TTL: Entry<i64> = Entry {
     setting: Setting {
         name: "ttl",
@@ -623,10 +731,10 @@ pub const ROUTES: Entry<Vec<Route>> = Entry {
         env: None,
         key: Some("[[route]]"),
         default: "",
-        help: "cards of matching `sources` (globs) and/or `risk` levels go to `chat_id` (and forum `topic`), decided by the route's `operators` (default telegram.operators)",
+        help: "cards of matching `sources` (globs) and/or `risk` levels go to Telegram's `chat_id` (and forum `topic`) or, with `slack_channel` (`channel = \"slack\"`), to that Slack channel, decided by the route's `operators` (default the channel's operators); first match wins, no match: every configured channel's default chat",
     },
     default_value: || None,
-    parse: super::telegram::routes,
+    parse: super::routes::parse,
     show: show_count,
 };
 pub const NOW: Entry<i64> = Entry {
@@ -705,6 +813,15 @@ pub const SETTINGS: &[&dyn AnyEntry] = &[
     &TIMEOUT,
     &MAX_WAIT,
     &STATUS_MESSAGE,
+    &SLACK_BOT_TOKEN,
+    &SLACK_BOT_TOKEN_FILE,
+    &SLACK_APP_TOKEN,
+    &SLACK_APP_TOKEN_FILE,
+    &SLACK_CHANNEL,
+    &SLACK_OPERATORS,
+    &SLACK_API_URL,
+    &SLACK_MAX_WAIT,
+    &SLACK_STATUS_MESSAGE,
     &TTL,
     &STALE_AFTER,
     &REJECT_COOLDOWN,
@@ -800,6 +917,11 @@ mod tests {
             (&TIMEOUT, "soon"),
             (&MAX_WAIT, "a minute"),
             (&STATUS_MESSAGE, "maybe"),
+            (&SLACK_CHANNEL, "#ops"),
+            (&SLACK_OPERATORS, "U012AB3CD, alice"),
+            (&SLACK_API_URL, "ftp://slack.com/api"),
+            (&SLACK_MAX_WAIT, "a minute"),
+            (&SLACK_STATUS_MESSAGE, "maybe"),
             (&TTL, "forever"),
             (&STALE_AFTER, "three"),
             (&REJECT_COOLDOWN, "1 fortnight"),

@@ -3,29 +3,15 @@
 //! [`TelegramConfig::route`]), the token file's checks, and the "half configured" rule.
 
 use super::layers::{Layers, Origin};
+use super::routes::{self, Dest, Route};
 use super::settings::{
-    self, Raw, Setting, API_URL, CHAT_ID, MAX_WAIT, OPERATORS, ROUTES, STATUS_MESSAGE, TIMEOUT,
+    Entry, Raw, Setting, API_URL, CHAT_ID, MAX_WAIT, OPERATORS, ROUTES, STATUS_MESSAGE, TIMEOUT,
     TOKEN, TOKEN_FILE,
 };
 use super::{config_error, expand_home, Secret};
 use anyhow::{Context, Result};
-use serde::Deserialize;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-/// A `[[route]]`: where the cards of some sources or risk levels go, and who decides them.
-#[derive(Debug, Clone)]
-pub struct Route {
-    /// Source globs (`web-*`); empty: any source.
-    pub sources: Vec<glob::Pattern>,
-    /// Risk levels (`low`, `medium`, `high`); empty: any.
-    pub risks: Vec<String>,
-    pub chat_id: i64,
-    /// A forum topic (`message_thread_id`).
-    pub topic: Option<i32>,
-    /// Who may decide this route's cards; `None`: `telegram.operators`.
-    pub operators: Option<Vec<u64>>,
-}
 
 /// Where a card goes and who decides it: the first `[[route]]` that matches the card's
 /// source and risk, else the top-level chat and operators.
@@ -36,52 +22,58 @@ pub struct Target<'a> {
     pub operators: &'a [u64],
 }
 
-impl Route {
-    fn matches(&self, source: &str, risk: &str) -> bool {
-        (self.sources.is_empty() || self.sources.iter().any(|g| g.matches(source)))
-            && (self.risks.is_empty() || self.risks.iter().any(|r| r == risk))
-    }
-}
-
 impl TelegramConfig {
     /// The route of a card of `source` whose riskiest proposal is `risk` (`low`, `medium`
-    /// or `high`): the one home of the routing rule; delivery, authorization and prompts
-    /// all ask here.
-    pub fn route(&self, source: &str, risk: &str) -> Target<'_> {
-        match self.routes.iter().find(|r| r.matches(source, risk)) {
-            Some(r) => self.route_of_entry(r),
-            None => Target {
+    /// or `high`) on Telegram: the first `[[route]]` that matches ([`routes::first`], the
+    /// one home of the rule), else the top-level chat; `None` when the matching route
+    /// sends the card to another channel. Delivery, authorization and prompts all ask here.
+    pub fn route(&self, source: &str, risk: &str) -> Option<Target<'_>> {
+        match routes::first(&self.routes, source, risk) {
+            Some(dest) => self.route_of_entry(dest),
+            None => Some(Target {
                 chat_id: self.chat_id,
                 topic: None,
                 operators: &self.operators,
-            },
+            }),
         }
     }
 
-    /// Where an entry sends its cards and who decides them.
-    pub fn route_of_entry<'a>(&'a self, r: &'a Route) -> Target<'a> {
-        Target {
-            chat_id: r.chat_id,
-            topic: r.topic,
-            operators: r.operators.as_deref().unwrap_or(&self.operators),
+    /// Where a route's destination sends its cards and who decides them, when it is a
+    /// Telegram chat.
+    pub fn route_of_entry<'a>(&'a self, dest: &'a Dest) -> Option<Target<'a>> {
+        match dest {
+            Dest::Telegram {
+                chat_id,
+                topic,
+                operators,
+            } => Some(Target {
+                chat_id: *chat_id,
+                topic: *topic,
+                operators: operators.as_deref().unwrap_or(&self.operators),
+            }),
+            _ => None,
         }
+    }
+
+    /// The Telegram routes' destinations.
+    pub fn own_routes(&self) -> impl Iterator<Item = (&Route, Target<'_>)> {
+        self.routes
+            .iter()
+            .filter_map(|r| Some((r, self.route_of_entry(&r.to)?)))
     }
 
     /// Whether `user` decides the cards of some route (the top-level list included).
     pub fn is_operator_anywhere(&self, user: u64) -> bool {
         self.operators.contains(&user)
-            || self
-                .routes
-                .iter()
-                .any(|r| r.operators.as_ref().is_some_and(|o| o.contains(&user)))
+            || self.own_routes().any(|(_, t)| t.operators.contains(&user))
     }
 
     /// Every chat cards may go to, the default first, each once.
     pub fn chats(&self) -> Vec<i64> {
         let mut chats = vec![self.chat_id];
-        for r in &self.routes {
-            if !chats.contains(&r.chat_id) {
-                chats.push(r.chat_id);
+        for (_, t) in self.own_routes() {
+            if !chats.contains(&t.chat_id) {
+                chats.push(t.chat_id);
             }
         }
         chats
@@ -109,66 +101,11 @@ pub struct TelegramConfig {
     pub timeout: Duration,
     /// Longest total wait for 429 `retry_after` in one run.
     pub max_wait: Duration,
-    /// `[[route]]` entries, first match wins; no match: `chat_id` and `operators`.
+    /// Every `[[route]]` (each channel's), first match wins; no match: `chat_id` and
+    /// `operators`.
     pub routes: Vec<Route>,
     /// Keep one status message per source in its route's chat.
     pub status_message: bool,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileRoute {
-    #[serde(default)]
-    sources: Vec<String>,
-    #[serde(default)]
-    risk: Vec<String>,
-    chat_id: i64,
-    topic: Option<i32>,
-    operators: Option<Vec<u64>>,
-}
-
-pub(super) fn routes(s: &Setting, raw: Raw<'_>) -> Result<Vec<Route>, String> {
-    let file: Vec<FileRoute> = settings::toml_value(s, raw)?;
-    file.into_iter()
-        .enumerate()
-        .map(|(n, r)| {
-            let sources = r
-                .sources
-                .iter()
-                .map(|g| {
-                    glob::Pattern::new(g)
-                        .map_err(|e| format!("route {}: source glob {g:?}: {e}", n + 1))
-                })
-                .collect::<Result<Vec<_>, String>>()?;
-            let risks = r
-                .risk
-                .iter()
-                .map(|risk| {
-                    let level = risk.trim().to_ascii_lowercase();
-                    match level.as_str() {
-                        "low" | "medium" | "high" => Ok(level),
-                        _ => Err(format!(
-                            "route {}: risk {risk:?}: expected low, medium or high",
-                            n + 1
-                        )),
-                    }
-                })
-                .collect::<Result<Vec<_>, String>>()?;
-            if r.operators.as_ref().is_some_and(Vec::is_empty) {
-                return Err(format!(
-                    "route {}: operators = []: nobody could decide its cards; leave it out to use telegram.operators",
-                    n + 1
-                ));
-            }
-            Ok(Route {
-                sources,
-                risks,
-                chat_id: r.chat_id,
-                topic: r.topic,
-                operators: r.operators,
-            })
-        })
-        .collect()
 }
 
 /// Parses a chat id.
@@ -227,36 +164,7 @@ pub(super) struct Resolved {
 /// The Telegram settings (token, chat and the rest) and the bot access; a token without a
 /// chat is the bot alone (a half configuration), a chat or operators without a token too.
 pub(super) fn resolve(layers: &mut Layers<'_>) -> Result<Resolved> {
-    // The environment's token (a file or the value) wins over the file's token_file.
-    let env_token = layers.env.setting(&TOKEN).is_some();
-    let file_has_token = layers.file_sets(&TOKEN_FILE);
-    let env_file = layers.env_of(&TOKEN_FILE)?;
-    let file_file = layers
-        .file_of(&TOKEN_FILE)?
-        .map(|p| expand_home(p, layers.env))
-        .filter(|_| !env_token);
-    let token_file = layers.choose(&TOKEN_FILE, env_file, file_file)?;
-    let token = match token_file {
-        Some(path) => {
-            // The token is the file's: shown with where the file's name came from.
-            let origin = layers.origin(&TOKEN_FILE).unwrap_or(Origin::Default);
-            layers.record(
-                &TOKEN,
-                origin,
-                "(secret, from the token file)".into(),
-                false,
-            );
-            Some(read_token_file(&path)?)
-        }
-        None => {
-            let env = layers.env_of(&TOKEN)?;
-            let token = layers.choose(&TOKEN, env, None)?;
-            if file_has_token && token.is_some() {
-                layers.mark_overridden(&TOKEN); // the file's token_file loses to the variable
-            }
-            token.map(|t| t.trim().to_string())
-        }
-    };
+    let token = secret_of(layers, &TOKEN, &TOKEN_FILE)?;
     if let Some(token) = &token {
         if !valid_token(token) {
             return Err(config_error(format!(
@@ -272,6 +180,7 @@ pub(super) fn resolve(layers: &mut Layers<'_>) -> Result<Resolved> {
     let max_wait = layers.get(&MAX_WAIT)?.unwrap_or_default();
     let status_message = layers.get(&STATUS_MESSAGE)?.unwrap_or_default();
     let routes = layers.get(&ROUTES)?.unwrap_or_default();
+    let own_routes = routes.iter().any(|r| matches!(r.to, Dest::Telegram { .. }));
     let half_set = [
         layers
             .env
@@ -287,7 +196,7 @@ pub(super) fn resolve(layers: &mut Layers<'_>) -> Result<Resolved> {
         layers
             .file_sets(&OPERATORS)
             .then(|| "telegram.operators".to_string()),
-        (!routes.is_empty()).then(|| "[[route]]".to_string()),
+        own_routes.then(|| "[[route]] chat_id".to_string()),
     ]
     .into_iter()
     .flatten()
@@ -301,9 +210,9 @@ pub(super) fn resolve(layers: &mut Layers<'_>) -> Result<Resolved> {
                 TOKEN_FILE.env_name()
             )
         });
-        if !routes.is_empty() && missing.is_none() {
+        if own_routes && missing.is_none() {
             return Err(config_error(
-                "[[route]] entries need Telegram configured (a token and a default chat_id)".into(),
+                "[[route]] entries with a chat_id need Telegram configured (a token and a default chat_id)".into(),
             ));
         }
         return Ok(Resolved {
@@ -343,6 +252,43 @@ pub(super) fn resolve(layers: &mut Layers<'_>) -> Result<Resolved> {
     })
 }
 
+/// A secret from its variable or its file (`OPSGATE_TELEGRAM_TOKEN` or `..._TOKEN_FILE` /
+/// `telegram.token_file`): the environment's (a file or the value) wins over the config
+/// file's file name; the file must be a file no group or other may read. Recorded for
+/// `doctor` without its value.
+pub(super) fn secret_of(
+    layers: &mut Layers<'_>,
+    value: &Entry<String>,
+    file: &Entry<PathBuf>,
+) -> Result<Option<String>> {
+    // The environment's token (a file or the value) wins over the file's token_file.
+    let env_token = layers.env.setting(value).is_some();
+    let file_has_token = layers.file_sets(file);
+    let env_file = layers.env_of(file)?;
+    let file_file = layers
+        .file_of(file)?
+        .map(|p| expand_home(p, layers.env))
+        .filter(|_| !env_token);
+    let token_file = layers.choose(file, env_file, file_file)?;
+    let token = match token_file {
+        Some(path) => {
+            // The token is the file's: shown with where the file's name came from.
+            let origin = layers.origin(file).unwrap_or(Origin::Default);
+            layers.record(value, origin, "(secret, from the token file)".into(), false);
+            Some(read_token_file(&path)?)
+        }
+        None => {
+            let env = layers.env_of(value)?;
+            let token = layers.choose(value, env, None)?;
+            if file_has_token && token.is_some() {
+                layers.mark_overridden(value); // the file's token_file loses to the variable
+            }
+            token.map(|t| t.trim().to_string())
+        }
+    };
+    Ok(token)
+}
+
 fn valid_token(token: &str) -> bool {
     match token.split_once(':') {
         Some((id, secret)) => {
@@ -357,7 +303,7 @@ fn valid_token(token: &str) -> bool {
     }
 }
 
-fn read_token_file(path: &Path) -> Result<String> {
+pub(super) fn read_token_file(path: &Path) -> Result<String> {
     let meta = std::fs::metadata(path)
         .map_err(|e| config_error(format!("cannot read token file {}: {e}", path.display())))?;
     if !meta.is_file() {

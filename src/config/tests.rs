@@ -71,6 +71,17 @@ fn the_documented_defaults_are_the_applied_ones() {
         let unset = s.default.is_empty() && c.bot.is_none() && c.telegram_missing.is_none();
         check(s, unset, format!("{:?}", c.bot));
     }
+    for s in [
+        &SLACK_BOT_TOKEN.setting,
+        &SLACK_BOT_TOKEN_FILE,
+        &SLACK_APP_TOKEN,
+        &SLACK_APP_TOKEN_FILE,
+        &SLACK_CHANNEL,
+        &SLACK_OPERATORS,
+    ] {
+        let unset = s.default.is_empty() && c.slack.is_none() && c.slack_missing.is_none();
+        check(s, unset, format!("{:?}", c.slack));
+    }
     check(
         &TTL,
         c.rules.ttl_ms == documented(&TTL),
@@ -196,6 +207,26 @@ fn the_documented_defaults_are_the_applied_ones() {
         &ROUTES,
         ROUTES.default.is_empty() && tg.routes.is_empty(),
         format!("{:?}", tg.routes),
+    );
+    // Slack's once a bot token and a channel are there.
+    pairs.push(("OPSGATE_SLACK_BOT_TOKEN", "xoxb-1-abc"));
+    pairs.push(("OPSGATE_SLACK_CHANNEL", "C0123ABCD"));
+    let c = build(&pairs, None, None).unwrap();
+    let slack = c.slack.as_ref().unwrap();
+    check(
+        &SLACK_API_URL,
+        slack.api_url == documented(&SLACK_API_URL),
+        slack.api_url.clone(),
+    );
+    check(
+        &SLACK_MAX_WAIT,
+        slack.max_wait == Duration::from_secs(documented(&SLACK_MAX_WAIT)),
+        format!("{:?}", slack.max_wait),
+    );
+    check(
+        &SLACK_STATUS_MESSAGE,
+        slack.status_message == documented(&SLACK_STATUS_MESSAGE),
+        format!("{:?}", slack.status_message),
     );
     let table: Vec<&str> = SETTINGS.iter().map(|s| s.name).collect();
     covered.sort_unstable();

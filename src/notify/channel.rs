@@ -61,7 +61,10 @@ pub struct Said {
     pub presser: Presser,
     pub chat: String,
     pub text: String,
-    /// The message this one replies to.
+    /// The message this one replies to: on Telegram the replied-to message's id; on
+    /// Slack the `thread_ts` of a threaded reply (the reason prompt is the thread's root,
+    /// so a reply in the prompt's thread names the prompt's `ts`, the reference
+    /// [`Channel::ask`] returned).
     pub reply_to: Option<String>,
 }
 
@@ -132,8 +135,9 @@ pub trait Channel {
     /// The name deliveries, cursors and identities are stored under (`telegram`).
     fn name(&self) -> &'static str;
     /// The route of a card of `source` whose riskiest proposal is `risk` (`low`,
-    /// `medium`, `high`).
-    fn route(&self, source: &str, risk: &str) -> Target;
+    /// `medium`, `high`); `None` when a `[[route]]` sends such cards to another channel
+    /// (this channel then shows them nowhere and refuses presses on them).
+    fn route(&self, source: &str, risk: &str) -> Option<Target>;
     /// Whether `presser` (a channel-scoped id) decides the cards of some route.
     fn is_operator_anywhere(&self, presser: &str) -> bool;
     /// Keep one status message per source in its route's chat.
@@ -160,6 +164,17 @@ pub trait Channel {
     /// Events from position `after` on, waiting up to `wait` for the first; returns
     /// [`Polled::Stop`] when the stop flag is raised first.
     fn fetch(&self, after: Option<i64>, wait: Duration) -> Result<Polled, ChannelError>;
+    /// The event at `position` committed (its decision and the cursor past it): a channel
+    /// whose events must be acknowledged (Slack's Socket Mode envelopes) does it now. Called
+    /// by the decision loop right after each event's commit, before any answer or prompt
+    /// is sent; Telegram's cursor is its acknowledgement, so by default nothing happens.
+    fn confirm(&self, _position: i64) {}
+    /// Whether presses reach this channel only while it is connected (Slack's Socket
+    /// Mode delivers a press once, to a connection open at the moment): a one-shot `poll`
+    /// then listens for a while rather than only draining what is kept for it.
+    fn live_only(&self) -> bool {
+        false
+    }
     /// Who this channel is connected as (a bot's name), for the logs.
     fn whoami(&self) -> Result<String, ChannelError>;
     /// Sleeps, waking early when the stop flag is raised; false then.

@@ -2,7 +2,7 @@
 //! `src/notify/` that implements [`Channel`] and formats cards (see ARCHITECTURE.md, "A
 //! chat channel").
 
-use super::{telegram, Card, Channel};
+use super::{slack, telegram, Card, Channel};
 use crate::config::Config;
 use crate::process::Stop;
 use anyhow::Result;
@@ -27,7 +27,7 @@ pub struct Registration {
 }
 
 /// Every channel opsgate has.
-pub const CHANNELS: &[Registration] = &[telegram::REGISTRATION];
+pub const CHANNELS: &[Registration] = &[telegram::REGISTRATION, slack::REGISTRATION];
 
 /// Whether a card fits every registered channel's limits.
 pub fn fits_everywhere(card: &Card) -> bool {

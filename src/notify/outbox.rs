@@ -198,8 +198,18 @@ fn deliver(
             // another chat (the configuration changed, or a riskier variant joined it) is
             // sent anew there and its old message retired; a decided card is edited where
             // it is.
-            let mut target = ch.route(&view.source, view.risk().as_str());
-            let sent_to = card_row.chat.clone();
+            let Some(mut target) = ch.route(&view.source, view.risk().as_str()) else {
+                // A route sends this card to another channel: its message here, if any,
+                // is retired (a decided card is left as it was).
+                if let (Some(chat), Some(message)) = (&card_row.chat, &card_row.message) {
+                    if view.in_flight().next().is_some() && !chat.is_empty() {
+                        let _ = ch.retire(chat, message, MOVED);
+                    }
+                }
+                store.mark_delivered(name, card_row, &delivered("", None, &hash, &card))?;
+                continue;
+            };
+            let sent_to = card_row.chat.clone().filter(|c| !c.is_empty());
             let moved_from = sent_to
                 .clone()
                 .filter(|c| *c != target.chat && view.in_flight().next().is_some())
@@ -332,7 +342,9 @@ fn owed_statuses(
         let card = render_status(&status);
         let hash = ch.content_hash(&card);
         let before = store.status_message(&status.source, ch.name())?;
-        let chat = status_route(ch, &status.source).chat;
+        let Some(chat) = status_route(ch, &status.source).map(|t| t.chat) else {
+            continue; // this source's cards go to another channel
+        };
         let unchanged = before
             .as_ref()
             .is_some_and(|b| b.chat == chat && b.content_hash == hash);
@@ -350,7 +362,7 @@ fn owed_statuses(
 
 /// Where a source's status message goes: the chat its cards route to (the route of its
 /// low-risk cards, when routes split a source by risk).
-fn status_route(ch: &dyn Channel, source: &str) -> Target {
+fn status_route(ch: &dyn Channel, source: &str) -> Option<Target> {
     ch.route(source, crate::model::Risk::Low.as_str())
 }
 
@@ -370,11 +382,13 @@ fn deliver_statuses(
             report.out_of_time = true;
             return Ok(report);
         }
+        let Some(target) = status_route(ch, &o.source) else {
+            continue;
+        };
         if !leases.take(store, &o.source)? {
             report.busy = true;
             continue;
         }
-        let target = status_route(ch, &o.source);
         let chat = target.chat.clone();
         let (existing, moved_from) = match &o.before {
             Some(b) if b.chat == chat => (Some(b.message.clone()), None),

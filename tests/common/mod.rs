@@ -1,6 +1,8 @@
 //! Test harness: drives the real `opsgate` binary with a throw-away database.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod fake_slack;
+pub mod fake_slack_socket;
 pub mod fake_telegram;
 pub mod need;
 pub mod pg;
@@ -225,6 +227,15 @@ impl Run {
             .env("OPSGATE_TELEGRAM_TIMEOUT", "2")
     }
 
+    /// Points the run at a fake Slack Web API with these operators (Slack user ids).
+    pub fn slack(self, fake: &fake_slack::FakeSlack, operators: &str) -> Run {
+        self.env("OPSGATE_SLACK_BOT_TOKEN", fake_slack::BOT_TOKEN)
+            .env("OPSGATE_SLACK_APP_TOKEN", fake_slack::APP_TOKEN)
+            .env("OPSGATE_SLACK_CHANNEL", fake_slack::CHANNEL)
+            .env("OPSGATE_SLACK_OPERATORS", operators)
+            .env("OPSGATE_SLACK_API_URL", &fake.url)
+    }
+
     pub fn command(&self) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_opsgate"));
         cmd.args(&self.args)
@@ -233,7 +244,12 @@ impl Run {
             .env_remove("OPSGATE_TELEGRAM_TOKEN")
             .env_remove("OPSGATE_TELEGRAM_CHAT_ID")
             .env_remove("OPSGATE_TELEGRAM_OPERATORS")
-            .env_remove("OPSGATE_TELEGRAM_API_URL");
+            .env_remove("OPSGATE_TELEGRAM_API_URL")
+            .env_remove("OPSGATE_SLACK_BOT_TOKEN")
+            .env_remove("OPSGATE_SLACK_APP_TOKEN")
+            .env_remove("OPSGATE_SLACK_CHANNEL")
+            .env_remove("OPSGATE_SLACK_OPERATORS")
+            .env_remove("OPSGATE_SLACK_API_URL");
         for (k, v) in &self.envs {
             cmd.env(k, v);
         }

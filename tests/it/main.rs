@@ -30,6 +30,8 @@ mod pg_stress;
 mod query_plans;
 mod schema_parity;
 mod shell_differential;
+mod slack;
+mod slack_socket;
 mod soak;
 mod stats;
 mod status;

@@ -116,8 +116,8 @@ impl Channel for TelegramChannel<'_> {
         NAME
     }
 
-    fn route(&self, source: &str, risk: &str) -> Target {
-        target(self.cfg.route(source, risk))
+    fn route(&self, source: &str, risk: &str) -> Option<Target> {
+        self.cfg.route(source, risk).map(target)
     }
 
     fn is_operator_anywhere(&self, presser: &str) -> bool {
