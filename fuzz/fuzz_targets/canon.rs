@@ -20,7 +20,7 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(tokens) = tokenize(text) {
         assert_eq!(tokenize(&render_tokens(&tokens)).ok(), Some(tokens));
     }
-    let (shown, escaped) = opsgate::text::show_command(text);
+    let (shown, escaped) = opsgate::mask::show_command(text);
     let mut decoded = String::new();
     let mut rest = shown.as_str();
     while let Some(c) = rest.chars().next() {
