@@ -4,25 +4,33 @@
 //! its SQL run as the owner would pipe it into psql), Telegram the fake Bot API of the
 //! tests, and an operator who presses Approve on every card that asks for it.
 //!
-//! Every simulated minute, at its start, as cron would:
-//! - each host: `opsgate run -q` then `opsgate sweep -q` (its config names its source);
+//! Every simulated minute, as the README's lines ("Many hosts", step 3) run them: each host
+//! at its own fixed place in the minute (the `sleep N` of its cron lines: host `i` of `n`
+//! starts `i / n` of `FLEET_SPREAD_PCT` percent of the minute in; 0 starts them all in
+//! the same instant, as lines without the sleep would):
+//! - each host: `opsgate run -q` (its config names its source; `run` starts with this
+//!   host's sweep, so the README has no separate `sweep` line);
 //! - each host, at the top of each simulated hour: the opsgate part of `opsgate-cycle`,
 //!   `opsgate context --source H` then `opsgate ingest --source H --notify -q` (the
 //!   model's answer is canned: two new commands a cycle, one repeated and never approved);
-//! - the decider host: `opsgate poll -q`, `opsgate notify -q`, `opsgate sweep -q --all`.
+//! - the decider host, at the minute's start: `opsgate poll -q`, `opsgate notify -q`,
+//!   `opsgate sweep -q --all`.
 //!
 //! Commands are `mktemp SOURCE.cN.a.XXXXXX`, run in each host's own directory: each run
 //! leaves a new file, so the files in a host's directory say what that host ran and how
-//! often. Measured per scenario: p50/p99 of each command's wall
-//! time, exit codes, every approved command run exactly once on its own host, every card
-//! sent once. The machine's CPU is shared by every simulated host and the server, so each
-//! scenario also reports the CPU the opsgate processes and PostgreSQL used per simulated
-//! minute against what the machine has: a missed latency target on a saturated machine
-//! says so.
+//! often. Measured per scenario: p50/p99 of each command's wall time (and of `run` per
+//! minute), exit codes, every approved command run exactly once on its own host, every
+//! card sent once. The machine's CPU is shared by every simulated host and the server, so
+//! each scenario also reports the CPU the opsgate processes and PostgreSQL used per
+//! simulated minute against what the machine has: a missed latency target on a saturated
+//! machine says so.
 //!
 //! Knobs: `FLEET_HOSTS=50,200`, `FLEET_MODES=direct,pooled`, `FLEET_MINUTE_SECS=15` (wall
 //! seconds per simulated minute), `FLEET_MINUTES=8`, `FLEET_HOUR=4` (simulated minutes per
-//! hourly cycle), `FLEET_BIN` (another opsgate binary to measure, e.g. an older build).
+//! hourly cycle), `FLEET_SPREAD_PCT=75`, `FLEET_BIN` (another opsgate binary to measure,
+//! e.g. an older build); for a diagnosis, `FLEET_LOUD=1` (the lines without `-q`: their
+//! warnings counted, the slowest commands listed) and `FLEET_PROFILE=1` (the server's
+//! statements by total time, from pg_stat_statements).
 #![allow(clippy::unwrap_used)]
 
 mod targets;
@@ -64,6 +72,7 @@ fn env_usize(name: &str, default: usize) -> usize {
 /// One command a simulated cron line ran.
 struct Sample {
     what: &'static str,
+    start: Instant,
     took: Duration,
     code: Option<i32>,
     stderr: String,
@@ -114,8 +123,10 @@ impl Host {
     /// Runs one opsgate command as cron would (bare environment, in the host's directory).
     fn run(&self, what: &'static str, args: &[&str], input: &[u8]) -> Sample {
         let start = Instant::now();
+        // FLEET_LOUD: without -q, so warnings (a card not delivered, a lease busy) show.
+        let loud = std::env::var_os("FLEET_LOUD").is_some();
         let mut child = Command::new(bin())
-            .args(args)
+            .args(args.iter().filter(|a| !(loud && **a == "-q")))
             .env_clear()
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .current_dir(&self.dir)
@@ -130,6 +141,7 @@ impl Host {
         let out = child.wait_with_output().unwrap();
         Sample {
             what,
+            start,
             took: start.elapsed(),
             code: out.status.code(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -273,6 +285,7 @@ fn scenario(server: &pg::Pg, hosts: usize, pooled: bool) -> Figures {
     let minute = Duration::from_secs(env_usize("FLEET_MINUTE_SECS", 15) as u64);
     let minutes = env_usize("FLEET_MINUTES", 8);
     let hour = env_usize("FLEET_HOUR", 4).max(1);
+    let spread = minute.mul_f64(env_usize("FLEET_SPREAD_PCT", 75).min(100) as f64 / 100.0);
     let label = format!(
         "{hosts} hosts, {}",
         if pooled { "pgbouncer" } else { "direct" }
@@ -298,6 +311,12 @@ fn scenario(server: &pg::Pg, hosts: usize, pooled: bool) -> Figures {
     assert_eq!(s.code, Some(0), "{}", s.stderr);
     let setup_started = Instant::now();
     let mut client = server.client_for(&owner);
+    let profile = std::env::var_os("FLEET_PROFILE").is_some();
+    if profile {
+        client
+            .batch_execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements; SELECT pg_stat_statements_reset();")
+            .unwrap();
+    }
     let mut roles = Vec::new();
     for h in 0..hosts {
         let source = format!("h{h:03}");
@@ -331,17 +350,15 @@ fn scenario(server: &pg::Pg, hosts: usize, pooled: bool) -> Figures {
         "setup: {hosts} host roles by `fleet add-host | psql` in {}",
         secs(setup_started.elapsed())
     );
-    // Through the pooler: the distribution's pgbouncer in transaction mode. It pools per
-    // role, so each host has a pool of its own; the database's cap keeps the server's
-    // connections few, and a full pool borrows an idle connection of another.
+    // Through the pooler: the distribution's pgbouncer in transaction mode with its
+    // default pool settings (only `max_client_conn` raised from 100: every host's line
+    // connects at a minute's start). It pools per role, so each host has a pool of its
+    // own whose server connection stays open between minutes (`server_idle_timeout` 600
+    // s): a host's cron line costs a client connection to the pooler, not a backend.
     let bouncer = if pooled {
         let mut users: Vec<String> = roles.iter().map(|(_, r)| r.clone()).collect();
         users.push(decider_role.clone());
-        let b = pg::Bouncer::start_for(
-            server,
-            &users,
-            "default_pool_size = 2\nmax_db_connections = 40\nmax_client_conn = 900\n",
-        );
+        let b = pg::Bouncer::start_for(server, &users, "max_client_conn = 1000\n");
         let Some(b) = b else {
             return Figures {
                 label,
@@ -395,16 +412,19 @@ fn scenario(server: &pg::Pg, hosts: usize, pooled: bool) -> Figures {
         let hourly = m % hour == 0;
         let cycle = m / hour;
         for h in 0..fleet.len() {
+            // Each host's lines start at its own fixed offset into the minute.
+            let offset = spread.mul_f64(h as f64 / fleet.len() as f64);
             let (hosts_now, into) = (fleet.clone(), samples.clone());
             running.push(std::thread::spawn(move || {
+                std::thread::sleep(offset);
                 let host = &hosts_now[h];
                 let r = host.run("run", &["run", "-q"], b"");
-                let s = host.run("sweep", &["sweep", "-q"], b"");
-                into.lock().unwrap().extend([r, s]);
+                into.lock().unwrap().push(r);
             }));
             if hourly {
                 let (hosts_now, into) = (fleet.clone(), samples.clone());
                 running.push(std::thread::spawn(move || {
+                    std::thread::sleep(offset);
                     let host = &hosts_now[h];
                     let c = host.run("context", &["context", "--source", &host.source], b"");
                     let input = answer(&host.source, cycle);
@@ -429,6 +449,24 @@ fn scenario(server: &pg::Pg, hosts: usize, pooled: bool) -> Figures {
         t.join().unwrap();
     }
     let wall = started.elapsed();
+    if profile {
+        // Where the server's time went: the statements by total execution time.
+        println!("top statements by total time (FLEET_PROFILE):");
+        for r in client
+            .query(
+                "SELECT SUM(calls)::int8, SUM(total_exec_time), SUM(total_plan_time),
+                        left(regexp_replace(query, '\\s+', ' ', 'g'), 110) AS q
+                 FROM pg_stat_statements GROUP BY q
+                 ORDER BY SUM(total_exec_time + total_plan_time) DESC LIMIT 30",
+                &[],
+            )
+            .unwrap()
+        {
+            let (calls, exec, plan, q): (i64, f64, f64, String) =
+                (r.get(0), r.get(1), r.get(2), r.get(3));
+            println!("{calls:>7} calls {exec:>9.0} ms exec {plan:>7.0} ms plan  {q}");
+        }
+    }
     let cpu = (
         children_cpu() - cpu_start.0,
         server_cpu(server) - cpu_start.1,
@@ -440,15 +478,7 @@ fn scenario(server: &pg::Pg, hosts: usize, pooled: bool) -> Figures {
     // ---- what the database and the chat say ----
     let mut lines = Vec::new();
     let samples = std::mem::take(&mut *samples.lock().unwrap());
-    let kinds = [
-        "run",
-        "sweep",
-        "context",
-        "ingest",
-        "poll",
-        "notify",
-        "sweep --all",
-    ];
+    let kinds = ["run", "context", "ingest", "poll", "notify", "sweep --all"];
     let mut all_exit75 = 0;
     let mut all_nonzero = 0;
     let mut worst_minutely_p99 = Duration::ZERO;
@@ -471,7 +501,7 @@ fn scenario(server: &pg::Pg, hosts: usize, pooled: bool) -> Figures {
         all_exit75 += exit75;
         all_nonzero += nonzero.len();
         let p99 = pct(&took, 0.99);
-        if ["run", "sweep", "poll", "notify", "sweep --all"].contains(&kind) {
+        if ["run", "poll", "notify", "sweep --all"].contains(&kind) {
             worst_minutely_p99 = worst_minutely_p99.max(p99);
         }
         if kind == "poll" {
@@ -487,6 +517,18 @@ fn scenario(server: &pg::Pg, hosts: usize, pooled: bool) -> Figures {
         );
         println!("{line}");
         lines.push(line);
+        if std::env::var_os("FLEET_LOUD").is_some() {
+            let mut said: BTreeMap<String, usize> = BTreeMap::new();
+            for s in samples.iter().filter(|s| s.what == kind) {
+                for l in s.stderr.lines() {
+                    let l: String = l.chars().filter(|c| !c.is_ascii_digit()).collect();
+                    *said.entry(l).or_default() += 1;
+                }
+            }
+            for (l, n) in said.iter().take(12) {
+                println!("    {n} x {l}");
+            }
+        }
         for s in nonzero.iter().take(3) {
             println!(
                 "    exit {:?}: {}",
@@ -495,6 +537,50 @@ fn scenario(server: &pg::Pg, hosts: usize, pooled: bool) -> Figures {
             );
         }
     }
+
+    // Each minute's `run` lines: a slow minute (an hourly one, a poll's backlog) shows.
+    let mut by_minute: BTreeMap<usize, Vec<Duration>> = BTreeMap::new();
+    for s in samples.iter().filter(|s| s.what == "run") {
+        let m = (s.start.saturating_duration_since(started).as_secs_f64() / minute.as_secs_f64())
+            as usize;
+        by_minute.entry(m).or_default().push(s.took);
+    }
+    let per_minute: Vec<String> = by_minute
+        .values_mut()
+        .enumerate()
+        .map(|(m, took)| {
+            took.sort();
+            format!(
+                "{m}: {:.2}/{:.2}",
+                pct(took, 0.5).as_secs_f64(),
+                pct(took, 0.99).as_secs_f64()
+            )
+        })
+        .collect();
+    if std::env::var_os("FLEET_LOUD").is_some() {
+        let mut slow: Vec<&Sample> = samples.iter().filter(|s| s.what != "poll").collect();
+        slow.sort_by_key(|s| std::cmp::Reverse(s.took));
+        for s in slow.iter().take(15) {
+            let at = s.start.saturating_duration_since(started).as_secs_f64();
+            println!(
+                "    slow {} at {at:.2} s (minute {:.0}, +{:.2} s): {:.2} s",
+                s.what,
+                (at / minute.as_secs_f64()).floor(),
+                at % minute.as_secs_f64(),
+                s.took.as_secs_f64()
+            );
+        }
+        for s in samples
+            .iter()
+            .filter(|s| s.what == "poll" || s.what == "notify")
+        {
+            let at = s.start.saturating_duration_since(started).as_secs_f64();
+            println!("    {} at {at:.2} s: {:.2} s", s.what, s.took.as_secs_f64());
+        }
+    }
+    let line = format!("run p50/p99 s by minute: {}", per_minute.join(", "));
+    println!("{line}");
+    lines.push(line);
 
     // Exactly once, on its own host: every completed proposal left one file in its host's
     // directory, and no host's directory has a file of another host's command.
@@ -681,8 +767,13 @@ fn main() {
     // line), plus the decider and this bench.
     let Some(server) = pg::Pg::start_new_with(
         &format!(
-            "-c fsync=on -c synchronous_commit=on -c full_page_writes=on -c max_connections={}",
-            (most * 2 + 40).max(100)
+            "-c fsync=on -c synchronous_commit=on -c full_page_writes=on -c max_connections={}{}",
+            (most * 2 + 40).max(100),
+            if std::env::var_os("FLEET_PROFILE").is_some() {
+                " -c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track_planning=on"
+            } else {
+                ""
+            }
         ),
         |_| {},
     ) else {
