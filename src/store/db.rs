@@ -102,7 +102,48 @@ pub enum Value {
 /// One result row: its values, and the names of its columns (shared by the rows of one
 /// query), so a read names its column (`row.int("id")`) instead of counting to it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Row(pub Vec<Value>, pub std::sync::Arc<[String]>);
+pub struct Row(pub Vec<Value>, pub std::sync::Arc<Columns>);
+
+/// The column names of a query's rows, in SELECT order: built once per statement and
+/// shared by its rows, so a read by name costs a scan of a few short names and no
+/// allocation.
+#[derive(Debug, PartialEq)]
+pub struct Columns {
+    names: Box<[String]>,
+    /// Whether some name occurs twice (two joined tables' `id`): then a read of that name
+    /// is refused, not answered with whichever came first.
+    repeated: bool,
+}
+
+impl FromIterator<String> for Columns {
+    fn from_iter<I: IntoIterator<Item = String>>(names: I) -> Columns {
+        let names: Box<[String]> = names.into_iter().collect();
+        let repeated = names
+            .iter()
+            .enumerate()
+            .any(|(i, name)| names[..i].contains(name));
+        Columns { names, repeated }
+    }
+}
+
+impl Columns {
+    /// Where the column `name` is.
+    fn find(&self, name: &str) -> Result<usize> {
+        let mut at = (self.names.iter().enumerate())
+            .filter(|(_, n)| *n == name)
+            .map(|(i, _)| i);
+        let first = at
+            .next()
+            .ok_or_else(|| anyhow::anyhow!("no column {name} in a row of {:?}", self.names))?;
+        if self.repeated && at.next().is_some() {
+            anyhow::bail!(
+                "column {name} is named twice in a row of {:?} (give one an AS alias)",
+                self.names
+            );
+        }
+        Ok(first)
+    }
+}
 
 /// How a read picks its column. Reads go by name (`row.int("id")`), as the SELECT names
 /// the column: a table's column, or the `AS` alias every expression gets (`COUNT(*) AS n`),
@@ -122,10 +163,7 @@ impl Column for usize {
 
 impl Column for &str {
     fn position(self, row: &Row) -> Result<usize> {
-        row.1
-            .iter()
-            .position(|name| name == self)
-            .ok_or_else(|| anyhow::anyhow!("no column {self} in a row of {:?}", row.1))
+        row.1.find(self)
     }
 }
 
@@ -383,8 +421,8 @@ mod tests {
     use super::*;
 
     /// The store's files that read rows by column name only, relative to `src/`. The
-    /// rest (`store/{ingest,outbox,query,postgres,sqlite}.rs`) join this list once
-    /// converted; then the list is every file and `impl Column for usize` goes.
+    /// rest (`store/{db,ingest,query}.rs`) join this list once converted; then the list is
+    /// every file and `impl Column for usize` goes.
     pub(super) const READ_BY_NAME: &[&str] = &[
         "store.rs",
         "store/card_check.rs",
@@ -392,6 +430,9 @@ mod tests {
         "store/copy.rs",
         "store/decisions.rs",
         "store/fleet.rs",
+        "store/outbox.rs",
+        "store/postgres.rs",
+        "store/sqlite.rs",
         "store/status.rs",
         "store/sweeps.rs",
     ];
@@ -440,13 +481,35 @@ mod tests {
 
     #[test]
     fn a_read_by_name_finds_its_column_wherever_the_select_put_it() {
-        let names: std::sync::Arc<[String]> = ["id", "state"].map(String::from).into();
-        let row = Row(vec![Value::Int(7), Value::Text("pending".into())], names);
+        let names: Columns = ["id", "state"].map(String::from).into_iter().collect();
+        let row = Row(
+            vec![Value::Int(7), Value::Text("pending".into())],
+            names.into(),
+        );
         assert_eq!(row.int("id").ok(), Some(7));
         assert_eq!(row.text("state").ok().as_deref(), Some("pending"));
         assert_eq!(row.int(0usize).ok(), Some(7));
         let missing = row.int("risk").map_err(|e| e.to_string());
         assert!(missing.is_err_and(|e| e.contains("no column risk")));
+    }
+
+    #[test]
+    fn a_name_two_joined_columns_share_is_refused_not_read_from_the_first() {
+        let names: Columns = ["id", "state", "id"]
+            .map(String::from)
+            .into_iter()
+            .collect();
+        let row = Row(
+            vec![Value::Int(7), Value::Text("pending".into()), Value::Int(9)],
+            names.into(),
+        );
+        let twice = row.int("id").map_err(|e| e.to_string());
+        assert!(
+            twice.is_err_and(|e| e.contains("column id is named twice")),
+            "an ambiguous name is an error"
+        );
+        // The row's other names read as usual.
+        assert_eq!(row.text("state").ok().as_deref(), Some("pending"));
     }
 
     #[test]

@@ -12,8 +12,8 @@
 //! deliverer's locks are lease rows judged on the database's clock.
 
 use super::db::{
-    to_postgres, Backend, Conn, ConnExt, Database, Health, Param, ProposalIds, Row, ToParam,
-    Tracer, Value,
+    to_postgres, Backend, Columns, Conn, ConnExt, Database, Health, Param, ProposalIds, Row,
+    ToParam, Tracer, Value,
 };
 use crate::error::{Error, Kind};
 use anyhow::{Context, Result};
@@ -438,8 +438,8 @@ impl Conn for PgDb {
         if let Some(id) = ids.reserved.pop_front() {
             return Ok(id);
         }
-        self.query_one("SELECT nextval('proposal_ids')", &[])?
-            .int(0)
+        self.query_one("SELECT nextval('proposal_ids') AS id", &[])?
+            .int("id")
     }
 
     fn reserve_proposal_ids(&mut self, ids: &mut ProposalIds, n: usize) -> Result<()> {
@@ -448,10 +448,10 @@ impl Conn for PgDb {
         }
         let mut taken = Vec::with_capacity(n);
         for row in self.query(
-            "SELECT nextval('proposal_ids') FROM generate_series(1, ?1)",
+            "SELECT nextval('proposal_ids') AS id FROM generate_series(1, ?1)",
             &[&n],
         )? {
-            taken.push(row.int(0)?);
+            taken.push(row.int("id")?);
         }
         // Ascending, so ids follow the input's order as one at a time would.
         taken.sort_unstable();
@@ -490,13 +490,17 @@ impl Conn for PgDb {
         let stmt = self.statement(sql);
         let binds: Vec<Bind<'_>> = params.iter().map(|p| Bind(p.param())).collect();
         let refs: Vec<(&(dyn ToSql + Sync), Type)> = typed(&binds).collect();
-        let mut names: Option<std::sync::Arc<[String]>> = None;
+        let mut names: Option<std::sync::Arc<Columns>> = None;
         for row in self.client.query_typed(&stmt, &refs)? {
             let values = (0..row.len())
                 .map(|i| value(&row, i))
                 .collect::<Result<Vec<_>>>()?;
             let names = names
-                .get_or_insert_with(|| row.columns().iter().map(|c| c.name().to_string()).collect())
+                .get_or_insert_with(|| {
+                    std::sync::Arc::new(
+                        row.columns().iter().map(|c| c.name().to_string()).collect(),
+                    )
+                })
                 .clone();
             each(Row(values, names))?;
         }

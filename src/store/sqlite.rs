@@ -3,8 +3,8 @@
 //! `PRAGMA user_version`, `PRAGMA application_id` to refuse foreign files.
 
 use super::db::{
-    to_sqlite, Backend, Conn, ConnExt, Database, Health, Param, ProposalIds, Row, ToParam, Tracer,
-    Value,
+    to_sqlite, Backend, Columns, Conn, ConnExt, Database, Health, Param, ProposalIds, Row, ToParam,
+    Tracer, Value,
 };
 use crate::error::{Error, Kind};
 use anyhow::{Context, Result};
@@ -241,8 +241,8 @@ fn run_query(
     let binds: Vec<Bind<'_>> = params.iter().map(|p| Bind(p.param())).collect();
     let mut stmt = conn.prepare_cached(&to_sqlite(sql))?;
     let columns = stmt.column_count();
-    let names: std::sync::Arc<[String]> =
-        stmt.column_names().into_iter().map(String::from).collect();
+    let names: std::sync::Arc<Columns> =
+        std::sync::Arc::new(stmt.column_names().into_iter().map(String::from).collect());
     let mut rows = stmt.query(rusqlite::params_from_iter(binds.iter()))?;
     while let Some(row) = rows.next()? {
         let mut values = Vec::with_capacity(columns);
@@ -270,7 +270,7 @@ impl Conn for SqliteDb {
             Some(next) => next,
             None => self
                 .query_one("SELECT next FROM sequences WHERE name = 'proposals'", &[])?
-                .int(0)?,
+                .int("next")?,
         };
         ids.next = Some(next.saturating_add(1));
         Ok(next)
