@@ -100,67 +100,97 @@ pub enum Value {
 }
 
 /// One result row: its values, and the names of its columns (shared by the rows of one
-/// query), so a read names its column (`row.int("id")`) instead of counting to it.
+/// query). A read names its column as the SELECT names it: a table's column, or the `AS`
+/// alias every expression gets (`COUNT(*) AS n`), lower case (PostgreSQL folds unquoted
+/// names, SQLite keeps them as written): `row.int("id")`. There is no read by position
+/// (the values are private), so a column added to a SELECT moves no read.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Row(pub Vec<Value>, pub std::sync::Arc<[String]>);
-
-/// How a read picks its column. Reads go by name (`row.int("id")`), as the SELECT names
-/// the column: a table's column, or the `AS` alias every expression gets (`COUNT(*) AS n`),
-/// lower case (PostgreSQL folds unquoted names, SQLite keeps them as written). A column
-/// added to a SELECT then moves no read. A position (`usize`) remains only for the store
-/// files not converted yet; a unit test here (`READ_BY_NAME`) keeps the converted ones by
-/// name.
-pub trait Column: std::fmt::Display + Copy {
-    fn position(self, row: &Row) -> Result<usize>;
+pub struct Row {
+    values: Vec<Value>,
+    columns: std::sync::Arc<Columns>,
 }
 
-impl Column for usize {
-    fn position(self, _row: &Row) -> Result<usize> {
-        Ok(self)
+/// The column names of a query's rows, in SELECT order: built once per statement and
+/// shared by its rows, so a read by name costs a scan of a few short names and no
+/// allocation.
+#[derive(Debug, PartialEq)]
+pub struct Columns {
+    names: Box<[String]>,
+    /// Whether some name occurs twice (two joined tables' `id`): then a read of that name
+    /// is refused, not answered with whichever came first.
+    repeated: bool,
+}
+
+impl FromIterator<String> for Columns {
+    fn from_iter<I: IntoIterator<Item = String>>(names: I) -> Columns {
+        let names: Box<[String]> = names.into_iter().collect();
+        let repeated = names
+            .iter()
+            .enumerate()
+            .any(|(i, name)| names[..i].contains(name));
+        Columns { names, repeated }
     }
 }
 
-impl Column for &str {
-    fn position(self, row: &Row) -> Result<usize> {
-        row.1
-            .iter()
-            .position(|name| name == self)
-            .ok_or_else(|| anyhow::anyhow!("no column {self} in a row of {:?}", row.1))
+impl Columns {
+    /// Where the column `name` is.
+    fn find(&self, name: &str) -> Result<usize> {
+        let mut at = (self.names.iter().enumerate())
+            .filter(|(_, n)| *n == name)
+            .map(|(i, _)| i);
+        let first = at
+            .next()
+            .ok_or_else(|| anyhow::anyhow!("no column {name} in a row of {:?}", self.names))?;
+        if self.repeated && at.next().is_some() {
+            anyhow::bail!(
+                "column {name} is named twice in a row of {:?} (give one an AS alias)",
+                self.names
+            );
+        }
+        Ok(first)
     }
 }
 
 impl Row {
+    /// A row of `values` in the order of `columns` (a backend builds them as it reads).
+    pub fn new(values: Vec<Value>, columns: std::sync::Arc<Columns>) -> Row {
+        Row { values, columns }
+    }
+
     /// The value as it came (to pass on as a parameter: [`Value`] binds as itself).
-    pub fn value(&self, i: impl Column) -> Result<&Value> {
-        let n = i.position(self)?;
-        self.0
-            .get(n)
-            .ok_or_else(|| anyhow::anyhow!("no column {i} in a row of {}", self.0.len()))
+    pub fn value(&self, name: &str) -> Result<&Value> {
+        let at = self.columns.find(name)?;
+        self.values.get(at).ok_or_else(|| {
+            anyhow::anyhow!(
+                "no value for column {name} in a row of {}",
+                self.values.len()
+            )
+        })
     }
 
-    pub fn int(&self, i: impl Column) -> Result<i64> {
-        self.opt_int(i)?
-            .ok_or_else(|| anyhow::anyhow!("column {i} is NULL, expected a number"))
+    pub fn int(&self, name: &str) -> Result<i64> {
+        self.opt_int(name)?
+            .ok_or_else(|| anyhow::anyhow!("column {name} is NULL, expected a number"))
     }
 
-    pub fn opt_int(&self, i: impl Column) -> Result<Option<i64>> {
-        match self.value(i)? {
+    pub fn opt_int(&self, name: &str) -> Result<Option<i64>> {
+        match self.value(name)? {
             Value::Null => Ok(None),
             Value::Int(v) => Ok(Some(*v)),
             Value::Bool(b) => Ok(Some(i64::from(*b))),
             Value::Text(t) => Err(anyhow::anyhow!(
-                "column {i} is text {t:?}, expected a number"
+                "column {name} is text {t:?}, expected a number"
             )),
         }
     }
 
-    pub fn text(&self, i: impl Column) -> Result<String> {
-        self.opt_text(i)?
-            .ok_or_else(|| anyhow::anyhow!("column {i} is NULL, expected text"))
+    pub fn text(&self, name: &str) -> Result<String> {
+        self.opt_text(name)?
+            .ok_or_else(|| anyhow::anyhow!("column {name} is NULL, expected text"))
     }
 
-    pub fn opt_text(&self, i: impl Column) -> Result<Option<String>> {
-        match self.value(i)? {
+    pub fn opt_text(&self, name: &str) -> Result<Option<String>> {
+        match self.value(name)? {
             Value::Null => Ok(None),
             Value::Text(t) => Ok(Some(t.clone())),
             Value::Int(v) => Ok(Some(v.to_string())),
@@ -168,12 +198,12 @@ impl Row {
         }
     }
 
-    pub fn bool(&self, i: impl Column) -> Result<bool> {
-        match self.value(i)? {
+    pub fn bool(&self, name: &str) -> Result<bool> {
+        match self.value(name)? {
             Value::Bool(b) => Ok(*b),
             Value::Int(v) => Ok(*v != 0),
             other => Err(anyhow::anyhow!(
-                "column {i} is {other:?}, expected a boolean"
+                "column {name} is {other:?}, expected a boolean"
             )),
         }
     }
@@ -382,43 +412,63 @@ pub fn to_postgres(sql: &str) -> String {
 mod tests {
     use super::*;
 
-    /// The store's files that read rows by column name only, relative to `src/`. The
-    /// rest (`store/{ingest,outbox,query,postgres,sqlite}.rs`) join this list once
-    /// converted; then the list is every file and `impl Column for usize` goes.
-    pub(super) const READ_BY_NAME: &[&str] = &[
-        "store.rs",
-        "store/card_check.rs",
-        "store/claims.rs",
-        "store/copy.rs",
-        "store/decisions.rs",
-        "store/fleet.rs",
-        "store/status.rs",
-        "store/sweeps.rs",
-    ];
+    /// Every file of the store: `src/store.rs` and each `.rs` file under `src/store/`,
+    /// found by walking the directory (a new store file is covered without a list).
+    fn store_files() -> Vec<std::path::PathBuf> {
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = vec![src.join("store.rs")];
+        let mut dirs = vec![src.join("store")];
+        while let Some(dir) = dirs.pop() {
+            let entries = std::fs::read_dir(&dir).expect("the store's directory reads");
+            for entry in entries {
+                let path = entry.expect("a directory entry reads").path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    files.push(path);
+                }
+            }
+        }
+        files.sort();
+        files
+    }
 
-    /// A read that counts to its column: `row.int(3)`, `row.value(0usize)`, or the raw
-    /// values `row.0[3]`.
+    /// A read that counts to its column where the compiler cannot refuse it (a [`Row`]
+    /// has no read by position): a driver's row read by index in a backend
+    /// (`r.get(0)`, `row.try_get::<_, i32>(1)`, `get_ref(2)`), or a tuple's raw values
+    /// (`row.0[3]`). String literals (SQL) are left out of the scan.
     fn positional_reads(code: &str) -> Vec<(usize, String)> {
+        let literal = regex::Regex::new(r#""(?:[^"\\]|\\.)*""#).expect("the pattern compiles");
         let read = regex::Regex::new(
-            r"\.(int|opt_int|text|opt_text|bool|value)\(\s*\d+\s*(usize)?\s*\)|\.0\s*\[\s*\d",
+            r"\.(get|try_get|get_ref|get_unwrap)(::<[^()]*>)?\(\s*\d|\.0\s*\[\s*\d",
         )
         .expect("the pattern compiles");
         code.lines()
             .enumerate()
             .filter(|(_, line)| !line.trim_start().starts_with("//"))
-            .filter(|(_, line)| read.is_match(line))
+            .filter(|(_, line)| read.is_match(&literal.replace_all(line, "\"\"")))
             .map(|(n, line)| (n + 1, line.trim().to_string()))
             .collect()
     }
 
     #[test]
-    fn a_positional_row_read_in_a_converted_store_file_is_refused() {
-        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    fn a_positional_row_read_in_a_store_file_is_refused() {
+        let files = store_files();
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let named: Vec<String> = files
+            .iter()
+            .filter_map(|f| f.strip_prefix(src).ok())
+            .map(|f| f.display().to_string())
+            .collect();
+        // The walk finds the store (this file, the backends, a file in a subfolder).
+        for file in ["src/store.rs", "src/store/db.rs", "src/store/sqlite.rs"] {
+            assert!(named.iter().any(|n| n == file), "{file} in {named:?}");
+        }
         let mut found = Vec::new();
-        for file in READ_BY_NAME {
-            let code = std::fs::read_to_string(src.join(file)).expect("a listed file exists");
+        for (file, name) in files.iter().zip(&named) {
+            let code = std::fs::read_to_string(file).expect("a store file reads");
             for (line, read) in positional_reads(&code) {
-                found.push(format!("src/{file}:{line}: {read}"));
+                found.push(format!("{name}:{line}: {read}"));
             }
         }
         assert!(
@@ -426,27 +476,56 @@ mod tests {
             "rows are read by column name (give an expression an AS alias):\n{}",
             found.join("\n")
         );
-        // The scan itself sees each form it refuses.
+        // The scan itself sees each form it refuses, and not a name, a variable index
+        // (a backend building a row) or a string.
         for read in [
-            "r.int(0)?",
-            "row.opt_text( 12 )",
-            "r.value(3usize)",
+            "|r| r.get(0)",
+            "row.try_get::<_, Option<String>>( 3 )?",
+            "row.get_ref(1)?",
             "&r.0[1]",
         ] {
             assert_eq!(positional_reads(read).len(), 1, "{read}");
         }
-        assert!(positional_reads(r#"r.int("id")? + t.0 [ x ]"#).is_empty());
+        for fine in [
+            r#"r.get("user_version")"#,
+            "row.try_get(i)",
+            "let s = \"a.get(0)\";",
+            "t.0 [ x ]",
+        ] {
+            assert!(positional_reads(fine).is_empty(), "{fine}");
+        }
     }
 
     #[test]
     fn a_read_by_name_finds_its_column_wherever_the_select_put_it() {
-        let names: std::sync::Arc<[String]> = ["id", "state"].map(String::from).into();
-        let row = Row(vec![Value::Int(7), Value::Text("pending".into())], names);
+        let names: Columns = ["id", "state"].map(String::from).into_iter().collect();
+        let row = Row::new(
+            vec![Value::Int(7), Value::Text("pending".into())],
+            names.into(),
+        );
         assert_eq!(row.int("id").ok(), Some(7));
         assert_eq!(row.text("state").ok().as_deref(), Some("pending"));
-        assert_eq!(row.int(0usize).ok(), Some(7));
         let missing = row.int("risk").map_err(|e| e.to_string());
         assert!(missing.is_err_and(|e| e.contains("no column risk")));
+    }
+
+    #[test]
+    fn a_name_two_joined_columns_share_is_refused_not_read_from_the_first() {
+        let names: Columns = ["id", "state", "id"]
+            .map(String::from)
+            .into_iter()
+            .collect();
+        let row = Row::new(
+            vec![Value::Int(7), Value::Text("pending".into()), Value::Int(9)],
+            names.into(),
+        );
+        let twice = row.int("id").map_err(|e| e.to_string());
+        assert!(
+            twice.is_err_and(|e| e.contains("column id is named twice")),
+            "an ambiguous name is an error"
+        );
+        // The row's other names read as usual.
+        assert_eq!(row.text("state").ok().as_deref(), Some("pending"));
     }
 
     #[test]

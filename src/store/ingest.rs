@@ -166,7 +166,7 @@ impl Store {
             .conn()
             .query_opt("SELECT value FROM meta WHERE key = ?1", &[&key])?;
         Ok(match v {
-            Some(row) => row.text(0)?.parse().unwrap_or(1),
+            Some(row) => row.text("value")?.parse().unwrap_or(1),
             None => 1,
         })
     }
@@ -190,8 +190,9 @@ impl Store {
             )?;
             let mut changed = 0;
             for row in rows {
-                let (id, command, old_keys) = (row.int(0)?, row.text(1)?, row.text(2)?);
-                let (cluster_id, source) = (row.int(3)?, row.text(4)?);
+                let (id, command) = (row.int("id")?, row.text("command")?);
+                let old_keys = row.text("logical_keys")?;
+                let (cluster_id, source) = (row.int("cluster_id")?, row.text("source")?);
                 let (keys, subjects) = derive(&command);
                 if set_keys(c, (id, &source, cluster_id), &old_keys, &keys, &subjects)? {
                     changed += 1;
@@ -235,10 +236,11 @@ impl Store {
             )?;
             let mut changed = 0;
             for row in rows {
-                let (id, command) = (row.int(0)?, row.text(1)?);
-                let (old_hash, old_canonical) = (row.text(2)?, row.text(3)?);
-                let (old_keys, cluster_id, source) = (row.text(4)?, row.int(5)?, row.text(6)?);
-                let state = State::parse(&row.text(7)?);
+                let (id, command) = (row.int("id")?, row.text("command")?);
+                let (old_hash, old_canonical) = (row.text("cmd_hash")?, row.text("canonical")?);
+                let old_keys = row.text("logical_keys")?;
+                let (cluster_id, source) = (row.int("cluster_id")?, row.text("source")?);
+                let state = State::parse(&row.text("state")?);
                 let new = derive(&command);
                 if new.cmd_hash != old_hash {
                     let holder = c.query_opt(
@@ -252,7 +254,7 @@ impl Store {
                         let note = format!(
                             "canonical form {version}: cmd_hash {} is #{}'s; kept {old_hash}",
                             new.cmd_hash,
-                            holder.int(0)?
+                            holder.int("id")?
                         );
                         record(
                             c,
@@ -318,7 +320,7 @@ fn lock_version(c: &mut dyn Conn, key: &str, version: i64) -> Result<bool> {
     c.lock("SELECT key FROM meta WHERE key = ?1 FOR UPDATE", &[&key])?;
     let current = c
         .query_opt("SELECT value FROM meta WHERE key = ?1", &[&key])?
-        .map(|r| r.text(0))
+        .map(|r| r.text("value"))
         .transpose()?
         .and_then(|v| v.parse::<i64>().ok())
         .unwrap_or(1);
@@ -425,7 +427,7 @@ impl Ingest<'_> {
                 "INSERT INTO ingests (source, at, items) VALUES (?1, ?2, 0) RETURNING id",
                 &[&source, &now],
             )?
-            .int(0)?;
+            .int("id")?;
         self.ingest_id = ingest_id;
         self.ids = ProposalIds::default();
         Ok(())
@@ -600,7 +602,7 @@ impl Ingest<'_> {
                                 ),
                                 &[&source, subject],
                             )?;
-                            row.map(|r| r.int(0)).transpose()?
+                            row.map(|r| r.int("cluster_id")).transpose()?
                         }
                     };
                     if let Some(cluster) = live {
@@ -800,7 +802,10 @@ impl Ingest<'_> {
                 &params,
             )?;
             for r in rows {
-                found.push((r.text(0)?, (r.int(1)?, r.text(2)?, r.int(3)?)));
+                found.push((
+                    r.text("cmd_hash")?,
+                    (r.int("id")?, r.text("risk")?, r.int("cluster_id")?),
+                ));
             }
         }
         for (hash, in_flight) in found {
@@ -865,7 +870,7 @@ impl Ingest<'_> {
                 ),
                 &[&source, &cmd_hash],
             )?
-            .map(|r| Ok((r.int(0)?, r.text(1)?, r.int(2)?)))
+            .map(|r| Ok((r.int("id")?, r.text("risk")?, r.int("cluster_id")?)))
             .transpose()
     }
 
@@ -885,7 +890,10 @@ impl Ingest<'_> {
                      ORDER BY id DESC LIMIT 1",
                     &[&source, &item.cmd_hash],
                 )?
-                .map(|r| Ok::<_, anyhow::Error>((r.int(0)?, r.opt_int(1)?, r.int(2)?)))
+                .map(|r| {
+                    let at = r.opt_int("decided_at")?;
+                    Ok::<_, anyhow::Error>((r.int("id")?, at, r.int("cluster_id")?))
+                })
                 .transpose()?,
         };
         if let Some((id, Some(at), cluster)) = last {
@@ -923,13 +931,14 @@ impl Ingest<'_> {
         let mut out = Vec::new();
         for r in rows {
             if !r
-                .opt_int(3)?
+                .opt_int("decided_at")?
                 .is_some_and(|at| lifecycle::in_cooldown(at, now, &rules))
             {
                 continue;
             }
-            let keys: Vec<String> = serde_json::from_str(&r.text(2)?).unwrap_or_default();
-            out.push((r.int(0)?, r.int(1)?, keys));
+            let keys: Vec<String> =
+                serde_json::from_str(&r.text("logical_keys")?).unwrap_or_default();
+            out.push((r.int("id")?, r.int("cluster_id")?, keys));
         }
         out.sort_unstable_by_key(|r| std::cmp::Reverse(r.0));
         Ok(out)
@@ -988,7 +997,10 @@ impl Ingest<'_> {
                 &params,
             )?;
             for r in rows {
-                found.push((r.text(0)?, (r.int(1)?, r.text(2)?, r.int(3)?)));
+                found.push((
+                    r.text("cmd_hash")?,
+                    (r.int("id")?, r.text("risk")?, r.int("cluster_id")?),
+                ));
             }
         }
         let known = self.known.get_or_insert_with(HashMap::new);
@@ -1024,8 +1036,10 @@ impl Ingest<'_> {
             }
             // The newest of each hash (no sort in the database: the index is by hash).
             for r in rows {
-                let row = (r.int(1)?, r.opt_int(2)?, r.int(3)?);
-                let newest = self.rejected_by_hash.entry(r.text(0)?).or_insert(None);
+                let row = (r.int("id")?, r.opt_int("decided_at")?, r.int("cluster_id")?);
+                let newest = (self.rejected_by_hash)
+                    .entry(r.text("cmd_hash")?)
+                    .or_insert(None);
                 if newest.is_none_or(|n| n.0 < row.0) {
                     *newest = Some(row);
                 }
@@ -1055,8 +1069,8 @@ impl Ingest<'_> {
             // The newest in-flight proposal of each subject names its cluster.
             let mut newest: HashMap<String, (i64, i64)> = HashMap::new();
             for r in rows {
-                let (id, cluster) = (r.int(1)?, r.int(2)?);
-                let entry = newest.entry(r.text(0)?).or_insert((id, cluster));
+                let (id, cluster) = (r.int("proposal_id")?, r.int("cluster_id")?);
+                let entry = newest.entry(r.text("subject")?).or_insert((id, cluster));
                 if entry.0 < id {
                     *entry = (id, cluster);
                 }

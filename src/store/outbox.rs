@@ -38,10 +38,10 @@ impl Store {
         let known = self
             .conn()
             .query_one(
-                "SELECT EXISTS (SELECT 1 FROM channels WHERE name = ?1)",
+                "SELECT EXISTS (SELECT 1 FROM channels WHERE name = ?1) AS known",
                 &[&channel],
             )?
-            .bool(0)?;
+            .bool("known")?;
         if known {
             return Ok(());
         }
@@ -95,12 +95,12 @@ impl Store {
         rows.iter()
             .map(|r| {
                 Ok(OwedCard {
-                    cluster_id: r.int(0)?,
-                    source: r.text(1)?,
-                    chat: r.opt_text(2)?,
-                    message: r.opt_text(3)?,
-                    content_hash: r.opt_text(4)?,
-                    rev: r.int(5)?,
+                    cluster_id: r.int("cluster_id")?,
+                    source: r.text("source")?,
+                    chat: r.opt_text("chat")?,
+                    message: r.opt_text("message")?,
+                    content_hash: r.opt_text("content_hash")?,
+                    rev: r.int("rev")?,
                 })
             })
             .collect()
@@ -114,12 +114,12 @@ impl Store {
             .conn()
             .query_one(
                 &format!(
-                    "SELECT COUNT(*) FROM deliveries d JOIN cards c ON c.cluster_id = d.cluster_id
+                    "SELECT COUNT(*) AS n FROM deliveries d JOIN cards c ON c.cluster_id = d.cluster_id
                      WHERE d.channel = ?1 AND d.rev > d.sent_rev{among}"
                 ),
                 &params,
             )?
-            .int(0)? as usize)
+            .int("n")? as usize)
     }
 
     /// Records what was delivered for a card on a channel, in one transaction.
@@ -157,7 +157,7 @@ impl Store {
                 "SELECT position FROM cursors WHERE channel = ?1",
                 &[&channel],
             )?
-            .map(|r| r.int(0))
+            .map(|r| r.int("position"))
             .transpose()
     }
 
@@ -184,7 +184,7 @@ impl Store {
         self.transact("to take a confirmation", |c| {
             let until = c
                 .query_opt("SELECT value FROM meta WHERE key = ?1 FOR UPDATE", &[&key])?
-                .map(|r| r.text(0))
+                .map(|r| r.text("value"))
                 .transpose()?;
             if until.is_some() {
                 c.execute("DELETE FROM meta WHERE key = ?1", &[&key])?;

@@ -12,8 +12,8 @@
 //! deliverer's locks are lease rows judged on the database's clock.
 
 use super::db::{
-    to_postgres, Backend, Conn, ConnExt, Database, Health, Param, ProposalIds, Row, ToParam,
-    Tracer, Value,
+    to_postgres, Backend, Columns, Conn, ConnExt, Database, Health, Param, ProposalIds, Row,
+    ToParam, Tracer, Value,
 };
 use crate::error::{Error, Kind};
 use anyhow::{Context, Result};
@@ -183,18 +183,18 @@ impl PgDb {
     fn missing_rights(&mut self) -> Result<(String, Vec<String>)> {
         let user: String = self
             .client
-            .query_typed_one("SELECT current_user::text", &[])?
-            .get(0);
+            .query_typed_one("SELECT current_user::text AS role", &[])?
+            .try_get("role")?;
         let mut missing = Vec::new();
         for (table, rights) in NEEDED {
             for right in rights.split(',') {
                 let has: bool = self
                     .client
                     .query_typed_one(
-                        "SELECT has_table_privilege(current_user, $1, $2)",
+                        "SELECT has_table_privilege(current_user, $1, $2) AS granted",
                         &[(table, Type::TEXT), (&right, Type::TEXT)],
                     )?
-                    .get(0);
+                    .try_get("granted")?;
                 if !has {
                     missing.push(format!("{right} on {table}"));
                 }
@@ -209,10 +209,10 @@ impl PgDb {
             let has: bool = self
                 .client
                 .query_typed_one(
-                    "SELECT has_sequence_privilege(current_user, $1, 'USAGE')",
+                    "SELECT has_sequence_privilege(current_user, $1, 'USAGE') AS granted",
                     &[(&seq, Type::TEXT)],
                 )?
-                .get(0);
+                .try_get("granted")?;
             if !has {
                 missing.push(format!("USAGE on sequence {seq}"));
             }
@@ -262,15 +262,16 @@ impl PgDb {
         // every transaction sets its own with `SET LOCAL` regardless.
         let read = self.client.query_typed_one(
             &format!(
-                "SELECT version, {DB_NOW_MS}, set_config('lock_timeout', '{LOCK_TIMEOUT}', false)
+                "SELECT version, {DB_NOW_MS} AS now_ms,
+                        set_config('lock_timeout', '{LOCK_TIMEOUT}', false) AS lock_timeout
                  FROM opsgate_schema"
             ),
             &[],
         );
         match read {
             Ok(row) => {
-                self.clock_at_open = Some((row.get(1), std::time::Instant::now()));
-                Ok(Some(i64::from(row.get::<_, i32>(0))))
+                self.clock_at_open = Some((row.try_get("now_ms")?, std::time::Instant::now()));
+                Ok(Some(i64::from(row.try_get::<_, i32>("version")?)))
             }
             Err(e) if e.code() == Some(&SqlState::UNDEFINED_TABLE) => Ok(None),
             Err(e) => Err(e.into()),
@@ -292,14 +293,16 @@ impl PgDb {
             &[(&MIGRATION_LOCK, Type::INT8)],
         )?;
         let row = tx.query_typed_one(
-            "SELECT to_regclass('opsgate_schema') IS NOT NULL, to_regclass('proposals') IS NOT NULL",
+            "SELECT to_regclass('opsgate_schema') IS NOT NULL AS versioned,
+                    to_regclass('proposals') IS NOT NULL AS has_proposals",
             &[],
         )?;
-        let (versioned, foreign): (bool, bool) = (row.get(0), row.get(1));
+        let versioned: bool = row.try_get("versioned")?;
+        let foreign: bool = row.try_get("has_proposals")?;
         let current = if versioned {
             i64::from(
                 tx.query_typed_one("SELECT version FROM opsgate_schema", &[])?
-                    .get::<_, i32>(0),
+                    .try_get::<_, i32>("version")?,
             )
         } else if foreign {
             return Err(Error::new(
@@ -438,8 +441,8 @@ impl Conn for PgDb {
         if let Some(id) = ids.reserved.pop_front() {
             return Ok(id);
         }
-        self.query_one("SELECT nextval('proposal_ids')", &[])?
-            .int(0)
+        self.query_one("SELECT nextval('proposal_ids') AS id", &[])?
+            .int("id")
     }
 
     fn reserve_proposal_ids(&mut self, ids: &mut ProposalIds, n: usize) -> Result<()> {
@@ -448,10 +451,10 @@ impl Conn for PgDb {
         }
         let mut taken = Vec::with_capacity(n);
         for row in self.query(
-            "SELECT nextval('proposal_ids') FROM generate_series(1, ?1)",
+            "SELECT nextval('proposal_ids') AS id FROM generate_series(1, ?1)",
             &[&n],
         )? {
-            taken.push(row.int(0)?);
+            taken.push(row.int("id")?);
         }
         // Ascending, so ids follow the input's order as one at a time would.
         taken.sort_unstable();
@@ -490,15 +493,19 @@ impl Conn for PgDb {
         let stmt = self.statement(sql);
         let binds: Vec<Bind<'_>> = params.iter().map(|p| Bind(p.param())).collect();
         let refs: Vec<(&(dyn ToSql + Sync), Type)> = typed(&binds).collect();
-        let mut names: Option<std::sync::Arc<[String]>> = None;
+        let mut names: Option<std::sync::Arc<Columns>> = None;
         for row in self.client.query_typed(&stmt, &refs)? {
             let values = (0..row.len())
                 .map(|i| value(&row, i))
                 .collect::<Result<Vec<_>>>()?;
             let names = names
-                .get_or_insert_with(|| row.columns().iter().map(|c| c.name().to_string()).collect())
+                .get_or_insert_with(|| {
+                    std::sync::Arc::new(
+                        row.columns().iter().map(|c| c.name().to_string()).collect(),
+                    )
+                })
                 .clone();
-            each(Row(values, names))?;
+            each(Row::new(values, names))?;
         }
         Ok(())
     }
@@ -555,12 +562,10 @@ impl Database for PgDb {
         let mut lines = Vec::new();
         match self
             .client
-            .query_typed_one("SELECT current_setting('server_version')", &[])
+            .query_typed_one("SELECT current_setting('server_version') AS version", &[])
+            .and_then(|row| row.try_get::<_, String>("version"))
         {
-            Ok(row) => lines.push(Health::ok(format!(
-                "PostgreSQL {}",
-                row.get::<_, String>(0)
-            ))),
+            Ok(version) => lines.push(Health::ok(format!("PostgreSQL {version}"))),
             Err(e) => lines.push(Health::fail(
                 format!("PostgreSQL: {e}"),
                 "check the server and the URL",
@@ -589,9 +594,9 @@ impl Database for PgDb {
         let rights = self.client.query_typed_one(
             "SELECT has_table_privilege(current_user, 'transitions', 'UPDATE')
                  OR has_table_privilege(current_user, 'transitions', 'DELETE')
-                 OR has_table_privilege(current_user, 'transitions', 'TRUNCATE'),
-                    current_user::text,
-                    pg_get_userbyid(c.relowner) = current_user,
+                 OR has_table_privilege(current_user, 'transitions', 'TRUNCATE') AS may_rewrite,
+                    current_user::text AS role,
+                    pg_get_userbyid(c.relowner) = current_user AS owns,
                     (SELECT string_agg(r.rolname, ', ' ORDER BY r.rolname) FROM pg_roles r
                      WHERE r.rolcanlogin AND NOT r.rolsuper AND NOT r.rolbypassrls
                        AND r.rolname <> current_user
@@ -599,14 +604,18 @@ impl Database for PgDb {
                        AND has_table_privilege(r.oid, 'transitions', 'INSERT')
                        AND NOT has_table_privilege(r.oid, 'transitions', 'UPDATE')
                        AND NOT has_table_privilege(r.oid, 'transitions', 'DELETE')
-                       AND NOT has_table_privilege(r.oid, 'transitions', 'TRUNCATE'))
+                       AND NOT has_table_privilege(r.oid, 'transitions', 'TRUNCATE')) AS runtime
              FROM pg_class c WHERE c.oid = 'transitions'::regclass",
             &[],
         );
+        let rights = rights.and_then(|row| {
+            let (may, user): (bool, String) = (row.try_get("may_rewrite")?, row.try_get("role")?);
+            let (owner, runtime): (bool, Option<String>) =
+                (row.try_get("owns")?, row.try_get("runtime")?);
+            Ok((may, user, owner, runtime))
+        });
         match rights {
-            Ok(row) => {
-                let (may, user): (bool, String) = (row.get(0), row.get(1));
-                let (owner, runtime): (bool, Option<String>) = (row.get(2), row.get(3));
+            Ok((may, user, owner, runtime)) => {
                 if let (true, true, Some(runtime)) = (may, owner, &runtime) {
                     lines.push(Health::ok(format!(
                         "role {user} owns the tables (the admin role: it applies migrations); opsgate runs as {runtime}, which cannot UPDATE or DELETE the audit"
@@ -666,7 +675,10 @@ impl Database for PgDb {
             "SELECT holder FROM leases WHERE name = $1",
             &[(&name, Type::TEXT)],
         )?;
-        let Some(holder) = holder.map(|r| r.get::<_, String>(0)) else {
+        let Some(holder) = holder
+            .map(|r| r.try_get::<_, String>("holder"))
+            .transpose()?
+        else {
             return Ok(false);
         };
         if crate::process::runner_alive(&holder) {
@@ -701,8 +713,8 @@ impl Database for PgDb {
         }
         let row = self
             .client
-            .query_typed_one(&format!("SELECT {DB_NOW_MS}"), &[])?;
-        Ok(Some(row.get(0)))
+            .query_typed_one(&format!("SELECT {DB_NOW_MS} AS now_ms"), &[])?;
+        Ok(Some(row.try_get("now_ms")?))
     }
 }
 

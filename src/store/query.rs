@@ -72,7 +72,7 @@ impl Store {
             let Some(last) = rows.last() else {
                 return Ok(());
             };
-            let next = last.int(0)?;
+            let next = last.int("id")?;
             let full = rows.len() as i64 == PAGE;
             let mut page = Vec::with_capacity(rows.len());
             for row in &rows {
@@ -114,14 +114,14 @@ impl Store {
         {
             let rows = self.conn().query(
                 &format!(
-                    "SELECT id, source, state IN {IN_FLIGHT_SQL} FROM proposals WHERE cmd_hash = ?1
+                    "SELECT id, source, state IN {IN_FLIGHT_SQL} AS in_flight FROM proposals WHERE cmd_hash = ?1
                      ORDER BY state IN {IN_FLIGHT_SQL} DESC, id DESC"
                 ),
                 &[&reference.to_ascii_lowercase()],
             )?;
             let mut matches = Vec::new();
             for r in rows {
-                matches.push((r.int(0)?, r.text(1)?, r.bool(2)?));
+                matches.push((r.int("id")?, r.text("source")?, r.bool("in_flight")?));
             }
             let in_flight: Vec<(i64, String)> = matches
                 .iter()
@@ -190,11 +190,11 @@ impl Store {
             p.stale = lifecycle::stale(later, &rules);
         }
         let row = c.query_one(
-            "SELECT COUNT(*), MAX(decided_at) FROM proposals
+            "SELECT COUNT(*) AS n, MAX(decided_at) AS last_at FROM proposals
              WHERE source = ?1 AND cmd_hash = ?2 AND state = 'rejected' AND id < ?3",
             &[&p.source, &p.cmd_hash, &p.id],
         )?;
-        let (count, last_at) = (row.int(0)?, row.opt_int(1)?);
+        let (count, last_at) = (row.int("n")?, row.opt_int("last_at")?);
         if count > 0 {
             let last_by = c
                 .query_opt(
@@ -203,7 +203,7 @@ impl Store {
                      ORDER BY decided_at DESC, id DESC LIMIT 1",
                     &[&p.source, &p.cmd_hash, &p.id],
                 )?
-                .map(|r| r.opt_text(0))
+                .map(|r| r.opt_text("decided_by"))
                 .transpose()?
                 .flatten();
             p.prior_rejections = Some(PriorRejections {
@@ -214,14 +214,15 @@ impl Store {
         }
         if let (State::Rejected, Some(decided_at)) = (p.state, p.decided_at) {
             let row = c.query_one(
-                "SELECT COUNT(*), MAX(id) FROM sightings WHERE proposal_id = ?1 AND seen_at > ?2",
+                "SELECT COUNT(*) AS n, MAX(id) AS newest FROM sightings
+                 WHERE proposal_id = ?1 AND seen_at > ?2",
                 &[&p.id, &decided_at],
             )?;
-            let (count, last) = (row.int(0)?, row.opt_int(1)?);
+            let (count, last) = (row.int("n")?, row.opt_int("newest")?);
             if let (true, Some(last)) = (count > 0, last) {
                 let command = c
                     .query_one("SELECT command FROM sightings WHERE id = ?1", &[&last])?
-                    .text(0)?;
+                    .text("command")?;
                 p.again = Some(crate::model::Again {
                     count,
                     reworded: (command != p.command).then_some(command),
@@ -235,7 +236,7 @@ impl Store {
                      ORDER BY id DESC LIMIT 1",
                     &[&p.id, &p.state.as_str()],
                 )?
-                .map(|r| r.opt_text(0))
+                .map(|r| r.opt_text("note"))
                 .transpose()?
                 .flatten();
         } else if p.state == State::Failed {
@@ -246,7 +247,7 @@ impl Store {
                      ORDER BY id DESC LIMIT 1",
                     &[&p.id, &lifecycle::NOT_RUN],
                 )?
-                .map(|r| r.opt_text(0))
+                .map(|r| r.opt_text("note"))
                 .transpose()?
                 .flatten();
         }
@@ -276,7 +277,7 @@ impl Store {
             &format!("SELECT p.id FROM proposals p WHERE p.state IN {IN_FLIGHT_SQL}{by_source}"),
             &params,
             &mut |r| {
-                ids.push(r.int(0)?);
+                ids.push(r.int("id")?);
                 Ok(())
             },
         )?;
@@ -305,12 +306,12 @@ impl Store {
             .conn()
             .query_one(
                 &format!(
-                    "SELECT COUNT(*) FROM proposals p
+                    "SELECT COUNT(*) AS n FROM proposals p
                      WHERE p.ended_at >= {since_at} AND p.ended_at IS NOT NULL{by_source}"
                 ),
                 &params,
             )?
-            .int(0)?;
+            .int("n")?;
         params.push(&limit);
         for row in self.conn().query(
             &format!(
@@ -348,11 +349,11 @@ impl Store {
         rows.iter()
             .map(|r| {
                 Ok(Sighting {
-                    ingest_id: r.int(0)?,
-                    display_id: r.opt_text(1)?,
-                    command: r.text(2)?,
-                    reason: r.opt_text(3)?,
-                    seen_at: r.int(4)?,
+                    ingest_id: r.int("ingest_id")?,
+                    display_id: r.opt_text("display_id")?,
+                    command: r.text("command")?,
+                    reason: r.opt_text("reason")?,
+                    seen_at: r.int("seen_at")?,
                 })
             })
             .collect()
@@ -397,7 +398,7 @@ impl Store {
             )?;
             let ids = rows
                 .iter()
-                .map(|r| r.int(0))
+                .map(|r| r.int("cluster_id"))
                 .collect::<Result<Vec<i64>>>()?;
             let Some(&last) = ids.last() else {
                 return Ok(());
@@ -427,7 +428,7 @@ impl Store {
             &[&cluster_id],
         )?;
         let (source, merged_into) = match card {
-            Some(r) => (Some(r.text(0)?), r.opt_int(1)?),
+            Some(r) => (Some(r.text("source")?), r.opt_int("merged_into")?),
             None => (None, None),
         };
         let source = source
@@ -438,7 +439,7 @@ impl Store {
                 "SELECT value FROM meta WHERE key = ?1",
                 &[&super::outbox::card_note_key(cluster_id)],
             )?
-            .map(|r| r.text(0))
+            .map(|r| r.text("value"))
             .transpose()?;
         Ok(ClusterView {
             cluster_id,
@@ -459,7 +460,7 @@ impl Store {
             CardOf::Card(id) => id,
             CardOf::Proposal(id) => {
                 match c.query_opt("SELECT cluster_id FROM proposals WHERE id = ?1", &[&id])? {
-                    Some(r) => r.int(0)?,
+                    Some(r) => r.int("cluster_id")?,
                     None => return Ok(None),
                 }
             }
@@ -471,13 +472,13 @@ impl Store {
         else {
             return Ok(None);
         };
-        let source = card.text(0)?;
+        let source = card.text("source")?;
         let mut risk = Risk::Low;
         for r in c.query(
             "SELECT risk FROM proposals WHERE cluster_id = ?1",
             &[&cluster_id],
         )? {
-            risk = risk.max(Risk::from_str_opt(&r.text(0)?).unwrap_or(Risk::High));
+            risk = risk.max(Risk::from_str_opt(&r.text("risk")?).unwrap_or(Risk::High));
         }
         Ok(Some((cluster_id, source, risk)))
     }
@@ -490,7 +491,7 @@ impl Store {
                 "SELECT chat FROM deliveries WHERE cluster_id = ?1 AND channel = ?2",
                 &[&cluster_id, &channel],
             )?
-            .map(|r| r.opt_text(0))
+            .map(|r| r.opt_text("chat"))
             .transpose()?
             .flatten())
     }
@@ -503,7 +504,7 @@ impl Store {
                 "SELECT message FROM deliveries WHERE cluster_id = ?1 AND channel = ?2",
                 &[&cluster_id, &channel],
             )?
-            .map(|r| r.opt_text(0))
+            .map(|r| r.opt_text("message"))
             .transpose()?
             .flatten())
     }
@@ -517,17 +518,19 @@ impl Store {
             &[],
         )?;
         rows.iter()
-            .map(|r| Ok((r.text(0)?, r.int(1)?, r.int(2)?)))
+            .map(|r| Ok((r.text("source")?, r.int("at")?, r.int("items")?)))
             .collect()
     }
 
     /// Number of proposals in each state that has any.
     pub fn state_counts(&mut self) -> Result<Vec<(String, i64)>> {
         let rows = self.conn().query(
-            "SELECT state, COUNT(*) FROM proposals GROUP BY state ORDER BY state",
+            "SELECT state, COUNT(*) AS n FROM proposals GROUP BY state ORDER BY state",
             &[],
         )?;
-        rows.iter().map(|r| Ok((r.text(0)?, r.int(1)?))).collect()
+        rows.iter()
+            .map(|r| Ok((r.text("state")?, r.int("n")?)))
+            .collect()
     }
 
     /// The figures `opsgate stats` reports, in five grouped reads, each by source (a
@@ -540,25 +543,25 @@ impl Store {
         let c = self.conn();
         let mut proposals = Vec::new();
         for r in c.query(
-            "SELECT state, source, COUNT(*) FROM proposals GROUP BY state, source",
+            "SELECT state, source, COUNT(*) AS n FROM proposals GROUP BY state, source",
             &[],
         )? {
             proposals.push(StateCount {
-                state: r.text(0)?,
-                source: r.text(1)?,
-                count: r.int(2)?,
+                state: r.text("state")?,
+                source: r.text("source")?,
+                count: r.int("n")?,
             });
         }
         // `state IN (...)` names the expiry index's own condition, so both planners read
         // that index instead of the table.
         let mut oldest_pending = Vec::new();
         for r in c.query(
-            "SELECT source, MIN(first_seen_at) FROM proposals
+            "SELECT source, MIN(first_seen_at) AS oldest FROM proposals
              WHERE state IN ('pending','approved') AND state = 'pending'
              GROUP BY source",
             &[],
         )? {
-            oldest_pending.push((r.text(0)?, r.int(1)?));
+            oldest_pending.push((r.text("source")?, r.int("oldest")?));
         }
         let mut last_ingests = Vec::new();
         for r in c.query(
@@ -566,21 +569,21 @@ impl Store {
              WHERE i.id IN (SELECT MAX(id) FROM ingests GROUP BY source)",
             &[],
         )? {
-            last_ingests.push((r.text(0)?, r.int(1)?));
+            last_ingests.push((r.text("source")?, r.int("at")?));
         }
         let mut channels = Vec::new();
         for r in c.query("SELECT name FROM channels", &[])? {
-            channels.push(r.text(0)?);
+            channels.push(r.text("name")?);
         }
         let mut cards_owed = Vec::new();
         for r in c.query(
-            "SELECT d.channel, c.source, COUNT(*) FROM deliveries d
+            "SELECT d.channel, c.source, COUNT(*) AS n FROM deliveries d
              JOIN cards c ON c.cluster_id = d.cluster_id
              WHERE d.rev > d.sent_rev
              GROUP BY d.channel, c.source",
             &[],
         )? {
-            cards_owed.push((r.text(0)?, r.text(1)?, r.int(2)?));
+            cards_owed.push((r.text("channel")?, r.text("source")?, r.int("n")?));
         }
         // Sorted here, byte by byte: the same order whatever the database's collation.
         proposals.sort_by(|a, b| (&a.state, &a.source).cmp(&(&b.state, &b.source)));
@@ -667,9 +670,9 @@ fn page_display_ids(
             &params,
             &mut |r| {
                 sighted
-                    .entry(r.int(0)?)
+                    .entry(r.int("proposal_id")?)
                     .or_default()
-                    .push((r.int(1)?, r.text(2)?));
+                    .push((r.int("id")?, r.text("display_id")?));
                 Ok(())
             },
         )?;
@@ -698,7 +701,7 @@ fn display_ids(c: &mut dyn Conn, proposal_id: i64) -> Result<Vec<String>> {
          ORDER BY id",
         &[&proposal_id],
         &mut |r| {
-            let id = r.text(0)?;
+            let id = r.text("display_id")?;
             if seen.insert(id.clone()) {
                 ids.push(id);
             }

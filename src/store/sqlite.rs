@@ -3,8 +3,8 @@
 //! `PRAGMA user_version`, `PRAGMA application_id` to refuse foreign files.
 
 use super::db::{
-    to_sqlite, Backend, Conn, ConnExt, Database, Health, Param, ProposalIds, Row, ToParam, Tracer,
-    Value,
+    to_sqlite, Backend, Columns, Conn, ConnExt, Database, Health, Param, ProposalIds, Row, ToParam,
+    Tracer, Value,
 };
 use crate::error::{Error, Kind};
 use anyhow::{Context, Result};
@@ -106,10 +106,9 @@ impl SqliteDb {
         // retry instead of failing.
         let mut tries = 0;
         loop {
-            match self
-                .conn
-                .query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0))
-            {
+            match self.conn.query_row("PRAGMA journal_mode = WAL", [], |r| {
+                r.get::<_, String>("journal_mode")
+            }) {
                 Ok(_) => break,
                 Err(rusqlite::Error::SqliteFailure(e, _))
                     if e.code == rusqlite::ErrorCode::DatabaseBusy && tries < 200 =>
@@ -138,7 +137,7 @@ impl SqliteDb {
     fn migrate(&mut self) -> Result<()> {
         let current: i64 = self
             .conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))?;
+            .query_row("PRAGMA user_version", [], |r| r.get("user_version"))?;
         if current == MIGRATIONS.len() as i64 {
             return Ok(());
         }
@@ -147,7 +146,7 @@ impl SqliteDb {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .context("locking the database for migration")?;
         // Another process may have migrated while we waited for the lock.
-        let current: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        let current: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get("user_version"))?;
         for (n, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
             tx.execute_batch(sql)
                 .with_context(|| format!("applying migration {}", n + 1))?;
@@ -171,7 +170,8 @@ fn identity(conn: &Connection, path: &Path) -> Result<()> {
             ),
         )
     };
-    let app_id: i64 = match conn.query_row("PRAGMA application_id", [], |r| r.get(0)) {
+    let app_id: i64 = match conn.query_row("PRAGMA application_id", [], |r| r.get("application_id"))
+    {
         Ok(v) => v,
         Err(rusqlite::Error::SqliteFailure(e, _))
             if e.code == rusqlite::ErrorCode::NotADatabase =>
@@ -180,11 +180,11 @@ fn identity(conn: &Connection, path: &Path) -> Result<()> {
         }
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     };
-    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get("user_version"))?;
     let tables: i64 = conn.query_row(
-        "SELECT count(*) FROM sqlite_master WHERE type = 'table'",
+        "SELECT count(*) AS n FROM sqlite_master WHERE type = 'table'",
         [],
-        |r| r.get(0),
+        |r| r.get("n"),
     )?;
     if app_id != APPLICATION_ID && (tables > 0 || version > 0) {
         return Err(not_ours("is an SQLite database of another program".into()).into());
@@ -241,8 +241,8 @@ fn run_query(
     let binds: Vec<Bind<'_>> = params.iter().map(|p| Bind(p.param())).collect();
     let mut stmt = conn.prepare_cached(&to_sqlite(sql))?;
     let columns = stmt.column_count();
-    let names: std::sync::Arc<[String]> =
-        stmt.column_names().into_iter().map(String::from).collect();
+    let names: std::sync::Arc<Columns> =
+        std::sync::Arc::new(stmt.column_names().into_iter().map(String::from).collect());
     let mut rows = stmt.query(rusqlite::params_from_iter(binds.iter()))?;
     while let Some(row) = rows.next()? {
         let mut values = Vec::with_capacity(columns);
@@ -255,7 +255,7 @@ fn run_query(
                 ValueRef::Blob(b) => Value::Text(String::from_utf8_lossy(b).into_owned()),
             });
         }
-        each(Row(values, names.clone()))?;
+        each(Row::new(values, names.clone()))?;
     }
     Ok(())
 }
@@ -270,7 +270,7 @@ impl Conn for SqliteDb {
             Some(next) => next,
             None => self
                 .query_one("SELECT next FROM sequences WHERE name = 'proposals'", &[])?
-                .int(0)?,
+                .int("next")?,
         };
         ids.next = Some(next.saturating_add(1));
         Ok(next)
@@ -351,7 +351,7 @@ impl Database for SqliteDb {
     fn schema_version(&mut self) -> Result<i64> {
         Ok(self
             .conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))?)
+            .query_row("PRAGMA user_version", [], |r| r.get("user_version"))?)
     }
 
     fn known_schema_version(&self) -> i64 {
@@ -361,18 +361,16 @@ impl Database for SqliteDb {
     fn health(&mut self) -> Vec<Health> {
         let restore = "restore from a backup (sqlite3 opsgate.db \".recover\" may save data)";
         let mut lines = Vec::new();
-        match self
-            .conn
-            .query_row("PRAGMA integrity_check", [], |r| r.get::<_, String>(0))
-        {
+        match self.conn.query_row("PRAGMA integrity_check", [], |r| {
+            r.get::<_, String>("integrity_check")
+        }) {
             Ok(s) if s == "ok" => lines.push(Health::ok("integrity_check: ok")),
             Ok(s) => lines.push(Health::fail(format!("integrity_check: {s}"), restore)),
             Err(e) => lines.push(Health::fail(format!("integrity_check: {e}"), restore)),
         }
-        match self
-            .conn
-            .query_row("PRAGMA journal_mode", [], |r| r.get::<_, String>(0))
-        {
+        match self.conn.query_row("PRAGMA journal_mode", [], |r| {
+            r.get::<_, String>("journal_mode")
+        }) {
             Ok(m) if m.eq_ignore_ascii_case("wal") => {
                 lines.push(Health::ok(format!("journal mode {m}")))
             }
