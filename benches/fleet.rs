@@ -274,6 +274,20 @@ fn secs(d: Duration) -> String {
     format!("{:.2} s", d.as_secs_f64())
 }
 
+/// Whether nothing is left to do: no proposal approved or executing, and none pending
+/// but the one every host repeats and the operator never approves.
+fn settled(client: &mut postgres::Client) -> bool {
+    let left: i64 = client
+        .query_one(
+            "SELECT COUNT(*) FROM proposals WHERE state IN ('approved', 'executing')
+                 OR (state = 'pending' AND command NOT LIKE '%.steady.%')",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    left == 0
+}
+
 /// What one scenario measured, for the summary table.
 struct Figures {
     label: String,
@@ -397,11 +411,47 @@ fn scenario(server: &pg::Pg, hosts: usize, pooled: bool) -> Figures {
         let (fake, stop) = (fake.clone(), stop.clone());
         std::thread::spawn(move || operator(&fake, &stop))
     };
+    // FLEET_PROFILE: what the server's backends wait for, sampled 4 times a second; a
+    // stall shows as many backends waiting on one lock, with the statement holding it.
+    let waits: Arc<Mutex<BTreeMap<String, usize>>> = Arc::new(Mutex::new(BTreeMap::new()));
+    let sampler = profile.then(|| {
+        let (stop, waits, owner) = (stop.clone(), waits.clone(), owner.clone());
+        let mut c = server.client_for(&owner);
+        std::thread::spawn(move || {
+            let _ = owner;
+            while !stop.load(Ordering::SeqCst) {
+                if let Ok(rows) = c.query(
+                    "SELECT a.wait_event_type || ':' || a.wait_event || ' <- '
+                            || left(regexp_replace(coalesce(b.query, '?'), '\\s+', ' ', 'g'), 90)
+                     FROM pg_stat_activity a
+                     LEFT JOIN LATERAL unnest(pg_blocking_pids(a.pid)) AS bp(pid) ON true
+                     LEFT JOIN pg_stat_activity b ON b.pid = bp.pid
+                     WHERE a.wait_event_type IN ('Lock', 'LWLock', 'IO') AND a.backend_type = 'client backend'",
+                    &[],
+                ) {
+                    let mut w = waits.lock().unwrap();
+                    for r in rows {
+                        let k: Option<String> = r.get(0);
+                        *w.entry(k.unwrap_or_default()).or_default() += 1;
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(250));
+            }
+        })
+    });
     let cpu_start = (children_cpu(), server_cpu(server), own_cpu());
     let started = Instant::now();
     let mut running: Vec<std::thread::JoinHandle<()>> = Vec::new();
     let mut overlaps = 0;
-    for m in 0..minutes {
+    // The scheduled minutes, then minutes without a new cycle until the fleet has settled
+    // (every command approved has run; every card but the never-approved one pressed and
+    // applied), at most `DRAIN` more: "exactly once" then judges every approval.
+    const DRAIN: usize = 12;
+    let mut m = 0;
+    loop {
+        if m >= minutes && (m >= minutes + DRAIN || settled(&mut client)) {
+            break;
+        }
         let at = started + minute * m as u32;
         if let Some(wait) = at.checked_duration_since(Instant::now()) {
             std::thread::sleep(wait);
@@ -409,7 +459,7 @@ fn scenario(server: &pg::Pg, hosts: usize, pooled: bool) -> Figures {
         // Chains still going from the last minute overlap this one, as under cron.
         running.retain(|t| !t.is_finished());
         overlaps += running.len();
-        let hourly = m % hour == 0;
+        let hourly = m < minutes && m % hour == 0;
         let cycle = m / hour;
         for h in 0..fleet.len() {
             // Each host's lines start at its own fixed offset into the minute.
@@ -444,12 +494,26 @@ fn scenario(server: &pg::Pg, hosts: usize, pooled: bool) -> Figures {
             let s = decider.run("sweep --all", &["sweep", "-q", "--all"], b"");
             into.lock().unwrap().extend([p, n, s]);
         }));
+        m += 1;
     }
+    let ran_minutes = m;
     for t in running {
         t.join().unwrap();
     }
     let wall = started.elapsed();
     if profile {
+        stop.store(true, Ordering::SeqCst);
+        if let Some(t) = sampler {
+            t.join().unwrap();
+        }
+        let mut w: Vec<(String, usize)> = std::mem::take(&mut *waits.lock().unwrap())
+            .into_iter()
+            .collect();
+        w.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
+        println!("backends seen waiting (samples, 4 a second; FLEET_PROFILE):");
+        for (k, n) in w.iter().take(12) {
+            println!("{n:>7} x {k}");
+        }
         // Where the server's time went: the statements by total execution time.
         println!("top statements by total time (FLEET_PROFILE):");
         for r in client
@@ -673,7 +737,17 @@ fn scenario(server: &pg::Pg, hosts: usize, pooled: bool) -> Figures {
         .chain(status_msgs.iter().cloned())
         .collect();
     let named_set: BTreeSet<&String> = named.iter().collect();
-    let in_chat = fake.messages().len();
+    // A message in the chat that no row names (a card sent twice): shown, to say which.
+    let messages = fake.messages();
+    for (id, msg) in messages
+        .iter()
+        .filter(|(id, _)| !named_set.contains(&id.to_string()))
+        .take(5)
+    {
+        let first: String = msg.text.lines().take(2).collect::<Vec<_>>().join(" / ");
+        println!("    message {id} named by no row: {first}");
+    }
+    let in_chat = messages.len();
     let sends = fake.count("sendMessage");
     let edits = fake.count("editMessageText");
     let once_sent =
@@ -685,13 +759,13 @@ fn scenario(server: &pg::Pg, hosts: usize, pooled: bool) -> Figures {
     );
     println!("{line}");
     lines.push(line);
-    let minute_cpu = (cpu.0 + cpu.1 + cpu.2) / minutes as f64;
+    let minute_cpu = (cpu.0 + cpu.1 + cpu.2) / ran_minutes as f64;
     let capacity = minute.as_secs_f64() * cores();
     let line = format!(
-        "CPU per simulated minute: opsgate processes {:.1} s + PostgreSQL {:.1} s + fake Telegram {:.1} s = {:.0}% of the machine's {:.0} s ({:.0} cores); load average at the end {}; {overlaps} chains overlapped the next minute; wall {}",
-        cpu.0 / minutes as f64,
-        cpu.1 / minutes as f64,
-        cpu.2 / minutes as f64,
+        "CPU per simulated minute: opsgate processes {:.1} s + PostgreSQL {:.1} s + fake Telegram {:.1} s = {:.0}% of the machine's {:.0} s ({:.0} cores); load average at the end {}; {overlaps} chains overlapped the next minute; {ran_minutes} minutes ({} to settle); wall {}",
+        cpu.0 / ran_minutes as f64,
+        cpu.1 / ran_minutes as f64,
+        cpu.2 / ran_minutes as f64,
         100.0 * minute_cpu / capacity,
         capacity,
         cores(),
@@ -701,15 +775,22 @@ fn scenario(server: &pg::Pg, hosts: usize, pooled: bool) -> Figures {
             .take(3)
             .collect::<Vec<_>>()
             .join(" "),
+        ran_minutes - minutes,
         secs(wall)
     );
     println!("{line}");
     lines.push(line);
     if let Some(b) = &bouncer {
         let log = b.log();
-        let refused = log.lines().filter(|l| l.contains("ERROR")).count();
-        if refused > 0 {
-            println!("pgbouncer logged {refused} errors");
+        let bad: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("ERROR") || l.contains("WARNING") || l.contains("failed"))
+            .collect();
+        if !bad.is_empty() {
+            println!("pgbouncer logged {} errors or warnings, e.g.:", bad.len());
+            for l in bad.iter().take(4) {
+                println!("    {l}");
+            }
         }
     }
 

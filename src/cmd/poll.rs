@@ -37,6 +37,18 @@ const POLLER_HOLD: Duration = Duration::from_secs(120);
 /// next round (the leases, on the database's clock, outlast a round by far).
 pub const ROUND_DELIVERY: Duration = Duration::from_secs(1);
 
+/// How long one `poll` round applies the presses a channel keeps for it (Telegram's
+/// updates) before leaving the rest for the next round: with [`ROUND_DELIVERY`] after
+/// it, a round takes about 2 s whatever the backlog of presses. Each press commits with
+/// the channel's cursor, so the presses left are read again, in order, by the next round
+/// (the channel keeps them until a fetch confirms them). Presses of a channel that
+/// delivers them only to an open connection (Slack) are all applied: they are not sent
+/// again.
+pub const ROUND_PRESSES: Duration = Duration::from_millis(700);
+
+/// Presses applied between two looks at the clock.
+const PRESS_CHUNK: usize = 5;
+
 /// Each channel's wait in one round of `serve` when there is more than one.
 const SHARED_WAIT: Duration = Duration::from_secs(1);
 
@@ -83,9 +95,11 @@ pub fn poll(config: &Config, args: PollArgs) -> Result<u8> {
         Duration::ZERO
     };
     take_poller_lock(&mut store, lease)?;
-    let result = (|| -> Result<(Handled, PushReport)> {
+    let result = (|| -> Result<(Handled, PushReport, usize)> {
         let mut handled = Handled::default();
         let mut report = PushReport::default();
+        let mut presses_left = 0;
+        let presses_until = Instant::now() + ROUND_PRESSES;
         for ch in &channels {
             let ch = ch.as_ref();
             // A channel that keeps presses is drained; one that delivers them only to an
@@ -103,7 +117,18 @@ pub fn poll(config: &Config, args: PollArgs) -> Result<u8> {
                     Polled::Events(events) => events,
                     Polled::Stop => break,
                 };
-                handled.add(handle(&mut store, ch, config, events)?);
+                let mut events = events.into_iter();
+                loop {
+                    let chunk: Vec<_> = events.by_ref().take(PRESS_CHUNK).collect();
+                    if chunk.is_empty() {
+                        break;
+                    }
+                    handled.add(handle(&mut store, ch, config, chunk)?);
+                    if !ch.live_only() && Instant::now() >= presses_until {
+                        presses_left += events.len();
+                        break;
+                    }
+                }
                 let reach = notify::Reach {
                     sources: &[],
                     until: Some(Instant::now() + ROUND_DELIVERY),
@@ -114,10 +139,10 @@ pub fn poll(config: &Config, args: PollArgs) -> Result<u8> {
                 }
             }
         }
-        Ok((handled, report))
+        Ok((handled, report, presses_left))
     })();
     store.unlock(POLLER_LOCK);
-    let (handled, report) = result?;
+    let (handled, report, presses_left) = result?;
     if args.json {
         let v = json!({
             "applied": handled.applied,
@@ -128,11 +153,17 @@ pub fn poll(config: &Config, args: PollArgs) -> Result<u8> {
             "cards_edited": report.edited,
             "cards_still_owed": report.still_owed,
             "cards_left_for_next_round": report.out_of_time,
+            "presses_left_for_next_round": presses_left,
         });
         print_out(&format!("{v}\n"))?;
     } else if config.verbosity >= 0 {
+        let left = if presses_left > 0 {
+            format!(", {presses_left} left for the next round")
+        } else {
+            String::new()
+        };
         print_out(&format!(
-            "presses: {} applied, {} already done, {} refused\n",
+            "presses: {} applied, {} already done, {} refused{left}\n",
             handled.applied, handled.already, handled.refused
         ))?;
     }

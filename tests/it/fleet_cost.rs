@@ -120,6 +120,80 @@ fn a_poll_round_with_a_backlog_outlasted_its_minute() {
     assert_eq!(fake.messages().len(), 30);
 }
 
+/// A poll round with a backlog of presses (an operator approving a fleet's cards faster
+/// than one round applies them) used to apply all of them before ending, however long
+/// that took. It applies presses for its budget, then leaves the rest unread for the next
+/// round: every press is applied once, in order, and each round stays short.
+#[test]
+fn a_poll_round_with_a_backlog_of_presses_outlasted_its_minute() {
+    let env = Env::new();
+    let fake = Fake::start();
+    let commands: Vec<String> = (0..40).map(|n| format!("docker restart svc{n}")).collect();
+    let refs: Vec<&str> = commands.iter().map(String::as_str).collect();
+    env.ingest("h", &cycle(0, &refs));
+    env.cmd(&["notify"]).telegram(&fake, "1001").ok();
+    for m in fake.messages().keys() {
+        let approve = fake
+            .raw_buttons(*m)
+            .into_iter()
+            .find(|b| b.starts_with("a:"))
+            .expect("an Approve button");
+        fake.press(*m, 1001, "alice", &approve);
+    }
+    // 40 presses at 60 ms a chat call (the answer) and more (the card's edit): about
+    // 2.4 s of presses alone, the round's budget is 0.7 s.
+    fake.state.lock().unwrap().delay = Duration::from_millis(60);
+    let approved = |env: &Env| {
+        env.sql()
+            .query_row(
+                "SELECT COUNT(*) FROM proposals WHERE state = 'approved'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .unwrap()
+    };
+    let started = Instant::now();
+    let out = env.cmd(&["poll"]).telegram(&fake, "1001").ok();
+    let took = started.elapsed();
+    let first = approved(&env);
+    assert!(
+        took < Duration::from_millis(2500),
+        "one round took {took:?}: {}",
+        stdout(&out)
+    );
+    assert!(
+        first > 0 && first < 40,
+        "{first} applied in the first round"
+    );
+    assert!(
+        stdout(&out).contains("left for the next round"),
+        "{}",
+        stdout(&out)
+    );
+    let mut rounds = 1;
+    while approved(&env) < 40 {
+        rounds += 1;
+        assert!(rounds <= 15, "the presses are not draining");
+        let started = Instant::now();
+        env.cmd(&["poll"]).telegram(&fake, "1001").ok();
+        assert!(started.elapsed() < Duration::from_millis(2500));
+    }
+    // Each press applied once: one approval per proposal in the audit, none refused.
+    let approvals: i64 = env
+        .sql()
+        .query_row(
+            "SELECT COUNT(*) FROM transitions WHERE action = 'approval'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(approvals, 40);
+    let out = env.cmd(&["poll", "--json"]).telegram(&fake, "1001").ok();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["applied"], 0, "{v}");
+    assert_eq!(v["presses_left_for_next_round"], 0, "{v}");
+}
+
 /// `n` distinct commands, each with a subject of its own (a card each).
 fn many(n: usize, from: usize) -> String {
     let items: Vec<serde_json::Value> = (from..from + n)
