@@ -23,7 +23,7 @@ const SCANS_BY_DESIGN: &[(&str, &str)] = &[
     ),
     (
         "SELECT p.cmd_hash, p.id, p.risk, p.cluster_id FROM proposals p JOIN cards c",
-        "sorts the rows of one IN list (at most 100) so PostgreSQL locks cards in ascending order",
+        "sorts the rows of one IN list (at most 100, or 500 in a bulk ingest's look-ahead) so PostgreSQL locks cards in ascending order",
     ),
 ];
 
