@@ -1484,6 +1484,26 @@ mod tests {
     }
 
     #[test]
+    fn a_wrapper_missing_its_duration_never_panics_the_key_grammar() {
+        // Found by cargo fuzz (canonical form 4): `timeout -s KILL -k 5&` ends before the
+        // duration timeout takes, and the index of its program ran past the words (a
+        // panic: a hostile model's line would stop an ingest).
+        let text = "timeout -s KILL -k 5& 30s nzice -n 10 ionice \u{2}c 2 -n 7 stdbuf -oL env -i A=1 sudo -u root -- docker stop web";
+        let c = canonicalize(text);
+        assert_eq!(canonicalize(&c.canonical).canonical, c.canonical);
+        for line in [
+            "timeout",
+            "timeout -k 5",
+            "sudo -u",
+            "nice -n",
+            "timeout 5 &",
+        ] {
+            let c = canonicalize(line);
+            assert!(c.logical_keys.is_empty(), "{line}: {:?}", c.logical_keys);
+        }
+    }
+
+    #[test]
     fn a_heredoc_body_is_never_written_after_a_double_semicolon() {
         // Found by cargo fuzz: the body rendered after `;;` added a `;` when read back,
         // and a `;` rendered as a bare newline after `(` was lost.

@@ -712,7 +712,9 @@ fn prefixes<'a>(words: &[Option<&'a str>], scope: &Scope) -> Prefixes<'a> {
             (Builtins::Maybe, _) | (_, Builtins::Maybe) => Builtins::Maybe,
             _ => Builtins::Yes,
         };
-        p.next = next + wrapper.positional;
+        // A wrapper whose positional arguments are missing (`timeout -k 5` and the line
+        // ends) leaves no program: the index stops at the end of the words.
+        p.next = (next + wrapper.positional).min(words.len());
     }
 }
 
