@@ -364,15 +364,23 @@ fn scenario(server: &pg::Pg, hosts: usize, pooled: bool) -> Figures {
         "setup: {hosts} host roles by `fleet add-host | psql` in {}",
         secs(setup_started.elapsed())
     );
-    // Through the pooler: the distribution's pgbouncer in transaction mode with its
-    // default pool settings (only `max_client_conn` raised from 100: every host's line
-    // connects at a minute's start). It pools per role, so each host has a pool of its
-    // own whose server connection stays open between minutes (`server_idle_timeout` 600
-    // s): a host's cron line costs a client connection to the pooler, not a backend.
+    // Through the pooler: the distribution's pgbouncer in transaction mode, its settings
+    // but two: `max_client_conn` raised from 100 (every host's line connects within the
+    // minute) and `default_pool_size` 2 instead of 20 (a host's lines overlap by two at
+    // most). It pools per role, so each host has a pool of its own whose server
+    // connections stay open between minutes (`server_idle_timeout` 600 s): a host's cron
+    // line costs a client connection to the pooler, not a backend. The server's
+    // `max_connections` must hold every pool (hosts x pool size, and an earlier
+    // scenario's pooler still holds its idle ones): with 20 a pool, the pools of 200
+    // hosts outgrew it and the pooler's logins failed.
     let bouncer = if pooled {
         let mut users: Vec<String> = roles.iter().map(|(_, r)| r.clone()).collect();
         users.push(decider_role.clone());
-        let b = pg::Bouncer::start_for(server, &users, "max_client_conn = 1000\n");
+        let b = pg::Bouncer::start_for(
+            server,
+            &users,
+            "default_pool_size = 2\nmax_client_conn = 1000\n",
+        );
         let Some(b) = b else {
             return Figures {
                 label,
@@ -845,11 +853,12 @@ fn main() {
     let modes = env_or("FLEET_MODES", "direct,pooled");
     let most = hosts.iter().copied().max().unwrap_or(0);
     // Each host holds up to two connections at once (its hourly cycle and its minute's
-    // line), plus the decider and this bench.
+    // line), and a pooler's idle ones stay open after its scenario; plus the decider and
+    // this bench.
     let Some(server) = pg::Pg::start_new_with(
         &format!(
             "-c fsync=on -c synchronous_commit=on -c full_page_writes=on -c max_connections={}{}",
-            (most * 2 + 40).max(100),
+            (most * 3 + 40).max(100),
             if std::env::var_os("FLEET_PROFILE").is_some() {
                 " -c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track_planning=on"
             } else {

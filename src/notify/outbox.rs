@@ -191,6 +191,13 @@ fn deliver(
                 report.busy = true;
                 continue;
             }
+            // Read again under the lease: the page was read before it, and another
+            // deliverer holding the lease then may have sent this card since (sending it
+            // from the page's row would send it twice).
+            let Some(card_row) = store.owed_card(name, card_row.cluster_id)? else {
+                continue;
+            };
+            let card_row = &card_row;
             let view = store.cluster(card_row.cluster_id)?;
             let card = render(&view);
             let hash = ch.content_hash(&card);

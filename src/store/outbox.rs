@@ -106,6 +106,15 @@ impl Store {
             .collect()
     }
 
+    /// The card `cluster_id` as owed to `channel` now, or `None` when it is owed no more
+    /// (another deliverer sent it since a page listed it).
+    pub fn owed_card(&mut self, channel: &str, cluster_id: i64) -> Result<Option<OwedCard>> {
+        Ok(self
+            .owed_cards_after(channel, &[], cluster_id - 1, 1)?
+            .into_iter()
+            .find(|c| c.cluster_id == cluster_id))
+    }
+
     /// How many cards of `sources` (empty: every source) `channel` is owed.
     pub fn owed_count(&mut self, channel: &str, sources: &[String]) -> Result<usize> {
         let mut params: Vec<&dyn ToParam> = vec![&channel];

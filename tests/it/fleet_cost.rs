@@ -194,6 +194,49 @@ fn a_poll_round_with_a_backlog_of_presses_outlasted_its_minute() {
     assert_eq!(v["presses_left_for_next_round"], 0, "{v}");
 }
 
+/// Found by the fleet bench (one card in 1,000 sent twice at 200 hosts): a deliverer read
+/// a page of owed cards, then took each source's lease as it came to its cards; another
+/// deliverer that held that lease meanwhile had sent one of them, and the first sent it
+/// again from the page's stale row. Each card is read again under its lease.
+#[test]
+fn a_card_another_deliverer_sent_after_the_page_was_read_was_sent_twice() {
+    let env = Env::new();
+    let fake = Fake::start();
+    env.cmd(&["notify"]).telegram(&fake, "1001").ok();
+    let xs: Vec<String> = (0..5).map(|n| format!("docker restart x{n}")).collect();
+    let refs: Vec<&str> = xs.iter().map(String::as_str).collect();
+    env.ingest("x", &cycle(0, &refs));
+    env.ingest("y", &cycle(0, &["docker restart yankee"]));
+    // A slow chat: the first deliverer spends 2 s on x's five cards before y's.
+    fake.state.lock().unwrap().delay = Duration::from_millis(400);
+    let first = env
+        .cmd(&["notify"])
+        .telegram(&fake, "1001")
+        .command()
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(600));
+    // The second finds x's lease held, sends y's card and is gone before the first
+    // reaches it.
+    env.cmd(&["notify"]).telegram(&fake, "1001").ok();
+    let out = first.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sent = texts(&fake);
+    assert_eq!(
+        sent.iter().filter(|t| t.contains("yankee")).count(),
+        1,
+        "y's card sent once: {sent:?}"
+    );
+    assert_eq!(fake.count("sendMessage"), 6, "{sent:?}");
+}
+
 /// `n` distinct commands, each with a subject of its own (a card each).
 fn many(n: usize, from: usize) -> String {
     let items: Vec<serde_json::Value> = (from..from + n)
