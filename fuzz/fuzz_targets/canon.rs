@@ -21,6 +21,11 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(tokenize(&render_tokens(&tokens)).ok(), Some(tokens));
     }
     let (shown, escaped) = opsgate::mask::show_command(text);
+    if shown.contains('•') {
+        // A secret-shaped word is masked on the card on purpose (a literal bullet in the
+        // input is shown escaped, so a bullet here is a mask): not shown losslessly.
+        return;
+    }
     let mut decoded = String::new();
     let mut rest = shown.as_str();
     while let Some(c) = rest.chars().next() {

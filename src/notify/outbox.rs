@@ -396,6 +396,16 @@ fn deliver_statuses(
             report.busy = true;
             continue;
         }
+        // Read again under the lease, as a card is: another deliverer may have sent or
+        // edited this status message since the list was read.
+        let before = store.status_message(&o.source, ch.name())?;
+        if before
+            .as_ref()
+            .is_some_and(|b| b.chat == target.chat && b.content_hash == o.hash)
+        {
+            continue;
+        }
+        let o = OwedStatus { before, ..o };
         let chat = target.chat.clone();
         let (existing, moved_from) = match &o.before {
             Some(b) if b.chat == chat => (Some(b.message.clone()), None),

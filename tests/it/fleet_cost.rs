@@ -237,6 +237,45 @@ fn a_card_another_deliverer_sent_after_the_page_was_read_was_sent_twice() {
     assert_eq!(fake.count("sendMessage"), 6, "{sent:?}");
 }
 
+/// The same race for a source's status message: listed before the lease, sent by the
+/// other deliverer meanwhile, sent again from the stale list.
+#[test]
+fn a_status_message_another_deliverer_sent_after_the_list_was_read_was_sent_twice() {
+    let env = Env::new();
+    let fake = Fake::start();
+    let notify = || {
+        env.cmd(&["notify"])
+            .telegram(&fake, "1001")
+            .env("OPSGATE_TELEGRAM_STATUS", "true")
+    };
+    notify().ok();
+    let before = fake.count("sendMessage");
+    let xs: Vec<String> = (0..5).map(|n| format!("docker restart x{n}")).collect();
+    let refs: Vec<&str> = xs.iter().map(String::as_str).collect();
+    env.ingest("x", &cycle(0, &refs));
+    env.ingest("y", &cycle(0, &["docker restart yankee"]));
+    fake.state.lock().unwrap().delay = Duration::from_millis(400);
+    let first = notify()
+        .command()
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(600));
+    notify().ok();
+    let out = first.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Six cards and one status message for each of the two sources, each sent once.
+    let sent = texts(&fake);
+    assert_eq!(fake.count("sendMessage") - before, 8, "{sent:#?}");
+    assert_eq!(fake.messages().len(), fake.count("sendMessage"));
+}
+
 /// `n` distinct commands, each with a subject of its own (a card each).
 fn many(n: usize, from: usize) -> String {
     let items: Vec<serde_json::Value> = (from..from + n)
