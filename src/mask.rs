@@ -501,6 +501,39 @@ mod tests {
         (out, m.shown)
     }
 
+    /// The cheap test before tokenizing read the raw text split at quotes: a tool spelled
+    /// with quotes or a backslash (`my'sql'`, `dock\er`) was not a tool to it, so its
+    /// secret reached the card. And every docker command was tokenized for the rule of
+    /// `docker login` (most of `list --json`'s time); the subcommand is now required.
+    #[test]
+    fn a_tool_spelled_with_quotes_was_not_a_tool_to_the_cheap_test() {
+        for (cmd, want) in [
+            ("my'sql' -pS3cretValue db", "my'sql' -p<11> db"),
+            (
+                "dock\\er login -p S3cretValue reg",
+                "dock\\er login -p <11> reg",
+            ),
+            (
+                "docker \"login\" -p S3cretValue reg",
+                "docker \"login\" -p <11> reg",
+            ),
+            (
+                "docker login -p S3cretValue reg",
+                "docker login -p <11> reg",
+            ),
+        ] {
+            assert_eq!(card(cmd).0, want, "{cmd:?}");
+        }
+        let r = Redactor::new(true, Vec::new(), Vec::new());
+        for plain in [
+            "docker restart web",
+            "docker compose -f /srv/c.yml stop worker",
+        ] {
+            assert!(!r.might_hold(plain), "{plain:?} is tokenized for nothing");
+        }
+        assert!(r.might_hold("docker login -p x reg"));
+    }
+
     #[test]
     fn masks_never_hide_code_from_the_six_attacks() {
         // Each attack's hidden code stays on the card.

@@ -111,7 +111,7 @@ pub struct Redactor {
     builtin: bool,
     patterns: Vec<String>,
     secrets: Vec<String>,
-    extra_rules: Vec<Rule>,
+    extra_rules: Rules,
     compiled: OnceLock<Compiled>,
 }
 
@@ -155,21 +155,83 @@ impl Rule {
             .as_ref()
     }
 
-    /// Whether one of its keywords is in `lower` (a rule without keywords always runs).
-    fn wanted(&self, lower: &str) -> bool {
-        self.keywords.is_empty()
-            || self
-                .keywords
-                .iter()
-                .any(|k| lower.contains(&k.to_ascii_lowercase()))
+    fn collect(&self, text: &str, spans: &mut Vec<(usize, usize)>) {
+        if let Some(re) = self.regex() {
+            collect_group(re, self.secret_group, text, spans);
+        }
+    }
+}
+
+/// Value-format rules with every rule's keywords in one automaton (gitleaks' keyword
+/// prefilter): which rules a text wants is one pass over its lower-case form, not a
+/// substring search per keyword per rule (that was most of `list --json`'s time).
+#[derive(Debug, Default)]
+struct Rules {
+    rules: Vec<Rule>,
+    /// Every rule's keywords in lower case; pattern `i` is rule `owner[i]`'s.
+    keywords: Option<aho_corasick::AhoCorasick>,
+    owner: Vec<usize>,
+    /// Rules that always run: no keywords, or an empty one.
+    always: Vec<bool>,
+}
+
+impl Rules {
+    fn new(rules: Vec<Rule>) -> Rules {
+        let mut patterns = Vec::new();
+        let mut owner = Vec::new();
+        let always: Vec<bool> = rules
+            .iter()
+            .map(|r| r.keywords.is_empty() || r.keywords.iter().any(String::is_empty))
+            .collect();
+        for (i, rule) in rules.iter().enumerate() {
+            for k in &rule.keywords {
+                patterns.push(k.to_ascii_lowercase());
+                owner.push(i);
+            }
+        }
+        // No automaton (every rule then always runs) only if the keywords cannot be built.
+        let keywords = automaton(&patterns);
+        let always = if keywords.is_some() {
+            always
+        } else {
+            vec![true; rules.len()]
+        };
+        Rules {
+            rules,
+            keywords,
+            owner,
+            always,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// Which rules `lower` (a text in ASCII lower case) wants: one of its keywords occurs.
+    fn wanted(&self, lower: &str) -> Vec<bool> {
+        let mut wanted = self.always.clone();
+        if let Some(ac) = &self.keywords {
+            for m in ac.find_overlapping_iter(lower) {
+                wanted[self.owner[m.pattern().as_usize()]] = true;
+            }
+        }
+        wanted
+    }
+
+    /// Whether any rule wants `lower`.
+    fn any_wanted(&self, lower: &str) -> bool {
+        self.always.contains(&true) || self.keywords.as_ref().is_some_and(|ac| ac.is_match(lower))
     }
 
     fn collect(&self, text: &str, lower: &str, spans: &mut Vec<(usize, usize)>) {
-        if !self.wanted(lower) {
+        if !self.any_wanted(lower) {
             return;
         }
-        if let Some(re) = self.regex() {
-            collect_group(re, self.secret_group, text, spans);
+        for (rule, wanted) in self.rules.iter().zip(self.wanted(lower)) {
+            if wanted {
+                rule.collect(text, spans);
+            }
         }
     }
 }
@@ -205,9 +267,11 @@ pub fn parse_rules(text: &str) -> Result<Vec<Rule>, String> {
 }
 
 /// The bundled value formats (`redact/formats.toml`).
-fn formats() -> &'static [Rule] {
-    static FORMATS: OnceLock<Vec<Rule>> = OnceLock::new();
-    FORMATS.get_or_init(|| parse_rules(include_str!("redact/formats.toml")).unwrap_or_default())
+fn formats() -> &'static Rules {
+    static FORMATS: OnceLock<Rules> = OnceLock::new();
+    FORMATS.get_or_init(|| {
+        Rules::new(parse_rules(include_str!("redact/formats.toml")).unwrap_or_default())
+    })
 }
 
 /// Words one of which a text must hold (compared in lower case) before the built-in
@@ -292,14 +356,14 @@ impl Redactor {
             builtin,
             patterns,
             secrets,
-            extra_rules: Vec::new(),
+            extra_rules: Rules::default(),
             compiled: OnceLock::new(),
         }
     }
 
     /// Adds value-format rules (a gitleaks configuration's, see [`parse_rules`]).
     pub fn with_rules(mut self, rules: Vec<Rule>) -> Redactor {
-        self.extra_rules = rules;
+        self.extra_rules = Rules::new(rules);
         self
     }
 
@@ -340,15 +404,32 @@ impl Redactor {
             return false;
         }
         let lower = text.to_ascii_lowercase();
-        triggered(&lower)
-            || text.matches(':').count() >= 4
-            || formats().iter().any(|r| r.wanted(&lower))
-            || lower
-                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.'))
-                .any(|word| {
-                    READS_USER_PASS.contains(&word)
-                        || TOOL_OPTIONS.iter().any(|t| t.tools.contains(&word))
+        if triggered(&lower) || text.matches(':').count() >= 4 || formats().any_wanted(&lower) {
+            return true;
+        }
+        // The words as the shell reads them, roughly: quotes and backslashes dropped (so
+        // `my'sql'`, `dock\er` and `--pa''ss` are still what the detectors see).
+        let bare: String = lower
+            .chars()
+            .filter(|c| !matches!(c, '\'' | '"' | '\\'))
+            .collect();
+        if bare.len() < lower.len() && (triggered(&bare) || formats().any_wanted(&bare)) {
+            return true;
+        }
+        let words: Vec<&str> = bare
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.'))
+            .filter(|w| !w.is_empty())
+            .collect();
+        words.iter().any(|w| READS_USER_PASS.contains(w))
+            || words.iter().any(|w| {
+                // A tool's rule needs the tool, and its subcommand when it names one
+                // (`docker login`, not every docker command).
+                tool_entries().get(w).is_some_and(|entries| {
+                    entries
+                        .iter()
+                        .any(|t| t.verb.is_none_or(|v| words.contains(&v)))
                 })
+            })
     }
 
     /// The byte ranges of `text` that are secret, sorted and merged. `text` is one value
@@ -376,13 +457,9 @@ impl Redactor {
                         collect_group(re, None, text, &mut spans);
                     }
                 }
-                for rule in formats() {
-                    rule.collect(text, &lower, &mut spans);
-                }
+                formats().collect(text, &lower, &mut spans);
             }
-            for rule in &self.extra_rules {
-                rule.collect(text, &lower, &mut spans);
-            }
+            self.extra_rules.collect(text, &lower, &mut spans);
         }
         if !self.patterns.is_empty() {
             match &self.compiled().patterns {
@@ -443,8 +520,36 @@ pub fn scrub_known(text: &str, secrets: &[String]) -> String {
     out
 }
 
+/// An automaton over `patterns` (a DFA: the sets are small and it runs on every word).
+fn automaton<P: AsRef<[u8]>>(patterns: &[P]) -> Option<aho_corasick::AhoCorasick> {
+    aho_corasick::AhoCorasick::builder()
+        .kind(Some(aho_corasick::AhoCorasickKind::DFA))
+        .build(patterns)
+        .ok()
+}
+
+/// [`TOOL_OPTIONS`] by tool name.
+fn tool_entries() -> &'static std::collections::HashMap<&'static str, Vec<&'static ToolOptions>> {
+    static BY_TOOL: OnceLock<std::collections::HashMap<&'static str, Vec<&'static ToolOptions>>> =
+        OnceLock::new();
+    BY_TOOL.get_or_init(|| {
+        let mut by_tool: std::collections::HashMap<&'static str, Vec<&'static ToolOptions>> =
+            std::collections::HashMap::new();
+        for entry in TOOL_OPTIONS {
+            for tool in entry.tools {
+                by_tool.entry(tool).or_default().push(entry);
+            }
+        }
+        by_tool
+    })
+}
+
 fn triggered(lower: &str) -> bool {
-    TRIGGERS.iter().any(|t| lower.contains(t))
+    static AUTOMATON: OnceLock<Option<aho_corasick::AhoCorasick>> = OnceLock::new();
+    match AUTOMATON.get_or_init(|| automaton(TRIGGERS)) {
+        Some(ac) => ac.is_match(lower),
+        None => TRIGGERS.iter().any(|t| lower.contains(t)),
+    }
 }
 
 fn builtin() -> &'static [regex::Regex] {
@@ -1109,7 +1214,7 @@ path = '''\.pem$'''
                 .0,
             "key acme_<8> here"
         );
-        assert!(formats().len() >= 15, "the bundled formats parse");
+        assert!(formats().rules.len() >= 15, "the bundled formats parse");
         assert!(parse_rules("[[rules]]\nid='x'\nregex='('").is_err());
     }
 }
