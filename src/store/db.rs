@@ -234,6 +234,14 @@ pub trait Conn {
     fn reserve_proposal_ids(&mut self, _ids: &mut ProposalIds, _n: usize) -> Result<()> {
         Ok(())
     }
+    /// This transaction has written `rows` new proposals (with their cards, subjects and
+    /// sightings) since it began: a planner that judges by table statistics (PostgreSQL)
+    /// refreshes them, or a bulk load's later lookups are planned for the tables as they
+    /// were before it (each look-ahead then read every proposal of the source). SQLite
+    /// plans by its indexes and needs nothing.
+    fn grown(&mut self, _rows: usize) -> Result<()> {
+        Ok(())
+    }
     /// Takes the lock named `key` until the transaction ends, waiting for it: one writer
     /// per key (one ingest of a source at a time). SQLite's single writer holds it already.
     fn lock_key(&mut self, key: &str) -> Result<()>;

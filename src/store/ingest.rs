@@ -40,14 +40,21 @@ pub struct Identity {
 const REPLAY_ITEMS: usize = 10_000;
 
 /// Sightings written per INSERT (SQLite allows 32766 parameters; 4 a row).
-const SIGHTINGS_BATCH: usize = 100;
+const SIGHTINGS_BATCH: usize = 500;
 
 /// Items decided together: what they need to know is read in one query per kind.
 pub const LOOK_AHEAD: usize = 500;
+/// New proposals an ingest writes before the backend's planner statistics are refreshed
+/// ([`super::db::Conn::grown`]), and the growth between refreshes after that.
+const STATS_FROM: usize = 5_000;
+const STATS_GROWTH: usize = 4;
+/// Lookups (hashes and subjects) an ingest keeps between batches before reading them
+/// again: the memory bound of a streamed bulk load.
+const KEPT_LOOKUPS: usize = 8 * LOOK_AHEAD;
 
 /// New proposals (and their audit rows, cards, subjects) written per INSERT (8
 /// parameters a proposal row).
-pub const FRESH_BATCH: usize = 100;
+pub const FRESH_BATCH: usize = 500;
 
 /// A new proposal waiting for its INSERT.
 struct Fresh {
@@ -142,6 +149,7 @@ impl Store {
             sightings: Vec::new(),
             replay: replayable.then(Vec::new),
             summary: None,
+            stats_at: STATS_FROM,
             queue: Vec::new(),
             rejected_by_hash: HashMap::new(),
             subject_clusters: HashMap::new(),
@@ -398,6 +406,8 @@ pub struct Ingest<'a> {
     fresh_subjects: Vec<(i64, String)>,
     /// The model's summary of this cycle, written with the ingest row at commit.
     summary: Option<String>,
+    /// New proposals written when the planner statistics are refreshed next.
+    stats_at: usize,
 }
 
 impl Drop for Ingest<'_> {
@@ -480,10 +490,39 @@ impl Ingest<'_> {
         if items.is_empty() {
             return Ok(());
         }
+        self.forget_if_large()?;
+        // A bulk load that has grown the tables since the planner last looked at them.
+        if self.report.new >= self.stats_at {
+            self.flush_fresh()?;
+            let rows = self.report.new;
+            self.tx().grown(rows)?;
+            self.stats_at = rows * STATS_GROWTH;
+        }
         self.look_ahead(&items)?;
         for item in &items {
             self.add_once(item)?;
         }
+        Ok(())
+    }
+
+    /// What the look-ahead read is kept for the items that follow, up to [`KEPT_LOOKUPS`]
+    /// entries. Past it (a bulk load streamed in), the buffered writes go out and what the
+    /// next items need is read again from the transaction, which holds everything written
+    /// so far: a stream of any length costs the memory of a few batches (a million items
+    /// kept every lookup, 449 MiB).
+    fn forget_if_large(&mut self) -> Result<()> {
+        let kept = self.known.as_ref().map_or(0, HashMap::len)
+            + self.rejected_by_hash.len()
+            + self.subject_clusters.len();
+        if kept < KEPT_LOOKUPS {
+            return Ok(());
+        }
+        self.flush_merges()?;
+        self.flush_owed()?;
+        self.flush_sightings()?;
+        self.known = None;
+        self.rejected_by_hash.clear();
+        self.subject_clusters.clear();
         Ok(())
     }
 
@@ -509,6 +548,7 @@ impl Ingest<'_> {
         self.fresh.clear();
         self.fresh_cards.clear();
         self.fresh_subjects.clear();
+        self.stats_at = STATS_FROM;
         self.replay = Some(Vec::new());
         std::thread::sleep(backoff(1));
         self.start()?;

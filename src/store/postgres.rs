@@ -466,6 +466,17 @@ impl Conn for PgDb {
         Ok(())
     }
 
+    fn grown(&mut self, _rows: usize) -> Result<()> {
+        // Own uncommitted rows are sampled by ANALYZE inside the transaction, so the
+        // look-aheads that follow use the hash and subject indexes. A role that does not
+        // own the tables (a host's) gets a warning from the server and the old plans.
+        self.client
+            .batch_execute(
+                "ANALYZE proposals (source, cmd_hash, state), subjects (source, subject)",
+            )
+            .context("refreshing the planner's statistics during a bulk ingest")
+    }
+
     fn lock_key(&mut self, key: &str) -> Result<()> {
         self.query("SELECT pg_advisory_xact_lock(hashtext(?1))", &[&key])?;
         Ok(())

@@ -362,6 +362,74 @@ fn the_wal_is_kept_between_runs_and_truncated_once_past_256_kib() {
     assert_eq!(env.list_json(&[]).len(), 401);
 }
 
+/// A streamed bulk load used to keep every lookup it made (each hash, rejection and
+/// subject) until its commit: 449 MiB for a million items. Past a few batches it now
+/// writes what it buffered and reads again what later items need; repeats and subjects
+/// seen thousands of items earlier are still merged and joined exactly, on both backends.
+#[test]
+fn a_streamed_bulk_load_past_its_kept_lookups_still_merges_and_joins_exactly() {
+    let items: Vec<serde_json::Value> = (0..6500)
+        .map(|i| {
+            let command = match i {
+                0..5000 => format!("docker restart bulk{i}"),
+                // The first thousand again, with new ids.
+                5000..6000 => format!("docker restart bulk{}", i - 5000),
+                // Another action on the first five hundred containers: their cards.
+                _ => format!("docker stop bulk{}", i - 6000),
+            };
+            serde_json::json!({"id": format!("s{i}"), "command": command, "reason": "r".repeat(1500)})
+        })
+        .collect();
+    let input = serde_json::json!({"summary": "bulk", "approval_needed": items}).to_string();
+    assert!(input.len() > 8 << 20, "{}", input.len());
+    let mut envs = vec![Env::new()];
+    envs.extend(Env::postgres());
+    for env in envs {
+        let out = env
+            .cmd(&[
+                "ingest",
+                "--source",
+                "bulk",
+                "--json",
+                "--max-input-bytes",
+                "50000000",
+                "--max-proposals",
+                "10000",
+            ])
+            .stdin(&input)
+            .ok();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(
+            (
+                v["proposals"].as_i64(),
+                v["new"].as_i64(),
+                v["merged"].as_i64(),
+                v["clustered"].as_i64()
+            ),
+            (Some(6500), Some(5000), Some(1000), Some(500)),
+            "{v}"
+        );
+        let listed = env.list_json(&["--source", "bulk"]);
+        assert_eq!(listed.len(), 5500);
+        let find = |command: &str| {
+            listed
+                .iter()
+                .find(|p| p["command"] == command)
+                .unwrap_or_else(|| panic!("{command} listed"))
+                .clone()
+        };
+        for n in [0, 499, 999] {
+            let restart = find(&format!("docker restart bulk{n}"));
+            assert_eq!(restart["seen_count"], 2, "{restart}");
+            if n < 500 {
+                let stop = find(&format!("docker stop bulk{n}"));
+                assert_eq!(stop["cluster_id"], restart["cluster_id"], "{stop}");
+            }
+        }
+        assert_eq!(find("docker restart bulk4999")["seen_count"], 1);
+    }
+}
+
 #[test]
 fn bulk_inputs_over_eight_mib_stream_into_one_all_or_nothing_transaction() {
     let env = Env::new();
