@@ -10,11 +10,14 @@
 //! the same instant, as lines without the sleep would):
 //! - each host: `opsgate run -q` (its config names its source; `run` starts with this
 //!   host's sweep, so the README has no separate `sweep` line);
-//! - each host, at the top of each simulated hour: the opsgate part of `opsgate-cycle`,
-//!   `opsgate context --source H` then `opsgate ingest --source H --notify -q` (the
-//!   model's answer is canned: two new commands a cycle, one repeated and never approved);
-//! - the decider host, at the minute's start: `opsgate poll -q`, `opsgate notify -q`,
-//!   `opsgate sweep -q --all`.
+//! - each host, once each simulated hour, at its own minute of the hour (the README's
+//!   `M * * * *`: host `i` of `n` at minute `i * FLEET_HOUR / n`; `FLEET_CYCLE_SPREAD=0`
+//!   runs every host's at the hour's first minute), at the same place in the minute: the
+//!   opsgate part of `opsgate-cycle`, `opsgate context --source H` then
+//!   `opsgate ingest --source H --notify -q` (the model's answer is canned: two new
+//!   commands a cycle, one repeated and never approved);
+//! - the decider host, at the minute's start: `opsgate poll -q`,
+//!   `opsgate notify -q --within 1`, `opsgate sweep -q --all`.
 //!
 //! Commands are `mktemp SOURCE.cN.a.XXXXXX`, run in each host's own directory: each run
 //! leaves a new file, so the files in a host's directory say what that host ran and how
@@ -27,7 +30,7 @@
 //!
 //! Knobs: `FLEET_HOSTS=50,200`, `FLEET_MODES=direct,pooled`, `FLEET_MINUTE_SECS=15` (wall
 //! seconds per simulated minute), `FLEET_MINUTES=8`, `FLEET_HOUR=4` (simulated minutes per
-//! hourly cycle), `FLEET_SPREAD_PCT=75`, `FLEET_BIN` (another opsgate binary to measure,
+//! hourly cycle), `FLEET_SPREAD_PCT=75`, `FLEET_CYCLE_SPREAD=1`, `FLEET_BIN` (another opsgate binary to measure,
 //! e.g. an older build); for a diagnosis, `FLEET_LOUD=1` (the lines without `-q`: their
 //! warnings counted, the slowest commands listed) and `FLEET_PROFILE=1` (the server's
 //! statements by total time, from pg_stat_statements).
@@ -288,6 +291,17 @@ fn settled(client: &mut postgres::Client) -> bool {
     left == 0
 }
 
+/// The minute of each simulated hour at which host `h` of `n` runs its hourly cycle (the
+/// README's `M * * * *`: each host its own minute, spread over the hour);
+/// `FLEET_CYCLE_SPREAD=0` puts every host's at the hour's first minute.
+fn cycle_minute(h: usize, n: usize, hour: usize) -> usize {
+    if env_usize("FLEET_CYCLE_SPREAD", 1) == 0 {
+        0
+    } else {
+        h * hour / n.max(1)
+    }
+}
+
 /// What one scenario measured, for the summary table.
 struct Figures {
     label: String,
@@ -467,11 +481,12 @@ fn scenario(server: &pg::Pg, hosts: usize, pooled: bool) -> Figures {
         // Chains still going from the last minute overlap this one, as under cron.
         running.retain(|t| !t.is_finished());
         overlaps += running.len();
-        let hourly = m < minutes && m % hour == 0;
         let cycle = m / hour;
         for h in 0..fleet.len() {
-            // Each host's lines start at its own fixed offset into the minute.
+            // Each host's lines start at its own fixed offset into the minute, and its
+            // hourly cycle at its own minute of the hour.
             let offset = spread.mul_f64(h as f64 / fleet.len() as f64);
+            let hourly = m < minutes && m % hour == cycle_minute(h, fleet.len(), hour);
             let (hosts_now, into) = (fleet.clone(), samples.clone());
             running.push(std::thread::spawn(move || {
                 std::thread::sleep(offset);
@@ -498,7 +513,7 @@ fn scenario(server: &pg::Pg, hosts: usize, pooled: bool) -> Figures {
         let (decider, into) = (decider.clone(), samples.clone());
         running.push(std::thread::spawn(move || {
             let p = decider.run("poll", &["poll", "-q"], b"");
-            let n = decider.run("notify", &["notify", "-q"], b"");
+            let n = decider.run("notify", &["notify", "-q", "--within", "1"], b"");
             let s = decider.run("sweep --all", &["sweep", "-q", "--all"], b"");
             into.lock().unwrap().extend([p, n, s]);
         }));
@@ -573,7 +588,9 @@ fn scenario(server: &pg::Pg, hosts: usize, pooled: bool) -> Figures {
         all_exit75 += exit75;
         all_nonzero += nonzero.len();
         let p99 = pct(&took, 0.99);
-        if ["run", "poll", "notify", "sweep --all"].contains(&kind) {
+        // The poll round has its own target (every round <= 2 s: presses for 0.7 s, then
+        // sends for 1 s), judged below on its maximum.
+        if ["run", "notify", "sweep --all"].contains(&kind) {
             worst_minutely_p99 = worst_minutely_p99.max(p99);
         }
         if kind == "poll" {
@@ -712,7 +729,13 @@ fn scenario(server: &pg::Pg, hosts: usize, pooled: bool) -> Figures {
         && found == expected
         && claims_twice == 0
         && approved_left == 0
-        && expected.len() == hosts * 2 * minutes.div_ceil(hour);
+        && expected.len()
+            == (0..hosts)
+                .map(|h| {
+                    let at = cycle_minute(h, hosts, hour);
+                    2 * (0..minutes).filter(|m| m % hour == at).count()
+                })
+                .sum::<usize>();
     let line = format!(
         "proposals by state {states:?}; runs: {} completed, {ran_lines} files made, {twice} twice, {elsewhere} on another host, {claims_twice} claimed twice, {approved_left} approved not run",
         expected.len(),
@@ -804,7 +827,7 @@ fn scenario(server: &pg::Pg, hosts: usize, pooled: bool) -> Figures {
 
     let targets = [
         (
-            "every per-minute command p99 <= 1 s".to_string(),
+            "every per-minute command p99 <= 1 s (run, notify, sweep --all)".to_string(),
             worst_minutely_p99 <= Duration::from_secs(1),
             secs(worst_minutely_p99),
         ),

@@ -477,6 +477,11 @@ pub struct NotifyArgs {
     /// Print what was delivered as JSON: {"sent", "edited", "unchanged", "still_owed", ...}
     #[arg(long)]
     pub json: bool,
+    /// Start sends for at most SECS seconds (1 to 3600) and leave the rest owed for the
+    /// next run, as a poll round does: a cron line that never overlaps the next minute
+    #[arg(long, value_name = "SECS", conflicts_with = "console",
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub within: Option<u64>,
 }
 
 #[derive(Debug, Args)]

@@ -101,6 +101,7 @@ pub fn ingest(config: &Config, args: IngestArgs) -> Result<u8> {
                 console: false,
                 source: scope.into_iter().next(),
                 json: false,
+                within: None,
             },
         );
         let committed = "the ingest was committed; its cards were not all delivered";

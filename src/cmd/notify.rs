@@ -7,8 +7,13 @@ use crate::config::Config;
 use crate::error::{self, Kind};
 use crate::notify::{self, channels, Failure, PushReport};
 use anyhow::Result;
+use std::time::{Duration, Instant};
 
 pub fn notify(config: &Config, args: NotifyArgs) -> Result<u8> {
+    // `--within`: the run's budget counts from its start, like a poll round's.
+    let until = args
+        .within
+        .map(|secs| Instant::now() + Duration::from_secs(secs));
     if !args.console {
         channels::complete(config)?;
     }
@@ -27,7 +32,7 @@ pub fn notify(config: &Config, args: NotifyArgs) -> Result<u8> {
     let sources: Vec<String> = args.source.iter().cloned().collect();
     let reach = notify::Reach {
         sources: &sources,
-        until: None,
+        until,
     };
     for ch in &configured {
         report.add(notify::push_within(&mut store, ch.as_ref(), reach)?);
