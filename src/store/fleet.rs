@@ -212,12 +212,16 @@ fn probe(c: &mut dyn Conn) -> Result<Confinement> {
     let guard = c
         .query_one(
             "SELECT COUNT(*) AS n FROM pg_trigger
-             WHERE tgname = 'proposals_host_guard' AND tgenabled <> 'D'",
+             WHERE tgname IN ('proposals_host_guard', 'proposals_host_guard_insert')
+             AND tgenabled <> 'D'",
             &[],
         )?
         .int("n")?;
-    if guard == 0 {
-        breaches.push("nothing stops it approving (trigger proposals_host_guard is off)".into());
+    if guard < 2 {
+        breaches.push(
+            "nothing stops it approving (trigger proposals_host_guard or proposals_host_guard_insert is off)"
+                .into(),
+        );
     }
     Ok(Confinement {
         role,

@@ -342,6 +342,14 @@ fn approving_without_a_decider_is_refused_and_a_forced_approval_is_not_run() {
     let refused = f.sql(&f.web2, &flip).unwrap_err();
     assert!(refused.contains("cannot approve"), "{refused}");
     assert_eq!(f.sql(&f.web1, &flip), Ok(0));
+    // Nor may it write a proposal that is approved from the start (the guard's INSERT
+    // trigger, migration 5).
+    let planted = "INSERT INTO proposals (id, source, cmd_hash, command, canonical, logical_keys,
+                        cluster_id, state, risk, first_seen_at, last_seen_at, seen_count)
+                   VALUES (999999, 'web-2', 'x', 'true', 'true', '[]', 999999, 'approved', 'low',
+                           0, 0, 1)";
+    let refused = f.sql(&f.web2, planted).unwrap_err();
+    assert!(refused.contains("cannot approve"), "{refused}");
     // Nor may it write the audit rows an approval is made of.
     let vote = format!(
         "INSERT INTO transitions (proposal_id, from_state, to_state, action, actor, at, digest)
