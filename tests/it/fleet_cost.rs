@@ -83,18 +83,24 @@ fn a_hosts_ingest_notify_delivered_every_hosts_cards() {
     assert_eq!(fake.count("sendMessage"), 2);
 }
 
-/// A poll round with a backlog of owed cards and a slow chat used to deliver all of it
-/// before ending (14-22 s at 200 hosts, overlapping the next minute's poll). It stops
-/// starting sends when its budget is spent; the next rounds send the rest, each card
-/// once.
-#[test]
-fn a_poll_round_with_a_backlog_outlasted_its_minute() {
+/// A store with 30 owed cards of one source, and a chat that takes 150 ms a call.
+fn thirty_owed_cards_and_a_slow_chat() -> (Env, Fake) {
     let env = Env::new();
     let fake = Fake::start();
     let commands: Vec<String> = (0..30).map(|n| format!("docker restart svc{n}")).collect();
     let refs: Vec<&str> = commands.iter().map(String::as_str).collect();
     env.ingest("h", &cycle(0, &refs));
     fake.state.lock().unwrap().delay = Duration::from_millis(150);
+    (env, fake)
+}
+
+/// A poll round with a backlog of owed cards and a slow chat used to deliver all of it
+/// before ending (14-22 s at 200 hosts, overlapping the next minute's poll). It stops
+/// starting sends when its budget is spent; the next rounds send the rest, each card
+/// once.
+#[test]
+fn a_poll_round_with_a_backlog_outlasted_its_minute() {
+    let (env, fake) = thirty_owed_cards_and_a_slow_chat();
     // 30 cards at 150 ms a call: 4.5 s of sending, the round's budget is 1 s.
     let started = Instant::now();
     let out = env.cmd(&["poll"]).telegram(&fake, "1001").ok();
@@ -127,12 +133,7 @@ fn a_poll_round_with_a_backlog_outlasted_its_minute() {
 /// card once. Without `--within` one run still delivers everything.
 #[test]
 fn a_cron_notify_with_a_backlog_outlasted_its_minute() {
-    let env = Env::new();
-    let fake = Fake::start();
-    let commands: Vec<String> = (0..30).map(|n| format!("docker restart svc{n}")).collect();
-    let refs: Vec<&str> = commands.iter().map(String::as_str).collect();
-    env.ingest("h", &cycle(0, &refs));
-    fake.state.lock().unwrap().delay = Duration::from_millis(150);
+    let (env, fake) = thirty_owed_cards_and_a_slow_chat();
     // 30 cards at 150 ms a call: 4.5 s of sending, the run's budget is 1 s.
     let started = Instant::now();
     let out = env

@@ -327,6 +327,18 @@ fn a_read_only_database_fails_clearly_and_stays_as_it_was() {
     assert_eq!(rows[0]["seen_count"], 1, "{rows:?}");
 }
 
+/// A bulk load of source `bulk` with room for it, its report as JSON.
+const BULK_JSON: &[&str] = &[
+    "ingest",
+    "--source",
+    "bulk",
+    "--json",
+    "--max-input-bytes",
+    "50000000",
+    "--max-proposals",
+    "10000",
+];
+
 fn bulk(n: usize, reason_len: usize) -> String {
     let items: Vec<serde_json::Value> = (0..n)
         .map(|i| serde_json::json!({"id": format!("b{i}"), "command": format!("docker restart bulk{i}"), "reason": "r".repeat(reason_len)}))
@@ -385,19 +397,7 @@ fn a_streamed_bulk_load_past_its_kept_lookups_still_merges_and_joins_exactly() {
     let mut envs = vec![Env::new()];
     envs.extend(Env::postgres());
     for env in envs {
-        let out = env
-            .cmd(&[
-                "ingest",
-                "--source",
-                "bulk",
-                "--json",
-                "--max-input-bytes",
-                "50000000",
-                "--max-proposals",
-                "10000",
-            ])
-            .stdin(&input)
-            .ok();
+        let out = env.cmd(BULK_JSON).stdin(&input).ok();
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(
             (
@@ -437,19 +437,10 @@ fn bulk_inputs_over_eight_mib_stream_into_one_all_or_nothing_transaction() {
     let before = env.dump();
     let input = bulk(3000, 3000);
     assert!(input.len() > 8 << 20, "{}", input.len());
-    let args = [
-        "ingest",
-        "--source",
-        "bulk",
-        "--json",
-        "--max-input-bytes",
-        "50000000",
-        "--max-proposals",
-        "10000",
-    ];
+    let args = BULK_JSON;
     // Cut off: refused, rolled back.
     let out = env
-        .cmd(&args)
+        .cmd(args)
         .stdin(&input.as_bytes()[..input.len() - 100])
         .output();
     assert_eq!(out.status.code(), Some(65), "{}", stderr(&out));
@@ -492,7 +483,7 @@ fn bulk_inputs_over_eight_mib_stream_into_one_all_or_nothing_transaction() {
     );
     assert_eq!(env.dump(), before);
     // Whole: every proposal, in one transaction.
-    let out = env.cmd(&args).stdin(&input).ok();
+    let out = env.cmd(args).stdin(&input).ok();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
         (v["proposals"].as_i64(), v["new"].as_i64()),
