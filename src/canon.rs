@@ -32,8 +32,9 @@ pub const GRAMMAR_VERSION: i64 = 4;
 /// place among the words, line continuations in words and `${NAME}` written one way; 4:
 /// the command inside `$(..)` and backticks canonicalized as a command, a backtick
 /// command written `$(..)`, `${NAME}` inside double quotes, a subshell that is all of
-/// another one subshell), so stored in-flight proposals are re-hashed once.
-pub const CANON_VERSION: i64 = 4;
+/// another one subshell; 5: an expansion right after a bare `$` kept byte for byte), so
+/// stored in-flight proposals are re-hashed once.
+pub const CANON_VERSION: i64 = 5;
 
 /// Number of hex digits of sha256 kept as `cmd_hash`.
 pub const HASH_LEN: usize = crate::model::CMD_HASH_LEN;
@@ -868,6 +869,10 @@ fn expansion_text(chars: &[char], start: usize, end: usize, in_dq: bool, out: &m
         }
         _ => None,
     };
+    // After a bare `$`, a written `$` would join it: `$` then `` `d` `` is a dollar sign
+    // and a command, `$$(d)` is the parameter `$$` then `(` (found by cargo fuzz). Kept
+    // byte for byte there.
+    let canonical = canonical.filter(|text| !(out.ends_with('$') && text.starts_with('$')));
     match canonical {
         Some(text) => out.push_str(&text),
         None => out.extend(&chars[start..end]),
@@ -1625,6 +1630,27 @@ mod tests {
             tokenize(&c).expect("tokenizes"),
             tokenize(text).expect("tokenizes")
         );
+    }
+
+    #[test]
+    fn a_dollar_sign_before_a_backtick_command_was_written_as_the_pid() {
+        // Found by cargo fuzz: `$` then `` `date` `` was written `$$(date)`, the bytes of
+        // another (opaque) command, so both shared a cmd_hash.
+        for text in ["echo $`date`", "echo \"$`date`\"", "echo x$`date`y"] {
+            let c = canon(text);
+            assert!(!c.contains("$$("), "{text:?} -> {c:?}");
+            assert_eq!(canon(&c), c);
+            assert_eq!(
+                tokenize(&c).expect("tokenizes"),
+                tokenize(text).expect("tokenizes")
+            );
+        }
+        assert_ne!(
+            canonicalize("echo $`date`").cmd_hash,
+            canonicalize("echo $$(date)").cmd_hash
+        );
+        // Where nothing joins, the backtick command is still written `$(..)`.
+        assert_eq!(canon("echo `date`"), canon("echo $(date)"));
     }
 
     #[test]
