@@ -94,6 +94,23 @@ fn thirty_owed_cards_and_a_slow_chat() -> (Env, Fake) {
     (env, fake)
 }
 
+/// One run of `args` over that backlog (30 cards at 150 ms a call: 4.5 s of sending,
+/// against a budget of 1 s): it ends within 2.5 s having sent some cards but not all.
+/// Its output and the cards sent.
+fn one_bounded_run(env: &Env, fake: &Fake, args: &[&str]) -> (std::process::Output, usize) {
+    let started = Instant::now();
+    let out = env.cmd(args).telegram(fake, "1001").ok();
+    let took = started.elapsed();
+    let first = fake.count("sendMessage");
+    assert!(
+        took < Duration::from_millis(2500),
+        "one run took {took:?}: {}",
+        stdout(&out)
+    );
+    assert!(first > 0 && first < 30, "{first} sent in the first run");
+    (out, first)
+}
+
 /// A poll round with a backlog of owed cards and a slow chat used to deliver all of it
 /// before ending (14-22 s at 200 hosts, overlapping the next minute's poll). It stops
 /// starting sends when its budget is spent; the next rounds send the rest, each card
@@ -101,17 +118,7 @@ fn thirty_owed_cards_and_a_slow_chat() -> (Env, Fake) {
 #[test]
 fn a_poll_round_with_a_backlog_outlasted_its_minute() {
     let (env, fake) = thirty_owed_cards_and_a_slow_chat();
-    // 30 cards at 150 ms a call: 4.5 s of sending, the round's budget is 1 s.
-    let started = Instant::now();
-    let out = env.cmd(&["poll"]).telegram(&fake, "1001").ok();
-    let took = started.elapsed();
-    let first = fake.count("sendMessage");
-    assert!(
-        took < Duration::from_millis(2500),
-        "one round took {took:?}: {}",
-        stdout(&out)
-    );
-    assert!(first > 0 && first < 30, "{first} sent in the first round");
+    let (out, _) = one_bounded_run(&env, &fake, &["poll"]);
     assert!(stdout(&out).contains("still owed"), "{}", stdout(&out));
     let mut rounds = 1;
     while fake.count("sendMessage") < 30 {
@@ -134,20 +141,7 @@ fn a_poll_round_with_a_backlog_outlasted_its_minute() {
 #[test]
 fn a_cron_notify_with_a_backlog_outlasted_its_minute() {
     let (env, fake) = thirty_owed_cards_and_a_slow_chat();
-    // 30 cards at 150 ms a call: 4.5 s of sending, the run's budget is 1 s.
-    let started = Instant::now();
-    let out = env
-        .cmd(&["notify", "--within", "1", "--json"])
-        .telegram(&fake, "1001")
-        .ok();
-    let took = started.elapsed();
-    let first = fake.count("sendMessage");
-    assert!(
-        took < Duration::from_millis(2500),
-        "one run took {took:?}: {}",
-        stdout(&out)
-    );
-    assert!(first > 0 && first < 30, "{first} sent in the first run");
+    let (out, first) = one_bounded_run(&env, &fake, &["notify", "--within", "1", "--json"]);
     let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(v["sent"].as_u64(), Some(first as u64), "{v}");
     assert_eq!(v["still_owed"].as_u64(), Some(30 - first as u64), "{v}");
