@@ -33,7 +33,8 @@
 //! hourly cycle), `FLEET_SPREAD_PCT=75`, `FLEET_CYCLE_SPREAD=1`, `FLEET_BIN` (another opsgate binary to measure,
 //! e.g. an older build); for a diagnosis, `FLEET_LOUD=1` (the lines without `-q`: their
 //! warnings counted, the slowest commands listed) and `FLEET_PROFILE=1` (the server's
-//! statements by total time, from pg_stat_statements).
+//! statements by total time, from pg_stat_statements); `FLEET_PG_OPTS` (more server
+//! options, e.g. `-c log_checkpoints=on`).
 #![allow(clippy::unwrap_used)]
 
 mod targets;
@@ -880,13 +881,14 @@ fn main() {
     // this bench.
     let Some(server) = pg::Pg::start_new_with(
         &format!(
-            "-c fsync=on -c synchronous_commit=on -c full_page_writes=on -c max_connections={}{}",
+            "-c fsync=on -c synchronous_commit=on -c full_page_writes=on -c max_connections={}{} {}",
             (most * 3 + 40).max(100),
             if std::env::var_os("FLEET_PROFILE").is_some() {
                 " -c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track_planning=on"
             } else {
                 ""
-            }
+            },
+            env_or("FLEET_PG_OPTS", "")
         ),
         |_| {},
     ) else {

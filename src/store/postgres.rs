@@ -33,6 +33,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/postgres/003_cycle_summaries.sql"),
     include_str!("migrations/postgres/004_host_roles.sql"),
     include_str!("migrations/postgres/005_guard_when.sql"),
+    include_str!("migrations/postgres/006_policies_once.sql"),
 ];
 
 /// The advisory lock key migrations run under ("opsgate" in ASCII, as a number).

@@ -30,7 +30,7 @@ fn doctor_on_postgres_checks_the_connection_schema_and_the_roles_rights() {
         "{text}"
     );
     assert!(
-        text.contains("schema version 5 (this build knows 5)"),
+        text.contains("schema version 6 (this build knows 6)"),
         "{text}"
     );
     assert!(
