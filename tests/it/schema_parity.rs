@@ -150,6 +150,11 @@ const ALLOWED: &[(&str, &str)] = &[
     ),
     ("fleet_hosts.source: text", "the same mapping (see above)"),
     (
+        "cards_by_source on cards(source, cluster_id)",
+        "PostgreSQL only (migration 6): a host confined by row-level security finds its owed \
+         cards from its own cards; a SQLite file serves one host and reads them by channel",
+    ),
+    (
         "status_messages.pinned: integer",
         "SQLite has no boolean type: the flag is 0/1 there, boolean on PostgreSQL",
     ),
