@@ -287,7 +287,7 @@ impl Bouncer {
     /// A pooler of its own in front of `pg` (the fleet bench's): `users` are let in
     /// besides `opsgate` (pgbouncer's `trust` still needs each name in its auth file), and
     /// `settings` are `[pgbouncer]` lines (pool and client limits) in place of the shared
-    /// pooler's small pool.
+    /// pooler's small pool, last in the file (so they may open a `[users]` section).
     pub fn start_for(pg: &Pg, users: &[String], settings: &str) -> Option<Bouncer> {
         match Bouncer::try_start(pg, users, settings) {
             Ok(b) => Some(b),
@@ -319,7 +319,7 @@ impl Bouncer {
         std::fs::write(
             &ini,
             format!(
-                "[databases]\n* = host=127.0.0.1 port={pg}\n\n[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\nauth_type = trust\nauth_file = {dir}/userlist.txt\npool_mode = transaction\n{settings}logfile = {dir}/pgbouncer.log\npidfile = {dir}/pgbouncer.pid\n",
+                "[databases]\n* = host=127.0.0.1 port={pg}\n\n[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\nauth_type = trust\nauth_file = {dir}/userlist.txt\npool_mode = transaction\nlogfile = {dir}/pgbouncer.log\npidfile = {dir}/pgbouncer.pid\n{settings}",
                 pg = pg.port,
                 dir = dir.display()
             ),
