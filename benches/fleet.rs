@@ -17,7 +17,7 @@
 //!   `opsgate ingest --source H --notify -q` (the model's answer is canned: two new
 //!   commands a cycle, one repeated and never approved);
 //! - the decider host, at the minute's start: `opsgate poll -q`,
-//!   `opsgate notify -q --within 1`, `opsgate sweep -q --all`.
+//!   `opsgate notify -q --within 0.5`, `opsgate sweep -q --all`.
 //!
 //! Commands are `mktemp SOURCE.cN.a.XXXXXX`, run in each host's own directory: each run
 //! leaves a new file, so the files in a host's directory say what that host ran and how
@@ -527,7 +527,7 @@ fn scenario(server: &pg::Pg, hosts: usize, pooled: bool) -> Figures {
         let (decider, into) = (decider.clone(), samples.clone());
         running.push(std::thread::spawn(move || {
             let p = decider.run("poll", &["poll", "-q"], b"");
-            let n = decider.run("notify", &["notify", "-q", "--within", "1"], b"");
+            let n = decider.run("notify", &["notify", "-q", "--within", "0.5"], b"");
             let s = decider.run("sweep --all", &["sweep", "-q", "--all"], b"");
             into.lock().unwrap().extend([p, n, s]);
         }));

@@ -477,11 +477,22 @@ pub struct NotifyArgs {
     /// Print what was delivered as JSON: {"sent", "edited", "unchanged", "still_owed", ...}
     #[arg(long)]
     pub json: bool,
-    /// Start sends for at most SECS seconds (1 to 3600) and leave the rest owed for the
-    /// next run, as a poll round does: a cron line that never overlaps the next minute
-    #[arg(long, value_name = "SECS", conflicts_with = "console",
-          value_parser = clap::value_parser!(u64).range(1..=3600))]
-    pub within: Option<u64>,
+    /// Start sends for at most SECS seconds (0.1 to 3600, fractions allowed) and leave
+    /// the rest owed for the next run, as a poll round does: a cron line that never
+    /// overlaps the next minute
+    #[arg(long, value_name = "SECS", conflicts_with = "console", value_parser = parse_within)]
+    pub within: Option<std::time::Duration>,
+}
+
+/// `--within SECS`: a number of seconds from 0.1 to 3600, fractions allowed.
+fn parse_within(s: &str) -> Result<std::time::Duration, String> {
+    let secs: f64 = s
+        .parse()
+        .map_err(|_| format!("expected a number of seconds (0.1 to 3600), got {s:?}"))?;
+    if !(0.1..=3600.0).contains(&secs) {
+        return Err(format!("expected 0.1 to 3600 seconds, got {s}"));
+    }
+    Ok(std::time::Duration::from_secs_f64(secs))
 }
 
 #[derive(Debug, Args)]

@@ -7,13 +7,11 @@ use crate::config::Config;
 use crate::error::{self, Kind};
 use crate::notify::{self, channels, Failure, PushReport};
 use anyhow::Result;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 pub fn notify(config: &Config, args: NotifyArgs) -> Result<u8> {
     // `--within`: the run's budget counts from its start, like a poll round's.
-    let until = args
-        .within
-        .map(|secs| Instant::now() + Duration::from_secs(secs));
+    let until = args.within.map(|within| Instant::now() + within);
     if !args.console {
         channels::complete(config)?;
     }

@@ -158,9 +158,9 @@ fn a_cron_notify_with_a_backlog_outlasted_its_minute() {
     env.cmd(&["notify", "-q"]).telegram(&fake, "1001").ok();
     assert_eq!(fake.count("sendMessage"), 30, "each card sent once");
     assert_eq!(fake.messages().len(), 30);
-    // A bound is a number of seconds from 1 to 3600: anything else is refused before
-    // anything is read or sent (exit 64).
-    for bad in ["0", "1.5", "soon"] {
+    // A bound is a number of seconds from 0.1 to 3600 (a fraction too: the decider's cron
+    // line takes 0.5): anything else is refused before anything is read or sent (exit 64).
+    for bad in ["0", "0.05", "-1", "3601", "NaN", "soon"] {
         let out = env
             .cmd(&["notify", "--within", bad])
             .telegram(&fake, "1001")
