@@ -384,8 +384,9 @@ fn scenario(server: &pg::Pg, hosts: usize, pooled: bool) -> Figures {
     // minute) and `default_pool_size` 2 instead of 20 (a host's lines overlap by two at
     // most), with a pool of 4 for the decider (a database entry of its own, as the
     // README says: its poll, notify and sweep run in the same seconds; with 2, at 200
-    // hosts, the operator's presses did not drain: 400 of 800 approvals run). It pools per role, so each host has a pool of its own whose server
-    // connections stay open between minutes (`server_idle_timeout` 600 s): a host's cron
+    // hosts, the operator's presses did not drain: 400 of 800 approvals run). It pools
+    // per role, so each host has a pool of its own whose server connections stay open
+    // between minutes (`server_idle_timeout` 600 s): a host's cron
     // line costs a client connection to the pooler, not a backend. The server's
     // `max_connections` must hold every pool (hosts x pool size, and an earlier
     // scenario's pooler still holds its idle ones): with 20 a pool, the pools of 200

@@ -84,12 +84,7 @@ impl Store {
         let mut params: Vec<&dyn ToParam> = vec![&channel, &after, &limit];
         let among = among_sources(sources, 4, &mut params);
         let rows = self.conn().query(
-            &format!(
-                "SELECT d.cluster_id, c.source, d.chat, d.message, d.content_hash, d.rev
-                 FROM deliveries d JOIN cards c ON c.cluster_id = d.cluster_id
-                 WHERE d.channel = ?1 AND d.rev > d.sent_rev AND d.cluster_id > ?2{among}
-                 ORDER BY d.cluster_id LIMIT ?3"
-            ),
+            &format!("{OWED} AND d.cluster_id > ?2{among} ORDER BY d.cluster_id LIMIT ?3"),
             &params,
         )?;
         rows.iter().map(owed_row).collect()
@@ -102,9 +97,7 @@ impl Store {
         // it until one was visible, each through the host's row-level security.
         self.conn()
             .query_opt(
-                "SELECT d.cluster_id, c.source, d.chat, d.message, d.content_hash, d.rev
-                 FROM deliveries d JOIN cards c ON c.cluster_id = d.cluster_id
-                 WHERE d.channel = ?1 AND d.cluster_id = ?2 AND d.rev > d.sent_rev",
+                &format!("{OWED} AND d.cluster_id = ?2"),
                 &[&channel, &cluster_id],
             )?
             .map(|r| owed_row(&r))
@@ -277,7 +270,12 @@ pub(super) fn set_meta(c: &mut dyn Conn, key: &str, value: &str) -> Result<()> {
     Ok(())
 }
 
-/// An owed card from a row of `deliveries d JOIN cards c`.
+/// The cards owed to channel `?1`, as [`owed_row`] reads them; callers add conditions.
+const OWED: &str = "SELECT d.cluster_id, c.source, d.chat, d.message, d.content_hash, d.rev
+     FROM deliveries d JOIN cards c ON c.cluster_id = d.cluster_id
+     WHERE d.channel = ?1 AND d.rev > d.sent_rev";
+
+/// An owed card from a row of [`OWED`].
 fn owed_row(r: &Row) -> Result<OwedCard> {
     Ok(OwedCard {
         cluster_id: r.int("cluster_id")?,

@@ -287,7 +287,8 @@ impl Bouncer {
     /// A pooler of its own in front of `pg` (the fleet bench's): `users` are let in
     /// besides `opsgate` (pgbouncer's `trust` still needs each name in its auth file), and
     /// `settings` are `[pgbouncer]` lines (pool and client limits) in place of the shared
-    /// pooler's small pool, last in the file (so they may open a `[users]` section).
+    /// pooler's small pool, last in the file (so they may open a section, such as a
+    /// `[databases]` entry with a pool size of its own).
     pub fn start_for(pg: &Pg, users: &[String], settings: &str) -> Option<Bouncer> {
         match Bouncer::try_start(pg, users, settings) {
             Ok(b) => Some(b),

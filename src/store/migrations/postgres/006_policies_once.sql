@@ -46,5 +46,8 @@ ALTER POLICY deciders_keys ON meta
     WITH CHECK ((SELECT NOT opsgate_is_host()) OR (key NOT LIKE 'reason:%' AND key NOT LIKE 'confirm:%'));
 ALTER POLICY deciders_move ON cursors USING (true) WITH CHECK ((SELECT NOT opsgate_is_host()));
 
+-- No policy calls it any more.
+DROP FUNCTION opsgate_may(text);
+
 -- A host's owed cards are found from its own cards, not by reading the fleet's.
 CREATE INDEX cards_by_source ON cards (source, cluster_id);
